@@ -1,0 +1,1 @@
+"""Scribelink cloud relay: registry, enrollment, blind routing of sealed audio to scribes."""

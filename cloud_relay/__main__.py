@@ -1,0 +1,54 @@
+"""`python -m cloud_relay serve|add-user --config FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cloud_relay")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the relay")
+    s.add_argument("--config", required=True)
+    u = sub.add_parser("add-user", help="create or update a user (admin, scribe, tech)")
+    u.add_argument("--config", required=True)
+    u.add_argument("--id", required=True)
+    u.add_argument("--name", required=True)
+    u.add_argument("--role", choices=["admin", "scribe", "tech"], required=True)
+    u.add_argument("--password-file", required=True, help="file holding the password")
+    args = p.parse_args(argv)
+
+    from cloud_relay.config import ConfigError, load
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print(f"cloud_relay: bad config: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    if args.cmd == "add-user":
+        from cloud_relay.store import Store
+
+        store = Store(Path(cfg.data_dir) / "relay.db")
+        store.add_user(args.id, args.name, args.role,
+                       Path(args.password_file).read_text().strip())
+        store.audit("cli", "user_saved", args.id, {"role": args.role})
+        store.close()
+        return 0
+
+    import uvicorn
+
+    from cloud_relay.app import create_app
+
+    app = create_app(cfg)
+    uvicorn.run(app, host=cfg.http_host, port=cfg.http_port, log_level="warning",
+                access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

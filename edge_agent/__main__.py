@@ -1,0 +1,60 @@
+"""`python -m edge_agent run|process|provision-serve ...`: the unit's entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+
+def _logging(verbose: bool) -> None:
+    # one line per event, key=value, no PHI (never audio, keys or patient words)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.agent import Agent
+    from edge_agent.config import ConfigError, load
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print(f"edge_agent: bad config: {e}", file=sys.stderr)
+        return 2
+    agent = Agent(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    return agent.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "process":
+        from edge_agent.dsp.cli import main as process_main
+
+        return process_main(argv[1:])
+    if argv and argv[0] == "provision-serve":
+        from edge_agent.provision import main as provision_main
+
+        return provision_main(argv[1:])
+    p = argparse.ArgumentParser(prog="python -m edge_agent", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run the unit agent")
+    run.add_argument("--config", required=True, help="agent TOML config")
+    sub.add_parser("process", help="run the DSP pipeline on a WAV: process IN.wav OUT.wav")
+    sub.add_parser("provision-serve", help="serve the provisioning protocol on a serial port")
+    args = p.parse_args(argv)
+    _logging(args.verbose)
+    if args.cmd == "run":
+        return cmd_run(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

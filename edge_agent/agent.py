@@ -1,0 +1,341 @@
+"""The unit agent: wires capture -> DSP -> chunker -> session sealer -> spool -> uplink.
+
+The capture loop runs in the calling thread; the uplink and the puck have their own.
+Control messages (assignment, session control, cue acks) arrive on the uplink's thread
+and are handed to the capture loop through a queue, so session state has one owner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from edge_agent import sdnotify as sd
+from edge_agent.capture import AlsaCapture
+from edge_agent.chunker import Chunker
+from edge_agent.config import AgentConfig
+from edge_agent.dsp import make_stage
+from edge_agent.session import Session
+from edge_agent.spool import Spool
+from edge_agent.uplink import Uplink
+from scribelink import envelope as env
+from scribelink import messages as msgs
+from scribelink import topics
+
+log = logging.getLogger("edge_agent")
+
+STATUS_INTERVAL_S = 1.0
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.state_dir = Path(cfg.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.spool = Spool(
+            Path(cfg.spool.dir) / "spool.db",
+            max_bytes=cfg.spool.max_bytes,
+            max_age_s=cfg.spool.max_age_s,
+            fsync_interval_s=cfg.spool.fsync_interval_s,
+        )
+        self.uplink = Uplink(cfg.broker, cfg.unit_id, self.spool, on_control=self._on_control)
+        self.recovery = self._load_recovery_key()
+        self.assignment: dict | None = self._load_assignment()
+        self.session: Session | None = None
+        self.capture: AlsaCapture | None = None
+        self.dsp = None
+        self.chunker: Chunker | None = None
+        self.privacy_paused = False
+        self.last_error: str | None = None
+        self._control: queue.Queue[dict] = queue.Queue()
+        self._stop = threading.Event()
+        self._input_frames = int(self.spool.get_state("input_frames", "0") or 0)
+        self._captured_done = False
+        self._last_status = 0.0
+        self.puck = None
+        self._resume_tail = None
+        self._pending_cues: dict[int, tuple[str, int]] = {}  # cue id -> (session, event seq)
+
+    # ------------------------------------------------------------------ keys and assignment
+
+    def _load_recovery_key(self) -> X25519PublicKey | None:
+        path = self.cfg.keys.recovery_public_key_file
+        if not path:
+            return None
+        text = Path(path).read_text().strip()
+        return env.load_public_key(text)
+
+    def _assignment_path(self) -> Path:
+        return self.state_dir / "assignment.json"
+
+    def _load_assignment(self) -> dict | None:
+        # the last assignment is kept (public keys only) so the unit can record offline
+        try:
+            return msgs.check_control(json.loads(self._assignment_path().read_text()))
+        except (FileNotFoundError, ValueError, msgs.MessageError):
+            return None
+
+    def _save_assignment(self, a: dict) -> None:
+        tmp = self._assignment_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(a))
+        tmp.replace(self._assignment_path())
+
+    # ------------------------------------------------------------------ control
+
+    def _on_control(self, ctl: dict) -> None:
+        self._control.put(ctl)
+
+    def _handle_control(self, ctl: dict) -> None:
+        t = ctl["type"]
+        if t == "assignment":
+            changed = self.assignment is None or self.assignment.get("scribes") != ctl["scribes"]
+            self.assignment = ctl
+            self._save_assignment(ctl)
+            log.info("event=assignment scribes=%d", len(ctl["scribes"]))
+            if changed and self.session is not None:
+                # new recipients: the running session's key was not wrapped to them
+                self._close_session("reassigned")
+        elif t == "session_control":
+            if ctl.get("action") == "close" and self.session is not None:
+                self._close_session("closed_by_relay")
+        elif t == "cue_ack":
+            log.info("event=cue_ack cue_id=%s", ctl.get("cue_id"))
+            if self.puck is not None:
+                self.puck.cue_seen(int(ctl["cue_id"]))
+            self._pending_cues.pop(int(ctl["cue_id"]), None)
+
+    # ------------------------------------------------------------------ session
+
+    def _scribes(self) -> list[tuple[str, X25519PublicKey]]:
+        if not self.assignment:
+            return []
+        return [(s.get("id", "scribe"), env.load_public_key(s["public_key"]))
+                for s in self.assignment["scribes"]]
+
+    def _open_session(self) -> None:
+        scribes = self._scribes()
+        if not scribes:
+            return
+        started = now_us()
+        self.session = Session(
+            unit_id=self.cfg.unit_id,
+            scribes=scribes,
+            recovery=self.recovery,
+            sample_rate=self.cfg.capture.sample_rate,
+            chunk_ms=self.cfg.session.chunk_ms,
+            started_us=started,
+            room=(self.assignment or {}).get("room"),
+        )
+        self.chunker = Chunker(
+            sample_rate=self.cfg.capture.sample_rate,
+            chunk_ms=self.cfg.session.chunk_ms,
+            start_us=started,
+        )
+        self.dsp = make_stage(
+            self.cfg.dsp.mode,
+            channels=self.cfg.capture.channels,
+            sample_rate=self.cfg.capture.sample_rate,
+            array=self.cfg.dsp.array,
+        )
+        s = self.session
+        seq, start_env = s.seal_event("session_start", started)
+        self.spool.put_many(
+            [
+                self._rec(topics.SESSION, msgs.dumps(s.open_message()), "session"),
+                self._rec(topics.EVENT, start_env, "event", seq=seq),
+            ],
+            {"open_session": s.hex},
+        )
+        self.uplink.wake()
+        log.info("event=session_open session=%s", s.hex[:8])
+
+    def _rec(self, leaf: str, payload: bytes, kind: str, *, seq: int | None = None,
+             audio_ms: int = 0) -> dict:
+        return {
+            "topic": topics.unit_topic(self.cfg.unit_id, leaf),
+            "payload": payload,
+            "kind": kind,
+            "session": self.session.hex if self.session else None,
+            "seq": seq,
+            "audio_ms": audio_ms,
+        }
+
+    def _seal_chunks(self, chunks, *, final: bool = False) -> None:
+        assert self.session is not None
+        records = []
+        for i, c in enumerate(chunks):
+            last = final and i == len(chunks) - 1
+            seq, sealed = self.session.seal_audio(c.pcm, c.capture_us, final=last)
+            ms = len(c.pcm) * 1000 // self.cfg.capture.sample_rate
+            records.append(self._rec(topics.AUDIO, sealed, "audio", seq=seq, audio_ms=ms))
+        if records or final:
+            self.spool.put_many(records, {"input_frames": str(self._sealed_input_frames())})
+            self.uplink.wake()
+
+    def _sealed_input_frames(self) -> int:
+        """Input frames whose audio is now in the spool (what a restart may skip)."""
+        held = self.chunker.pending if self.chunker is not None else 0
+        held += self.dsp.latency_samples if self.dsp is not None else 0
+        return max(0, self._input_frames - held)
+
+    def _close_session(self, reason: str) -> None:
+        s = self.session
+        if s is None:
+            return
+        assert self.dsp is not None and self.chunker is not None
+        tail = self.dsp.flush()
+        chunks = self.chunker.push(tail) if len(tail) else []
+        last = self.chunker.flush()
+        if last is not None:
+            chunks.append(last)
+        self._seal_chunks(chunks)
+        seq, end_env = s.seal_event("session_end", now_us(), reason=reason)
+        self.spool.put_many(
+            [
+                self._rec(topics.EVENT, end_env, "event", seq=seq),
+                self._rec(topics.SESSION, msgs.dumps(s.close_message(now_us(), reason)),
+                          "session"),
+            ],
+            {"open_session": ""},
+        )
+        s.forget_key()
+        self.session = None
+        self.uplink.wake()
+        log.info("event=session_close session=%s reason=%s", s.hex[:8], reason)
+
+    def _close_stale_session(self) -> None:
+        """A session left open by a crash cannot be continued (its key died with the
+        process): declare it closed so the scribe is not left waiting."""
+        stale = self.spool.get_state("open_session")
+        if not stale:
+            return
+        msg = {
+            "v": msgs.SCHEMA_VERSION, "type": "session_close", "unit": self.cfg.unit_id,
+            "session": stale, "ended_us": now_us(), "last_audio_seq": -1,
+            "last_event_seq": -1, "reason": "unit_restart",
+        }
+        self.spool.put_many(
+            [{"topic": topics.unit_topic(self.cfg.unit_id, topics.SESSION),
+              "payload": msgs.dumps(msg), "kind": "session", "session": stale}],
+            {"open_session": ""},
+        )
+        log.warning("event=stale_session_closed session=%s", stale[:8])
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict:
+        return msgs.status(
+            unit_id=self.cfg.unit_id,
+            online=True,
+            at_us=now_us(),
+            link="up" if self.uplink.connected else "down",
+            session=self.session.hex if self.session else None,
+            capture=("paused" if self.privacy_paused else "live") if self.session else "idle",
+            spool=self.spool.stats(),
+            inflight=self.uplink.inflight,
+            dsp=self.dsp.stats() if self.dsp is not None else None,
+            last_error=self.last_error or self.uplink.last_error,
+            puck=None if self.puck is None else {"connected": self.puck.connected},
+        )
+
+    def _maybe_status(self) -> None:
+        t = time.monotonic()
+        if t - self._last_status >= STATUS_INTERVAL_S:
+            self._last_status = t
+            self.uplink.set_status(self.status())
+            sd.watchdog()
+
+    # ------------------------------------------------------------------ main loop
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _open_capture(self) -> AlsaCapture:
+        c = self.cfg.capture
+        cap = AlsaCapture(
+            c.device,
+            sample_rate=c.sample_rate,
+            channels=c.channels,
+            period_frames=c.period_frames,
+            pace_realtime=c.pace_realtime,
+            speed=c.speed,
+        )
+        cap.open()
+        if c.resume_input and self._input_frames:
+            # file-backed input after a restart: skip what is already sealed in the spool
+            skip = self._input_frames
+            while skip > 0:
+                block = cap.read_unpaced()
+                if len(block) > skip:
+                    self._resume_tail = block[skip:]
+                skip -= len(block)
+            self._input_frames_at_open = self._input_frames
+            log.info("event=input_resumed frames=%d", self._input_frames)
+        return cap
+
+    def run(self) -> int:
+        self._close_stale_session()
+        self.uplink.start()
+        sd.ready()
+        stop_after = self.cfg.capture.stop_after_frames
+        if stop_after and self._input_frames >= stop_after:
+            self._captured_done = True
+        try:
+            while not self._stop.is_set():
+                while not self._control.empty():
+                    self._handle_control(self._control.get_nowait())
+                self._maybe_status()
+                if self._captured_done:
+                    if self.cfg.exit_when_done and len(self.spool) == 0:
+                        log.info("event=done input_frames=%d", self._input_frames)
+                        break
+                    time.sleep(0.05)
+                    continue
+                if self.session is None:
+                    if self.cfg.session.auto_open and self.assignment:
+                        self._open_session()
+                    if self.session is None:
+                        time.sleep(0.05)
+                        continue
+                if self.capture is None:
+                    self.capture = self._open_capture()
+                self._capture_step(stop_after)
+        finally:
+            sd.stopping()
+            if self.session is not None and not self._captured_done:
+                self._close_session("agent_stopped")
+            if self.capture is not None:
+                self.capture.close()
+            self.uplink.set_status(self.status())
+            self.uplink.stop()
+            self.spool.close()
+        return 0
+
+    def _capture_step(self, stop_after: int) -> None:
+        assert self.capture is not None and self.dsp is not None and self.chunker is not None
+        if self._resume_tail is not None:
+            block, self._resume_tail = self._resume_tail, None
+        else:
+            block = self.capture.read()
+        if stop_after:
+            block = block[: max(0, stop_after - self._input_frames)]
+        self._input_frames += len(block)
+        if self.privacy_paused:
+            pass  # dropped at the source: never reaches DSP, spool or network
+        else:
+            mono = self.dsp.process(block)
+            self._seal_chunks(self.chunker.push(mono))
+        if stop_after and self._input_frames >= stop_after:
+            self._close_session("input_complete")
+            self._captured_done = True
+            self.capture.close()

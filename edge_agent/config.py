@@ -1,0 +1,133 @@
+"""The unit's configuration (TOML; template in hardware/config/agent.toml)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from scribelink.topics import valid_unit_id
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    device: str = "scribelink_capture"
+    sample_rate: int = 16000
+    channels: int = 4
+    period_frames: int = 320
+    # for PCMs with no hardware clock (the ALSA file plugin in the demo and tests)
+    pace_realtime: bool = False
+    speed: float = 1.0
+    # stop after this many input frames (demo/tests); 0 = run until stopped
+    stop_after_frames: int = 0
+    # file-backed inputs only: after a restart, skip the input frames already sealed
+    resume_input: bool = False
+
+
+@dataclass(frozen=True)
+class DspConfig:
+    mode: str = "on"
+    array: str = "respeaker-4mic-pi"
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    chunk_ms: int = 40
+    auto_open: bool = True  # open a session as soon as a scribe is assigned
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    dir: str = "/var/lib/scribelink/spool"
+    max_bytes: int = 2_000_000_000
+    max_age_s: float = 8 * 3600
+    fsync_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    url: str = "mqtts://localhost:8883"
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    inflight_max: int = 64
+    keepalive_s: int = 15
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        u = urlparse(self.url)
+        if u.scheme != "mqtts":
+            raise ConfigError(f"broker url must be mqtts://HOST:PORT, got {self.url!r}")
+        return u.hostname or "localhost", u.port or 8883
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    recovery_public_key_file: str = ""
+
+
+@dataclass(frozen=True)
+class PuckConfig:
+    port: str = ""  # empty: no puck
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    unit_id: str
+    state_dir: str = "/var/lib/scribelink"
+    exit_when_done: bool = False  # demo/tests: exit once stop_after_frames is sealed and sent
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    dsp: DspConfig = field(default_factory=DspConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    puck: PuckConfig = field(default_factory=PuckConfig)
+
+
+_SECTIONS = {
+    "capture": CaptureConfig,
+    "dsp": DspConfig,
+    "session": SessionConfig,
+    "spool": SpoolConfig,
+    "broker": BrokerConfig,
+    "keys": KeysConfig,
+    "puck": PuckConfig,
+}
+
+
+def _build(cls, data: dict, where: str):
+    known = set(cls.__dataclass_fields__)
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"[{where}]: unknown key(s) {sorted(unknown)}")
+    return cls(**data)
+
+
+def load(path: str | Path) -> AgentConfig:
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {path} not found") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    return from_dict(raw)
+
+
+def from_dict(raw: dict) -> AgentConfig:
+    raw = dict(raw)
+    sections = {name: _build(cls, raw.pop(name, {}), name) for name, cls in _SECTIONS.items()}
+    if "unit_id" not in raw:
+        raise ConfigError("unit_id is required (provisioning sets it)")
+    cfg = _build(AgentConfig, {**raw, **sections}, "top level")
+    if not valid_unit_id(cfg.unit_id):
+        raise ConfigError(f"unit_id {cfg.unit_id!r}: letters, digits, '.', '_', '-' only")
+    if cfg.dsp.mode not in ("on", "off"):
+        raise ConfigError("[dsp] mode must be 'on' or 'off'")
+    cfg.broker.host_port  # validates the URL
+    return cfg

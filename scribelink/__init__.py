@@ -1,0 +1,1 @@
+"""Shared wire contracts of Scribelink: envelope, topics, messages (docs/protocol.md)."""
