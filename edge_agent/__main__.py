@@ -22,7 +22,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.config import ConfigError, load
 
     try:
-        cfg = load(args.config)
+        cfg = load(*args.config)
     except ConfigError as e:
         print(f"edge_agent: bad config: {e}", file=sys.stderr)
         return 2
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the unit agent")
-    run.add_argument("--config", required=True, help="agent TOML config")
+    run.add_argument("--config", required=True, action="append",
+                     help="agent TOML config; repeat to layer (later files win)")
     sub.add_parser("process", help="run the DSP pipeline on a WAV: process IN.wav OUT.wav")
     sub.add_parser("provision-serve", help="serve the provisioning protocol on a serial port")
     args = p.parse_args(argv)

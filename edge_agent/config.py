@@ -109,14 +109,23 @@ def _build(cls, data: dict, where: str):
     return cls(**data)
 
 
-def load(path: str | Path) -> AgentConfig:
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"config file {path} not found") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: {e}") from e
-    return from_dict(raw)
+def load(*paths: str | Path) -> AgentConfig:
+    """Load one or more TOML files; later files override earlier ones key by key
+    (site defaults in /etc/scribelink/agent.toml, then what provisioning wrote)."""
+    merged: dict = {}
+    for path in paths:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file {path} not found") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: {e}") from e
+        for k, v in raw.items():
+            if isinstance(v, dict) and isinstance(merged.get(k), dict):
+                merged[k] = {**merged[k], **v}
+            else:
+                merged[k] = v
+    return from_dict(merged)
 
 
 def from_dict(raw: dict) -> AgentConfig:

@@ -1,0 +1,33 @@
+"""Shared fixtures: real mosquitto (mTLS), real relay process, local PKI."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+for p in (ROOT, ROOT / "tests"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from support import make_broker, make_relay  # noqa: E402
+
+UNITS = ["unit-a", "unit-b"]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A real mosquitto with TLS, require_certificate and the unit ACL, on a free port."""
+    b = make_broker(tmp_path, UNITS)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def relay(tmp_path, broker):
+    """The relay as its own process, connected to `broker`, with an admin user."""
+    r = make_relay(tmp_path, broker)
+    yield r
+    r.stop()

@@ -1,0 +1,164 @@
+"""Real parts for tests: a mosquitto broker with mTLS on a free loopback port, a local PKI,
+the relay as a process, WAV helpers. Used by tests/conftest.py fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from cloud_relay import broker, pki
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+@dataclass
+class Broker:
+    dir: Path
+    port: int
+    conf: Path
+    pki: dict
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = broker.start(self.conf, self.port, self.dir / "mosquitto.log")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.port}"
+
+
+def make_broker(tmp: Path, units: list[str]) -> Broker:
+    p = pki.make_local_pki(tmp / "pki", units)
+    port = broker.free_port()
+    conf = broker.write_config(tmp / "broker", port=port, ca=p["ca"], cert=p["broker"].cert,
+                               key=p["broker"].key)
+    b = Broker(tmp / "broker", port, conf, p)
+    b.start()
+    return b
+
+
+@dataclass
+class Relay:
+    dir: Path
+    url: str
+    config: Path
+    proc: subprocess.Popen | None = None
+    users: dict = field(default_factory=dict)
+
+    def start(self) -> None:
+        log = open(self.dir / "relay.log", "ab")
+        self.proc = subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config",
+                                      str(self.config)], stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=ROOT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).json().get("broker"):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.dir / "relay.log").read_text()[-2000:])
+            time.sleep(0.1)
+        raise RuntimeError("relay did not become healthy")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+    def add_user(self, uid: str, role: str, password: str) -> None:
+        pw = self.dir / f"{uid}.pw"
+        pw.write_text(password)
+        subprocess.run([PY, "-m", "cloud_relay", "add-user", "--config", str(self.config),
+                        "--id", uid, "--name", uid, "--role", role, "--password-file", str(pw)],
+                       check=True, cwd=ROOT, capture_output=True)
+        self.users[uid] = password
+
+    def token(self, uid: str) -> str:
+        r = httpx.post(self.url + "/api/login", json={"user": uid, "password": self.users[uid]})
+        r.raise_for_status()
+        return r.json()["token"]
+
+    def api(self, method: str, path: str, uid: str = "admin", **kw) -> httpx.Response:
+        return httpx.request(method, self.url + path,
+                             headers={"Authorization": f"Bearer {self.token(uid)}"}, timeout=10,
+                             **kw)
+
+
+def make_relay(tmp: Path, b: Broker) -> Relay:
+    d = tmp / "relay"
+    d.mkdir(parents=True, exist_ok=True)
+    port = broker.free_port()
+    conf = d / "relay.toml"
+    conf.write_text(
+        f'data_dir = "{d / "data"}"\nhttp_port = {port}\nbroker_url = "{b.url}"\n'
+        f'broker_ca_file = "{b.pki["ca"]}"\nbroker_cert_file = "{b.pki["relay"].cert}"\n'
+        f'broker_key_file = "{b.pki["relay"].key}"\n'
+        f'ca_cert_file = "{b.pki["ca"]}"\nca_key_file = "{b.pki["ca_key"]}"\n'
+    )
+    r = Relay(d, f"http://127.0.0.1:{port}", conf)
+    r.add_user("admin", "admin", "admin-password")
+    r.start()
+    return r
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> None:
+    samples = np.asarray(samples, dtype="<i2")
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(samples.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+
+
+def read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        x = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        return x.reshape(-1, w.getnchannels())
+
+
+def random_multichannel(seconds: float, channels: int = 4, seed: int = 1) -> np.ndarray:
+    """Test input nobody tuned for: chirps, noise bursts and silence, per channel distinct."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    t = np.arange(n) / 16000
+    x = np.zeros((n, channels))
+    for c in range(channels):
+        f0 = rng.uniform(100, 400)
+        x[:, c] = 0.3 * np.sin(2 * np.pi * (f0 + 300 * t) * t)
+        x[:, c] += 0.05 * rng.standard_normal(n)
+        x[rng.integers(0, n // 2): rng.integers(n // 2, n), c] *= rng.uniform(0, 1.5)
+    return np.clip(x * 32767, -32768, 32767).astype("<i2")
+
+
+def run_demo(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, str(ROOT / "scripts" / "demo"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
