@@ -336,4 +336,6 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
     async def _bad_message(request, exc):  # pragma: no cover - defensive
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
+    from cloud_relay import console_api  # the scribe console: page, rooms, archive
+    console_api.mount(app, store, cfg, bridge, hub)
     return app

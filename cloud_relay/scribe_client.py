@@ -32,6 +32,9 @@ from scribelink import messages as msgs
 log = logging.getLogger("scribe_client")
 
 MAX_HELD_CHUNKS = 30_000  # per session reorder buffer bound (20 min of 40 ms chunks)
+# A chunk still missing while this many later ones are held is given up on (counted
+# "missing"), so one lost chunk cannot stall a live stream; declared gaps skip at once.
+REORDER_WINDOW = 1500  # 60 s of 40 ms chunks: well past any in-flight reordering
 MAX_PENDING_UNKNOWN = 5_000
 
 
@@ -74,7 +77,8 @@ class Receiver:
         self.sessions: dict[str, SessionState] = {}
         self.pending: dict[str, list[bytes]] = {}
         self.counters = {"tampered": 0, "replayed": 0, "malformed": 0, "not_for_me": 0,
-                         "chunks": 0, "events": 0}
+                         "missing": 0, "chunks": 0, "events": 0}
+        self.reorder_window = REORDER_WINDOW
 
     # ------------------------------------------------------------------ session lifecycle
 
@@ -171,6 +175,10 @@ class Receiver:
                 s.next_audio += 1
             elif s.next_audio in s.lost_audio:
                 s.lost_audio.discard(s.next_audio)
+                s.next_audio += 1
+            elif s.held_audio and max(s.held_audio) - s.next_audio >= self.reorder_window:
+                self._error("missing", f"audio seq={s.next_audio} never arrived; skipped",
+                            session=s.session, seq=s.next_audio)
                 s.next_audio += 1
             else:
                 break

@@ -2,8 +2,10 @@
 stream (the archive: ciphertext and clear headers only) and the audit log.
 
 The stream table's autoincrement id is the delivery order and each scribe's resume
-cursor; UNIQUE(session, kind, seq) makes every insert idempotent, which is where
-duplicate deliveries from the broker stop.
+cursor; UNIQUE(session, kind, seq, digest) makes every insert idempotent, which is
+where duplicate deliveries from the broker stop. The digest (SHA-256 of the frame) is
+in the key because the relay cannot authenticate a frame: a corrupted copy must not
+shadow the genuine one, so both go to the scribe, whose client keeps the one that opens.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ CREATE TABLE IF NOT EXISTS stream (
     kind TEXT NOT NULL,
     seq INTEGER NOT NULL,
     payload BLOB NOT NULL,
+    digest BLOB NOT NULL,
     received_us INTEGER NOT NULL,
-    UNIQUE (session, kind, seq)
+    UNIQUE (session, kind, seq, digest)
 );
 CREATE INDEX IF NOT EXISTS stream_unit ON stream(unit_id, id);
 CREATE TABLE IF NOT EXISTS audit (
@@ -230,11 +233,13 @@ class Store:
     # ------------------------------------------------------------------ stream
 
     def append(self, unit_id: str, session: str, kind: str, seq: int, payload: bytes) -> bool:
-        """Idempotent: returns False for a duplicate (session, kind, seq)."""
+        """Idempotent: returns False for a duplicate (session, kind, seq, same bytes)."""
+        digest = hashlib.sha256(payload).digest()
         with self._lock:
             cur = self._db.execute(
-                "INSERT OR IGNORE INTO stream(unit_id,session,kind,seq,payload,received_us) "
-                "VALUES(?,?,?,?,?,?)", (unit_id, session, kind, seq, payload, now_us()))
+                "INSERT OR IGNORE INTO stream(unit_id,session,kind,seq,payload,digest,"
+                "received_us) VALUES(?,?,?,?,?,?,?)",
+                (unit_id, session, kind, seq, payload, digest, now_us()))
             inserted = cur.rowcount > 0
             if inserted and kind == "session_open":
                 self._db.execute("INSERT OR IGNORE INTO sessions(session,unit_id,opened_us) "

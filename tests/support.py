@@ -162,3 +162,64 @@ def run_demo(args: list[str], timeout: float = 180) -> subprocess.CompletedProce
 
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class UnitPublisher:
+    """Publishes as a unit with that unit's certificate (a stand-in for the agent when a
+    test must craft exact frames: tampered, forged, replayed)."""
+
+    def __init__(self, b: Broker, unit_id: str) -> None:
+        import ssl
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.unit_id = unit_id
+        self.acks = 0
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self.control: list[bytes] = []
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"unit-{unit_id}",
+                        protocol=mqtt.MQTTv5)
+        ctx = ssl.create_default_context(cafile=str(b.pki["ca"]))
+        ctx.load_cert_chain(str(b.pki["units"][unit_id].cert), str(b.pki["units"][unit_id].key))
+        c.tls_set_context(ctx)
+        c.on_connect = lambda *a: (c.subscribe(f"sl/v1/unit/{unit_id}/control", 1),
+                                   self.connected.set())
+        c.on_message = lambda cl, u, m: self.control.append(bytes(m.payload))
+        c.connect("127.0.0.1", b.port)
+        c.loop_start()
+        assert self.connected.wait(5)
+        self.c = c
+
+    def publish(self, leaf: str, payload: bytes) -> None:
+        info = self.c.publish(f"sl/v1/unit/{self.unit_id}/{leaf}", payload, qos=1)
+        info.wait_for_publish(5)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def start_scribe_client(tmp: Path, relay: Relay, uid: str, *extra: str) -> tuple[subprocess.Popen, Path]:
+    d = tmp / f"scribe-{uid}"
+    d.mkdir(parents=True, exist_ok=True)
+    pw = d / "pw"
+    pw.write_text(relay.users[uid])
+    proc = subprocess.Popen(
+        [PY, "-m", "cloud_relay.scribe_client", "--relay", relay.url, "--user", uid,
+         "--password-file", str(pw), "--key", str(d / "key.pem"), "--wav", str(d / "out.wav"),
+         "--events", str(d / "events.jsonl"), *extra],
+        cwd=ROOT, stdout=open(d / "log", "ab"), stderr=subprocess.STDOUT)
+    return proc, d
+
+
+def wait_for(pred, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
