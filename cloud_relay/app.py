@@ -338,4 +338,6 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
 
     from cloud_relay import console_api  # the scribe console: page, rooms, archive
     console_api.mount(app, store, cfg, bridge, hub)
+    from cloud_relay.enroll import make_router  # unit enrollment: codes, CSR signing
+    app.include_router(make_router(store, cfg, bridge))
     return app

@@ -32,9 +32,12 @@ from scribelink import messages as msgs
 log = logging.getLogger("scribe_client")
 
 MAX_HELD_CHUNKS = 30_000  # per session reorder buffer bound (20 min of 40 ms chunks)
-# A chunk still missing while this many later ones are held is given up on (counted
-# "missing"), so one lost chunk cannot stall a live stream; declared gaps skip at once.
-REORDER_WINDOW = 1500  # 60 s of 40 ms chunks: well past any in-flight reordering
+# A hole the stream has waited on this long without moving (later chunks held, nothing
+# filling in) is given up on and counted "missing", so an undeclared loss cannot stall
+# the stream forever. A unit catching up keeps the stream moving, so it never trips this;
+# declared gaps skip at once.
+HOLE_TIMEOUT_S = 120.0
+LATE_S = 2.0  # audio arriving this much later than the session's best is "backfilled"
 MAX_PENDING_UNKNOWN = 5_000
 
 
@@ -57,6 +60,9 @@ class SessionState:
     seen: set[tuple[int, int]] = field(default_factory=set)
     close: dict | None = None
     samples_written: int = 0
+    stalled_since: float | None = None
+    best_latency_us: int | None = None
+    backfill: list[int] | None = None  # [first_seq, last_seq] of the current late stretch
 
     @property
     def complete(self) -> bool:
@@ -69,7 +75,10 @@ class SessionState:
 class Receiver:
     """Pure receive path: feed it relay items, it calls `on_audio` and `on_record`."""
 
-    def __init__(self, private_key: X25519PrivateKey, *, on_audio, on_record) -> None:
+    def __init__(self, private_key: X25519PrivateKey, *, on_audio, on_record,
+                 clock=time.monotonic, hole_timeout_s: float = HOLE_TIMEOUT_S) -> None:
+        self.clock = clock
+        self.hole_timeout_s = hole_timeout_s
         self.private_key = private_key
         self.key_id = env.key_id(env.public_key_raw(private_key))
         self.on_audio = on_audio  # (SessionState, header, pcm bytes)
@@ -77,8 +86,7 @@ class Receiver:
         self.sessions: dict[str, SessionState] = {}
         self.pending: dict[str, list[bytes]] = {}
         self.counters = {"tampered": 0, "replayed": 0, "malformed": 0, "not_for_me": 0,
-                         "missing": 0, "chunks": 0, "events": 0}
-        self.reorder_window = REORDER_WINDOW
+                         "missing": 0, "chunks": 0, "events": 0, "late": 0}
 
     # ------------------------------------------------------------------ session lifecycle
 
@@ -159,29 +167,69 @@ class Receiver:
                         session=s.session, seq=header.seq)
             return
         s.seen.add(ident)
-        if len(held) >= MAX_HELD_CHUNKS:
-            self._error("malformed", "reorder buffer full", session=s.session)
-            return
+        if header.type == env.TYPE_AUDIO:
+            self._note_latency(s, header)
         held[header.seq] = (header, body)
+        if len(held) > MAX_HELD_CHUNKS:
+            s.stalled_since = -1e18  # memory bound reached: give up on the hole now
         self._advance(s)
 
+    def _note_latency(self, s: SessionState, header: env.Header) -> None:
+        lat = now_us() - header.capture_us
+        if s.best_latency_us is None or lat < s.best_latency_us:
+            s.best_latency_us = lat
+        late = lat - s.best_latency_us > LATE_S * 1e6
+        if late:
+            self.counters["late"] += 1
+        self._late = getattr(self, "_late", {})
+        self._late[(s.session, header.seq)] = late
+
+    def _write_audio(self, s: SessionState, h: env.Header, body: bytes) -> None:
+        late = getattr(self, "_late", {}).pop((s.session, h.seq), False)
+        if late:
+            s.backfill = [s.backfill[0] if s.backfill else h.seq, h.seq]
+        elif s.backfill:
+            self._end_backfill(s)
+        self.counters["chunks"] += 1
+        self.on_audio(s, h, body)
+        s.samples_written += h.sample_count
+
+    def _end_backfill(self, s: SessionState) -> None:
+        if s.backfill:
+            first, last = s.backfill
+            self.on_record({"type": "backfill", "session": s.session, "unit": s.unit,
+                            "first_seq": first, "last_seq": last, "recv_us": now_us()})
+            s.backfill = None
+
+    def tick(self) -> None:
+        """Give up on holes that have stalled a stream for too long (call periodically)."""
+        for s in list(self.sessions.values()):
+            if s.held_audio and s.stalled_since is not None and \
+                    self.clock() - s.stalled_since > self.hole_timeout_s:
+                self._error("missing", f"audio seq={s.next_audio} never arrived; skipped",
+                            session=s.session, seq=s.next_audio)
+                s.lost_audio.add(s.next_audio)
+                s.stalled_since = None
+                self._advance(s)
+
     def _advance(self, s: SessionState) -> None:
+        start = s.next_audio
         while True:
             if s.next_audio in s.held_audio:
                 h, body = s.held_audio.pop(s.next_audio)
-                self.counters["chunks"] += 1
-                self.on_audio(s, h, body)
-                s.samples_written += h.sample_count
+                self._write_audio(s, h, body)
                 s.next_audio += 1
             elif s.next_audio in s.lost_audio:
                 s.lost_audio.discard(s.next_audio)
                 s.next_audio += 1
-            elif s.held_audio and max(s.held_audio) - s.next_audio >= self.reorder_window:
-                self._error("missing", f"audio seq={s.next_audio} never arrived; skipped",
-                            session=s.session, seq=s.next_audio)
-                s.next_audio += 1
             else:
                 break
+        if s.next_audio != start or not s.held_audio:
+            s.stalled_since = None
+        if s.held_audio and s.stalled_since is None:
+            s.stalled_since = self.clock()
+        if s.stalled_since is not None and s.stalled_since < -1e17:
+            self.tick()
         while s.next_event in s.held_events:
             h, body = s.held_events.pop(s.next_event)
             s.next_event += 1
@@ -197,6 +245,7 @@ class Receiver:
                             "recv_us": now_us()})
         if s.complete and s.close is not None and not getattr(s, "_reported", False):
             s._reported = True  # type: ignore[attr-defined]
+            self._end_backfill(s)
             self.on_record({"type": "session_complete", "session": s.session,
                             "samples": s.samples_written, "reason": s.close.get("reason")})
 
@@ -327,6 +376,7 @@ class ScribeClient:
                 try:
                     msg = await asyncio.wait_for(sock.recv(), 0.5)
                 except asyncio.TimeoutError:
+                    self.receiver.tick()
                     continue
                 if isinstance(msg, bytes):
                     if len(msg) < 8:

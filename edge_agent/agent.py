@@ -43,10 +43,11 @@ class Agent:
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(
-            Path(cfg.spool.dir) / "spool.db",
+            Path(cfg.spool.dir),
             max_bytes=cfg.spool.max_bytes,
             max_age_s=cfg.spool.max_age_s,
             fsync_interval_s=cfg.spool.fsync_interval_s,
+            ack_grace_s=cfg.spool.ack_grace_s,
         )
         self.uplink = Uplink(cfg.broker, cfg.unit_id, self.spool, on_control=self._on_control)
         self.recovery = self._load_recovery_key()
@@ -64,6 +65,10 @@ class Agent:
         self._last_status = 0.0
         self.puck = None
         self._resume_tail = None
+        self.alarms: dict[str, int] = {}
+        self.last_gap: dict | None = None
+        self._undeclared: list[tuple[str, str, int]] = []
+        self._held_session: list[dict] = []
         self._pending_cues: dict[int, tuple[str, int]] = {}  # cue id -> (session, event seq)
 
     # ------------------------------------------------------------------ keys and assignment
@@ -149,14 +154,13 @@ class Agent:
         )
         s = self.session
         seq, start_env = s.seal_event("session_start", started)
-        self.spool.put_many(
+        self._spool(
             [
                 self._rec(topics.SESSION, msgs.dumps(s.open_message()), "session"),
                 self._rec(topics.EVENT, start_env, "event", seq=seq),
             ],
             {"open_session": s.hex},
         )
-        self.uplink.wake()
         log.info("event=session_open session=%s", s.hex[:8])
 
     def _rec(self, leaf: str, payload: bytes, kind: str, *, seq: int | None = None,
@@ -178,9 +182,73 @@ class Agent:
             seq, sealed = self.session.seal_audio(c.pcm, c.capture_us, final=last)
             ms = len(c.pcm) * 1000 // self.cfg.capture.sample_rate
             records.append(self._rec(topics.AUDIO, sealed, "audio", seq=seq, audio_ms=ms))
+        if records:
+            records[-1]["input_end"] = self._sealed_input_frames()
         if records or final:
-            self.spool.put_many(records, {"input_frames": str(self._sealed_input_frames())})
-            self.uplink.wake()
+            self._spool(records)
+
+    def _spool(self, records: list[dict], state: dict[str, str] | None = None) -> None:
+        """Everything sealed goes through here. If the medium refuses it, the loss is
+        declared (a gap record, an alarm), never silent."""
+        if self._undeclared:
+            self._try_declare_unspooled()
+        try:
+            self.spool.put_many(records, state)
+            self.alarms.pop("spool_disk_full", None)
+        except OSError as e:
+            self.last_error = f"spool write failed ({e.strerror or e}); audio is being lost"
+            self._alarm("spool_disk_full")
+            log.error("event=spool_write_failed errno=%s records=%d", e.errno, len(records))
+            for r in records:
+                if r["kind"] in ("audio", "event") and r.get("session"):
+                    self._undeclared.append((r["session"], r["kind"], r["seq"]))
+                elif r["kind"] == "session":
+                    self._held_session.append(r)
+        for ev in self.spool.take_evictions():
+            self._declare_gap(ev.session, ev.kind, ev.first_seq, ev.last_seq, ev.reason)
+        self.uplink.wake()
+
+    def _declare_gap(self, session: str, kind: str, first: int, last: int, reason: str) -> None:
+        gap = msgs.gap(unit_id=self.cfg.unit_id, session_hex=session, stream=kind,
+                       first_seq=first, last_seq=last, reason=reason, at_us=now_us())
+        self.last_gap = {k: gap[k] for k in ("session", "stream", "first_seq", "last_seq",
+                                             "reason", "at_us")}
+        self._alarm("spool_evicted")
+        log.warning("event=gap_declared session=%s stream=%s first=%d last=%d reason=%s",
+                    session[:8], kind, first, last, reason)
+        try:
+            self.spool.put_many([{"topic": topics.unit_topic(self.cfg.unit_id, topics.SESSION),
+                                  "payload": msgs.dumps(gap), "kind": "session",
+                                  "session": session}])
+        except OSError:
+            # not even the gap fits: send it straight from memory when the link allows
+            self.uplink.send_direct(topics.unit_topic(self.cfg.unit_id, topics.SESSION),
+                                    msgs.dumps(gap))
+
+    def _try_declare_unspooled(self) -> None:
+        items, self._undeclared = self._undeclared, []
+        held, self._held_session = self._held_session, []
+        if held:
+            try:
+                self.spool.put_many(held)
+            except OSError:
+                self._held_session = held
+        ranges: dict[tuple[str, str], list[int]] = {}
+        for session, kind, seq in items:
+            ranges.setdefault((session, kind), []).append(seq)
+        for (session, kind), seqs in ranges.items():
+            seqs.sort()
+            start = prev = seqs[0]
+            for q in seqs[1:] + [None]:
+                if q is not None and q == prev + 1:
+                    prev = q
+                    continue
+                self._declare_gap(session, kind, start, prev, "spool_full")
+                if q is not None:
+                    start = prev = q
+
+    def _alarm(self, name: str) -> None:
+        self.alarms.setdefault(name, now_us())
 
     def _sealed_input_frames(self) -> int:
         """Input frames whose audio is now in the spool (what a restart may skip)."""
@@ -200,7 +268,7 @@ class Agent:
             chunks.append(last)
         self._seal_chunks(chunks)
         seq, end_env = s.seal_event("session_end", now_us(), reason=reason)
-        self.spool.put_many(
+        self._spool(
             [
                 self._rec(topics.EVENT, end_env, "event", seq=seq),
                 self._rec(topics.SESSION, msgs.dumps(s.close_message(now_us(), reason)),
@@ -210,7 +278,6 @@ class Agent:
         )
         s.forget_key()
         self.session = None
-        self.uplink.wake()
         log.info("event=session_close session=%s reason=%s", s.hex[:8], reason)
 
     def _close_stale_session(self) -> None:
@@ -224,7 +291,7 @@ class Agent:
             "session": stale, "ended_us": now_us(), "last_audio_seq": -1,
             "last_event_seq": -1, "reason": "unit_restart",
         }
-        self.spool.put_many(
+        self._spool(
             [{"topic": topics.unit_topic(self.cfg.unit_id, topics.SESSION),
               "payload": msgs.dumps(msg), "kind": "session", "session": stale}],
             {"open_session": ""},
@@ -239,12 +306,15 @@ class Agent:
             online=True,
             at_us=now_us(),
             link="up" if self.uplink.connected else "down",
+            catching_up=self.uplink.backlog,
             session=self.session.hex if self.session else None,
             capture=("paused" if self.privacy_paused else "live") if self.session else "idle",
             spool=self.spool.stats(),
             inflight=self.uplink.inflight,
             dsp=self.dsp.stats() if self.dsp is not None else None,
             last_error=self.last_error or self.uplink.last_error,
+            last_gap=self.last_gap,
+            alarms=sorted(self.alarms),
             puck=None if self.puck is None else {"connected": self.puck.connected},
         )
 

@@ -47,6 +47,7 @@ class SpoolConfig:
     max_bytes: int = 2_000_000_000
     max_age_s: float = 8 * 3600
     fsync_interval_s: float = 1.0
+    ack_grace_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class BrokerConfig:
     key_file: str = ""
     inflight_max: int = 64
     keepalive_s: int = 15
+    # backlog records per second while catching up (1000 = 40x real time at 40 ms chunks)
+    backlog_rate: float = 1000.0
 
     @property
     def host_port(self) -> tuple[str, int]:

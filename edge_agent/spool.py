@@ -1,37 +1,43 @@
-"""Durable outbox of sealed messages: written before publish, removed only after PUBACK.
+"""Durable outbox of sealed messages: a segment log with a CRC per record.
 
-SQLite in WAL mode (docs/spool.md says why). Holds ciphertext and clear metadata only.
-Every `put` is durable against a process crash at once (it is in the WAL before
-`put` returns); fsync to the medium is batched to `fsync_interval_s` so an SD card
-sees few, large writes, which bounds what a power cut can take to that window.
+Written before publish, released only after PUBACK (and a short grace period, so a
+broker that crashes before it passed a message on can be given it again). Holds
+ciphertext and clear metadata only. docs/spool.md explains the design and why it is a
+segment log and not SQLite (SD-card write amplification, measured).
+
+Record on disk (little-endian):
+
+    magic "SLR1" | length u32 (meta + payload) | crc32 u32 (meta + payload) | meta | payload
+    meta = id u64 | created_us u64 | seq i64 (-1: none) | input_end u64 | audio_ms u16
+           | kind u8 | retain u8 | topic_len u16 | session_len u8 | topic | session
+
+Kinds: audio, event, session, status (published) and state, ack (internal). Ids are
+consecutive across the log, so a segment is (first id, offsets[]) and nothing else.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import errno
+import json
+import os
+import struct
 import threading
 import time
+import zlib
+from array import array
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    retain INTEGER NOT NULL DEFAULT 0,
-    kind TEXT NOT NULL,          -- audio | event | session | status
-    session TEXT,                -- hex session id, NULL for non-session records
-    seq INTEGER,                 -- envelope sequence number (audio/event)
-    audio_ms INTEGER NOT NULL DEFAULT 0,
-    created_us INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_created ON outbox(created_us);
-CREATE TABLE IF NOT EXISTS state (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+MAGIC = b"SLR1"
+_HEAD = struct.Struct("<4sII")
+_META = struct.Struct("<QQqQHBBHB")
+KINDS = ("audio", "event", "session", "status", "state", "ack")
+PUBLISHED = {"audio", "event", "session", "status"}
+NEVER_EVICTED = {"session"}  # session open/close/gap: tiny, and a session is unreadable without its open
+MAX_RECORD = 2 << 20
+SEGMENT_BYTES = 4 << 20
+ACK_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -45,11 +51,12 @@ class Record:
     seq: int | None
     audio_ms: int
     created_us: int
+    input_end: int = 0
 
 
 @dataclass(frozen=True)
 class Evicted:
-    """What an eviction removed from one (session, kind) stream: declared, never silent."""
+    """What an eviction removed from one (session, stream): declared, never silent."""
 
     session: str
     kind: str
@@ -59,157 +66,480 @@ class Evicted:
     reason: str
 
 
-class SpoolFullError(RuntimeError):
-    pass
+class SpoolFullError(OSError):
+    """Nothing left to evict and the medium refuses the write."""
+
+
+def encode(rid: int, r: dict, created_us: int) -> bytes:
+    topic = r.get("topic", "").encode()
+    session = (r.get("session") or "").encode()
+    seq = r.get("seq")
+    meta = _META.pack(rid, created_us, -1 if seq is None else seq, r.get("input_end", 0),
+                      r.get("audio_ms", 0), KINDS.index(r["kind"]), int(r.get("retain", False)),
+                      len(topic), len(session)) + topic + session
+    body = meta + r["payload"]
+    return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
+
+
+def decode(buf: bytes | memoryview, off: int) -> tuple[Record, int] | None:
+    """The record at `off` and the offset after it, or None if absent/torn/corrupt."""
+    if off + _HEAD.size > len(buf):
+        return None
+    magic, length, crc = _HEAD.unpack_from(buf, off)
+    end = off + _HEAD.size + length
+    if magic != MAGIC or length < _META.size or length > MAX_RECORD or end > len(buf):
+        return None
+    body = bytes(buf[off + _HEAD.size:end])
+    if zlib.crc32(body) != crc:
+        return None
+    rid, created, seq, input_end, audio_ms, kind, retain, tlen, slen = _META.unpack_from(body)
+    p = _META.size
+    if kind >= len(KINDS) or p + tlen + slen > len(body):
+        return None
+    topic = body[p:p + tlen].decode(errors="replace")
+    session = body[p + tlen:p + tlen + slen].decode(errors="replace") or None
+    payload = body[p + tlen + slen:]
+    return Record(rid, topic, payload, bool(retain), KINDS[kind], session,
+                  None if seq < 0 else seq, audio_ms, created, input_end), end
+
+
+class Segment:
+    def __init__(self, path: Path, first_id: int) -> None:
+        self.path = path
+        self.first_id = first_id
+        self.offsets = array("Q")
+        self.audio_ms = array("H")
+        self.kinds = array("B")
+        self.created_us = array("Q")
+        self.size = 0
+        self.last_ack_s = 0.0
+
+    @property
+    def last_id(self) -> int:
+        return self.first_id + len(self.offsets) - 1
+
+    def add(self, rec: Record, off: int, size: int) -> None:
+        self.offsets.append(off)
+        self.audio_ms.append(min(rec.audio_ms, 65535))
+        self.kinds.append(KINDS.index(rec.kind))
+        self.created_us.append(rec.created_us)
+        self.size = off + size
 
 
 class Spool:
     def __init__(
         self,
-        path: Path,
+        directory: Path,
         *,
         max_bytes: int = 2_000_000_000,
         max_age_s: float = 8 * 3600,
         fsync_interval_s: float = 1.0,
+        segment_bytes: int = SEGMENT_BYTES,
+        ack_grace_s: float = ACK_GRACE_S,
         clock=time.time,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.fsync_interval_s = fsync_interval_s
+        self.segment_bytes = segment_bytes
+        self.ack_grace_s = ack_grace_s
         self._clock = clock
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a commit is in the WAL (safe from a process crash) without an fsync;
-        # checkpoint() below fsyncs the WAL on our schedule.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA wal_autocheckpoint=4096")
-        self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()
+        self.segments: list[Segment] = []
+        self.state: dict[str, str] = {}
+        self.watermark = 0  # every id <= watermark is acked
+        self._acked_above: set[int] = set()
+        self._recent_acks: deque[tuple[float, int]] = deque()
+        self._evictions: list[Evicted] = []
+        self.corrupt_records_cut = 0
+        self.bytes_written = 0
+        self.next_id = 1
+        self._fd: int | None = None
+        self._dirty = False
         self._last_sync = self._clock()
-        row = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0), COALESCE(SUM(audio_ms),0) "
-            "FROM outbox"
-        ).fetchone()
-        self._count, self._bytes, self._audio_ms = int(row[0]), int(row[1]), int(row[2])
-        self.evictions: list[Evicted] = []
+        self._pending_audio_ms = 0
+        self._unacked = 0
+        self._load()
+
+    # ------------------------------------------------------------------ load and recover
+
+    def _load(self) -> None:
+        files = sorted(self.dir.glob("seg-*.log"))
+        ack_mark = 0
+        for path in files:
+            data = path.read_bytes()
+            seg: Segment | None = None
+            off = 0
+            while off < len(data):
+                got = decode(data, off)
+                if got is None:
+                    # torn or corrupt: cut the segment back to its last good record
+                    self.corrupt_records_cut += 1
+                    with open(path, "r+b") as f:
+                        f.truncate(off)
+                        os.fsync(f.fileno())
+                    break
+                rec, end = got
+                if seg is None:
+                    seg = Segment(path, rec.id)
+                elif rec.id != seg.last_id + 1:
+                    break  # not the log we wrote: stop trusting this segment here
+                seg.add(rec, off, end - off)
+                if rec.kind == "state":
+                    self.state.update(json.loads(rec.payload))
+                elif rec.kind == "audio" and rec.input_end:
+                    self.state["input_frames"] = str(rec.input_end)
+                elif rec.kind == "ack":
+                    ack_mark = max(ack_mark, int(rec.payload))
+                off = end
+            if seg is None or (self.segments and seg.first_id <= self.segments[-1].last_id):
+                path.unlink()
+                continue
+            self.segments.append(seg)
+        if self.segments:
+            self.next_id = self.segments[-1].last_id + 1
+            first = self.segments[0].first_id
+            self.watermark = max(ack_mark, first - 1)
+        # internal records above the watermark are acked by definition
+        for seg in self.segments:
+            for i, k in enumerate(seg.kinds):
+                rid = seg.first_id + i
+                if rid > self.watermark:
+                    if KINDS[k] not in PUBLISHED:
+                        self._acked_above.add(rid)
+                        continue
+                    self._unacked += 1
+                    if KINDS[k] == "audio":
+                        self._pending_audio_ms += seg.audio_ms[i]
+        self._advance_watermark()
+        self._open_segment()
+
+    def _open_segment(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+        path = self.dir / f"seg-{self.next_id:016d}.log"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        seg = Segment(path, self.next_id)
+        seg.size = os.fstat(self._fd).st_size
+        self.segments.append(seg)
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
     # ------------------------------------------------------------------ writes
 
-    def put(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        kind: str,
-        session: str | None = None,
-        seq: int | None = None,
-        retain: bool = False,
-        audio_ms: int = 0,
-    ) -> int:
-        now_us = int(self._clock() * 1e6)
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO outbox(topic,payload,retain,kind,session,seq,audio_ms,created_us) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                (topic, payload, int(retain), kind, session, seq, audio_ms, now_us),
-            )
-            self._count += 1
-            self._bytes += len(payload)
-            self._audio_ms += audio_ms
-            self._maybe_sync()
-            return int(cur.lastrowid or 0)
+    def put(self, topic: str, payload: bytes, *, kind: str, session: str | None = None,
+            seq: int | None = None, retain: bool = False, audio_ms: int = 0) -> int:
+        return self.put_many([{"topic": topic, "payload": payload, "kind": kind,
+                               "session": session, "seq": seq, "retain": retain,
+                               "audio_ms": audio_ms}])[0]
 
     def put_many(self, records: list[dict], state: dict[str, str] | None = None) -> list[int]:
-        """Several records and state updates in one transaction: all or none survive."""
-        now_us = int(self._clock() * 1e6)
-        ids = []
+        """Append records (and a state update) in one write: all of them, or on a torn
+        write none of them, survive. Durable against a process crash on return."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            recs = list(records)
+            if state:
+                self.state.update(state)
+                recs.append({"payload": json.dumps(state).encode(), "kind": "state"})
+            need = sum(len(r["payload"]) + 96 for r in recs)
+            self._make_room(need)
             try:
-                for r in records:
-                    cur = self._db.execute(
-                        "INSERT INTO outbox(topic,payload,retain,kind,session,seq,audio_ms,"
-                        "created_us) VALUES (?,?,?,?,?,?,?,?)",
-                        (r["topic"], r["payload"], int(r.get("retain", False)), r["kind"],
-                         r.get("session"), r.get("seq"), r.get("audio_ms", 0), now_us),
-                    )
-                    ids.append(int(cur.lastrowid or 0))
-                for k, v in (state or {}).items():
-                    self._db.execute(
-                        "INSERT INTO state(key,value) VALUES(?,?) "
-                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (k, v))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            for r in records:
-                self._count += 1
-                self._bytes += len(r["payload"])
-                self._audio_ms += r.get("audio_ms", 0)
-            self._maybe_sync()
-        return ids
+                return self._append(recs)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # the medium is full before our budget is: evict and try once more
+                if not self._evict_oldest("spool_full"):
+                    raise SpoolFullError(errno.ENOSPC, "spool medium full, nothing to evict") from e
+                return self._append(recs)
 
-    def get_state(self, key: str, default: str | None = None) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
-        return default if row is None else row[0]
-
-    def ack(self, record_id: int) -> None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT LENGTH(payload), audio_ms FROM outbox WHERE id=?", (record_id,)
-            ).fetchone()
-            if row is None:
-                return
-            self._db.execute("DELETE FROM outbox WHERE id=?", (record_id,))
-            self._count -= 1
-            self._bytes -= int(row[0])
-            self._audio_ms -= int(row[1])
-
-    def sync(self) -> None:
-        """Force what is spooled onto the medium (fsync of the WAL)."""
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            self._last_sync = self._clock()
+    def _append(self, recs: list[dict]) -> list[int]:
+        assert self._fd is not None
+        seg = self.segments[-1]
+        if seg.size >= self.segment_bytes and len(seg.offsets):
+            self._open_segment()
+            seg = self.segments[-1]
+        now_us = int(self._clock() * 1e6)
+        ids, blobs = [], []
+        for i, r in enumerate(recs):
+            blobs.append(encode(self.next_id + i, r, now_us))
+            ids.append(self.next_id + i)
+        buf = b"".join(blobs)
+        start = seg.size
+        try:
+            written = os.write(self._fd, buf)
+            if written != len(buf):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError:
+            os.ftruncate(self._fd, start)  # never leave a torn record behind
+            raise
+        off = start
+        for rid, r, blob in zip(ids, recs, blobs, strict=True):
+            if r["kind"] == "audio" and r.get("input_end"):
+                self.state["input_frames"] = str(r["input_end"])
+            rec = Record(rid, r.get("topic", ""), b"", False, r["kind"], r.get("session"),
+                         r.get("seq"), r.get("audio_ms", 0), now_us)
+            seg.add(rec, off, len(blob))
+            off += len(blob)
+            if r["kind"] not in PUBLISHED:
+                self._acked_above.add(rid)
+                continue
+            self._unacked += 1
+            if r["kind"] == "audio":
+                self._pending_audio_ms += r.get("audio_ms", 0)
+        self.next_id += len(recs)
+        self.bytes_written += len(buf)
+        self._dirty = True
+        self._advance_watermark()
+        self._maybe_sync()
+        return [rid for rid, r in zip(ids, recs, strict=True) if r["kind"] != "state"]
 
     def _maybe_sync(self) -> None:
-        if self._clock() - self._last_sync >= self.fsync_interval_s:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if self._dirty and self._clock() - self._last_sync >= self.fsync_interval_s:
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync: what is spooled is now on the medium. Also persists the ack mark."""
+        with self._lock:
+            if self._fd is None:
+                return
+            if self.watermark and self.watermark != getattr(self, "_synced_mark", 0):
+                body = str(self.watermark).encode()
+                blob = encode(self.next_id, {"payload": body, "kind": "ack"},
+                              int(self._clock() * 1e6))
+                seg = self.segments[-1]
+                os.write(self._fd, blob)
+                seg.add(Record(self.next_id, "", b"", False, "ack", None, None, 0, 0),
+                        seg.size, len(blob))
+                self._acked_above.add(self.next_id)
+                self.next_id += 1
+                self.bytes_written += len(blob)
+                self._synced_mark = self.watermark
+            os.fsync(self._fd)
+            self._dirty = False
             self._last_sync = self._clock()
+            self._collect()
+
+    # ------------------------------------------------------------------ acks
+
+    def ack(self, rid: int) -> None:
+        with self._lock:
+            if rid <= self.watermark or rid in self._acked_above:
+                return
+            kind, audio_ms = self._kind_of(rid)
+            if not kind:
+                return
+            if kind == "audio":
+                self._pending_audio_ms -= audio_ms
+            self._unacked -= 1
+            self._acked_above.add(rid)
+            self._recent_acks.append((self._clock(), rid))
+            self._advance_watermark()
+
+    def _advance_watermark(self) -> None:
+        while (self.watermark + 1) in self._acked_above:
+            self.watermark += 1
+            self._acked_above.discard(self.watermark)
+        cutoff = self._clock() - self.ack_grace_s
+        while self._recent_acks and self._recent_acks[0][0] < cutoff:
+            self._recent_acks.popleft()
+
+    def recently_acked(self, since_s: float) -> list[int]:
+        """Ids acked at or after `since_s` that are still on disk (for a broker that lost
+        them: see docs/spool.md)."""
+        with self._lock:
+            first = self.segments[0].first_id if self.segments else self.next_id
+            return [rid for t, rid in self._recent_acks if t >= since_s and rid >= first]
+
+    def _kind_of(self, rid: int) -> tuple[str, int]:
+        for seg in reversed(self.segments):
+            if seg.first_id <= rid <= seg.last_id:
+                i = rid - seg.first_id
+                return KINDS[seg.kinds[i]], seg.audio_ms[i]
+        return "", 0
+
+    def _collect(self) -> None:
+        """Delete segments whose records are all acked and past the grace period."""
+        now = self._clock()
+        while len(self.segments) > 1:
+            seg = self.segments[0]
+            if seg.last_id > self.watermark:
+                break
+            newest_ack = max((t for t, rid in self._recent_acks if rid <= seg.last_id),
+                             default=0.0)
+            if now - newest_ack < self.ack_grace_s:
+                break
+            seg.path.unlink(missing_ok=True)
+            self.segments.pop(0)
+
+    # ------------------------------------------------------------------ eviction
+
+    def _make_room(self, need: int) -> None:
+        while self.total_bytes + need > self.max_bytes and self._evict_oldest("spool_full"):
+            pass
+        if self.max_age_s and len(self.segments) > 1:
+            horizon = int((self._clock() - self.max_age_s) * 1e6)
+            while len(self.segments) > 1 and self._unacked_published(self.segments[0]) and \
+                    self.segments[0].created_us[-1] < horizon:
+                if not self._evict_oldest("spool_age"):
+                    break
+
+    def _unacked_published(self, seg: Segment) -> bool:
+        return seg.last_id > self.watermark
+
+    def _evict_oldest(self, reason: str) -> bool:
+        """Drop the oldest segment. Unsent audio and events in it become declared gaps;
+        unsent session records are carried forward. Returns False if nothing can go."""
+        if len(self.segments) <= 1:
+            return False
+        seg = self.segments[0]
+        data = seg.path.read_bytes()
+        carry: list[dict] = []
+        lost: dict[tuple[str, str], list[int]] = {}
+        for i, off in enumerate(seg.offsets):
+            rid = seg.first_id + i
+            if rid <= self.watermark or rid in self._acked_above:
+                continue
+            got = decode(data, off)
+            if got is None:
+                continue
+            rec = got[0]
+            if rec.kind in NEVER_EVICTED:
+                carry.append({"topic": rec.topic, "payload": rec.payload, "kind": rec.kind,
+                              "session": rec.session, "seq": rec.seq, "retain": rec.retain})
+            elif rec.kind in ("audio", "event") and rec.session and rec.seq is not None:
+                lost.setdefault((rec.session, rec.kind), []).append(rec.seq)
+                if rec.kind == "audio":
+                    self._pending_audio_ms -= rec.audio_ms
+            if rec.kind in PUBLISHED:
+                self._unacked -= 1
+            self._acked_above.add(rid)
+        self._advance_watermark()
+        seg.path.unlink(missing_ok=True)
+        self.segments.pop(0)
+        for (session, kind), seqs in lost.items():
+            seqs.sort()
+            start = prev = seqs[0]
+            for s in seqs[1:] + [None]:
+                if s is not None and s == prev + 1:
+                    prev = s
+                    continue
+                self._evictions.append(Evicted(session, kind, start, prev, prev - start + 1,
+                                               reason))
+                if s is not None:
+                    start = prev = s
+        if carry:
+            self._append(carry)
+        return True
+
+    def take_evictions(self) -> list[Evicted]:
+        with self._lock:
+            out, self._evictions = self._evictions, []
+            return out
 
     # ------------------------------------------------------------------ reads
 
-    def pending(self, limit: int, *, after_id: int = 0, newest_first: bool = False) -> list[Record]:
-        order = "DESC" if newest_first else "ASC"
+    def _read_span(self, seg: Segment, i0: int, i1: int) -> tuple[bytes, int]:
+        """Bytes of records i0..i1 (inclusive) of a segment, and the file offset of i0."""
+        start = seg.offsets[i0]
+        end = seg.offsets[i1 + 1] if i1 + 1 < len(seg.offsets) else seg.size
+        rfd = os.open(seg.path, os.O_RDONLY)
+        try:
+            return os.pread(rfd, end - start, start), start
+        finally:
+            os.close(rfd)
+
+    def pending(self, limit: int, *, after_id: int = 0, before_id: int | None = None
+                ) -> list[Record]:
+        """Unacked published records with after_id < id (< before_id), oldest first."""
+        out: list[Record] = []
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id,topic,payload,retain,kind,session,seq,audio_ms,created_us "
-                f"FROM outbox WHERE id>? ORDER BY id {order} LIMIT ?",
-                (after_id, limit),
-            ).fetchall()
-        return [Record(r[0], r[1], bytes(r[2]), bool(r[3]), r[4], r[5], r[6], r[7], r[8])
-                for r in rows]
+            lo = max(after_id, self.watermark) + 1
+            for seg in self.segments:
+                if seg.last_id < lo or not len(seg.offsets):
+                    continue
+                if before_id is not None and seg.first_id >= before_id:
+                    break
+                wanted = []
+                for i in range(max(0, lo - seg.first_id), len(seg.offsets)):
+                    rid = seg.first_id + i
+                    if before_id is not None and rid >= before_id:
+                        break
+                    if rid in self._acked_above or KINDS[seg.kinds[i]] not in PUBLISHED:
+                        continue
+                    wanted.append(i)
+                    if len(out) + len(wanted) >= limit:
+                        break
+                if wanted:
+                    data, base = self._read_span(seg, wanted[0], wanted[-1])
+                    for i in wanted:
+                        got = decode(data, seg.offsets[i] - base)
+                        if got is not None:
+                            out.append(got[0])
+                if len(out) >= limit or (before_id is not None and seg.last_id >= before_id - 1):
+                    return out
+        return out
+
+    def read(self, ids: list[int]) -> list[Record]:
+        out = []
+        with self._lock:
+            for seg in self.segments:
+                want = [r for r in ids if seg.first_id <= r <= seg.last_id]
+                if not want:
+                    continue
+                with open(seg.path, "rb") as f:
+                    data = f.read()
+                for rid in want:
+                    got = decode(data, seg.offsets[rid - seg.first_id])
+                    if got is not None and got[0].kind in PUBLISHED:
+                        out.append(got[0])
+        return out
+
+    def get_state(self, key: str, default: str | None = None) -> str | None:
+        return self.state.get(key, default)
+
+    # ------------------------------------------------------------------ accounting
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def unacked_count(self) -> int:
+        return self._unacked
+
+    def __len__(self) -> int:
+        return self.unacked_count()
+
+    def oldest_unacked_us(self) -> int | None:
+        rid = self.watermark + 1
+        for seg in self.segments:
+            if seg.first_id <= rid <= seg.last_id:
+                for i in range(rid - seg.first_id, len(seg.offsets)):
+                    if (seg.first_id + i) not in self._acked_above:
+                        return seg.created_us[i]
+        return None
 
     def stats(self) -> dict:
         with self._lock:
-            oldest = self._db.execute("SELECT MIN(created_us) FROM outbox").fetchone()[0]
-            count, nbytes, audio_ms = self._count, self._bytes, self._audio_ms
-        age = 0.0 if oldest is None else max(0.0, self._clock() - oldest / 1e6)
-        return {
-            "records": count,
-            "bytes": nbytes,
-            "seconds": round(audio_ms / 1000.0, 2),
-            "oldest_unsent_age_s": round(age, 2),
-        }
-
-    def __len__(self) -> int:
-        return self._count
+            oldest = self.oldest_unacked_us()
+            records = self.unacked_count()
+            return {
+                "records": records,
+                "bytes": self.total_bytes,
+                "seconds": round(max(0, self._pending_audio_ms) / 1000.0, 2),
+                "oldest_unsent_age_s": 0.0 if oldest is None else
+                round(max(0.0, self._clock() - oldest / 1e6), 2),
+            }
 
     def close(self) -> None:
         with self._lock:
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                self._db.close()
+            if self._fd is not None:
+                self.sync()
+                os.close(self._fd)
+                self._fd = None

@@ -1,7 +1,13 @@
-"""MQTT 5 uplink (paho-mqtt over mTLS): publishes the spool, removes a record only on PUBACK.
+"""MQTT 5 uplink (paho-mqtt over mTLS): publishes the spool, releases a record on PUBACK.
 
-paho keeps its own in-flight messages across reconnects and resends them, so the pump
-hands each spool record to paho once per process; after a restart the spool replays.
+Live first: records sealed since the link came up go out at once; the backlog (what
+piled up while the link was down, or before a restart) fills the rest of a bounded
+in-flight window at a bounded rate, so live audio never queues behind an hour of
+catch-up. paho keeps its own in-flight messages across reconnects and resends them, so
+the pump hands each spool record to paho once per process; after a restart the spool
+replays. After every reconnect the records acked in the last grace period are offered
+again: a broker that crashed may have acked them without passing them on (receivers
+drop the duplicates).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import random
 import ssl
 import threading
 import time
@@ -50,9 +57,19 @@ class Uplink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight: dict[int, int] = {}  # paho mid -> spool id
-        self._cursor = 0  # highest spool id handed to paho in this process
-        self._retry: list[int] = []
+        self._handed: set[int] = set()  # spool ids paho holds
+        self._live_from = spool.next_id  # ids from here were sealed while the link was up
+        self._live_cursor = self._live_from - 1
+        self._backlog_cursor = 0
+        self._backlog_ids: set[int] = set()
+        self._replay: list[int] = []
+        self._disconnected_at: float | None = None
+        self._tokens = 0.0
+        self._tokens_at = time.monotonic()
+        self.backlog_rate = cfg.backlog_rate
+        self.live_reserve = max(2, cfg.inflight_max // 8)
         self._status: dict | None = None
+        self._direct: list[tuple[str, bytes]] = []
         self._thread: threading.Thread | None = None
         self._client = self._make_client()
 
@@ -87,6 +104,7 @@ class Uplink:
             self.last_error = f"broker refused connection: {reason_code}"
             log.error("event=connect_refused reason=%s", reason_code)
             return
+        self._reconnected = True
         self.connected = True
         log.info("event=connected session_present=%s", flags.session_present)
         client.subscribe(topics.control_topic(self.unit_id), qos=1)
@@ -95,7 +113,11 @@ class Uplink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected:
             log.warning("event=disconnected reason=%s", reason_code)
+            self._disconnected_at = time.time()
         self.connected = False
+        # jitter, so a clinic's units do not all come back in the same instant
+        client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5),
+                                   max_delay=random.uniform(12.0, 20.0))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # runs in paho's thread with paho's locks held: hand over, never block here
@@ -153,6 +175,11 @@ class Uplink:
             pass
         self._client.loop_stop()
 
+    def send_direct(self, topic: str, payload: bytes) -> None:
+        """Publish from memory (only for a gap record the full spool could not take)."""
+        self._direct.append((topic, payload))
+        self._wake.set()
+
     @property
     def inflight(self) -> int:
         return len(self._inflight)
@@ -167,11 +194,17 @@ class Uplink:
             self._drain_acks()
             if not self.connected:
                 continue
+            if getattr(self, "_reconnected", False):
+                self._reconnected = False
+                self._on_link_up()
             if self._status is not None and self._status is not last_status_sent:
                 last_status_sent = self._status
                 self._client.publish(
                     topics.unit_topic(self.unit_id, topics.STATUS),
                     msgs.dumps(self._status), qos=0, retain=True)
+            while self._direct:
+                topic, payload = self._direct.pop(0)
+                self._client.publish(topic, payload, qos=1)
             self._fill_window()
 
     def _drain_acks(self) -> None:
@@ -183,6 +216,8 @@ class Uplink:
             rid = self._inflight.pop(mid, None)
             if rid is None:
                 continue
+            self._handed.discard(rid)
+            self._backlog_ids.discard(rid)
             if ok:
                 self.spool.ack(rid)
                 self.acked += 1
@@ -190,22 +225,71 @@ class Uplink:
                 # the broker refused this message (e.g. not authorised): keep it, say so
                 self.last_error = f"broker refused publish: {reason}"
                 log.error("event=publish_refused spool_id=%s reason=%s", rid, reason)
-                self._retry.append(rid)
+
+    def _on_link_up(self) -> None:
+        """What was sealed while the link was down is backlog from now on."""
+        self._live_from = self.spool.next_id
+        self._live_cursor = max(self._live_cursor, self._live_from - 1)
+        if self._disconnected_at is not None:
+            since = self._disconnected_at - self.spool.ack_grace_s
+            self._replay = self.spool.recently_acked(since)
+            if self._replay:
+                log.info("event=replay_recent count=%d", len(self._replay))
+
+    @property
+    def backlog(self) -> bool:
+        """True while older records than the live stream are still waiting."""
+        return self.spool.watermark + 1 < self._live_from and len(self.spool) > 0
+
+    def _hand(self, rec) -> bool:
+        info = self._client.publish(rec.topic, rec.payload, qos=1, retain=rec.retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            return False  # not taken; tried again on the next fill
+        # NO_CONN: paho keeps the message and sends it once reconnected
+        self._inflight[info.mid] = rec.id
+        self._handed.add(rec.id)
+        self.published += 1
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _fill_window(self) -> None:
         room = self.cfg.inflight_max - len(self._inflight)
         if room <= 0:
             return
-        for rec in self.spool.pending(room, after_id=self._cursor):
-            info = self._client.publish(rec.topic, rec.payload, qos=1, retain=rec.retain)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                return  # not taken; this record is tried again on the next fill
-            # NO_CONN: paho keeps the message and sends it once reconnected
-            self._inflight[info.mid] = rec.id
-            self._cursor = rec.id
-            self.published += 1
-            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+        # 1. live: everything sealed since the link came up, at once
+        for rec in self.spool.pending(room, after_id=self._live_cursor):
+            if rec.id in self._handed:
+                continue
+            if not self._hand(rec):
                 return
+            self._live_cursor = rec.id
+            room -= 1
+        # 2. backlog: a bounded share of the window, at a bounded rate
+        now = time.monotonic()
+        self._tokens = min(self.backlog_rate, self._tokens + (now - self._tokens_at)
+                           * self.backlog_rate)
+        self._tokens_at = now
+        share = self.cfg.inflight_max - self.live_reserve - len(self._backlog_ids)
+        budget = int(min(room, share, self._tokens))
+        if budget <= 0:
+            return
+        if self._replay:
+            batch, self._replay = self._replay[:budget], self._replay[budget:]
+            for rec in self.spool.read(batch):
+                if rec.id not in self._handed and self._hand(rec):
+                    self._backlog_ids.add(rec.id)
+                    budget -= 1
+                    self._tokens -= 1
+        if budget <= 0:
+            return
+        for rec in self.spool.pending(budget, after_id=self._backlog_cursor,
+                                      before_id=self._live_from):
+            self._backlog_cursor = rec.id
+            if rec.id in self._handed:
+                continue
+            if not self._hand(rec):
+                return
+            self._backlog_ids.add(rec.id)
+            self._tokens -= 1
 
 
 def describe(status: dict) -> str:

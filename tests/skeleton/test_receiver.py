@@ -95,12 +95,34 @@ def test_session_complete_after_close():
     assert done and done[0]["samples"] == 3 * 640
 
 
-def test_a_chunk_that_never_comes_is_skipped_after_the_reorder_window():
+def test_a_hole_that_stalls_the_stream_is_skipped_after_the_timeout():
     s, r, pcm, frames, audio, records = _setup(10)
-    r.reorder_window = 4
+    now = [0.0]
+    r.clock = lambda: now[0]
+    r.hole_timeout_s = 5.0
     r.session_item(s.open_message())
     r.envelope(frames[0])
     for f in frames[2:]:  # seq 1 is lost in transit, undeclared
         r.envelope(f)
+    now[0] = 4.0
+    r.tick()
+    assert [seq for seq, _ in audio] == [0]  # still waiting: it may yet come
+    now[0] = 6.0
+    r.tick()
     assert [seq for seq, _ in audio] == [0, 2, 3, 4, 5, 6, 7, 8, 9]
     assert r.counters["missing"] == 1
+
+
+def test_a_draining_backlog_never_trips_the_hole_timeout():
+    s, r, pcm, frames, audio, records = _setup(10)
+    now = [0.0]
+    r.clock = lambda: now[0]
+    r.hole_timeout_s = 5.0
+    r.session_item(s.open_message())
+    r.envelope(frames[9])  # live arrives first...
+    for i in range(9):  # ...the backlog trickles in, slower than the timeout in total
+        now[0] += 3.0
+        r.tick()
+        r.envelope(frames[i])
+    assert [seq for seq, _ in audio] == list(range(10))
+    assert r.counters["missing"] == 0

@@ -1,0 +1,163 @@
+// Playback controller: one AudioContext at the session's rate, one worklet, two modes.
+// "live" plays the selected session's newest chunks as they arrive; "replay" plays from a
+// position in the session's decoded store, fetching from the archive what is not here yet,
+// and falls back to live when it catches up with the live edge.
+
+const AHEAD_S = 1.0;
+const PUMP_MS = 40;
+const RECORD_MAX_S = 120; // test hook: what a replay fed the worklet, capped
+
+export class Player {
+  constructor({ onTick, fetchRange }) {
+    this.onTick = onTick;
+    this.fetchRange = fetchRange; // (session, fromSeq) -> Promise
+    this.ctx = null;
+    this.node = null;
+    this.session = null;
+    this.mode = "stopped"; // stopped | live | replay
+    this.paused = false;
+    this.fedSample = 0; // replay: session sample index of the next sample to feed
+    this.playedSample = 0;
+    this.lastLiveSeq = -1;
+    this.level = { peak: 0, rms: 0 };
+    this.stats = { buffered: 0, target: 0, underruns: 0, dropped: 0 };
+    this.record = null;
+    this.pumpTimer = null;
+    this.fetching = false;
+  }
+
+  async ensure(sampleRate) {
+    if (this.ctx && this.ctx.sampleRate === sampleRate) {
+      if (this.ctx.state !== "running") await this.ctx.resume();
+      return;
+    }
+    if (this.ctx) await this.ctx.close();
+    this.ctx = new AudioContext({ sampleRate, latencyHint: "interactive" });
+    await this.ctx.audioWorklet.addModule(new URL("./worklet.js", import.meta.url));
+    this.node = new AudioWorkletNode(this.ctx, "scribe-player", { outputChannelCount: [1] });
+    this.node.connect(this.ctx.destination);
+    this.node.port.onmessage = (e) => this._tick(e.data);
+    await this.ctx.resume();
+  }
+
+  _tick(m) {
+    if (m.type !== "tick") return;
+    if (m.pos >= 0) this.playedSample = m.pos;
+    this.level = { peak: m.peak, rms: m.rms };
+    this.stats = { buffered: m.buffered, target: m.target, underruns: m.underruns, dropped: m.dropped, playing: m.playing };
+    this.onTick?.(this);
+  }
+
+  get positionS() {
+    if (!this.session) return 0;
+    const s = this.session;
+    const seq = Math.floor(this.playedSample / s.chunkSamples);
+    return s.timeOfSeq(seq) + (this.playedSample - seq * s.chunkSamples) / s.sampleRate;
+  }
+
+  async live(session) {
+    await this.ensure(session.sampleRate);
+    this._stopPump();
+    this.session = session;
+    this.mode = "live";
+    this.paused = false;
+    this.record = null;
+    this.node.port.postMessage({ type: "reset", mode: "live" });
+    this.node.port.postMessage({ type: "pause", paused: false });
+    this.lastLiveSeq = session.maxSeq;
+  }
+
+  /** A chunk arrived on the live stream; play it if it is the newest of the live session. */
+  pushLive(session, seq, pcm) {
+    if (this.mode !== "live" || session !== this.session || seq <= this.lastLiveSeq) return;
+    this.lastLiveSeq = seq;
+    if (this.paused) return;
+    this.node.port.postMessage({ type: "push", data: toFloat(pcm), pos: seq * session.chunkSamples });
+  }
+
+  /** Play from session sample `startSample` (chunk-aligned by the caller). */
+  async replay(session, startSample) {
+    await this.ensure(session.sampleRate);
+    this._stopPump();
+    this.session = session;
+    this.mode = "replay";
+    this.paused = false;
+    this.fedSample = startSample;
+    this.playedSample = startSample;
+    this.record = { session: session.session, startSample, parts: [], samples: 0 };
+    this.node.port.postMessage({ type: "reset", mode: "replay" });
+    this.node.port.postMessage({ type: "pause", paused: false });
+    this.pumpTimer = setInterval(() => this._pump(), PUMP_MS);
+    await this._pump();
+  }
+
+  async _pump() {
+    const s = this.session;
+    if (this.mode !== "replay" || !s || this.paused) return;
+    const ahead = this.fedSample - this.playedSample;
+    if (ahead > AHEAD_S * s.sampleRate) return;
+    const seq = Math.floor(this.fedSample / s.chunkSamples);
+    const off = this.fedSample - seq * s.chunkSamples;
+    const want = Math.ceil((AHEAD_S * s.sampleRate) / s.chunkSamples) + 1;
+    const got = s.samplesFrom(seq, want);
+    for (const [i, c] of got.entries()) {
+      const pcm = i === 0 && c.seq === seq ? c.pcm.subarray(off) : c.pcm;
+      const pos = c.seq * s.chunkSamples + (i === 0 && c.seq === seq ? off : 0);
+      this.node.port.postMessage({ type: "push", data: toFloat(pcm), pos });
+      this.fedSample = c.seq * s.chunkSamples + c.pcm.length;
+      if (this.record && this.record.samples < RECORD_MAX_S * s.sampleRate) {
+        this.record.parts.push(pcm.slice());
+        this.record.samples += pcm.length;
+      }
+    }
+    const nextSeq = Math.floor(this.fedSample / s.chunkSamples);
+    if (got.length < want && nextSeq <= s.maxSeq && !this.fetching) {
+      // not decoded here yet: fetch that stretch from the archive
+      this.fetching = true;
+      try {
+        await this.fetchRange(s, nextSeq);
+      } finally {
+        this.fetching = false;
+      }
+    } else if (got.length === 0 && nextSeq > s.maxSeq && !s.close) {
+      await this.live(s); // caught up with the live edge
+    }
+  }
+
+  setPaused(paused) {
+    this.paused = paused;
+    this.node?.port.postMessage({ type: "pause", paused });
+    if (!paused && this.mode === "live") this.node?.port.postMessage({ type: "reset", mode: "live" });
+  }
+
+  stop() {
+    this._stopPump();
+    this.mode = "stopped";
+    this.node?.port.postMessage({ type: "reset" });
+  }
+
+  _stopPump() {
+    if (this.pumpTimer) clearInterval(this.pumpTimer);
+    this.pumpTimer = null;
+  }
+
+  /** Test hook: the first n samples a replay fed the worklet. */
+  recorded(n) {
+    if (!this.record) return null;
+    const out = new Int16Array(Math.min(n, this.record.samples));
+    let o = 0;
+    for (const p of this.record.parts) {
+      if (o >= out.length) break;
+      const take = Math.min(p.length, out.length - o);
+      out.set(p.subarray(0, take), o);
+      o += take;
+    }
+    return out;
+  }
+}
+
+function toFloat(pcm) {
+  const f = new Float32Array(pcm.length);
+  for (let i = 0; i < pcm.length; i++) f[i] = pcm[i] / 32768;
+  return f;
+}

@@ -1,0 +1,75 @@
+"""Automatic gain control and peak limiter for the scribe's ear.
+
+The AGC measures the talker's level only while speech is present and holds its gain
+through silence, so room noise is never pumped up between sentences and a sentence
+never starts at a blasting gain. Its gain moves slowly (dB per second), which keeps
+speech dynamics intact. The limiter after it has instant attack and exponential
+release, computed for a whole block at once as a running maximum in the log domain;
+it guarantees no sample exceeds the ceiling, so nothing clips, onsets included.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class SpeechAgc:
+    """Per-frame gain toward a target active-speech level (dBFS RMS)."""
+
+    def __init__(
+        self,
+        *,
+        hop_s: float,
+        target_dbfs: float = -26.0,
+        min_gain_db: float = -12.0,
+        max_gain_db: float = 24.0,
+        level_time_constant_s: float = 2.0,
+        up_db_per_s: float = 3.0,
+        down_db_per_s: float = 12.0,
+        speech_threshold: float = 0.5,
+    ) -> None:
+        self._target_db = target_dbfs
+        self._min_db, self._max_db = min_gain_db, max_gain_db
+        self._beta = math.exp(-hop_s / level_time_constant_s)
+        self._up = up_db_per_s * hop_s
+        self._down = down_db_per_s * hop_s
+        self._threshold = speech_threshold
+        self._level: float | None = None
+        self.gain_db = 0.0
+
+    def update(self, frame_power: float, speech_presence: float) -> float:
+        """Feed one frame's power (full scale = 1) and presence; return the linear gain."""
+        if speech_presence >= self._threshold and frame_power > 1e-12:
+            if self._level is None:
+                self._level = frame_power
+            else:
+                self._level = self._beta * self._level + (1 - self._beta) * frame_power
+            wanted = self._target_db - 10 * math.log10(self._level)
+            wanted = min(max(wanted, self._min_db), self._max_db)
+            step = min(max(wanted - self.gain_db, -self._down), self._up)
+            self.gain_db += step
+        return 10 ** (self.gain_db / 20)
+
+
+class PeakLimiter:
+    """Instant-attack, exponential-release limiter; no lookahead, no overshoot."""
+
+    def __init__(self, *, sample_rate: int, ceiling: float = 0.89, release_s: float = 0.08) -> None:
+        self._ceiling = ceiling
+        self._log_decay = -1.0 / (release_s * sample_rate)  # log of the per-sample decay
+        self._log_env = -np.inf  # log envelope at the last sample
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        if x.size == 0:
+            return x
+        n = np.arange(x.size)
+        with np.errstate(divide="ignore"):
+            log_peak = np.log(np.abs(x))
+        # env[n] = max(env_prev * d^(n+1), max_{m<=n} |x[m]| d^(n-m)), as a running max
+        running = np.maximum.accumulate(log_peak - n * self._log_decay) + n * self._log_decay
+        log_env = np.maximum(running, self._log_env + (n + 1) * self._log_decay)
+        self._log_env = float(log_env[-1])
+        gain = np.minimum(1.0, self._ceiling * np.exp(-log_env))
+        return x * gain

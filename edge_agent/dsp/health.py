@@ -1,0 +1,75 @@
+"""Per-channel health on the capture side: levels, dead and clipping channels.
+
+Everything is computed on the pipeline's fixed hop grid, so the verdicts do not depend
+on how the caller cut its blocks. A dead channel (digital silence, a stuck DC value, or
+40 dB below its siblings) is also dropped from the beamformer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_FULL_SCALE = 32767
+
+
+class ChannelHealth:
+    def __init__(
+        self,
+        channels: int,
+        *,
+        hop_s: float,
+        time_constant_s: float = 0.5,
+        dead_below_median_db: float = 40.0,
+        silent_power: float = 1e-11,
+        clip_hold_s: float = 2.0,
+    ) -> None:
+        self._decay = float(np.exp(-hop_s / time_constant_s))
+        self._started = False
+        self._dead_ratio = 10 ** (-dead_below_median_db / 10)
+        self._silent = silent_power
+        self._hold = max(1, int(round(clip_hold_s / hop_s)))
+        self._hops_since_clip = np.full(channels, 10**9)
+        self.power = np.zeros(channels)
+        self.dead = np.zeros(channels, bool)
+
+    def update(self, raw_hops: np.ndarray, filtered_hops: np.ndarray) -> np.ndarray:
+        """raw_hops int16 (T, H, C); filtered_hops float (T, H, C), full scale = 1 (DC is ignored).
+
+        Returns the smoothed power after each hop, (T, C); `verdict` turns a row into
+        the dead-channel mask.
+        """
+        hops, hop = raw_hops.shape[:2]
+        if hops == 0:
+            return np.zeros((0, self.dead.size))
+        total = filtered_hops.sum(axis=1)
+        hop_power = np.einsum("thc,thc->tc", filtered_hops, filtered_hops) / hop - (total / hop) ** 2
+        if not self._started:
+            self.power = hop_power[0].copy()  # start the smoother at the first hop
+            self._started = True
+        a, s = self._decay, self.power
+        smoothed = np.empty_like(hop_power)
+        for t, p in enumerate(hop_power):  # a one-pole smoother over a few hops
+            s = a * s + (1 - a) * p
+            smoothed[t] = s
+        self.power = s
+        self.dead = self.verdict(s)
+        # a hop clipped if it touched full scale; remember how many hops ago
+        clipped = (raw_hops.max(axis=1) >= _FULL_SCALE) | (raw_hops.min(axis=1) <= -_FULL_SCALE)
+        if clipped.any():
+            last = np.where(clipped.any(0), hops - 1 - np.argmax(clipped[::-1], axis=0), -1)
+            self._hops_since_clip = np.where(last >= 0, hops - 1 - last, self._hops_since_clip + hops)
+        else:
+            self._hops_since_clip += hops
+        return smoothed
+
+    def verdict(self, power: np.ndarray) -> np.ndarray:
+        """Dead channels given smoothed powers (C,): silent, stuck, or 40 dB under the median."""
+        median = sorted(power.tolist())[power.size // 2]
+        dead = power < self._dead_ratio * median
+        if median >= self._silent:
+            dead |= power < self._silent
+        return dead
+
+    @property
+    def clipping(self) -> np.ndarray:
+        return self._hops_since_clip < self._hold

@@ -1,0 +1,200 @@
+"""The array front end: high-pass -> adaptive beamformer -> post-filter -> AGC -> limiter.
+
+Streaming and causal. Input is cut into hops of 256 samples on a fixed grid, analysed
+with a 512-sample sqrt-Hann STFT (50 % overlap), so the output lags the input by
+`latency_samples` = 256 samples (16 ms): out[i] is the processed in[i - 256]. A caller
+that delivers samples as they come also waits for a hop to fill, so the algorithmic
+latency is frame length = 512 samples = 32 ms. Blocks of any length are accepted and
+the output does not depend on how the input was cut: everything that adapts does so on
+the hop grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from edge_agent.dsp.agc import PeakLimiter, SpeechAgc
+from edge_agent.dsp.arrays import ArrayGeometry, load_array
+from edge_agent.dsp.beamformer import WienerBeamformer
+from edge_agent.dsp.health import ChannelHealth
+from edge_agent.dsp.noise import NoiseTracker, PostFilter
+
+_MAX_FRAMES_PER_PASS = 64  # bounds memory when a whole file arrives in one block
+
+
+class ArrayPipeline:
+    """Multichannel int16 blocks in, mono int16 out (see the module docstring)."""
+
+    def __init__(
+        self,
+        geometry: ArrayGeometry,
+        *,
+        sample_rate: int = 16000,
+        frame_len: int = 512,
+        highpass_hz: float = 80.0,
+        gain_floor_db: float = -10.0,
+    ) -> None:
+        if frame_len % 2:
+            raise ValueError("frame_len must be even")
+        self.geometry = geometry
+        self.sample_rate = sample_rate
+        self.channels = geometry.capture_channels
+        self._mic_idx = np.array(geometry.mic_channels)
+        mics = len(self._mic_idx)
+        ref = geometry.mic_channels.index(geometry.reference_channel)
+        self.frame_len, self.hop = frame_len, frame_len // 2
+        self.latency_samples = frame_len - self.hop
+        hop_s = self.hop / sample_rate
+        bins = frame_len // 2 + 1
+
+        self._window = np.sqrt(np.hanning(frame_len + 1)[:-1])  # periodic: sums to 1 squared at 50 %
+        self._history = np.zeros((frame_len - self.hop, mics))
+        self._pending_raw = np.zeros((0, mics), np.int16)
+        self._pending = np.zeros((0, mics))
+        self._overlap = np.zeros(frame_len - self.hop)
+        self._frame_index = np.arange(frame_len)
+
+        self.health = ChannelHealth(mics, hop_s=hop_s)
+        self.beamformer = WienerBeamformer(bins, mics, ref, hop_s=hop_s)
+        self.tracker = NoiseTracker(bins)
+        self.postfilter = PostFilter(bins, gain_floor_db=gain_floor_db)
+        self.agc = SpeechAgc(hop_s=hop_s)
+        self.limiter = PeakLimiter(sample_rate=sample_rate)
+        freqs = np.fft.rfftfreq(frame_len, 1 / sample_rate)
+        # The HVAC high-pass is a zero-phase gain per bin (4th-order Butterworth magnitude):
+        # a minimum-phase IIR would smear the phase of voiced speech's fundamental
+        # (100-200 Hz), audibly and in SI-SDR. DC is removed per frame before the window.
+        self._highpass_gain = 1.0 / np.sqrt(1.0 + (highpass_hz / np.maximum(freqs, 1.0)) ** 8)
+        band = np.flatnonzero((freqs >= 250) & (freqs <= 4000))
+        self._band = slice(int(band[0]), int(band[-1]) + 1)
+        self._band_scale = 1.0 / band.size
+        self._power_scale = 4.0 / frame_len**2
+
+        self._presence = 0.0
+        self._level_dbfs = -120.0
+        self._channel_levels = [-120.0] * self.channels
+        self._samples_in = 0
+        self._samples_out = 0
+
+    # -- the Stage interface ---------------------------------------------------------
+    def process(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block)
+        if block.ndim != 2 or block.shape[1] != self.channels:
+            raise ValueError(
+                f"array {self.geometry.name!r} captures {self.channels} channels: "
+                f"expected blocks of shape (n, {self.channels}), got {block.shape}"
+            )
+        if block.dtype != np.int16:
+            raise ValueError(f"expected int16 samples, got {block.dtype}")
+        self._samples_in += block.shape[0]
+        if block.shape[0]:
+            as_float = block.astype(np.float64)
+            ms = np.einsum("nc,nc->c", as_float, as_float) / (block.shape[0] * 32768.0**2)
+            self._channel_levels = [_dbfs(v) for v in ms]
+        raw = block[:, self._mic_idx]
+        out = self._run(np.concatenate([self._pending_raw, raw]), np.concatenate([self._pending, raw / 32768.0]))
+        self._samples_out += out.size
+        return out
+
+    def flush(self) -> np.ndarray:
+        """Emit the last partial hop (zero-padded) so total output == total input."""
+        owed = self._samples_in - self._samples_out
+        if owed <= 0:
+            return np.zeros(0, np.int16)
+        pad = self.hop - self._pending.shape[0]
+        mics = len(self._mic_idx)
+        raw = np.concatenate([self._pending_raw, np.zeros((pad, mics), np.int16)])
+        out = self._run(raw, np.concatenate([self._pending, np.zeros((pad, mics))]))[:owed]
+        self._samples_in = self._samples_out = self._samples_out + out.size
+        return out
+
+    def stats(self) -> dict:
+        mics = self.geometry.mic_channels
+        return {
+            "speech_presence": round(float(self._presence), 3),
+            "level_dbfs": round(self._level_dbfs, 1),
+            "channel_levels_dbfs": [round(v, 1) for v in self._channel_levels],
+            "dead_channels": [mics[i] for i in np.flatnonzero(self.health.dead)],
+            "clipping_channels": [mics[i] for i in np.flatnonzero(self.health.clipping)],
+        }
+
+    # -- internals -------------------------------------------------------------------
+    def _run(self, raw: np.ndarray, filtered: np.ndarray) -> np.ndarray:
+        hop = self.hop
+        hops = filtered.shape[0] // hop
+        used = hops * hop
+        self._pending_raw, self._pending = raw[used:], filtered[used:]
+        if hops == 0:
+            return np.zeros(0, np.int16)
+        pieces = []
+        for start in range(0, hops, _MAX_FRAMES_PER_PASS):
+            stop = min(hops, start + _MAX_FRAMES_PER_PASS)
+            pieces.append(self._run_hops(raw[start * hop : stop * hop], filtered[start * hop : stop * hop]))
+        out = np.concatenate(pieces)
+        out = self.limiter.process(out)
+        self._level_dbfs = _dbfs(float(np.mean(out**2)))
+        return np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
+
+    def _run_hops(self, raw: np.ndarray, filtered: np.ndarray) -> np.ndarray:
+        hop, n = self.hop, self.frame_len
+        frames_count = filtered.shape[0] // hop
+        mics = filtered.shape[1]
+        channel_power = self.health.update(
+            raw.reshape(frames_count, hop, mics), filtered.reshape(frames_count, hop, mics)
+        )
+        signal = np.concatenate([self._history, filtered])
+        self._history = signal[-(n - hop) :]
+        index = np.arange(frames_count)[:, None] * hop + self._frame_index
+        frames = signal[index]
+        frames -= frames.sum(axis=1, keepdims=True) * (1.0 / n)
+        spectra = np.fft.rfft(frames * self._window[None, :, None], axis=1)  # (T, K, M)
+        spectra *= self._highpass_gain[:, None]
+
+        out_spectra = np.empty(spectra.shape[:2], complex)
+        presences = np.empty(frames_count)
+        band, band_scale = self._band, self._band_scale
+        beamformer, tracker, postfilter, agc = self.beamformer, self.tracker, self.postfilter, self.agc
+        start = 0
+        while start < frames_count:
+            # the frames up to the next weight update share one set of weights
+            stop = min(frames_count, start + beamformer.frames_to_update)
+            segment = spectra[start:stop]
+            beam = beamformer.apply(segment)  # (frames, K)
+            powers = beam.real**2 + beam.imag**2
+            spps = np.empty_like(powers)
+            for j in range(stop - start):
+                power = powers[j]
+                spp = spps[j] = tracker.update(power)
+                z = postfilter.gain(power, tracker.noise_psd) * beam[j]
+                # share of speech-band bins confidently holding speech: ~0.01 in steady noise
+                presence = min(float(np.count_nonzero(spp[band] > 0.9)) * band_scale * 4.0, 1.0)
+                presences[start + j] = presence
+                frame_power = self._power_scale * float(np.vdot(z, z).real)
+                out_spectra[start + j] = agc.update(frame_power, presence) * z
+            beamformer.observe(segment, spps, lambda: ~self.health.verdict(channel_power[stop - 1]))
+            start = stop
+        self._presence = float(presences.mean())
+
+        frames = np.fft.irfft(out_spectra, n=n, axis=1) * self._window
+        out = frames[:, :hop].copy()
+        out[0] += self._overlap
+        out[1:] += frames[:-1, hop:]
+        self._overlap = frames[-1, hop:].copy()
+        return out.reshape(-1)
+
+
+def _dbfs(mean_square: float) -> float:
+    return float(10 * np.log10(max(mean_square, 1e-12)))  # full scale = 1
+
+
+def make_array_pipeline(*, channels: int, sample_rate: int, array: str | None = None) -> ArrayPipeline:
+    """Build the array front end for `array` (a name in hardware/arrays/)."""
+    geometry = load_array(array)
+    if channels != geometry.capture_channels:
+        raise ValueError(
+            f"array {geometry.name!r} captures {geometry.capture_channels} channels "
+            f"(mics on {list(geometry.mic_channels)}), but the unit is configured for {channels}: "
+            "fix the capture channel count or the array name in the unit config"
+        )
+    if sample_rate != 16000:
+        raise ValueError(f"the array front end runs at 16000 Hz, got {sample_rate}: resample in capture")
+    return ArrayPipeline(geometry, sample_rate=sample_rate)

@@ -1,0 +1,766 @@
+"""The unit's serial provisioning service (`python -m edge_agent provision-serve`): answers
+the tech's tool (scripts/provision) over the service port with the protocol in
+scribelink/provisioning.py.
+
+Settings, key, certificate and self-test results live in the state dir; `commit` writes
+`provisioned.toml`, an overlay on the site's agent.toml, and locks the unit. A locked
+unit answers read-only commands only; unlock and factory reset take physical presence
+(the puck's button held 5 s while the command waits). Secrets (the Wi-Fi passphrase, the
+unit key) are write-only: never returned, never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import tomllib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from scribelink import provisioning as p
+from scribelink import topics
+
+log = logging.getLogger("edge_agent.provision")
+
+SOFTWARE_VERSION = "0.1.0"
+RESERVED_UNIT_IDS = {"relay", "broker", "admin"}  # also refused by cloud_relay.pki
+
+
+class Presence(Protocol):
+    """Physical presence at the unit: the cue puck (edge_agent.puck.Puck) in production."""
+
+    connected: bool
+
+    def ping(self, timeout_s: float) -> float | None: ...
+
+    def wait_for_hold(self, seconds: float, timeout_s: float) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    state_dir: Path
+    port: str = ""
+    baud: int = 115200
+    alsa_device: str = "scribelink_capture"
+    channels: int = 4
+    sample_rate: int = 16000
+    puck_port: str = ""
+    serial_number: str = ""
+    hw_rev: str = ""
+    site_config: str = ""
+    spool_dir: str = ""
+    selftest_seconds: float = 2.0
+    pace_realtime: bool = False  # test knob: ALSA file plugin has no clock
+    clock_offset_s: float = 0.0  # test knob: pretend the unit's clock is this far off
+    broker_timeout_s: float = 10.0
+
+
+# ---------------------------------------------------------------------- files
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _shred(path: Path) -> None:
+    """Overwrite then unlink (best effort on flash: wear levelling may keep old blocks)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.write(b"\0" * size)
+            f.flush()
+            os.fsync(f.fileno())
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=True)  # a JSON string is a valid TOML basic string
+
+
+def default_serial_number() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("Serial"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        return Path("/etc/machine-id").read_text().strip()[:16]
+    except OSError:
+        return "unknown"
+
+
+def fingerprint(cert) -> str:
+    from cryptography.hazmat.primitives import hashes
+
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+class Refused(Exception):
+    def __init__(self, code: str, message: str, action: str | None = None, **detail) -> None:
+        super().__init__(message)
+        self.code, self.message, self.action, self.detail = code, message, action, detail
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _text(name: str, v, max_len: int = 128, min_len: int = 1) -> str:
+    if not isinstance(v, str) or not min_len <= len(v) <= max_len:
+        raise Refused(p.E_INVALID_CONFIG, f"{name} must be text of {min_len}-{max_len} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in v):
+        raise Refused(p.E_INVALID_CONFIG, f"{name} must not contain control characters")
+    return v
+
+
+def validate_settings(args: dict) -> dict:
+    """Check set_config's arguments; -> the accepted settings (secrets included)."""
+    unknown = set(args) - set(p.SETTINGS)
+    if unknown:
+        raise Refused(p.E_INVALID_CONFIG, f"unknown setting(s) {sorted(unknown)}",
+                      f"known settings: {', '.join(p.SETTINGS)}")
+    out: dict = {}
+    for k in ("clinic", "room"):
+        if k in args:
+            out[k] = _text(k, args[k])
+    if "unit_id" in args:
+        uid = args["unit_id"]
+        if not isinstance(uid, str) or not topics.valid_unit_id(uid) or uid in RESERVED_UNIT_IDS:
+            raise Refused(p.E_INVALID_CONFIG, "unit_id: 1-64 of letters, digits, '.', '_', '-' "
+                          "(not relay/broker/admin)")
+        out["unit_id"] = uid
+    if "broker_url" in args:
+        u = urlparse(_text("broker_url", args["broker_url"], 256))
+        try:
+            port = u.port
+        except ValueError:
+            port = None
+        if u.scheme != "mqtts" or not u.hostname or not port:
+            raise Refused(p.E_INVALID_CONFIG, "broker_url must be mqtts://HOST:PORT")
+        out["broker_url"] = args["broker_url"]
+    if "relay_url" in args:
+        u = urlparse(_text("relay_url", args["relay_url"], 256))
+        if u.scheme not in ("https", "http") or not u.hostname:
+            raise Refused(p.E_INVALID_CONFIG, "relay_url must be https://HOST[:PORT]")
+        out["relay_url"] = args["relay_url"]
+    if "wifi_ssid" in args:
+        ssid = _text("wifi_ssid", args["wifi_ssid"], 32)
+        if len(ssid.encode()) > 32:
+            raise Refused(p.E_INVALID_CONFIG, "wifi_ssid must be at most 32 bytes")
+        out["wifi_ssid"] = ssid
+    if "wifi_passphrase" in args:
+        pw = args["wifi_passphrase"]
+        if not isinstance(pw, str) or not (8 <= len(pw) <= 63 or (
+                len(pw) == 64 and all(c in "0123456789abcdefABCDEF" for c in pw))) or any(
+                ord(c) < 32 or ord(c) > 126 for c in pw):
+            # the message names the rule, never the value
+            raise Refused(p.E_INVALID_CONFIG, "wifi_passphrase must be 8-63 printable ASCII "
+                          "characters (WPA2-PSK) or 64 hex digits")
+        out["wifi_passphrase"] = pw
+    if "recovery_public_key" in args:
+        from scribelink import envelope as env
+
+        try:
+            env.load_public_key(_text("recovery_public_key", args["recovery_public_key"], 100))
+        except (ValueError, TypeError) as e:
+            raise Refused(p.E_INVALID_CONFIG, "recovery_public_key must be the clinic's "
+                          "base64 raw X25519 public key") from e
+        out["recovery_public_key"] = args["recovery_public_key"]
+    return out
+
+
+def nm_keyfile(ssid: str, passphrase: str) -> str:
+    """A NetworkManager keyfile (system-connections/*.nmconnection) for WPA2-PSK."""
+    return (
+        "[connection]\nid=scribelink-wifi\n"
+        f"uuid={uuid.uuid5(uuid.NAMESPACE_OID, 'scribelink-wifi:' + ssid)}\n"
+        "type=wifi\nautoconnect=true\n\n"
+        f"[wifi]\nmode=infrastructure\nssid={ssid}\n\n"
+        f"[wifi-security]\nkey-mgmt=wpa-psk\npsk={passphrase}\n\n"
+        "[ipv4]\nmethod=auto\n\n[ipv6]\nmethod=auto\n"
+    )
+
+
+# ---------------------------------------------------------------------- the unit
+
+
+@dataclass
+class Unit:
+    """The provisioning state machine over the state dir. Pure of serial I/O."""
+
+    s: ServeSettings
+    presence: Presence | None = None
+    clock: Callable[[], float] = time.time
+    _mic_cache: tuple[float, dict] | None = field(default=None, repr=False)
+
+    # -- paths --
+
+    @property
+    def dir(self) -> Path:
+        return self.s.state_dir
+
+    def _p(self, name: str) -> Path:
+        return self.dir / name
+
+    @property
+    def key_path(self) -> Path:
+        return self.dir / "tls" / "unit.key"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.dir / "tls" / "unit.pem"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.dir / "tls" / "ca.pem"
+
+    def now(self) -> float:
+        return self.clock() + self.s.clock_offset_s
+
+    # -- state --
+
+    def settings(self) -> dict:
+        try:
+            d = json.loads(self._p("settings.json").read_text())
+            return d if isinstance(d, dict) else {}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def state(self) -> str:
+        if self._p("locked.json").exists():
+            return p.STATE_LOCKED
+        st = self.settings()
+        if not all(k in st for k in p.REQUIRED_SETTINGS):
+            return p.STATE_BLANK if not st else p.STATE_CONFIGURED
+        if self.key_path.exists() and self.cert_path.exists():
+            return p.STATE_ENROLLED
+        return p.STATE_CONFIGURED
+
+    def _cert(self):
+        from cryptography import x509
+
+        try:
+            return x509.load_pem_x509_certificates(self.cert_path.read_bytes())[0]
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _cert_summary(self) -> dict | None:
+        c = self._cert()
+        if c is None:
+            return None
+        return {"fingerprint_sha256": fingerprint(c),
+                "not_after": c.not_valid_after_utc.isoformat(timespec="seconds")}
+
+    def _selftest(self) -> dict | None:
+        try:
+            return json.loads(self._p("selftest.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _locked_info(self) -> dict | None:
+        try:
+            return json.loads(self._p("locked.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _mics(self) -> dict:
+        t = time.monotonic()
+        if self._mic_cache and t - self._mic_cache[0] < 2.0:
+            return self._mic_cache[1]
+        info = {"device": self.s.alsa_device, "channels_configured": self.s.channels,
+                "channels_detected": 0}
+        try:
+            import alsaaudio
+
+            pcm = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, alsaaudio.PCM_NONBLOCK,
+                                device=self.s.alsa_device, channels=self.s.channels,
+                                rate=self.s.sample_rate, format=alsaaudio.PCM_FORMAT_S16_LE,
+                                periodsize=320)
+            info["channels_detected"] = int(pcm.info().get("channels", self.s.channels))
+            pcm.close()
+        except Exception as e:  # no device, no alsa-lib: report, do not fail hello
+            info["error"] = type(e).__name__
+        self._mic_cache = (t, info)
+        return info
+
+    def _puck_state(self) -> str:
+        if self.presence is None:
+            return "absent"
+        return "present" if self.presence.connected else "not_responding"
+
+    # -- commands --
+
+    def handle(self, cmd: str, args: dict, progress: Callable[[dict], None]) -> dict:
+        handler = getattr(self, "cmd_" + cmd, None) if cmd in p.COMMANDS else None
+        if handler is None:
+            return p.error(p.E_UNKNOWN_COMMAND, f"the unit does not know command {cmd!r}",
+                           known=list(p.COMMANDS))
+        if (self.state() == p.STATE_LOCKED and cmd not in p.READ_ONLY
+                and cmd not in p.PRESENCE_GATED):
+            return p.error(p.E_LOCKED, f"the unit is locked: {cmd} is refused "
+                           "(only hello, status and self-test are answered)")
+        try:
+            return p.ok(handler(args, progress))
+        except Refused as r:
+            return p.error(r.code, r.message, r.action, **r.detail)
+
+    def cmd_hello(self, args: dict, progress) -> dict:
+        st = self.settings()
+        return {
+            "serial": self.s.serial_number or default_serial_number(),
+            "hw_rev": self.s.hw_rev or "unknown",
+            "software": {"scribelink": SOFTWARE_VERSION, "protocol": p.VERSION,
+                         "python": sys.version.split()[0]},
+            "state": self.state(),
+            "unit_id": st.get("unit_id"), "clinic": st.get("clinic"), "room": st.get("room"),
+            "broker_url": st.get("broker_url"), "relay_url": st.get("relay_url"),
+            "wifi_ssid": st.get("wifi_ssid"),
+            "wifi_passphrase_set": self._p("wifi.nmconnection").exists(),
+            "mics": self._mics(),
+            "puck": self._puck_state(),
+            "cert": self._cert_summary(),
+            "unit_time_utc": dt.datetime.fromtimestamp(self.now(), dt.timezone.utc)
+            .isoformat(timespec="seconds"),
+        }
+
+    def cmd_status(self, args: dict, progress) -> dict:
+        t = self._selftest()
+        return {"state": self.state(), "locked": self._locked_info(),
+                "cert": self._cert_summary(),
+                "selftest": None if t is None else {"passed": t.get("passed"), "at": t.get("at")},
+                "overlay": str(self._p("provisioned.toml"))
+                if self._p("provisioned.toml").exists() else None}
+
+    def cmd_selftest_results(self, args: dict, progress) -> dict:
+        t = self._selftest()
+        if t is None:
+            raise Refused(p.E_NOT_CONFIGURED, "no self-test has run on this unit yet",
+                          "run `scripts/provision selftest`")
+        return t
+
+    def cmd_set_config(self, args: dict, progress) -> dict:
+        new = validate_settings(args)
+        st = self.settings()
+        secret = new.pop("wifi_passphrase", None)
+        merged = {**st, **new}
+        missing = [k for k in p.REQUIRED_SETTINGS if k not in merged]
+        if missing:
+            raise Refused(p.E_INVALID_CONFIG, f"missing required setting(s) {missing}")
+        if secret is not None and "wifi_ssid" not in merged:
+            raise Refused(p.E_INVALID_CONFIG, "wifi_passphrase needs wifi_ssid")
+        identity_changed = st.get("unit_id") not in (None, merged["unit_id"])
+        if identity_changed or st.get("broker_url") != merged["broker_url"]:
+            self._p("selftest.json").unlink(missing_ok=True)
+        if identity_changed:  # the certificate names the old unit id
+            _shred(self.key_path)
+            self.cert_path.unlink(missing_ok=True)
+        _write_atomic(self._p("settings.json"), json.dumps(merged, indent=2).encode())
+        if "recovery_public_key" in new:
+            _write_atomic(self._p("recovery.pub"), new["recovery_public_key"].encode() + b"\n")
+        if secret is not None or ("wifi_ssid" in new and self._p("wifi.nmconnection").exists()):
+            if secret is None:
+                raise Refused(p.E_INVALID_CONFIG, "changing wifi_ssid needs wifi_passphrase too")
+            _write_atomic(self._p("wifi.nmconnection"),
+                          nm_keyfile(merged["wifi_ssid"], secret).encode(), 0o600)
+        log.info("event=config_set keys=%s", ",".join(sorted(new) + (["wifi_passphrase"]
+                                                                      if secret else [])))
+        return {"state": self.state(), "saved": sorted(new) + (["wifi_passphrase"]
+                                                               if secret else [])}
+
+    def cmd_generate_key(self, args: dict, progress) -> dict:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        st = self.settings()
+        if self.state() == p.STATE_BLANK or "unit_id" not in st:
+            raise Refused(p.E_NOT_CONFIGURED, "set the unit's configuration before its key")
+        key = ec.generate_private_key(ec.SECP256R1())
+        self.cert_path.unlink(missing_ok=True)  # a new key orphans the old certificate
+        self._p("selftest.json").unlink(missing_ok=True)
+        (self.dir / "tls").mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir / "tls", 0o700)
+        _write_atomic(self.key_path, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()), 0o600)
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, st["unit_id"])]))
+               .sign(key, hashes.SHA256()))
+        log.info("event=key_generated type=ecdsa-p256")
+        return {"csr_pem": csr.public_bytes(serialization.Encoding.PEM).decode(),
+                "unit_id": st["unit_id"], "key_type": "ecdsa-p256"}
+
+    def cmd_install_cert(self, args: dict, progress) -> dict:
+        from cryptography import x509
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.x509.oid import NameOID
+
+        if not self.key_path.exists():
+            raise Refused(p.E_NO_KEY, "the unit has no key yet")
+        chain_pem, ca_pem = args.get("cert_pem"), args.get("ca_pem")
+        if not isinstance(chain_pem, str) or not isinstance(ca_pem, str):
+            raise Refused(p.E_BAD_REQUEST, "install_cert needs cert_pem and ca_pem (PEM text)")
+        try:
+            chain = x509.load_pem_x509_certificates(chain_pem.encode())
+            ca = x509.load_pem_x509_certificate(ca_pem.encode())
+        except ValueError as e:
+            raise Refused(p.E_CERT_INVALID, "the certificate or CA is not valid PEM") from e
+        leaf = chain[0]
+        key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if leaf.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+            raise Refused(p.E_CERT_KEY_MISMATCH, "the certificate is not for this unit's key")
+        unit_id = self.settings().get("unit_id")
+        cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if len(cns) != 1 or cns[0].value != unit_id:
+            raise Refused(p.E_CERT_WRONG_UNIT, f"the certificate names "
+                          f"{cns[0].value if cns else None!r}, this unit is {unit_id!r}")
+        try:
+            bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            bc = None
+        if bc is None or not bc.ca:
+            raise Refused(p.E_CERT_UNTRUSTED, "the CA certificate given is not a CA")
+        # rebuild the path leaf -> intermediates (in the order given) -> CA
+        path = [c for c in chain if c != ca] + [ca]
+        try:
+            for child, parent in zip(path, path[1:]):
+                child.verify_directly_issued_by(parent)
+            ca.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature) as e:
+            raise Refused(p.E_CERT_UNTRUSTED, "the certificate does not chain to the given "
+                          "clinic CA") from e
+        now = dt.datetime.fromtimestamp(self.now(), dt.timezone.utc)
+        for c in path:
+            if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
+                raise Refused(p.E_CERT_NOT_VALID_NOW, "the certificate is not valid at the "
+                              f"unit's time {now.isoformat(timespec='seconds')}")
+        pem = serialization.Encoding.PEM
+        _write_atomic(self.cert_path, b"".join(c.public_bytes(pem) for c in path[:-1]))
+        _write_atomic(self.ca_path, ca.public_bytes(pem))
+        self._p("selftest.json").unlink(missing_ok=True)
+        log.info("event=cert_installed fingerprint=%s", fingerprint(leaf)[:16])
+        return {"state": self.state(), "unit_id": unit_id, "fingerprint_sha256": fingerprint(leaf),
+                "not_after": leaf.not_valid_after_utc.isoformat(timespec="seconds")}
+
+    def cmd_selftest(self, args: dict, progress) -> dict:
+        from edge_agent import selftest as stt
+
+        laptop = args.get("laptop_time_utc")
+        if laptop is not None and not isinstance(laptop, (int, float)):
+            raise Refused(p.E_BAD_REQUEST, "laptop_time_utc must be Unix seconds")
+        checks: list[dict] = []
+        progress(p.progress("mics", f"listening on {self.s.channels} mic channels for "
+                            f"{self.s.selftest_seconds:g} s"))
+        checks += stt.check_mics(self.s.alsa_device, self.s.channels, self.s.selftest_seconds,
+                                 self.s.sample_rate, self.s.pace_realtime)
+        progress(p.progress("puck", "pinging the cue puck"))
+        checks.append(stt.check_puck(self.presence))
+        st, cert = self.settings(), self._cert()
+        if cert is None or not self.key_path.exists():
+            checks.append({"check": "broker", "ok": False, "problem": "the unit has no "
+                           "certificate yet", "fix": "run `scripts/provision enroll`"})
+            checks.append({"check": "clock", "ok": False, "problem": "no certificate to check "
+                           "the clock against", "fix": "run `scripts/provision enroll`"})
+        else:
+            progress(p.progress("clock", "checking the unit's clock"))
+            checks.append(stt.check_clock(self.now(), laptop, cert.not_valid_before_utc,
+                                          cert.not_valid_after_utc))
+            progress(p.progress("broker", f"TLS connect to {st['broker_url']} with the "
+                                "unit's certificate"))
+            u = urlparse(st["broker_url"])
+            checks.append(stt.check_broker(
+                u.hostname or "", u.port or 8883, unit_id=st["unit_id"], ca_file=str(self.ca_path),
+                cert_file=str(self.cert_path), key_file=str(self.key_path),
+                control_topic=topics.control_topic(st["unit_id"]),
+                timeout_s=self.s.broker_timeout_s))
+        result = {"passed": all(c["ok"] for c in checks), "checks": checks,
+                  "at": dt.datetime.fromtimestamp(self.now(), dt.timezone.utc)
+                  .isoformat(timespec="seconds"),
+                  "cert_fingerprint_sha256": None if cert is None else fingerprint(cert)}
+        if self.state() != p.STATE_LOCKED:  # a locked unit's stored state stays as committed
+            _write_atomic(self._p("selftest.json"), json.dumps(result, indent=2).encode())
+        log.info("event=selftest passed=%s failed=%s", result["passed"],
+                 ",".join(c["check"] for c in checks if not c["ok"]) or "-")
+        return result
+
+    def overlay_toml(self) -> str:
+        st = self.settings()
+        lines = [
+            "# Written by the unit's provisioning service (edge_agent/provision.py).",
+            f"# clinic: {json.dumps(st['clinic'])}  room: {json.dumps(st['room'])}",
+            "# Layered on the site config: python -m edge_agent run --config "
+            "/etc/scribelink/agent.toml --config THIS",
+            f"unit_id = {_toml_str(st['unit_id'])}",
+            "",
+            "[broker]",
+            f"url = {_toml_str(st['broker_url'])}",
+            f"ca_file = {_toml_str(str(self.ca_path.resolve()))}",
+            f"cert_file = {_toml_str(str(self.cert_path.resolve()))}",
+            f"key_file = {_toml_str(str(self.key_path.resolve()))}",
+        ]
+        if self._p("recovery.pub").exists():
+            lines += ["", "[keys]", "recovery_public_key_file = "
+                      + _toml_str(str(self._p("recovery.pub").resolve()))]
+        if self.s.puck_port:
+            lines += ["", "[puck]", f"port = {_toml_str(self.s.puck_port)}"]
+        return "\n".join(lines) + "\n"
+
+    def cmd_commit(self, args: dict, progress) -> dict:
+        from edge_agent import config as agent_config
+
+        if self.state() != p.STATE_ENROLLED:
+            raise Refused(p.E_NOT_ENROLLED, f"the unit is {self.state()}, not enrolled")
+        cert = self._cert()
+        t = self._selftest()
+        if not t or not t.get("passed") or t.get("cert_fingerprint_sha256") != fingerprint(cert):
+            raise Refused(p.E_SELFTEST_NOT_PASSED, "the last self-test with this certificate "
+                          "did not pass (or none ran)")
+        overlay = self.overlay_toml()
+        try:  # the agent must start with exactly what is written
+            base = tomllib.loads(Path(self.s.site_config).read_text()) if self.s.site_config \
+                else {}
+            merged = dict(base)
+            for k, v in tomllib.loads(overlay).items():
+                merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(
+                    merged.get(k), dict) else v
+            agent_config.from_dict(merged)
+        except (OSError, tomllib.TOMLDecodeError, agent_config.ConfigError, TypeError) as e:
+            raise Refused(p.E_INVALID_CONFIG, f"the agent would not accept the configuration: "
+                          f"{e}", "fix the site config (--site-config) or the settings") from e
+        _write_atomic(self._p("provisioned.toml"), overlay.encode())
+        locked = {"at": dt.datetime.fromtimestamp(self.now(), dt.timezone.utc)
+                  .isoformat(timespec="seconds"), "cert_fingerprint_sha256": fingerprint(cert),
+                  "tech": str(args.get("tech", ""))[:64]}
+        _write_atomic(self._p("locked.json"), json.dumps(locked).encode())
+        log.info("event=committed_and_locked unit=%s", self.settings().get("unit_id"))
+        return {"state": self.state(), "overlay": str(self._p("provisioned.toml")),
+                "locked": locked}
+
+    def _require_presence(self, what: str, args: dict, progress) -> None:
+        if self.presence is None:
+            raise Refused(p.E_NO_PUCK, f"{what} needs the cue puck, and none is configured")
+        timeout = args.get("timeout_s", 60)
+        if not isinstance(timeout, (int, float)) or not 1 <= timeout <= 85:
+            raise Refused(p.E_BAD_REQUEST, "timeout_s must be 1-85 seconds")
+        progress(p.progress("presence", f"{what}: hold the puck's button for "
+                            f"{p.PRESENCE_HOLD_S:g} s now (waiting {timeout:g} s)"))
+        if not self.presence.wait_for_hold(p.PRESENCE_HOLD_S, float(timeout)):
+            log.warning("event=presence_not_shown for=%s", what.replace(" ", "_"))
+            raise Refused(p.E_PRESENCE_NOT_SHOWN, f"{what} refused: the puck's button was not "
+                          f"held for {p.PRESENCE_HOLD_S:g} s within {timeout:g} s")
+
+    def cmd_unlock(self, args: dict, progress) -> dict:
+        if self.state() != p.STATE_LOCKED:
+            return {"state": self.state(), "already_unlocked": True}
+        self._require_presence("unlock", args, progress)
+        self._p("locked.json").unlink()
+        log.warning("event=unlocked by=presence")
+        return {"state": self.state(), "already_unlocked": False}
+
+    def cmd_factory_reset(self, args: dict, progress) -> dict:
+        self._require_presence("factory reset", args, progress)
+        _shred(self.key_path)
+        _shred(self._p("wifi.nmconnection"))
+        for name in ("locked.json", "provisioned.toml", "selftest.json", "settings.json",
+                     "recovery.pub"):
+            self._p(name).unlink(missing_ok=True)
+        shutil.rmtree(self.dir / "tls", ignore_errors=True)
+        erased = ["keys", "config"]
+        spool = self.s.spool_dir or _site_value(self.s.site_config, "spool", "dir")
+        if spool and Path(spool).is_dir():
+            shutil.rmtree(spool, ignore_errors=True)
+            erased.append("spool")
+        log.warning("event=factory_reset erased=%s", ",".join(erased))
+        return {"state": self.state(), "erased": erased}
+
+
+def _site_value(path: str, section: str, key: str):
+    if not path:
+        return None
+    try:
+        return tomllib.loads(Path(path).read_text()).get(section, {}).get(key)
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------------- framing + dispatch
+
+
+class Server:
+    """Bytes from the tech in, bytes to the tech out. The fuzzer drives this directly."""
+
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
+        self.decoder = p.Decoder()
+        self.handled = 0
+        # the last mutating request and its response, so a retransmitted request (the tool
+        # timed out and resent the same id and body) is answered again, not re-executed
+        self._last: tuple[int, bytes, bytes] | None = None
+
+    def feed(self, data: bytes, now: float, write: Callable[[bytes], object]) -> None:
+        for frame in self.decoder.feed(data, now):
+            if frame.kind != p.KIND_REQUEST:
+                continue
+            write(self.respond(frame, write))
+
+    def respond(self, frame: p.Frame, write: Callable[[bytes], object]) -> bytes:
+        rid = frame.request_id
+        body = p.dump_payload(frame.payload)
+        if self._last is not None and self._last[0] == rid and self._last[1] == body:
+            return self._last[2]
+        try:
+            cmd, args = p.parse_request(frame.payload)
+        except p.ProtocolError as e:
+            return p.encode(p.KIND_RESPONSE, rid, p.error(p.E_BAD_REQUEST, str(e)))
+
+        def progress(msg: dict) -> None:
+            try:
+                write(p.encode(p.KIND_PROGRESS, rid, msg))
+            except p.ProtocolError:
+                pass
+
+        t0 = time.monotonic()
+        try:
+            resp = self.unit.handle(cmd, args, progress)
+        except Exception as e:  # never let one command take the service down
+            log.error("event=command_failed cmd=%s error=%s", cmd[:32], type(e).__name__)
+            resp = p.error(p.E_INTERNAL, f"the unit failed running {cmd[:32]!r} "
+                           f"({type(e).__name__})")
+        self.handled += 1
+        log.info("event=request cmd=%s rid=%d ok=%s code=%s ms=%d", cmd[:32] if cmd in
+                 p.COMMANDS else "unknown", rid, resp["ok"],
+                 resp.get("error", {}).get("code", "-"), (time.monotonic() - t0) * 1000)
+        try:
+            out = p.encode(p.KIND_RESPONSE, rid, resp)
+        except p.ProtocolError:
+            out = p.encode(p.KIND_RESPONSE, rid, p.error(p.E_INTERNAL, "response too large"))
+        if cmd not in p.READ_ONLY:
+            self._last = (rid, body, out)
+        return out
+
+
+def serve_forever(server: Server, port: str, baud: int, stop: Callable[[], bool]) -> None:
+    import serial  # pyserial: the unit extra
+
+    ser = None
+    while not stop():
+        if ser is None:
+            try:
+                ser = serial.serial_for_url(port, baudrate=baud, timeout=0.05,
+                                            write_timeout=5)
+                log.info("event=port_open port=%s", port)
+            except (OSError, ValueError) as e:
+                log.debug("event=port_open_failed port=%s error=%s", port, e)
+                time.sleep(0.5)
+                continue
+        try:
+            data = ser.read(ser.in_waiting or 1)
+            server.feed(data, time.monotonic(), ser.write)
+        except (OSError, ValueError, TypeError) as e:  # SerialException is an OSError
+            log.info("event=port_lost port=%s error=%s", port, type(e).__name__)
+            try:
+                ser.close()
+            except OSError:
+                pass
+            ser = None
+            time.sleep(0.2)
+    if ser is not None:
+        ser.close()
+
+
+def parse_args(argv: list[str]) -> tuple[ServeSettings, bool]:
+    ap = argparse.ArgumentParser(prog="python -m edge_agent provision-serve",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--port", required=True, help="the service serial port (pyserial URL)")
+    ap.add_argument("--state-dir", required=True, help="where settings, keys, overlay live")
+    ap.add_argument("--baud", type=int, default=115200)
+    ap.add_argument("--site-config", default="", help="the base /etc/scribelink/agent.toml")
+    ap.add_argument("--alsa-device", help="capture device (default: the site config's)")
+    ap.add_argument("--channels", type=int, help="mic channels (default: the site config's)")
+    ap.add_argument("--puck-port", help="the cue puck's port (default: the site config's)")
+    ap.add_argument("--serial-number", default="")
+    ap.add_argument("--hw-rev", default="")
+    ap.add_argument("--spool-dir", default="", help="erased by factory reset "
+                    "(default: the site config's [spool] dir)")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    test = ap.add_argument_group("test-only knobs")
+    test.add_argument("--pace-realtime", action="store_true",
+                      help="pace capture reads (ALSA file plugin has no clock)")
+    test.add_argument("--selftest-seconds", type=float, default=2.0)
+    test.add_argument("--clock-offset-s", type=float, default=0.0,
+                      help="pretend the unit clock is off by this much")
+    a = ap.parse_args(argv)
+    site = a.site_config
+    s = ServeSettings(
+        state_dir=Path(a.state_dir), port=a.port, baud=a.baud,
+        alsa_device=a.alsa_device or _site_value(site, "capture", "device")
+        or "scribelink_capture",
+        channels=a.channels or _site_value(site, "capture", "channels") or 4,
+        sample_rate=_site_value(site, "capture", "sample_rate") or 16000,
+        puck_port=a.puck_port if a.puck_port is not None
+        else (_site_value(site, "puck", "port") or ""),
+        serial_number=a.serial_number, hw_rev=a.hw_rev, site_config=site,
+        spool_dir=a.spool_dir, selftest_seconds=a.selftest_seconds,
+        pace_realtime=a.pace_realtime, clock_offset_s=a.clock_offset_s,
+    )
+    return s, a.verbose
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    s, verbose = parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(s.state_dir, 0o700)
+    presence = None
+    if s.puck_port:
+        from edge_agent.puck import Puck
+
+        presence = Puck(s.puck_port, on_cue=lambda _cid: None, on_privacy_toggle=lambda: None)
+        presence.start()
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    unit = Unit(s, presence)
+    log.info("event=provision_serve port=%s state=%s puck=%s", s.port, unit.state(),
+             "configured" if presence else "absent")
+    try:
+        serve_forever(Server(unit), s.port, s.baud, stopping.is_set)
+    finally:
+        if presence is not None:
+            presence.stop()
+    return 0
