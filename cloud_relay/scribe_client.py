@@ -275,19 +275,43 @@ def load_or_create_key(path: Path) -> X25519PrivateKey:
 
 
 class WavSink:
-    """Mono 16-bit WAV, the header kept valid as it grows."""
+    """Decrypted audio, one part file per session (sessions can arrive interleaved: a
+    restarted unit's old session drains while its new one is live), assembled into one
+    mono 16-bit WAV in session order whenever a session completes and at exit."""
 
     def __init__(self, path: Path, sample_rate: int = 16000) -> None:
-        self.w = wave.open(str(path), "wb")
-        self.w.setnchannels(1)
-        self.w.setsampwidth(2)
-        self.w.setframerate(sample_rate)
+        self.path = path
+        self.sample_rate = sample_rate
+        self.parts: dict[str, tuple[int, Path]] = {}
+        self._files: dict[str, object] = {}
 
-    def write(self, pcm: bytes) -> None:
-        self.w.writeframes(pcm)
+    def write(self, s: SessionState, pcm: bytes) -> None:
+        f = self._files.get(s.session)
+        if f is None:
+            part = self.path.with_name(f".{self.path.name}.{s.session[:12]}.part")
+            f = open(part, "wb")
+            self._files[s.session] = f
+            self.parts[s.session] = (s.started_us, part)
+        f.write(pcm)  # type: ignore[attr-defined]
+
+    def assemble(self) -> None:
+        for f in self._files.values():
+            f.flush()  # type: ignore[attr-defined]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with wave.open(str(tmp), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.sample_rate)
+            for _, part in sorted(self.parts.values()):
+                w.writeframes(part.read_bytes())
+        tmp.replace(self.path)
 
     def close(self) -> None:
-        self.w.close()
+        self.assemble()
+        for f in self._files.values():
+            f.close()  # type: ignore[attr-defined]
+        for _, part in self.parts.values():
+            part.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------- the client
@@ -308,7 +332,7 @@ class ScribeClient:
 
     def _audio(self, s: SessionState, header: env.Header, pcm: bytes) -> None:
         if self.wav is not None:
-            self.wav.write(pcm)
+            self.wav.write(s, pcm)
 
     def _record(self, rec: dict) -> None:
         if self.events is not None:
@@ -322,8 +346,13 @@ class ScribeClient:
         if rec["type"] == "session_complete":
             log.info("event=session_complete session=%s samples=%s", rec["session"][:8],
                      rec["samples"])
-            if self.args.exit_when_complete and rec.get("reason") == "input_complete":
-                self.done.set()
+            if self.wav is not None:
+                self.wav.assemble()
+            if rec.get("reason") == "input_complete":
+                self._input_complete = True
+        if self.args.exit_when_complete and getattr(self, "_input_complete", False) and all(
+                s.complete for s in self.receiver.sessions.values()):
+            self.done.set()
 
     def _http(self, method: str, path: str, body: dict | None = None) -> dict:
         import httpx

@@ -288,8 +288,10 @@ class Agent:
             return
         msg = {
             "v": msgs.SCHEMA_VERSION, "type": "session_close", "unit": self.cfg.unit_id,
-            "session": stale, "ended_us": now_us(), "last_audio_seq": -1,
-            "last_event_seq": -1, "reason": "unit_restart",
+            "session": stale, "ended_us": now_us(),
+            "last_audio_seq": self.spool.last_seq.get((stale, "audio"), -1),
+            "last_event_seq": self.spool.last_seq.get((stale, "event"), -1),
+            "reason": "unit_restart",
         }
         self._spool(
             [{"topic": topics.unit_topic(self.cfg.unit_id, topics.SESSION),

@@ -161,6 +161,7 @@ class Spool:
         self._last_sync = self._clock()
         self._pending_audio_ms = 0
         self._unacked = 0
+        self.last_seq: dict[tuple[str, str], int] = {}  # (session, kind) -> highest seq spooled
         self._load()
 
     # ------------------------------------------------------------------ load and recover
@@ -193,6 +194,7 @@ class Spool:
                     self.state["input_frames"] = str(rec.input_end)
                 elif rec.kind == "ack":
                     ack_mark = max(ack_mark, int(rec.payload))
+                self._note_seq(rec.session, rec.kind, rec.seq)
                 off = end
             if seg is None or (self.segments and seg.first_id <= self.segments[-1].last_id):
                 path.unlink()
@@ -281,6 +283,7 @@ class Spool:
             raise
         off = start
         for rid, r, blob in zip(ids, recs, blobs, strict=True):
+            self._note_seq(r.get("session"), r["kind"], r.get("seq"))
             if r["kind"] == "audio" and r.get("input_end"):
                 self.state["input_frames"] = str(r["input_end"])
             rec = Record(rid, r.get("topic", ""), b"", False, r["kind"], r.get("session"),
@@ -299,6 +302,14 @@ class Spool:
         self._advance_watermark()
         self._maybe_sync()
         return [rid for rid, r in zip(ids, recs, strict=True) if r["kind"] != "state"]
+
+    def _note_seq(self, session: str | None, kind: str, seq: int | None) -> None:
+        if session and seq is not None and kind in ("audio", "event"):
+            key = (session, kind)
+            if seq > self.last_seq.get(key, -1):
+                self.last_seq[key] = seq
+                if len(self.last_seq) > 16:  # only recent sessions matter
+                    self.last_seq.pop(next(iter(self.last_seq)))
 
     def _maybe_sync(self) -> None:
         if self._dirty and self._clock() - self._last_sync >= self.fsync_interval_s:
