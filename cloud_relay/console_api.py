@@ -7,12 +7,15 @@ sealed envelopes. Only a scribe assigned to the unit, named as a recipient of th
 session's wrapped key, gets them; nobody here can open them.
 """
 
+# ruff: noqa: B008  (FastAPI's `= Depends(...)` idiom; the dependencies close over the store)
+
 from __future__ import annotations
 
 import base64
 import json
 import time
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query
 from fastapi.responses import RedirectResponse
@@ -181,8 +184,8 @@ def make_router(store: Store, cfg: RelayConfig, bridge, hub) -> APIRouter:
         return out
 
     @router.get("/api/sessions/{session}/items")
-    def items(session: str, from_seq: int = Query(0, ge=0),
-              limit: int = Query(500, ge=1, le=MAX_ITEMS), events: bool = True,
+    def items(session: str, from_seq: Annotated[int, Query(ge=0)] = 0,
+              limit: Annotated[int, Query(ge=1, le=MAX_ITEMS)] = 500, events: bool = True,
               user: User = Depends(current_user)) -> dict:
         """One page of a session from the archive: its session_open, lifecycle items and
         sealed events (unless events=false), and sealed audio from `from_seq` on, base64.

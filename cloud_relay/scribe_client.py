@@ -175,10 +175,14 @@ class Receiver:
         self._advance(s)
 
     def _note_latency(self, s: SessionState, header: env.Header) -> None:
+        """Backfilled = overtaken by newer audio (the unit sends live first while it
+        catches up), or arriving much later than the session's best latency."""
         lat = now_us() - header.capture_us
         if s.best_latency_us is None or lat < s.best_latency_us:
             s.best_latency_us = lat
-        late = lat - s.best_latency_us > LATE_S * 1e6
+        newest = getattr(s, "newest_seq", -1)
+        late = header.seq < newest or lat - s.best_latency_us > LATE_S * 1e6
+        s.newest_seq = max(newest, header.seq)  # type: ignore[attr-defined]
         if late:
             self.counters["late"] += 1
         self._late = getattr(self, "_late", {})

@@ -48,6 +48,7 @@ class Agent:
             max_age_s=cfg.spool.max_age_s,
             fsync_interval_s=cfg.spool.fsync_interval_s,
             ack_grace_s=cfg.spool.ack_grace_s,
+            segment_bytes=cfg.spool.segment_bytes,
         )
         self.uplink = Uplink(cfg.broker, cfg.unit_id, self.spool, on_control=self._on_control)
         self.recovery = self._load_recovery_key()

@@ -48,6 +48,7 @@ class SpoolConfig:
     max_age_s: float = 8 * 3600
     fsync_interval_s: float = 1.0
     ack_grace_s: float = 30.0
+    segment_bytes: int = 4 << 20
 
 
 @dataclass(frozen=True)

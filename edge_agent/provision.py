@@ -12,9 +12,8 @@ unit key) are write-only: never returned, never logged.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
-import hashlib
+import itertools
 import json
 import logging
 import os
@@ -39,13 +38,62 @@ RESERVED_UNIT_IDS = {"relay", "broker", "admin"}  # also refused by cloud_relay.
 
 
 class Presence(Protocol):
-    """Physical presence at the unit: the cue puck (edge_agent.puck.Puck) in production."""
+    """Physical presence at the unit: the cue puck (edge_agent.puck.Puck), or UnitPresence."""
 
-    connected: bool
+    @property
+    def connected(self) -> bool: ...
 
     def ping(self, timeout_s: float) -> float | None: ...
 
     def wait_for_hold(self, seconds: float, timeout_s: float) -> bool: ...
+
+
+PRESENCE_STAMP = "presence.stamp"
+
+
+def record_presence_hold(state_dir: str | Path, now: Callable[[], float] = time.time) -> None:
+    """For the agent: call from Puck(on_presence_hold=...). While the agent runs it owns the
+    puck's port (opened exclusively), so a presence hold reaches this service as a stamp
+    file in the shared state dir instead of over the puck link."""
+    _write_atomic(Path(state_dir) / PRESENCE_STAMP, json.dumps({"at": now()}).encode(), 0o600)
+
+
+class UnitPresence:
+    """Presence from the puck directly, or relayed by the running agent (stamp file)."""
+
+    def __init__(self, puck, state_dir: Path, clock: Callable[[], float] = time.time) -> None:
+        self.puck = puck
+        self.stamp = state_dir / PRESENCE_STAMP
+        self.clock = clock
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.puck is not None and self.puck.connected)
+
+    def ping(self, timeout_s: float) -> float | None:
+        return None if self.puck is None else self.puck.ping(timeout_s)
+
+    def _stamped_since(self, start: float) -> bool:
+        try:
+            return float(json.loads(self.stamp.read_text())["at"]) >= start
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return False
+
+    def wait_for_hold(self, seconds: float, timeout_s: float) -> bool:
+        import threading
+
+        start = self.clock()
+        direct: dict = {}
+        if self.puck is not None:
+            t = threading.Thread(target=lambda: direct.update(
+                ok=self.puck.wait_for_hold(seconds, timeout_s)), daemon=True)
+            t.start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if direct.get("ok") or self._stamped_since(start):
+                return True
+            time.sleep(0.05)
+        return bool(direct.get("ok"))
 
 
 @dataclass(frozen=True)
@@ -175,15 +223,19 @@ def validate_settings(args: dict) -> dict:
         ssid = _text("wifi_ssid", args["wifi_ssid"], 32)
         if len(ssid.encode()) > 32:
             raise Refused(p.E_INVALID_CONFIG, "wifi_ssid must be at most 32 bytes")
+        if ssid != ssid.strip() or any(c in ssid for c in ";\\"):
+            # a NetworkManager keyfile would store these differently from what was typed
+            raise Refused(p.E_INVALID_CONFIG, "wifi_ssid: no leading/trailing spaces, ';' or "
+                          "'\\' (set such networks up with nmcli on the unit)")
         out["wifi_ssid"] = ssid
     if "wifi_passphrase" in args:
         pw = args["wifi_passphrase"]
-        if not isinstance(pw, str) or not (8 <= len(pw) <= 63 or (
-                len(pw) == 64 and all(c in "0123456789abcdefABCDEF" for c in pw))) or any(
-                ord(c) < 32 or ord(c) > 126 for c in pw):
-            # the message names the rule, never the value
+        if (not isinstance(pw, str) or not 8 <= len(pw) <= 63 or pw != pw.strip()
+                or "\\" in pw or any(ord(c) < 32 or ord(c) > 126 for c in pw)):
+            # the message names the rule, never the value; the rule is also what
+            # hardware/libexec/scribelink-wifi-apply accepts
             raise Refused(p.E_INVALID_CONFIG, "wifi_passphrase must be 8-63 printable ASCII "
-                          "characters (WPA2-PSK) or 64 hex digits")
+                          "characters (WPA2-PSK), no leading/trailing spaces or '\\'")
         out["wifi_passphrase"] = pw
     if "recovery_public_key" in args:
         from scribelink import envelope as env
@@ -306,7 +358,7 @@ class Unit:
                                 periodsize=320)
             info["channels_detected"] = int(pcm.info().get("channels", self.s.channels))
             pcm.close()
-        except Exception as e:  # no device, no alsa-lib: report, do not fail hello
+        except Exception as e:  # noqa: BLE001 - no device, no alsa-lib: report, not fail
             info["error"] = type(e).__name__
         self._mic_cache = (t, info)
         return info
@@ -347,7 +399,7 @@ class Unit:
             "mics": self._mics(),
             "puck": self._puck_state(),
             "cert": self._cert_summary(),
-            "unit_time_utc": dt.datetime.fromtimestamp(self.now(), dt.timezone.utc)
+            "unit_time_utc": dt.datetime.fromtimestamp(self.now(), dt.UTC)
             .isoformat(timespec="seconds"),
         }
 
@@ -454,13 +506,13 @@ class Unit:
         # rebuild the path leaf -> intermediates (in the order given) -> CA
         path = [c for c in chain if c != ca] + [ca]
         try:
-            for child, parent in zip(path, path[1:]):
+            for child, parent in itertools.pairwise(path):
                 child.verify_directly_issued_by(parent)
             ca.verify_directly_issued_by(ca)
         except (ValueError, TypeError, InvalidSignature) as e:
             raise Refused(p.E_CERT_UNTRUSTED, "the certificate does not chain to the given "
                           "clinic CA") from e
-        now = dt.datetime.fromtimestamp(self.now(), dt.timezone.utc)
+        now = dt.datetime.fromtimestamp(self.now(), dt.UTC)
         for c in path:
             if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
                 raise Refused(p.E_CERT_NOT_VALID_NOW, "the certificate is not valid at the "
@@ -479,6 +531,7 @@ class Unit:
         laptop = args.get("laptop_time_utc")
         if laptop is not None and not isinstance(laptop, (int, float)):
             raise Refused(p.E_BAD_REQUEST, "laptop_time_utc must be Unix seconds")
+        asked_at = self.now()  # compared with the laptop's time sent in the same request
         checks: list[dict] = []
         progress(p.progress("mics", f"listening on {self.s.channels} mic channels for "
                             f"{self.s.selftest_seconds:g} s"))
@@ -494,7 +547,7 @@ class Unit:
                            "the clock against", "fix": "run `scripts/provision enroll`"})
         else:
             progress(p.progress("clock", "checking the unit's clock"))
-            checks.append(stt.check_clock(self.now(), laptop, cert.not_valid_before_utc,
+            checks.append(stt.check_clock(asked_at, laptop, cert.not_valid_before_utc,
                                           cert.not_valid_after_utc))
             progress(p.progress("broker", f"TLS connect to {st['broker_url']} with the "
                                 "unit's certificate"))
@@ -505,7 +558,7 @@ class Unit:
                 control_topic=topics.control_topic(st["unit_id"]),
                 timeout_s=self.s.broker_timeout_s))
         result = {"passed": all(c["ok"] for c in checks), "checks": checks,
-                  "at": dt.datetime.fromtimestamp(self.now(), dt.timezone.utc)
+                  "at": dt.datetime.fromtimestamp(self.now(), dt.UTC)
                   .isoformat(timespec="seconds"),
                   "cert_fingerprint_sha256": None if cert is None else fingerprint(cert)}
         if self.state() != p.STATE_LOCKED:  # a locked unit's stored state stays as committed
@@ -519,8 +572,8 @@ class Unit:
         lines = [
             "# Written by the unit's provisioning service (edge_agent/provision.py).",
             f"# clinic: {json.dumps(st['clinic'])}  room: {json.dumps(st['room'])}",
-            "# Layered on the site config: python -m edge_agent run --config "
-            "/etc/scribelink/agent.toml --config THIS",
+            ("# Layered on the site config: python -m edge_agent run --config "
+             "/etc/scribelink/agent.toml --config THIS"),
             f"unit_id = {_toml_str(st['unit_id'])}",
             "",
             "[broker]",
@@ -530,8 +583,8 @@ class Unit:
             f"key_file = {_toml_str(str(self.key_path.resolve()))}",
         ]
         if self._p("recovery.pub").exists():
-            lines += ["", "[keys]", "recovery_public_key_file = "
-                      + _toml_str(str(self._p("recovery.pub").resolve()))]
+            recovery = _toml_str(str(self._p("recovery.pub").resolve()))
+            lines += ["", "[keys]", f"recovery_public_key_file = {recovery}"]
         if self.s.puck_port:
             lines += ["", "[puck]", f"port = {_toml_str(self.s.puck_port)}"]
         return "\n".join(lines) + "\n"
@@ -559,7 +612,7 @@ class Unit:
             raise Refused(p.E_INVALID_CONFIG, f"the agent would not accept the configuration: "
                           f"{e}", "fix the site config (--site-config) or the settings") from e
         _write_atomic(self._p("provisioned.toml"), overlay.encode())
-        locked = {"at": dt.datetime.fromtimestamp(self.now(), dt.timezone.utc)
+        locked = {"at": dt.datetime.fromtimestamp(self.now(), dt.UTC)
                   .isoformat(timespec="seconds"), "cert_fingerprint_sha256": fingerprint(cert),
                   "tech": str(args.get("tech", ""))[:64]}
         _write_atomic(self._p("locked.json"), json.dumps(locked).encode())
@@ -577,8 +630,8 @@ class Unit:
                             f"{p.PRESENCE_HOLD_S:g} s now (waiting {timeout:g} s)"))
         if not self.presence.wait_for_hold(p.PRESENCE_HOLD_S, float(timeout)):
             log.warning("event=presence_not_shown for=%s", what.replace(" ", "_"))
-            raise Refused(p.E_PRESENCE_NOT_SHOWN, f"{what} refused: the puck's button was not "
-                          f"held for {p.PRESENCE_HOLD_S:g} s within {timeout:g} s")
+            raise Refused(p.E_PRESENCE_NOT_SHOWN, f"the puck's button was not held for "
+                          f"{p.PRESENCE_HOLD_S:g} s within {timeout:g} s")
 
     def cmd_unlock(self, args: dict, progress) -> dict:
         if self.state() != p.STATE_LOCKED:
@@ -593,7 +646,7 @@ class Unit:
         _shred(self.key_path)
         _shred(self._p("wifi.nmconnection"))
         for name in ("locked.json", "provisioned.toml", "selftest.json", "settings.json",
-                     "recovery.pub"):
+                     "recovery.pub", PRESENCE_STAMP, "assignment.json"):
             self._p(name).unlink(missing_ok=True)
         shutil.rmtree(self.dir / "tls", ignore_errors=True)
         erased = ["keys", "config"]
@@ -653,7 +706,7 @@ class Server:
         t0 = time.monotonic()
         try:
             resp = self.unit.handle(cmd, args, progress)
-        except Exception as e:  # never let one command take the service down
+        except Exception as e:  # noqa: BLE001 - one command never takes the service down
             log.error("event=command_failed cmd=%s error=%s", cmd[:32], type(e).__name__)
             resp = p.error(p.E_INTERNAL, f"the unit failed running {cmd[:32]!r} "
                            f"({type(e).__name__})")
@@ -746,12 +799,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     s.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(s.state_dir, 0o700)
-    presence = None
+    presence: UnitPresence | None = None
     if s.puck_port:
         from edge_agent.puck import Puck
 
-        presence = Puck(s.puck_port, on_cue=lambda _cid: None, on_privacy_toggle=lambda: None)
-        presence.start()
+        puck = Puck(s.puck_port, on_cue=lambda _cid: None, on_privacy_toggle=lambda: None)
+        puck.start()
+        presence = UnitPresence(puck, s.state_dir)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -762,5 +816,5 @@ def main(argv: list[str] | None = None) -> int:
         serve_forever(Server(unit), s.port, s.baud, stopping.is_set)
     finally:
         if presence is not None:
-            presence.stop()
+            presence.puck.stop()
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 
-__all__ = ["notify", "ready", "watchdog", "status", "stopping", "watchdog_interval_s"]
+__all__ = ["notify", "ready", "status", "stopping", "watchdog", "watchdog_interval_s"]
 
 
 def _socket_address(raw: str) -> str | bytes | None:

@@ -184,7 +184,7 @@ def check_broker(url_host: str, port: int, *, unit_id: str, ca_file: str, cert_f
 def check_clock(unit_now_s: float, laptop_now_s: float | None, cert_not_before: dt.datetime,
                 cert_not_after: dt.datetime, max_skew_s: float = 120.0) -> dict:
     skew = None if laptop_now_s is None else unit_now_s - laptop_now_s
-    now = dt.datetime.fromtimestamp(unit_now_s, dt.timezone.utc)
+    now = dt.datetime.fromtimestamp(unit_now_s, dt.UTC)
     res = {"check": "clock", "unit_utc": now.isoformat(timespec="seconds"),
            "skew_s": None if skew is None else round(skew, 1),
            "cert_valid_until": cert_not_after.isoformat(timespec="seconds")}

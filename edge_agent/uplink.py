@@ -117,7 +117,7 @@ class Uplink:
         self.connected = False
         # jitter, so a clinic's units do not all come back in the same instant
         client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5),
-                                   max_delay=random.uniform(12.0, 20.0))
+                                   max_delay=random.uniform(5.0, 10.0))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # runs in paho's thread with paho's locks held: hand over, never block here

@@ -29,6 +29,7 @@ class SpeechAgc:
         up_db_per_s: float = 3.0,
         down_db_per_s: float = 12.0,
         speech_threshold: float = 0.5,
+        dead_band_db: float = 6.0,
     ) -> None:
         self._target_db = target_dbfs
         self._min_db, self._max_db = min_gain_db, max_gain_db
@@ -36,6 +37,7 @@ class SpeechAgc:
         self._up = up_db_per_s * hop_s
         self._down = down_db_per_s * hop_s
         self._threshold = speech_threshold
+        self._dead_band = dead_band_db
         self._level: float | None = None
         self.gain_db = 0.0
 
@@ -46,8 +48,11 @@ class SpeechAgc:
                 self._level = frame_power
             else:
                 self._level = self._beta * self._level + (1 - self._beta) * frame_power
-            wanted = self._target_db - 10 * math.log10(self._level)
-            wanted = min(max(wanted, self._min_db), self._max_db)
+            # the gain rides only level errors beyond the dead band (a quiet patient across
+            # the room), never a talker's normal dynamics
+            error = self._target_db - 10 * math.log10(self._level)
+            error = math.copysign(max(abs(error) - self._dead_band, 0.0), error)
+            wanted = min(max(error, self._min_db), self._max_db)
             step = min(max(wanted - self.gain_db, -self._down), self._up)
             self.gain_db += step
         return 10 ** (self.gain_db / 20)
@@ -58,11 +63,18 @@ class PeakLimiter:
 
     def __init__(self, *, sample_rate: int, ceiling: float = 0.89, release_s: float = 0.08) -> None:
         self._ceiling = ceiling
+        self._log_ceiling = math.log(ceiling)
         self._log_decay = -1.0 / (release_s * sample_rate)  # log of the per-sample decay
         self._log_env = -np.inf  # log envelope at the last sample
 
     def process(self, x: np.ndarray) -> np.ndarray:
         if x.size == 0:
+            return x
+        peak = float(np.max(np.abs(x)))
+        if peak <= self._ceiling and self._log_env <= self._log_ceiling:
+            # nothing reaches the ceiling, now or decaying from before: unity gain, and an
+            # envelope below the ceiling can never bind later, so -inf is an exact state
+            self._log_env = -np.inf
             return x
         n = np.arange(x.size)
         with np.errstate(divide="ignore"):

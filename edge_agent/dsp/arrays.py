@@ -49,14 +49,18 @@ def load_array(name: str | None = None, arrays_dir: Path = ARRAYS_DIR) -> ArrayG
     positions = np.asarray(spec["mics_m"], dtype=np.float64)
     capture_channels = int(spec.get("capture_channels", len(positions)))
     if positions.shape != (capture_channels, 3):
-        raise ValueError(f"{path}: mics_m must hold [x, y, z] for each of {capture_channels} channels")
+        raise ValueError(
+            f"{path}: mics_m must hold [x, y, z] for each of {capture_channels} channels"
+        )
     kinds = {int(c["index"]): c["kind"] for c in spec.get("channels", [])}
     mic_channels = tuple(i for i in range(capture_channels) if kinds.get(i, "mic") == "mic")
     if not mic_channels:
         raise ValueError(f"{path}: no channel of kind 'mic'")
     reference = int(spec.get("reference_channel", mic_channels[0]))
     if reference not in mic_channels:
-        raise ValueError(f"{path}: reference_channel {reference} is not a mic channel {mic_channels}")
+        raise ValueError(
+            f"{path}: reference_channel {reference} is not a mic channel {mic_channels}"
+        )
     return ArrayGeometry(
         name=name,
         capture_channels=capture_channels,

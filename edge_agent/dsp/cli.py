@@ -53,10 +53,14 @@ def main(argv: list[str]) -> int:
         prog="python -m edge_agent process",
         description="Run the unit's mic-array front end on a multichannel WAV; write 16 kHz mono.",
     )
-    parser.add_argument("input", type=Path, help="multichannel 16-bit WAV, one channel per capture channel")
+    parser.add_argument(
+        "input", type=Path, help="multichannel 16-bit WAV, one channel per capture channel"
+    )
     parser.add_argument("output", type=Path, help="16 kHz mono 16-bit WAV to write")
     parser.add_argument(
-        "--array", default=DEFAULT_ARRAY, help=f"array geometry, one of: {', '.join(available_arrays())}"
+        "--array",
+        default=DEFAULT_ARRAY,
+        help=f"array geometry, one of: {', '.join(available_arrays())}",
     )
     args = parser.parse_args(argv)
     try:
@@ -74,7 +78,10 @@ def main(argv: list[str]) -> int:
         )
         return 2
     if rate != SAMPLE_RATE:
-        print(f"process: {args.input} is {rate} Hz; the front end runs at {SAMPLE_RATE} Hz", file=sys.stderr)
+        print(
+            f"process: {args.input} is {rate} Hz; the front end runs at {SAMPLE_RATE} Hz",
+            file=sys.stderr,
+        )
         return 2
     write_wav(args.output, process_array(samples, args.array))
     return 0

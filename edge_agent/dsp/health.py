@@ -27,13 +27,13 @@ class ChannelHealth:
         self._started = False
         self._dead_ratio = 10 ** (-dead_below_median_db / 10)
         self._silent = silent_power
-        self._hold = max(1, int(round(clip_hold_s / hop_s)))
+        self._hold = max(1, round(clip_hold_s / hop_s))
         self._hops_since_clip = np.full(channels, 10**9)
         self.power = np.zeros(channels)
         self.dead = np.zeros(channels, bool)
 
-    def update(self, raw_hops: np.ndarray, filtered_hops: np.ndarray) -> np.ndarray:
-        """raw_hops int16 (T, H, C); filtered_hops float (T, H, C), full scale = 1 (DC is ignored).
+    def update(self, raw_hops: np.ndarray, scaled_hops: np.ndarray) -> np.ndarray:
+        """raw_hops int16 (T, H, C); scaled_hops float (T, H, C), full scale = 1 (DC is ignored).
 
         Returns the smoothed power after each hop, (T, C); `verdict` turns a row into
         the dead-channel mask.
@@ -41,8 +41,8 @@ class ChannelHealth:
         hops, hop = raw_hops.shape[:2]
         if hops == 0:
             return np.zeros((0, self.dead.size))
-        total = filtered_hops.sum(axis=1)
-        hop_power = np.einsum("thc,thc->tc", filtered_hops, filtered_hops) / hop - (total / hop) ** 2
+        total = scaled_hops.sum(axis=1)
+        hop_power = np.einsum("thc,thc->tc", scaled_hops, scaled_hops) / hop - (total / hop) ** 2
         if not self._started:
             self.power = hop_power[0].copy()  # start the smoother at the first hop
             self._started = True
@@ -57,7 +57,9 @@ class ChannelHealth:
         clipped = (raw_hops.max(axis=1) >= _FULL_SCALE) | (raw_hops.min(axis=1) <= -_FULL_SCALE)
         if clipped.any():
             last = np.where(clipped.any(0), hops - 1 - np.argmax(clipped[::-1], axis=0), -1)
-            self._hops_since_clip = np.where(last >= 0, hops - 1 - last, self._hops_since_clip + hops)
+            self._hops_since_clip = np.where(
+                last >= 0, hops - 1 - last, self._hops_since_clip + hops
+            )
         else:
             self._hops_since_clip += hops
         return smoothed

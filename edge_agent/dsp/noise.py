@@ -50,7 +50,9 @@ class NoiseTracker:
         self._frames += 1
         if self._frames <= self._startup:
             # the first ~0.1 s is taken as noise: a plain running mean, no speech decisions
-            self.noise_psd = np.maximum(self.noise_psd + (power - self.noise_psd) / self._frames, _POWER_FLOOR)
+            self.noise_psd = np.maximum(
+                self.noise_psd + (power - self.noise_psd) / self._frames, _POWER_FLOOR
+            )
             self._smoothed = self.noise_psd.copy()
             return np.zeros_like(power)
         lam = self.noise_psd
@@ -79,7 +81,7 @@ class NoiseTracker:
 
 
 class PostFilter:
-    """Decision-directed Wiener gain with a floor."""
+    """Decision-directed Wiener gain with a floor (-10 dB: speech is never gated)."""
 
     def __init__(self, bins: int, *, gain_floor_db: float = -10.0, alpha_dd: float = 0.95) -> None:
         self._floor = 10 ** (gain_floor_db / 20)
@@ -88,9 +90,9 @@ class PostFilter:
 
     def gain(self, power: np.ndarray, noise_psd: np.ndarray) -> np.ndarray:
         snr_post = power / noise_psd
-        snr_prior = self._alpha * self._previous_speech / noise_psd + (1.0 - self._alpha) * np.maximum(
-            snr_post - 1.0, 0.0
-        )
+        snr_prior = self._alpha * self._previous_speech / noise_psd + (
+            1.0 - self._alpha
+        ) * np.maximum(snr_post - 1.0, 0.0)
         g = snr_prior / (1.0 + snr_prior)
         np.maximum(g, self._floor, out=g)
         self._previous_speech = g * g * power

@@ -11,7 +11,11 @@ the hop grid.
 
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import numpy as np
+
 from edge_agent.dsp.agc import PeakLimiter, SpeechAgc
 from edge_agent.dsp.arrays import ArrayGeometry, load_array
 from edge_agent.dsp.beamformer import WienerBeamformer
@@ -39,6 +43,7 @@ class ArrayPipeline:
         self.sample_rate = sample_rate
         self.channels = geometry.capture_channels
         self._mic_idx = np.array(geometry.mic_channels)
+        self._all_mics = geometry.mic_channels == tuple(range(self.channels))
         mics = len(self._mic_idx)
         ref = geometry.mic_channels.index(geometry.reference_channel)
         self.frame_len, self.hop = frame_len, frame_len // 2
@@ -46,7 +51,8 @@ class ArrayPipeline:
         hop_s = self.hop / sample_rate
         bins = frame_len // 2 + 1
 
-        self._window = np.sqrt(np.hanning(frame_len + 1)[:-1])  # periodic: sums to 1 squared at 50 %
+        # periodic sqrt-Hann for analysis and synthesis: its square sums to 1 at 50 % overlap
+        self._window = np.sqrt(np.hanning(frame_len + 1)[:-1])
         self._history = np.zeros((frame_len - self.hop, mics))
         self._pending_raw = np.zeros((0, mics), np.int16)
         self._pending = np.zeros((0, mics))
@@ -56,6 +62,12 @@ class ArrayPipeline:
         self.health = ChannelHealth(mics, hop_s=hop_s)
         self.beamformer = WienerBeamformer(bins, mics, ref, hop_s=hop_s)
         self.tracker = NoiseTracker(bins)
+        # Which frames teach the beamformer "noise" is decided by the multichannel SPP
+        # (spatial, see beamformer.py); until its statistics exist (~1 s) by the SPP of
+        # the mean periodogram over all mics. Never by the beam output's SPP: early on
+        # that is the reference mic, and selecting frames where its noise happens to be
+        # low biases that mic's noise estimate low and the weights toward it.
+        self.array_tracker = NoiseTracker(bins)
         self.postfilter = PostFilter(bins, gain_floor_db=gain_floor_db)
         self.agc = SpeechAgc(hop_s=hop_s)
         self.limiter = PeakLimiter(sample_rate=sample_rate)
@@ -86,12 +98,18 @@ class ArrayPipeline:
         if block.dtype != np.int16:
             raise ValueError(f"expected int16 samples, got {block.dtype}")
         self._samples_in += block.shape[0]
+        as_float = block * (1.0 / 32768.0)
         if block.shape[0]:
-            as_float = block.astype(np.float64)
-            ms = np.einsum("nc,nc->c", as_float, as_float) / (block.shape[0] * 32768.0**2)
-            self._channel_levels = [_dbfs(v) for v in ms]
-        raw = block[:, self._mic_idx]
-        out = self._run(np.concatenate([self._pending_raw, raw]), np.concatenate([self._pending, raw / 32768.0]))
+            ms = np.einsum("nc,nc->c", as_float, as_float) / block.shape[0]
+            self._channel_levels = [_dbfs(v) for v in ms.tolist()]
+        if self._all_mics:
+            raw, scaled = block, as_float
+        else:
+            raw, scaled = block[:, self._mic_idx], as_float[:, self._mic_idx]
+        if self._pending.shape[0]:
+            raw = np.concatenate([self._pending_raw, raw])
+            scaled = np.concatenate([self._pending, scaled])
+        out = self._run(raw, scaled)
         self._samples_out += out.size
         return out
 
@@ -118,30 +136,36 @@ class ArrayPipeline:
         }
 
     # -- internals -------------------------------------------------------------------
-    def _run(self, raw: np.ndarray, filtered: np.ndarray) -> np.ndarray:
+    def _alive_mics(self, channel_power: np.ndarray) -> np.ndarray:
+        return ~self.health.verdict(channel_power)
+
+    def _run(self, raw: np.ndarray, scaled: np.ndarray) -> np.ndarray:
         hop = self.hop
-        hops = filtered.shape[0] // hop
+        hops = scaled.shape[0] // hop
         used = hops * hop
-        self._pending_raw, self._pending = raw[used:], filtered[used:]
+        self._pending_raw, self._pending = raw[used:], scaled[used:]
         if hops == 0:
             return np.zeros(0, np.int16)
         pieces = []
         for start in range(0, hops, _MAX_FRAMES_PER_PASS):
             stop = min(hops, start + _MAX_FRAMES_PER_PASS)
-            pieces.append(self._run_hops(raw[start * hop : stop * hop], filtered[start * hop : stop * hop]))
-        out = np.concatenate(pieces)
+            pieces.append(
+                self._run_hops(raw[start * hop : stop * hop], scaled[start * hop : stop * hop])
+            )
+        out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         out = self.limiter.process(out)
-        self._level_dbfs = _dbfs(float(np.mean(out**2)))
+        self._level_dbfs = _dbfs(float(out @ out) / out.size)
         return np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
 
-    def _run_hops(self, raw: np.ndarray, filtered: np.ndarray) -> np.ndarray:
+    def _run_hops(self, raw: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+        """Whole hops in: raw int16 and scaled float (n, mics). Processed float out."""
         hop, n = self.hop, self.frame_len
-        frames_count = filtered.shape[0] // hop
-        mics = filtered.shape[1]
+        frames_count = scaled.shape[0] // hop
+        mics = scaled.shape[1]
         channel_power = self.health.update(
-            raw.reshape(frames_count, hop, mics), filtered.reshape(frames_count, hop, mics)
+            raw.reshape(frames_count, hop, mics), scaled.reshape(frames_count, hop, mics)
         )
-        signal = np.concatenate([self._history, filtered])
+        signal = np.concatenate([self._history, scaled])
         self._history = signal[-(n - hop) :]
         index = np.arange(frames_count)[:, None] * hop + self._frame_index
         frames = signal[index]
@@ -152,7 +176,12 @@ class ArrayPipeline:
         out_spectra = np.empty(spectra.shape[:2], complex)
         presences = np.empty(frames_count)
         band, band_scale = self._band, self._band_scale
-        beamformer, tracker, postfilter, agc = self.beamformer, self.tracker, self.postfilter, self.agc
+        beamformer, tracker, postfilter, agc = (
+            self.beamformer,
+            self.tracker,
+            self.postfilter,
+            self.agc,
+        )
         start = 0
         while start < frames_count:
             # the frames up to the next weight update share one set of weights
@@ -160,17 +189,24 @@ class ArrayPipeline:
             segment = spectra[start:stop]
             beam = beamformer.apply(segment)  # (frames, K)
             powers = beam.real**2 + beam.imag**2
-            spps = np.empty_like(powers)
+            array_spps = beamformer.presence(segment)
+            if array_spps is None:  # bootstrap: SPP of the mean periodogram over the mics
+                array_powers = np.einsum("tkm,tkm->tk", segment.real, segment.real) + np.einsum(
+                    "tkm,tkm->tk", segment.imag, segment.imag
+                )
+                array_spps = np.stack([self.array_tracker.update(pw) for pw in array_powers])
             for j in range(stop - start):
                 power = powers[j]
-                spp = spps[j] = tracker.update(power)
+                spp = tracker.update(power)
                 z = postfilter.gain(power, tracker.noise_psd) * beam[j]
                 # share of speech-band bins confidently holding speech: ~0.01 in steady noise
                 presence = min(float(np.count_nonzero(spp[band] > 0.9)) * band_scale * 4.0, 1.0)
                 presences[start + j] = presence
                 frame_power = self._power_scale * float(np.vdot(z, z).real)
                 out_spectra[start + j] = agc.update(frame_power, presence) * z
-            beamformer.observe(segment, spps, lambda: ~self.health.verdict(channel_power[stop - 1]))
+            beamformer.observe(
+                segment, array_spps, partial(self._alive_mics, channel_power[stop - 1])
+            )
             start = stop
         self._presence = float(presences.mean())
 
@@ -183,10 +219,12 @@ class ArrayPipeline:
 
 
 def _dbfs(mean_square: float) -> float:
-    return float(10 * np.log10(max(mean_square, 1e-12)))  # full scale = 1
+    return 10 * math.log10(max(mean_square, 1e-12))  # full scale = 1
 
 
-def make_array_pipeline(*, channels: int, sample_rate: int, array: str | None = None) -> ArrayPipeline:
+def make_array_pipeline(
+    *, channels: int, sample_rate: int, array: str | None = None
+) -> ArrayPipeline:
     """Build the array front end for `array` (a name in hardware/arrays/)."""
     geometry = load_array(array)
     if channels != geometry.capture_channels:
@@ -196,5 +234,7 @@ def make_array_pipeline(*, channels: int, sample_rate: int, array: str | None = 
             "fix the capture channel count or the array name in the unit config"
         )
     if sample_rate != 16000:
-        raise ValueError(f"the array front end runs at 16000 Hz, got {sample_rate}: resample in capture")
+        raise ValueError(
+            f"the array front end runs at 16000 Hz, got {sample_rate}: resample in capture"
+        )
     return ArrayPipeline(geometry, sample_rate=sample_rate)

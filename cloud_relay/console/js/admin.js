@@ -93,7 +93,9 @@ export function renderAdmin(root, { api, h, fmtClock, fmtDur, roomState, stateTe
     try {
       await api("PUT", "/api/admin/assignments", { unit, scribes: [...state.edits.get(unit)] });
       state.edits.delete(unit);
+      document.activeElement?.blur();
       await refresh();
+      renderAssign();
     } catch (e) {
       document.getElementById("admin-error").textContent = e.message;
     }
@@ -104,7 +106,7 @@ export function renderAdmin(root, { api, h, fmtClock, fmtDur, roomState, stateTe
       h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Who"), h("th", {}, "What"), h("th", {}, "On"))),
       h("tbody", {}, state.audit.map((a) => h("tr", {},
         h("td", { class: "mono muted" }, fmtClock(a.at_us)), h("td", {}, a.actor), h("td", {}, a.action.replace(/_/g, " ")),
-        h("td", { class: "mono muted" }, a.target || "", Object.keys(a.detail || {}).length ? h("span", { class: "muted" }, ` ${JSON.stringify(a.detail)}`) : ""))))));
+        h("td", { class: "muted" }, h("span", { class: "mono" }, a.target || ""), Object.keys(a.detail || {}).length ? h("span", { class: "muted" }, ` ${JSON.stringify(a.detail)}`) : ""))))));
   }
 
   async function refresh() {

@@ -40,7 +40,7 @@ export function fmtDur(s) {
     : `${m}:${String(r).padStart(2, "0")}`;
 }
 
-export const fmtClock = (us) => new Date(us / 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+export const fmtClock = (us) => new Date(us / 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
 const nowMs = () => performance.timeOrigin + performance.now();
 
@@ -554,7 +554,7 @@ function renderEvents() {
     if (it.g) {
       const g = it.g;
       rows.push(h("tr", {}, h("td", { class: "mono" }, fmtDur(it.t)), h("td", {}, h("span", { class: "tag gap" }, "gap")),
-        h("td", { class: "muted" }, `${((g.last_seq - g.first_seq + 1) * s.chunkMs / 1000).toFixed(1)} s lost on the unit (${g.reason})`), h("td", {})));
+        h("td", { class: "muted detail" }, `${((g.last_seq - g.first_seq + 1) * s.chunkMs / 1000).toFixed(1)} s lost on the unit (${g.reason.replace(/_/g, " ")})`), h("td", {})));
       continue;
     }
     const e = it.e;
@@ -563,8 +563,8 @@ function renderEvents() {
       const open = c && !c.acked;
       rows.push(h("tr", { class: open ? "open-cue" : "", "data-cue": e.cue_id },
         h("td", { class: "mono" }, fmtDur(e.t_s)),
-        h("td", {}, h("span", { class: `tag ${open ? "cue" : "seen"}` }, open ? "cue" : "cue · seen")),
-        h("td", { class: "muted" }, `Clarification requested · ${fmtClock(e.at_us)}`),
+        h("td", {}, h("span", { class: `tag ${open ? "cue" : "seen"}` }, open ? "cue" : "seen ✓")),
+        h("td", { class: "muted detail" }, open ? "Clarification requested — waiting for you" : `Clarification requested · ${fmtClock(e.at_us)}`),
         h("td", {}, h("div", { class: "actions" },
           h("button", { onclick: () => replayBefore(c), class: "replay-cue" }, "Replay 15 s"),
           open ? h("button", { class: "cue-ack", onclick: () => ack(c) }, "Acknowledge") : null))));
@@ -573,10 +573,11 @@ function renderEvents() {
       const tag = e.kind.startsWith("privacy") ? "pause" : "";
       const detail = { privacy_pause: "Physician paused recording for privacy", privacy_resume: "Recording resumed", session_start: "Session started", session_end: `Session ended${e.reason ? ` (${e.reason})` : ""}` }[e.kind] || "";
       rows.push(h("tr", {}, h("td", { class: "mono" }, fmtDur(e.t_s)), h("td", {}, h("span", { class: `tag ${tag}` }, label)),
-        h("td", { class: "muted" }, `${detail} · ${fmtClock(e.at_us)}`), h("td", {})));
+        h("td", { class: "muted detail" }, `${detail} · ${fmtClock(e.at_us)}`), h("td", {})));
     }
   }
-  el.replaceChildren(rows.length ? h("table", { class: "list" }, h("thead", {}, h("tr", {}, h("th", { style: "width:70px" }, "At"), h("th", { style: "width:90px" }, "What"), h("th", {}, ""), h("th", {}, ""))), h("tbody", {}, rows))
+  el.replaceChildren(rows.length ? h("table", { class: "list fixed" }, h("colgroup", {}, h("col", { style: "width:64px" }), h("col", { style: "width:84px" }), h("col", {}), h("col", { style: "width:210px" })),
+    h("thead", {}, h("tr", {}, h("th", {}, "At"), h("th", {}, "What"), h("th", {}, ""), h("th", {}, ""))), h("tbody", {}, rows))
     : h("div", { class: "empty" }, "No events yet."));
 }
 
@@ -592,12 +593,14 @@ function renderArchive() {
   el.replaceChildren(h("table", { class: "list" },
     h("thead", {}, h("tr", {}, h("th", {}, "Started"), h("th", {}, "Length"), h("th", {}, "Events"), h("th", {}, ""))),
     h("tbody", {}, list.map((x) => {
-      const len = x.audio_max_seq === null ? 0 : ((x.audio_max_seq + 1) * (x.chunk_ms || 40)) / 1000;
+      const local = app.receiver.sessions.get(x.session);
+      const len = local ? local.durationS : x.audio_max_seq === null ? 0 : ((x.audio_max_seq + 1) * (x.chunk_ms || 40)) / 1000;
+      const nev = local ? local.events.length : x.events;
       const cur = x.session === app.selectedSession;
       return h("tr", { "data-session": x.session },
         h("td", {}, x.started_us ? fmtClock(x.started_us) : "—", x.closed_us ? "" : h("span", { class: "tag seen", style: "margin-left:8px" }, "open")),
         h("td", { class: "mono" }, fmtDur(len)),
-        h("td", { class: "mono" }, x.events),
+        h("td", { class: "mono" }, nev),
         h("td", {}, h("div", { class: "actions" }, cur ? h("span", { class: "muted" }, "showing") : h("button", { onclick: () => selectRoom(r.id, x.session) }, "Open"))));
     }))));
 }
@@ -698,7 +701,7 @@ function drawTimeline() {
   for (let t = 0; t <= geo.span; t += step) {
     const x = Math.round(geo.x(t)) + 0.5;
     g.beginPath(); g.moveTo(x, top - 4); g.lineTo(x, bot); g.stroke();
-    g.fillText(fmtDur(t), x + 3, 12);
+    if (x + 34 < W) g.fillText(fmtDur(t), x + 3, 12);
   }
   if (!s) return;
   // received audio: live and backfilled runs
@@ -834,6 +837,7 @@ function renderRoomsLight() {
   if (Date.now() - lastRoomsRender < 1000) return;
   lastRoomsRender = Date.now();
   renderRooms();
+  renderArchive();
 }
 
 // ---------------------------------------------------------------------- keyboard, theme

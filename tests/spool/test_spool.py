@@ -1,0 +1,192 @@
+"""The spool: durable segment log, torn tails, acks, eviction that speaks, a full disk."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent.spool import Spool, SpoolFullError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _audio(seq: int, session: str = "aa" * 16, size: int = 1300) -> dict:
+    return {"topic": "sl/v1/unit/u/audio", "payload": bytes([seq % 251]) * size,
+            "kind": "audio", "session": session, "seq": seq, "audio_ms": 40}
+
+
+def test_records_come_back_in_order_and_leave_only_when_acked(tmp_path):
+    sp = Spool(tmp_path)
+    ids = [sp.put_many([_audio(i)])[0] for i in range(10)]
+    assert ids == list(range(ids[0], ids[0] + 10))
+    got = sp.pending(100)
+    assert [r.seq for r in got] == list(range(10))
+    assert got[3].payload == bytes([3]) * 1300
+    for rid in ids[:4]:
+        sp.ack(rid)
+    sp.ack(ids[6])
+    assert [r.seq for r in sp.pending(100)] == [4, 5, 7, 8, 9]
+    assert sp.stats()["records"] == 5
+    assert sp.stats()["seconds"] == pytest.approx(0.2)
+
+
+def test_unacked_records_replay_after_restart_and_acked_ones_do_not(tmp_path):
+    sp = Spool(tmp_path)
+    ids = [sp.put_many([_audio(i)], {"open_session": "s1"})[0] for i in range(20)]
+    for rid in ids[:12]:
+        sp.ack(rid)
+    sp.close()
+    sp2 = Spool(tmp_path)
+    assert [r.seq for r in sp2.pending(100)] == list(range(12, 20))
+    assert sp2.get_state("open_session") == "s1"
+    assert sp2.last_seq[("aa" * 16, "audio")] == 19
+    new = sp2.put_many([_audio(20)])[0]
+    assert new > ids[-1]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_torn_or_corrupt_tail_is_cut_back_to_the_last_good_record(tmp_path, damage):
+    sp = Spool(tmp_path)
+    for i in range(10):
+        sp.put_many([_audio(i)])
+    sp.close()
+    seg = max(tmp_path.glob("seg-*.log"), key=lambda p: p.stat().st_size)
+    data = bytearray(seg.read_bytes())
+    if damage == "truncate":
+        seg.write_bytes(bytes(data[:-700]))  # a power cut in the middle of the last write
+    else:
+        data[-100] ^= 0xFF
+        seg.write_bytes(bytes(data))
+    sp2 = Spool(tmp_path)
+    assert sp2.corrupt_records_cut >= 1
+    seqs = [r.seq for r in sp2.pending(100)]
+    assert seqs == list(range(9))  # the last record is gone, all before it survive
+    sp2.put_many([_audio(9)])
+    sp2.close()
+    assert [r.seq for r in Spool(tmp_path).pending(100)] == list(range(10))
+
+
+WRITER = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from edge_agent.spool import Spool
+sp = Spool(Path(sys.argv[2]), fsync_interval_s=10)
+i = 0
+while True:
+    sp.put_many([{"topic": "t", "payload": bytes([i % 251]) * 1300, "kind": "audio",
+                  "session": "ab" * 16, "seq": i, "audio_ms": 40}])
+    print(i, flush=True)
+    i += 1
+"""
+
+
+def test_kill_9_loses_nothing_that_was_spooled(tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", WRITER, str(ROOT), str(tmp_path)],
+                         stdout=subprocess.PIPE, text=True)
+    confirmed = -1
+    for line in p.stdout:
+        confirmed = int(line)
+        if confirmed >= 3000:
+            break
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    seqs = [r.seq for r in Spool(tmp_path).pending(10**6)]
+    assert seqs[: confirmed + 1] == list(range(confirmed + 1))
+    assert all(b == a + 1 for a, b in zip(seqs, seqs[1:]))
+
+
+def test_full_spool_evicts_oldest_first_and_declares_exactly_what_it_dropped(tmp_path):
+    sp = Spool(tmp_path, max_bytes=60_000, segment_bytes=15_000)
+    sp.put_many([{"topic": "s", "payload": b'{"type":"session_open"}', "kind": "session",
+                  "session": "aa" * 16}])
+    for i in range(120):
+        sp.put_many([_audio(i)])
+    ev = sp.take_evictions()
+    assert ev, "nothing was evicted"
+    assert all(e.reason == "spool_full" and e.kind == "audio" for e in ev)
+    dropped = sorted(s for e in ev for s in range(e.first_seq, e.last_seq + 1))
+    assert dropped == list(range(len(dropped)))  # oldest first, contiguous
+    assert sum(e.count for e in ev) == len(dropped)
+    left = sp.pending(1000)
+    kept = [r.seq for r in left if r.kind == "audio"]
+    assert sorted(dropped + kept) == list(range(120))  # every seq is sent or declared
+    assert any(r.kind == "session" for r in left)  # the session open was carried forward
+    assert sp.total_bytes <= 60_000 + 15_000
+
+
+def test_age_limit_evicts_and_declares(tmp_path):
+    now = [1_000_000.0]
+    sp = Spool(tmp_path, max_age_s=10, segment_bytes=5_000, clock=lambda: now[0])
+    for i in range(20):
+        sp.put_many([_audio(i)])
+        now[0] += 1.0
+    now[0] += 20
+    sp.put_many([_audio(20)])
+    ev = sp.take_evictions()
+    assert ev and all(e.reason == "spool_age" for e in ev)
+    kept = [r.seq for r in sp.pending(100)]
+    dropped = [s for e in ev for s in range(e.first_seq, e.last_seq + 1)]
+    assert sorted(dropped + kept) == list(range(21))
+
+
+def test_acked_records_stay_for_the_grace_period_then_go(tmp_path):
+    now = [1000.0]
+    sp = Spool(tmp_path, segment_bytes=4_000, ack_grace_s=30, clock=lambda: now[0])
+    ids = [sp.put_many([_audio(i)])[0] for i in range(10)]
+    for rid in ids:
+        sp.ack(rid)
+    assert sorted(sp.recently_acked(now[0] - 5)) == ids
+    assert [r.seq for r in sp.read(ids[:2])] == [0, 1]  # still readable for a replay
+    now[0] += 31
+    sp.put_many([_audio(10)])
+    sp.sync()
+    assert sp.recently_acked(0) == []
+    assert len(list(tmp_path.glob("seg-*.log"))) <= 2
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"tests need to mount a small tmpfs (run as root): {r.stderr}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_a_real_full_disk_evicts_oldest_and_declares_it(tiny_fs):
+    sp = Spool(tiny_fs, max_bytes=10**9, segment_bytes=32_000)
+    for i in range(2000):  # 2 MB through a 256 kB filesystem: the budget is not the limit
+        sp.put_many([_audio(i, size=1000)])
+    ev = sp.take_evictions()
+    assert ev and ev[0].first_seq == 0 and all(e.reason == "spool_full" for e in ev)
+    dropped = [s for e in ev for s in range(e.first_seq, e.last_seq + 1)]
+    kept = [r.seq for r in sp.pending(10**5)]
+    assert kept and kept[-1] == 1999  # the newest audio is what survives
+    assert sorted(dropped + kept) == list(range(2000))
+    sp.close()
+    again = Spool(tiny_fs)
+    assert again.corrupt_records_cut == 0  # no refused write left a torn record behind
+    assert [r.seq for r in again.pending(10**5)] == kept
+
+
+def test_nothing_left_to_evict_raises_and_leaves_no_torn_record(tiny_fs):
+    sp = Spool(tiny_fs, max_bytes=10**9)
+    free = os.statvfs(tiny_fs).f_bavail * os.statvfs(tiny_fs).f_frsize
+    (tiny_fs / "filler").write_bytes(b"\0" * (free - 3000))
+    with pytest.raises(SpoolFullError):
+        for i in range(10):
+            sp.put_many([_audio(i, size=1000)])
+    n = len(sp.pending(100))
+    sp.close()
+    again = Spool(tiny_fs)
+    assert again.corrupt_records_cut == 0
+    assert len(again.pending(100)) == n
