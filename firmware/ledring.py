@@ -1,0 +1,122 @@
+# What the LED ring shows: which state wins (LedScheduler) and how each state looks
+# (render). Every state differs in colour AND motion, so it reads without colour vision.
+# Pure; times are non-wrapping milliseconds passed in. Patterns: hardware/puck.md.
+
+RING_SIZE = 12
+CUE_SEEN_MS = 3000  # how long "seen" shows before the ring returns to the session state
+CUE_SENT_MAX_MS = 60000  # a cue nobody marks seen stops showing after this
+
+OFF = (0, 0, 0)
+WHITE_DIM = (24, 24, 24)
+YELLOW = (90, 70, 0)
+GREEN = (0, 90, 0)
+BLUE = (0, 0, 110)
+ORANGE = (110, 35, 0)
+CYAN = (0, 80, 80)
+MAGENTA = (100, 0, 100)
+RED = (130, 0, 0)
+ICE = (40, 40, 120)
+
+
+def _scale(rgb, num, den):
+    return (rgb[0] * num // den, rgb[1] * num // den, rgb[2] * num // den)
+
+
+def render(state, t_ms, n=RING_SIZE):
+    """Pixels for a state, t_ms after the state began."""
+    if state == "idle":  # dim white, four steady dots
+        return [WHITE_DIM if i % 3 == 0 else OFF for i in range(n)]
+    if state == "connecting":  # yellow, one dot spinning (1 turn/s) with a short tail
+        head = (t_ms * n // 1000) % n
+        return [
+            YELLOW if i == head else (_scale(YELLOW, 1, 4) if i == (head - 1) % n else OFF)
+            for i in range(n)
+        ]
+    if state == "live":  # green, full ring, steady
+        return [GREEN] * n
+    if state == "paused":  # blue, full ring, slow breathing (3 s)
+        phase = t_ms % 3000
+        level = phase if phase < 1500 else 3000 - phase  # 0..1500
+        return [_scale(BLUE, 150 + level * 850 // 1500, 1000)] * n
+    if state == "offline_recording":  # orange ring with a dark gap turning (1 turn/4 s)
+        gap = (t_ms * n // 4000) % n
+        return [OFF if i == gap or i == (gap + 1) % n else ORANGE for i in range(n)]
+    if state == "cue_sent":  # cyan, two opposite dots chasing fast (2 turns/s)
+        head = (t_ms * n // 500) % n
+        return [CYAN if i == head or i == (head + n // 2) % n else OFF for i in range(n)]
+    if state == "cue_seen":  # magenta, full ring, two flashes then steady
+        flashing = t_ms < 600 and (t_ms // 150) % 2 == 1
+        return [OFF if flashing else MAGENTA] * n
+    if state == "hold_armed":  # pale blue ring filling up while the button is held
+        lit = min(n, 1 + t_ms // 250)
+        return [ICE if i < lit else OFF for i in range(n)]
+    # fault (and anything unknown): red halves alternating fast (4 Hz)
+    odd = (t_ms // 125) % 2
+    return [RED if (i * 2 // n) % 2 == odd else OFF for i in range(n)]
+
+
+class LedScheduler:
+    """Chooses the one state the ring shows, so that it always tells the truth.
+
+    Priority: connecting (no agent heartbeat) > fault > hold_armed > cue_seen > cue_sent
+    > the session state the agent sent (idle, live, paused, offline_recording).
+    """
+
+    def __init__(self, cue_seen_ms=CUE_SEEN_MS, cue_sent_max_ms=CUE_SENT_MAX_MS):
+        self.cue_seen_ms = cue_seen_ms
+        self.cue_sent_max_ms = cue_sent_max_ms
+        self.session_state = "idle"
+        self.agent_present = False
+        self.armed = False
+        self._cues_sent = {}  # cue_no -> ms when the agent acked it
+        self._recently_seen = []  # a "seen" may overtake the ack of its own cue
+        self._seen_until_ms = None
+        self._shown = None
+        self._shown_since_ms = 0
+
+    def cue_sent(self, cue_no, now_ms):
+        if cue_no not in self._recently_seen:
+            self._cues_sent[cue_no] = now_ms
+
+    def cue_seen(self, cue_no, now_ms):
+        """Returns True if this cue was one we were showing as sent."""
+        known = cue_no in self._cues_sent
+        if known:
+            del self._cues_sent[cue_no]
+        if cue_no not in self._recently_seen:
+            self._recently_seen.append(cue_no)
+            if len(self._recently_seen) > 8:
+                self._recently_seen.pop(0)
+        self._seen_until_ms = now_ms + self.cue_seen_ms
+        return known
+
+    def forget_cues(self):
+        self._cues_sent = {}
+        self._seen_until_ms = None
+
+    def state(self, now_ms):
+        for cue_no in list(self._cues_sent):
+            if now_ms - self._cues_sent[cue_no] >= self.cue_sent_max_ms:
+                del self._cues_sent[cue_no]
+        if self._seen_until_ms is not None and now_ms - self._seen_until_ms >= 0:
+            self._seen_until_ms = None
+        if not self.agent_present:
+            return "connecting"
+        if self.session_state == "fault":
+            return "fault"
+        if self.armed:
+            return "hold_armed"
+        if self._seen_until_ms is not None:
+            return "cue_seen"
+        if self._cues_sent:
+            return "cue_sent"
+        return self.session_state
+
+    def frame(self, now_ms, n=RING_SIZE):
+        """(state, changed, pixels) for now."""
+        state = self.state(now_ms)
+        changed = state != self._shown
+        if changed:
+            self._shown = state
+            self._shown_since_ms = now_ms
+        return (state, changed, render(state, now_ms - self._shown_since_ms, n))

@@ -1,0 +1,112 @@
+# The puck's main loop: button -> classifier -> link, link -> LED ring, watchdog fed.
+# Hardware-free: it talks to a board object (board.py on the RP2040, board_sim.py on
+# the MicroPython unix port), so the same loop runs on the desk and on the device.
+
+import struct
+
+import ledring
+import press
+import pucklink
+
+STATE_CODES = {}
+for _i, _name in enumerate(pucklink.STATE_NAMES):
+    STATE_CODES[_name] = _i
+
+_PRESS_MESSAGES = {
+    press.PRESS_PRIVACY_TOGGLE: pucklink.MSG_PRIVACY_TOGGLE,
+    press.PRESS_PRESENCE_HOLD: pucklink.MSG_PRESENCE_HOLD,
+    press.PRESS_HOLD_RELEASED: pucklink.MSG_HOLD_RELEASED,
+}
+
+
+class PuckApp:
+    def __init__(
+        self,
+        board,
+        nonce,
+        hold_ms=press.HOLD_MS,
+        presence_ms=press.PRESENCE_MS,
+        debounce_ms=press.DEBOUNCE_MS,
+    ):
+        self.board = board
+        self.link = pucklink.Link(nonce)
+        self.debouncer = press.Debouncer(debounce_ms, board.button_level())
+        self.classifier = press.PressClassifier(hold_ms, presence_ms)
+        self.leds = ledring.LedScheduler()
+        self.cue_no = 0
+        self._ticks_last = board.ticks_ms()
+        self._now_ms = 0  # ticks_ms wraps; this count does not
+
+    def now_ms(self):
+        t = self.board.ticks_ms()
+        self._now_ms += self.board.ticks_diff(t, self._ticks_last)
+        self._ticks_last = t
+        return self._now_ms
+
+    def step(self):
+        now = self.now_ms()
+        board = self.board
+        for t in board.take_edges():
+            self.debouncer.edge(now - board.ticks_diff(self._ticks_last, t))
+        events = []
+        transition = self.debouncer.poll(now, board.button_level())
+        if transition is not None:
+            level, at_ms = transition
+            events = self.classifier.down(at_ms) if level else self.classifier.up(at_ms)
+        events.extend(self.classifier.tick(now))
+        for kind, held_ms in events:
+            self._on_press(kind, held_ms, now)
+
+        data = board.read_link()
+        if data:
+            for ev in self.link.receive(data, now):
+                self._on_link_event(ev, now)
+        out = self.link.poll(now)
+        if out:
+            board.write_link(out)
+
+        leds = self.leds
+        leds.agent_present = self.link.connected(now)
+        leds.armed = self.classifier.armed(now)
+        state, changed, pixels = leds.frame(now, board.ring_size)
+        self.link.set_state(STATE_CODES[state], now)
+        board.show(state, pixels, changed)
+        board.feed_watchdog()
+
+    def _on_press(self, kind, held_ms, now):
+        if kind == press.PRESS_CUE:
+            self.cue_no = (self.cue_no + 1) & 0xFFFF
+            body = struct.pack(">H", self.cue_no)
+            self.link.send_reliable(pucklink.MSG_CUE, body, now)
+        else:
+            body = struct.pack(">I", held_ms & 0xFFFFFFFF)
+            self.link.send_reliable(_PRESS_MESSAGES[kind], body, now)
+        self.board.event("press", kind)
+
+    def _on_link_event(self, ev, now):
+        if ev.kind == pucklink.EV_ACKED:
+            if ev.mtype == pucklink.MSG_CUE:
+                (cue_no,) = struct.unpack(">H", ev.body[:2])
+                self.leds.cue_sent(cue_no, now)
+            return
+        if ev.kind == pucklink.EV_PEER_RESET:
+            self.board.event("agent", "new")
+            return
+        if ev.mtype == pucklink.MSG_HEARTBEAT:
+            code = ev.body[0]
+            if code < len(pucklink.AGENT_STATES):
+                self.leds.session_state = pucklink.AGENT_STATES[code]
+        elif ev.mtype == pucklink.MSG_CUE_SEEN and len(ev.body) >= 6:
+            nonce, cue_no = struct.unpack(">IH", ev.body[:6])
+            if nonce == self.link.nonce:  # not a cue from before this puck's last boot
+                self.leds.cue_seen(cue_no, now)
+        elif ev.mtype == pucklink.MSG_MAINTENANCE:
+            self.board.write_link(self.link.poll(now))  # the ack, so the agent stops resending
+            self.board.enter_maintenance()
+
+
+def run(board, config=None):
+    app = PuckApp(board, board.nonce(), **(config or {}))
+    while True:
+        app.step()
+        board.wait_ms(5)
