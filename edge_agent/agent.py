@@ -66,6 +66,13 @@ class Agent:
         self._last_status = 0.0
         self.puck = None
         self._resume_tail = None
+        self._shown: str | None = None
+        self._capture_failed = False
+        self._paused_at_frames = 0
+        self._paused_since: float | None = None
+        self._last_pause_mark = 0.0
+        self._cues_seen: list[int] = [
+            int(c) for c in (self.spool.get_state("cues_seen", "") or "").split(",") if c]
         self.alarms: dict[str, int] = {}
         self.last_gap: dict | None = None
         self._undeclared: list[tuple[str, str, int]] = []
@@ -101,6 +108,50 @@ class Agent:
     def _on_control(self, ctl: dict) -> None:
         self._control.put(ctl)
 
+    def _cue(self, cue_id: int) -> None:
+        if cue_id in self._cues_seen:
+            return  # the same press again (puck retransmission across an agent restart)
+        if self.session is None:
+            log.warning("event=cue_without_session cue_id=%d", cue_id)
+            return
+        self._cues_seen = (self._cues_seen + [cue_id])[-64:]
+        at = now_us()
+        seq, sealed = self.session.seal_event("cue", at, cue_id=cue_id)
+        self._pending_cues[cue_id] = (self.session.hex, seq)
+        self._spool([self._rec(topics.EVENT, sealed, "event", seq=seq)],
+                    {"cues_seen": ",".join(map(str, self._cues_seen))})
+        log.info("event=cue cue_id=%d seq=%d", cue_id, seq)
+
+    def _toggle_privacy(self) -> None:
+        if self.session is None:
+            return
+        assert self.dsp is not None and self.chunker is not None
+        s = self.session
+        if not self.privacy_paused:
+            # seal what was captured up to the hold, then stop at the source
+            tail = self.dsp.flush()
+            chunks = self.chunker.push(tail) if len(tail) else []
+            last = self.chunker.flush()
+            if last is not None:
+                chunks.append(last)
+            self._seal_chunks(chunks)
+            self.privacy_paused = True
+            self._paused_at_frames = self._input_frames
+            self._paused_since = time.monotonic()
+            seq, sealed = s.seal_event("privacy_pause", now_us(), audio_seq=s.next_audio_seq)
+            log.info("event=privacy_pause")
+        else:
+            skipped = self._input_frames - self._paused_at_frames
+            self.chunker.skip(skipped)  # capture times stay true across the pause
+            self.dsp = make_stage(self.cfg.dsp.mode, channels=self.cfg.capture.channels,
+                                  sample_rate=self.cfg.capture.sample_rate,
+                                  array=self.cfg.dsp.array)
+            self.privacy_paused = False
+            self._paused_since = None
+            seq, sealed = s.seal_event("privacy_resume", now_us(), audio_seq=s.next_audio_seq)
+            log.info("event=privacy_resume")
+        self._spool([self._rec(topics.EVENT, sealed, "event", seq=seq)])
+
     def _handle_control(self, ctl: dict) -> None:
         t = ctl["type"]
         if t == "assignment":
@@ -119,6 +170,10 @@ class Agent:
             if self.puck is not None:
                 self.puck.cue_seen(int(ctl["cue_id"]))
             self._pending_cues.pop(int(ctl["cue_id"]), None)
+        elif t == "_puck_cue":
+            self._cue(int(ctl["cue_id"]))
+        elif t == "_puck_privacy":
+            self._toggle_privacy()
 
     # ------------------------------------------------------------------ session
 
@@ -318,7 +373,8 @@ class Agent:
             last_error=self.last_error or self.uplink.last_error,
             last_gap=self.last_gap,
             alarms=sorted(self.alarms),
-            puck=None if self.puck is None else {"connected": self.puck.connected},
+            puck=None if self.puck is None else {"connected": self.puck.connected,
+                                                 "led": self._shown},
         )
 
     def _maybe_status(self) -> None:
@@ -356,8 +412,40 @@ class Agent:
             log.info("event=input_resumed frames=%d", self._input_frames)
         return cap
 
+    def _start_puck(self) -> None:
+        if not self.cfg.puck.port:
+            return
+        from edge_agent.puck import Puck
+
+        self.puck = Puck(
+            self.cfg.puck.port,
+            on_cue=lambda cue_id: self._control.put({"type": "_puck_cue", "cue_id": cue_id}),
+            on_privacy_toggle=lambda: self._control.put({"type": "_puck_privacy"}),
+            on_connection=lambda up: log.info("event=puck_%s", "connected" if up else "lost"),
+        )
+        self.puck.start()
+
+    def led_state(self) -> str:
+        """What the physician's light must say: the unit's real state, nothing nicer."""
+        if "spool_disk_full" in self.alarms or self._capture_failed:
+            return "fault"
+        if self.session is None:
+            return "idle"
+        if self.privacy_paused:
+            return "paused"
+        return "live" if self.uplink.connected else "offline_recording"
+
+    def _update_puck(self) -> None:
+        if self.puck is None:
+            return
+        state = self.led_state()
+        if state != self._shown:
+            self.puck.show(state)
+            self._shown = state
+
     def run(self) -> int:
         self._close_stale_session()
+        self._start_puck()
         self.uplink.start()
         sd.ready()
         stop_after = self.cfg.capture.stop_after_frames
@@ -368,6 +456,11 @@ class Agent:
                 while not self._control.empty():
                     self._handle_control(self._control.get_nowait())
                 self._maybe_status()
+                self._update_puck()
+                if self.privacy_paused and self.cfg.session.privacy_auto_resume_s and \
+                        self._paused_since is not None and time.monotonic() - \
+                        self._paused_since > self.cfg.session.privacy_auto_resume_s:
+                    self._toggle_privacy()
                 if self._captured_done:
                     if self.cfg.exit_when_done and len(self.spool) == 0:
                         log.info("event=done input_frames=%d", self._input_frames)
@@ -391,6 +484,9 @@ class Agent:
                 self.capture.close()
             self.uplink.set_status(self.status())
             self.uplink.stop()
+            if self.puck is not None:
+                self.puck.show("idle")
+                self.puck.stop()
             self.spool.close()
         return 0
 
@@ -404,7 +500,11 @@ class Agent:
             block = block[: max(0, stop_after - self._input_frames)]
         self._input_frames += len(block)
         if self.privacy_paused:
-            pass  # dropped at the source: never reaches DSP, spool or network
+            block = None  # dropped at the source: never reaches DSP, spool or network
+            if time.monotonic() - self._last_pause_mark > 0.5:
+                # a restart of a file-backed input must not replay the paused interval
+                self._last_pause_mark = time.monotonic()
+                self._spool([], {"input_frames": str(self._input_frames)})
         else:
             mono = self.dsp.process(block)
             self._seal_chunks(self.chunker.push(mono))

@@ -39,6 +39,8 @@ class DspConfig:
 class SessionConfig:
     chunk_ms: int = 40
     auto_open: bool = True  # open a session as soon as a scribe is assigned
+    # a privacy pause ends with the next hold, or after this many seconds (0: never)
+    privacy_auto_resume_s: float = 0.0
 
 
 @dataclass(frozen=True)
