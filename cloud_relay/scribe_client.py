@@ -87,6 +87,7 @@ class Receiver:
         self.pending: dict[str, list[bytes]] = {}
         self.counters = {"tampered": 0, "replayed": 0, "malformed": 0, "not_for_me": 0,
                          "missing": 0, "chunks": 0, "events": 0, "late": 0}
+        self._arrival: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------ session lifecycle
 
@@ -177,7 +178,9 @@ class Receiver:
     def _note_latency(self, s: SessionState, header: env.Header) -> None:
         """Backfilled = overtaken by newer audio (the unit sends live first while it
         catches up), or arriving much later than the session's best latency."""
-        lat = now_us() - header.capture_us
+        arrival = now_us()
+        self._arrival[(s.session, header.seq)] = arrival
+        lat = arrival - header.capture_us
         if s.best_latency_us is None or lat < s.best_latency_us:
             s.best_latency_us = lat
         newest = getattr(s, "newest_seq", -1)
@@ -190,6 +193,7 @@ class Receiver:
 
     def _write_audio(self, s: SessionState, h: env.Header, body: bytes) -> None:
         late = getattr(self, "_late", {}).pop((s.session, h.seq), False)
+        self.last_arrival_us = self._arrival.pop((s.session, h.seq), 0)
         if late:
             s.backfill = [s.backfill[0] if s.backfill else h.seq, h.seq]
         elif s.backfill:
@@ -327,6 +331,7 @@ class ScribeClient:
         self.key = load_or_create_key(Path(args.key))
         self.wav = WavSink(Path(args.wav)) if args.wav else None
         self.events = open(args.events, "a", buffering=1) if args.events else None
+        self.latency_log = open(args.latency_log, "a") if args.latency_log else None
         self.receiver = Receiver(self.key, on_audio=self._audio, on_record=self._record)
         self.cursor = 0
         self.token: str | None = None
@@ -337,6 +342,10 @@ class ScribeClient:
     def _audio(self, s: SessionState, header: env.Header, pcm: bytes) -> None:
         if self.wav is not None:
             self.wav.write(s, pcm)
+        if self.latency_log is not None:
+            self.latency_log.write(f"{s.session[:12]} {header.seq} {header.capture_us} "
+                                   f"{self.receiver.last_arrival_us}"
+                                   "\n")
 
     def _record(self, rec: dict) -> None:
         if self.events is not None:
@@ -439,6 +448,8 @@ class ScribeClient:
     def close(self) -> None:
         if self.wav is not None:
             self.wav.close()
+        if self.latency_log is not None:
+            self.latency_log.close()
         c = self.receiver.counters
         log.info("event=stopped chunks=%d events=%d tampered=%d replayed=%d malformed=%d",
                  c["chunks"], c["events"], c["tampered"], c["replayed"], c["malformed"])
@@ -457,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", help="append events here as JSON lines")
     p.add_argument("--ack-cues", action="store_true", help="acknowledge every cue")
     p.add_argument("--ack-delay-s", type=float, default=0.0)
+    p.add_argument("--latency-log", help="benchmarks: per chunk 'session seq capture_us "
+                   "arrival_us' lines")
     p.add_argument("--exit-when-complete", action="store_true",
                    help="exit once a session that ended with its input complete is whole")
     args = p.parse_args(argv)

@@ -422,8 +422,16 @@ class Agent:
             on_cue=lambda cue_id: self._control.put({"type": "_puck_cue", "cue_id": cue_id}),
             on_privacy_toggle=lambda: self._control.put({"type": "_puck_privacy"}),
             on_connection=lambda up: log.info("event=puck_%s", "connected" if up else "lost"),
+            # a 5 s hold is physical presence: the provisioning service may unlock
+            on_presence_hold=self._presence_hold,
         )
         self.puck.start()
+
+    def _presence_hold(self) -> None:
+        from edge_agent.provision import record_presence_hold
+
+        record_presence_hold(self.cfg.state_dir)
+        log.info("event=presence_hold")
 
     def led_state(self) -> str:
         """What the physician's light must say: the unit's real state, nothing nicer."""

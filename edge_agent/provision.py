@@ -37,18 +37,8 @@ SOFTWARE_VERSION = "0.1.0"
 RESERVED_UNIT_IDS = {"relay", "broker", "admin"}  # also refused by cloud_relay.pki
 
 
-class Presence(Protocol):
-    """Physical presence at the unit: the cue puck (edge_agent.puck.Puck), or UnitPresence."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    def ping(self, timeout_s: float) -> float | None: ...
-
-    def wait_for_hold(self, seconds: float, timeout_s: float) -> bool: ...
-
-
 PRESENCE_STAMP = "presence.stamp"
+PUCK_CONNECT_S = 5.0
 
 
 def record_presence_hold(state_dir: str | Path, now: Callable[[], float] = time.time) -> None:
@@ -58,20 +48,55 @@ def record_presence_hold(state_dir: str | Path, now: Callable[[], float] = time.
     _write_atomic(Path(state_dir) / PRESENCE_STAMP, json.dumps({"at": now()}).encode(), 0o600)
 
 
-class UnitPresence:
-    """Presence from the puck directly, or relayed by the running agent (stamp file)."""
+class Presence(Protocol):
+    """Physical presence at the unit (UnitPresence in production)."""
 
-    def __init__(self, puck, state_dir: Path, clock: Callable[[], float] = time.time) -> None:
-        self.puck = puck
+    def state(self) -> str: ...
+
+    def ping(self, timeout_s: float) -> float | None: ...
+
+    def wait_for_hold(self, seconds: float, timeout_s: float,
+                      ready: Callable[[], None]) -> bool: ...
+
+
+class UnitPresence:
+    """The cue puck, opened only while a command needs it (so the service never keeps the
+    physician's button from the agent), or presence relayed by the running agent."""
+
+    def __init__(self, port: str | None, state_dir: Path,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.port = port
         self.stamp = state_dir / PRESENCE_STAMP
         self.clock = clock
 
-    @property
-    def connected(self) -> bool:
-        return bool(self.puck is not None and self.puck.connected)
+    def state(self) -> str:
+        """present: the puck's device node is there; absent: no puck configured or plugged."""
+        return "present" if self.port and os.path.exists(self.port) else "absent"
+
+    def _open(self):
+        """-> a connected edge_agent.puck.Puck, or None (unplugged, or the agent has it)."""
+        if not self.port:
+            return None
+        from edge_agent.puck import Puck
+
+        puck = Puck(self.port, on_cue=lambda _cid: None, on_privacy_toggle=lambda: None)
+        puck.start()
+        deadline = time.monotonic() + PUCK_CONNECT_S
+        while not puck.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not puck.connected:
+            puck.stop()
+            return None
+        return puck
 
     def ping(self, timeout_s: float) -> float | None:
-        return None if self.puck is None else self.puck.ping(timeout_s)
+        puck = self._open()
+        if puck is None:
+            return None
+        try:
+            return puck.ping(timeout_s)
+        finally:
+            puck.stop()
 
     def _stamped_since(self, start: float) -> bool:
         try:
@@ -79,21 +104,27 @@ class UnitPresence:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return False
 
-    def wait_for_hold(self, seconds: float, timeout_s: float) -> bool:
+    def wait_for_hold(self, seconds: float, timeout_s: float,
+                      ready: Callable[[], None] = lambda: None) -> bool:
         import threading
 
+        puck = self._open()
         start = self.clock()
         direct: dict = {}
-        if self.puck is not None:
-            t = threading.Thread(target=lambda: direct.update(
-                ok=self.puck.wait_for_hold(seconds, timeout_s)), daemon=True)
-            t.start()
+        ready()  # only now is a hold seen: tell the tech to press
+        if puck is not None:
+            threading.Thread(target=lambda: direct.update(
+                ok=puck.wait_for_hold(seconds, timeout_s)), daemon=True).start()
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if direct.get("ok") or self._stamped_since(start):
-                return True
-            time.sleep(0.05)
-        return bool(direct.get("ok"))
+        try:
+            while time.monotonic() < deadline:
+                if direct.get("ok") or self._stamped_since(start):
+                    return True
+                time.sleep(0.05)
+            return bool(direct.get("ok"))
+        finally:
+            if puck is not None:
+                puck.stop()
 
 
 @dataclass(frozen=True)
@@ -364,9 +395,7 @@ class Unit:
         return info
 
     def _puck_state(self) -> str:
-        if self.presence is None:
-            return "absent"
-        return "present" if self.presence.connected else "not_responding"
+        return "absent" if self.presence is None else self.presence.state()
 
     # -- commands --
 
@@ -503,6 +532,16 @@ class Unit:
             bc = None
         if bc is None or not bc.ca:
             raise Refused(p.E_CERT_UNTRUSTED, "the CA certificate given is not a CA")
+        pinned = _site_value(self.s.site_config, "broker", "ca_file")
+        if pinned and Path(pinned).is_file():
+            # the unit's image already names the clinic CA: a laptop cannot swap in another
+            try:
+                trusted = x509.load_pem_x509_certificates(Path(pinned).read_bytes())
+            except ValueError:
+                trusted = []
+            if ca not in trusted:
+                raise Refused(p.E_CERT_UNTRUSTED, "the CA given is not the clinic CA this "
+                              f"unit trusts ({pinned})", "enroll against this clinic's relay")
         # rebuild the path leaf -> intermediates (in the order given) -> CA
         path = [c for c in chain if c != ca] + [ca]
         try:
@@ -555,7 +594,7 @@ class Unit:
             checks.append(stt.check_broker(
                 u.hostname or "", u.port or 8883, unit_id=st["unit_id"], ca_file=str(self.ca_path),
                 cert_file=str(self.cert_path), key_file=str(self.key_path),
-                control_topic=topics.control_topic(st["unit_id"]),
+                probe_topic=f"{topics.ROOT}/selftest/{st['unit_id']}",
                 timeout_s=self.s.broker_timeout_s))
         result = {"passed": all(c["ok"] for c in checks), "checks": checks,
                   "at": dt.datetime.fromtimestamp(self.now(), dt.UTC)
@@ -626,9 +665,11 @@ class Unit:
         timeout = args.get("timeout_s", 60)
         if not isinstance(timeout, (int, float)) or not 1 <= timeout <= 85:
             raise Refused(p.E_BAD_REQUEST, "timeout_s must be 1-85 seconds")
-        progress(p.progress("presence", f"{what}: hold the puck's button for "
-                            f"{p.PRESENCE_HOLD_S:g} s now (waiting {timeout:g} s)"))
-        if not self.presence.wait_for_hold(p.PRESENCE_HOLD_S, float(timeout)):
+        def ready() -> None:
+            progress(p.progress("presence", f"{what}: hold the puck's button for "
+                                f"{p.PRESENCE_HOLD_S:g} s now (waiting {timeout:g} s)"))
+
+        if not self.presence.wait_for_hold(p.PRESENCE_HOLD_S, float(timeout), ready):
             log.warning("event=presence_not_shown for=%s", what.replace(" ", "_"))
             raise Refused(p.E_PRESENCE_NOT_SHOWN, f"the puck's button was not held for "
                           f"{p.PRESENCE_HOLD_S:g} s within {timeout:g} s")
@@ -799,22 +840,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     s.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(s.state_dir, 0o700)
-    presence: UnitPresence | None = None
-    if s.puck_port:
-        from edge_agent.puck import Puck
-
-        puck = Puck(s.puck_port, on_cue=lambda _cid: None, on_privacy_toggle=lambda: None)
-        puck.start()
-        presence = UnitPresence(puck, s.state_dir)
+    presence = UnitPresence(s.puck_port, s.state_dir) if s.puck_port else None
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     unit = Unit(s, presence)
     log.info("event=provision_serve port=%s state=%s puck=%s", s.port, unit.state(),
              "configured" if presence else "absent")
-    try:
-        serve_forever(Server(unit), s.port, s.baud, stopping.is_set)
-    finally:
-        if presence is not None:
-            presence.puck.stop()
+    serve_forever(Server(unit), s.port, s.baud, stopping.is_set)
     return 0

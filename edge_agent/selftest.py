@@ -95,24 +95,32 @@ def check_mics(device: str, channels: int, seconds: float = 2.0, sample_rate: in
     return analyze_channels(np.concatenate(blocks)[:need], th)
 
 
-def check_puck(puck, timeout_s: float = 2.0) -> dict:
-    if puck is None:
+def check_puck(presence, timeout_s: float = 2.0) -> dict:
+    """presence: edge_agent.provision.UnitPresence (opens the puck for the ping only)."""
+    if presence is None:
         return {"check": "puck", "ok": False, "present": False,
-                "problem": "no cue puck configured", "fix": "plug the cue puck into the unit"}
-    rtt = puck.ping(timeout_s)
+                "problem": "no cue puck configured",
+                "fix": "set [puck] port in the site config and plug the cue puck in"}
+    if presence.state() != "present":
+        return {"check": "puck", "ok": False, "present": False,
+                "problem": "the cue puck is not plugged in",
+                "fix": "plug the cue puck's USB cable into the unit"}
+    rtt = presence.ping(timeout_s)
     if rtt is None:
-        return {"check": "puck", "ok": False, "present": bool(puck.connected),
+        return {"check": "puck", "ok": False, "present": True,
                 "problem": "the cue puck did not answer a ping",
                 "fix": "replug the puck's USB cable; if its ring stays dark, reflash it "
-                       "(scripts/flash-puck)"}
+                       "(scripts/flash-puck). A running agent holds the puck: stop it first"}
     return {"check": "puck", "ok": True, "present": True, "rtt_ms": round(rtt * 1000, 1),
             "problem": None, "fix": None}
 
 
 def check_broker(url_host: str, port: int, *, unit_id: str, ca_file: str, cert_file: str,
-                 key_file: str, control_topic: str, timeout_s: float = 10.0) -> dict:
-    """A real MQTT 5 CONNECT over mTLS with the unit's new certificate; then a SUBSCRIBE
-    to the unit's control topic, which the broker's ACL must grant to this CN."""
+                 key_file: str, probe_topic: str, timeout_s: float = 10.0) -> dict:
+    """A real MQTT 5 CONNECT over mTLS with the unit's new certificate, then a QoS 1
+    PUBLISH to `probe_topic`, a topic outside the unit's own that the broker's ACL must
+    refuse (PUBACK "Not authorized"): the broker confines this unit. (Probing a topic the
+    unit may write would put a bogus message in front of the relay.)"""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -125,10 +133,10 @@ def check_broker(url_host: str, port: int, *, unit_id: str, ca_file: str, cert_f
         if rc.is_failure:
             done.set()
             return
-        client.subscribe(control_topic, qos=1)
+        client.publish(probe_topic, b"selftest", qos=1)
 
-    def on_subscribe(client, userdata, mid, rcs, props):
-        got["suback"] = rcs
+    def on_publish(client, userdata, mid, rc, props):
+        got["puback"] = rc
         done.set()
 
     def on_connect_fail(client, userdata):
@@ -144,7 +152,7 @@ def check_broker(url_host: str, port: int, *, unit_id: str, ca_file: str, cert_f
         return {**base, "ok": False, "problem": f"cannot load the unit's TLS files: {e}",
                 "fix": "rerun enroll to install the certificate"}
     c.tls_set_context(ctx)
-    c.on_connect, c.on_subscribe, c.on_connect_fail = on_connect, on_subscribe, on_connect_fail
+    c.on_connect, c.on_publish, c.on_connect_fail = on_connect, on_publish, on_connect_fail
     t0 = time.monotonic()
     try:
         c.connect(url_host, port, keepalive=10, clean_start=True)
@@ -172,12 +180,14 @@ def check_broker(url_host: str, port: int, *, unit_id: str, ca_file: str, cert_f
     if rc.is_failure:
         return {**base, "ok": False, "problem": f"broker refused the unit: {rc}",
                 "fix": "check the certificate was issued by the clinic CA the broker trusts"}
-    subs = got.get("suback") or []
-    if not subs or any(r.is_failure for r in subs):
+    puback = got.get("puback")
+    if puback is None or not puback.is_failure:
         return {**base, "ok": False, "connack": "success",
-                "problem": "the broker's ACL does not let this unit read its control topic",
-                "fix": "check the broker's ACL (scribelink.topics.mosquitto_acl) is installed"}
-    return {**base, "ok": True, "connack": "success", "acl": "granted", "connect_ms": rtt_ms,
+                "problem": "the broker let this unit publish outside its own topics"
+                if puback is not None else "no PUBACK from the broker for the ACL probe",
+                "fix": "install the broker's ACL (scribelink.topics.mosquitto_acl) with "
+                       "use_identity_as_username, then rerun the self-test"}
+    return {**base, "ok": True, "connack": "success", "acl": "confined", "connect_ms": rtt_ms,
             "problem": None, "fix": None}
 
 

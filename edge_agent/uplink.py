@@ -265,7 +265,8 @@ class Uplink:
             room -= 1
         # 2. backlog: a bounded share of the window, at a bounded rate
         now = time.monotonic()
-        self._tokens = min(self.backlog_rate, self._tokens + (now - self._tokens_at)
+        # a quarter second of burst: the backlog is smooth, so live never queues behind it
+        self._tokens = min(self.backlog_rate / 4, self._tokens + (now - self._tokens_at)
                            * self.backlog_rate)
         self._tokens_at = now
         share = self.cfg.inflight_max - self.live_reserve - len(self._backlog_ids)

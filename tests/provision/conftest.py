@@ -1,0 +1,27 @@
+"""Fixtures for the provisioning tests; the parts themselves are in provision_support.py."""
+
+from __future__ import annotations
+
+import pytest
+from provision_support import Cable, PuckSim, write_alsa
+
+
+@pytest.fixture
+def cable():
+    c = Cable()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def alsa_conf(tmp_path):
+    d = tmp_path / "alsa"
+    d.mkdir()
+    return write_alsa(d)
+
+
+@pytest.fixture
+def puck_sim(tmp_path):
+    s = PuckSim(tmp_path / "puck")
+    yield s
+    s.close()
