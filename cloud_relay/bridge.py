@@ -24,6 +24,7 @@ from scribelink import topics
 log = logging.getLogger("cloud_relay.bridge")
 
 SESSION_EXPIRY_S = 24 * 3600
+REPLAY_MARGIN_US = 10_000_000  # the broker may have lost what it acked this long before
 
 
 class Bridge:
@@ -35,6 +36,7 @@ class Bridge:
         self.on_status = on_status
         self.connected = threading.Event()
         self.rejected = 0
+        self._lost_at: int | None = None
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
         ctx.load_cert_chain(cert_file, key_file)
@@ -65,8 +67,17 @@ class Bridge:
         self.connected.set()
         log.info("event=broker_connected session_present=%s", flags.session_present)
         self.publish_all_assignments()
+        if not flags.session_present:
+            # The broker has no session for us: it restarted and lost it (or we are new).
+            # What units published before we subscribed again was acked and dropped; ask
+            # every unit to offer again what it had acked recently (docs/spool.md).
+            since = (self._lost_at or now_us()) - REPLAY_MARGIN_US
+            for u in self.store.units():
+                self.publish_control(u["id"], msgs.replay(unit_id=u["id"], since_us=since))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected.is_set():
+            self._lost_at = now_us()
         self.connected.clear()
         log.warning("event=broker_disconnected reason=%s", reason_code)
 

@@ -170,6 +170,9 @@ class Agent:
             if self.puck is not None:
                 self.puck.cue_seen(int(ctl["cue_id"]))
             self._pending_cues.pop(int(ctl["cue_id"]), None)
+        elif t == "replay":
+            n = self.uplink.replay_since(ctl["since_us"] / 1e6)
+            log.info("event=replay_requested records=%d", n)
         elif t == "_puck_cue":
             self._cue(int(ctl["cue_id"]))
         elif t == "_puck_privacy":

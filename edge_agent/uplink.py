@@ -63,6 +63,7 @@ class Uplink:
         self._backlog_cursor = 0
         self._backlog_ids: set[int] = set()
         self._replay: list[int] = []
+        self._replay_in: queue.Queue[list[int]] = queue.Queue()
         self._disconnected_at: float | None = None
         self._tokens = 0.0
         self._tokens_at = time.monotonic()
@@ -232,9 +233,17 @@ class Uplink:
         self._live_cursor = max(self._live_cursor, self._live_from - 1)
         if self._disconnected_at is not None:
             since = self._disconnected_at - self.spool.ack_grace_s
-            self._replay = self.spool.recently_acked(since)
-            if self._replay:
-                log.info("event=replay_recent count=%d", len(self._replay))
+            again = self.spool.recently_acked(since)
+            self._replay.extend(again)
+            if again:
+                log.info("event=replay_recent count=%d", len(again))
+
+    def replay_since(self, since_s: float) -> int:
+        """The relay says the broker lost state: offer again what was acked since then."""
+        ids = self.spool.recently_acked(since_s)
+        self._replay_in.put(ids)  # handed to the pump thread, which owns _replay
+        self._wake.set()
+        return len(ids)
 
     @property
     def backlog(self) -> bool:
@@ -273,6 +282,8 @@ class Uplink:
         budget = int(min(room, share, self._tokens))
         if budget <= 0:
             return
+        while not self._replay_in.empty():
+            self._replay.extend(self._replay_in.get_nowait())
         if self._replay:
             batch, self._replay = self._replay[:budget], self._replay[budget:]
             for rec in self.spool.read(batch):

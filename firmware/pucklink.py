@@ -1,5 +1,5 @@
 # The puck link protocol: framing, message types, reliable delivery, heartbeats.
-# The single owner of the puck <-> agent contract (docs/protocol-puck.md); the firmware
+# The single owner of the puck <-> agent contract (docs/protocol.md, section 9); the firmware
 # and the agent import this same file, so it stays in the MicroPython/CPython subset.
 
 import struct

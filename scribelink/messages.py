@@ -21,7 +21,7 @@ EVENT_KINDS = ("cue", "privacy_pause", "privacy_resume", "session_start", "sessi
 SESSION_KINDS = ("session_open", "session_close", "gap")
 
 # --- control kinds (relay -> unit) ---
-CONTROL_KINDS = ("assignment", "session_control", "cue_ack", "config")
+CONTROL_KINDS = ("assignment", "session_control", "cue_ack", "config", "replay")
 
 GAP_REASONS = ("spool_full", "spool_age", "spool_corrupt", "capture_overrun")
 
@@ -222,6 +222,11 @@ def cue_ack(*, unit_id: str, session_hex: str, cue_id: int, event_seq: int, scri
     }
 
 
+def replay(*, unit_id: str, since_us: int) -> dict:
+    """The relay's broker lost state: offer again what was acked since `since_us`."""
+    return {"v": SCHEMA_VERSION, "type": "replay", "unit": unit_id, "since_us": since_us}
+
+
 def check_control(msg: dict) -> dict:
     t = msg.get("type")
     if t not in CONTROL_KINDS:
@@ -236,6 +241,8 @@ def check_control(msg: dict) -> dict:
             env.load_public_key(s["public_key"])
     if t == "cue_ack" and not isinstance(msg.get("cue_id"), int):
         raise MessageError("cue_ack: cue_id required")
+    if t == "replay" and not isinstance(msg.get("since_us"), int):
+        raise MessageError("replay: since_us required")
     return msg
 
 

@@ -1,4 +1,4 @@
-"""The serial provisioning protocol (docs/protocol-provisioning.md): the one owner of its
+"""The serial provisioning protocol (docs/protocol.md, section 10): the one owner of its
 frames, commands, states and error codes. Imported by the unit's service
 (edge_agent/provision.py) and the tech's tool (scripts/provision).
 
