@@ -224,7 +224,25 @@ def make_router(store: Store, cfg: RelayConfig, bridge, hub) -> APIRouter:
     return router
 
 
+# The page holds the scribe's key: it runs only its own scripts and talks only to its relay.
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+class ConsoleFiles(StaticFiles):
+    async def get_response(self, path, scope):
+        response = await super().get_response(path, scope)
+        response.headers.update(CONSOLE_HEADERS)
+        return response
+
+
 def mount(app: FastAPI, store: Store, cfg: RelayConfig, bridge, hub) -> None:
     """Add the console API and the static page to the relay app."""
     app.include_router(make_router(store, cfg, bridge, hub))
-    app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
+    app.mount("/console", ConsoleFiles(directory=CONSOLE_DIR, html=True), name="console")

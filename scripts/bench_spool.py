@@ -126,7 +126,7 @@ def system(cut_s: float, tail_s: float) -> dict:
                          if line.strip()], dtype=np.int64)
     if rc != 0:
         raise SystemExit("bench spool: the demo failed")
-    seq, cap, arr = rows[:, 0], rows[:, 1], rows[:, 2]
+    cap, arr = rows[:, 1], rows[:, 2]
     lat_ms = (arr - cap) / 1000.0
     live_before = lat_ms[cap + 40_000 < cut_at]
     # the link is back when the first chunk sealed during the cut arrives; everything

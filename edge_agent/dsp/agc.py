@@ -16,41 +16,48 @@ import numpy as np
 
 
 class SpeechAgc:
-    """Per-frame gain toward a target active-speech level (dBFS RMS)."""
+    """Per-frame gain toward a target talker level.
+
+    The level is the talker's *peak* frame level while speech is present: it rises at
+    once to a louder frame and sags by `release_db_per_s` otherwise. Peaks belong to the
+    talkers near the unit; quieter speech-like frames (hallway voices, a reverberant
+    tail) cannot drag the estimate down and pump the gain up.
+    """
 
     def __init__(
         self,
         *,
         hop_s: float,
-        target_dbfs: float = -26.0,
+        target_peak_dbfs: float = -20.0,
         min_gain_db: float = -12.0,
         max_gain_db: float = 24.0,
-        level_time_constant_s: float = 2.0,
+        release_db_per_s: float = 1.5,
         up_db_per_s: float = 3.0,
         down_db_per_s: float = 12.0,
         speech_threshold: float = 0.5,
         dead_band_db: float = 6.0,
     ) -> None:
-        self._target_db = target_dbfs
+        self._target_db = target_peak_dbfs
         self._min_db, self._max_db = min_gain_db, max_gain_db
-        self._beta = math.exp(-hop_s / level_time_constant_s)
+        self._release = release_db_per_s * hop_s
         self._up = up_db_per_s * hop_s
         self._down = down_db_per_s * hop_s
         self._threshold = speech_threshold
         self._dead_band = dead_band_db
-        self._level: float | None = None
+        self._level_db: float | None = None
         self.gain_db = 0.0
 
     def update(self, frame_power: float, speech_presence: float) -> float:
         """Feed one frame's power (full scale = 1) and presence; return the linear gain."""
         if speech_presence >= self._threshold and frame_power > 1e-12:
-            if self._level is None:
-                self._level = frame_power
+            frame_db = 10 * math.log10(frame_power)
+            if self._level_db is None:
+                self._level_db = frame_db
             else:
-                self._level = self._beta * self._level + (1 - self._beta) * frame_power
+                self._level_db = max(self._level_db - self._release, frame_db)
             # the gain rides only level errors beyond the dead band (a quiet patient across
             # the room), never a talker's normal dynamics
-            error = self._target_db - 10 * math.log10(self._level)
+            error = self._target_db - self._level_db
             error = math.copysign(max(abs(error) - self._dead_band, 0.0), error)
             wanted = min(max(error, self._min_db), self._max_db)
             step = min(max(wanted - self.gain_db, -self._down), self._up)

@@ -85,18 +85,30 @@ class WienerBeamformer:
         """(frames, bins, mics) spectra -> (frames, bins) beam output, current weights."""
         return _sum_mics(x * self._weights_conj)
 
-    def observe(self, x: np.ndarray, spp: np.ndarray, alive: Callable[[], np.ndarray]) -> None:
-        """Queue frames (frames, bins, mics) and their per-bin SPP (frames, bins); once a
-        group of `update_frames` is complete, fold it into the covariances and re-solve
-        using the mics `alive()` says work (asked only then: it costs)."""
+    @property
+    def spatial_presence_ready(self) -> bool:
+        """True once the multichannel SPP has statistics; until then observe() needs an SPP."""
+        return self._solved >= self._settle_groups
+
+    def observe(
+        self, x: np.ndarray, spp: np.ndarray | None, alive: Callable[[], np.ndarray]
+    ) -> None:
+        """Queue frames (frames, bins, mics) and, during start-up, their per-bin SPP
+        (frames, bins); once a group of `update_frames` is complete, fold it into the
+        covariances and re-solve using the mics `alive()` says work (asked only then)."""
         if x.shape[0] > self.frames_to_update:
             raise ValueError("observe() got frames past the next weight update")
         self._group_x.append(x)
-        self._group_spp.append(spp)
+        if spp is not None:
+            self._group_spp.append(spp)
         self._queued += x.shape[0]
         if self._queued == self.update_frames:
             x_group = np.concatenate(self._group_x)
-            absence = (1 - np.concatenate(self._group_spp)) ** self._absence_power
+            if self.spatial_presence_ready:  # the SPP of the whole group in one go
+                spp_group = self._spatial_presence(x_group)
+            else:
+                spp_group = np.concatenate(self._group_spp)
+            absence = (1 - spp_group) ** self._absence_power
             c = np.stack(
                 [(1 - self._alpha_noise) * absence, np.full_like(absence, 1 - self._alpha_noisy)]
             )
@@ -161,11 +173,8 @@ class WienerBeamformer:
         self._mc_a = phi @ inv
         self._solved += 1
 
-    def presence(self, x: np.ndarray) -> np.ndarray | None:
-        """Multichannel SPP of frames (T, K, M) from the spatial statistics, or None until
-        the noise statistics have settled (~1 s)."""
-        if self._solved < self._settle_groups:
-            return None
+    def _spatial_presence(self, x: np.ndarray) -> np.ndarray:
+        """Multichannel SPP of frames (T, K, M) from the last solve's spatial statistics."""
         beta = _sum_mics((x.conj() * np.matmul(self._mc_a, x[..., None])[..., 0]).real)
         xi = self._mc_xi
         exponent = np.clip(np.maximum(beta, 0.0) / (1.0 + xi), 0.0, 50.0)

@@ -31,6 +31,8 @@ class ChannelHealth:
         self._hops_since_clip = np.full(channels, 10**9)
         self.power = np.zeros(channels)
         self.dead = np.zeros(channels, bool)
+        #: per-hop sums of the last update, (T, C): the pipeline reuses them for DC removal
+        self.hop_sums = np.zeros((0, channels))
 
     def update(self, raw_hops: np.ndarray, scaled_hops: np.ndarray) -> np.ndarray:
         """raw_hops int16 (T, H, C); scaled_hops float (T, H, C), full scale = 1 (DC is ignored).
@@ -42,6 +44,7 @@ class ChannelHealth:
         if hops == 0:
             return np.zeros((0, self.dead.size))
         total = scaled_hops.sum(axis=1)
+        self.hop_sums = total
         hop_power = np.einsum("thc,thc->tc", scaled_hops, scaled_hops) / hop - (total / hop) ** 2
         if not self._started:
             self.power = hop_power[0].copy()  # start the smoother at the first hop
@@ -54,8 +57,8 @@ class ChannelHealth:
         self.power = s
         self.dead = self.verdict(s)
         # a hop clipped if it touched full scale; remember how many hops ago
-        clipped = (raw_hops.max(axis=1) >= _FULL_SCALE) | (raw_hops.min(axis=1) <= -_FULL_SCALE)
-        if clipped.any():
+        if raw_hops.max() >= _FULL_SCALE or raw_hops.min() <= -_FULL_SCALE:
+            clipped = (raw_hops.max(axis=1) >= _FULL_SCALE) | (raw_hops.min(axis=1) <= -_FULL_SCALE)
             last = np.where(clipped.any(0), hops - 1 - np.argmax(clipped[::-1], axis=0), -1)
             self._hops_since_clip = np.where(
                 last >= 0, hops - 1 - last, self._hops_since_clip + hops

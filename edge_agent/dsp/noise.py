@@ -42,11 +42,12 @@ class NoiseTracker:
         self._smoothed = np.zeros(bins)
         self._sub_minima = np.full((minimum_subwindows, bins), np.inf)
         self._current_minimum = np.full(bins, np.inf)
-        self._minimum = np.zeros(bins)
+        self._minimum = np.full(bins, _POWER_FLOOR)
+        self._scratch = np.empty(bins)
         self._frames = 0
 
-    def update(self, power: np.ndarray) -> np.ndarray:
-        """Take |Y|^2 of one frame; update the noise PSD; return the per-bin SPP."""
+    def update(self, power: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Take |Y|^2 of one frame; update the noise PSD; return the per-bin SPP (in `out`)."""
         self._frames += 1
         if self._frames <= self._startup:
             # the first ~0.1 s is taken as noise: a plain running mean, no speech decisions
@@ -54,29 +55,43 @@ class NoiseTracker:
                 self.noise_psd + (power - self.noise_psd) / self._frames, _POWER_FLOOR
             )
             self._smoothed = self.noise_psd.copy()
-            return np.zeros_like(power)
-        lam = self.noise_psd
-        spp = 1.0 / (1.0 + self._c1 * np.exp(-self._c2 * power / lam))
-        self._spp_smooth *= self._alpha_spp
-        self._spp_smooth += (1.0 - self._alpha_spp) * spp
-        # a bin "sure" of speech for long would never update: cap it (stagnation guard)
-        np.minimum(spp, np.where(self._spp_smooth > 0.99, 0.99, 1.0), out=spp)
-        expected_noise = lam + (1.0 - spp) * (power - lam)
-        lam = self._alpha * lam + (1.0 - self._alpha) * expected_noise
+            if out is None:
+                return np.zeros_like(power)
+            out[:] = 0.0
+            return out
+        # in place throughout: this runs once per 16 ms frame and numpy call overhead counts
+        lam, tmp = self.noise_psd, self._scratch
+        spp = np.divide(power, lam, out=out)
+        spp *= -self._c2
+        np.exp(spp, out=spp)
+        spp *= self._c1
+        spp += 1.0
+        np.reciprocal(spp, out=spp)
+        smooth = self._spp_smooth
+        smooth *= self._alpha_spp
+        np.multiply(spp, 1.0 - self._alpha_spp, out=tmp)
+        smooth += tmp
+        if smooth.max() > 0.99:
+            # a bin "sure" of speech for long would never update: cap it (stagnation guard)
+            np.minimum(spp, np.where(smooth > 0.99, 0.99, 1.0), out=spp)
+        # lam <- alpha lam + (1 - alpha) E[N^2 | Y],  E[N^2 | Y] = spp lam + (1 - spp) |Y|^2
+        step = power - lam
+        np.multiply(spp, self._alpha - 1.0, out=tmp)
+        tmp += 1.0 - self._alpha
+        step *= tmp
+        lam += step
         # minimum statistics over ~2 s (Martin's sub-window scheme): a floor that unsticks
         # an estimate left too low, e.g. after a silence-to-noise step
         self._smoothed *= 0.8
-        self._smoothed += 0.2 * power
+        np.multiply(power, 0.2, out=tmp)
+        self._smoothed += tmp
         np.minimum(self._current_minimum, self._smoothed, out=self._current_minimum)
         if self._frames % self._subwindow == 0:
             self._sub_minima = np.roll(self._sub_minima, 1, axis=0)
             self._sub_minima[0] = self._current_minimum
             self._current_minimum = self._smoothed.copy()
-            self._minimum = self._sub_minima.min(axis=0)
-            np.minimum(self._minimum, 1e30, out=self._minimum)
+            self._minimum = np.clip(self._sub_minima.min(axis=0), _POWER_FLOOR, 1e30)
         np.maximum(lam, self._minimum, out=lam)
-        np.maximum(lam, _POWER_FLOOR, out=lam)
-        self.noise_psd = lam
         return spp
 
 
@@ -88,12 +103,20 @@ class PostFilter:
         self._alpha = alpha_dd
         self._previous_speech = np.zeros(bins)
 
-    def gain(self, power: np.ndarray, noise_psd: np.ndarray) -> np.ndarray:
-        snr_post = power / noise_psd
-        snr_prior = self._alpha * self._previous_speech / noise_psd + (
-            1.0 - self._alpha
-        ) * np.maximum(snr_post - 1.0, 0.0)
-        g = snr_prior / (1.0 + snr_prior)
+    def gain(
+        self, power: np.ndarray, noise_psd: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Wiener gain per bin for one frame (written into `out` if given)."""
+        posterior = power / noise_psd
+        g = np.divide(self._previous_speech, noise_psd, out=out)
+        g *= self._alpha
+        posterior -= 1.0
+        np.maximum(posterior, 0.0, out=posterior)
+        posterior *= 1.0 - self._alpha
+        g += posterior  # the decision-directed a-priori SNR
+        np.add(g, 1.0, out=posterior)  # reuse the buffer: 1 + a-priori SNR
+        g /= posterior
         np.maximum(g, self._floor, out=g)
-        self._previous_speech = g * g * power
+        np.multiply(g, g, out=self._previous_speech)
+        self._previous_speech *= power
         return g

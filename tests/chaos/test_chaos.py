@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from cloud_relay.broker import free_port
 from support import ROOT, TcpProxy, jsonl, random_multichannel, read_wav, wait_for, write_wav

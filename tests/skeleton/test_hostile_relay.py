@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI, WebSocket
 
 from edge_agent.session import Session
-from scribelink import envelope as env
 from support import ROOT, jsonl, read_wav, wait_for
 
 

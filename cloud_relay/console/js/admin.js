@@ -4,7 +4,7 @@
 const REFRESH_MS = 2000;
 
 export function renderAdmin(root, { api, h, fmtClock, fmtDur, roomState, stateText }) {
-  const state = { health: null, users: [], audit: [], edits: new Map(), error: "" };
+  const state = { health: null, users: [], audit: [], edits: new Map(), names: new Map(), error: "" };
 
   root.replaceChildren(h("div", { class: "admin", id: "admin" },
     h("div", { class: "kpis", id: "kpis" }),
@@ -71,9 +71,14 @@ export function renderAdmin(root, { api, h, fmtClock, fmtDur, roomState, stateTe
     const scribes = state.users.filter((u) => u.role === "scribe");
     const rows = hl.units.map((u) => {
       const chosen = state.edits.get(u.id) || new Set(u.scribes);
-      const dirty = state.edits.has(u.id);
+      const name = state.names.has(u.id) ? state.names.get(u.id) : (u.room || "");
+      const dirty = state.edits.has(u.id) || state.names.has(u.id);
       return h("tr", { "data-unit": u.id },
-        h("td", {}, h("b", {}, u.room || u.id), h("div", { class: "muted mono" }, u.id)),
+        h("td", {}, h("input", { class: "room-name", value: name, "aria-label": `Room name for ${u.id}`, "data-room": u.id, oninput: (e) => {
+          state.names.set(u.id, e.target.value);
+          const btn = document.querySelector(`#assign button[data-save="${u.id}"]`);
+          if (btn) { btn.disabled = false; btn.className = "primary"; }
+        } }), h("div", { class: "muted mono" }, u.id)),
         h("td", {}, h("div", { class: "scribe-pick" }, scribes.map((s) => h("label", { title: s.has_key ? "key registered" : "has not signed in to the console yet" },
           h("input", { type: "checkbox", "data-scribe": s.id, checked: chosen.has(s.id), onchange: (e) => {
             const set = new Set(state.edits.get(u.id) || u.scribes);
@@ -82,7 +87,7 @@ export function renderAdmin(root, { api, h, fmtClock, fmtDur, roomState, stateTe
             renderAssign();
           } }), s.name, s.has_key ? "" : h("span", { class: "muted" }, " (no key)"))))),
         h("td", {}, h("div", { class: "actions" },
-          dirty ? h("button", { onclick: () => { state.edits.delete(u.id); renderAssign(); } }, "Undo") : null,
+          dirty ? h("button", { onclick: () => { state.edits.delete(u.id); state.names.delete(u.id); renderAssign(); } }, "Undo") : null,
           h("button", { class: dirty ? "primary" : "", disabled: !dirty, "data-save": u.id, onclick: () => save(u.id) }, "Save"))));
     });
     document.getElementById("assign").replaceChildren(h("table", { class: "list" },
@@ -91,7 +96,11 @@ export function renderAdmin(root, { api, h, fmtClock, fmtDur, roomState, stateTe
 
   async function save(unit) {
     try {
-      await api("PUT", "/api/admin/assignments", { unit, scribes: [...state.edits.get(unit)] });
+      if (state.names.has(unit)) {
+        await api("POST", "/api/admin/units", { id: unit, room: state.names.get(unit).trim() || null });
+        state.names.delete(unit);
+      }
+      if (state.edits.has(unit)) await api("PUT", "/api/admin/assignments", { unit, scribes: [...state.edits.get(unit)] });
       state.edits.delete(unit);
       document.activeElement?.blur();
       await refresh();

@@ -62,7 +62,7 @@ export function roomState(status, ageMs) {
 
 function stateText(r) {
   const st = r.state;
-  if (st === "offline") return r.buffered_s > 0.05 ? `Offline · ${r.buffered_s.toFixed(0)} s buffered on unit` : "Offline";
+  if (st === "offline") return r.buffered_s > 0.5 ? `Offline · ${r.estimate ? "~" : ""}${r.buffered_s.toFixed(0)} s buffered on unit` : "Offline";
   if (st === "catching_up") return `Catching up · ${r.buffered_s.toFixed(0)} s to go`;
   return STATE_LABEL[st] || st;
 }
@@ -89,6 +89,8 @@ const app = {
   ready: false,
   dirty: true,
   loaded: new Set(),
+  unreadable: new Set(), // sessions sealed for another key of this scribe
+  latencyMs: [],
 };
 
 async function api(method, path, body) {
@@ -164,7 +166,13 @@ async function start() {
   }
   app.identity = await loadOrCreateIdentity(app.me.user);
   const pub = b64encode(app.identity.publicRaw);
-  if (app.me.public_key !== pub) await api("PUT", "/api/me/key", { public_key: pub });
+  if (app.me.public_key !== pub) {
+    // a key registered from another browser stops working for new sessions: say so
+    app.keyNotice = app.me.public_key
+      ? "This browser now holds your key. Sessions sealed for your other browser open only there."
+      : null;
+    await api("PUT", "/api/me/key", { public_key: pub });
+  }
   $("key-state").textContent = `key ${app.identity.keyId.slice(0, 8)}`;
   app.receiver = new Receiver(app.identity, {
     onOpen: onSessionOpen, onAudio, onEvent, onMeta: () => { app.dirty = true; }, onError,
@@ -184,6 +192,37 @@ async function start() {
   app.ready = true;
   requestAnimationFrame(frame);
   setInterval(() => { app.dirty = true; maybeRechime(); }, 500);
+  setInterval(() => evict(), 5000);
+  setInterval(() => refreshRooms().catch(() => {}), 15000);
+}
+
+/** Pick up assignment changes (rooms given or taken away) without a reload. */
+async function refreshRooms() {
+  const rooms = await api("GET", "/api/console/rooms");
+  const ids = new Set(rooms.units.map((u) => u.id));
+  let changed = false;
+  for (const u of rooms.units) {
+    const r = app.rooms.get(u.id);
+    if (!r) {
+      app.rooms.set(u.id, { id: u.id, room: u.room || u.id, status: u.status, statusAtMs: u.status_age_s === null ? null : nowMs() - u.status_age_s * 1000, openSession: u.open_session, archive: [] });
+      if (u.open_session) loadSession(u.open_session, { backfill: true }).catch(reportLoadError);
+      changed = true;
+    } else if (r.room !== (u.room || u.id)) {
+      r.room = u.room || u.id;
+      changed = true;
+    }
+  }
+  for (const id of [...app.rooms.keys()]) {
+    if (!ids.has(id)) {
+      app.rooms.delete(id);
+      if (app.player.session?.unit === id) app.player.stop();
+      changed = true;
+    }
+  }
+  if (changed) {
+    if (!app.rooms.has(app.selectedUnit)) app.selectedUnit = app.rooms.keys().next().value || null;
+    renderScribe();
+  }
 }
 
 // ---------------------------------------------------------------------- live delivery
@@ -213,6 +252,14 @@ function connect() {
     } else if (m.type === "unit_status") {
       const r = app.rooms.get(m.unit);
       if (r) {
+        const st = m.status || {};
+        if (st.online && st.link !== "down") {
+          r.recording = st.capture === "live" || st.capture === "paused";
+          r.lastSpoolS = Number((st.spool || {}).seconds || 0);
+          r.offlineSinceMs = null;
+        } else if (!r.offlineSinceMs) {
+          r.offlineSinceMs = nowMs();
+        }
         r.status = m.status;
         r.statusAtMs = nowMs();
         if (m.status && m.status.session && m.status.session !== r.openSession && m.status.capture !== "idle") r.openSession = m.status.session;
@@ -248,7 +295,17 @@ function setLink() {
 async function loadSession(session, { backfill = false } = {}) {
   if (app.loaded.has(session) && !backfill) return;
   app.loaded.add(session);
-  const first = await api("GET", `/api/sessions/${session}/items?from_seq=0&limit=1000`);
+  let first;
+  try {
+    first = await api("GET", `/api/sessions/${session}/items?from_seq=0&limit=1000`);
+  } catch (e) {
+    if (e.status === 403) {
+      app.unreadable.add(session);
+      renderEvents();
+      return;
+    }
+    throw e;
+  }
   await feedPage(first, true);
   let next = first.next_seq;
   while (backfill && next !== null && next !== undefined) {
@@ -273,10 +330,9 @@ async function feedPage(page, withMeta) {
 async function fetchRange(s, fromSeq) {
   const page = await api("GET", `/api/sessions/${s.session}/items?from_seq=${fromSeq}&limit=500&events=false`);
   await feedPage(page, false);
-  if (!page.audio.length) {
-    // the relay has nothing from here yet (still arriving, or declared lost): step over it
-    s.lostAudio.add(fromSeq);
-  }
+  // what the relay does not have yet (still on its way, or lost) is played over, not waited on
+  const first = page.audio.length ? page.audio[0].seq : fromSeq + 1;
+  for (let q = fromSeq; q < first; q++) if (!s.chunks.get(q)?.pcm) s.skipped.add(q);
 }
 
 function reportLoadError(e) {
@@ -292,6 +348,32 @@ async function loadArchiveList(unitId) {
   } catch (e) {
     reportLoadError(e);
   }
+}
+
+// Decoded audio is kept where a scribe is likely to listen: the last minutes of each open
+// session, and around the playhead of the one being played. The rest is dropped from
+// memory (a clinic day would not fit) and fetched again, sealed, if they seek there.
+const KEEP = { liveS: 120, behindS: 600, aheadS: 120 };
+
+function evict(keep = KEEP) {
+  let dropped = 0;
+  for (const s of app.receiver.sessions.values()) {
+    const per = s.chunkSamples / s.sampleRate;
+    const spans = [];
+    if (!s.close) spans.push([s.maxSeq - keep.liveS / per, s.maxSeq]);
+    if (s.session === app.selectedSession && !s.close) spans.push([s.maxSeq - keep.behindS / per, s.maxSeq]);
+    if (app.player.session === s && app.player.mode !== "stopped") {
+      const q = Math.floor(app.player.playedSample / s.chunkSamples);
+      spans.push([q - keep.behindS / per, q + keep.aheadS / per]);
+    }
+    for (const [q, c] of s.chunks) {
+      if (c.pcm && !spans.some(([a, b]) => q >= a && q <= b)) {
+        c.pcm = null;
+        dropped += 1;
+      }
+    }
+  }
+  return dropped;
 }
 
 // ---------------------------------------------------------------------- receiver callbacks
@@ -316,7 +398,12 @@ function onSessionOpen(s, via) {
 }
 
 function onAudio(s, header, pcm, via) {
-  if (via === "live") app.player.pushLive(s, header.seq, pcm);
+  if (via === "live") {
+    app.player.pushLive(s, header.seq, pcm);
+    // capture (first sample of the chunk, unit clock) to decoded here: one box in tests
+    app.latencyMs.push(Date.now() - header.captureUs / 1000);
+    if (app.latencyMs.length > 5000) app.latencyMs.shift();
+  }
   app.dirty = true;
 }
 
@@ -327,6 +414,10 @@ function onEvent(s, ev, via) {
 }
 
 function onError(rec) {
+  if (rec.error === "session_not_wrapped_for_me") {
+    app.unreadable.add(rec.session);
+    renderEvents();
+  }
   app.errors.push({ ...rec, at: Date.now() });
   if (app.errors.length > 200) app.errors.shift();
   app.dirty = true;
@@ -458,23 +549,38 @@ function currentSession() {
 
 function roomInfo(r) {
   const age = r.statusAtMs === null ? null : nowMs() - r.statusAtMs;
-  return roomState(r.status, age);
+  const st = roomState(r.status, age);
+  if (st.state === "offline" && r.recording && r.offlineSinceMs) {
+    // the unit keeps recording into its spool while the link is down: estimate the backlog
+    st.buffered_s = Math.max(st.buffered_s, (r.lastSpoolS || 0) + (nowMs() - r.offlineSinceMs) / 1000);
+    st.estimate = true;
+  }
+  return st;
 }
 
 function renderScribe() {
   $("nav").replaceChildren();
   const view = $("view");
   view.replaceChildren(
-    h("aside", { class: "rooms", "aria-label": "Your rooms" }, h("div", { class: "pane-title" }, "Your rooms"), h("div", { id: "room-list" })),
+    h("aside", { class: "rooms", "aria-label": "Your rooms" }, h("div", { class: "pane-title" }, "Your rooms"), h("div", { id: "room-list" }),
+      h("div", { class: "spacer" }),
+      app.keyNotice ? h("div", { class: "notice", id: "key-notice" }, app.keyNotice) : null,
+      h("div", { class: "rooms-foot muted" }, "Press ", h("kbd", {}, "?"), " for shortcuts")),
     h("section", { class: "room-view", id: "room-view" }),
   );
   renderRooms();
   renderRoomView();
 }
 
+let roomsSig = "";
 function renderRooms() {
   const list = $("room-list");
   if (!list) return;
+  // rebuild only on change, so a click never lands on a node being replaced
+  const sig = JSON.stringify([app.selectedUnit, [...app.rooms.values()].map((r) => [r.id, stateText(roomInfo(r)),
+    openCues().filter((c) => c.unit === r.id).length])]);
+  if (sig === roomsSig && list.childElementCount) return;
+  roomsSig = sig;
   if (!app.rooms.size) {
     list.replaceChildren(h("div", { class: "empty" }, "No rooms are assigned to you yet. Ask clinic IT."));
     return;
@@ -545,7 +651,12 @@ function renderEvents() {
   if (!el) return;
   const s = currentSession();
   if (!s) {
-    el.replaceChildren(h("div", { class: "empty" }, app.rooms.get(app.selectedUnit)?.openSession ? "Opening the session…" : "No session yet. The room's audio appears here when the unit starts one."));
+    const open = app.rooms.get(app.selectedUnit)?.openSession;
+    el.replaceChildren(h("div", { class: "empty" }, !open
+      ? "No session yet. The room's audio appears here when the unit starts one."
+      : app.unreadable.has(open) || app.unreadable.has(app.selectedSession)
+        ? "This session was sealed before this browser's key was registered, so it cannot be opened here. The unit starts a new session for this key within seconds."
+        : "Opening the session…"));
     return;
   }
   const rows = [];
@@ -581,11 +692,18 @@ function renderEvents() {
     : h("div", { class: "empty" }, "No events yet."));
 }
 
+let archiveSig = "";
 function renderArchive() {
   const el = $("archive");
   if (!el) return;
   const r = app.rooms.get(app.selectedUnit);
   const list = r?.archive || [];
+  const sig = JSON.stringify([app.selectedSession, list.map((x) => {
+    const local = app.receiver.sessions.get(x.session);
+    return [x.session, x.closed_us, local ? Math.floor(local.durationS) : x.audio_max_seq, local ? local.events.length : x.events];
+  })]);
+  if (sig === archiveSig && el.childElementCount) return;
+  archiveSig = sig;
   if (!list.length) {
     el.replaceChildren(h("div", { class: "empty" }, "No archived sessions sealed for you in this room."));
     return;
@@ -717,7 +835,7 @@ function drawTimeline() {
     const ch = s.chunks.get(q);
     if (!ch) { flush(); continue; }
     const t0 = (ch.captureUs - s.startedUs) / 1e6;
-    const t1 = t0 + ch.pcm.length / s.sampleRate;
+    const t1 = t0 + ch.n / s.sampleRate;
     if (run && run.via === ch.via && t0 - run.t1 < 0.25) run.t1 = t1;
     else { flush(); run = { via: ch.via, t0, t1 }; }
   }
@@ -914,6 +1032,7 @@ function installTestHooks() {
       events: s.events.map((e) => ({ kind: e.kind, seq: e.seq, cue_id: e.cue_id, t_s: e.t_s })),
       chunkSamples: s.chunkSamples, sampleRate: s.sampleRate, lost: s.lostAudio.size,
       live: [...s.chunks.values()].filter((c) => c.via === "live").length,
+      decoded: [...s.chunks.values()].filter((c) => c.pcm).length,
     })),
     async sessionPcm(session) {
       const s = app.receiver.sessions.get(session);
@@ -928,6 +1047,13 @@ function installTestHooks() {
       return { sha256: await sha256Hex(pcm), samples: pcm.length / 2, chunks: seqs.length, contiguous: seqs.length === s.maxSeq + 1 };
     },
     cues: () => [...app.cues.values()],
+    audioLatency() {
+      const v = [...app.latencyMs].sort((a, b) => a - b);
+      const q = (f) => v[Math.min(v.length - 1, Math.floor(f * (v.length - 1)))];
+      return { n: v.length, p50_ms: q(0.5), p95_ms: q(0.95), max_ms: v[v.length - 1],
+        buffer_target_ms: (app.player.stats.target / (app.player.ctx?.sampleRate || 16000)) * 1000,
+        output_latency_ms: (app.player.ctx?.outputLatency || 0) * 1000 };
+    },
     counters: () => app.receiver.counters,
     errors: () => app.errors,
     playback: () => ({ mode: app.player.mode, session: app.player.session?.session, paused: app.player.paused,
@@ -939,6 +1065,7 @@ function installTestHooks() {
       return { sha256: await sha256Hex(new Uint8Array(pcm.buffer, pcm.byteOffset, pcm.byteLength)), samples: pcm.length, startSample: app.player.record.startSample };
     },
     seekTo: (t) => seekTo(t),
+    evict: (keep) => evict(keep),
     replayBefore: (key, s) => replayBefore(app.cues.get(key), s),
     selectRoom: (u, s) => selectRoom(u, s),
   };

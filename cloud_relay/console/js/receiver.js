@@ -24,9 +24,10 @@ export class SessionState {
     this.chunkMs = open.chunk_ms || 40;
     this.chunkSamples = Math.round((this.sampleRate * this.chunkMs) / 1000);
     this.startedUs = open.started_us || 0;
-    this.chunks = new Map(); // seq -> {pcm: Int16Array, captureUs, via}
+    this.chunks = new Map(); // seq -> {pcm: Int16Array | null (evicted), n, captureUs, via}
     this.maxSeq = -1;
-    this.lostAudio = new Set();
+    this.lostAudio = new Set(); // declared lost by the unit (gap records)
+    this.skipped = new Set(); // not at the relay when playback needed it: played over
     this.gaps = [];
     this.events = [];
     this.nextEvent = 0;
@@ -68,8 +69,8 @@ export class SessionState {
     const out = [];
     for (let s = seq; s < seq + maxChunks && s <= this.maxSeq; s++) {
       const c = this.chunks.get(s);
-      if (c) out.push({ seq: s, pcm: c.pcm });
-      else if (this.lostAudio.has(s)) continue;
+      if (c && c.pcm) out.push({ seq: s, pcm: c.pcm });
+      else if (this.lostAudio.has(s) || this.skipped.has(s)) continue;
       else break;
     }
     return out;
@@ -170,7 +171,8 @@ export class Receiver {
       this.pending.set(header.session, q);
       return;
     }
-    if (via !== "live" && header.type === TYPE_AUDIO && s.chunks.has(header.seq)) return;
+    const known = header.type === TYPE_AUDIO ? s.chunks.get(header.seq) : null;
+    if (via !== "live" && known && known.pcm) return;
     let opened;
     try {
       opened = await openEnvelope(frame, s.key);
@@ -180,7 +182,14 @@ export class Receiver {
       return;
     }
     // authenticate first, then deduplicate (as the reference receiver does)
-    if (header.type === TYPE_AUDIO && s.chunks.has(header.seq)) {
+    if (known && via !== "live") {
+      // an evicted chunk fetched again from the archive for a replay
+      const b = opened.body;
+      known.pcm = new Int16Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+      this.h.onAudio?.(s, header, known.pcm, "refetch");
+      return;
+    }
+    if (known) {
       if (via === "live") this.error("replayed", `audio seq=${header.seq} already received`, { session: s.session, seq: header.seq });
       return;
     }
@@ -200,7 +209,7 @@ export class Receiver {
           via = "backfill";
         }
       }
-      s.chunks.set(header.seq, { pcm, captureUs: header.captureUs, via });
+      s.chunks.set(header.seq, { pcm, n: pcm.length, captureUs: header.captureUs, via });
       s.maxSeq = Math.max(s.maxSeq, header.seq);
       this.counters.chunks += 1;
       this.h.onAudio?.(s, header, pcm, via);

@@ -1,0 +1,30 @@
+"""Console fixtures: the system Chromium driven by Playwright (no `playwright install`),
+and helpers to sign a scribe in through the real page."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from console_support import CHROMIUM, CHROMIUM_ARGS
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e .[dev]")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (set SCRIBELINK_CHROMIUM)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(chromium):
+    ctx = chromium.new_context(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
+    yield ctx
+    ctx.close()

@@ -1,0 +1,541 @@
+"""The console end to end: a real mosquitto (mTLS), the relay, the unit agent capturing
+through ALSA's file plugin, the Python reference scribe client, and headless Chromium.
+
+One system per module, its tests in order: live PCM, seek, cues (latency and the ack
+reaching the unit), replay before a cue, access control over HTTP and WebSocket, a blind
+archive, and screenshots of the room and admin views.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+from console_support import SCREENSHOTS, open_console, poll
+from support import PY, ROOT, make_broker, make_relay, random_multichannel, read_wav, write_wav
+from unit_sim import MqttUnit, SimSession, now_us
+
+from scribelink import envelope as env
+
+AGENT_SECONDS = 16.0
+SCRIBE = ("scribe-alex", "scribe-alex-pass-1")  # the browser
+REFERENCE = ("scribe-ref", "scribe-ref-pass-1")  # the Python reference client
+OTHER = ("scribe-bo", "scribe-bo-pass-1")  # assigned to nothing at first
+
+
+def wait_for(fn, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _run(coro_fn):
+    try:
+        return asyncio.run(coro_fn())
+    except BaseException as e:  # noqa: BLE001 - handed back to the test thread
+        return e
+
+
+class System:
+    def __init__(self, tmp: Path, agent_seconds: float = AGENT_SECONDS) -> None:
+        self.tmp = tmp
+        self.broker = make_broker(tmp, ["unit-a", "unit-b"])
+        self.relay = make_relay(tmp, self.broker)
+        self.procs: list[subprocess.Popen] = []
+        for uid, pw in (SCRIBE, REFERENCE, OTHER):
+            self.relay.add_user(uid, "scribe", pw)
+        for unit, room in (("unit-a", "Exam 1"), ("unit-b", "Exam 2")):
+            self.relay.api("POST", "/api/admin/units", json={"id": unit, "room": room}
+                           ).raise_for_status()
+        self.assign("unit-a", [SCRIBE[0], REFERENCE[0]])
+        self.assign("unit-b", [SCRIBE[0]])
+        self.input = random_multichannel(agent_seconds, channels=4, seed=7)
+        self.sim_pcm = random_multichannel(40, channels=1, seed=11)[:, 0]
+        self.agent_session: str | None = None
+        self.sim: SimSession | None = None
+        self.cue_report: dict = {}
+
+    def assign(self, unit: str, scribes: list[str]) -> None:
+        self.relay.api("PUT", "/api/admin/assignments", json={"unit": unit, "scribes": scribes}
+                       ).raise_for_status()
+
+    def users(self) -> dict:
+        return {u["id"]: u for u in self.relay.api("GET", "/api/admin/users").json()}
+
+    def start_reference_client(self) -> Path:
+        d = self.tmp / "ref"
+        d.mkdir(exist_ok=True)
+        (d / "pw").write_text(REFERENCE[1])
+        log = open(d / "client.log", "ab")  # noqa: SIM115 - the child writes it
+        self.procs.append(subprocess.Popen(
+            [PY, "-m", "cloud_relay.scribe_client", "--relay", self.relay.url, "--user",
+             REFERENCE[0], "--password-file", str(d / "pw"), "--key", str(d / "scribe.key"),
+             "--wav", str(d / "scribe.wav"), "--events", str(d / "events.jsonl"),
+             "--exit-when-complete"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+        return d
+
+    def start_agent(self, puck_link: Path | None = None) -> subprocess.Popen:
+        d = self.tmp / "unit-a"
+        d.mkdir(exist_ok=True)
+        wav = d / "input.wav"
+        write_wav(wav, self.input)
+        raw = d / "input.raw"
+        raw.write_bytes(self.input.astype("<i2").tobytes())
+        alsa = d / "asound.conf"
+        system = Path("/usr/share/alsa/alsa.conf")
+        alsa.write_text((f"<{system}>\n" if system.exists() else "")
+                        + "pcm.scribelink_test {\n  type file\n  slave.pcm \"null\"\n"
+                        f"  file \"/dev/null\"\n  infile \"{raw}\"\n  format \"raw\"\n}}\n")
+        p = self.broker.pki
+        conf = d / "agent.toml"
+        conf.write_text(
+            f'unit_id = "unit-a"\nstate_dir = "{d / "state"}"\nexit_when_done = true\n'
+            f'[capture]\ndevice = "scribelink_test"\nchannels = 4\nperiod_frames = 320\n'
+            f'pace_realtime = true\nspeed = 1.0\nstop_after_frames = {len(self.input)}\n'
+            f'resume_input = true\n[dsp]\nmode = "off"\n[session]\nchunk_ms = 40\n'
+            f'[spool]\ndir = "{d / "spool"}"\n'
+            f'[broker]\nurl = "{self.broker.url}"\nca_file = "{p["ca"]}"\n'
+            f'cert_file = "{p["units"]["unit-a"].cert}"\nkey_file = "{p["units"]["unit-a"].key}"\n'
+            + (f'[puck]\nport = "{puck_link}"\n' if puck_link else ""))
+        log = open(d / "agent.log", "ab")  # noqa: SIM115 - the child writes it
+        proc = subprocess.Popen([PY, "-m", "edge_agent", "run", "--config", str(conf)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "ALSA_CONFIG_PATH": str(alsa)})
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        self.relay.stop()
+        self.broker.stop()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    s = System(tmp_path_factory.mktemp("console"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def scribe_page(system, chromium):
+    ctx = chromium.new_context(viewport={"width": 1440, "height": 900})
+    page = open_console(ctx, system.relay.url, *SCRIBE)
+    yield page
+    ctx.close()
+
+
+def js(page, expr: str, arg=None):
+    return page.evaluate(expr, arg)
+
+
+def played(page, n: int) -> dict | None:
+    """The hash of the first n samples the last replay fed the worklet, once it has n."""
+    r = js(page, "(n) => window.__scribelinkTest.playbackHash(n)", n)
+    return r if r and r["samples"] >= n else None
+
+
+# ---------------------------------------------------------------------- live audio
+
+
+def test_live_audio_in_the_page_equals_what_the_unit_sealed(system, scribe_page):
+    page = scribe_page
+    # the browser registered its own key on sign-in; the reference client registers its own
+    wait_for(lambda: system.users()[SCRIBE[0]]["has_key"], 10, "the browser's key")
+    ref_dir = system.start_reference_client()
+    wait_for(lambda: system.users()[REFERENCE[0]]["has_key"], 15, "the reference key")
+    agent = system.start_agent()
+
+    # one click on the room, one on play: audio starts
+    page.click('.room-item[data-unit="unit-a"]')
+    def agent_session():
+        if agent.poll() not in (None, 0):
+            log = (system.tmp / "unit-a" / "agent.log").read_text()[-3000:]
+            raise AssertionError(f"the agent exited with {agent.returncode}:\n{log}")
+        return [s for s in js(page, "window.__scribelinkTest.sessions()")
+                if s["unit"] == "unit-a" and s["maxSeq"] >= 0]
+
+    sess = wait_for(agent_session, 30, "the agent's session in the page")[0]
+    system.agent_session = sess["session"]
+    page.click("#play")
+    wait_for(lambda: js(page, "window.__scribelinkTest.playback()")["mode"] == "live", 5, "live")
+    played = wait_for(lambda: (js(page, "window.__scribelinkTest.playback()")["level"]["peak"] > 0
+                               and js(page, "window.__scribelinkTest.playback()")), 10,
+                      "audio out of the worklet")
+    assert played["stats"]["buffered"] < 16000 * 0.5  # live, not a growing backlog
+
+    # a reload mid-session (same browser, same key): the page backfills what it missed
+    # from the sealed archive and follows live from the stream head
+    time.sleep(3)
+    page.reload()
+    poll(page, "() => window.__scribelinkTest && window.__scribelinkTest.ready()", 15)
+    page.click('.room-item[data-unit="unit-a"]')
+    page.click("#play")
+
+    # the relay restarts mid-session: the page reconnects and resumes from its cursor
+    time.sleep(1.5)
+    system.relay.stop()
+    poll(page, "() => !window.__scribelinkTest.app.wsUp", 5)
+    system.relay.start()
+    poll(page, "() => window.__scribelinkTest.app.wsUp", 15)
+    time.sleep(1.0)  # latency is measured in steady state, after the outage drained
+    js(page, "() => { window.__scribelinkTest.app.latencyMs.length = 0; }")
+
+    wait_for(lambda: agent.poll() is not None, AGENT_SECONDS + 60, "the agent to finish")
+    assert agent.returncode == 0
+    info = wait_for(lambda: [s for s in js(page, "window.__scribelinkTest.sessions()")
+                             if s["session"] == system.agent_session and s["closed"]], 20,
+                    "session_close in the page")[0]
+    wait_for(lambda: js(page, "(s) => window.__scribelinkTest.sessionHash(s)",
+                        system.agent_session)["contiguous"], 20, "every chunk in the page")
+    page_pcm = js(page, "(s) => window.__scribelinkTest.sessionPcm(s)", system.agent_session)
+    got = np.frombuffer(base64.b64decode(page_pcm["b64"]), "<i2")
+
+    # the reference receiver wrote the same samples
+    wait_for(lambda: system.procs[0].poll() is not None, 30, "the reference client to finish")
+    ref = read_wav(ref_dir / "scribe.wav")[:, 0]
+    assert hashlib.sha256(got.tobytes()).hexdigest() == hashlib.sha256(ref.tobytes()).hexdigest()
+    # ... which is the input's reference channel, sample for sample (dsp off)
+    ch0 = system.input[:, 0]
+    assert len(got) == len(ch0), (len(got), len(ch0), info)
+    assert np.array_equal(got, ch0)
+    mix = next(s for s in js(page, "window.__scribelinkTest.sessions()")
+               if s["session"] == system.agent_session)
+    assert 0 < mix["live"] < mix["chunks"], mix  # part backfilled, part live
+    counters = js(page, "window.__scribelinkTest.counters()")
+    assert counters["tampered"] == counters["malformed"] == 0
+    lat = js(page, "window.__scribelinkTest.audioLatency()")
+    print("audio capture->decoded in page:", json.dumps(lat))
+    (system.tmp / "audio_latency.json").write_text(json.dumps(lat))
+    assert lat["n"] > 50 and lat["p95_ms"] < 500, lat  # budget (120 ms) is for benchmarks
+
+
+def test_seeking_plays_the_requested_stretch(system, scribe_page):
+    page = scribe_page
+    ch0 = system.input[:, 0]
+    for t in (3.0, 7.52, 0.0):
+        js(page, "(t) => window.__scribelinkTest.seekTo(t)", t)
+        n = 3 * 16000 if t < 8 else int((AGENT_SECONDS - 8) * 16000)
+        out = wait_for(lambda n=n: played(page, n), 15, f"seek to {t}")
+        start = out["startSample"]
+        assert start == (round(t * 1000) // 40) * 640  # chunk-aligned, at the requested time
+        want = hashlib.sha256(ch0[start:start + n].tobytes()).hexdigest()
+        assert out["sha256"] == want, f"seek to {t}s played the wrong stretch"
+
+
+# ---------------------------------------------------------------------- cues
+
+
+def sim_script(system: System, sim: SimSession, marks: dict) -> None:
+    """8 s of audio, a 2 s privacy pause, then 16 s of audio with 10 chunks lost (declared)."""
+    sim.status("live")
+    sim.audio(8.0)
+    marks["pause_seq"], marks["pause_us"] = sim.event("privacy_pause", audio_seq=200)
+    sim.status("paused")
+    time.sleep(2.0)
+    marks["resume_seq"], marks["resume_us"] = sim.event("privacy_resume", audio_seq=200)
+    sim.status("live")
+    resume_clock = now_us()
+    sim.audio(7.0, clock_us=resume_clock, skip_publish=set(range(300, 310)))
+    sim.gap(300, 309, "spool_full")
+    sim.status("live", spool_seconds=0.0)
+    sim.audio(9.0)
+    marks["audio_done"] = time.time()
+
+
+def test_cues_reach_the_page_within_budget_and_acks_reach_the_unit(system, scribe_page):
+    page = scribe_page
+    unit = MqttUnit(system.broker, "unit-b")
+    sim = SimSession(unit, system.sim_pcm, room="Exam 2")
+    system.sim = sim
+    marks: dict = {}
+    runner = threading.Thread(target=sim_script, args=(system, sim, marks), daemon=True)
+    runner.start()
+    page.click('.room-item[data-unit="unit-b"]')
+    wait_for(lambda: any(s["session"] == sim.hex for s in
+                         js(page, "window.__scribelinkTest.sessions()")), 10, "sim session")
+    page.click("#play")
+
+    time.sleep(10.6)  # into the second stretch of audio, after the pause
+    cues = []
+    for _ in range(20):
+        cue_id, _seq = sim.cue()
+        key = f"{sim.hex}:{cue_id}"
+        cue = wait_for(lambda k=key: next((c for c in js(page, "window.__scribelinkTest.cues()")
+                                           if c["key"] == k and c["shown_ms"]), None),
+                       5, f"cue {cue_id} in the page")
+        # the banner shows it until acknowledged
+        assert page.is_visible("#cue-banner")
+        assert "Cue from Exam 2" in page.inner_text("#cue-banner")
+        assert js(page, "window.__scribelinkTest.app.lastChime") > 0
+        page.keyboard.press("a")
+        cues.append(cue)
+        time.sleep(0.3)
+    last_id, _ = sim.cue()  # left open: it stays on screen (and in the screenshot)
+    last_key = f"{sim.hex}:{last_id}"
+    wait_for(lambda: any(c["key"] == last_key for c in js(page, "window.__scribelinkTest.cues()")),
+             5, "the last cue")
+
+    # acknowledgements reach the unit's control topic (what lights "seen" on the puck)
+    wait_for(lambda: len(unit.acks()) >= 20, 10, "acks")
+    acks = unit.acks()
+    assert sorted(a["cue_id"] for a in acks) == list(range(1, 21))
+    assert all(a["session"] == sim.hex and a["scribe"] == SCRIBE[0] for a in acks)
+    audit = system.relay.api("GET", "/api/admin/audit?limit=500").json()
+    assert sum(1 for a in audit if a["action"] == "cue_ack" and a["target"] == "unit-b") >= 20
+
+    # latency: the relay's receive time of each cue's event vs the alert on screen
+    items = system.relay.api("GET", f"/api/sessions/{sim.hex}/items?limit=1",
+                             uid=SCRIBE[0]).json()
+    received = {e["seq"]: e["received_us"] for e in items["events"]}
+    lat_ms = sorted(c["shown_ms"] - received[c["seq"]] / 1000 for c in cues)
+    paint_ms = sorted(c["paint_ms"] - received[c["seq"]] / 1000 for c in cues if c["paint_ms"])
+    p95 = lat_ms[int(0.95 * (len(lat_ms) - 1))]
+    acked_ms = {c["cue_id"]: c["acked_ms"] for c in js(page, "window.__scribelinkTest.cues()")
+                if c.get("acked_ms")}
+    ack_ms = sorted(at * 1000 - acked_ms[m["cue_id"]] for m, at in zip(
+        unit.control, unit.control_at, strict=True) if m.get("type") == "cue_ack")
+    system.cue_report = {"n": len(lat_ms), "p50_ms": lat_ms[len(lat_ms) // 2], "p95_ms": p95,
+                         "max_ms": lat_ms[-1],
+                         "paint_p95_ms": paint_ms[int(0.95 * (len(paint_ms) - 1))]
+                         if paint_ms else None,
+                         "ack_to_unit_p95_ms": ack_ms[int(0.95 * (len(ack_ms) - 1))]}
+    print("cue latency relay->alert:", json.dumps(system.cue_report))
+    (system.tmp / "cue_latency.json").write_text(json.dumps(system.cue_report))
+    assert p95 <= 100, system.cue_report
+    assert min(lat_ms) > -5  # same clock: an alert cannot precede the relay's receipt
+
+    # the room view, live, with a cue waiting: the screenshot
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(600)
+    page.screenshot(path=str(SCREENSHOTS / "room.png"))
+    page.keyboard.press("t")  # the light palette, for bright rooms
+    page.wait_for_timeout(150)
+    page.screenshot(path=str(SCREENSHOTS / "room-light.png"))
+    page.keyboard.press("t")
+    wait_for(lambda: marks.get("audio_done") or None, 40, "the scripted audio", interval=0.2)
+    system.sim_marks = marks
+    system.sim_unit = unit
+    system.last_cue_key = last_key
+
+
+def test_replay_before_a_cue_plays_that_stretch(system, scribe_page):
+    page = scribe_page
+    sim = system.sim
+    cue = next(c for c in js(page, "window.__scribelinkTest.cues()")
+               if c["key"] == system.last_cue_key)
+    # memory is bounded: drop the decoded audio, so the replay must fetch it, still sealed,
+    # from the relay's archive and open it again here
+    dropped = js(page, "window.__scribelinkTest.evict({liveS: 0, behindS: 0, aheadS: 0})")
+    info = next(s for s in js(page, "window.__scribelinkTest.sessions()")
+                if s["session"] == sim.hex)
+    assert dropped > 400 and info["decoded"] <= 2, (dropped, info)
+    page.click("#banner-replay")  # "replay the 15 s before this cue"
+    n = 15 * 16000
+    out = wait_for(lambda: played(page, n), 30, "15 s replayed")
+    # where the page should start: 15 s of session time before the cue, through the pause
+    t0 = cue["t_s"] - 15
+    pause_t = (system.sim_marks["pause_us"] - sim.started_us) / 1e6
+    assert t0 < pause_t, "the script puts the replay start before the privacy pause"
+    start_seq = int(t0 / 0.04)
+    assert out["startSample"] == start_seq * 640
+    lost = set(range(300, 310))
+    chunks = [sim.pcm[q * 640:(q + 1) * 640] for q in range(start_seq, start_seq + 400)
+              if q not in lost]
+    want = np.concatenate(chunks)[:n]
+    assert out["sha256"] == hashlib.sha256(want.tobytes()).hexdigest()
+    page.keyboard.press("a")  # acknowledge the last one too
+    wait_for(lambda: page.is_hidden("#cue-banner"), 5, "the banner to clear")
+    wait_for(lambda: len(system.sim_unit.acks()) >= 21, 10, "the last ack")
+    system.sim.close()
+
+
+def test_room_states_follow_the_unit(system, scribe_page):
+    page = scribe_page
+    sim = SimSession(system.sim_unit, system.sim_pcm, room="Exam 2")
+    row = '.room-item[data-unit="unit-b"]'
+    try:
+        for status, state, text in (
+            ({"capture": "live"}, "live", "Live"),
+            ({"capture": "paused"}, "paused", "Privacy pause"),
+            ({"capture": "live", "spool_seconds": 42.0}, "catching_up", "Catching up · 42 s to go"),
+            ({"capture": "live", "online": False, "link": "lost", "spool_seconds": 3.0}, "offline",
+             "Offline"),
+            ({"capture": "idle"}, "idle", "Idle"),
+        ):
+            sim.status(**status)
+            page.wait_for_selector(f'{row}[data-state="{state}"]', timeout=5000)
+            assert text in page.inner_text(row)
+    finally:
+        sim.status("idle")
+        sim.close()
+
+
+# ---------------------------------------------------------------------- access control
+
+
+def test_a_scribe_cannot_list_or_open_rooms_not_assigned(system):
+    r = system.relay
+    sess = system.agent_session
+    assert sess
+    other = {"Authorization": f"Bearer {r.token(OTHER[0])}"}
+    g = lambda path: httpx.get(r.url + path, headers=other, timeout=10)
+    assert g("/api/console/rooms").json()["units"] == []
+    assert g("/api/me/units").json() == []
+    assert g("/api/console/units/unit-a/sessions").status_code == 403
+    assert g("/api/units/unit-a/sessions").status_code == 403
+    assert g(f"/api/sessions/{sess}/items").status_code == 403
+    assert g(f"/api/sessions/{sess}/items?from_seq=10&events=false").status_code == 403
+    # admins run the clinic; they do not get sealed audio either
+    assert r.api("GET", f"/api/sessions/{sess}/items").status_code == 403
+    # assigned now, but the session was sealed before: still not theirs
+    system.assign("unit-a", [SCRIBE[0], REFERENCE[0], OTHER[0]])
+    try:
+        assert g("/api/console/units/unit-a/sessions").json() == []
+        resp = g(f"/api/sessions/{sess}/items")
+        assert resp.status_code == 403 and "not sealed for you" in resp.text
+    finally:
+        system.assign("unit-a", [SCRIBE[0], REFERENCE[0]])
+
+    async def ws_checks():
+        url = r.url.replace("http", "ws", 1) + "/ws"
+        tok = r.token(OTHER[0])
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"type": "hello", "token": tok, "cursor": 0,
+                                      "units": ["unit-a"]}))
+            msg = json.loads(await ws.recv())
+            assert msg["type"] == "error" and msg["error"] == "forbidden"
+            with pytest.raises(websockets.ConnectionClosed) as e:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert e.value.rcvd.code == 4403
+        async with websockets.connect(url) as ws:  # whole history from cursor 0: nothing
+            await ws.send(json.dumps({"type": "hello", "token": tok, "cursor": 0}))
+            welcome = json.loads(await ws.recv())
+            assert welcome["type"] == "welcome" and welcome["units"] == []
+            got = []
+            try:
+                while True:
+                    got.append(await asyncio.wait_for(ws.recv(), 1.5))
+            except TimeoutError:
+                pass
+            assert not [m for m in got if isinstance(m, bytes)]
+            assert not [m for m in got if json.loads(m).get("type") != "unit_status"]
+            # an ack for someone else's room goes nowhere
+            await ws.send(json.dumps({"type": "cue_ack", "unit": "unit-b", "session": "00" * 16,
+                                      "cue_id": 1, "event_seq": 0}))
+            await asyncio.sleep(0.5)
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"type": "hello", "token": "forged", "cursor": 0}))
+            assert json.loads(await ws.recv())["error"] == "unauthorized"
+
+    # Playwright's sync API owns this thread's event loop: run the client in another
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(_run(ws_checks)))
+    t.start()
+    t.join(60)
+    if result and isinstance(result[0], BaseException):
+        raise result[0]
+    assert result == [None]
+    audit = r.api("GET", "/api/admin/audit?limit=500").json()
+    acts = {(a["actor"], a["action"]) for a in audit}
+    assert (OTHER[0], "ws_denied") in acts and (OTHER[0], "archive_denied") in acts
+    assert (OTHER[0], "cue_ack_denied") in acts
+    assert len(system.sim_unit.acks()) == 21  # the forged ack never reached unit-b
+
+
+# ---------------------------------------------------------------------- a blind archive
+
+
+def test_the_relay_holds_no_plaintext_and_no_key(system):
+    data = Path(system.relay.dir / "data")
+    blobs = b"".join(p.read_bytes() for p in data.iterdir() if p.is_file())
+    assert len(blobs) > 500_000  # the sealed archive really is there
+    pcm_a = system.input[:, 0].astype("<i2").tobytes()
+    pcm_b = system.sim_pcm.astype("<i2").tobytes()
+    for pcm in (pcm_a, pcm_b):
+        for off in range(0, len(pcm) - 64, len(pcm) // 50):
+            window = pcm[off:off + 32]
+            if len(set(window)) > 8:  # skip near-silence, which could match by chance
+                assert window not in blobs, "plaintext audio in the relay's files"
+    # sealed event bodies ({"v":1,"kind":...}); cue ids in clear acks are routing metadata
+    for marker in (b'"kind":"cue"', b'"kind":"privacy_pause"', b'"kind":"session_start"',
+                   b'"kind":"session_end"'):
+        assert marker not in blobs, f"plaintext event {marker!r} in the relay's files"
+    key = system.sim.key
+    for form in (key, key.hex().encode(), base64.b64encode(key)):
+        assert form not in blobs, "a session key in the relay's files"
+    from cryptography.hazmat.primitives import serialization
+
+    ref_key = serialization.load_pem_private_key(
+        (system.tmp / "ref" / "scribe.key").read_bytes(), password=None)
+    raw = ref_key.private_bytes_raw()
+    assert raw not in blobs and base64.b64encode(raw) not in blobs
+    # the database has sealed envelopes, each of which opens only with the session key
+    db = sqlite3.connect(str(data / "relay.db"))
+    rows = db.execute("SELECT payload FROM stream WHERE session=? AND kind='audio' LIMIT 5",
+                      (system.sim.hex,)).fetchall()
+    for (payload,) in rows:
+        env.parse_header(bytes(payload))
+        env.open_envelope(bytes(payload), key)  # authentic ...
+        with pytest.raises(env.OpenError):
+            env.open_envelope(bytes(payload), b"\x00" * 32)  # ... and useless without it
+    db.close()
+
+
+# ---------------------------------------------------------------------- admin view
+
+
+def test_admin_view_shows_health_assignments_and_audit(system, chromium):
+    ctx = chromium.new_context(viewport={"width": 1440, "height": 900})
+    # a room in session while clinic IT looks (unit-a's agent has finished and said so)
+    sim = SimSession(system.sim_unit, system.sim_pcm, room="Exam 2")
+    sim.status("live", spool_seconds=0.3)
+    try:
+        page = open_console(ctx, system.relay.url, "admin", "admin-password")
+        page.wait_for_selector('#units tr[data-unit="unit-b"]')
+        page.wait_for_selector("#audit tbody tr")
+        text = page.inner_text("#admin")
+        assert "Exam 1" in page.input_value('#assign input[data-room="unit-a"]')
+        assert "Exam 2" in text and "cue ack" in text
+        row = page.inner_text('#units tr[data-unit="unit-b"]')
+        assert "unit-b" in row and "dBFS" in row
+        # edit an assignment here: give Exam 2 to the second scribe as well
+        # and rename the room
+        page.check(f'#assign tr[data-unit="unit-b"] input[data-scribe="{OTHER[0]}"]')
+        page.fill('#assign input[data-room="unit-b"]', "Exam 2 · Pediatrics")
+        page.click('#assign button[data-save="unit-b"]')
+        def saved() -> bool:
+            u = system.relay.api("GET", "/api/admin/units").json()[1]
+            return OTHER[0] in u["scribes"] and u["room"] == "Exam 2 · Pediatrics"
+
+        wait_for(saved, 5, "the assignment and the room name saved")
+        page.wait_for_timeout(2500)
+        page.screenshot(path=str(SCREENSHOTS / "admin.png"))
+        row = page.inner_text('#units tr[data-unit="unit-b"]')
+        assert "Live" in row
+    finally:
+        ctx.close()
+        sim.close()
+        system.assign("unit-b", [SCRIBE[0]])

@@ -1,0 +1,188 @@
+"""Correctness of the streaming array front end (quality lives in scripts/bench dsp)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import FS, array_scene
+
+from edge_agent.dsp import make_stage
+from edge_agent.dsp.arrays import available_arrays, load_array
+from edge_agent.dsp.cli import process_array
+from edge_agent.dsp.pipeline import make_array_pipeline
+
+
+def stream(stage, x: np.ndarray, sizes) -> np.ndarray:
+    out, i = [], 0
+    for n in sizes:
+        out.append(stage.process(x[i : i + n]))
+        i += n
+    out.append(stage.process(x[i:]))
+    out.append(stage.flush())
+    return np.concatenate(out)
+
+
+def test_arrays_load_with_their_channel_layouts() -> None:
+    assert set(available_arrays()) >= {
+        "respeaker-4mic-pi",
+        "respeaker-6mic",
+        "respeaker-usb-v2",
+        "respeaker-2mic",
+    }
+    four = load_array("respeaker-4mic-pi")
+    assert (four.capture_channels, four.mic_channels) == (4, (0, 1, 2, 3))
+    assert 0.05 < four.aperture_m < 0.1
+    six = load_array("respeaker-6mic")
+    assert (six.capture_channels, six.mic_channels) == (8, (0, 1, 2, 3, 4, 5))
+    usb = load_array("respeaker-usb-v2")
+    assert (usb.capture_channels, usb.mic_channels, usb.reference_channel) == (6, (1, 2, 3, 4), 1)
+    assert load_array("respeaker-2mic").mic_positions_m.shape == (2, 3)
+    assert load_array(None).name == "respeaker-4mic-pi"
+    with pytest.raises(ValueError, match="unknown mic array"):
+        load_array("no-such-array")
+
+
+def test_make_stage_on_builds_the_pipeline_and_rejects_a_channel_mismatch() -> None:
+    stage = make_stage("on", channels=4, sample_rate=FS, array="respeaker-4mic-pi")
+    assert stage.latency_samples == 256
+    with pytest.raises(ValueError, match="captures 4 channels"):
+        make_stage("on", channels=6, sample_rate=FS, array="respeaker-4mic-pi")
+    with pytest.raises(ValueError, match=r"expected blocks of shape \(n, 4\)"):
+        stage.process(np.zeros((10, 3), np.int16))
+    usb = make_stage("on", channels=6, sample_rate=FS, array="respeaker-usb-v2")
+    assert usb.process(np.zeros((0, 6), np.int16)).shape == (0,)
+
+
+def test_random_block_sizes_give_the_same_output_as_process(scene) -> None:
+    mix, _ = scene
+    reference = process_array(mix, "respeaker-4mic-pi")
+    rng = np.random.default_rng(1)
+    sizes = []
+    while sum(sizes) < mix.shape[0] + 256:
+        sizes.append(int(rng.choice([0, 1, 7, 100, 255, 256, 257, 640, 1111, 3000])))
+    stage = make_array_pipeline(channels=4, sample_rate=FS, array="respeaker-4mic-pi")
+    padded = np.concatenate([mix, np.zeros((stage.latency_samples, 4), np.int16)])
+    streamed = stream(stage, padded, sizes)[stage.latency_samples :]
+    assert streamed.shape == reference.shape == (mix.shape[0],)
+    assert np.array_equal(streamed, reference)
+
+
+def test_output_length_tracks_input_and_an_impulse_comes_out_after_the_latency() -> None:
+    stage = make_array_pipeline(channels=4, sample_rate=FS, array=None)
+    x = np.zeros((8000, 4), np.int16)
+    x[3000] = 20000
+    out = stream(stage, x, [333] * 20)
+    assert out.size == x.shape[0]
+    assert int(np.argmax(np.abs(out))) - 3000 == stage.latency_samples
+    assert stage.latency_samples / FS <= 0.032 - 256 / FS + 1e-9  # + one hop of buffering = 32 ms
+
+
+def test_noise_is_reduced_and_the_talker_kept(scene) -> None:
+    mix, clean = scene
+    out = process_array(mix, "respeaker-4mic-pi").astype(np.float64) / 32768
+    raw = mix[:, 0].astype(np.float64) / 32768
+    tail = slice(FS, None)  # after the first second of adaptation
+
+    def snr(y: np.ndarray) -> float:
+        a = (y[tail] @ clean[tail]) / (clean[tail] @ clean[tail])
+        err = y[tail] - a * clean[tail]
+        return 10 * np.log10((a * clean[tail]) @ (a * clean[tail]) / (err @ err))
+
+    assert snr(out) > snr(raw) + 1.5  # white noise on every mic: the hardest case for the array
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("silence", lambda n: np.zeros((n, 4), np.int16)),
+        (
+            "full-scale square",
+            lambda n: (
+                np.where((np.arange(n) // 40) % 2, 32767, -32768)[:, None]
+                .repeat(4, 1)
+                .astype(np.int16)
+            ),
+        ),
+        (
+            "full-scale noise",
+            lambda n: np.random.default_rng(2).integers(-32768, 32768, (n, 4)).astype(np.int16),
+        ),
+        ("DC", lambda n: np.full((n, 4), 20000, np.int16)),
+    ],
+)
+def test_hostile_inputs_give_finite_unclipped_output(name, make) -> None:
+    x = make(3 * FS)
+    out = process_array(x, "respeaker-4mic-pi")
+    assert out.shape == (3 * FS,)
+    assert np.abs(out.astype(np.int32)).max() < 32767, "output reached full scale"
+    if name in ("silence", "DC"):
+        # nothing to hear: no noise bursts, no DC step ringing past the first frames
+        # (the last 1024 samples hold the step into the zero padding that flushes the tail)
+        assert np.abs(out[1024:-1024].astype(np.int32)).max() <= 2
+
+
+def test_silence_then_speech_has_no_burst_at_the_onset(scene) -> None:
+    mix, _ = scene
+    x = np.concatenate([np.zeros((2 * FS, 4), np.int16), mix])
+    out = process_array(x, "respeaker-4mic-pi")
+    peak_onset = np.abs(out[2 * FS : 2 * FS + FS // 2].astype(np.int32)).max()
+    peak_later = np.abs(out[3 * FS :].astype(np.int32)).max()
+    assert np.isfinite(out).all()
+    assert peak_onset <= 1.5 * peak_later
+
+
+def test_dead_and_clipping_channels_are_reported_and_survived(scene) -> None:
+    mix, _ = scene
+    broken = mix.copy()
+    broken[:, 2] = 0  # dead mic
+    broken[FS:, 1] = np.clip(broken[FS:, 1].astype(np.int32) * 200, -32768, 32767)  # clipping mic
+    stage = make_array_pipeline(channels=4, sample_rate=FS, array="respeaker-4mic-pi")
+    out = stream(stage, broken, [640] * (broken.shape[0] // 640))
+    stats = stage.stats()
+    assert stats["dead_channels"] == [2]
+    assert 1 in stats["clipping_channels"]
+    assert np.abs(out.astype(np.int32)).max() < 32767
+    assert np.std(out[FS:]) > 50  # still passing the talker
+
+
+def test_stats_are_json_and_speech_presence_follows_the_talker(scene) -> None:
+    import json
+
+    mix, _ = scene
+    stage = make_array_pipeline(channels=4, sample_rate=FS, array="respeaker-4mic-pi")
+    rng = np.random.default_rng(3)
+    noise_only = (rng.standard_normal((2 * FS, 4)) * 200).astype(np.int16)
+    stage.process(noise_only)
+    quiet = stage.stats()["speech_presence"]
+    presences = []
+    for i in range(0, mix.shape[0], 1600):
+        stage.process(
+            np.clip(mix[i : i + 1600].astype(np.int32) * 4, -32768, 32767).astype(np.int16)
+        )
+        presences.append(stage.stats()["speech_presence"])
+    stats = stage.stats()
+    json.dumps(stats)
+    assert set(stats) >= {
+        "speech_presence",
+        "level_dbfs",
+        "channel_levels_dbfs",
+        "dead_channels",
+        "clipping_channels",
+    }
+    assert len(stats["channel_levels_dbfs"]) == 4
+    assert quiet < 0.2
+    assert max(presences) > 0.5
+    assert 0.0 <= min(presences) and max(presences) <= 1.0
+
+
+def test_usb_array_uses_only_its_four_mics() -> None:
+    mix, _ = array_scene(seconds=2.0)
+    six = np.zeros((mix.shape[0], 6), np.int16)
+    six[:, 1:5] = mix
+    six[:, 0] = 30000  # the processed channel must be ignored ...
+    six[:, 5] = np.random.default_rng(4).integers(
+        -30000, 30000, mix.shape[0]
+    )  # ... and the playback
+    out_usb = process_array(six, "respeaker-usb-v2")
+    out_four = process_array(mix, "respeaker-4mic-pi")
+    assert np.array_equal(out_usb, out_four)
