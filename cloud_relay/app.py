@@ -155,7 +155,8 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
     def me(user: User = Depends(current_user)) -> dict:
         return {"user": user.id, "role": user.role, "name": user.name,
                 "public_key": base64.b64encode(user.public_key).decode()
-                if user.public_key else None}
+                if user.public_key else None,
+                "public_keys": [base64.b64encode(k).decode() for k in store.keys_for(user.id)]}
 
     @app.put("/api/me/key")
     def set_key(body: KeyBody, user: User = Depends(current_user)) -> dict:
@@ -165,8 +166,7 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
                 raise ValueError
         except ValueError as e:
             raise HTTPException(400, "public_key must be a base64 raw X25519 key (32 bytes)") from e
-        if user.public_key != raw:
-            store.set_public_key(user.id, raw)
+        if store.set_public_key(user.id, raw):
             store.audit(user.id, "key_registered", user.id)
             if bridge is not None:
                 for unit_id in store.units_for(user.id):

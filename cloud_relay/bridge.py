@@ -140,9 +140,8 @@ class Bridge:
     def publish_assignment(self, unit_id: str) -> None:
         scribes = []
         for sid in self.store.scribes_for(unit_id):
-            u = self.store.user(sid)
-            if u is not None and u.public_key:
-                scribes.append((sid, u.public_key))
+            for raw in self.store.keys_for(sid):  # every device the scribe works from
+                scribes.append((sid, raw))
         unit = self.store.unit(unit_id) or {}
         msg = msgs.assignment(unit_id=unit_id, room=unit.get("room"), scribes=scribes,
                               issued_us=now_us())

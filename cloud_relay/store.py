@@ -36,6 +36,12 @@ CREATE TABLE IF NOT EXISTS users (
     public_key BLOB,
     created_us INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS user_keys (
+    key_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    public_key BLOB NOT NULL,
+    created_us INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -76,6 +82,9 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 TOKEN_TTL_S = 12 * 3600
+# A scribe may work from a few places (the console in two browsers, a headless client):
+# sessions are sealed to each of their most recent keys; older ones stop opening new ones.
+MAX_KEYS_PER_USER = 4
 
 
 def now_us() -> int:
@@ -181,8 +190,31 @@ class Store:
             return None
         return self.user(r[0])
 
-    def set_public_key(self, user_id: str, raw: bytes) -> None:
-        self._x("UPDATE users SET public_key=? WHERE id=?", (raw, user_id))
+    def set_public_key(self, user_id: str, raw: bytes) -> bool:
+        """Register one of the user's keys (the newest becomes `public_key`). Returns True
+        if the set of keys changed (so units must be told)."""
+        from scribelink.envelope import key_id
+
+        kid = key_id(raw)
+        with self._lock:
+            self._db.execute("UPDATE users SET public_key=? WHERE id=?", (raw, user_id))
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO user_keys(key_id,user_id,public_key,created_us) "
+                "VALUES(?,?,?,?)", (kid, user_id, raw, now_us()))
+            if cur.rowcount == 0:
+                self._db.execute("UPDATE user_keys SET created_us=? WHERE key_id=?",
+                                 (now_us(), kid))
+                return False
+            self._db.execute(
+                "DELETE FROM user_keys WHERE user_id=? AND key_id NOT IN (SELECT key_id FROM "
+                "user_keys WHERE user_id=? ORDER BY created_us DESC LIMIT ?)",
+                (user_id, user_id, MAX_KEYS_PER_USER))
+            return True
+
+    def keys_for(self, user_id: str) -> list[bytes]:
+        rows = self._x("SELECT public_key FROM user_keys WHERE user_id=? ORDER BY created_us",
+                       (user_id,)).fetchall()
+        return [bytes(r[0]) for r in rows]
 
     # ------------------------------------------------------------------ units, assignments
 

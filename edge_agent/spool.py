@@ -162,6 +162,9 @@ class Spool:
         self._pending_audio_ms = 0
         self._unacked = 0
         self.last_seq: dict[tuple[str, str], int] = {}  # (session, kind) -> highest seq spooled
+        # set by the uplink: ids handed to the MQTT client and not yet acked. Eviction
+        # carries them forward instead of declaring them lost: they may still arrive.
+        self.in_flight = lambda: frozenset()
         self._load()
 
     # ------------------------------------------------------------------ load and recover
@@ -411,6 +414,7 @@ class Spool:
             return False
         seg = self.segments[0]
         data = seg.path.read_bytes()
+        busy = self.in_flight()
         carry: list[dict] = []
         lost: dict[tuple[str, str], list[int]] = {}
         for i, off in enumerate(seg.offsets):
@@ -421,9 +425,12 @@ class Spool:
             if got is None:
                 continue
             rec = got[0]
-            if rec.kind in NEVER_EVICTED:
+            if rec.kind in NEVER_EVICTED or rid in busy:
                 carry.append({"topic": rec.topic, "payload": rec.payload, "kind": rec.kind,
-                              "session": rec.session, "seq": rec.seq, "retain": rec.retain})
+                              "session": rec.session, "seq": rec.seq, "retain": rec.retain,
+                              "audio_ms": rec.audio_ms})
+                if rec.kind == "audio":
+                    self._pending_audio_ms -= rec.audio_ms
             elif rec.kind in ("audio", "event") and rec.session and rec.seq is not None:
                 lost.setdefault((rec.session, rec.kind), []).append(rec.seq)
                 if rec.kind == "audio":

@@ -58,6 +58,8 @@ class Uplink:
         self._stop = threading.Event()
         self._inflight: dict[int, int] = {}  # paho mid -> spool id
         self._handed: set[int] = set()  # spool ids paho holds
+        self._handed_lock = threading.Lock()
+        spool.in_flight = self._in_flight_snapshot
         self._live_from = spool.next_id  # ids from here were sealed while the link was up
         self._live_cursor = self._live_from - 1
         self._backlog_cursor = 0
@@ -217,7 +219,8 @@ class Uplink:
             rid = self._inflight.pop(mid, None)
             if rid is None:
                 continue
-            self._handed.discard(rid)
+            with self._handed_lock:
+                self._handed.discard(rid)
             self._backlog_ids.discard(rid)
             if ok:
                 self.spool.ack(rid)
@@ -238,6 +241,10 @@ class Uplink:
             if again:
                 log.info("event=replay_recent count=%d", len(again))
 
+    def _in_flight_snapshot(self) -> frozenset[int]:
+        with self._handed_lock:
+            return frozenset(self._handed)
+
     def replay_since(self, since_s: float) -> int:
         """The relay says the broker lost state: offer again what was acked since then."""
         ids = self.spool.recently_acked(since_s)
@@ -256,7 +263,8 @@ class Uplink:
             return False  # not taken; tried again on the next fill
         # NO_CONN: paho keeps the message and sends it once reconnected
         self._inflight[info.mid] = rec.id
-        self._handed.add(rec.id)
+        with self._handed_lock:
+            self._handed.add(rec.id)
         self.published += 1
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 

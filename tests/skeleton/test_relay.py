@@ -18,6 +18,15 @@ from scribelink import messages as msgs
 from support import UnitPublisher, jsonl, read_wav, start_scribe_client, wait_for
 
 
+def run_async(coro_fn):
+    """asyncio.run in a thread of its own: other tests (Playwright's sync API) may have
+    left an event loop running in this one."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(lambda: asyncio.run(coro_fn())).result(60)
+
+
 def _scribe_pub(d):
     key = serialization.load_pem_private_key((d / "key.pem").read_bytes(), None)
     return key.public_key()
@@ -108,7 +117,7 @@ def test_second_scribe_cannot_list_or_open_a_room_not_assigned(relay, assigned):
                 await sock.recv()
             return first, closed.value.rcvd.code
 
-    first, code = asyncio.run(ws_try())
+    first, code = run_async(ws_try)
     assert first == {"type": "error", "error": "forbidden", "units": ["unit-a"]}
     assert code == 4403
 
@@ -121,6 +130,6 @@ def test_second_scribe_cannot_list_or_open_a_room_not_assigned(relay, assigned):
                 await sock.recv()
             return first, closed.value.rcvd.code
 
-    assert asyncio.run(ws_bad_token()) == ({"type": "error", "error": "unauthorized"}, 4401)
+    assert run_async(ws_bad_token) == ({"type": "error", "error": "unauthorized"}, 4401)
     audit = relay.api("GET", "/api/admin/audit").json()
     assert any(e["action"] == "ws_denied" and e["actor"] == "s2" for e in audit)

@@ -166,10 +166,11 @@ async function start() {
   }
   app.identity = await loadOrCreateIdentity(app.me.user);
   const pub = b64encode(app.identity.publicRaw);
-  if (app.me.public_key !== pub) {
-    // a key registered from another browser stops working for new sessions: say so
-    app.keyNotice = app.me.public_key
-      ? "This browser now holds your key. Sessions sealed for your other browser open only there."
+  const known = app.me.public_keys || (app.me.public_key ? [app.me.public_key] : []);
+  if (!known.includes(pub)) {
+    // a new device: new sessions are sealed to it too; older ones open where they were sealed
+    app.keyNotice = known.length
+      ? "This browser is now one of your devices. Sessions sealed before now open only on the devices you used then."
       : null;
     await api("PUT", "/api/me/key", { public_key: pub });
   }
