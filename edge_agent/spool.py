@@ -165,6 +165,7 @@ class Spool:
         # set by the uplink: ids handed to the MQTT client and not yet acked. Eviction
         # carries them forward instead of declaring them lost: they may still arrive.
         self.in_flight = lambda: frozenset()
+        self.moved = lambda mapping: None  # in-flight records carried forward: old -> new id
         self._load()
 
     # ------------------------------------------------------------------ load and recover
@@ -412,9 +413,14 @@ class Spool:
         unsent session records are carried forward. Returns False if nothing can go."""
         if len(self.segments) <= 1:
             return False
-        seg = self.segments[0]
-        data = seg.path.read_bytes()
+        # Oldest first, but skip a segment holding records the MQTT client has in flight:
+        # they may well arrive (a PUBACK lost with the link), so they are neither dropped
+        # nor declared. Only if every candidate holds some are they carried forward.
         busy = self.in_flight()
+        index = next((i for i, sg in enumerate(self.segments[:-1])
+                      if not any(sg.first_id <= b <= sg.last_id for b in busy)), 0)
+        seg = self.segments[index]
+        data = seg.path.read_bytes()
         carry: list[dict] = []
         lost: dict[tuple[str, str], list[int]] = {}
         for i, off in enumerate(seg.offsets):
@@ -428,7 +434,7 @@ class Spool:
             if rec.kind in NEVER_EVICTED or rid in busy:
                 carry.append({"topic": rec.topic, "payload": rec.payload, "kind": rec.kind,
                               "session": rec.session, "seq": rec.seq, "retain": rec.retain,
-                              "audio_ms": rec.audio_ms})
+                              "audio_ms": rec.audio_ms, "_old_id": rid})
                 if rec.kind == "audio":
                     self._pending_audio_ms -= rec.audio_ms
             elif rec.kind in ("audio", "event") and rec.session and rec.seq is not None:
@@ -440,7 +446,7 @@ class Spool:
             self._acked_above.add(rid)
         self._advance_watermark()
         seg.path.unlink(missing_ok=True)
-        self.segments.pop(0)
+        self.segments.pop(index)
         for (session, kind), seqs in lost.items():
             seqs.sort()
             start = prev = seqs[0]
@@ -453,8 +459,15 @@ class Spool:
                 if s is not None:
                     start = prev = s
         if carry:
-            self._append(carry)
+            new_ids = self._append(carry)
+            old_ids = [c["_old_id"] for c in carry]
+            self.moved({o: n for o, n in zip(old_ids, new_ids, strict=True) if o in busy})
         return True
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by the uplink while it reads and hands records over (see _evict_oldest)."""
+        return self._lock
 
     def take_evictions(self) -> list[Evicted]:
         with self._lock:

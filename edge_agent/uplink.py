@@ -60,6 +60,8 @@ class Uplink:
         self._handed: set[int] = set()  # spool ids paho holds
         self._handed_lock = threading.Lock()
         spool.in_flight = self._in_flight_snapshot
+        spool.moved = self._records_moved
+        self._moved: dict[int, int] = {}
         self._live_from = spool.next_id  # ids from here were sealed while the link was up
         self._live_cursor = self._live_from - 1
         self._backlog_cursor = 0
@@ -220,15 +222,20 @@ class Uplink:
             if rid is None:
                 continue
             with self._handed_lock:
-                self._handed.discard(rid)
-            self._backlog_ids.discard(rid)
+                while rid in self._moved:
+                    rid = self._moved.pop(rid)
             if ok:
+                # acked in the spool before it stops counting as in flight: an eviction in
+                # between must see it as one or the other, never as lost
                 self.spool.ack(rid)
                 self.acked += 1
             else:
                 # the broker refused this message (e.g. not authorised): keep it, say so
                 self.last_error = f"broker refused publish: {reason}"
                 log.error("event=publish_refused spool_id=%s reason=%s", rid, reason)
+            with self._handed_lock:
+                self._handed.discard(rid)
+            self._backlog_ids.discard(rid)
 
     def _on_link_up(self) -> None:
         """What was sealed while the link was down is backlog from now on."""
@@ -240,6 +247,15 @@ class Uplink:
             self._replay.extend(again)
             if again:
                 log.info("event=replay_recent count=%d", len(again))
+
+    def _records_moved(self, mapping: dict[int, int]) -> None:
+        """The spool carried in-flight records forward under new ids (called with the
+        spool's lock held): their PUBACK must release the new copies."""
+        with self._handed_lock:
+            for old, new in mapping.items():
+                self._handed.discard(old)
+                self._handed.add(new)
+                self._moved[old] = new
 
     def _in_flight_snapshot(self) -> frozenset[int]:
         with self._handed_lock:
@@ -269,6 +285,12 @@ class Uplink:
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _fill_window(self) -> None:
+        # Under the spool's lock, so an eviction never declares lost a record that is
+        # between being read here and being handed to paho.
+        with self.spool.lock:
+            self._fill_window_locked()
+
+    def _fill_window_locked(self) -> None:
         room = self.cfg.inflight_max - len(self._inflight)
         if room <= 0:
             return

@@ -190,3 +190,33 @@ def test_nothing_left_to_evict_raises_and_leaves_no_torn_record(tiny_fs):
     again = Spool(tiny_fs)
     assert again.corrupt_records_cut == 0
     assert len(again.pending(100)) == n
+
+
+def test_records_in_flight_are_never_declared_lost(tmp_path):
+    """A record handed to the MQTT client may still arrive (its PUBACK lost with the link):
+    eviction skips its segment, or if it must take it, carries it forward under a new id
+    and says so, and never declares it."""
+    sp = Spool(tmp_path, max_bytes=40_000, segment_bytes=10_000)
+    ids = [sp.put_many([_audio(i)])[0] for i in range(8)]  # ~1 segment
+    busy = {ids[1], ids[6]}
+    moved: dict[int, int] = {}
+
+    def in_flight():
+        return frozenset(busy)
+
+    def on_moved(mapping):
+        moved.update(mapping)
+        for old, new in mapping.items():
+            busy.discard(old)
+            busy.add(new)
+
+    sp.in_flight = in_flight
+    sp.moved = on_moved
+    for i in range(8, 60):
+        sp.put_many([_audio(i)])
+    declared = {s for e in sp.take_evictions() for s in range(e.first_seq, e.last_seq + 1)}
+    assert declared, "the budget forced evictions"
+    assert 1 not in declared and 6 not in declared
+    kept = [r.seq for r in sp.pending(1000)]
+    assert 1 in kept and 6 in kept
+    assert sorted(declared | set(kept)) == list(range(60))
