@@ -16,10 +16,11 @@ import struct
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Header, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from cloud_relay.auth import admin_dependency, current_user_dependency
 from cloud_relay.bridge import Bridge
 from cloud_relay.config import RelayConfig
 from cloud_relay.store import Store, User, now_us
@@ -124,17 +125,8 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
     app.state.hub = hub
     app.state.cfg = cfg
 
-    def current_user(authorization: str = Header(default="")) -> User:
-        token = authorization.removeprefix("Bearer ").strip()
-        user = store.user_for_token(token) if token else None
-        if user is None:
-            raise HTTPException(401, "sign in first (missing or expired token)")
-        return user
-
-    def admin(user: User = Depends(current_user)) -> User:
-        if user.role != "admin":
-            raise HTTPException(403, "clinic admins only")
-        return user
+    current_user = current_user_dependency(store)
+    admin = admin_dependency(current_user)
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from cloud_relay.auth import admin_dependency, current_user_dependency
 from cloud_relay.config import RelayConfig
 from cloud_relay.store import Store, User, now_us
 from scribelink import envelope as env
@@ -119,17 +120,8 @@ def make_router(store: Store, cfg: RelayConfig, bridge, hub) -> APIRouter:
     archive = Archive(store)
     router = APIRouter()
 
-    def current_user(authorization: str = Header(default="")) -> User:
-        token = authorization.removeprefix("Bearer ").strip()
-        user = store.user_for_token(token) if token else None
-        if user is None:
-            raise HTTPException(401, "sign in first (missing or expired token)")
-        return user
-
-    def admin(user: User = Depends(current_user)) -> User:
-        if user.role != "admin":
-            raise HTTPException(403, "clinic admins only")
-        return user
+    current_user = current_user_dependency(store)
+    admin = admin_dependency(current_user)
 
     def scribe_session(session: str, user: User) -> tuple[dict, dict]:
         """The session row and its session_open, if this scribe may have its sealed items."""

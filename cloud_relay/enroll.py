@@ -16,9 +16,10 @@ import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
-from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
+from cloud_relay.auth import current_user_dependency
 from cloud_relay import pki
 from cloud_relay.config import RelayConfig
 from cloud_relay.store import Store, User, now_us
@@ -78,12 +79,7 @@ def make_router(store: Store, cfg: RelayConfig, bridge=None) -> APIRouter:
     store._x(SCHEMA)
     router = APIRouter()
 
-    def current_user(authorization: str = Header(default="")) -> User:
-        token = authorization.removeprefix("Bearer ").strip()
-        user = store.user_for_token(token) if token else None
-        if user is None:
-            raise HTTPException(401, "sign in first (missing or expired token)")
-        return user
+    current_user = current_user_dependency(store)
 
     def installer(user: User = Depends(current_user)) -> User:
         if user.role not in ("tech", "admin"):

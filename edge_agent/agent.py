@@ -22,7 +22,7 @@ from edge_agent.chunker import Chunker
 from edge_agent.config import AgentConfig
 from edge_agent.dsp import make_stage
 from edge_agent.session import Session
-from edge_agent.spool import Spool
+from edge_agent.spool import Spool, seq_ranges
 from edge_agent.uplink import Uplink
 from scribelink import envelope as env
 from scribelink import messages as msgs
@@ -129,12 +129,7 @@ class Agent:
         s = self.session
         if not self.privacy_paused:
             # seal what was captured up to the hold, then stop at the source
-            tail = self.dsp.flush()
-            chunks = self.chunker.push(tail) if len(tail) else []
-            last = self.chunker.flush()
-            if last is not None:
-                chunks.append(last)
-            self._seal_chunks(chunks)
+            self._seal_held_audio()
             self.privacy_paused = True
             self._paused_at_frames = self._input_frames
             self._paused_since = time.monotonic()
@@ -296,15 +291,8 @@ class Agent:
         for session, kind, seq in items:
             ranges.setdefault((session, kind), []).append(seq)
         for (session, kind), seqs in ranges.items():
-            seqs.sort()
-            start = prev = seqs[0]
-            for q in seqs[1:] + [None]:
-                if q is not None and q == prev + 1:
-                    prev = q
-                    continue
-                self._declare_gap(session, kind, start, prev, "spool_full")
-                if q is not None:
-                    start = prev = q
+            for first, last in seq_ranges(seqs):
+                self._declare_gap(session, kind, first, last, "spool_full")
 
     def _alarm(self, name: str) -> None:
         self.alarms.setdefault(name, now_us())
@@ -315,10 +303,8 @@ class Agent:
         held += self.dsp.latency_samples if self.dsp is not None else 0
         return max(0, self._input_frames - held)
 
-    def _close_session(self, reason: str) -> None:
-        s = self.session
-        if s is None:
-            return
+    def _seal_held_audio(self) -> None:
+        """Seal what the DSP and the chunker still hold (before a pause or the end)."""
         assert self.dsp is not None and self.chunker is not None
         tail = self.dsp.flush()
         chunks = self.chunker.push(tail) if len(tail) else []
@@ -326,6 +312,13 @@ class Agent:
         if last is not None:
             chunks.append(last)
         self._seal_chunks(chunks)
+
+    def _close_session(self, reason: str) -> None:
+        s = self.session
+        if s is None:
+            return
+        assert self.dsp is not None and self.chunker is not None
+        self._seal_held_audio()
         seq, end_env = s.seal_event("session_end", now_us(), reason=reason)
         self._spool(
             [

@@ -66,6 +66,17 @@ class Evicted:
     reason: str
 
 
+def seq_ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """[3, 1, 2, 7, 8] -> [(1, 3), (7, 8)]: sequence numbers as inclusive runs."""
+    out: list[tuple[int, int]] = []
+    for q in sorted(set(seqs)):
+        if out and q == out[-1][1] + 1:
+            out[-1] = (out[-1][0], q)
+        else:
+            out.append((q, q))
+    return out
+
+
 class SpoolFullError(OSError):
     """Nothing left to evict and the medium refuses the write."""
 
@@ -448,16 +459,9 @@ class Spool:
         seg.path.unlink(missing_ok=True)
         self.segments.pop(index)
         for (session, kind), seqs in lost.items():
-            seqs.sort()
-            start = prev = seqs[0]
-            for s in seqs[1:] + [None]:
-                if s is not None and s == prev + 1:
-                    prev = s
-                    continue
-                self._evictions.append(Evicted(session, kind, start, prev, prev - start + 1,
+            for first, last in seq_ranges(seqs):
+                self._evictions.append(Evicted(session, kind, first, last, last - first + 1,
                                                reason))
-                if s is not None:
-                    start = prev = s
         if carry:
             new_ids = self._append(carry)
             old_ids = [c["_old_id"] for c in carry]
