@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from edge_agent import sdnotify as sd
@@ -66,6 +67,8 @@ class Agent:
         self._last_status = 0.0
         self.puck = None
         self._resume_tail = None
+        self._dsp_in: list[np.ndarray] = []
+        self._dsp_in_frames = 0
         self._shown: str | None = None
         self._capture_failed = False
         self._paused_at_frames = 0
@@ -300,12 +303,22 @@ class Agent:
     def _sealed_input_frames(self) -> int:
         """Input frames whose audio is now in the spool (what a restart may skip)."""
         held = self.chunker.pending if self.chunker is not None else 0
+        held += self._dsp_in_frames
         held += self.dsp.latency_samples if self.dsp is not None else 0
         return max(0, self._input_frames - held)
+
+    def _run_dsp(self) -> None:
+        assert self.dsp is not None and self.chunker is not None
+        if not self._dsp_in:
+            return
+        block = self._dsp_in[0] if len(self._dsp_in) == 1 else np.concatenate(self._dsp_in)
+        self._dsp_in, self._dsp_in_frames = [], 0
+        self._seal_chunks(self.chunker.push(self.dsp.process(block)))
 
     def _seal_held_audio(self) -> None:
         """Seal what the DSP and the chunker still hold (before a pause or the end)."""
         assert self.dsp is not None and self.chunker is not None
+        self._run_dsp()
         tail = self.dsp.flush()
         chunks = self.chunker.push(tail) if len(tail) else []
         last = self.chunker.flush()
@@ -510,8 +523,12 @@ class Agent:
                 self._last_pause_mark = time.monotonic()
                 self._spool([], {"input_frames": str(self._input_frames)})
         else:
-            mono = self.dsp.process(block)
-            self._seal_chunks(self.chunker.push(mono))
+            # the DSP runs on whole chunks: per-call overhead is paid once per chunk, and
+            # it costs no latency since audio leaves only in whole chunks anyway
+            self._dsp_in.append(block)
+            self._dsp_in_frames += len(block)
+            if self._dsp_in_frames >= self.chunker.chunk_samples:
+                self._run_dsp()
         if stop_after and self._input_frames >= stop_after:
             self._close_session("input_complete")
             self._captured_done = True
