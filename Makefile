@@ -13,7 +13,8 @@ demo: setup
 test: setup
 	@$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: setup
+bench:
+	@bash scripts/setup --bench
 	@$(PY) scripts/bench $(ARGS)
 
 lint: setup

@@ -52,5 +52,5 @@ def tree_state(root: Path) -> dict[str, tuple]:
 def need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        pytest.skip(f"{tool} is not installed (scripts/setup installs it)")
+        pytest.fail(f"{tool} is not installed: run `make setup` (scripts/setup installs it)")
     return path
