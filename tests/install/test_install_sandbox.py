@@ -101,6 +101,19 @@ class MemoryCgroup:
                 time.sleep(0.1)
 
 
+def checkout_paths() -> list[str]:
+    """The checkout and its venv, where the sandbox would hide them (a clone under /tmp,
+    as CI may make): the sandboxed process must still reach its code, read-only."""
+    hidden = ("/tmp", "/var/tmp", "/root", "/home")
+    out: list[str] = []
+    for p in (str(REPO), os.path.realpath(sys.prefix)):
+        if any(p == h or p.startswith(h + "/") for h in hidden) and not any(
+            p == o or p.startswith(o + "/") for o in out
+        ):
+            out.append(p)
+    return out
+
+
 def sandbox_argv(
     *command: str,
     writable=(),
@@ -121,7 +134,7 @@ def sandbox_argv(
         argv.append(f"--chdir={chdir}")
     for w in writable:
         argv.append(f"--writable={w}")
-    for e in (python_home(), *expose):
+    for e in (python_home(), *checkout_paths(), *expose):
         argv.append(f"--expose={e}")
     if cgroup is not None:
         argv.append(f"--cgroup={cgroup}")
