@@ -37,6 +37,7 @@ class Bridge:
         self.connected = threading.Event()
         self.rejected = 0
         self._lost_at: int | None = None
+        self._known: set[str] = set()  # unit ids already in the registry
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
         ctx.load_cert_chain(cert_file, key_file)
@@ -94,6 +95,15 @@ class Bridge:
             self.rejected += 1
             log.warning("event=rejected unit=%s topic=%s error=%s", unit_id, leaf, e)
 
+    def _seen(self, unit_id: str) -> None:
+        """Register a unit the broker let in (its certificate is the clinic CA's), once:
+        not a database write per audio chunk."""
+        if unit_id in self._known:
+            return
+        if self.store.ensure_unit(unit_id):
+            self.store.audit("broker", "unit_seen", unit_id)
+        self._known.add(unit_id)
+
     def handle(self, unit_id: str, leaf: str, payload: bytes) -> bool:
         """Store one inbound message. Returns True if it was new."""
         if leaf in (topics.AUDIO, topics.EVENT):
@@ -103,15 +113,13 @@ class Bridge:
             want = env.TYPE_AUDIO if leaf == topics.AUDIO else env.TYPE_EVENT
             if header.type != want:
                 raise ValueError(f"{header.type_name} envelope on the {leaf} topic")
-            if self.store.ensure_unit(unit_id):
-                self.store.audit("broker", "unit_seen", unit_id)
+            self._seen(unit_id)
             return self.store.append(unit_id, header.session_hex, leaf, header.seq, payload)
         if leaf == topics.SESSION:
             m = msgs.check_session_message(msgs.loads(payload, what="session message"))
             if m["unit"] != unit_id:
                 raise ValueError("session message names another unit")
-            if self.store.ensure_unit(unit_id):
-                self.store.audit("broker", "unit_seen", unit_id)
+            self._seen(unit_id)
             kind = m["type"]
             seq = 0
             if kind == "gap":
@@ -125,7 +133,7 @@ class Bridge:
             m = msgs.loads(payload, what="status")
             if m.get("unit") != unit_id:
                 raise ValueError("status names another unit")
-            self.store.ensure_unit(unit_id)
+            self._seen(unit_id)
             self.store.set_status(unit_id, m)
             if self.on_status:
                 self.on_status(unit_id, m)

@@ -54,7 +54,8 @@ class SessionState:
     started_us: int
     next_audio: int = 0
     next_event: int = 0
-    held_audio: dict[int, tuple[env.Header, bytes]] = field(default_factory=dict)
+    # seq -> (header, body, arrival_us, backfilled)
+    held_audio: dict[int, tuple[env.Header, bytes, int, bool]] = field(default_factory=dict)
     held_events: dict[int, tuple[env.Header, bytes]] = field(default_factory=dict)
     lost_audio: set[int] = field(default_factory=set)
     seen: set[tuple[int, int]] = field(default_factory=set)
@@ -62,6 +63,8 @@ class SessionState:
     samples_written: int = 0
     stalled_since: float | None = None
     best_latency_us: int | None = None
+    newest_seq: int = -1  # highest audio seq received so far
+    reported: bool = False  # session_complete already said
     backfill: list[int] | None = None  # [first_seq, last_seq] of the current late stretch
 
     @property
@@ -87,7 +90,7 @@ class Receiver:
         self.pending: dict[str, list[bytes]] = {}
         self.counters = {"tampered": 0, "replayed": 0, "malformed": 0, "not_for_me": 0,
                          "missing": 0, "chunks": 0, "events": 0, "late": 0}
-        self._arrival: dict[tuple[str, int], int] = {}
+        self.last_arrival_us = 0  # of the chunk on_audio is being called for
 
     # ------------------------------------------------------------------ session lifecycle
 
@@ -169,31 +172,30 @@ class Receiver:
             return
         s.seen.add(ident)
         if header.type == env.TYPE_AUDIO:
-            self._note_latency(s, header)
-        held[header.seq] = (header, body)
-        if len(held) > MAX_HELD_CHUNKS:
-            s.stalled_since = -1e18  # memory bound reached: give up on the hole now
+            s.held_audio[header.seq] = (header, body, *self._arrival(s, header))
+            if len(s.held_audio) > MAX_HELD_CHUNKS:
+                self._skip_hole(s)  # memory bound reached: give up on the hole now
+        else:
+            s.held_events[header.seq] = (header, body)
         self._advance(s)
 
-    def _note_latency(self, s: SessionState, header: env.Header) -> None:
-        """Backfilled = overtaken by newer audio (the unit sends live first while it
-        catches up), or arriving much later than the session's best latency."""
+    def _arrival(self, s: SessionState, header: env.Header) -> tuple[int, bool]:
+        """When an audio chunk arrived, and whether it is backfilled: overtaken by newer
+        audio (the unit sends live first while it catches up), or much later than the
+        session's best latency."""
         arrival = now_us()
-        self._arrival[(s.session, header.seq)] = arrival
         lat = arrival - header.capture_us
         if s.best_latency_us is None or lat < s.best_latency_us:
             s.best_latency_us = lat
-        newest = getattr(s, "newest_seq", -1)
-        late = header.seq < newest or lat - s.best_latency_us > LATE_S * 1e6
-        s.newest_seq = max(newest, header.seq)  # type: ignore[attr-defined]
+        late = header.seq < s.newest_seq or lat - s.best_latency_us > LATE_S * 1e6
+        s.newest_seq = max(s.newest_seq, header.seq)
         if late:
             self.counters["late"] += 1
-        self._late = getattr(self, "_late", {})
-        self._late[(s.session, header.seq)] = late
+        return arrival, late
 
-    def _write_audio(self, s: SessionState, h: env.Header, body: bytes) -> None:
-        late = getattr(self, "_late", {}).pop((s.session, h.seq), False)
-        self.last_arrival_us = self._arrival.pop((s.session, h.seq), 0)
+    def _write_audio(self, s: SessionState, h: env.Header, body: bytes, arrival_us: int,
+                     late: bool) -> None:
+        self.last_arrival_us = arrival_us
         if late:
             s.backfill = [s.backfill[0] if s.backfill else h.seq, h.seq]
         elif s.backfill:
@@ -214,18 +216,20 @@ class Receiver:
         for s in list(self.sessions.values()):
             if s.held_audio and s.stalled_since is not None and \
                     self.clock() - s.stalled_since > self.hole_timeout_s:
-                self._error("missing", f"audio seq={s.next_audio} never arrived; skipped",
-                            session=s.session, seq=s.next_audio)
-                s.lost_audio.add(s.next_audio)
-                s.stalled_since = None
+                self._skip_hole(s)
                 self._advance(s)
+
+    def _skip_hole(self, s: SessionState) -> None:
+        self._error("missing", f"audio seq={s.next_audio} never arrived; skipped",
+                    session=s.session, seq=s.next_audio)
+        s.lost_audio.add(s.next_audio)
+        s.stalled_since = None
 
     def _advance(self, s: SessionState) -> None:
         start = s.next_audio
         while True:
             if s.next_audio in s.held_audio:
-                h, body = s.held_audio.pop(s.next_audio)
-                self._write_audio(s, h, body)
+                self._write_audio(s, *s.held_audio.pop(s.next_audio))
                 s.next_audio += 1
             elif s.next_audio in s.lost_audio:
                 s.lost_audio.discard(s.next_audio)
@@ -236,8 +240,6 @@ class Receiver:
             s.stalled_since = None
         if s.held_audio and s.stalled_since is None:
             s.stalled_since = self.clock()
-        if s.stalled_since is not None and s.stalled_since < -1e17:
-            self.tick()
         while s.next_event in s.held_events:
             h, body = s.held_events.pop(s.next_event)
             s.next_event += 1
@@ -251,8 +253,8 @@ class Receiver:
                             "seq": h.seq, **ev,
                             "t_s": round((ev["at_us"] - s.started_us) / 1e6, 3),
                             "recv_us": now_us()})
-        if s.complete and s.close is not None and not getattr(s, "_reported", False):
-            s._reported = True  # type: ignore[attr-defined]
+        if s.complete and s.close is not None and not s.reported:
+            s.reported = True
             self._end_backfill(s)
             self.on_record({"type": "session_complete", "session": s.session,
                             "samples": s.samples_written, "reason": s.close.get("reason")})
@@ -338,6 +340,7 @@ class ScribeClient:
         self.sock = None
         self.done = asyncio.Event()
         self._acks: asyncio.Queue = asyncio.Queue()
+        self._input_complete = False  # a session ended with its input complete
 
     def _audio(self, s: SessionState, header: env.Header, pcm: bytes) -> None:
         if self.wav is not None:
@@ -363,7 +366,7 @@ class ScribeClient:
                 self.wav.assemble()
             if rec.get("reason") == "input_complete":
                 self._input_complete = True
-        if self.args.exit_when_complete and getattr(self, "_input_complete", False) and all(
+        if self.args.exit_when_complete and self._input_complete and all(
                 s.complete for s in self.receiver.sessions.values()):
             self.done.set()
 

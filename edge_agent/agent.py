@@ -80,7 +80,6 @@ class Agent:
         self.last_gap: dict | None = None
         self._undeclared: list[tuple[str, str, int]] = []
         self._held_session: list[dict] = []
-        self._pending_cues: dict[int, tuple[str, int]] = {}  # cue id -> (session, event seq)
 
     # ------------------------------------------------------------------ keys and assignment
 
@@ -120,7 +119,6 @@ class Agent:
         self._cues_seen = (self._cues_seen + [cue_id])[-64:]
         at = now_us()
         seq, sealed = self.session.seal_event("cue", at, cue_id=cue_id)
-        self._pending_cues[cue_id] = (self.session.hex, seq)
         self._spool([self._rec(topics.EVENT, sealed, "event", seq=seq)],
                     {"cues_seen": ",".join(map(str, self._cues_seen))})
         log.info("event=cue cue_id=%d seq=%d", cue_id, seq)
@@ -167,7 +165,6 @@ class Agent:
             log.info("event=cue_ack cue_id=%s", ctl.get("cue_id"))
             if self.puck is not None:
                 self.puck.cue_seen(int(ctl["cue_id"]))
-            self._pending_cues.pop(int(ctl["cue_id"]), None)
         elif t == "replay":
             n = self.uplink.replay_since(ctl["since_us"] / 1e6)
             log.info("event=replay_requested records=%d", n)
@@ -351,13 +348,11 @@ class Agent:
         stale = self.spool.get_state("open_session")
         if not stale:
             return
-        msg = {
-            "v": msgs.SCHEMA_VERSION, "type": "session_close", "unit": self.cfg.unit_id,
-            "session": stale, "ended_us": now_us(),
-            "last_audio_seq": self.spool.last_seq.get((stale, "audio"), -1),
-            "last_event_seq": self.spool.last_seq.get((stale, "event"), -1),
-            "reason": "unit_restart",
-        }
+        msg = msgs.session_close(
+            unit_id=self.cfg.unit_id, session_id=bytes.fromhex(stale), ended_us=now_us(),
+            last_audio_seq=self.spool.last_seq.get((stale, "audio"), -1),
+            last_event_seq=self.spool.last_seq.get((stale, "event"), -1),
+            reason="unit_restart")
         self._spool(
             [{"topic": topics.unit_topic(self.cfg.unit_id, topics.SESSION),
               "payload": msgs.dumps(msg), "kind": "session", "session": stale}],

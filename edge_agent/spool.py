@@ -169,6 +169,7 @@ class Spool:
         self.next_id = 1
         self._fd: int | None = None
         self._dirty = False
+        self._synced_mark = 0
         self._last_sync = self._clock()
         self._pending_audio_ms = 0
         self._unacked = 0
@@ -335,7 +336,7 @@ class Spool:
         with self._lock:
             if self._fd is None:
                 return
-            if self.watermark and self.watermark != getattr(self, "_synced_mark", 0):
+            if self.watermark and self.watermark != self._synced_mark:
                 body = str(self.watermark).encode()
                 blob = encode(self.next_id, {"payload": body, "kind": "ack"},
                               int(self._clock() * 1e6))

@@ -12,7 +12,6 @@ drop the duplicates).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import random
@@ -51,8 +50,6 @@ class Uplink:
         self.on_control = on_control
         self.connected = False
         self.last_error: str | None = None
-        self.published = 0
-        self.acked = 0
         self._acks: queue.Queue[tuple[int, bool, str]] = queue.Queue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -74,6 +71,7 @@ class Uplink:
         self.backlog_rate = cfg.backlog_rate
         self.live_reserve = max(2, cfg.inflight_max // 8)
         self._status: dict | None = None
+        self._reconnected = False  # set by paho's thread, consumed by the pump
         self._direct: list[tuple[str, bytes]] = []
         self._thread: threading.Thread | None = None
         self._client = self._make_client()
@@ -199,7 +197,7 @@ class Uplink:
             self._drain_acks()
             if not self.connected:
                 continue
-            if getattr(self, "_reconnected", False):
+            if self._reconnected:
                 self._reconnected = False
                 self._on_link_up()
             if self._status is not None and self._status is not last_status_sent:
@@ -228,7 +226,6 @@ class Uplink:
                 # acked in the spool before it stops counting as in flight: an eviction in
                 # between must see it as one or the other, never as lost
                 self.spool.ack(rid)
-                self.acked += 1
             else:
                 # the broker refused this message (e.g. not authorised): keep it, say so
                 self.last_error = f"broker refused publish: {reason}"
@@ -281,7 +278,6 @@ class Uplink:
         self._inflight[info.mid] = rec.id
         with self._handed_lock:
             self._handed.add(rec.id)
-        self.published += 1
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _fill_window(self) -> None:
@@ -333,6 +329,3 @@ class Uplink:
             self._backlog_ids.add(rec.id)
             self._tokens -= 1
 
-
-def describe(status: dict) -> str:
-    return json.dumps(status, sort_keys=True)

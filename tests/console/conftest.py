@@ -14,9 +14,10 @@ from console_support import CHROMIUM, CHROMIUM_ARGS
 
 @pytest.fixture(scope="session")
 def chromium():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e .[dev]")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (set SCRIBELINK_CHROMIUM)")
+    from playwright import sync_api  # the dev extra
+
+    if not Path(CHROMIUM).exists():  # make setup installs Debian's chromium
+        pytest.fail(f"no Chromium at {CHROMIUM}: run `make setup` (or set SCRIBELINK_CHROMIUM)")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser

