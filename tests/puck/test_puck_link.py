@@ -148,7 +148,8 @@ def test_puck_that_stops_answering(sim, agent):
     assert puck.ping(0.3) is None
     sim.cmd("thaw")
     wait_until(lambda: puck.connected, 5, "puck answers again")
-    assert sim.led() == "live"
+    # the agent's state reaches the puck one message after the link is back
+    wait_until(lambda: sim.led() == "live", 3, "the ring shows live again")
     # One direction dead: the agent stops hearing the puck. Both must notice.
     mark = sim.mark()
     sim.cmd("drop up 1000000")
