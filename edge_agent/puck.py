@@ -1,7 +1,7 @@
 """The cue puck, agent side: a background thread that keeps the USB serial link to the
 puck up (unplug, replug, garbage, silence) and turns its messages into callbacks.
 
-The protocol itself lives in firmware/pucklink.py, the one file both sides run.
+The protocol itself lives in scribelink/pucklink.py, the one file both sides run.
 """
 
 from __future__ import annotations
@@ -9,18 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-_FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
-if str(_FIRMWARE_DIR) not in sys.path:
-    sys.path.insert(0, str(_FIRMWARE_DIR))
-
-import pucklink
+from scribelink import pucklink
 
 log = logging.getLogger("scribelink.puck")
 

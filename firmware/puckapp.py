@@ -6,7 +6,10 @@ import struct
 
 import ledring
 import press
-import pucklink
+try:
+    import pucklink  # on the puck: flashed beside this file
+except ImportError:
+    from scribelink import pucklink  # type: ignore[no-redef]  # CPython: the package
 
 STATE_CODES = {}
 for _i, _name in enumerate(pucklink.STATE_NAMES):

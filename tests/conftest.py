@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT, ROOT / "tests"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from support import make_broker, make_relay  # noqa: E402
+from support import make_broker, make_relay
 
 UNITS = ["unit-a", "unit-b"]
 

@@ -3,12 +3,10 @@ and helpers to sign a scribe in through the real page."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from console_support import CHROMIUM, CHROMIUM_ARGS
 
 

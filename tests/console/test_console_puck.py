@@ -15,8 +15,6 @@ import pytest
 from console_support import open_console, poll
 from test_console_live import SCRIBE, System, wait_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "puck"))
-
 
 @pytest.fixture
 def rig(tmp_path, chromium):

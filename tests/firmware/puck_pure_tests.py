@@ -8,7 +8,10 @@ import struct
 import ledring
 import press
 import puckapp
-import pucklink
+try:
+    import pucklink  # MicroPython: staged beside the firmware
+except ImportError:
+    from scribelink import pucklink  # CPython: the installed package
 
 
 class Lcg:

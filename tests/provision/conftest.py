@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 from provision_support import Cable, write_alsa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "puck"))
-from puck_harness import PuckSim  # noqa: E402  (the one harness for scripts/puck-sim)
+from puck_harness import PuckSim  # the one harness for scripts/puck-sim
 
 
 @pytest.fixture

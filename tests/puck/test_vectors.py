@@ -3,15 +3,13 @@ meaning gives the same bytes, and the invalid ones are dropped."""
 
 import json
 import struct
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "firmware"))
+from scribelink import pucklink
 
-import pucklink
+ROOT = Path(__file__).resolve().parents[2]
 
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "puck_frames.json").read_text())
 

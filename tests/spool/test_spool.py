@@ -73,7 +73,6 @@ def test_torn_or_corrupt_tail_is_cut_back_to_the_last_good_record(tmp_path, dama
 
 WRITER = r"""
 import sys
-sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from edge_agent.spool import Spool
 sp = Spool(Path(sys.argv[2]), fsync_interval_s=10)
