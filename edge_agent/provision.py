@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
+from scribelink import __version__
 from scribelink import provisioning as p
 from scribelink import topics
 
 log = logging.getLogger("edge_agent.provision")
 
-SOFTWARE_VERSION = "0.1.0"
+SOFTWARE_VERSION = __version__  # the one version (pyproject.toml)
 RESERVED_UNIT_IDS = {"relay", "broker", "admin"}  # also refused by cloud_relay.pki
 
 
