@@ -105,10 +105,11 @@ class System:
         p = self.broker.pki
         conf = d / "agent.toml"
         conf.write_text(
-            f'unit_id = "unit-a"\nstate_dir = "{d / "state"}"\nexit_when_done = true\n'
+            f'unit_id = "unit-a"\nstate_dir = "{d / "state"}"\n'
             f'[capture]\ndevice = "scribelink_test"\nchannels = 4\nperiod_frames = 320\n'
-            f'pace_realtime = true\nspeed = 1.0\nstop_after_frames = {len(self.input)}\n'
-            f'resume_input = true\n[dsp]\nmode = "off"\n[session]\nchunk_ms = 40\n'
+            f'[file_input]\npace_realtime = true\nspeed = 1.0\n'
+            f'stop_after_frames = {len(self.input)}\nresume_input = true\nexit_when_done = true\n'
+            f'[dsp]\nmode = "off"\n[session]\nchunk_ms = 40\n'
             f'[spool]\ndir = "{d / "spool"}"\n'
             f'[broker]\nurl = "{self.broker.url}"\nca_file = "{p["ca"]}"\n'
             f'cert_file = "{p["units"]["unit-a"].cert}"\nkey_file = "{p["units"]["unit-a"].key}"\n'

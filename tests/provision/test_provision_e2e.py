@@ -40,9 +40,9 @@ def site_config(tmp: Path) -> Path:
     site = tmp / "agent.toml"
     state = tmp / "agent-state"
     site.write_text(
-        f'state_dir = "{state}"\nexit_when_done = true\n'
+        f'state_dir = "{state}"\n'
         '[capture]\ndevice = "sl_good"\nchannels = 4\nperiod_frames = 320\n'
-        'pace_realtime = true\nstop_after_frames = 48000\n'
+        '[file_input]\npace_realtime = true\nstop_after_frames = 48000\nexit_when_done = true\n'
         '[dsp]\nmode = "off"\n[session]\nchunk_ms = 40\n'
         f'[spool]\ndir = "{state / "spool"}"\n'
     )
