@@ -10,21 +10,34 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run", "--disable-sync",
                  "--autoplay-policy=no-user-gesture-required"]
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+PROBE = Path(__file__).resolve().parent / "probe.js"
+# Screenshots the tests take land in run/ (not tracked). docs/screenshots is refreshed on
+# purpose: `scripts/screenshots` runs the tests that take them with this set to it.
+SCREENSHOTS = Path(os.environ.get("SCRIBELINK_SCREENSHOTS_DIR") or ROOT / "run" / "screenshots")
 
 
 def open_console(context, base_url: str, user: str | None = None, password: str | None = None):
-    """Open /console with the test hooks on; sign in if a user is given."""
+    """Open /console with the tests' probe (probe.js: window.__probe) installed before the
+    page's scripts; sign in if a user is given."""
     page = context.new_page()
     page.on("pageerror", lambda e: print("pageerror:", e))
-    page.goto(base_url + "/console/?test=1")
-    poll(page, "() => window.__scribelinkTest !== undefined")
+    page.add_init_script(path=str(PROBE))
+    page.goto(base_url + "/console/")
+    poll(page, "() => window.__probe !== undefined && window.__probe.app !== null")
     if user:
         page.fill("#signin-user", user)
         page.fill("#signin-password", password or "")
         page.click("#signin-submit")
-        poll(page, "() => window.__scribelinkTest.ready()", 15)
+        poll(page, "() => window.__probe.ready()", 15)
     return page
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a screenshot of `page` as SCREENSHOTS/name."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    page.screenshot(path=str(path))
+    return path
 
 
 def poll(page, fn: str, timeout_s: float = 10.0, interval_s: float = 0.05):

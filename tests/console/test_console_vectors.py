@@ -82,7 +82,7 @@ def all_frames(v: dict) -> list[str]:
 def test_browser_opens_every_vector_like_the_reference(static_console, context):
     v = load_vectors()
     page = open_console(context, static_console)
-    out = page.evaluate("(v) => window.__scribelinkTest.openVectors(v)", {
+    out = page.evaluate("(v) => window.__probe.openVectors(v)", {
         "private_key": v["scribe_private_key"], "session_open": v["session_open"],
         "frames": all_frames(v)})
     assert out["session_key"] == "opened"
@@ -110,12 +110,12 @@ def test_recovery_key_opens_and_unrelated_key_does_not(static_console, context):
     assert "recovery_private_key" in v, "tests/vectors/envelope.json lost its recovery key"
     page = open_console(context, static_console)
     frames = [c["frame"] for c in v["chunks"]]
-    rec = page.evaluate("(v) => window.__scribelinkTest.openVectors(v)", {
+    rec = page.evaluate("(v) => window.__probe.openVectors(v)", {
         "private_key": v["recovery_private_key"], "session_open": v["session_open"],
         "frames": frames})
     assert rec["session_key"] == "opened"
     assert all(r["ok"] for r in rec["results"])
-    other = page.evaluate("(v) => window.__scribelinkTest.openVectors(v)", {
+    other = page.evaluate("(v) => window.__probe.openVectors(v)", {
         "private_key": v["unrelated_private_key"], "session_open": v["session_open"],
         "frames": frames})
     assert other["session_key"] is None  # no recipient entry carries its key id
