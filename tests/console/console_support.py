@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 CHROMIUM = os.environ.get("SCRIBELINK_CHROMIUM", "/usr/bin/chromium")
@@ -58,3 +60,57 @@ def poll(page, fn: str, timeout_s: float = 10.0, interval_s: float = 0.05):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{fn} stayed falsy for {timeout_s}s" + (f" ({err})" if err else ""))
         time.sleep(interval_s)
+
+
+# the static server's URL prefixes: the console, and the tests' own modules (testkit.js)
+STATIC_MOUNTS = (("/console/", ROOT / "cloud_relay" / "console"), ("/tests/", Path(__file__).parent))
+
+
+class _ConsoleFiles(SimpleHTTPRequestHandler):
+    """STATIC_MOUNTS, and / an empty page to import modules into."""
+
+    def translate_path(self, path: str) -> str:
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        for prefix, root in STATIC_MOUNTS:
+            if path.startswith(prefix):
+                rel = Path(path[len(prefix):])
+                if ".." in rel.parts:
+                    break
+                return str(root / rel)
+        return str(ROOT / "nonexistent")  # 404
+
+    def do_GET(self) -> None:  # http.server calls it by this name
+        if self.path == "/":
+            body = b"<!doctype html><title>console modules</title>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class StaticConsole:
+    """The console's static files (and the tests' own modules) on a free loopback port:
+    no relay, no CSP. For tests of the page's modules and of the envelope vectors."""
+
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _ConsoleFiles)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def in_module(page, module: str, body: str, arg=None):
+    """Run `body` (the inside of an async JS function) in `page` with `m` bound to the
+    module at `module` (under /console/js/, or a path from the server root) and `arg` to
+    `arg`; return what it returns."""
+    url = module if module.startswith("/") else f"/console/js/{module}"
+    return page.evaluate(f"async (arg) => {{ const m = await import('{url}'); {body} }}", arg)

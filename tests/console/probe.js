@@ -81,42 +81,6 @@
     ready: () => !!probe.app && probe.app.ready,
     linkUp: () => document.getElementById("link-state").classList.contains("ok"),
 
-    /** Open a vector set exactly like the live path would, without the relay. */
-    async openVectors({ private_key, session_open, frames }) {
-      const c = await crypto();
-      const { Receiver } = await import("/console/js/receiver.js");
-      const identity = await c.identityFromPrivate(c.b64decode(private_key));
-      const out = { key_id: identity.keyId, session_key: null, results: [] };
-      const mine = (session_open.recipients || []).find((r) => r.key_id === identity.keyId);
-      let key = null;
-      if (mine) {
-        try {
-          key = await c.unwrapSessionKey(identity, c.b64decode(mine.wrapped_key), session_open.unit, c.fromHex(session_open.session));
-          out.session_key = "opened";
-        } catch (e) {
-          out.session_key = `error: ${e.message}`;
-        }
-      }
-      for (const f of frames) {
-        const frame = c.b64decode(f);
-        try {
-          const { header, body } = await c.openEnvelope(frame, key);
-          out.results.push({ ok: true, type: header.type, seq: header.seq, plaintext: c.b64encode(body), sha256: await c.sha256Hex(body) });
-        } catch (e) {
-          let hdr = null;
-          try { hdr = c.parseHeader(frame); } catch (x) { /* malformed */ }
-          out.results.push({ ok: false, error: e.constructor.name, detail: e.message, seq: hdr ? hdr.seq : null });
-        }
-      }
-      // and through the full receive path, for its counters
-      const rx = new Receiver(identity, {});
-      rx.sessionItem(session_open, "live");
-      for (const f of frames) rx.envelope(c.b64decode(f), "live");
-      await rx.chain;
-      out.counters = rx.counters;
-      return out;
-    },
-
     sessions: () => [...desk().receiver.sessions.values()].map((s) => ({
       session: s.session, unit: s.unit, maxSeq: s.maxSeq, chunks: s.chunks.size, closed: !!s.close,
       events: s.events.map((e) => ({ kind: e.kind, seq: e.seq, cue_id: e.cue_id, t_s: e.t_s })),
