@@ -4,29 +4,24 @@
 
 import { b64decode } from "./crypto.js";
 
-const FIRST_PAGE = 1000; // audio chunks per page: 40 s of 40 ms chunks
-const REFETCH_PAGE = 500;
+const PAGE = 1000; // audio chunks per page: 40 s of 40 ms chunks
+const REFETCH_PAGE = 500; // for a seek: start playing sooner
 
 export class Archive {
   /** `onUnreadable(session)`: the session was not sealed for this browser's key. */
-  constructor({ api, receiver, store, onUnreadable }) {
+  constructor({ api, receiver, onUnreadable }) {
     this.api = api;
     this.receiver = receiver;
-    this.store = store;
     this.onUnreadable = onUnreadable;
   }
 
-  /** Open a session from the archive; with backfill, page in all its audio the live stream did not bring. */
-  async loadSession(session, { backfill = false } = {}) {
-    const { loaded } = this.store;
-    if (loaded.has(session) && !backfill) return;
-    loaded.add(session);
+  /** Open a session from the archive, and page in the audio the live stream did not bring. */
+  async loadSession(session) {
     let first;
     try {
-      first = await this.api.call("GET", `/api/sessions/${session}/items?from_seq=0&limit=${FIRST_PAGE}`);
+      first = await this.api.call("GET", `/api/sessions/${session}/items?from_seq=0&limit=${PAGE}`);
     } catch (e) {
       if (e.status === 403) {
-        this.store.unreadable.add(session);
         this.onUnreadable(session);
         return;
       }
@@ -34,10 +29,10 @@ export class Archive {
     }
     await this.feed(first, true);
     let next = first.next_seq;
-    while (backfill && next !== null && next !== undefined) {
+    while (next !== null && next !== undefined) {
       const s = this.receiver.sessions.get(session);
       if (s && s.chunks.size > s.maxSeq) break; // live filled everything in
-      const page = await this.api.call("GET", `/api/sessions/${session}/items?from_seq=${next}&limit=${FIRST_PAGE}&events=false`);
+      const page = await this.api.call("GET", `/api/sessions/${session}/items?from_seq=${next}&limit=${PAGE}&events=false`);
       await this.feed(page, false);
       next = page.next_seq;
     }

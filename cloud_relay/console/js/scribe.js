@@ -66,7 +66,10 @@ export class ScribeDesk {
       onError: (rec) => this.onError(rec),
     });
     store.sessions = this.receiver.sessions;
-    this.archive = new Archive({ api: this.api, receiver: this.receiver, store, onUnreadable: () => this.view.events() });
+    this.archive = new Archive({
+      api: this.api, receiver: this.receiver,
+      onUnreadable: (session) => { store.unreadable.add(session); this.view.events(); },
+    });
     this.player = new Player({ onTick: () => { this.dirty = true; }, fetchRange: (s, seq) => this.archive.fetchRange(s, seq) });
     const rooms = await this.api.call("GET", "/api/console/rooms");
     store.setRooms(rooms.units, wantedUnit, nowMs());
@@ -111,7 +114,7 @@ export class ScribeDesk {
 
   /** Open a session from the archive and page in what live did not bring. */
   loadSession(session) {
-    return this.archive.loadSession(session, { backfill: true })
+    return this.archive.loadSession(session)
       .then(() => { this.dirty = true; })
       .catch((e) => this.onError({ error: "archive", detail: e.message }));
   }

@@ -27,7 +27,6 @@ export class Store {
     this.cues = new Map(); // cueKey -> cue
     this.acked = new Set(acked); // cue keys acknowledged in this browser, kept across reloads
     this.errors = [];
-    this.loaded = new Set(); // sessions asked of the archive
     this.unreadable = new Set(); // sessions sealed for another key of this scribe
   }
 
