@@ -6,6 +6,7 @@ timeline geometry and keyboard commands. Each call is a few milliseconds."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from console_support import in_module
@@ -289,3 +290,24 @@ def test_keyboard_commands(module_page):
         {"cmd": "seekBy", "arg": 5, "preventDefault": True}, {"cmd": "room", "arg": 2},
         {"cmd": "help"}, {"cmd": "closeHelp"}, {"cmd": "theme"}, None]
     assert got["shifted"] == {"cmd": "seekBy", "arg": 15, "preventDefault": True}
+
+
+# ---------------------------------------------------------------------- one owner per contract
+
+CONSOLE_JS = Path(__file__).resolve().parents[2] / "cloud_relay" / "console" / "js"
+
+
+def test_only_wsproto_builds_or_splits_websocket_frames():
+    """A frame written by hand elsewhere in the page would drift from the contract."""
+    frame_literal = re.compile(r'type:\s*"(hello|cue_ack|welcome|unit_status)"')
+    offenders = []
+    for path in sorted(CONSOLE_JS.rglob("*.js")):
+        if path.name == "wsproto.js":
+            continue
+        text = path.read_text()
+        if frame_literal.search(text):
+            offenders.append(str(path.relative_to(CONSOLE_JS)))
+        if "new WebSocket(" in text and path.name != "net.js":
+            offenders.append(f"{path.relative_to(CONSOLE_JS)} (a second socket)")
+    assert not offenders, f"WebSocket frames handled outside js/wsproto.js: {offenders}"
+    assert frame_literal.search((CONSOLE_JS / "wsproto.js").read_text())  # the check can see one
