@@ -68,17 +68,17 @@
   // ------------------------------------------------------------ reading the console
 
   const desk = () => probe.app.desk;
-  const crypto = () => import("/console/js/crypto.js");
+  const cryptoJs = () => import("/console/js/crypto.js");
 
   async function pcmOf(session) {
-    const { concat } = await crypto();
+    const { concat } = await cryptoJs();
     const s = desk().receiver.sessions.get(session);
     const seqs = [...s.chunks.keys()].sort((a, b) => a - b);
     return { s, seqs, pcm: concat(...seqs.map((q) => new Uint8Array(s.chunks.get(q).pcm.buffer))) };
   }
 
   Object.assign(probe, {
-    ready: () => !!probe.app && probe.app.ready,
+    ready: () => !!probe.app && (probe.app.phase === "scribe" || probe.app.phase === "admin"),
     linkUp: () => document.getElementById("link-state").classList.contains("ok"),
 
     sessions: () => [...desk().receiver.sessions.values()].map((s) => ({
@@ -90,13 +90,13 @@
     })),
 
     async sessionPcm(session) {
-      const { b64encode, sha256Hex } = await crypto();
+      const { b64encode, sha256Hex } = await cryptoJs();
       const { seqs, pcm } = await pcmOf(session);
       return { sha256: await sha256Hex(pcm), samples: pcm.length / 2, chunks: seqs.length, first: seqs[0], last: seqs[seqs.length - 1], b64: b64encode(pcm) };
     },
 
     async sessionHash(session) {
-      const { sha256Hex } = await crypto();
+      const { sha256Hex } = await cryptoJs();
       const { s, seqs, pcm } = await pcmOf(session);
       return { sha256: await sha256Hex(pcm), samples: pcm.length / 2, chunks: seqs.length, contiguous: seqs.length === s.maxSeq + 1 };
     },
@@ -138,7 +138,7 @@
         out.set(part.subarray(0, take), o);
         o += take;
       }
-      const { sha256Hex } = await crypto();
+      const { sha256Hex } = await cryptoJs();
       return { sha256: await sha256Hex(new Uint8Array(out.buffer)), samples: out.length, startSample: fed.startSample };
     },
 

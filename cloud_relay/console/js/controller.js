@@ -38,10 +38,6 @@ export class ConsoleController {
     else this.signin.show(msg);
   }
 
-  get ready() {
-    return this.phase === "scribe" || this.phase === "admin";
-  }
-
   async signIn({ user, password }) {
     this.signin.error("");
     this.alerts.unlock(); // a user gesture: the chime may sound later without one
