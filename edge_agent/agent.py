@@ -20,17 +20,20 @@ import time
 from collections import deque
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from edge_agent import core as c
 from edge_agent import sdnotify as sd
 from edge_agent.capture import AlsaCapture, CaptureError
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, ConfigError
+from edge_agent.session import Signer
 from edge_agent.spool import Spool
 from edge_agent.uplink import Uplink
 from scribelink import envelope as env
 from scribelink import messages as msgs
-from scribelink import topics
+from scribelink import topics, trust
 
 log = logging.getLogger("edge_agent")
 
@@ -81,8 +84,9 @@ class Agent:
                 resume_input=cfg.file_input.resume_input,
                 exit_when_done=cfg.file_input.exit_when_done,
             ),
+            signer=self._load_signer(),
+            authority=self._load_authority(),
             recovery=self._load_recovery_key(),
-            assignment=self._load_assignment(),
             input_frames=int(self.spool.get_state("input_frames", "0") or 0),
             cues_seen=[int(x) for x in (self.spool.get_state("cues_seen", "") or "").split(",")
                        if x],
@@ -134,34 +138,53 @@ class Agent:
             return None
         return env.load_public_key(Path(path).read_text().strip())
 
+    def _load_authority(self) -> Ed25519PublicKey | None:
+        path = self.cfg.keys.authority_public_key_file
+        if not path:
+            log.error("event=no_authority_pinned what=\"the unit will wrap audio to nobody "
+                      "until it is provisioned with a clinic authority\"")
+            return None
+        return trust.load_ed25519(Path(path).read_text().strip())
+
+    def _load_signer(self) -> Signer:
+        k = self.cfg.keys
+        if not k.signing_key_file:
+            raise ConfigError("[keys] signing_key_file is not set: the unit needs its signing "
+                              "key (provisioning makes it); without it nothing it says counts")
+        key = serialization.load_pem_private_key(Path(k.signing_key_file).read_bytes(), None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{k.signing_key_file}: not an Ed25519 private key")
+        binding = json.loads(Path(k.binding_file).read_text()) if k.binding_file else None
+        return Signer(key, binding)
+
     def _assignment_path(self) -> Path:
         return self.state_dir / "assignment.json"
 
-    def _load_assignment(self) -> dict | None:
-        # the last assignment is kept (public keys only) so the unit can record offline
+    def _load_assignment(self) -> msgs.Assignment | None:
+        # the last checked assignment is kept so the unit records offline after a restart;
+        # it is checked again (the authority's signatures) when it is fed back in
         try:
-            return msgs.check_control(json.loads(self._assignment_path().read_text()))
+            return msgs.Assignment.from_dict(json.loads(self._assignment_path().read_text()))
         except (FileNotFoundError, ValueError, msgs.MessageError):
             return None
 
-    def _save_assignment(self, a: dict) -> None:
+    def _save_assignment(self, a: msgs.Assignment) -> None:
         tmp = self._assignment_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps(a))
+        tmp.write_text(msgs.dumps(a).decode())
         tmp.replace(self._assignment_path())
 
     # ------------------------------------------------------------------ inputs from threads
 
-    def _on_control(self, ctl: dict) -> None:
-        """On the uplink's thread: a checked control message becomes a core input."""
-        t = ctl["type"]
-        if t == "assignment":
+    def _on_control(self, ctl: msgs.Message) -> None:
+        """On the uplink's thread: a parsed control message becomes a core input."""
+        if isinstance(ctl, msgs.Assignment):
             self.inbox.put(c.AssignmentReceived(ctl))
-        elif t == "session_control":
-            self.inbox.put(c.SessionControlReceived(str(ctl.get("action"))))
-        elif t == "cue_ack":
-            self.inbox.put(c.CueAckReceived(int(ctl["cue_id"])))
-        elif t == "replay":
-            self.inbox.put(c.ReplayRequested(int(ctl["since_us"])))
+        elif isinstance(ctl, msgs.SessionControl):
+            self.inbox.put(c.SessionControlReceived(ctl.action))
+        elif isinstance(ctl, msgs.CueAck):
+            self.inbox.put(c.CueAckReceived(ctl))
+        elif isinstance(ctl, msgs.Replay):
+            self.inbox.put(c.ReplayRequested(ctl.since_us))
 
     def stop(self) -> None:
         self._stop.set()
@@ -187,7 +210,7 @@ class Agent:
             if self.puck is not None:
                 self.puck.cue_seen(e.cue_id)
         elif isinstance(e, c.PublishStatus):
-            self.uplink.set_status(e.status)
+            self.uplink.set_status(e.status.to_dict())
             sd.watchdog()
         elif isinstance(e, c.SaveAssignment):
             self._save_assignment(e.assignment)
@@ -264,6 +287,9 @@ class Agent:
             stale_session=stale,
             stale_last_audio_seq=self.spool.last_seq.get((stale, "audio"), -1) if stale else -1,
             stale_last_event_seq=self.spool.last_seq.get((stale, "event"), -1) if stale else -1))
+        saved = self._load_assignment()
+        if saved is not None:
+            self._feed(c.AssignmentReceived(saved))
         if self.puck is not None:
             self.puck.start()
         self.uplink.start()

@@ -83,7 +83,16 @@ class BrokerConfig:
 
 @dataclass(frozen=True)
 class KeysConfig:
+    """The unit's trust anchors and identity (docs/trust.md). Provisioning writes them."""
+
     recovery_public_key_file: str = ""
+    # the clinic authority pinned at provisioning (base64 raw Ed25519): without it the unit
+    # accepts no assignment, so it wraps audio to nobody
+    authority_public_key_file: str = ""
+    # the unit's Ed25519 signing key (PKCS#8 PEM, 0600) and the authority-rooted binding of
+    # it to the unit id (a unit_binding statement, JSON)
+    signing_key_file: str = ""
+    binding_file: str = ""
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from edge_agent.chunker import Chunk, Chunker
 from edge_agent.dsp import make_stage
-from edge_agent.session import Session
+from edge_agent.session import Session, Signer, close_message, gap_message
 from edge_agent.spool import seq_ranges
-from scribelink import envelope as env
 from scribelink import messages as msgs
-from scribelink import topics
+from scribelink import topics, trust
 
 STATUS_INTERVAL_S = 1.0
 CUE_MEMORY = 64  # cue ids remembered across restarts (the puck retransmits a press)
@@ -78,7 +78,9 @@ class Tick:
 
 @dataclass(frozen=True)
 class AssignmentReceived:
-    assignment: dict  # a checked control message of type "assignment"
+    """What the relay says the room's assignment is; the core checks every signature."""
+
+    message: msgs.Assignment
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,9 @@ class SessionControlReceived:
 
 @dataclass(frozen=True)
 class CueAckReceived:
-    cue_id: int
+    """A scribe's sealed reply to a cue (the relay cannot read or forge it)."""
+
+    message: msgs.CueAck
 
 
 @dataclass(frozen=True)
@@ -184,16 +188,19 @@ class ShowLight:
 @dataclass(frozen=True)
 class PuckCueSeen:
     cue_id: int
+    reply: str = "seen"
 
 
 @dataclass(frozen=True)
 class PublishStatus:
-    status: dict
+    status: msgs.Status
 
 
 @dataclass(frozen=True)
 class SaveAssignment:
-    assignment: dict
+    """Keep the last checked assignment: the unit records offline with it after a restart."""
+
+    message: msgs.Assignment
 
 
 @dataclass(frozen=True)
@@ -251,20 +258,42 @@ class CoreSettings:
 # ---------------------------------------------------------------------------- the core
 
 
+@dataclass(frozen=True)
+class Assigned:
+    """A checked assignment: the authority-signed room and scribes, and the endorsed,
+    unrevoked devices of those scribes (the only keys a session is wrapped to)."""
+
+    room: str
+    scribes: tuple[str, ...]
+    issued_us: int
+    devices: dict[str, trust.Device]
+
+    def recipients(self) -> list[tuple[str, str, X25519PublicKey]]:
+        return [(d.scribe, d.device, X25519PublicKey.from_public_bytes(d.enc_key))
+                for d in sorted(self.devices.values(), key=lambda d: (d.scribe, d.device))]
+
+
 class UnitCore:
     def __init__(
         self,
         settings: CoreSettings,
         *,
+        signer: Signer,
+        authority: Ed25519PublicKey | None,
         recovery: X25519PublicKey | None = None,
-        assignment: dict | None = None,
         input_frames: int = 0,
         cues_seen: list[int] | None = None,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
+        """`authority`: the clinic authority pinned at provisioning; without it the unit
+        wraps to nobody. `signer`: the unit's signing key and its binding."""
         self.s = settings
+        self.signer = signer
+        self.authority = authority
         self.recovery = recovery
-        self.assignment = assignment
+        self.assigned: Assigned | None = None
+        self.revocations = trust.Revocations()
+        self._rejected_devices: list[str] = []
         self.rng = rng
         self.session: Session | None = None
         self.chunker: Chunker | None = None
@@ -311,10 +340,9 @@ class UnitCore:
         if e.stale_session:
             # the last process died with this session open; its key died with it, so it
             # cannot continue: close it, so the scribe is not left waiting for more
-            close = msgs.session_close(
-                unit_id=self.s.unit_id, session_id=bytes.fromhex(e.stale_session),
-                ended_us=now.wall_us, last_audio_seq=e.stale_last_audio_seq,
-                last_event_seq=e.stale_last_event_seq, reason="unit_restart")
+            close = close_message(self.s.unit_id, e.stale_session, now.wall_us,
+                                  e.stale_last_audio_seq, e.stale_last_event_seq,
+                                  "unit_restart", self.signer)
             out.append(Spool((Record(topics.SESSION, msgs.dumps(close), "session",
                                      e.stale_session),), {"open_session": ""}))
             out.append(Log("warning", "stale_session_closed", {"session": e.stale_session[:8]}))
@@ -334,7 +362,7 @@ class UnitCore:
                 now.mono_s - self._paused_since > self.s.privacy_auto_resume_s:
             self._toggle_privacy(now, out)
         if self.session is None and not self.captured_done and self.s.auto_open \
-                and self.assignment:
+                and self.assigned is not None and self.assigned.devices:
             self._open_session(now, out)
         if self.session is not None and self.capture == "failed" and \
                 now.mono_s >= self._capture_retry_at:
@@ -352,22 +380,95 @@ class UnitCore:
     # ------------------------------------------------------------------ control
 
     def _on_AssignmentReceived(self, e: AssignmentReceived, now: Now, out: list) -> None:
-        a = e.assignment
-        changed = self.assignment is None or self.assignment.get("scribes") != a["scribes"]
-        self.assignment = a
-        out.append(SaveAssignment(a))
-        out.append(Log("info", "assignment", {"scribes": len(a["scribes"])}))
-        if changed and self.session is not None:
-            # new recipients: the running session's key was not wrapped to them
+        try:
+            assigned, revocations = self._check_assignment(e.message)
+        except trust.TrustError as err:
+            self.alarms.setdefault("assignment_rejected", now.wall_us)
+            out.append(Log("error", "assignment_rejected", {"why": str(err)}))
+            return
+        self.alarms.pop("assignment_rejected", None)
+        # a device statement that does not hold (forged, or a key no session could be
+        # wrapped to) is skipped, with an alarm: capture goes on for the others
+        self._bad_recipients([f"device endorsement refused: {why}"
+                              for why in self._rejected_devices], now, out)
+        before = self.assigned
+        self.assigned, self.revocations = assigned, revocations
+        out.append(SaveAssignment(e.message))
+        out.append(Log("info", "assignment", {"scribes": len(assigned.scribes),
+                                              "devices": len(assigned.devices)}))
+        s = self.session
+        if s is None or before is None:
+            return
+        gone = s.devices - set(assigned.devices)
+        if gone or set(before.scribes) != set(assigned.scribes):
+            # a device that holds this session's key is no longer meant to, or the room has
+            # other scribes now (who must not get the encounter so far): the session ends
+            # here, and the next is wrapped to who is assigned now
             self._close_session("reassigned", now, out)
+            return
+        added, errors = s.add_recipients(assigned.recipients(), now.wall_us)
+        self._bad_recipients(errors, now, out)
+        if added is not None:
+            # a newly endorsed device of an assigned scribe joins the running session
+            self._spool(out, [self._rec(topics.SESSION, msgs.dumps(added), "session")])
+            out.append(Log("info", "recipients_added", {"session": s.hex[:8],
+                                                        "devices": len(added.recipients)}))
+
+    def _check_assignment(self, m: msgs.Assignment) -> tuple[Assigned, trust.Revocations]:
+        """Everything the relay hands over is checked here, against the pinned authority."""
+        if self.authority is None:
+            raise trust.TrustError("no clinic authority is pinned on this unit (provision it)")
+        body = trust.verify_assignment(self.authority, m.assignment, self.s.unit_id)
+        if self.assigned is not None and body["issued_us"] < self.assigned.issued_us:
+            raise trust.TrustError("an older assignment than the one this unit holds (rollback)")
+        revocations = self.revocations
+        if m.revocations is not None:
+            got = trust.verify_revocations(self.authority, m.revocations)
+            if got.serial >= revocations.serial:
+                revocations = got
+        rejected: list[str] = []
+        devices = trust.endorsed_devices(self.authority, list(m.devices),
+                                         revoked=revocations.devices, rejected=rejected)
+        self._rejected_devices = rejected
+        scribes = tuple(body["scribes"])
+        mine = {k: d for k, d in devices.items() if d.scribe in scribes}
+        return Assigned(str(body.get("room") or ""), scribes, body["issued_us"], mine), \
+            revocations
+
+    def _bad_recipients(self, errors: list[str], now: Now, out: list) -> None:
+        for err in errors:
+            self.alarms["bad_recipient_key"] = now.wall_us
+            out.append(Log("error", "recipient_skipped", {"why": err}))
 
     def _on_SessionControlReceived(self, e: SessionControlReceived, now: Now, out: list) -> None:
         if e.action == "close" and self.session is not None:
             self._close_session("closed_by_relay", now, out)
 
     def _on_CueAckReceived(self, e: CueAckReceived, now: Now, out: list) -> None:
-        out.append(Log("info", "cue_ack", {"cue_id": e.cue_id}))
-        out.append(PuckCueSeen(e.cue_id))
+        s, m = self.session, e.message
+        if s is None or m.session != s.hex or self.assigned is None:
+            out.append(Log("info", "cue_reply_ignored", {"why": "not the open session"}))
+            return
+        try:
+            body = s.open_reply(m.sealed)
+            device = self.assigned.devices.get(str(body.get("device")))
+            if device is None or device.device not in s.devices:
+                raise trust.TrustError("from a device that does not hold this session")
+            trust.verify_reply(body, unit=self.s.unit_id, session_hex=s.hex, device=device)
+        except trust.TrustError as err:
+            self.alarms["cue_reply_rejected"] = now.wall_us
+            out.append(Log("warning", "cue_reply_rejected", {"why": str(err)}))
+            return
+        reply = str(body["reply"])
+        if reply not in msgs.CUE_REPLIES:
+            out.append(Log("warning", "cue_reply_rejected", {"why": "unknown reply"}))
+            return
+        if device.kind != "person":
+            # only a person's reply lights the physician's puck
+            out.append(Log("info", "cue_reply_from_robot", {"cue_id": body["cue_id"]}))
+            return
+        out.append(Log("info", "cue_reply", {"cue_id": body["cue_id"], "reply": reply}))
+        out.append(PuckCueSeen(int(body["cue_id"]), reply))
 
     def _on_ReplayRequested(self, e: ReplayRequested, now: Now, out: list) -> None:
         out.append(Replay(e.since_us))
@@ -505,25 +606,23 @@ class UnitCore:
 
     # ------------------------------------------------------------------ session
 
-    def _recipients(self) -> list[tuple[str, X25519PublicKey]]:
-        if not self.assignment:
-            return []
-        return [(s.get("id", "scribe"), env.load_public_key(s["public_key"]))
-                for s in self.assignment["scribes"]]
-
     def _make_dsp(self):
         return make_stage(self.s.dsp_mode, channels=self.s.channels,
                           sample_rate=self.s.sample_rate, array=self.s.dsp_array)
 
     def _open_session(self, now: Now, out: list) -> None:
-        scribes = self._recipients()
-        if not scribes:
+        assert self.assigned is not None
+        try:
+            s = self.session = Session(
+                unit_id=self.s.unit_id, scribes=self.assigned.recipients(),
+                recovery=self.recovery, signer=self.signer, sample_rate=self.s.sample_rate,
+                chunk_ms=self.s.chunk_ms, started_us=now.wall_us, room=self.assigned.room,
+                session_id=self.rng(16), session_key=self.rng(32))
+        except ValueError as err:  # not one recipient could be wrapped to
+            self.alarms["bad_recipient_key"] = now.wall_us
+            out.append(Log("error", "session_not_opened", {"why": str(err)}))
             return
-        s = self.session = Session(
-            unit_id=self.s.unit_id, scribes=scribes, recovery=self.recovery,
-            sample_rate=self.s.sample_rate, chunk_ms=self.s.chunk_ms, started_us=now.wall_us,
-            room=(self.assignment or {}).get("room"),
-            session_id=self.rng(env.SESSION_ID_LEN), session_key=self.rng(env.KEY_LEN))
+        self._bad_recipients(s.refused, now, out)
         self.chunker = Chunker(sample_rate=self.s.sample_rate, chunk_ms=self.s.chunk_ms,
                                start_us=now.wall_us)
         self.dsp = self._make_dsp()
@@ -659,10 +758,9 @@ class UnitCore:
     def _emit_gap(self, session: str, stream: str, first: int, last: int, reason: str,
                   now: Now | None, out: list) -> None:
         at = now.wall_us if now is not None else 0
-        gap = msgs.gap(unit_id=self.s.unit_id, session_hex=session, stream=stream,
-                       first_seq=first, last_seq=last, reason=reason, at_us=at)
-        self.last_gap = {k: gap[k] for k in ("session", "stream", "first_seq", "last_seq",
-                                             "reason", "at_us")}
+        gap = gap_message(self.s.unit_id, session, stream, first, last, reason, at, self.signer)
+        self.last_gap = {"session": session, "stream": stream, "first_seq": first,
+                         "last_seq": last, "reason": reason, "at_us": at}
         if reason != "capture_lost":
             self.alarms.setdefault("spool_evicted", at)
         out.append(Log("warning", "gap_declared", {"session": session[:8], "stream": stream,
@@ -696,11 +794,11 @@ class UnitCore:
             return "idle"
         return "paused" if self.privacy_paused else "live"
 
-    def status(self, now: Now) -> dict:
+    def status(self, now: Now) -> msgs.Status:
         h = self.health
-        return msgs.status(
-            unit_id=self.s.unit_id,
-            online=True,
+        dsp = self.dsp.stats() if self.dsp is not None else {}
+        return msgs.Status(
+            unit=self.s.unit_id,
             at_us=now.wall_us,
             link="up" if h.link_up else "down",
             catching_up=h.catching_up,
@@ -710,10 +808,12 @@ class UnitCore:
             capture_overruns=self.capture_overruns,
             spool=h.spool,
             inflight=h.inflight,
-            dsp=self.dsp.stats() if self.dsp is not None else None,
+            # coarse health only: which mics are dead or clipping, never levels or speech
+            mics={"dead": list(dsp.get("dead_channels", [])),
+                  "clipping": list(dsp.get("clipping_channels", []))},
             last_error=self.last_error or h.uplink_error,
             last_gap=self.last_gap,
-            alarms=sorted(self.alarms),
+            alarms=tuple(sorted(self.alarms)),
             puck=None if h.puck_connected is None else {"connected": h.puck_connected,
                                                         "led": self.light},
         )

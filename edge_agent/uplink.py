@@ -49,7 +49,7 @@ class Uplink:
         unit_id: str,
         spool: Spool,
         *,
-        on_control: Callable[[dict], None],
+        on_control: Callable[[msgs.Message], None],
     ) -> None:
         self.cfg = cfg
         self.unit_id = unit_id
@@ -91,7 +91,7 @@ class Uplink:
         c.reconnect_delay_set(min_delay=1, max_delay=16)
         c.will_set(
             topics.unit_topic(self.unit_id, topics.STATUS),
-            msgs.dumps(msgs.offline_will(self.unit_id)),
+            msgs.dumps(msgs.Status.offline_will(self.unit_id)),
             qos=1,
             retain=True,
         )
@@ -128,14 +128,14 @@ class Uplink:
 
     def _on_message(self, client, userdata, message) -> None:
         try:
-            ctl = msgs.check_control(msgs.loads(message.payload, what="control message"))
+            ctl = msgs.control_message(msgs.loads(message.payload, what="control message"))
         except (msgs.MessageError, ValueError) as e:
             log.warning("event=control_rejected error=%s", e)
             return
         try:
             self.on_control(ctl)
         except Exception:
-            log.exception("event=control_handler_failed type=%s", ctl.get("type"))
+            log.exception("event=control_handler_failed type=%s", ctl.TYPE)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,8 +167,9 @@ class Uplink:
                 # a clean stop is not "lost": the will is not sent, so say offline ourselves
                 info = self._client.publish(
                     topics.unit_topic(self.unit_id, topics.STATUS),
-                    msgs.dumps({**(self._status or {}), **msgs.offline_will(self.unit_id),
-                                "link": "stopped"}),
+                    msgs.dumps({**(self._status or
+                                   msgs.Status.offline_will(self.unit_id).to_dict()),
+                                "online": False, "link": "stopped"}),
                     qos=1, retain=True,
                 )
                 info.wait_for_publish(1.0)

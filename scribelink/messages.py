@@ -1,40 +1,52 @@
-"""JSON message schemas (docs/protocol.md): session lifecycle, sealed events, status, control.
+"""The JSON messages between unit, relay and scribe (docs/protocol.md): the one owner.
 
-One owner for every JSON shape that crosses the broker or the relay's WebSocket.
-Builders return plain dicts; `check_*` validate what comes in and raise MessageError.
+Every message is a frozen dataclass with `to_dict()` and `from_dict()`, defaults on every
+optional field, and unknown keys ignored on the way in, so old and new peers interoperate.
+Nobody builds these dicts by hand. `from_dict` validates and raises MessageError with
+what is wrong; it bounds every number and length before anything is allocated.
+
+Two words name kinds, and they never mix: `type` is the JSON message's type (session_open,
+gap, assignment, status, ...); `kind` is a sealed event's kind inside an envelope (cue,
+privacy_pause, ...) and a spool record's or recipient's kind.
+
+What a unit says about its sessions -- SessionOpen, SessionClose, Gap, RecipientsAdded
+and every event body -- carries `sig`, the unit's Ed25519 signature (scribelink.trust),
+and SessionOpen carries the authority-rooted `binding` of that key to the unit id.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 from scribelink import envelope as env
 
 SCHEMA_VERSION = 1
-
-# --- sealed event kinds (bodies of TYPE_EVENT envelopes) ---
-EVENT_KINDS = ("cue", "privacy_pause", "privacy_resume", "session_start", "session_end")
-
-# --- clear session-topic kinds ---
-SESSION_KINDS = ("session_open", "session_close", "gap")
-
-# --- control kinds (relay -> unit) ---
-CONTROL_KINDS = ("assignment", "session_control", "cue_ack", "config", "replay")
-
-# spool_full / spool_age: the spool evicted unsent records; capture_lost: the capture
-# device failed and the session's audio for that stretch was never captured
-GAP_REASONS = ("spool_full", "spool_age", "capture_lost")
-
 MAX_JSON_BYTES = 64 * 1024
+MAX_SEQ = 1 << 40  # 1.4 years of 40 ms chunks in one session: anything above is hostile
+MAX_RECIPIENTS = 64
+
+SESSION_TYPES = ("session_open", "session_close", "gap", "recipients_added")
+CONTROL_TYPES = ("assignment", "session_control", "cue_ack", "replay")
+EVENT_KINDS = ("cue", "privacy_pause", "privacy_resume", "session_start", "session_end",
+               "consent")
+# spool_full / spool_age: the spool evicted unsent records; capture_lost: the capture
+# device failed and that stretch of the session was never captured
+GAP_REASONS = ("spool_full", "spool_age", "capture_lost")
+CLOSE_REASONS = ("ended", "input_complete", "reassigned", "closed_by_relay", "agent_stopped",
+                 "unit_restart", "update")
+CUE_REPLIES = ("seen", "got_it", "repeat", "see_me")
 
 
 class MessageError(ValueError):
     pass
 
 
-def dumps(msg: dict) -> bytes:
+def dumps(msg: dict | Message) -> bytes:
+    if isinstance(msg, Message):
+        msg = msg.to_dict()
     return json.dumps(msg, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -50,216 +62,430 @@ def loads(data: bytes | str, *, what: str = "message") -> dict:
     return msg
 
 
-def _b64(b: bytes) -> str:
+def b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
 
-# ------------------------------------------------------------------ session topic
+# ---------------------------------------------------------------------------- field checks
 
 
-def session_open(
-    *,
-    unit_id: str,
-    session_id: bytes,
-    session_key: bytes,
-    recipients: list[tuple[str, str, Any]],
-    started_us: int,
-    sample_rate: int,
-    chunk_ms: int,
-    room: str | None = None,
-) -> dict:
-    """recipients: (kind, id, X25519PublicKey) with kind "scribe" or "recovery"."""
-    wrapped = []
-    for kind, rid, pub in recipients:
-        raw = env.public_key_raw(pub)
-        wrapped.append(
-            {
-                "kind": kind,
-                "id": rid,
-                "key_id": env.key_id(raw),
-                "wrapped_key": _b64(env.wrap_session_key(session_key, pub, unit_id, session_id)),
-            }
-        )
-    return {
-        "v": SCHEMA_VERSION,
-        "type": "session_open",
-        "unit": unit_id,
-        "room": room,
-        "session": session_id.hex(),
-        "started_us": started_us,
-        "codec": "pcm_s16le",
-        "sample_rate": sample_rate,
-        "channels": 1,
-        "chunk_ms": chunk_ms,
-        "suite": env.SUITE_NAME,
-        "recipients": wrapped,
-    }
+def _int(d: dict, k: str, *, lo: int = 0, hi: int = 1 << 62, default: Any = ...) -> int:
+    v = d.get(k, default)
+    if v is ... or isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise MessageError(f"{k} must be an integer in {lo}..{hi}")
+    return v
 
 
-def session_close(*, unit_id: str, session_id: bytes, ended_us: int, last_audio_seq: int,
-                  last_event_seq: int, reason: str = "ended") -> dict:
-    return {
-        "v": SCHEMA_VERSION,
-        "type": "session_close",
-        "unit": unit_id,
-        "session": session_id.hex(),
-        "ended_us": ended_us,
-        "last_audio_seq": last_audio_seq,
-        "last_event_seq": last_event_seq,
-        "reason": reason,
-    }
+def _str(d: dict, k: str, *, max_len: int = 256, default: Any = ...,
+         choices: tuple[str, ...] | None = None) -> str:
+    v = d.get(k, default)
+    if v is ... or not isinstance(v, str) or len(v) > max_len:
+        raise MessageError(f"{k} must be text (at most {max_len} characters)")
+    if choices is not None and v not in choices:
+        raise MessageError(f"{k} must be one of {', '.join(choices)}, got {v!r}")
+    return v
 
 
-def gap(*, unit_id: str, session_hex: str, stream: str, first_seq: int, last_seq: int,
-        reason: str, at_us: int) -> dict:
-    """Declared loss: sequence numbers first..last (inclusive) of `stream` will never arrive."""
-    if reason not in GAP_REASONS:
-        raise MessageError(f"unknown gap reason {reason!r}")
-    return {
-        "v": SCHEMA_VERSION,
-        "type": "gap",
-        "unit": unit_id,
-        "session": session_hex,
-        "stream": stream,
-        "first_seq": first_seq,
-        "last_seq": last_seq,
-        "reason": reason,
-        "at_us": at_us,
-    }
+def _opt_str(d: dict, k: str, *, max_len: int = 256) -> str | None:
+    return None if d.get(k) is None else _str(d, k, max_len=max_len)
 
 
-def check_session_message(msg: dict) -> dict:
-    t = msg.get("type")
-    if t not in SESSION_KINDS:
-        raise MessageError(f"unknown session message type {t!r}")
-    if not isinstance(msg.get("unit"), str) or not isinstance(msg.get("session"), str):
-        raise MessageError(f"{t}: unit and session are required")
+def _session(d: dict) -> str:
+    s = _str(d, "session", max_len=2 * env.SESSION_ID_LEN)
     try:
-        if len(bytes.fromhex(msg["session"])) != env.SESSION_ID_LEN:
+        if len(bytes.fromhex(s)) != env.SESSION_ID_LEN:
             raise ValueError
     except ValueError as e:
-        raise MessageError(f"{t}: session must be 32 hex digits") from e
-    if t == "session_open":
-        rec = msg.get("recipients")
-        if not isinstance(rec, list) or not rec:
-            raise MessageError("session_open: recipients required")
-        for r in rec:
-            if not isinstance(r, dict) or not {"kind", "key_id", "wrapped_key"} <= r.keys():
-                raise MessageError("session_open: malformed recipient")
-        if not isinstance(msg.get("sample_rate"), int):
-            raise MessageError("session_open: sample_rate required")
-    if t == "gap":
-        for k in ("first_seq", "last_seq"):
-            if not isinstance(msg.get(k), int) or msg[k] < 0:
-                raise MessageError(f"gap: {k} must be a non-negative integer")
-        if msg["last_seq"] < msg["first_seq"]:
+        raise MessageError("session must be 32 hex digits") from e
+    return s
+
+
+def _unit(d: dict) -> str:
+    return _str(d, "unit", max_len=env.MAX_UNIT_ID_LEN)
+
+
+def _dict(d: dict, k: str, *, optional: bool = False) -> dict | None:
+    v = d.get(k)
+    if v is None and optional:
+        return None
+    if not isinstance(v, dict):
+        raise MessageError(f"{k} must be an object")
+    return v
+
+
+class Message:
+    """Base of every typed message: `to_dict` puts `type` and `v` in, `from_dict` checks."""
+
+    TYPE: ClassVar[str] = ""
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"v": SCHEMA_VERSION, "type": self.TYPE}
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = [x.to_dict() if hasattr(x, "to_dict") else x for x in v]
+            elif hasattr(v, "to_dict"):
+                v = v.to_dict()
+            out[f.name] = v
+        return out
+
+    def unsigned(self) -> dict:
+        """The dict whose canonical form the unit signs (everything but `sig`)."""
+        d = self.to_dict()
+        d.pop("sig", None)
+        return d
+
+
+def _check_type(d: dict, t: str) -> None:
+    if d.get("type") != t:
+        raise MessageError(f"expected a {t} message, got {d.get('type')!r}")
+
+
+# ---------------------------------------------------------------------------- session topic
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One wrapped copy of the session key: to a scribe's device, or the clinic's
+    recovery key."""
+
+    kind: str  # scribe | recovery
+    id: str  # scribe id, or "clinic-recovery"
+    key_id: str  # env.key_id of the X25519 key it is wrapped to
+    wrapped_key: str  # base64 HPKE enc || ct
+    device: str = ""  # the scribe device's id (trust.Device.device)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "id": self.id, "key_id": self.key_id,
+                "wrapped_key": self.wrapped_key, "device": self.device}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Recipient:
+        if not isinstance(d, dict):
+            raise MessageError("malformed recipient")
+        r = cls(kind=_str(d, "kind", choices=("scribe", "recovery")),
+                id=_str(d, "id", max_len=64), key_id=_str(d, "key_id", max_len=16),
+                wrapped_key=_str(d, "wrapped_key", max_len=200),
+                device=_str(d, "device", max_len=16, default=""))
+        try:
+            if len(base64.b64decode(r.wrapped_key, validate=True)) != 80:
+                raise ValueError
+        except ValueError as e:
+            raise MessageError("recipient: wrapped_key must be 80 bytes of base64") from e
+        return r
+
+    def wrapped(self) -> bytes:
+        return base64.b64decode(self.wrapped_key)
+
+
+def _recipients(d: dict, *, required: bool = True) -> tuple[Recipient, ...]:
+    rec = d.get("recipients")
+    if not isinstance(rec, list) or (required and not rec) or len(rec) > MAX_RECIPIENTS:
+        raise MessageError(f"recipients must be a list of 1..{MAX_RECIPIENTS}")
+    return tuple(Recipient.from_dict(r) for r in rec)
+
+
+@dataclass(frozen=True)
+class SessionOpen(Message):
+    TYPE: ClassVar[str] = "session_open"
+    unit: str
+    session: str
+    started_us: int
+    sample_rate: int
+    chunk_ms: int
+    recipients: tuple[Recipient, ...]
+    room: str = ""
+    codec: str = "pcm_s16le"
+    channels: int = 1
+    suite: str = env.SUITE_NAME
+    consent: str = "not_required"  # not_required | pending (the clinic requires consent)
+    binding: dict | None = None  # trust statement: the unit's signing key, authority-rooted
+    sig: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SessionOpen:
+        _check_type(d, cls.TYPE)
+        return cls(unit=_unit(d), session=_session(d),
+                   started_us=_int(d, "started_us"),
+                   sample_rate=_int(d, "sample_rate", lo=8000, hi=48000),
+                   chunk_ms=_int(d, "chunk_ms", lo=20, hi=200),
+                   recipients=_recipients(d), room=_str(d, "room", max_len=128, default=""),
+                   codec=_str(d, "codec", max_len=32, default="pcm_s16le"),
+                   channels=_int(d, "channels", lo=1, hi=1, default=1),
+                   suite=_str(d, "suite", max_len=128, default=env.SUITE_NAME),
+                   consent=_str(d, "consent", default="not_required",
+                                choices=("not_required", "pending")),
+                   binding=_dict(d, "binding", optional=True), sig=_str(d, "sig", default=""))
+
+    def recipient_for(self, key_id: str) -> Recipient | None:
+        return next((r for r in self.recipients if r.key_id == key_id), None)
+
+
+@dataclass(frozen=True)
+class RecipientsAdded(Message):
+    """A device endorsed during the session joins it: the same session key, wrapped to it."""
+
+    TYPE: ClassVar[str] = "recipients_added"
+    unit: str
+    session: str
+    at_us: int
+    recipients: tuple[Recipient, ...]
+    sig: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RecipientsAdded:
+        _check_type(d, cls.TYPE)
+        return cls(unit=_unit(d), session=_session(d), at_us=_int(d, "at_us"),
+                   recipients=_recipients(d), sig=_str(d, "sig", default=""))
+
+
+@dataclass(frozen=True)
+class SessionClose(Message):
+    TYPE: ClassVar[str] = "session_close"
+    unit: str
+    session: str
+    ended_us: int
+    last_audio_seq: int  # -1: no audio (or unknown after a crash)
+    last_event_seq: int
+    reason: str = "ended"
+    sig: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SessionClose:
+        _check_type(d, cls.TYPE)
+        return cls(unit=_unit(d), session=_session(d), ended_us=_int(d, "ended_us"),
+                   last_audio_seq=_int(d, "last_audio_seq", lo=-1, hi=MAX_SEQ),
+                   last_event_seq=_int(d, "last_event_seq", lo=-1, hi=MAX_SEQ),
+                   reason=_str(d, "reason", max_len=32, choices=CLOSE_REASONS),
+                   sig=_str(d, "sig", default=""))
+
+
+@dataclass(frozen=True)
+class Gap(Message):
+    """Declared loss: sequence numbers first..last (inclusive) of `stream` will never come."""
+
+    TYPE: ClassVar[str] = "gap"
+    unit: str
+    session: str
+    stream: str
+    first_seq: int
+    last_seq: int
+    reason: str
+    at_us: int
+    sig: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Gap:
+        _check_type(d, cls.TYPE)
+        g = cls(unit=_unit(d), session=_session(d),
+                stream=_str(d, "stream", choices=("audio", "event")),
+                first_seq=_int(d, "first_seq", hi=MAX_SEQ), last_seq=_int(d, "last_seq",
+                                                                          hi=MAX_SEQ),
+                reason=_str(d, "reason", choices=GAP_REASONS), at_us=_int(d, "at_us"),
+                sig=_str(d, "sig", default=""))
+        if g.last_seq < g.first_seq:
             raise MessageError("gap: last_seq < first_seq")
-    return msg
+        return g
 
 
-def wrapped_key_for(msg: dict, key_id: str) -> bytes | None:
-    for r in msg.get("recipients", []):
-        if r.get("key_id") == key_id:
-            return base64.b64decode(r["wrapped_key"])
-    return None
+SESSION_MESSAGES: dict[str, type] = {
+    "session_open": SessionOpen, "session_close": SessionClose, "gap": Gap,
+    "recipients_added": RecipientsAdded,
+}
 
 
-# ------------------------------------------------------------------ sealed events
+def session_message(d: dict) -> SessionOpen | SessionClose | Gap | RecipientsAdded:
+    """Parse and check a session-topic message of any type."""
+    cls = SESSION_MESSAGES.get(d.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise MessageError(f"unknown session message type {d.get('type')!r}")
+    return cls.from_dict(d)
 
 
-def event(kind: str, *, at_us: int, **fields: Any) -> dict:
-    """Body of a TYPE_EVENT envelope. `at_us` is the unit's wall clock (µs since epoch).
-
-    Fields by kind: cue {cue_id}; privacy_pause/privacy_resume {audio_seq: next audio seq};
-    session_start {}; session_end {reason}. Gaps are clear session-topic messages.
-    """
-    if kind not in EVENT_KINDS:
-        raise MessageError(f"unknown event kind {kind!r}")
-    return {"v": SCHEMA_VERSION, "kind": kind, "at_us": at_us, **fields}
+# ---------------------------------------------------------------------------- sealed events
 
 
-def check_event(body: bytes) -> dict:
-    msg = loads(body, what="event")
-    if msg.get("kind") not in EVENT_KINDS:
-        raise MessageError(f"unknown event kind {msg.get('kind')!r}")
-    if not isinstance(msg.get("at_us"), int):
-        raise MessageError("event: at_us required")
-    return msg
+@dataclass(frozen=True)
+class Event:
+    """The body of a TYPE_EVENT envelope. `at_us` is the unit's wall clock.
+
+    Fields by kind: cue {cue_id}; privacy_pause / privacy_resume {audio_seq: the next
+    audio seq}; session_end {reason}; consent {state: given | declined | pending,
+    by: physician | scribe}; session_start {}. Signed by the unit over the body and the
+    envelope's session and seq (scribelink.trust.sign_message, domain "event")."""
+
+    kind: str
+    at_us: int
+    cue_id: int | None = None
+    audio_seq: int | None = None
+    reason: str | None = None
+    state: str | None = None
+    by: str | None = None
+    sig: str = ""
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"v": SCHEMA_VERSION, "kind": self.kind, "at_us": self.at_us}
+        for k in ("cue_id", "audio_seq", "reason", "state", "by"):
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = v
+        if self.sig:
+            out["sig"] = self.sig
+        return out
+
+    def unsigned(self) -> dict:
+        d = self.to_dict()
+        d.pop("sig", None)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Event:
+        kind = _str(d, "kind", choices=EVENT_KINDS)
+        e = cls(kind=kind, at_us=_int(d, "at_us"),
+                cue_id=_int(d, "cue_id", hi=1 << 48) if "cue_id" in d else None,
+                audio_seq=_int(d, "audio_seq", hi=MAX_SEQ) if "audio_seq" in d else None,
+                reason=_opt_str(d, "reason", max_len=32), state=_opt_str(d, "state", max_len=16),
+                by=_opt_str(d, "by", max_len=16), sig=_str(d, "sig", default=""))
+        need = {"cue": e.cue_id, "privacy_pause": e.audio_seq, "privacy_resume": e.audio_seq,
+                "session_end": e.reason, "consent": e.state}
+        if kind in need and need[kind] is None:
+            raise MessageError(f"{kind} event is missing its field")
+        return e
+
+    @classmethod
+    def parse(cls, body: bytes) -> Event:
+        return cls.from_dict(loads(body, what="event"))
 
 
-# ------------------------------------------------------------------ control (relay -> unit)
+# ---------------------------------------------------------------------------- control (relay -> unit)
 
 
-def assignment(*, unit_id: str, room: str | None, scribes: list[tuple[str, bytes]],
-               issued_us: int) -> dict:
-    """scribes: (scribe id, raw X25519 public key). Retained on the unit's control topic."""
-    return {
-        "v": SCHEMA_VERSION,
-        "type": "assignment",
-        "unit": unit_id,
-        "room": room,
-        "scribes": [{"id": sid, "public_key": _b64(raw), "key_id": env.key_id(raw)}
-                    for sid, raw in scribes],
-        "issued_us": issued_us,
-    }
+@dataclass(frozen=True)
+class Assignment(Message):
+    """Retained on the unit's control topic. The relay only carries it: `assignment`,
+    `devices` and `revocations` are trust statements signed by the clinic authority (or,
+    for a device, by a sibling device of the same scribe), which the unit checks itself."""
+
+    TYPE: ClassVar[str] = "assignment"
+    unit: str
+    assignment: dict  # trust statement (t = "assignment")
+    devices: tuple[dict, ...] = ()  # trust statements (t = "device")
+    revocations: dict | None = None  # trust statement (t = "revocations")
+    issued_us: int = 0
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["devices"] = list(self.devices)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Assignment:
+        _check_type(d, cls.TYPE)
+        devices = d.get("devices") or []
+        if not isinstance(devices, list) or len(devices) > 256 or \
+                not all(isinstance(x, dict) for x in devices):
+            raise MessageError("assignment: devices must be a list of statements")
+        return cls(unit=_unit(d), assignment=_dict(d, "assignment"), devices=tuple(devices),
+                   revocations=_dict(d, "revocations", optional=True),
+                   issued_us=_int(d, "issued_us", default=0))
 
 
-def session_control(*, unit_id: str, action: str) -> dict:
-    if action not in ("open", "close"):
-        raise MessageError("session_control action must be open or close")
-    return {"v": SCHEMA_VERSION, "type": "session_control", "unit": unit_id, "action": action}
+@dataclass(frozen=True)
+class SessionControl(Message):
+    TYPE: ClassVar[str] = "session_control"
+    unit: str
+    action: str  # open | close
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SessionControl:
+        _check_type(d, cls.TYPE)
+        return cls(unit=_unit(d), action=_str(d, "action", choices=("open", "close")))
 
 
-def cue_ack(*, unit_id: str, session_hex: str, cue_id: int, event_seq: int, scribe: str,
-            at_us: int) -> dict:
-    return {
-        "v": SCHEMA_VERSION,
-        "type": "cue_ack",
-        "unit": unit_id,
-        "session": session_hex,
-        "cue_id": cue_id,
-        "event_seq": event_seq,
-        "scribe": scribe,
-        "at_us": at_us,
-    }
+@dataclass(frozen=True)
+class CueAck(Message):
+    """A scribe's reply to a cue, end to end: `sealed` is opened by the unit with the
+    session key (scribelink.trust: seal_reply / open_reply) and carries the replying
+    device's signature. The relay forwards it and can neither read nor forge it."""
+
+    TYPE: ClassVar[str] = "cue_ack"
+    unit: str
+    session: str
+    sealed: str  # base64
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CueAck:
+        _check_type(d, cls.TYPE)
+        return cls(unit=_unit(d), session=_session(d), sealed=_str(d, "sealed", max_len=4096))
 
 
-def replay(*, unit_id: str, since_us: int) -> dict:
+@dataclass(frozen=True)
+class Replay(Message):
     """The relay's broker lost state: offer again what was acked since `since_us`."""
-    return {"v": SCHEMA_VERSION, "type": "replay", "unit": unit_id, "since_us": since_us}
+
+    TYPE: ClassVar[str] = "replay"
+    unit: str
+    since_us: int
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Replay:
+        _check_type(d, cls.TYPE)
+        return cls(unit=_unit(d), since_us=_int(d, "since_us"))
 
 
-def check_control(msg: dict) -> dict:
-    t = msg.get("type")
-    if t not in CONTROL_KINDS:
-        raise MessageError(f"unknown control message type {t!r}")
-    if t == "assignment":
-        sc = msg.get("scribes")
-        if not isinstance(sc, list):
-            raise MessageError("assignment: scribes must be a list")
-        for s in sc:
-            if not isinstance(s, dict) or "public_key" not in s:
-                raise MessageError("assignment: malformed scribe")
-            env.load_public_key(s["public_key"])
-    if t == "cue_ack" and not isinstance(msg.get("cue_id"), int):
-        raise MessageError("cue_ack: cue_id required")
-    if t == "replay" and not isinstance(msg.get("since_us"), int):
-        raise MessageError("replay: since_us required")
-    return msg
+CONTROL_MESSAGES: dict[str, type] = {
+    "assignment": Assignment, "session_control": SessionControl, "cue_ack": CueAck,
+    "replay": Replay,
+}
 
 
-# ------------------------------------------------------------------ status (retained)
+def control_message(d: dict) -> Assignment | SessionControl | CueAck | Replay:
+    cls = CONTROL_MESSAGES.get(d.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise MessageError(f"unknown control message type {d.get('type')!r}")
+    return cls.from_dict(d)
 
 
-def status(*, unit_id: str, online: bool, at_us: int, **fields: Any) -> dict:
-    """Retained unit health. Fields (all optional): link, session, capture ("live",
-    "paused", "idle"), spool {chunks, bytes, seconds, oldest_unsent_age_s}, last_gap,
-    last_error, alarms [..], dsp {level_dbfs, dead_channels, clipping_channels}, puck."""
-    return {"v": SCHEMA_VERSION, "type": "status", "unit": unit_id, "online": online,
-            "at_us": at_us, **fields}
+# ---------------------------------------------------------------------------- status (retained)
 
 
-def offline_will(unit_id: str) -> dict:
-    """The last-will: the broker publishes it (retained) when the unit vanishes."""
-    return {"v": SCHEMA_VERSION, "type": "status", "unit": unit_id, "online": False,
-            "link": "lost"}
+@dataclass(frozen=True)
+class Status(Message):
+    """Retained unit health, coarse on purpose: what the relay and clinic IT need to see
+    that a room works. Never audio, keys, patient words, speech presence or mic levels
+    (who talks when is the encounter's business): `mics` says only which channels are
+    dead or clipping."""
+
+    TYPE: ClassVar[str] = "status"
+    unit: str
+    online: bool = True
+    at_us: int = 0
+    link: str = "up"  # up | down | lost (last will) | stopped
+    session: str | None = None
+    capture: str = "idle"  # idle | live | paused | fault
+    capture_error: str | None = None
+    capture_overruns: int = 0
+    spool: dict = field(default_factory=dict)  # records, bytes, seconds, oldest_unsent_age_s
+    inflight: int = 0
+    catching_up: bool = False
+    mics: dict = field(default_factory=dict)  # dead [..], clipping [..]
+    last_error: str | None = None
+    last_gap: dict | None = None
+    alarms: tuple[str, ...] = ()
+    puck: dict | None = None  # connected, led
+    version: str = ""
+    consent: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Status:
+        _check_type(d, cls.TYPE)
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["unit"] = _unit(d)
+        kw["alarms"] = tuple(a for a in (d.get("alarms") or []) if isinstance(a, str))[:32]
+        return cls(**kw)
+
+    @classmethod
+    def offline_will(cls, unit: str) -> Status:
+        """The last-will: the broker publishes it (retained) when the unit vanishes."""
+        return cls(unit=unit, online=False, link="lost")

@@ -328,11 +328,12 @@ def _device_from(body: dict, endorsed_by: str) -> Device:
 
 
 def endorsed_devices(authority: Ed25519PublicKey, statements: list[dict],
-                     revoked: frozenset[str] = frozenset()) -> dict[str, Device]:
+                     revoked: frozenset[str] = frozenset(),
+                     rejected: list[str] | None = None) -> dict[str, Device]:
     """The devices whose endorsement holds: signed by the authority, or by a device the
     authority endorsed for the same scribe (one step, never further). Revoked devices,
     and those a revoked device endorsed, are out. Malformed or forged statements are
-    skipped: returns device id -> Device."""
+    skipped, and why is appended to `rejected`: returns device id -> Device."""
     auth_id = key_id(ed25519_raw(authority))
     direct: dict[str, Device] = {}
     sibling: list[Statement] = []
@@ -347,16 +348,23 @@ def endorsed_devices(authority: Ed25519PublicKey, statements: list[dict],
                     direct[dev.device] = dev
             else:
                 sibling.append(st)
-        except TrustError:
+        except TrustError as e:
+            if rejected is not None:
+                rejected.append(str(e))
             continue
     out = dict(direct)
     for st in sibling:
         parent = direct.get(st.signer)
         if parent is None:
+            if rejected is not None:
+                rejected.append(f"device {st.body.get('device')!r} endorsed by {st.signer}, "
+                                "neither the authority nor an endorsed device")
             continue
         try:
             dev = _device_from(st.verify(load_ed25519(parent.sign_key), t=DEVICE), parent.device)
-        except TrustError:
+        except TrustError as e:
+            if rejected is not None:
+                rejected.append(str(e))
             continue
         if dev.scribe == parent.scribe and dev.device not in revoked and dev.device not in out:
             out[dev.device] = dev
@@ -487,4 +495,65 @@ def verify_token(authority: Ed25519PublicKey, d: dict, *, unit: str, action: str
         raise TrustError("this token was already used: tokens work once")
     if not isinstance(body.get("args"), dict):
         raise TrustError("token args must be an object")
+    return body
+
+
+# ---------------------------------------------------------------------------- cue replies, end to end
+
+REPLY_DOMAIN = "cue_reply"
+
+
+def _reply_key(session_key: bytes) -> bytes:
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(hashes.SHA256(), 32, None, b"scribelink/v1 cue-reply").derive(session_key)
+
+
+def _reply_aad(unit: str, session_hex: str) -> bytes:
+    return b"scribelink/v1 cue-reply\x00" + unit.encode() + b"\x00" + session_hex.encode()
+
+
+def seal_reply(session_key: bytes, *, unit: str, session_hex: str, cue_id: int, reply: str,
+               at_us: int, device_key: Ed25519PrivateKey) -> str:
+    """A scribe device's reply to a cue: signed by the device, sealed under a key derived
+    from the session key, so only a holder of the session key could have made it and only
+    the unit (and the session's other recipients) can read it. Base64."""
+    body = {"cue_id": cue_id, "reply": reply, "device": key_id(ed25519_raw(device_key)),
+            "at_us": at_us}
+    body["sig"] = sign_message(REPLY_DOMAIN, {**body, "unit": unit, "session": session_hex},
+                               device_key)
+    nonce = os.urandom(12)
+    ct = AESGCM(_reply_key(session_key)).encrypt(nonce, canonical(body),
+                                                 _reply_aad(unit, session_hex))
+    return b64(nonce + ct)
+
+
+def open_reply(session_key: bytes, *, unit: str, session_hex: str, sealed: str) -> dict:
+    """The reply's body if it opens under this session's key; its device signature is the
+    caller's to check (`verify_reply`) against the devices it trusts."""
+    raw = unb64(sealed, what="sealed reply")
+    if not 12 + 16 < len(raw) <= 2048:
+        raise TrustError("sealed reply has an implausible length")
+    try:
+        plain = AESGCM(_reply_key(session_key)).decrypt(raw[:12], raw[12:],
+                                                        _reply_aad(unit, session_hex))
+    except Exception as e:  # InvalidTag
+        raise TrustError("cue reply does not open under this session's key (forged?)") from e
+    try:
+        body = json.loads(plain)
+    except ValueError as e:
+        raise TrustError("cue reply is not JSON") from e
+    if not isinstance(body, dict):
+        raise TrustError("cue reply must be an object")
+    return body
+
+
+def verify_reply(body: dict, *, unit: str, session_hex: str, device: Device) -> dict:
+    if body.get("device") != device.device:
+        raise TrustError("cue reply names another device")
+    verify_message(REPLY_DOMAIN, {**body, "unit": unit, "session": session_hex},
+                   load_ed25519(device.sign_key))
+    _int(body, "cue_id")
+    _int(body, "at_us")
+    _str(body, "reply", max_len=16)
     return body

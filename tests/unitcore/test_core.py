@@ -8,27 +8,55 @@ import itertools
 import json
 
 import numpy as np
-import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edge_agent import core as c
+from edge_agent.session import Signer
 from edge_agent.spool import Evicted
 from scribelink import envelope as env
 from scribelink import messages as msgs
+from scribelink import trust
+from scribelink.authority import ClinicAuthority, bind_unit
 
 RATE = 16000
 CHUNK = 640  # 40 ms
 
 
+class Scribe:
+    """A scribe device: its keys, and the authority's endorsement of them."""
+
+    def __init__(self, authority: ClinicAuthority, scribe: str = "s1", kind: str = "person",
+                 signer: Ed25519PrivateKey | None = None) -> None:
+        self.id = scribe
+        self.enc = X25519PrivateKey.generate()
+        self.sign = Ed25519PrivateKey.generate()
+        body = trust.device_body(scribe=scribe, enc_key=env.public_key_raw(self.enc),
+                                 sign_key=trust.ed25519_raw(self.sign), label="laptop",
+                                 issued_us=1, kind=kind)
+        self.endorsement = trust.sign(trust.DEVICE, body, signer or authority.key).to_dict()
+        self.device = body["device"]
+
+
 class Unit:
-    """A core with a hand-moved clock, the scribe's key, and everything it emitted."""
+    """A core with a hand-moved clock, the authority, a scribe's device, and everything
+    the core emitted."""
 
     def __init__(self, **settings) -> None:
-        self.scribe = X25519PrivateKey.generate()
+        self.authority = ClinicAuthority.create()
+        self.unit_key = Ed25519PrivateKey.generate()
+        grant, secret = self.authority.grant(unit="unit-t", room="Exam 9", clinic="Test",
+                                             now_us=1)
+        binding = bind_unit(grant, secret, trust.ed25519_raw(self.unit_key), 1)
+        self.dev = Scribe(self.authority)
+        self.scribe = self.dev.enc
         counter = itertools.count(1)
         self.core = c.UnitCore(
             c.CoreSettings(unit_id="unit-t", channels=1, dsp_mode="off", **settings),
+            signer=Signer(self.unit_key, binding.to_dict()),
+            authority=self.authority.key.public_key(),
             rng=lambda n: next(counter).to_bytes(n, "big"))
+        self.issued = 1
         self.wall_us = 1_700_000_000_000_000
         self.mono = 1000.0
         self.effects: list = []
@@ -49,10 +77,20 @@ class Unit:
     def tick(self, link_up: bool = True, spool_empty: bool = False) -> list:
         return self.feed(c.Tick(c.Health(link_up=link_up, spool_empty=spool_empty)))
 
-    def assign(self) -> None:
-        raw = env.public_key_raw(self.scribe)
-        self.feed(c.AssignmentReceived(msgs.check_control(msgs.assignment(
-            unit_id="unit-t", room="Exam 9", scribes=[("s1", raw)], issued_us=1))))
+    def assignment(self, scribes: list[str], devices: list[dict], *,
+                   revocations: dict | None = None, signer: ClinicAuthority | None = None
+                   ) -> msgs.Assignment:
+        self.issued += 1
+        st = (signer or self.authority).assign(unit="unit-t", room="Exam 9", scribes=scribes,
+                                               now_us=self.issued)
+        return msgs.Assignment.from_dict(json.loads(msgs.dumps(msgs.Assignment(
+            unit="unit-t", assignment=st.to_dict(), devices=tuple(devices),
+            revocations=revocations, issued_us=self.issued))))
+
+    def assign(self, *extra: Scribe) -> None:
+        devs = [self.dev, *extra]
+        self.feed(c.AssignmentReceived(self.assignment(sorted({d.id for d in devs}),
+                                                        [d.endorsement for d in devs])))
 
     def start_session(self) -> None:
         self.assign()
@@ -83,13 +121,16 @@ class Unit:
                     out.append(m)
         return out
 
-    def key(self, session: str) -> bytes:
-        if session not in self.keys:
-            m = next(x for x in self.session_msgs("session_open") if x["session"] == session)
-            wrapped = msgs.wrapped_key_for(m, env.key_id(env.public_key_raw(self.scribe)))
-            self.keys[session] = env.unwrap_session_key(wrapped, self.scribe, "unit-t",
-                                                        bytes.fromhex(session))
-        return self.keys[session]
+    def key(self, session: str, device: Scribe | None = None) -> bytes:
+        priv = (device or self.dev).enc
+        if (session, id(priv)) not in self.keys:
+            msgs_ = [msgs.session_message(x) for x in self.session_msgs("session_open")
+                     + self.session_msgs("recipients_added") if x["session"] == session]
+            kid = env.key_id(env.public_key_raw(priv))
+            r = next(r for m in msgs_ for r in m.recipients if r.key_id == kid)
+            self.keys[(session, id(priv))] = env.unwrap_session_key(
+                r.wrapped(), priv, "unit-t", bytes.fromhex(session))
+        return self.keys[(session, id(priv))]
 
     def opened(self, kind: str) -> list[tuple[env.Header, bytes]]:
         out = []
@@ -117,7 +158,7 @@ def test_a_session_opens_on_assignment_and_seals_what_is_captured():
     u = Unit()
     u.feed(c.Start())
     u.tick()
-    assert u.core.session is None and u.lights() == ["idle"]  # no scribe, no session
+    assert u.core.session is None and u.lights()[-1] == "idle"  # no scribe, no session
     u.start_session()
     assert len(u.of(c.OpenCapture)) == 1
     sent = u.audio(1.0)
@@ -141,7 +182,7 @@ def test_a_cue_is_sealed_once_however_often_the_puck_resends_it():
     assert [e.get("cue_id") for e in u.events() if e["kind"] == "cue"] == [0xABC0001, 0xABC0002]
     # remembered across a restart: the spool state carries the ids
     state = [e.state for e in u.of(c.Spool) if e.state and "cues_seen" in e.state][-1]
-    again = c.UnitCore(c.CoreSettings(unit_id="unit-t"),
+    again = c.UnitCore(c.CoreSettings(unit_id="unit-t"), signer=u.core.signer, authority=None,
                        cues_seen=[int(x) for x in state["cues_seen"].split(",")])
     again.session = u.core.session
     assert not [e for e in again.handle(c.PuckCue(0xABC0001), u.now()) if isinstance(e, c.Spool)]
@@ -204,11 +245,7 @@ def test_new_recipients_close_the_session_and_the_next_opens_for_them():
     u.start_session()
     first = u.core.session.hex
     u.audio(0.2)
-    other = X25519PrivateKey.generate()
-    u.feed(c.AssignmentReceived(msgs.check_control(msgs.assignment(
-        unit_id="unit-t", room="Exam 9", scribes=[("s1", env.public_key_raw(u.scribe)),
-                                                  ("s2", env.public_key_raw(other))],
-        issued_us=2))))
+    u.assign(Scribe(u.authority, "s2"))  # a second scribe is assigned to the room
     assert u.core.session is None
     assert u.session_msgs("session_close")[0]["reason"] == "reassigned"
     u.tick()
@@ -222,7 +259,7 @@ def test_capture_loss_shows_the_fault_declares_the_gap_and_recovers():
     before = u.audio(1.0, value=11)
     u.feed(c.CaptureFailed("reading 'mic' failed: No such device"))
     assert u.lights()[-1] == "fault"
-    status = u.of(c.PublishStatus)[-1].status
+    status = u.of(c.PublishStatus)[-1].status.to_dict()
     assert status["capture"] == "fault" and "No such device" in status["capture_error"]
     assert "capture_fault" in status["alarms"]
     # reopened with a backoff, never a busy loop: 0.5 s, then 1 s, then 2 s ...
@@ -254,7 +291,7 @@ def test_overruns_are_reported():
     u.feed(c.CaptureOverruns(3))
     u.advance(1.0)
     u.tick()
-    status = u.of(c.PublishStatus)[-1].status
+    status = u.of(c.PublishStatus)[-1].status.to_dict()
     assert status["capture_overruns"] == 3 and "capture_overrun" in status["alarms"]
 
 
@@ -313,3 +350,131 @@ def test_a_file_backed_input_stops_at_its_end_and_says_done_once_sent():
     assert not u.of(c.Done)
     u.tick(spool_empty=True)
     assert len(u.of(c.Done)) == 1
+
+
+# ---------------------------------------------------------------------------- trust rules
+
+
+def test_everything_the_unit_says_is_signed_by_its_authority_bound_key():
+    u = Unit()
+    u.start_session()
+    u.feed(c.PuckCue(7))
+    u.audio(0.2)
+    u.feed(c.SpoolEvicted((Evicted(u.core.session.hex, "audio", 1, 2, 2, "spool_age"),)))
+    u.feed(c.Stop())
+    opened = msgs.session_message(u.session_msgs("session_open")[0])
+    bound = trust.verify_binding(u.authority.key.public_key(), opened.binding)
+    assert bound.unit == "unit-t"
+    for kind in ("session_open", "session_close", "gap"):
+        for m in u.session_msgs(kind):
+            trust.verify_message(kind, m, bound.sign_key)
+    for h, body in u.opened("event"):
+        ev = json.loads(body)
+        trust.verify_message("event", {**ev, "session": h.session_hex, "seq": h.seq},
+                             bound.sign_key)
+    # an edited open (another room, other recipients) no longer verifies
+    edited = {**u.session_msgs("session_open")[0], "room": "Exam 1"}
+    import pytest
+    with pytest.raises(trust.TrustError):
+        trust.verify_message("session_open", edited, bound.sign_key)
+
+
+def test_an_assignment_the_authority_did_not_sign_is_refused():
+    u = Unit()
+    relay = ClinicAuthority.create()  # the relay's own key, however it names it
+    intruder = Scribe(relay, "s1")  # "another device of the scribe", endorsed by the relay
+    u.feed(c.AssignmentReceived(u.assignment(["s1"], [u.dev.endorsement, intruder.endorsement],
+                                             signer=relay)))
+    u.tick()
+    assert u.core.session is None and "assignment_rejected" in u.core.alarms
+    # with the authority's assignment, the relay's extra device is still never wrapped to
+    u.feed(c.AssignmentReceived(u.assignment(["s1"], [u.dev.endorsement,
+                                                      intruder.endorsement])))
+    u.tick()
+    opened = msgs.session_message(u.session_msgs("session_open")[0])
+    assert {r.device for r in opened.recipients if r.kind == "scribe"} == {u.dev.device}
+    assert "bad_recipient_key" in u.core.alarms  # the forged endorsement was noticed
+
+
+def test_an_older_assignment_cannot_roll_back_the_room():
+    u = Unit()
+    old = u.assignment(["s1"], [u.dev.endorsement])
+    s2 = Scribe(u.authority, "s2")
+    new = u.assignment(["s2"], [s2.endorsement])
+    u.feed(c.AssignmentReceived(new))
+    u.feed(c.AssignmentReceived(old))  # the relay replays last week's assignment
+    assert u.core.assigned.scribes == ("s2",)
+    assert "assignment_rejected" in u.core.alarms
+
+
+def test_a_new_device_of_the_scribe_joins_the_running_session():
+    u = Unit()
+    u.start_session()
+    first = u.core.session.hex
+    u.audio(0.4, value=3)
+    laptop2 = Scribe(u.authority, "s1", signer=u.dev.sign)  # endorsed by the first device
+    u.assign(laptop2)
+    assert u.core.session is not None and u.core.session.hex == first  # one session
+    added = [msgs.session_message(m) for m in u.session_msgs("recipients_added")]
+    assert len(added) == 1 and added[0].recipients[0].device == laptop2.device
+    trust.verify_message("recipients_added", u.session_msgs("recipients_added")[0],
+                         u.unit_key.public_key())
+    # the new device opens the session from its first chunk
+    key = u.key(first, laptop2)
+    h, body = env.open_envelope(next(r.payload for r in u.records() if r.kind == "audio"), key)
+    assert h.seq == 0 and np.frombuffer(body, "<i2")[0] == 3
+
+
+def test_a_revoked_device_ends_the_session_and_is_left_out_of_the_next():
+    u = Unit()
+    laptop2 = Scribe(u.authority, "s1")
+    u.assign(laptop2)
+    u.tick()
+    u.feed(c.CaptureOpened())
+    first = u.core.session.hex
+    rv = u.authority.revocations(serial=1, units=[], devices=[laptop2.device], now_us=5)
+    u.feed(c.AssignmentReceived(u.assignment(["s1"], [u.dev.endorsement, laptop2.endorsement],
+                                             revocations=rv.to_dict())))
+    assert u.session_msgs("session_close")[0]["reason"] == "reassigned"
+    u.tick()
+    assert u.core.session.hex != first
+    opened = msgs.session_message(u.session_msgs("session_open")[-1])
+    assert {r.device for r in opened.recipients if r.kind == "scribe"} == {u.dev.device}
+
+
+def test_a_low_order_key_is_skipped_with_an_alarm_and_capture_goes_on():
+    u = Unit()
+    body = {"scribe": "s1", "device": trust.key_id(bytes(range(32))), "enc_key": trust.b64(bytes(32)),
+            "sign_key": trust.b64(bytes(range(32))), "label": "bad", "kind": "person",
+            "issued_us": 1}
+    bad = trust.sign(trust.DEVICE, body, u.authority.key).to_dict()
+    u.feed(c.AssignmentReceived(u.assignment(["s1"], [bad, u.dev.endorsement])))
+    u.tick()
+    assert u.core.session is not None and "bad_recipient_key" in u.core.alarms
+    u.feed(c.CaptureOpened())
+    sent = u.audio(0.2)
+    assert np.array_equal(u.pcm(), sent)
+
+
+def reply(u: Unit, device: Scribe, cue_id: int, what: str = "seen", key: bytes | None = None):
+    s = u.core.session
+    sealed = trust.seal_reply(key or s.key, unit="unit-t", session_hex=s.hex, cue_id=cue_id,
+                              reply=what, at_us=u.wall_us, device_key=device.sign)
+    return c.CueAckReceived(msgs.CueAck(unit="unit-t", session=s.hex, sealed=sealed))
+
+
+def test_only_a_person_holding_the_session_key_lights_seen():
+    u = Unit()
+    robot = Scribe(u.authority, "robot", kind="robot")
+    u.assign(robot)
+    u.tick()
+    u.feed(c.PuckCue(42))
+    u.feed(reply(u, u.dev, 42, "got_it"))
+    assert u.of(c.PuckCueSeen) == [c.PuckCueSeen(42, "got_it")]
+    u.feed(reply(u, robot, 42))  # the recorder's acknowledgement never lights the puck
+    assert len(u.of(c.PuckCueSeen)) == 1
+    # the relay cannot seal one (no session key), nor reuse a device's signature elsewhere
+    u.feed(reply(u, u.dev, 43, key=bytes(32)))
+    stranger = Scribe(ClinicAuthority.create(), "s1")
+    u.feed(reply(u, stranger, 44))
+    assert len(u.of(c.PuckCueSeen)) == 1 and "cue_reply_rejected" in u.core.alarms
