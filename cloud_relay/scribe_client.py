@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -20,267 +19,69 @@ import struct
 import sys
 import time
 import wave
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from cloud_relay.receiver import Receiver, SessionState, now_us
 from scribelink import envelope as env
 from scribelink import messages as msgs
+from scribelink import trust
 
 log = logging.getLogger("scribe_client")
 
-MAX_HELD_CHUNKS = 30_000  # per session reorder buffer bound (20 min of 40 ms chunks)
-# A hole the stream has waited on this long without moving (later chunks held, nothing
-# filling in) is given up on and counted "missing", so an undeclared loss cannot stall
-# the stream forever. A unit catching up keeps the stream moving, so it never trips this;
-# declared gaps skip at once.
-HOLE_TIMEOUT_S = 120.0
-LATE_S = 2.0  # audio arriving this much later than the session's best is "backfilled"
-MAX_PENDING_UNKNOWN = 5_000
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-@dataclass
-class SessionState:
-    session: str
-    unit: str
-    key: bytes
-    sample_rate: int
-    started_us: int
-    next_audio: int = 0
-    next_event: int = 0
-    # seq -> (header, body, arrival_us, backfilled)
-    held_audio: dict[int, tuple[env.Header, bytes, int, bool]] = field(default_factory=dict)
-    held_events: dict[int, tuple[env.Header, bytes]] = field(default_factory=dict)
-    lost_audio: set[int] = field(default_factory=set)
-    seen: set[tuple[int, int]] = field(default_factory=set)
-    close: dict | None = None
-    samples_written: int = 0
-    stalled_since: float | None = None
-    best_latency_us: int | None = None
-    newest_seq: int = -1  # highest audio seq received so far
-    reported: bool = False  # session_complete already said
-    backfill: list[int] | None = None  # [first_seq, last_seq] of the current late stretch
-
-    @property
-    def complete(self) -> bool:
-        if self.close is None:
-            return False
-        last = self.close.get("last_audio_seq", -1)
-        return last < 0 or self.next_audio > last
-
-
-class Receiver:
-    """Pure receive path: feed it relay items, it calls `on_audio` and `on_record`."""
-
-    def __init__(self, private_key: X25519PrivateKey, *, on_audio, on_record,
-                 clock=time.monotonic, hole_timeout_s: float = HOLE_TIMEOUT_S) -> None:
-        self.clock = clock
-        self.hole_timeout_s = hole_timeout_s
-        self.private_key = private_key
-        self.key_id = env.key_id(env.public_key_raw(private_key))
-        self.on_audio = on_audio  # (SessionState, header, pcm bytes)
-        self.on_record = on_record  # (dict)
-        self.sessions: dict[str, SessionState] = {}
-        self.pending: dict[str, list[bytes]] = {}
-        self.counters = {"tampered": 0, "replayed": 0, "malformed": 0, "not_for_me": 0,
-                         "missing": 0, "chunks": 0, "events": 0, "late": 0}
-        self.last_arrival_us = 0  # of the chunk on_audio is being called for
-
-    # ------------------------------------------------------------------ session lifecycle
-
-    def session_item(self, item: dict) -> None:
-        try:
-            m = msgs.check_session_message(item)
-        except msgs.MessageError as e:
-            self._error("malformed", str(e))
-            return
-        t = m["type"]
-        if t == "session_open":
-            self._open(m)
-        elif t == "session_close":
-            s = self.sessions.get(m["session"])
-            rec = {k: m.get(k) for k in ("session", "unit", "reason", "last_audio_seq",
-                                         "last_event_seq", "ended_us")}
-            self.on_record({"type": "session_close", **rec, "recv_us": now_us()})
-            if s is not None:
-                s.close = m
-                self._advance(s)
-        elif t == "gap":
-            s = self.sessions.get(m["session"])
-            self.on_record({"type": "gap", **{k: m[k] for k in (
-                "session", "unit", "stream", "first_seq", "last_seq", "reason")},
-                "recv_us": now_us()})
-            if s is not None and m.get("stream", "audio") == "audio":
-                s.lost_audio.update(range(m["first_seq"], m["last_seq"] + 1))
-                self._advance(s)
-
-    def _open(self, m: dict) -> None:
-        if m["session"] in self.sessions:
-            return
-        wrapped = msgs.wrapped_key_for(m, self.key_id)
-        if wrapped is None:
-            self.counters["not_for_me"] += 1
-            self.on_record({"type": "error", "error": "session_not_wrapped_for_me",
-                            "session": m["session"], "unit": m["unit"]})
-            return
-        try:
-            key = env.unwrap_session_key(wrapped, self.private_key, m["unit"],
-                                         bytes.fromhex(m["session"]))
-        except env.OpenError as e:
-            self._error("tampered", str(e), session=m["session"])
-            return
-        s = SessionState(m["session"], m["unit"], key, int(m["sample_rate"]),
-                         int(m.get("started_us", 0)))
-        self.sessions[s.session] = s
-        self.on_record({"type": "session_open", "session": s.session, "unit": s.unit,
-                        "room": m.get("room"), "started_us": s.started_us,
-                        "sample_rate": s.sample_rate, "recv_us": now_us()})
-        for frame in self.pending.pop(s.session, []):
-            self.envelope(frame)
-
-    # ------------------------------------------------------------------ envelopes
-
-    def envelope(self, frame: bytes) -> None:
-        try:
-            header, _ = env.parse_header(frame)
-        except env.EnvelopeError as e:
-            self._error("malformed", str(e))
-            return
-        s = self.sessions.get(header.session_hex)
-        if s is None:
-            q = self.pending.setdefault(header.session_hex, [])
-            if len(q) < MAX_PENDING_UNKNOWN:
-                q.append(frame)
-            return
-        try:
-            header, body = env.open_envelope(frame, s.key)
-        except env.OpenError as e:
-            self._error("tampered", str(e), session=s.session, seq=header.seq)
-            return
-        ident = (header.type, header.seq)
-        next_seq = s.next_audio if header.type == env.TYPE_AUDIO else s.next_event
-        held = s.held_audio if header.type == env.TYPE_AUDIO else s.held_events
-        if ident in s.seen or header.seq < next_seq or header.seq in held:
-            self._error("replayed", f"{header.type_name} seq={header.seq} already received",
-                        session=s.session, seq=header.seq)
-            return
-        s.seen.add(ident)
-        if header.type == env.TYPE_AUDIO:
-            s.held_audio[header.seq] = (header, body, *self._arrival(s, header))
-            if len(s.held_audio) > MAX_HELD_CHUNKS:
-                self._skip_hole(s)  # memory bound reached: give up on the hole now
-        else:
-            s.held_events[header.seq] = (header, body)
-        self._advance(s)
-
-    def _arrival(self, s: SessionState, header: env.Header) -> tuple[int, bool]:
-        """When an audio chunk arrived, and whether it is backfilled: overtaken by newer
-        audio (the unit sends live first while it catches up), or much later than the
-        session's best latency."""
-        arrival = now_us()
-        lat = arrival - header.capture_us
-        if s.best_latency_us is None or lat < s.best_latency_us:
-            s.best_latency_us = lat
-        late = header.seq < s.newest_seq or lat - s.best_latency_us > LATE_S * 1e6
-        s.newest_seq = max(s.newest_seq, header.seq)
-        if late:
-            self.counters["late"] += 1
-        return arrival, late
-
-    def _write_audio(self, s: SessionState, h: env.Header, body: bytes, arrival_us: int,
-                     late: bool) -> None:
-        self.last_arrival_us = arrival_us
-        if late:
-            s.backfill = [s.backfill[0] if s.backfill else h.seq, h.seq]
-        elif s.backfill:
-            self._end_backfill(s)
-        self.counters["chunks"] += 1
-        self.on_audio(s, h, body)
-        s.samples_written += h.sample_count
-
-    def _end_backfill(self, s: SessionState) -> None:
-        if s.backfill:
-            first, last = s.backfill
-            self.on_record({"type": "backfill", "session": s.session, "unit": s.unit,
-                            "first_seq": first, "last_seq": last, "recv_us": now_us()})
-            s.backfill = None
-
-    def tick(self) -> None:
-        """Give up on holes that have stalled a stream for too long (call periodically)."""
-        for s in list(self.sessions.values()):
-            if s.held_audio and s.stalled_since is not None and \
-                    self.clock() - s.stalled_since > self.hole_timeout_s:
-                self._skip_hole(s)
-                self._advance(s)
-
-    def _skip_hole(self, s: SessionState) -> None:
-        self._error("missing", f"audio seq={s.next_audio} never arrived; skipped",
-                    session=s.session, seq=s.next_audio)
-        s.lost_audio.add(s.next_audio)
-        s.stalled_since = None
-
-    def _advance(self, s: SessionState) -> None:
-        start = s.next_audio
-        while True:
-            if s.next_audio in s.held_audio:
-                self._write_audio(s, *s.held_audio.pop(s.next_audio))
-                s.next_audio += 1
-            elif s.next_audio in s.lost_audio:
-                s.lost_audio.discard(s.next_audio)
-                s.next_audio += 1
-            else:
-                break
-        if s.next_audio != start or not s.held_audio:
-            s.stalled_since = None
-        if s.held_audio and s.stalled_since is None:
-            s.stalled_since = self.clock()
-        while s.next_event in s.held_events:
-            h, body = s.held_events.pop(s.next_event)
-            s.next_event += 1
-            try:
-                ev = msgs.check_event(body)
-            except msgs.MessageError as e:
-                self._error("malformed", str(e), session=s.session)
-                continue
-            self.counters["events"] += 1
-            self.on_record({"type": "event", "session": s.session, "unit": s.unit,
-                            "seq": h.seq, **ev,
-                            "t_s": round((ev["at_us"] - s.started_us) / 1e6, 3),
-                            "recv_us": now_us()})
-        if s.complete and s.close is not None and not s.reported:
-            s.reported = True
-            self._end_backfill(s)
-            self.on_record({"type": "session_complete", "session": s.session,
-                            "samples": s.samples_written, "reason": s.close.get("reason")})
-
-    def _error(self, kind: str, detail: str, **ctx) -> None:
-        self.counters[kind] += 1
-        log.warning("event=rejected kind=%s %s", kind,
-                    " ".join(f"{k}={v}" for k, v in ctx.items()))
-        self.on_record({"type": "error", "error": kind, "detail": detail, **ctx,
-                        "recv_us": now_us()})
+TRUST_REFRESH_S = 60.0  # how often the signed revocation list is fetched again
 
 
 # ---------------------------------------------------------------------- files and keys
 
 
-def load_or_create_key(path: Path) -> X25519PrivateKey:
+def _load_or_create(path: Path, make):
     if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        assert isinstance(key, X25519PrivateKey)
-        return key
-    key = X25519PrivateKey.generate()
+        return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    key = make()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
+    return key
+
+
+def load_or_create_key(path: Path) -> X25519PrivateKey:
+    """The device's HPKE key: session keys are wrapped to it."""
+    key = _load_or_create(path, X25519PrivateKey.generate)
+    assert isinstance(key, X25519PrivateKey)
+    return key
+
+
+def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The device's signing key: it signs cue replies and names the device."""
+    key = _load_or_create(path, Ed25519PrivateKey.generate)
+    assert isinstance(key, Ed25519PrivateKey)
+    return key
+
+
+def pinned_authority(path: Path, offered_b64: str | None) -> Ed25519PublicKey:
+    """The clinic authority this client trusts: pinned at first use (and printed, to
+    compare with what the clinic's admin shows), and never silently replaced."""
+    if path.exists():
+        pinned = path.read_text().strip()
+        if offered_b64 is not None and offered_b64 != pinned:
+            raise RuntimeError(
+                f"the relay now names another clinic authority than the one pinned in {path}: "
+                "refusing (if the clinic really changed it, delete that file after checking "
+                "the new fingerprint with the clinic's admin)")
+        return trust.load_ed25519(pinned)
+    if offered_b64 is None:
+        raise RuntimeError("no clinic authority: pass --authority or sign in to a relay "
+                           "that has one")
+    key = trust.load_ed25519(offered_b64)
+    path.write_text(offered_b64 + "\n")
+    log.warning("event=authority_pinned fingerprint=%s path=%s",
+                trust.fingerprint(trust.ed25519_raw(key)).replace(" ", ""), path)
     return key
 
 
@@ -331,10 +132,17 @@ class ScribeClient:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.key = load_or_create_key(Path(args.key))
+        self.sign_key = load_or_create_signing_key(Path(args.key + ".sign"))
+        self.device = trust.key_id(trust.ed25519_raw(self.sign_key))
         self.wav = WavSink(Path(args.wav)) if args.wav else None
         self.events = open(args.events, "a", buffering=1) if args.events else None
         self.latency_log = open(args.latency_log, "a") if args.latency_log else None
-        self.receiver = Receiver(self.key, on_audio=self._audio, on_record=self._record)
+        self.authority: Ed25519PublicKey | None = (
+            trust.load_ed25519(Path(args.authority).read_text().strip()) if args.authority
+            else None)
+        self.revocations = trust.Revocations()
+        self._trust_at = 0.0
+        self.receiver: Receiver | None = None
         self.cursor = 0
         self.token: str | None = None
         self.sock = None
@@ -355,10 +163,15 @@ class ScribeClient:
             self.events.write(json.dumps(rec, sort_keys=True) + "\n")
         if rec["type"] == "event" and rec.get("kind") == "cue":
             log.info("event=cue unit=%s cue_id=%s", rec["unit"], rec.get("cue_id"))
-            if self.args.ack_cues:
-                self._acks.put_nowait({"type": "cue_ack", "unit": rec["unit"],
-                                       "session": rec["session"], "cue_id": rec.get("cue_id"),
-                                       "event_seq": rec["seq"]})
+            s = self.receiver.sessions.get(rec["session"]) if self.receiver else None
+            if self.args.ack_cues and s is not None:
+                # sealed with the session key and signed by this device: the relay only
+                # carries it (docs/trust.md)
+                sealed = trust.seal_reply(s.key, unit=rec["unit"], session_hex=rec["session"],
+                                          cue_id=int(rec["cue_id"]), reply=self.args.ack_reply,
+                                          at_us=now_us(), device_key=self.sign_key)
+                self._acks.put_nowait(msgs.CueAck(unit=rec["unit"], session=rec["session"],
+                                                  sealed=sealed).to_dict())
         if rec["type"] == "session_complete":
             log.info("event=session_complete session=%s samples=%s", rec["session"][:8],
                      rec["samples"])
@@ -366,7 +179,7 @@ class ScribeClient:
                 self.wav.assemble()
             if rec.get("reason") == "input_complete":
                 self._input_complete = True
-        if self.args.exit_when_complete and self._input_complete and all(
+        if self.args.exit_when_complete and self._input_complete and self.receiver and all(
                 s.complete for s in self.receiver.sessions.values()):
             self.done.set()
 
@@ -384,9 +197,41 @@ class ScribeClient:
         password = Path(self.args.password_file).read_text().strip()
         self.token = self._http("POST", "/api/login",
                                 {"user": self.args.user, "password": password})["token"]
-        pub = base64.b64encode(env.public_key_raw(self.key)).decode()
-        self._http("PUT", "/api/me/key", {"public_key": pub})
-        log.info("event=signed_in user=%s key_id=%s", self.args.user, self.receiver.key_id)
+        # this device's keys: the clinic authority (its admin) endorses them before any
+        # unit wraps a session key to this device
+        dev = self._http("PUT", "/api/me/device", {
+            "enc_key": trust.b64(env.public_key_raw(self.key)),
+            "sign_key": trust.b64(trust.ed25519_raw(self.sign_key)),
+            "label": self.args.label, "kind": "robot" if self.args.robot else "person"})
+        self._refresh_trust()
+        if self.receiver is None:
+            assert self.authority is not None
+            self.receiver = Receiver(self.key, authority=self.authority, on_audio=self._audio,
+                                     on_record=self._record,
+                                     revocations=lambda: self.revocations)
+        log.info("event=signed_in user=%s device=%s endorsed=%s", self.args.user, self.device,
+                 dev.get("endorsed"))
+
+    def _refresh_trust(self) -> None:
+        """The pinned authority, and the latest revocations it signed (as the relay has
+        them: a relay can withhold a newer list, never forge one)."""
+        t = self._http("GET", "/api/trust")
+        if self.authority is None:
+            self.authority = pinned_authority(Path(self.args.key + ".authority"),
+                                              t.get("authority"))
+        elif t.get("authority") and t["authority"] != trust.b64(
+                trust.ed25519_raw(self.authority)):
+            log.error("event=authority_mismatch what=\"the relay names another authority than "
+                      "the pinned one; only the pinned one is trusted\"")
+        if t.get("revocations"):
+            try:
+                got = trust.verify_revocations(self.authority, t["revocations"])
+            except trust.TrustError as e:
+                log.error("event=revocations_rejected why=%s", json.dumps(str(e)))
+            else:
+                if got.serial >= self.revocations.serial:
+                    self.revocations = got
+        self._trust_at = time.monotonic()
 
     async def run(self) -> int:
         import websockets
@@ -422,6 +267,8 @@ class ScribeClient:
                     msg = await asyncio.wait_for(sock.recv(), 0.5)
                 except asyncio.TimeoutError:
                     self.receiver.tick()
+                    if time.monotonic() - self._trust_at > TRUST_REFRESH_S:
+                        await asyncio.to_thread(self._refresh_trust)
                     continue
                 if isinstance(msg, bytes):
                     if len(msg) < 8:
@@ -453,7 +300,7 @@ class ScribeClient:
             self.wav.close()
         if self.latency_log is not None:
             self.latency_log.close()
-        c = self.receiver.counters
+        c = self.receiver.counters if self.receiver else {}
         log.info("event=stopped chunks=%d events=%d tampered=%d replayed=%d malformed=%d",
                  c["chunks"], c["events"], c["tampered"], c["replayed"], c["malformed"])
         if self.events is not None:
@@ -469,7 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", required=True, help="scribe private key (PEM); created if missing")
     p.add_argument("--wav", help="write decrypted audio here")
     p.add_argument("--events", help="append events here as JSON lines")
+    p.add_argument("--authority", help="the clinic authority's public key (base64 raw "
+                   "Ed25519); default: pinned from the relay at first sign-in, in KEY.authority")
+    p.add_argument("--label", default="reference client", help="this device's name for the admin")
+    p.add_argument("--robot", action="store_true",
+                   help="this is a headless recorder, not a person: its replies never light "
+                   "the physician's puck")
     p.add_argument("--ack-cues", action="store_true", help="acknowledge every cue")
+    p.add_argument("--ack-reply", default="seen", choices=list(msgs.CUE_REPLIES),
+                   help="the reply to send with --ack-cues")
     p.add_argument("--ack-delay-s", type=float, default=0.0)
     p.add_argument("--latency-log", help="benchmarks: per chunk 'session seq capture_us "
                    "arrival_us' lines")
