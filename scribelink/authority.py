@@ -97,3 +97,11 @@ def bind_unit(grant: Statement, secret: bytes, unit_sign_key: bytes, now_us: int
         raise trust.TrustError("this code's secret does not belong to this grant")
     return trust.sign(trust.BINDING, trust.binding_body(grant=grant, sign_key=unit_sign_key,
                                                         issued_us=now_us), code_key)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from scribelink.authority_cli import main
+
+    sys.exit(main())
