@@ -37,6 +37,10 @@ class ArrayPipeline:
         highpass_hz: float = 80.0,
         gain_floor_db: float = -10.0,
         beamform_max_hz: float = 3000.0,
+        pause_gain_db: float = -6.0,
+        noise_like_gain_db: float = -15.0,
+        agc: bool = True,
+        beamform: bool = True,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -66,7 +70,7 @@ class ArrayPipeline:
         # The array is beamformed up to `beamform_max_hz` only: with 57-81 mm between mics
         # it aliases spatially above c / 2d = 3.0 kHz, so above it the reference mic goes straight
         # to the post-filter, at half the cost.
-        self._bf_bins = int(beamform_max_hz * frame_len / sample_rate) + 1
+        self._bf_bins = int(beamform_max_hz * frame_len / sample_rate) + 1 if beamform else 0
         self._ref = ref
         self.beamformer = WienerBeamformer(self._bf_bins, mics, ref, hop_s=hop_s)
         self.tracker = NoiseTracker(bins)
@@ -99,12 +103,13 @@ class ArrayPipeline:
         # the stationary noise tracker cannot be. On near-clean speech (40 dB SNR) the
         # latter costs 0.4 dB SI-SDR and 0.003 STOI; on the bench the two gain about
         # 1.5 dB SI-SDR and 0.09 PESQ-wb.
-        self._pause_gain = 10 ** (-6.0 / 20)
+        self._pause_gain = 10 ** (pause_gain_db / 20)
         self._pause_presence = 0.25
         self._gate_rate = 0.3
         self._gate = 1.0
         self._noise_like_flatness = 0.35  # spectral flatness: 1 for white noise
-        self._noise_like_gain = 10 ** (-15.0 / 20)
+        self._noise_like_gain = 10 ** (noise_like_gain_db / 20)
+        self._use_agc = agc
         self._gate_hf = 1.0
         self._hf_from = int(1000 * frame_len / sample_rate)
         self._presence = 0.0
@@ -256,7 +261,7 @@ class ArrayPipeline:
                 self._gate += self._gate_rate * (wanted - self._gate)
                 wanted_hf = self._noise_like_gain if flat > self._noise_like_flatness else 1.0
                 self._gate_hf += self._gate_rate * (wanted_hf - self._gate_hf)
-                scales[j] = agc.update(fp, p) * self._gate
+                scales[j] = (agc.update(fp, p) if self._use_agc else 1.0) * self._gate
                 hf_gates[j] = self._gate_hf
             presences.extend(presence.tolist())
             gains *= scales[:, None]
