@@ -417,6 +417,9 @@ def main(argv: list[str]) -> int:
         "--ours", default="", help="pipeline keyword overrides, e.g. gain_floor_db=-6 (ablations)"
     )
     parser.add_argument(
+        "--snrs", default="", help="only scenes at these SNRs, e.g. 0,30 (development)"
+    )
+    parser.add_argument(
         "--jobs", type=int, default=2, help="worker processes for scenes and scoring"
     )
     parser.add_argument(
@@ -440,7 +443,13 @@ def main(argv: list[str]) -> int:
 
     ctx = get_context("fork")
     t0 = time.perf_counter()
-    scene_jobs = [(split, i) for split in splits for i in range(args.scenes)]
+    wanted = {float(v) for v in args.snrs.split(",") if v.strip()}
+    scene_jobs = [
+        (split, i)
+        for split in splits
+        for i in range(args.scenes)
+        if not wanted or SNRS_DB[(i // 2) % len(SNRS_DB)] in wanted
+    ]
     with ctx.Pool(args.jobs) as pool:
         pool.map(_build, scene_jobs, chunksize=1)
         print(
