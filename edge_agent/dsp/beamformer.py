@@ -22,6 +22,10 @@ reverberant speech (late reverb is not a plane wave). A rank-1 GEVD-MVDR was tri
 the bench and lost 4 dB SI-SDR at 15 dB SNR for exactly that reason. With nothing
 learned yet (R_n = 0) the weights are e_ref: the reference mic passes untouched.
 
+The pipeline sets `depth` (0..1) from the room's long-term SNR; the weights are
+`e_ref + depth (w - e_ref)`, so in a clean room the reference mic passes untouched (the
+noise covariance learned there is mostly leaked weak speech, and cancelling it distorts).
+
 Covariances and weights change on a fixed grid of `update_frames` frames (0.5 s), so
 the result does not depend on how the caller cut its blocks.
 """
