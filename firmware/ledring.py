@@ -80,9 +80,10 @@ class LedScheduler:
 
     Priority: connecting (no agent heartbeat) > identify > presence_release >
     presence_holding > presence_wanted > fault > hold_armed > cue_seen > cue_sent > the
-    session state the agent sent (idle, live, paused, offline_recording). The identify and
-    presence states show only while the agent asks for them (each request has a time
-    limit) and while the link is up.
+    session state the agent sent (idle, live, paused, offline_recording). Identify,
+    presence_wanted and presence_holding show only while the agent asks for them (each
+    request has a time limit); presence_release shows whenever the button has been held
+    for a whole presence hold, since letting go then toggles nothing.
     """
 
     def __init__(self, cue_seen_ms=CUE_SEEN_MS, cue_sent_max_ms=CUE_SENT_MAX_MS,
@@ -151,9 +152,9 @@ class LedScheduler:
             return "connecting"
         if self._identify_until_ms is not None:
             return "identify"
+        if self.held_ms >= self.presence_ms:
+            return "presence_release"  # a presence hold is complete: releasing toggles nothing
         if self._presence_until_ms is not None:
-            if self.held_ms >= self.presence_ms:
-                return "presence_release"
             return "presence_holding" if self.held_ms > 0 else "presence_wanted"
         if self.session_state == "fault":
             return "fault"

@@ -428,6 +428,13 @@ def test_scheduler_identify_and_presence_requests():
     s.want_presence(1000, 0)
     s.forget_requests()
     assert s.state(10) == "fault"
+    # unasked, a hold that reaches the presence time still says "let go" (not hold_armed)
+    s.session_state = "live"
+    s.armed = True
+    s.held_ms = 4999
+    assert s.state(20) == "hold_armed"
+    s.held_ms = 5000
+    assert s.state(30) == "presence_release"
 
 
 def test_scheduler_seen_overtaking_ack():
