@@ -9,12 +9,12 @@ import pytest
 from provision_support import Cable, write_alsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "puck"))
-from puck_harness import PuckSim  # noqa: E402  (the one harness for scripts/puck-sim)
+from puck_harness import PuckSim
 
 
 @pytest.fixture
-def cable():
-    c = Cable()
+def cable(tmp_path):
+    c = Cable(tmp_path)
     yield c
     c.close()
 
