@@ -385,7 +385,7 @@ class Tree:
         return d
 
 
-STAGING = "staging"  # the fail-safe's scratch space, inside the state dir
+STAGING = "enrol-staging"  # the fail-safe's scratch space, inside the state dir
 FAILSAFE_FILE = "failsafe.json"
 COMMIT_MARKER = "COMMIT"  # its atomic appearance is the commit point
 # what a commit moves from staging into the state dir, in this order: provisioned.toml

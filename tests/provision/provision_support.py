@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.provision import STAGING
 from scribelink import provisioning as p
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -259,7 +260,7 @@ def snapshot(state: Path) -> dict[str, tuple[int, bytes]]:
 
 def committed(snap: dict) -> dict:
     """The unit's own files, without the fail-safe's staging area."""
-    return {k: v for k, v in snap.items() if not k.startswith("staging/")}
+    return {k: v for k, v in snap.items() if not k.startswith(STAGING + "/")}
 
 
 def wait_for(pred, timeout: float, what: str, every: float = 0.2):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
 import signal
 import sqlite3
+import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,13 +24,14 @@ from provision_support import (
     Cable,
     Service,
     cli,
-    cli_popen,
     committed,
     snapshot,
+    tool_env,
     wait_for,
 )
 from puck_harness import PuckSim
 
+from edge_agent import provision
 from scribelink import provisioning as p
 
 REQ, RESP, PROG = p.KIND_REQUEST, p.KIND_RESPONSE, p.KIND_PROGRESS
@@ -126,7 +129,7 @@ def pull_and_rerun(i: int, pull: tuple, bench: tuple, tmp_path, alsa_conf, relay
             print(f"--- {where}\n{first.stdout}{first.stderr}{again.stdout}")
         # the unit: enrolled and locked as this unit, nothing left staged
         assert set(committed(snapshot(state))) >= LOCKED_FILES, where
-        assert not (state / "staging").exists(), where
+        assert not (state / provision.STAGING).exists(), where
         assert json.loads((state / "settings.json").read_text())["unit_id"] == unit_id
         fp = unit_fingerprint(state)
         assert json.loads((state / "locked.json").read_text())[
@@ -174,34 +177,54 @@ def test_the_cable_pulled_at_every_step_then_the_same_command_finishes(
 
 def test_a_laptop_asleep_past_the_fail_safe_leaves_the_unit_as_it_was(
         tmp_path, cable, alsa_conf, puck_sim, relay, broker):
-    """The tool is stopped (the laptop sleeps) after the unit staged its settings; the
-    unit's fail-safe runs out and rolls back by itself: byte for byte as before. The woken
-    tool says so; the same command then enrols, and the code is spent once."""
-    home = signed_in_home(tmp_path, cable, relay)
+    """A new laptop: the first enrolment asks for the tech's sign-in on the terminal (once:
+    the tool remembers the session). The tool is then stopped (the laptop sleeps) after
+    the unit staged its key; the unit's fail-safe runs out and rolls back by itself: byte
+    for byte as before. The woken tool says so; the same command, asking nothing, then
+    enrols, and the code is spent once."""
+    relay.add_user("tech1", "tech", "tech-password-1")
+    home = tmp_path / "new-laptop"
     code, code_id = new_code(relay, "exam-s")
     state = tmp_path / "unit"
     svc = Service(cable, state, alsa_conf, puck_port=str(puck_sim.link), selftest_s=0.1)
+    terminal, tech_side = pty.openpty()  # the tech's terminal
     try:
         svc.wait_ready()
         before = snapshot(state)
         cable.pull_when("to_tech", p.CMD_GENERATE_KEY, RESP, when="mark")
-        tool = cli_popen(cable, "enroll", "--code", code, "--failsafe-s", "5", home=home)
+        tool = subprocess.Popen([PY, str(ROOT / "scripts" / "provision"), "enroll", "--code",
+                                 code, "--failsafe-s", "5"], cwd=ROOT, stdin=tech_side,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=tool_env(cable, home), start_new_session=True)
+        os.write(terminal, b"tech1\n")  # the user name, typed at its prompt
+        asked = ""
+        while "password for tech1 at" not in asked:  # getpass's prompt (echo off)
+            ch = tool.stderr.read(1)
+            assert ch, f"the tool never asked for the password: {asked}"
+            asked += ch
+        os.write(terminal, b"tech-password-1\n")
         wait_for(cable.marked.is_set, 30, "the unit's key to be staged")
         os.kill(tool.pid, signal.SIGSTOP)  # the laptop's lid closes
-        assert (state / "staging" / "tls" / "unit.key").exists()
+        assert (state / provision.STAGING / "tls" / "unit.key").exists()
         wait_for(lambda: "event=failsafe_rolled_back" in svc.log.read_text(), 15,
                  "the unit's fail-safe to roll back")
         assert snapshot(state) == before  # byte for byte, staging area gone
         os.kill(tool.pid, signal.SIGCONT)
         out, err = tool.communicate(timeout=30)
         assert tool.returncode in (1, 3), out + err
-        assert "Traceback" not in err
-        again = cli(cable, "enroll", "--code", code, home=home)
+        assert "Traceback" not in err and "relay user at" in out
+        saved = home / "config" / "scribelink" / "relays.json"
+        assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+        assert "tech-password-1" not in saved.read_text()
+        again = cli(cable, "enroll", "--code", code, home=home)  # no terminal: may not ask
         assert again.returncode == 0, again.stdout + again.stderr
+        assert "remembered as tech1" in again.stdout
         assert json.loads(cli(cable, "info", "--json").stdout)["state"] == "locked"
         assert code_record(relay, code_id)["times_spent"] == 1
     finally:
         svc.stop()
+        os.close(terminal)
+        os.close(tech_side)
 
 
 def test_port_discovery_lists_candidates_and_info_reads_like_a_checklist(

@@ -111,7 +111,7 @@ def test_a_commit_cut_short_is_finished_at_the_next_start(tmp_path, ca, monkeypa
     real_replace, moved = provision.os.replace, []
 
     def power_cut_after_three(src, dst):
-        if len(moved) == 3 and "staging" in str(src):
+        if len(moved) == 3 and provision.STAGING in str(src):
             raise OSError("power cut")
         moved.append(dst)
         return real_replace(src, dst)

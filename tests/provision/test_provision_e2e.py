@@ -302,7 +302,12 @@ def test_wrong_codes_missing_parts_and_a_wrong_clock_are_refused_before_anything
         return relay.api("POST", "/api/enroll/codes", "admin",
                          json={"unit": unit, "room": unit}).json()["code"]
 
-    good = code_for(UNIT)
+    # the code as a tech (or admin) makes it with the tool: the text and its QR
+    made = cli(cable, "code", "--unit", UNIT, "--room", ROOM, home=home)
+    assert made.returncode == 0, made.stdout + made.stderr
+    good = next(ln.strip() for ln in made.stdout.splitlines() if ln.strip().startswith("SL:"))
+    assert enrolcode.parse(good).room == ROOM and enrolcode.parse(good).relay_url == relay.url
+    assert "\u2580" in made.stdout or "\u2588" in made.stdout  # the QR, in block characters
     typo = good[:12] + ("Q" if good[12] != "Q" else "R") + good[13:]
     stranger = enrolcode.EnrolCode.new(relay_url=relay.url, broker_url=broker.url,
                                        clinic="x", room="x", unit_id=UNIT).text()
