@@ -738,6 +738,9 @@ class Unit:
         reused = self.staged.key.exists()
         if reused:  # a resumed enrolment keeps its key (and any certificate issued for it)
             key = serialization.load_pem_private_key(self.staged.key.read_bytes(), None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise Refused(p.E_NO_KEY, "the staged key is not an ECDSA key",
+                              "run `scripts/provision cancel`, then enroll again")
         else:
             key = ec.generate_private_key(ec.SECP256R1())
             self.staged.cert.unlink(missing_ok=True)

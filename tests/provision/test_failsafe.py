@@ -243,15 +243,38 @@ def test_a_locked_unit_refuses_to_arm(tmp_path, ca):
     assert r["error"]["code"] == p.E_LOCKED
 
 
-def test_presence_waits_shorter_than_the_hold_are_refused(tmp_path):
-    class Puck:
-        def state(self):
-            return "present"
+class NobodyHolds:
+    """A puck nobody presses (a test double: it answers at once where the real one, in
+    test_provision_e2e.py, makes the command wait out its timeout)."""
 
-    unit = Unit(ServeSettings(state_dir=tmp_path / "u"), presence=Puck())
+    def state(self):
+        return "present"
+
+    def wait_for_hold(self, seconds, timeout_s, ready, holding):
+        ready()
+        return False
+
+
+def test_presence_waits_shorter_than_the_hold_are_refused(tmp_path):
+    unit = Unit(ServeSettings(state_dir=tmp_path / "u"), presence=NobodyHolds())
     for timeout in (1, 4, p.PRESENCE_MIN_TIMEOUT_S - 0.5, p.PRESENCE_MAX_TIMEOUT_S + 1):
         r = call(unit, "factory_reset", {"timeout_s": timeout})
         assert r["error"]["code"] == p.E_BAD_REQUEST and "hold itself" in r["error"]["message"]
+
+
+def test_no_hold_in_time_is_refused_and_changes_nothing(tmp_path, ca):
+    unit = Unit(ServeSettings(state_dir=tmp_path / "u"), presence=NobodyHolds(),
+                monotonic=Clock())
+    stage(unit, ca)
+    assert call(unit, "commit")["ok"]
+    before = snapshot(unit.dir)
+    told = []
+    for cmd in ("unlock", "factory_reset"):
+        r = unit.handle(cmd, {"timeout_s": p.PRESENCE_MIN_TIMEOUT_S}, told.append)
+        assert r["error"]["code"] == p.E_PRESENCE_NOT_SHOWN, r
+        assert "button for 5 s while the command waits" in r["error"]["action"]
+    assert [m["phase"] for m in told] == ["waiting", "waiting"]
+    assert snapshot(unit.dir) == before
 
 
 def test_a_new_unit_self_test_says_not_yet_for_what_needs_enrolment(tmp_path):
