@@ -2,8 +2,10 @@
 the tech's tool (scripts/provision) over the service port with the protocol in
 scribelink/provisioning.py.
 
-Settings, key, certificate and self-test results live in the state dir; `commit` writes
-`provisioned.toml`, an overlay on the site's agent.toml, and locks the unit. A locked
+Settings, key, certificate and self-test results live in the state dir. Every change
+goes through a fail-safe (`Unit`): staged in the state dir's `enrol-staging/`, then
+committed together with `provisioned.toml` (an overlay on the site's agent.toml) and the
+lock, or rolled back when the fail-safe runs out or the service restarts. A locked
 unit answers read-only commands only; unlock and factory reset take physical presence
 (the puck's button held 5 s while the command waits). Secrets (the Wi-Fi passphrase, the
 unit key) are write-only: never returned, never logged.
