@@ -69,8 +69,8 @@ class ClinicAuthority:
               ) -> tuple[Statement, bytes]:
         """A grant to enrol `unit`, and the secret that goes into the enrolment code (the
         relay never sees it)."""
-        secret = secrets.token_bytes(20)
-        code_key, _redeem = trust.code_secret_keys(secret)
+        secret = secrets.token_bytes(16)
+        code_key = trust.code_key(secret)
         st = trust.sign(trust.GRANT, trust.grant_body(
             unit=unit, room=room, clinic=clinic, code_key=trust.ed25519_raw(code_key),
             issued_us=now_us, expires_us=now_us + ttl_s * 1_000_000), self.key)
@@ -91,7 +91,7 @@ class ClinicAuthority:
 def bind_unit(grant: Statement, secret: bytes, unit_sign_key: bytes, now_us: int) -> Statement:
     """What the tech's tool does at enrolment: sign the new unit's key binding with the
     code's key (only the holder of the code can)."""
-    code_key, _ = trust.code_secret_keys(secret)
+    code_key = trust.code_key(secret)
     if trust.key_id(trust.ed25519_raw(code_key)) != trust.key_id(
             trust.unb64(grant.body["code_key"], what="code_key", length=32)):
         raise trust.TrustError("this code's secret does not belong to this grant")

@@ -166,9 +166,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.unit} assigned to {', '.join(scribes) or 'nobody'}")
     elif args.cmd == "code":
         request, secret = grant_request(auth, args.unit, args.room, args.clinic, args.ttl_s)
-        relay.call("POST", "/api/admin/enrolment-grants", request)
-        code = enrolment_code(relay=relay.url, unit=args.unit, room=args.room,
-                              clinic=args.clinic, secret=secret, authority=auth.public_raw)
+        got = relay.call("POST", "/api/admin/enrolment-grants", request)
+        code = enrolment_code(relay=relay.url, broker=got["broker_url"], unit=args.unit,
+                              room=args.room, clinic=args.clinic, secret=secret,
+                              authority=auth.public_raw,
+                              expires_at=int(time.time()) + args.ttl_s)
         print(f"enrolment code for {args.unit} ({args.room}), valid {args.ttl_s // 60} min:\n"
               f"{code}")
     elif args.cmd == "revoke":
@@ -195,20 +197,20 @@ def run(args: argparse.Namespace) -> int:
 def grant_request(auth: ClinicAuthority, unit: str, room: str, clinic: str, ttl_s: int
                   ) -> tuple[dict, bytes]:
     """What the relay needs to issue a transport certificate against an enrolment code --
-    the grant and a hash of the redeem token -- and the secret, which only the code carries
+    the grant and a hash of the code's proof -- and the secret, which only the code carries
     (the relay never sees it: it is what signs the unit's binding)."""
-    import hashlib
+    from scribelink import enrolcode
 
     grant, secret = auth.grant(unit=unit, room=room, clinic=clinic, now_us=now_us(),
                                ttl_s=ttl_s)
-    _, redeem = trust.code_secret_keys(secret)
-    return {"grant": grant.to_dict(), "redeem_hash": hashlib.sha256(redeem).hexdigest()}, secret
+    return {"grant": grant.to_dict(),
+            "proof_hash": enrolcode.proof_hash(enrolcode.proof_of(secret))}, secret
 
 
-def enrolment_code(*, relay: str, unit: str, room: str, clinic: str, secret: bytes,
-                   authority: bytes) -> str:
+def enrolment_code(*, relay: str, broker: str, unit: str, room: str, clinic: str,
+                   secret: bytes, authority: bytes, expires_at: int) -> str:
     from scribelink import enrolcode
 
-    return enrolcode.encode(enrolcode.EnrolCode(relay=relay, unit=unit, room=room,
-                                                clinic=clinic, secret=secret,
-                                                authority=trust.key_id(authority)))
+    return enrolcode.EnrolCode(secret=secret, relay_url=relay, broker_url=broker, clinic=clinic,
+                               room=room, unit_id=unit, expires_at=expires_at,
+                               authority=authority).text()

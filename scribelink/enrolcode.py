@@ -58,6 +58,9 @@ T_ROOM = 0x05
 T_UNIT_ID = 0x06
 T_EXPIRES_AT = 0x07  # Unix seconds, so the tool can say "valid until" before asking
 T_RECOVERY_KEY = 0x08  # the clinic's raw X25519 recovery public key (32 bytes)
+# the clinic authority's raw Ed25519 public key (32 bytes): the unit pins it. Critical: a
+# tool that cannot check a unit's trust root must not enrol one (docs/trust.md)
+T_AUTHORITY = 0x81
 FIELDS = {
     T_SECRET: ("secret", "bytes"),
     T_RELAY_URL: ("relay_url", "text"),
@@ -67,6 +70,7 @@ FIELDS = {
     T_UNIT_ID: ("unit_id", "text"),
     T_EXPIRES_AT: ("expires_at", "u32"),
     T_RECOVERY_KEY: ("recovery_public_key", "bytes"),
+    T_AUTHORITY: ("authority", "bytes"),
 }
 REQUIRED = (T_SECRET, T_RELAY_URL, T_BROKER_URL, T_CLINIC, T_ROOM, T_UNIT_ID)
 CRITICAL = 0x80
@@ -93,6 +97,7 @@ class EnrolCode:
     unit_id: str
     expires_at: int | None = None
     recovery_public_key: bytes | None = None
+    authority: bytes | None = None  # the clinic authority's public key (Ed25519, raw)
     # optional fields this version does not know, kept so a code reads back unchanged
     unknown: tuple[tuple[int, bytes], ...] = field(default=(), compare=False)
 
@@ -104,7 +109,7 @@ class EnrolCode:
 
     def proof(self) -> str:
         """What the tool sends to the relay instead of the secret (hex)."""
-        return _hkdf(self.secret, PROOF_INFO, 32).hex()
+        return proof_of(self.secret)
 
     def enrolment_id(self) -> str:
         """Names this code's enrolment on the unit (hex, 16 characters)."""
@@ -209,6 +214,11 @@ def parse(text: str) -> EnrolCode:
         raise EnrolCodeError("the code is damaged (its secret has the wrong length)",
                              "ask the clinic's Scribelink admin for a new code")
     return EnrolCode(**values, unknown=tuple(unknown))
+
+
+def proof_of(secret: bytes) -> str:
+    """The proof for a code's secret (hex): what the tool sends the relay instead of it."""
+    return _hkdf(secret, PROOF_INFO, 32).hex()
 
 
 def proof_hash(proof_hex: str) -> str:

@@ -371,18 +371,16 @@ def endorsed_devices(authority: Ed25519PublicKey, statements: list[dict],
     return out
 
 
-def code_secret_keys(secret: bytes) -> tuple[Ed25519PrivateKey, bytes]:
-    """From an enrolment code's secret: the key that signs the unit's binding (the relay
-    never sees it) and the token the relay checks to issue the transport certificate."""
+def code_key(secret: bytes) -> Ed25519PrivateKey:
+    """From an enrolment code's secret: the key that signs the new unit's binding. Only the
+    code carries the secret (the relay sees a proof derived under another label, see
+    scribelink.enrolcode), so only its holder can bind a unit key under the grant."""
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
     if len(secret) < 16:
         raise TrustError("an enrolment secret is at least 16 bytes")
-
-    def derive(label: bytes) -> bytes:
-        return HKDF(hashes.SHA256(), 32, None, b"scribelink/v1 enrol " + label).derive(secret)
-
-    return Ed25519PrivateKey.from_private_bytes(derive(b"bind")), derive(b"redeem")
+    seed = HKDF(hashes.SHA256(), 32, None, b"scribelink/v1 enrol bind").derive(secret)
+    return Ed25519PrivateKey.from_private_bytes(seed)
 
 
 def grant_body(*, unit: str, room: str, clinic: str, code_key: bytes, issued_us: int,
