@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from scribelink import codec as codecs
 from scribelink.topics import valid_unit_id
 
 
@@ -42,6 +43,22 @@ class FileInputConfig:
 class DspConfig:
     mode: str = "on"
     array: str = "respeaker-4mic-pi"
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """How sessions are encoded. The relay's `config` message (the clinic's choice per
+    unit) overrides codec and bitrate; the unit keeps the last one it was sent."""
+
+    codec: str = "opus"
+    bitrate: int = codecs.DEFAULT_BITRATE
+    complexity: int = codecs.DEFAULT_COMPLEXITY
+    fec: bool = False
+    dtx: bool = False
+
+    def settings(self) -> codecs.CodecSettings:
+        return codecs.CodecSettings(codec=self.codec, bitrate=self.bitrate,
+                                    complexity=self.complexity, fec=self.fec, dtx=self.dtx)
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,7 @@ class AgentConfig:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     file_input: FileInputConfig = field(default_factory=FileInputConfig)
     dsp: DspConfig = field(default_factory=DspConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
@@ -109,6 +127,7 @@ _SECTIONS = {
     "capture": CaptureConfig,
     "file_input": FileInputConfig,
     "dsp": DspConfig,
+    "codec": CodecConfig,
     "session": SessionConfig,
     "spool": SpoolConfig,
     "broker": BrokerConfig,
@@ -155,4 +174,8 @@ def from_dict(raw: dict) -> AgentConfig:
     if cfg.dsp.mode not in ("on", "off"):
         raise ConfigError("[dsp] mode must be 'on' or 'off'")
     cfg.broker.host_port  # validates the URL
+    try:
+        cfg.codec.settings().check_chunk_ms(cfg.session.chunk_ms)
+    except ValueError as e:
+        raise ConfigError(f"[codec]: {e}") from e
     return cfg
