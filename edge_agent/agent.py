@@ -95,6 +95,7 @@ class Agent:
     def _make_spool(self) -> Spool:
         s = self.cfg.spool
         return Spool(Path(s.dir), max_bytes=s.max_bytes, max_age_s=s.max_age_s,
+                     max_audio_s=s.max_audio_s,
                      fsync_interval_s=s.fsync_interval_s, ack_grace_s=s.ack_grace_s,
                      segment_bytes=s.segment_bytes)
 

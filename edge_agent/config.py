@@ -74,6 +74,8 @@ class SpoolConfig:
     dir: str = "/var/lib/scribelink/spool"
     max_bytes: int = 2_000_000_000
     max_age_s: float = 8 * 3600
+    # unsent audio kept, in seconds (0: no limit): a clinic day whatever the codec
+    max_audio_s: float = 8 * 3600
     fsync_interval_s: float = 1.0
     ack_grace_s: float = 30.0
     segment_bytes: int = 4 << 20
