@@ -8,7 +8,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from speech import delay_removed, recorded_speech
+from speech_material import delay_removed, recorded_speech
 
 from scribelink import envelope as env
 from support import read_wav, run_demo, write_wav
