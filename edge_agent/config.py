@@ -180,4 +180,7 @@ def from_dict(raw: dict) -> AgentConfig:
         cfg.codec.settings().check_chunk_ms(cfg.session.chunk_ms)
     except ValueError as e:
         raise ConfigError(f"[codec]: {e}") from e
+    if cfg.capture.sample_rate != codecs.SAMPLE_RATE:
+        # the DSP, the chunks and Opus wideband are all 16 kHz
+        raise ConfigError(f"[capture] sample_rate must be {codecs.SAMPLE_RATE}")
     return cfg

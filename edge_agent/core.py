@@ -564,10 +564,16 @@ class UnitCore:
         scribes = self._recipients()
         if not scribes:
             return
+        codec = self.codec
+        if codec.codec == "opus" and not codecs.opus_available():
+            # record anyway: a unit that cannot encode Opus sends PCM, and says why
+            self.last_error = "Opus unavailable on this unit (install libopus0); sending PCM"
+            out.append(Log("error", "opus_unavailable", {}))
+            codec = replace(codec, codec="pcm_s16le")
         s = self.session = Session(
             unit_id=self.s.unit_id, scribes=scribes, recovery=self.recovery,
             sample_rate=self.s.sample_rate, chunk_ms=self.s.chunk_ms, started_us=now.wall_us,
-            room=(self.assignment or {}).get("room"), codec=self.codec,
+            room=(self.assignment or {}).get("room"), codec=codec,
             session_id=self.rng(env.SESSION_ID_LEN), session_key=self.rng(env.KEY_LEN))
         self.chunker = Chunker(sample_rate=self.s.sample_rate, chunk_ms=self.s.chunk_ms,
                                start_us=now.wall_us)

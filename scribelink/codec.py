@@ -71,6 +71,14 @@ def _opus():
     return opuslib_next
 
 
+def opus_available() -> bool:
+    try:
+        _opus()
+    except CodecUnavailable:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------------- body layout
 
 

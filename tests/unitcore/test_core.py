@@ -387,3 +387,15 @@ def test_a_kept_config_applies_from_the_start_and_a_bad_one_falls_back():
     bad = c.UnitCore(c.CoreSettings(unit_id="unit-t", codec=PCM),
                      config={"type": "config", "audio": {"codec": "opus", "bitrate": 10**6}})
     assert bad.codec == PCM
+
+
+def test_a_unit_without_libopus_records_pcm_and_says_so(monkeypatch):
+    # a stand-in for a unit image without libopus0 (this machine has it)
+    monkeypatch.setattr(codecs, "opus_available", lambda: False)
+    u = Unit(codec=codecs.CodecSettings(codec="opus"))
+    u.start_session()
+    sent = u.audio(0.4)
+    u.feed(c.Stop())
+    assert u.session_msgs("session_open")[0]["codec"] == "pcm_s16le"
+    assert np.array_equal(u.pcm(), sent)
+    assert "Opus unavailable" in u.core.status(u.now())["last_error"]
