@@ -64,7 +64,7 @@ def _opus():
         raise CodecUnavailable(
             "Opus needs the opuslib-next package (pip install 'scribelink[unit]' or "
             "'[relay]')") from e
-    except Exception as e:  # noqa: BLE001 - opuslib_next raises a bare Exception without libopus
+    except Exception as e:
         raise CodecUnavailable(
             f"Opus needs libopus: install Debian's libopus0 (apt-get install libopus0): {e}"
         ) from e

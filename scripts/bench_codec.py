@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import record_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,17 +126,18 @@ def whole_system() -> dict:
         env = {**os.environ, "SCRIBELINK_BENCH_OUT": d}
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x",
                             "tests/console/test_console_opus.py"], cwd=ROOT, env=env,
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
         lat = Path(d) / "opus_audio_latency.json"
         if r.returncode != 0 or not lat.exists():
             print(r.stdout[-3000:], file=sys.stderr)
             raise SystemExit("bench codec: the Opus console test failed")
         out["page"] = json.loads(lat.read_text())
     # the spool bench's cut-and-drain, with Opus (it uses the tests' TCP proxy)
-    r = subprocess.run([sys.executable, "-c", "import json, bench_spool; print(json.dumps("
-                        "bench_spool.system(cut_s=60, tail_s=20, codec='opus')))"], cwd=ROOT,
+    code = ("import json, bench_spool; "
+            "print(json.dumps(bench_spool.system(cut_s=60, tail_s=20, codec='opus')))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": f"{ROOT / 'scripts'}:{ROOT / 'tests'}"},
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     if r.returncode != 0:
         print(r.stderr[-3000:], file=sys.stderr)
         raise SystemExit("bench codec: the cut-and-drain run failed")

@@ -16,9 +16,8 @@ RATE = 16000
 def recorded_speech(seconds: float) -> np.ndarray:
     """`seconds` of real recordings, int16 at 16 kHz: the Codec2 sentences, then the ALSA
     voices with 100 ms between them, repeated if needed."""
-    import soundfile as sf
-
     import bench_dsp_material as material
+    import soundfile as sf
 
     members = material._deb_members("codec2-examples", "speech_orig_16k.wav", "codec2/raw/")
     if not members:

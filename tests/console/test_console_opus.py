@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from console_support import open_console, poll
 from speech_material import delay_removed, recorded_speech
+from support import read_wav
 from test_console_live import AGENT_SECONDS, REFERENCE, SCRIBE, System, js, wait_for
 from unit_sim import MqttUnit, SimSession
 
 from scribelink import codec as codecs
-from support import read_wav
 
 
 @pytest.fixture(scope="module")

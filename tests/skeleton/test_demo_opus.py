@@ -9,9 +9,9 @@ import sqlite3
 import numpy as np
 import pytest
 from speech_material import delay_removed, recorded_speech
+from support import read_wav, run_demo, write_wav
 
 from scribelink import envelope as env
-from support import read_wav, run_demo, write_wav
 
 SECONDS = 20
 
