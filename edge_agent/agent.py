@@ -78,6 +78,7 @@ class Agent:
                 chunk_ms=cfg.session.chunk_ms,
                 dsp_mode=cfg.dsp.mode,
                 dsp_array=cfg.dsp.array,
+                codec=cfg.codec.settings(),
                 auto_open=cfg.session.auto_open,
                 privacy_auto_resume_s=cfg.session.privacy_auto_resume_s,
                 stop_after_frames=cfg.file_input.stop_after_frames,
@@ -87,6 +88,7 @@ class Agent:
             signer=self._load_signer(),
             authority=self._load_authority(),
             recovery=self._load_recovery_key(),
+            config=self._load_config(),
             input_frames=int(self.spool.get_state("input_frames", "0") or 0),
             cues_seen=[int(x) for x in (self.spool.get_state("cues_seen", "") or "").split(",")
                        if x],
@@ -97,6 +99,7 @@ class Agent:
     def _make_spool(self) -> Spool:
         s = self.cfg.spool
         return Spool(Path(s.dir), max_bytes=s.max_bytes, max_age_s=s.max_age_s,
+                     max_audio_s=s.max_audio_s,
                      fsync_interval_s=s.fsync_interval_s, ack_grace_s=s.ack_grace_s,
                      segment_bytes=s.segment_bytes)
 
@@ -169,9 +172,23 @@ class Agent:
             return None
 
     def _save_assignment(self, a: msgs.Assignment) -> None:
-        tmp = self._assignment_path().with_suffix(".tmp")
-        tmp.write_text(msgs.dumps(a).decode())
-        tmp.replace(self._assignment_path())
+        self._save_json(self._assignment_path(), a)
+
+    def _config_path(self) -> Path:
+        return self.state_dir / "config.json"
+
+    def _load_config(self) -> msgs.Config | None:
+        # the relay's last audio settings for this unit, kept like the assignment
+        try:
+            return msgs.Config.from_dict(json.loads(self._config_path().read_text()))
+        except (FileNotFoundError, ValueError, msgs.MessageError):
+            return None
+
+    @staticmethod
+    def _save_json(path: Path, m: msgs.Message) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(msgs.dumps(m).decode())
+        tmp.replace(path)
 
     # ------------------------------------------------------------------ inputs from threads
 
@@ -185,6 +202,8 @@ class Agent:
             self.inbox.put(c.CueAckReceived(ctl))
         elif isinstance(ctl, msgs.Replay):
             self.inbox.put(c.ReplayRequested(ctl.since_us))
+        elif isinstance(ctl, msgs.Config):
+            self.inbox.put(c.ConfigReceived(ctl))
 
     def stop(self) -> None:
         self._stop.set()
@@ -213,7 +232,9 @@ class Agent:
             self.uplink.set_status(e.status.to_dict())
             sd.watchdog()
         elif isinstance(e, c.SaveAssignment):
-            self._save_assignment(e.assignment)
+            self._save_assignment(e.message)
+        elif isinstance(e, c.SaveConfig):
+            self._save_json(self._config_path(), e.message)
         elif isinstance(e, c.OpenCapture):
             return self._open_capture(e.skip_input_frames)
         elif isinstance(e, c.CloseCapture):

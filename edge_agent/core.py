@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -27,6 +27,7 @@ from edge_agent.chunker import Chunk, Chunker
 from edge_agent.dsp import make_stage
 from edge_agent.session import Session, Signer, close_message, gap_message
 from edge_agent.spool import seq_ranges
+from scribelink import codec as codecs
 from scribelink import messages as msgs
 from scribelink import topics, trust
 
@@ -81,6 +82,11 @@ class AssignmentReceived:
     """What the relay says the room's assignment is; the core checks every signature."""
 
     message: msgs.Assignment
+
+
+@dataclass(frozen=True)
+class ConfigReceived:
+    message: msgs.Config
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,13 @@ class SaveAssignment:
 
 
 @dataclass(frozen=True)
+class SaveConfig:
+    """Keep the relay's last `config` message, so it holds while the unit is offline."""
+
+    message: msgs.Config
+
+
+@dataclass(frozen=True)
 class OpenCapture:
     skip_input_frames: int = 0  # file-backed input: frames already sealed
 
@@ -232,8 +245,8 @@ class Done:
     """Headless runs: the input is complete and everything is sent; the agent may exit."""
 
 
-Effect = (Spool | ShowLight | PuckCueSeen | PublishStatus | SaveAssignment | OpenCapture
-          | CloseCapture | Replay | Log | Done)
+Effect = (Spool | ShowLight | PuckCueSeen | PublishStatus | SaveAssignment | SaveConfig
+          | OpenCapture | CloseCapture | Replay | Log | Done)
 
 
 # ---------------------------------------------------------------------------- settings
@@ -247,6 +260,7 @@ class CoreSettings:
     chunk_ms: int = 40
     dsp_mode: str = "on"
     dsp_array: str = "respeaker-4mic-pi"
+    codec: codecs.CodecSettings = field(default_factory=codecs.CodecSettings)
     auto_open: bool = True
     privacy_auto_resume_s: float = 0.0
     # file-backed input (demo, tests): stop after this many frames; resume where sealed
@@ -283,11 +297,21 @@ class UnitCore:
         recovery: X25519PublicKey | None = None,
         input_frames: int = 0,
         cues_seen: list[int] | None = None,
+        config: msgs.Config | None = None,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
         """`authority`: the clinic authority pinned at provisioning; without it the unit
         wraps to nobody. `signer`: the unit's signing key and its binding."""
         self.s = settings
+        # what sessions are encoded with: the unit's own [codec], unless the relay said
+        # otherwise (its last `config` message, kept across restarts)
+        self.codec = settings.codec
+        if config:
+            try:
+                self.codec = self._codec_from(config)
+                self.codec.check_chunk_ms(settings.chunk_ms)
+            except (ValueError, KeyError, TypeError):
+                self.codec = settings.codec
         self.signer = signer
         self.authority = authority
         self.recovery = recovery
@@ -439,6 +463,27 @@ class UnitCore:
         for err in errors:
             self.alarms["bad_recipient_key"] = now.wall_us
             out.append(Log("error", "recipient_skipped", {"why": err}))
+
+    def _codec_from(self, config: msgs.Config) -> codecs.CodecSettings:
+        a = config.audio
+        return replace(self.s.codec, codec=a["codec"], bitrate=int(a["bitrate"]))
+
+    def _on_ConfigReceived(self, e: ConfigReceived, now: Now, out: list) -> None:
+        try:
+            wanted = self._codec_from(e.message)
+            wanted.check_chunk_ms(self.s.chunk_ms)
+        except (ValueError, KeyError, TypeError) as err:
+            self.last_error = f"relay config refused: {err}"
+            out.append(Log("error", "config_refused", {"error": str(err)}))
+            return
+        out.append(SaveConfig(e.message))
+        if wanted == self.codec:
+            return
+        self.codec = wanted
+        out.append(Log("info", "config", {"codec": wanted.codec, "bitrate": wanted.bitrate}))
+        if self.session is not None:
+            # a session has one codec (its session_open says which): start a new one
+            self._close_session("reconfigured", now, out)
 
     def _on_SessionControlReceived(self, e: SessionControlReceived, now: Now, out: list) -> None:
         if e.action == "close" and self.session is not None:
@@ -612,12 +657,18 @@ class UnitCore:
 
     def _open_session(self, now: Now, out: list) -> None:
         assert self.assigned is not None
+        codec = self.codec
+        if codec.codec == "opus" and not codecs.opus_available():
+            # record anyway: a unit that cannot encode Opus sends PCM, and says why
+            self.last_error = "Opus unavailable on this unit (install libopus0); sending PCM"
+            out.append(Log("error", "opus_unavailable", {}))
+            codec = replace(codec, codec="pcm_s16le")
         try:
             s = self.session = Session(
                 unit_id=self.s.unit_id, scribes=self.assigned.recipients(),
                 recovery=self.recovery, signer=self.signer, sample_rate=self.s.sample_rate,
                 chunk_ms=self.s.chunk_ms, started_us=now.wall_us, room=self.assigned.room,
-                session_id=self.rng(16), session_key=self.rng(32))
+                codec=codec, session_id=self.rng(16), session_key=self.rng(32))
         except ValueError as err:  # not one recipient could be wrapped to
             self.alarms["bad_recipient_key"] = now.wall_us
             out.append(Log("error", "session_not_opened", {"why": str(err)}))
@@ -811,6 +862,7 @@ class UnitCore:
             # coarse health only: which mics are dead or clipping, never levels or speech
             mics={"dead": list(dsp.get("dead_channels", [])),
                   "clipping": list(dsp.get("clipping_channels", []))},
+            audio={"codec": self.codec.codec, "bitrate": self.codec.bitrate},
             last_error=self.last_error or h.uplink_error,
             last_gap=self.last_gap,
             alarms=tuple(sorted(self.alarms)),

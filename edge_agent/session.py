@@ -14,6 +14,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from scribelink import codec as codecs
 from scribelink import envelope as env
 from scribelink import messages as msgs
 from scribelink import trust
@@ -67,6 +68,7 @@ class Session:
         session_id: bytes | None = None,
         session_key: bytes | None = None,
         consent: str = "not_required",
+        codec: codecs.CodecSettings | None = None,
     ) -> None:
         """scribes: (scribe id, device id, X25519 key) of every endorsed device."""
         self.unit_id = unit_id
@@ -75,6 +77,10 @@ class Session:
         self.signer = signer
         self.sample_rate = sample_rate
         self.chunk_ms = chunk_ms
+        self.codec = codec or codecs.CodecSettings(codec="pcm_s16le")
+        self.codec.check_chunk_ms(chunk_ms)
+        # one encoder for the whole session: Opus predicts each frame from the last
+        self._encoder = codecs.encoder_for(self.codec, sample_rate)
         self.started_us = started_us
         self.room = room or ""
         self.consent = consent
@@ -104,7 +110,7 @@ class Session:
         m = msgs.SessionOpen(unit=self.unit_id, session=self.hex, started_us=self.started_us,
                              sample_rate=self.sample_rate, chunk_ms=self.chunk_ms,
                              recipients=self.recipients, room=self.room, consent=self.consent,
-                             binding=self.signer.binding)
+                             codec=self.codec.codec, binding=self.signer.binding)
         return _signed(m, self.signer)
 
     def add_recipients(self, scribes: list[tuple[str, str, X25519PublicKey]], at_us: int
@@ -125,18 +131,19 @@ class Session:
 
     def seal_audio(self, pcm: np.ndarray, capture_us: int, *, final: bool = False
                    ) -> tuple[int, bytes]:
-        """Seal one chunk of mono int16 PCM. Returns (seq, envelope)."""
+        """Encode and seal one chunk of mono int16 PCM. Returns (seq, envelope)."""
         if self.closed:
             raise RuntimeError("session is closed")
         samples = np.ascontiguousarray(pcm, dtype="<i2")
+        body = self._encoder.encode(samples)
         seq = self.next_audio_seq
         header = env.Header(type=env.TYPE_AUDIO, session_id=self.session_id, seq=seq,
                             capture_us=capture_us, unit_id=self.unit_id,
-                            codec=env.CODEC_PCM_S16LE, channels=1,
+                            codec=self._encoder.codec, channels=1,
                             sample_rate=self.sample_rate, sample_count=int(samples.shape[0]),
                             flags=env.FLAG_FINAL if final else 0)
         self.next_audio_seq += 1
-        return seq, env.seal(header, samples.tobytes(), self._key)
+        return seq, env.seal(header, body, self._key)
 
     def seal_event(self, kind: str, at_us: int, **fields) -> tuple[int, bytes]:
         seq = self.next_event_seq

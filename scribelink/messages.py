@@ -29,14 +29,14 @@ MAX_SEQ = 1 << 40  # 1.4 years of 40 ms chunks in one session: anything above is
 MAX_RECIPIENTS = 64
 
 SESSION_TYPES = ("session_open", "session_close", "gap", "recipients_added")
-CONTROL_TYPES = ("assignment", "session_control", "cue_ack", "replay")
+CONTROL_TYPES = ("assignment", "session_control", "cue_ack", "replay", "config")
 EVENT_KINDS = ("cue", "privacy_pause", "privacy_resume", "session_start", "session_end",
                "consent")
 # spool_full / spool_age: the spool evicted unsent records; capture_lost: the capture
 # device failed and that stretch of the session was never captured
 GAP_REASONS = ("spool_full", "spool_age", "capture_lost")
 CLOSE_REASONS = ("ended", "input_complete", "reassigned", "closed_by_relay", "agent_stopped",
-                 "unit_restart", "update")
+                 "unit_restart", "update", "reconfigured")
 CUE_REPLIES = ("seen", "got_it", "repeat", "see_me")
 
 
@@ -433,13 +433,34 @@ class Replay(Message):
         return cls(unit=_unit(d), since_us=_int(d, "since_us"))
 
 
+@dataclass(frozen=True)
+class Config(Message):
+    """The clinic's audio settings for one unit (retained): the unit applies them from its
+    next session, and keeps them so they hold while it is offline. `audio` is checked by
+    `scribelink.codec.CodecSettings`."""
+
+    TYPE: ClassVar[str] = "config"
+    unit: str
+    audio: dict
+    issued_us: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        _check_type(d, cls.TYPE)
+        audio = _dict(d, "audio")
+        assert audio is not None
+        _str(audio, "codec", max_len=32)
+        _int(audio, "bitrate", hi=512_000)
+        return cls(unit=_unit(d), audio=audio, issued_us=_int(d, "issued_us", default=0))
+
+
 CONTROL_MESSAGES: dict[str, type] = {
     "assignment": Assignment, "session_control": SessionControl, "cue_ack": CueAck,
-    "replay": Replay,
+    "replay": Replay, "config": Config,
 }
 
 
-def control_message(d: dict) -> Assignment | SessionControl | CueAck | Replay:
+def control_message(d: dict) -> Assignment | SessionControl | CueAck | Replay | Config:
     cls = CONTROL_MESSAGES.get(d.get("type"))  # type: ignore[arg-type]
     if cls is None:
         raise MessageError(f"unknown control message type {d.get('type')!r}")
@@ -475,6 +496,7 @@ class Status(Message):
     puck: dict | None = None  # connected, led
     version: str = ""
     consent: str | None = None
+    audio: dict = field(default_factory=dict)  # codec, bitrate
 
     @classmethod
     def from_dict(cls, d: dict) -> Status:
