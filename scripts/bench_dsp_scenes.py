@@ -51,6 +51,9 @@ class Scene:
     reference: (
         np.ndarray
     )  # (n,) float, target speech image at the reference mic (mixture / 32768 scale)
+    #: (mics, n) float images of the talkers and of the noise at every mic (mixture / 32768
+    #: scale), kept only when asked for (oracle experiments; not cached)
+    images: dict | None = None
 
 
 # -- noise material ----------------------------------------------------------------------
@@ -303,7 +306,9 @@ def _conversation(
     return signals
 
 
-def build_scene(split: str, index: int, array: str = "respeaker-4mic-pi") -> Scene:
+def build_scene(
+    split: str, index: int, array: str = "respeaker-4mic-pi", keep_images: bool = False
+) -> Scene:
     import pyroomacoustics as pra
 
     from edge_agent.dsp.arrays import load_array
@@ -441,8 +446,16 @@ def build_scene(split: str, index: int, array: str = "respeaker-4mic-pi") -> Sce
         "noise": noise_info,
         "array": array,
     }
+    images = {"speech": speech * level, "noise": noise * level} if keep_images else None
     return Scene(
-        f"{split}{index:03d}", split, speech_kind, snr_db, info, mixture_i16, speech[ref] * level
+        f"{split}{index:03d}",
+        split,
+        speech_kind,
+        snr_db,
+        info,
+        mixture_i16,
+        speech[ref] * level,
+        images,
     )
 
 

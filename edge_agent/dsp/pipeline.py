@@ -19,6 +19,7 @@ import numpy as np
 from edge_agent.dsp.agc import PeakLimiter, SpeechAgc
 from edge_agent.dsp.arrays import ArrayGeometry, load_array
 from edge_agent.dsp.beamformer import WienerBeamformer
+from edge_agent.dsp.depth import BandSnr
 from edge_agent.dsp.health import ChannelHealth
 from edge_agent.dsp.noise import NoiseTracker, PostFilter
 
@@ -45,6 +46,10 @@ class ArrayPipeline:
         noisy_snr_db: float = 5.0,
         adaptive_depth: bool = True,
         agc_dead_band_db: float = 20.0,
+        floor_window_s: float = 6.0,
+        tracker_ceiling: float | None = None,
+        start_depth: float = 0.0,
+        settle_s: float = 1.5,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -68,7 +73,11 @@ class ArrayPipeline:
         self._overlap = np.zeros(frame_len - self.hop)
         self._frame_indices: dict[int, np.ndarray] = {}
         self._window_spectrum = np.fft.rfft(self._window)
-        self._last_hop_sum = np.zeros((1, mics))
+        # each mic's DC offset: the running mean of its hop means for the first 2 s, then a
+        # one-pole average over 2 s; a mic stuck at a DC value is silent from the first hop
+        self._dc = np.zeros(mics)
+        self._dc_hops = 0
+        self._dc_decay = float(np.exp(-(frame_len // 2) / sample_rate / 2.0))
 
         self.health = ChannelHealth(mics, hop_s=hop_s)
         # The array is beamformed up to `beamform_max_hz` only: with 57-81 mm between mics
@@ -78,7 +87,7 @@ class ArrayPipeline:
         self._beamform = beamform
         self._ref = ref
         self.beamformer = WienerBeamformer(self._bf_bins, mics, ref, hop_s=hop_s)
-        self.tracker = NoiseTracker(bins)
+        self.tracker = NoiseTracker(bins, ceiling_over_minimum=tracker_ceiling)
         # Which frames teach the beamformer "noise" is decided by the multichannel SPP
         # (spatial, see beamformer.py); until its statistics exist (~1 s) by the SPP of
         # the mean periodogram over all mics. Never by the beam output's SPP: early on
@@ -91,16 +100,24 @@ class ArrayPipeline:
         self._adaptive_depth = adaptive_depth
         self._clean_snr_db, self._noisy_snr_db = clean_snr_db, noisy_snr_db
         self._floor_db = gain_floor_db
-        self._lt_decay = float(np.exp(-hop_s / 2.0))
-        self._lt_speech = 0.0
-        self._lt_speech_weight = 0.0
-        self._bb_smoothed = 0.0
-        self._bb_frames = 0
-        self._bb_subwindow = max(1, round(0.5 / hop_s))
-        self._bb_current_min = math.inf
-        self._bb_minima = [math.inf] * 6  # 6 x 0.5 s
-        self.snr_db = math.nan
-        self.depth = 1.0 if not adaptive_depth else 0.5
+        self.room = BandSnr(
+            hop_s=hop_s,
+            floor_window_s=floor_window_s,
+            clean_snr_db=clean_snr_db,
+            noisy_snr_db=noisy_snr_db,
+            start_depth=start_depth,
+            settle_s=settle_s,
+        )
+        # The high-pass and DC removal act where there is something to remove: what they
+        # take from the reference mic is given back in proportion to 1 - the low band's own
+        # depth (below ~100 Hz), so rumble goes and a quiet room's low end stays.
+        self.low_room = BandSnr(
+            hop_s=hop_s,
+            floor_window_s=floor_window_s,
+            clean_snr_db=clean_snr_db,
+            noisy_snr_db=noisy_snr_db,
+        )
+        self.depth = 1.0 if not adaptive_depth else self.room.depth
         self.agc = SpeechAgc(hop_s=hop_s, dead_band_db=agc_dead_band_db)
         self.limiter = PeakLimiter(sample_rate=sample_rate)
         freqs = np.fft.rfftfreq(frame_len, 1 / sample_rate)
@@ -108,6 +125,8 @@ class ArrayPipeline:
         # a minimum-phase IIR would smear the phase of voiced speech's fundamental
         # (100-200 Hz), audibly and in SI-SDR. DC is removed per frame before the window.
         self._highpass_gain = 1.0 / np.sqrt(1.0 + (highpass_hz / np.maximum(freqs, 1.0)) ** 8)
+        # bins the DC removal and high-pass change by more than 0.1 dB (and the DC bin)
+        self._low_bins = int(np.flatnonzero(self._highpass_gain < 0.989)[-1]) + 2
         band = np.flatnonzero((freqs >= 250) & (freqs <= 4000))
         self._band = slice(int(band[0]), int(band[-1]) + 1)
         self._band_scale = 1.0 / band.size
@@ -187,42 +206,31 @@ class ArrayPipeline:
         }
 
     # -- internals -------------------------------------------------------------------
-    def _update_depth(self, power: np.ndarray) -> None:
-        """Track the room's long-term SNR in the speech band and set the enhancement depth.
-
-        Noise is the minimum of the (lightly smoothed) speech-band power over the last
-        ~3 s (sub-window minimum tracking); speech is the mean excess over it in frames
-        more than 6 dB above it, over ~2 s. Broadband, so the low inter-harmonic bins of
-        voiced speech and the reverberant tails that a per-bin tracker takes for noise do
-        not count as noise here: true pauses between turns do. The depth is 1 at or below
-        `noisy_snr_db`, 0 at or above `clean_snr_db`, linear in dB between; the
-        post-filter's floor, the frame gates and the beamformer's departure from the
-        reference mic all scale with it. In a clean room the front end is transparent:
-        there is nothing to remove that a scribe would hear, and every gain that moves
-        distorts."""
-        p = float(power[self._band].sum())
-        self._bb_smoothed = 0.6 * self._bb_smoothed + 0.4 * p if self._bb_frames else p
-        self._bb_frames += 1
-        self._bb_current_min = min(self._bb_current_min, self._bb_smoothed)
-        if self._bb_frames % self._bb_subwindow == 0:
-            self._bb_minima = [self._bb_current_min, *self._bb_minima[:-1]]
-            self._bb_current_min = self._bb_smoothed
-        noise = max(min(self._bb_current_min, *self._bb_minima), 1e-20)
-        if p > 4.0 * noise:
-            d = self._lt_decay
-            self._lt_speech = d * self._lt_speech + (1 - d) * (p - noise)
-            self._lt_speech_weight = d * self._lt_speech_weight + (1 - d)
-        if self._lt_speech_weight < 1e-6:
-            if self._bb_frames > 3 * self._bb_subwindow:
-                # nothing ever rose 6 dB above the floor for 1.5 s: speech is buried in noise
-                self.depth = 1.0
-                self.postfilter.floor = 10 ** (self._floor_db / 20)
-            return
-        snr_db = 10 * math.log10(max(self._lt_speech / self._lt_speech_weight, 1e-20) / noise)
-        self.snr_db = snr_db
-        span = self._clean_snr_db - self._noisy_snr_db
-        self.depth = min(1.0, max(0.0, (self._clean_snr_db - snr_db) / span))
+    def _update_depth(self, power: np.ndarray) -> float:
+        """Set the enhancement depth from the speech band's long-term SNR (depth.py) and
+        return the depth of the high-pass (below ~100 Hz). The post-filter's floor, the frame gates and the
+        beamformer's departure from the reference mic all scale with the depth: in a clean
+        room the front end is transparent, since there is nothing a scribe would hear to
+        remove and every gain that moves distorts."""
+        self.depth = self.room.update(float(power[self._band].sum()))
+        self.snr_db = self.room.snr_db
         self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
+        # the low band is noisy if the room is, or if rumble buries its own low end
+        return max(self.depth, self.low_room.update(float(power[: self._low_bins].sum())))
+
+    def _dc_offsets(self, hop_means: np.ndarray) -> np.ndarray:
+        """Each mic's DC offset after each hop (T, M), from the hops' means."""
+        start_hops = round(1.0 / (1.0 - self._dc_decay))
+        out = np.empty_like(hop_means)
+        t = 0
+        while t < hop_means.shape[0] and self._dc_hops < start_hops:
+            self._dc_hops += 1
+            self._dc += (hop_means[t] - self._dc) / self._dc_hops
+            out[t] = self._dc
+            t += 1
+        if t < hop_means.shape[0]:
+            out[t:], self._dc = _one_pole(hop_means[t:], self._dc, self._dc_decay)
+        return out
 
     def _alive_mics(self, channel_power: np.ndarray) -> np.ndarray:
         return ~self.health.verdict(channel_power)
@@ -266,10 +274,12 @@ class ArrayPipeline:
         spectra = np.fft.rfft(frames * self._window, axis=-1).transpose(1, 2, 0)  # (T, K, M)
         # remove each frame's mean (DC) in the spectrum: a frame is two hops, whose sums
         # channel health has just computed; (x - c) w transforms to X - c W
-        sums = np.concatenate([self._last_hop_sum, self.health.hop_sums])
-        self._last_hop_sum = sums[-1:]
-        means = (sums[:-1] + sums[1:]) * (1.0 / n)  # (T, M)
-        spectra -= means[:, None, :] * self._window_spectrum[None, :, None]
+        # remove each mic's DC offset, a constant: (x - c) w transforms to X - c W. Only the
+        # offset, not each frame's own mean, which is the talker's low end
+        offsets = self._dc_offsets(self.health.hop_sums * (1.0 / hop))
+        spectra -= offsets[:, None, :] * self._window_spectrum[None, :, None]
+        low = self._low_bins
+        removed_low = spectra[:, :low, self._ref] * (1.0 - self._highpass_gain[:low])
         spectra *= self._highpass_gain[:, None]
 
         out_spectra = np.empty(spectra.shape[:2], complex)
@@ -301,10 +311,11 @@ class ArrayPipeline:
             spps = np.empty((count, powers.shape[1]))
             gains = np.empty_like(spps)
             depths = np.empty(count)
+            low_kept = np.zeros(count)
             for j in range(count):  # the recursive per-bin part, frame by frame
                 tracker.update(powers[j], out=spps[j])
                 if self._adaptive_depth:
-                    self._update_depth(powers[j])
+                    low_kept[j] = 1.0 - self._update_depth(powers[j])
                 postfilter.gain(powers[j], tracker.noise_psd, out=gains[j])
                 depths[j] = self.depth
             # the rest per frame is vectorised over the segment
@@ -330,6 +341,7 @@ class ArrayPipeline:
             gains *= scales[:, None]
             gains[:, self._hf_from :] *= hf_gates[:, None]
             np.multiply(gains, beam, out=out_spectra[start:stop])
+            out_spectra[start:stop, :low] += low_kept[:, None] * removed_low[start:stop]
             if self._beamform:
                 beamformer.depth = self.depth
                 beamformer.observe(
@@ -346,6 +358,14 @@ class ArrayPipeline:
         out[1:] += frames[:-1, hop:]
         self._overlap = frames[-1, hop:].copy()
         return out.reshape(-1)
+
+
+def _one_pole(x: np.ndarray, state: np.ndarray, decay: float) -> tuple[np.ndarray, np.ndarray]:
+    """y[t] = decay y[t-1] + (1 - decay) x[t] along axis 0, from `state`; returns (y, last y)."""
+    from scipy.signal import lfilter
+
+    y, _ = lfilter([1.0 - decay], [1.0, -decay], x, axis=0, zi=(decay * state)[None, :])
+    return y, y[-1].copy()
 
 
 def _dbfs(mean_square: float) -> float:
