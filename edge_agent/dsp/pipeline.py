@@ -167,19 +167,31 @@ class ArrayPipeline:
             )
         if block.dtype != np.int16:
             raise ValueError(f"expected int16 samples, got {block.dtype}")
-        self._samples_in += block.shape[0]
-        as_float = block * (1.0 / 32768.0)
-        if block.shape[0]:
-            ms = np.einsum("nc,nc->c", as_float, as_float) / block.shape[0]
-            self._channel_levels = [_dbfs(v) for v in ms.tolist()]
-        if self._all_mics:
-            raw, scaled = block, as_float
-        else:
-            raw, scaled = block[:, self._mic_idx], as_float[:, self._mic_idx]
-        if self._pending.shape[0]:
-            raw = np.concatenate([self._pending_raw, raw])
-            scaled = np.concatenate([self._pending, scaled])
-        out = self._run(raw, scaled)
+        n = block.shape[0]
+        self._samples_in += n
+        if n == 0:
+            return np.zeros(0, np.int16)
+        # a long block (a whole file) is taken a slice at a time, so working memory stays
+        # that of one slice however much audio arrives in one call
+        step = _MAX_FRAMES_PER_PASS * self.hop
+        mean_square = np.zeros(self.channels)
+        out = np.empty((self._pending.shape[0] + n) // self.hop * self.hop, np.int16)
+        filled = 0
+        for start in range(0, n, step):
+            part = block[start : start + step]
+            as_float = part * (1.0 / 32768.0)
+            mean_square += np.einsum("nc,nc->c", as_float, as_float)
+            if self._all_mics:
+                raw, scaled = part, as_float
+            else:
+                raw, scaled = part[:, self._mic_idx], as_float[:, self._mic_idx]
+            if self._pending.shape[0]:
+                raw = np.concatenate([self._pending_raw, raw])
+                scaled = np.concatenate([self._pending, scaled])
+            piece = self._run(raw, scaled)
+            out[filled : filled + piece.size] = piece
+            filled += piece.size
+        self._channel_levels = [_dbfs(v) for v in (mean_square / n).tolist()]
         self._samples_out += out.size
         return out
 
@@ -361,10 +373,12 @@ class ArrayPipeline:
 
 
 def _one_pole(x: np.ndarray, state: np.ndarray, decay: float) -> tuple[np.ndarray, np.ndarray]:
-    """y[t] = decay y[t-1] + (1 - decay) x[t] along axis 0, from `state`; returns (y, last y)."""
-    from scipy.signal import lfilter
-
-    y, _ = lfilter([1.0 - decay], [1.0, -decay], x, axis=0, zi=(decay * state)[None, :])
+    """y[t] = decay y[t-1] + (1 - decay) x[t] along axis 0, from `state`; returns (y, last y).
+    Closed form over a short run of rows (a pass is at most 65 hops)."""
+    t = np.arange(x.shape[0])
+    lag = t[:, None] - t[None, :]
+    weights = np.where(lag >= 0, (1.0 - decay) * decay ** np.maximum(lag, 0), 0.0)
+    y = weights @ x + (decay ** (t + 1))[:, None] * state[None, :]
     return y, y[-1].copy()
 
 
