@@ -5,7 +5,8 @@ The noise floor is the minimum of the band's lightly smoothed power over the las
 harmonic valleys and reverberant tails inside a turn do not. The window is long (6 s)
 because a floor that rises during a long stretch of continuous speech reads a clean
 room as a noisy one, and every stage that then acts distorts the talker. Speech is the
-mean excess over the floor in frames more than 6 dB above it, over ~2 s. The depth is 1
+mean excess over the floor in frames more than 6 dB above it, over ~2 s. Frames of
+digital silence are skipped. The depth is 1
 at or below `noisy_snr_db`, 0 at or above `clean_snr_db`, linear in dB between.
 """
 
@@ -25,8 +26,12 @@ class BandSnr:
         clean_snr_db: float = 20.0,
         noisy_snr_db: float = 5.0,
         start_depth: float = 0.0,
-        settle_s: float = 1.5,
+        settle_s: float = 6.0,
+        silence_power: float = 0.0,
     ) -> None:
+        self._silence = silence_power
+        self._onset_frames = round(0.128 / hop_s)
+        self._seen = 0
         self._settle_frames = settle_s / hop_s
         self._subwindow = max(1, round(0.5 / hop_s))
         self._minima = [math.inf] * max(1, round(floor_window_s / 0.5))  # sub-windows of 0.5 s
@@ -44,6 +49,12 @@ class BandSnr:
     def update(self, band_power: float) -> float:
         """Feed one frame's band power; return the depth."""
         p = band_power
+        self._seen += 1
+        if p <= self._silence or self._seen <= self._onset_frames:
+            # digital silence (a muted codec) and the first ~0.1 s (a capture starting,
+            # filters and the room's field building up) say nothing about the room's
+            # noise, and one such frame would hold the floor down for the whole window
+            return self.depth
         self._smoothed = 0.6 * self._smoothed + 0.4 * p if self._frames else p
         self._frames += 1
         self._current_min = min(self._current_min, self._smoothed)
