@@ -29,6 +29,7 @@ class BandSnr:
         settle_s: float = 6.0,
         silence_power: float = 0.0,
     ) -> None:
+        self._heard = False
         self._silence = silence_power
         self._onset_frames = round(0.128 / hop_s)
         self._seen = 0
@@ -62,11 +63,12 @@ class BandSnr:
             self._minima = [self._current_min, *self._minima[:-1]]
             self._current_min = self._smoothed
         noise = max(min(self._current_min, *self._minima), 1e-20)
+        self._heard = self._heard or p > 4.0 * noise
         if p > 4.0 * noise:
             d = self._decay
             self._speech = d * self._speech + (1 - d) * (p - noise)
             self._speech_weight = d * self._speech_weight + (1 - d)
-        if self._speech_weight < 1e-6:
+        if not self._heard:
             if self._frames > 3 * self._subwindow:
                 # nothing rose 6 dB above the floor for 1.5 s: whatever talks is buried in noise
                 self.depth = 1.0

@@ -226,17 +226,16 @@ class ArrayPipeline:
         return max(self.depth, self.low_room.update(float(power[: self._low_bins].sum())))
 
     def _dc_offsets(self, hop_means: np.ndarray) -> np.ndarray:
-        """Each mic's DC offset after each hop (T, M), from the hops' means."""
-        start_hops = round(1.0 / (1.0 - self._dc_decay))
+        """Each mic's DC offset after each hop (T, M), from the hops' means: their running
+        mean over the first 2 s, a one-pole average over 2 s after that."""
         out = np.empty_like(hop_means)
-        t = 0
-        while t < hop_means.shape[0] and self._dc_hops < start_hops:
-            self._dc_hops += 1
-            self._dc += (hop_means[t] - self._dc) / self._dc_hops
-            out[t] = self._dc
-            t += 1
-        if t < hop_means.shape[0]:
-            out[t:], self._dc = _one_pole(hop_means[t:], self._dc, self._dc_decay)
+        dc, hops, decay = self._dc, self._dc_hops, self._dc_decay
+        floor = 1.0 - decay
+        for t, mean in enumerate(hop_means):
+            hops += 1
+            dc = dc + (mean - dc) * max(1.0 / hops, floor)
+            out[t] = dc
+        self._dc, self._dc_hops = dc, hops
         return out
 
     def _alive_mics(self, channel_power: np.ndarray) -> np.ndarray:
@@ -356,16 +355,6 @@ class ArrayPipeline:
         out[1:] += frames[:-1, hop:]
         self._overlap = frames[-1, hop:].copy()
         return out.reshape(-1)
-
-
-def _one_pole(x: np.ndarray, state: np.ndarray, decay: float) -> tuple[np.ndarray, np.ndarray]:
-    """y[t] = decay y[t-1] + (1 - decay) x[t] along axis 0, from `state`; returns (y, last y).
-    Closed form over a short run of rows (a pass is at most 65 hops)."""
-    t = np.arange(x.shape[0])
-    lag = t[:, None] - t[None, :]
-    weights = np.where(lag >= 0, (1.0 - decay) * decay ** np.maximum(lag, 0), 0.0)
-    y = weights @ x + (decay ** (t + 1))[:, None] * state[None, :]
-    return y, y[-1].copy()
 
 
 def _dbfs(mean_square: float) -> float:
