@@ -322,7 +322,12 @@ class ArrayPipeline:
                 tracker.update(powers[j], out=spps[j])
                 if self._adaptive_depth:
                     low_kept[j] = 1.0 - self._update_depth(powers[j])
-                postfilter.gain(powers[j], tracker.noise_psd, out=gains[j])
+                # the depth is also how far the tracker's noise is believed: in a clean
+                # room what it calls noise is mostly reverberant speech
+                noise_psd = tracker.noise_psd
+                if self.depth < 1.0:
+                    noise_psd = noise_psd * max(self.depth, 1e-6)
+                postfilter.gain(powers[j], noise_psd, out=gains[j])
                 depths[j] = self.depth
             # the rest per frame is vectorised over the segment
             # share of speech-band bins confidently holding speech: ~0.01 in steady noise
