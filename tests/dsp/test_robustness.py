@@ -75,7 +75,7 @@ def test_clock_drift_between_channels_is_survived(noisy) -> None:
     mix, clean = noisy
     drifted = mix.astype(np.float64)
     n = mix.shape[0]
-    stretched = resample(drifted[:, 1], int(round(n * (1 + 200e-6))))
+    stretched = resample(drifted[:, 1], round(n * (1 + 200e-6)))
     drifted[:, 1] = stretched[:n]
     out, raw = out_and_raw(to_int16(drifted))
     assert si_sdr(clean, out) > si_sdr(clean, raw) + 2.0
