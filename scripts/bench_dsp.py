@@ -443,8 +443,18 @@ def main(argv: list[str]) -> int:
         "--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone"
     )
     parser.add_argument("--dump", type=Path, help="write per-scene rows as JSON here")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="only the oracle study on TUNE at 0 dB (bench_dsp_oracle.py); a full run includes it",
+    )
     args = parser.parse_args(argv)
     check_material()
+    if args.oracle:
+        from bench_dsp_oracle import run as oracle_study
+
+        print(oracle_study(args.scenes, 0.0, args.jobs))
+        return 0
     splits = ["test", "tune"] if args.split == "both" else [args.split]
     overrides = _parse_overrides(args.ours)
     systems = [
@@ -492,13 +502,13 @@ def main(argv: list[str]) -> int:
     table = render(results, systems, splits, costs, args)
     if overrides:
         table = f"Ours with overrides {overrides}.\n\n" + table
+    full = not args.no_write and not overrides and args.split == "both"
+    if full and len(systems) == len(SYSTEMS):
+        from bench_dsp_oracle import run as oracle_study
+
+        table += "\n\n" + oracle_study(args.scenes, 0.0, args.jobs)
     print(table)
-    if (
-        not args.no_write
-        and not overrides
-        and args.split == "both"
-        and len(systems) == len(SYSTEMS)
-    ):
+    if full and len(systems) == len(SYSTEMS):
         record_section("dsp", "DSP front end (`scripts/bench dsp`)", _preamble() + table)
     return 0
 

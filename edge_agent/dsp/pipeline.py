@@ -97,7 +97,6 @@ class ArrayPipeline:
         # How deep the enhancement goes follows the room's long-term SNR: all the way below
         # `noisy_snr_db`, not at all above `clean_snr_db` (see _update_depth).
         self._adaptive_depth = adaptive_depth
-        self._clean_snr_db, self._noisy_snr_db = clean_snr_db, noisy_snr_db
         self._floor_db = gain_floor_db
         self.agc = SpeechAgc(hop_s=hop_s, dead_band_db=agc_dead_band_db)
         self.limiter = PeakLimiter(sample_rate=sample_rate)
