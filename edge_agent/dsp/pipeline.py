@@ -11,7 +11,6 @@ the hop grid.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import numpy as np
@@ -145,9 +144,9 @@ class ArrayPipeline:
         self._gate_rate = 0.3
         self._gate = 1.0
         self._use_agc = agc
-        self._presence = 0.0
-        self._level_dbfs = -120.0
-        self._channel_levels = [-120.0] * self.channels
+        #: share of speech-band bins holding speech, averaged over the last block (0..1);
+        #: internal (the pause gate, the AGC): never published, it says when people talk
+        self.speech_presence = 0.0
         self._samples_in = 0
         self._samples_out = 0
 
@@ -168,13 +167,11 @@ class ArrayPipeline:
         # a long block (a whole file) is taken a slice at a time, so working memory stays
         # that of one slice however much audio arrives in one call
         step = _MAX_FRAMES_PER_PASS * self.hop
-        mean_square = np.zeros(self.channels)
         out = np.empty((self._pending.shape[0] + n) // self.hop * self.hop, np.int16)
         filled = 0
         for start in range(0, n, step):
             part = block[start : start + step]
             as_float = part * (1.0 / 32768.0)
-            mean_square += np.einsum("nc,nc->c", as_float, as_float)
             if self._all_mics:
                 raw, scaled = part, as_float
             else:
@@ -185,7 +182,6 @@ class ArrayPipeline:
             piece = self._run(raw, scaled)
             out[filled : filled + piece.size] = piece
             filled += piece.size
-        self._channel_levels = [_dbfs(v) for v in (mean_square / n).tolist()]
         self._samples_out += out.size
         return out
 
@@ -202,11 +198,10 @@ class ArrayPipeline:
         return out
 
     def stats(self) -> dict:
+        """Channel health for the unit's status: capture-channel indices of dead and
+        clipping mics. No levels and no speech presence: the status travels in clear."""
         mics = self.geometry.mic_channels
         return {
-            "speech_presence": round(float(self._presence), 3),
-            "level_dbfs": round(self._level_dbfs, 1),
-            "channel_levels_dbfs": [round(v, 1) for v in self._channel_levels],
             "dead_channels": [mics[i] for i in np.flatnonzero(self.health.dead)],
             "clipping_channels": [mics[i] for i in np.flatnonzero(self.health.clipping)],
         }
@@ -255,7 +250,6 @@ class ArrayPipeline:
             )
         out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         out = self.limiter.process(out)
-        self._level_dbfs = _dbfs(float(out @ out) / out.size)
         out *= 32768.0
         np.rint(out, out=out)
         np.clip(out, -32768, 32767, out=out)
@@ -351,7 +345,7 @@ class ArrayPipeline:
             else:
                 beamformer._queued = (beamformer._queued + count) % beamformer.update_frames
             start = stop
-        self._presence = sum(presences) / frames_count
+        self.speech_presence = sum(presences) / frames_count
 
         frames = np.fft.irfft(out_spectra, n=n, axis=1) * self._window
         out = frames[:, :hop].copy()
@@ -359,10 +353,6 @@ class ArrayPipeline:
         out[1:] += frames[:-1, hop:]
         self._overlap = frames[-1, hop:].copy()
         return out.reshape(-1)
-
-
-def _dbfs(mean_square: float) -> float:
-    return 10 * math.log10(max(mean_square, 1e-12))  # full scale = 1
 
 
 def make_array_pipeline(
