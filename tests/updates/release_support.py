@@ -70,3 +70,55 @@ def rewrite(src: Path, dst: Path, *, doc=None, replace: dict[str, bytes] | None 
             info.linkname = symlink[1]
             tout.addfile(info)
     return dst
+
+
+# ---------------------------------------------------------------------- tiny real releases
+
+
+def make_wheel(out_dir: Path, version: str) -> Path:
+    """A real (installable) but tiny `scribelink` wheel: the installer does not care what
+    a release's code is, only that pip installs it from the release alone."""
+    import base64
+    import hashlib
+    import zipfile
+
+    name = f"scribelink-{version}"
+    files = {
+        "scribelink/__init__.py": f'__version__ = "{version}"\n'.encode(),
+        f"{name}.dist-info/METADATA": (f"Metadata-Version: 2.1\nName: scribelink\n"
+                                       f"Version: {version}\nProvides-Extra: unit\n").encode(),
+        f"{name}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\n"
+                                   b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{name}.dist-info/RECORD,,")
+    files[f"{name}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    whl = out_dir / f"{name}-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+    return whl
+
+
+def make_installable_release(tmp: Path, key, version: str, pip_wheel: Path,
+                             name: str | None = None) -> Path:
+    src = tmp / f"mini-{version}-{name or 'r'}"
+    files = {"wheels/" + pip_wheel.name: pip_wheel}
+    whl = make_wheel(src / "wheels", version)
+    files["wheels/" + whl.name] = whl
+    for rel_path, data in (("firmware/main.py", b"# puck\n"), ("config/agent.toml", b"")):
+        p = src / rel_path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        files[rel_path] = p
+    entries = [rel.file_entry(n, p) for n, p in files.items()]
+    body = rel.manifest_body(version=version, hardware=[HW], files=entries,
+                             requirement=f"scribelink[unit]=={version}",
+                             created_us=time.time_ns() // 1000)
+    out = tmp / (name or f"mini-{version}.tar")
+    rel.write_release(out, rel.sign_manifest(body, key), files)
+    return out
