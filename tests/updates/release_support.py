@@ -122,3 +122,34 @@ def make_installable_release(tmp: Path, key, version: str, pip_wheel: Path,
     out = tmp / (name or f"mini-{version}.tar")
     rel.write_release(out, rel.sign_manifest(body, key), files)
     return out
+
+
+# ---------------------------------------------------------------------- a relay with a unit listener
+
+
+def make_update_relay(tmp: Path, b) -> tuple:
+    """The relay as a process (tests/support.py) with its unit HTTPS listener on: a server
+    certificate from the clinic CA, client certificates required."""
+    from support import Relay
+
+    from cloud_relay import broker as brk
+    from cloud_relay import pki
+
+    d = tmp / "relay"
+    d.mkdir(parents=True, exist_ok=True)
+    ca = pki.CA.load(Path(b.pki["ca"]), Path(b.pki["ca_key"]))
+    server = pki.write_identity(ca, d / "tls", "relay-https",
+                                server_names=["127.0.0.1", "localhost"], client=False)
+    port, unit_port = brk.free_port(), brk.free_port()
+    conf = d / "relay.toml"
+    conf.write_text(
+        f'data_dir = "{d / "data"}"\nhttp_port = {port}\nbroker_url = "{b.url}"\n'
+        f'broker_ca_file = "{b.pki["ca"]}"\nbroker_cert_file = "{b.pki["relay"].cert}"\n'
+        f'broker_key_file = "{b.pki["relay"].key}"\n'
+        f'ca_cert_file = "{b.pki["ca"]}"\nca_key_file = "{b.pki["ca_key"]}"\n'
+        f'unit_https_port = {unit_port}\nunit_https_cert_file = "{server.cert}"\n'
+        f'unit_https_key_file = "{server.key}"\n')
+    r = Relay(d, f"http://127.0.0.1:{port}", conf)
+    r.add_user("admin", "admin", "admin-password")
+    r.start()
+    return r, unit_port
