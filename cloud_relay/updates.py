@@ -14,6 +14,7 @@ The relay reads a release's manifest only to show its version; it verifies nothi
 its word counts for nothing: units check every release against the key they pinned.
 """
 
+import base64
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from cloud_relay.auth import admin_dependency, current_user_dependency
@@ -316,15 +317,18 @@ def admin_router(data: Fleet, store: Store, bridge) -> APIRouter:
         return {"request_id": request_id}
 
     @router.get("/api/admin/diagnostics/{request_id}")
-    def download_diagnostics(request_id: str, user: Admin) -> Response:
-        r = store._x("SELECT unit_id,uploaded_us FROM diagnostics WHERE id=?",
+    def download_diagnostics(request_id: str, user: Admin) -> dict:
+        """The sealed bundle, base64 in JSON with what opening it needs (unit, request id):
+        `scripts/diagnostics open --key K FILE` reads exactly this."""
+        r = store._x("SELECT unit_id,uploaded_us,recipient FROM diagnostics WHERE id=?",
                      (request_id,)).fetchone()
         if r is None or r[1] is None:
             raise _refuse(404, "not_uploaded", "no bundle for that request (yet)")
         store.audit(user.id, "diagnostics_downloaded", r[0], {"request_id": request_id})
-        return FileResponse(data.diag_dir / f"{request_id}.sealed",
-                            media_type="application/octet-stream",
-                            filename=f"diagnostics-{r[0]}-{request_id}.sealed")
+        sealed = (data.diag_dir / f"{request_id}.sealed").read_bytes()
+        return {"format": "scribelink-sealed-diagnostics/1", "unit": r[0],
+                "request_id": request_id, "recipient": r[2], "uploaded_us": r[1],
+                "bundle_b64": base64.b64encode(sealed).decode()}
 
     return router
 

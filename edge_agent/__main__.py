@@ -41,7 +41,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"edge_agent: bad config: {e}", file=sys.stderr)
         return 2
     import edge_agent
+    from edge_agent.diagnostics import LogRing
 
+    LogRing.install()  # the last log lines, for diagnostics bundles (from the first line on)
     logging.getLogger("edge_agent").info(
         "event=agent_start version=%s package=%s unit=%s", edge_agent.__version__,
         Path(edge_agent.__file__).resolve().parent, cfg.unit_id)

@@ -315,7 +315,7 @@ class Updater:
     # ------------------------------------------------------------------ diagnostics
 
     def _answer_diagnostics(self, req: fleet.DiagnosticsRequest) -> None:
-        from edge_agent import diagnostics as diag
+        from scribelink import diagnostics as diag
 
         if req.unit != self.unit_id or self.relay is None or self.diagnostics is None:
             return
@@ -323,7 +323,7 @@ class Updater:
             sealed = diag.seal(self.diagnostics(), recipient_b64=req.recipient,
                                unit_id=self.unit_id, request_id=req.request_id)
             self.relay.post_bytes(req.path, sealed)
-        except (FetchError, ValueError) as e:
+        except (FetchError, ValueError, OSError) as e:
             log.warning("event=diagnostics_failed request=%s error=%s", req.request_id,
                         json.dumps(str(e)))
             return

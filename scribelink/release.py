@@ -370,8 +370,9 @@ def _members(tar: tarfile.TarFile, manifest: Manifest) -> Iterator[tuple[FileEnt
             raise ReleaseError("tampered", f"release member {member.name!r} appears twice")
         seen.add(member.name)
         if member.size != entry.size:
-            raise ReleaseError("tampered", f"{member.name}: {member.size} bytes, the manifest "
-                               f"says {entry.size}")
+            raise ReleaseError("tampered", f"{member.name} does not match the signed manifest "
+                               f"({member.size} bytes, signed as {entry.size}): altered after "
+                               "signing")
         f = tar.extractfile(member)
         assert f is not None
         yield entry, f
