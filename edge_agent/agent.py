@@ -78,6 +78,7 @@ class Agent:
         self.updater = self._make_updater()
         self._trial = self.updater.trial()  # the installer's state, if this release is on trial
         self._selfcheck: SelfCheck | None = None
+        self._puck_firmware_problem: str | None = None
         self.core = c.UnitCore(
             c.CoreSettings(
                 unit_id=cfg.unit_id,
@@ -328,7 +329,46 @@ class Agent:
             expected_version=str(trial.get("to")), running_version=self.version,
             deadline_s=self.cfg.updates.health_deadline_s, probe_capture=self._probe_capture,
             puck_connected=lambda: None if self.puck is None else self.puck.connected,
-            broker_up=lambda: self.uplink.connected, probe_spool=self._probe_spool)
+            broker_up=lambda: self.uplink.connected, probe_spool=self._probe_spool,
+            puck_firmware_problem=self._puck_firmware_problem)
+
+    def _make_puck_files(self):
+        from edge_agent.puckflash import MpremoteFiles
+
+        return MpremoteFiles(self.cfg.puck.port)
+
+    def _update_puck_firmware(self) -> None:
+        """On trial: put this release's puck firmware on the puck if it differs from what
+        the puck runs (edge_agent.puckflash: verified by read-back, booted, heartbeat; else
+        the previous release's firmware goes back). A firmware that does not come up fails
+        this release's health check, so the unit goes back to its old release too."""
+        import sys
+
+        from edge_agent import puckflash as pf
+
+        release = Path(sys.prefix).resolve().parent  # releases/<version>, pinned at start
+        previous = release.parent / str((self._trial or {}).get("from")) / "firmware"
+        record = self.state_dir / "puck_firmware.json"
+        try:
+            new = pf.firmware_files(release / "firmware")
+            old = pf.firmware_files(previous)
+        except FileNotFoundError as e:
+            log_event("warning", "puck_firmware_skipped", {"reason": str(e)})
+            return
+        running = diagnostics.read_json(record) or pf.digest(old)
+        if running == pf.digest(new):
+            return
+        port = self.cfg.puck.port
+        flasher = pf.PuckFlasher(self._make_puck_files(),
+                                 enter_maintenance=lambda: pf.request_maintenance(port),
+                                 heartbeat=lambda: pf.wait_heartbeat(port))
+        result = flasher.update(new, old)
+        log_event("info" if result.result == "applied" else "error", "puck_firmware",
+                  {"result": result.result, "reason": result.reason})
+        if result.running is not None:
+            record.write_text(json.dumps(result.running))
+        if result.result != "applied":
+            self._puck_firmware_problem = f"puck firmware {result.result}: {result.reason}"
 
     def _probe_capture(self) -> str | None:
         """Open the capture device, read one period, close it (a file-backed input at the
@@ -372,6 +412,8 @@ class Agent:
             stale_last_event_seq=self.spool.last_seq.get((stale, "event"), -1) if stale else -1,
             trial=self._trial is not None))
         if self.puck is not None:
+            if self._trial is not None:
+                self._update_puck_firmware()  # before the link opens: flashing needs the port
             self.puck.start()
         self.uplink.start()
         self.updater.start()

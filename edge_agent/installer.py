@@ -184,6 +184,14 @@ class Systemd:
                        check=False, timeout=60)
 
 
+class AgentNotStarted:
+    """At boot, ordered before the agent (scribelink-update-boot.service): the agent starts
+    after, onto whatever `current` is then; restarting it from here would deadlock."""
+
+    def restart_agent(self) -> None:
+        pass
+
+
 class FileRequests:
     """For a supervisor that plays systemd's role (scripts/demo): a request file it acts on
     and removes once the agent has been restarted."""
@@ -410,11 +418,14 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="recover an interrupted update, then install a request")
+    recover = sub.add_parser("recover", help="at boot: switch back an update that a power "
+                             "cut interrupted before it proved healthy")
     first = sub.add_parser("install-first", help="lay down a first release (no trial)")
-    for sp in (run, first):
+    for sp in (run, first, recover):
         sp.add_argument("--layout", type=Path, default=DEFAULT_LAYOUT)
         sp.add_argument("--public-key", type=Path, default=DEFAULT_PUBLIC_KEY)
-    run.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    for sp in (run, recover):
+        sp.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     run.add_argument("--agent-state", type=Path, default=DEFAULT_AGENT_STATE)
     run.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S,
                      help="seconds the new release has to report healthy")
@@ -432,6 +443,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"update: {e}", file=sys.stderr)
             return 1
         print(f"update: installed {version} at {layout.release_dir(version)}")
+        return 0
+    if args.cmd == "recover":
+        inst = Installer(layout=layout, state_dir=args.state_dir, agent_updates=Path("/nonexistent"),
+                         public_key_file=args.public_key, services=AgentNotStarted())
+        inst.state_dir.mkdir(parents=True, exist_ok=True)
+        inst.recover()
         return 0
     unit_id = args.unit_id or _unit_id_from(args.agent_state)
     inst = Installer(layout=layout, state_dir=args.state_dir,

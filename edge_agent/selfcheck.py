@@ -25,6 +25,7 @@ class SelfCheck:
                  puck_connected: Callable[[], bool | None],
                  broker_up: Callable[[], bool],
                  probe_spool: Callable[[], str | None],
+                 puck_firmware_problem: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.expected = expected_version
         self.running = running_version
@@ -33,6 +34,7 @@ class SelfCheck:
         self.puck_connected = puck_connected
         self.broker_up = broker_up
         self.probe_spool = probe_spool
+        self.puck_firmware_problem = puck_firmware_problem
         self.clock = clock
         self.started = clock()
         self.probes: dict[str, trial.Probe] = {c: trial.Probe() for c in trial.CHECKS}
@@ -61,8 +63,11 @@ class SelfCheck:
                 self.probes["capture"] = trial.Probe(
                     False, err, final=self._capture_failures >= CAPTURE_TRIES)
         puck = self.puck_connected()
-        self.probes["puck"] = trial.Probe(True, "no puck configured") if puck is None else \
-            trial.Probe(True) if puck else trial.Probe(False, "not connected")
+        if self.puck_firmware_problem:  # this release's firmware did not come up on the puck
+            self.probes["puck"] = trial.Probe(False, self.puck_firmware_problem, final=True)
+        else:
+            self.probes["puck"] = trial.Probe(True, "no puck configured") if puck is None \
+                else trial.Probe(True) if puck else trial.Probe(False, "not connected")
         self.probes["broker"] = trial.Probe(True) if self.broker_up() else \
             trial.Probe(False, "not connected to the broker")
         if self.probes["spool"].ok is not True:
