@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 import sys
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest

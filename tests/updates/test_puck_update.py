@@ -14,10 +14,10 @@ import shutil
 
 import pytest
 from puck_harness import PuckSim
+from support import ROOT
 
 from edge_agent import puckflash as pf
 from edge_agent import puckfw
-from support import ROOT
 
 
 @pytest.fixture
