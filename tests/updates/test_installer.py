@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -197,3 +198,18 @@ def test_a_power_cut_during_the_trial_is_rolled_back_at_boot(unit):
     st = state(unit)
     assert st["result"] == "rolled_back" and "interrupted" in st["reason"]
     assert unit.layout.current_version() == "1.0.0"
+
+
+def test_the_boot_check_switches_back_from_the_command_line(unit):
+    """scribelink-update-boot.service's command, as a process: no agent to restart yet."""
+    unit.request(unit.release("1.0.1"), "1.0.1")
+    inst = unit.installer("silent")
+    inst._verify_and_unpack(json.loads((unit.updates / "request.json").read_text()), "1.0.0")
+    inst._save(state=ins.TRIAL, **{"from": "1.0.0", "to": "1.0.1"}, trial_id="t2")
+    unit.layout.switch("1.0.1")
+    r = subprocess.run([sys.executable, "-m", "edge_agent", "update", "recover", "--layout",
+                        str(unit.layout.root), "--state-dir", str(unit.state_dir)],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert unit.layout.current_version() == "1.0.0"
+    assert state(unit)["result"] == "rolled_back" and unit.agent.started == []
