@@ -12,22 +12,30 @@ import tomllib
 import wave
 
 import numpy as np
+import pytest
 from support import ROOT, jsonl, random_multichannel, read_wav, run_demo, write_wav
 
 from scribelink import release as rel
 
-SECONDS, UPDATE_AT = 10, 4
+SECONDS, UPDATE_AT = 8, 3
 BASE = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 NEXT = rel.bump(BASE)
 
 
-def run_update_demo(tmp_path, *extra: str) -> tuple:
+@pytest.fixture(scope="session")
+def release_dir(tmp_path_factory):
+    """Releases built once per test session and reused (their wheels are cached anyway)."""
+    return tmp_path_factory.mktemp("demo-releases")
+
+
+def run_update_demo(tmp_path, release_dir, *extra: str) -> tuple:
     audio = random_multichannel(SECONDS, 4, seed=31)
     wav = tmp_path / "in.wav"
     write_wav(wav, audio)
     rec = tmp_path / "D"
     proc = run_demo(["--headless", "--seconds", str(SECONDS), "--dsp", "off", "--input",
-                     str(wav), "--update-at", str(UPDATE_AT), "--record-dir", str(rec), *extra],
+                     str(wav), "--update-at", str(UPDATE_AT), "--record-dir", str(rec),
+                     "--update-release-dir", str(release_dir), *extra],
                     timeout=240)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     update = json.loads((rec / "update.json").read_text())
@@ -48,8 +56,8 @@ def assert_nothing_lost(audio, rec) -> list[dict]:
     return events
 
 
-def test_a_signed_release_goes_in_between_encounters_and_loses_no_audio(tmp_path):
-    audio, rec, update, starts, out = run_update_demo(tmp_path)
+def test_a_signed_release_goes_in_between_encounters_and_loses_no_audio(tmp_path, release_dir):
+    audio, rec, update, starts, out = run_update_demo(tmp_path, release_dir)
     assert (update["from"], update["to"], update["result"]) == (BASE, NEXT, "applied")
     assert update["running"] == NEXT and update["health"]["state"] == "pass"
     assert [s["state"] for s in update["reports"]] == [
@@ -61,8 +69,8 @@ def test_a_signed_release_goes_in_between_encounters_and_loses_no_audio(tmp_path
     assert "scribelink-update.service" in out and f"current -> {NEXT}" in out
 
 
-def test_a_release_failing_its_health_check_is_rolled_back_by_the_unit(tmp_path):
-    audio, rec, update, starts, out = run_update_demo(tmp_path, "--update-broken")
+def test_a_release_failing_its_health_check_is_rolled_back_by_the_unit(tmp_path, release_dir):
+    audio, rec, update, starts, out = run_update_demo(tmp_path, release_dir, "--update-broken")
     assert (update["from"], update["to"], update["result"]) == (BASE, NEXT, "rolled_back")
     assert update["running"] == BASE  # back on the old release, by itself
     assert "capture" in update["reason"] and "broken on purpose" in update["reason"]

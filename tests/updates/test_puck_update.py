@@ -35,7 +35,7 @@ def flasher(sim, flash, files=None) -> pf.PuckFlasher:
     link = str(sim.link)
     return pf.PuckFlasher(files or pf.DirFiles(flash, lambda: sim.cmd("reset")),
                           enter_maintenance=lambda: pf.request_maintenance(link),
-                          heartbeat=lambda: pf.wait_heartbeat(link, 10))
+                          heartbeat=lambda: pf.wait_heartbeat(link, 5))  # it boots in < 1 s
 
 
 def release_firmware(tmp_path, name: str, main_first_line: bytes) -> dict[str, bytes]:
