@@ -52,7 +52,7 @@ class H11ClientCertProtocol(H11Protocol):
         self.app = with_client_cert
 
 
-def unit_id_from_scope(scope: dict) -> str:
+def unit_id_from_scope(scope) -> str:
     chain = ((scope.get("extensions") or {}).get("tls") or {}).get("client_cert_chain") or []
     if not chain:
         raise HTTPException(401, "unit endpoints need the unit's client certificate: use the "

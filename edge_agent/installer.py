@@ -34,6 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from edge_agent import trial
 from scribelink import release as rel
@@ -151,7 +152,7 @@ def build_venv(release_dir: Path, requirement: str, *, base_python: str | None =
     """A venv at release_dir/venv with `requirement` (and pip) from release_dir/wheels only:
     no index, no other link, no config file, no environment (PIP_* variables), no cache."""
     venv = release_dir / "venv"
-    base = base_python or getattr(sys, "_base_executable", sys.executable)
+    base = base_python or str(getattr(sys, "_base_executable", None) or sys.executable)
     r = subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], capture_output=True,
                        text=True, check=False)
     if r.returncode != 0:
@@ -171,6 +172,10 @@ def build_venv(release_dir: Path, requirement: str, *, base_python: str | None =
 
 
 # ---------------------------------------------------------------------------- restarting services
+
+
+class Services(Protocol):
+    def restart_agent(self) -> None: ...
 
 
 class Systemd:
@@ -211,7 +216,7 @@ class FileRequests:
             time.sleep(0.05)
 
 
-def service_manager(spec: str):
+def service_manager(spec: str) -> Services:
     if spec == "systemd":
         return Systemd()
     if spec.startswith("file:"):
@@ -228,7 +233,7 @@ class Installer:
     state_dir: Path  # the installer's own (root; readable by the agent)
     agent_updates: Path  # the agent's updates directory (its request, its health report)
     public_key_file: Path
-    services: object
+    services: Services
     deadline_s: float = DEFAULT_DEADLINE_S
     unit_id: str = ""
     hardware: str = ""
@@ -380,7 +385,8 @@ class Installer:
         back = st.get("from")
         if back and self.layout.current_version() != back:
             self.layout.switch(back)
-        failed = sorted(set(self.state().get("failed_versions") or []) | {st.get("to")} - {None})
+        failed = sorted({*(self.state().get("failed_versions") or []), str(st.get("to"))}
+                        - {"None"})
         self._save(state=ROLLED_BACK, result=ROLLED_BACK, reason=reason, finished_us=now_us(),
                    failed_versions=failed, health=st.get("health"))
         self.services.restart_agent()

@@ -31,14 +31,16 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PATH = re.compile(r"^/unit/v1/[A-Za-z0-9/_.-]{1,200}$")
 
 
-def _text(d: dict, k: str, max_len: int = 200, *, pattern: re.Pattern | None = None,
-          optional: bool = False) -> str | None:
+def _text(d: dict, k: str, max_len: int = 200, *, pattern: re.Pattern | None = None) -> str:
     v = d.get(k)
-    if v is None and optional:
-        return None
     if not isinstance(v, str) or not 0 < len(v) <= max_len or (pattern and not pattern.match(v)):
         raise MessageError(f"{d.get('type', 'message')}: bad {k}")
     return v
+
+
+def _opt_text(d: dict, k: str, max_len: int = 200, *, pattern: re.Pattern | None = None
+              ) -> str | None:
+    return None if d.get(k) is None else _text(d, k, max_len, pattern=pattern)
 
 
 def _int(d: dict, k: str) -> int:
@@ -151,9 +153,9 @@ class UpdateReport:
         detail = d.get("detail") or {}
         if not isinstance(detail, dict) or len(repr(detail)) > 4096:
             raise MessageError("update report: detail must be a small object")
-        return cls(state=state, offer_id=_text(d, "offer_id", pattern=_ID, optional=True),
-                   version_from=_text(d, "version_from", 32, optional=True),
-                   version_to=_text(d, "version_to", 32, optional=True),
-                   code=_text(d, "code", 32, optional=True),
-                   reason=_text(d, "reason", 1000, optional=True), detail=detail,
+        return cls(state=state, offer_id=_opt_text(d, "offer_id", pattern=_ID),
+                   version_from=_opt_text(d, "version_from", 32),
+                   version_to=_opt_text(d, "version_to", 32),
+                   code=_opt_text(d, "code", 32),
+                   reason=_opt_text(d, "reason", 1000), detail=detail,
                    at_us=_int(d, "at_us"))
