@@ -332,6 +332,8 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
     console_api.mount(app, store, cfg, bridge, hub)
     from cloud_relay.enroll import make_router  # unit enrollment: codes, CSR signing
     app.include_router(make_router(store, cfg, bridge))
+    from cloud_relay import unit_audio  # per-unit codec and bitrate (the `config` message)
+    app.include_router(unit_audio.make_router(store, bridge))
     from cloud_relay import updates  # fleet updates, diagnostics; unit routes: app.state.unit_app
     updates.mount(app, store, cfg, bridge)
     return app

@@ -38,6 +38,7 @@ class Bridge:
         self.rejected = 0
         self._lost_at: int | None = None
         self._known: set[str] = set()  # unit ids already in the registry
+        self.on_connected: list[Callable[[], None]] = []  # retained state to publish again
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
         ctx.load_cert_chain(cert_file, key_file)
@@ -68,6 +69,8 @@ class Bridge:
         self.connected.set()
         log.info("event=broker_connected session_present=%s", flags.session_present)
         self.publish_all_assignments()
+        for fn in list(self.on_connected):
+            fn()
         if not flags.session_present:
             # The broker has no session for us: it restarted and lost it (or we are new).
             # What units published before we subscribed again was acked and dropped; ask

@@ -26,6 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from scribelink import codec as codecs
 from scribelink import envelope as env
 from scribelink import messages as msgs
 
@@ -66,6 +67,7 @@ class SessionState:
     newest_seq: int = -1  # highest audio seq received so far
     reported: bool = False  # session_complete already said
     backfill: list[int] | None = None  # [first_seq, last_seq] of the current late stretch
+    decoders: dict[int, object] = field(default_factory=dict)  # codec id -> decoder
 
     @property
     def complete(self) -> bool:
@@ -76,7 +78,11 @@ class SessionState:
 
 
 class Receiver:
-    """Pure receive path: feed it relay items, it calls `on_audio` and `on_record`."""
+    """Pure receive path: feed it relay items, it calls `on_audio` and `on_record`.
+
+    Audio is decoded here (scribelink/codec.py), in sequence order, so `on_audio` gets
+    PCM whatever the session's codec. What Opus conceals over a missing chunk is not
+    passed on: a gap writes nothing."""
 
     def __init__(self, private_key: X25519PrivateKey, *, on_audio, on_record,
                  clock=time.monotonic, hole_timeout_s: float = HOLE_TIMEOUT_S) -> None:
@@ -84,7 +90,7 @@ class Receiver:
         self.hole_timeout_s = hole_timeout_s
         self.private_key = private_key
         self.key_id = env.key_id(env.public_key_raw(private_key))
-        self.on_audio = on_audio  # (SessionState, header, pcm bytes)
+        self.on_audio = on_audio  # (SessionState, header, pcm bytes: mono int16 LE)
         self.on_record = on_record  # (dict)
         self.sessions: dict[str, SessionState] = {}
         self.pending: dict[str, list[bytes]] = {}
@@ -200,8 +206,16 @@ class Receiver:
             s.backfill = [s.backfill[0] if s.backfill else h.seq, h.seq]
         elif s.backfill:
             self._end_backfill(s)
+        try:
+            dec = s.decoders.get(h.codec)
+            if dec is None:
+                dec = s.decoders[h.codec] = codecs.decoder_for(h.codec, h.sample_rate)
+            pcm = dec.decode(body, h.sample_count, h.seq).pcm  # type: ignore[attr-defined]
+        except codecs.CodecError as e:
+            self._error("malformed", f"audio seq={h.seq}: {e}", session=s.session, seq=h.seq)
+            return
         self.counters["chunks"] += 1
-        self.on_audio(s, h, body)
+        self.on_audio(s, h, pcm.astype("<i2").tobytes())
         s.samples_written += h.sample_count
 
     def _end_backfill(self, s: SessionState) -> None:

@@ -87,6 +87,7 @@ class Agent:
                 chunk_ms=cfg.session.chunk_ms,
                 dsp_mode=cfg.dsp.mode,
                 dsp_array=cfg.dsp.array,
+                codec=cfg.codec.settings(),
                 auto_open=cfg.session.auto_open,
                 privacy_auto_resume_s=cfg.session.privacy_auto_resume_s,
                 stop_after_frames=cfg.file_input.stop_after_frames,
@@ -100,6 +101,7 @@ class Agent:
             ),
             recovery=self._load_recovery_key(),
             assignment=self._load_assignment(),
+            config=self._load_config(),
             input_frames=int(self.spool.get_state("input_frames", "0") or 0),
             cues_seen=[int(x) for x in (self.spool.get_state("cues_seen", "") or "").split(",")
                        if x],
@@ -110,6 +112,7 @@ class Agent:
     def _make_spool(self) -> Spool:
         s = self.cfg.spool
         return Spool(Path(s.dir), max_bytes=s.max_bytes, max_age_s=s.max_age_s,
+                     max_audio_s=s.max_audio_s,
                      fsync_interval_s=s.fsync_interval_s, ack_grace_s=s.ack_grace_s,
                      segment_bytes=s.segment_bytes)
 
@@ -192,9 +195,23 @@ class Agent:
             return None
 
     def _save_assignment(self, a: dict) -> None:
-        tmp = self._assignment_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps(a))
-        tmp.replace(self._assignment_path())
+        self._save_json(self._assignment_path(), a)
+
+    def _config_path(self) -> Path:
+        return self.state_dir / "config.json"
+
+    def _load_config(self) -> dict | None:
+        # the relay's last audio settings for this unit, kept like the assignment
+        try:
+            return msgs.check_control(json.loads(self._config_path().read_text()))
+        except (FileNotFoundError, ValueError, msgs.MessageError):
+            return None
+
+    @staticmethod
+    def _save_json(path: Path, obj: dict) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(obj))
+        tmp.replace(path)
 
     # ------------------------------------------------------------------ inputs from threads
 
@@ -209,6 +226,8 @@ class Agent:
             self.inbox.put(c.CueAckReceived(int(ctl["cue_id"])))
         elif t == "replay":
             self.inbox.put(c.ReplayRequested(int(ctl["since_us"])))
+        elif t == "config":
+            self.inbox.put(c.ConfigReceived(ctl))
         elif t in fleet.CONTROL_KINDS:
             m = fleet.parse_control(ctl)
             if isinstance(m, fleet.ReleaseOffer) and m.unit == self.cfg.unit_id:
@@ -248,6 +267,8 @@ class Agent:
             sd.watchdog()
         elif isinstance(e, c.SaveAssignment):
             self._save_assignment(e.assignment)
+        elif isinstance(e, c.SaveConfig):
+            self._save_json(self._config_path(), e.config)
         elif isinstance(e, c.OpenCapture):
             return self._open_capture(e.skip_input_frames)
         elif isinstance(e, c.CloseCapture):

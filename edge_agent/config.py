@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from scribelink import codec as codecs
 from scribelink.topics import valid_unit_id
 
 
@@ -45,6 +46,22 @@ class DspConfig:
 
 
 @dataclass(frozen=True)
+class CodecConfig:
+    """How sessions are encoded. The relay's `config` message (the clinic's choice per
+    unit) overrides codec and bitrate; the unit keeps the last one it was sent."""
+
+    codec: str = "opus"
+    bitrate: int = codecs.DEFAULT_BITRATE
+    complexity: int = codecs.DEFAULT_COMPLEXITY
+    fec: bool = False
+    dtx: bool = False
+
+    def settings(self) -> codecs.CodecSettings:
+        return codecs.CodecSettings(codec=self.codec, bitrate=self.bitrate,
+                                    complexity=self.complexity, fec=self.fec, dtx=self.dtx)
+
+
+@dataclass(frozen=True)
 class SessionConfig:
     chunk_ms: int = 40
     auto_open: bool = True  # open a session as soon as a scribe is assigned
@@ -57,6 +74,8 @@ class SpoolConfig:
     dir: str = "/var/lib/scribelink/spool"
     max_bytes: int = 2_000_000_000
     max_age_s: float = 8 * 3600
+    # unsent audio kept, in seconds (0: no limit): a clinic day whatever the codec
+    max_audio_s: float = 8 * 3600
     fsync_interval_s: float = 1.0
     ack_grace_s: float = 30.0
     segment_bytes: int = 4 << 20
@@ -123,6 +142,7 @@ class AgentConfig:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     file_input: FileInputConfig = field(default_factory=FileInputConfig)
     dsp: DspConfig = field(default_factory=DspConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
@@ -135,6 +155,7 @@ _SECTIONS = {
     "capture": CaptureConfig,
     "file_input": FileInputConfig,
     "dsp": DspConfig,
+    "codec": CodecConfig,
     "session": SessionConfig,
     "spool": SpoolConfig,
     "broker": BrokerConfig,
@@ -182,6 +203,13 @@ def from_dict(raw: dict) -> AgentConfig:
     if cfg.dsp.mode not in ("on", "off"):
         raise ConfigError("[dsp] mode must be 'on' or 'off'")
     cfg.broker.host_port  # validates the URL
+    try:
+        cfg.codec.settings().check_chunk_ms(cfg.session.chunk_ms)
+    except ValueError as e:
+        raise ConfigError(f"[codec]: {e}") from e
+    if cfg.capture.sample_rate != codecs.SAMPLE_RATE:
+        # the DSP, the chunks and Opus wideband are all 16 kHz
+        raise ConfigError(f"[capture] sample_rate must be {codecs.SAMPLE_RATE}")
     from edge_agent.update_gate import WindowError, parse_window
 
     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -27,6 +27,7 @@ from edge_agent.chunker import Chunk, Chunker
 from edge_agent.dsp import make_stage
 from edge_agent.session import Session
 from edge_agent.spool import seq_ranges
+from scribelink import codec as codecs
 from scribelink import envelope as env
 from scribelink import messages as msgs
 from scribelink import topics
@@ -83,6 +84,11 @@ class Tick:
 @dataclass(frozen=True)
 class AssignmentReceived:
     assignment: dict  # a checked control message of type "assignment"
+
+
+@dataclass(frozen=True)
+class ConfigReceived:
+    config: dict  # a checked control message of type "config"
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,13 @@ class SaveAssignment:
 
 
 @dataclass(frozen=True)
+class SaveConfig:
+    """Keep the relay's last `config` message, so it holds while the unit is offline."""
+
+    config: dict
+
+
+@dataclass(frozen=True)
 class OpenCapture:
     skip_input_frames: int = 0  # file-backed input: frames already sealed
 
@@ -249,8 +262,8 @@ class InstallUpdate:
     """Between sessions, nothing unsent: hand the verified release to the installer."""
 
 
-Effect = (Spool | ShowLight | PuckCueSeen | PublishStatus | SaveAssignment | OpenCapture
-          | CloseCapture | Replay | Log | Done | InstallUpdate)
+Effect = (Spool | ShowLight | PuckCueSeen | PublishStatus | SaveAssignment | SaveConfig
+          | OpenCapture | CloseCapture | Replay | Log | Done | InstallUpdate)
 
 
 # ---------------------------------------------------------------------------- settings
@@ -264,6 +277,7 @@ class CoreSettings:
     chunk_ms: int = 40
     dsp_mode: str = "on"
     dsp_array: str = "respeaker-4mic-pi"
+    codec: codecs.CodecSettings = field(default_factory=codecs.CodecSettings)
     auto_open: bool = True
     privacy_auto_resume_s: float = 0.0
     # file-backed input (demo, tests): stop after this many frames; resume where sealed
@@ -288,9 +302,19 @@ class UnitCore:
         assignment: dict | None = None,
         input_frames: int = 0,
         cues_seen: list[int] | None = None,
+        config: dict | None = None,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.s = settings
+        # what sessions are encoded with: the unit's own [codec], unless the relay said
+        # otherwise (its last `config` message, kept across restarts)
+        self.codec = settings.codec
+        if config:
+            try:
+                self.codec = self._codec_from(config)
+                self.codec.check_chunk_ms(settings.chunk_ms)
+            except (ValueError, KeyError, TypeError):
+                self.codec = settings.codec
         self.recovery = recovery
         self.assignment = assignment
         self.rng = rng
@@ -461,6 +485,27 @@ class UnitCore:
             # new recipients: the running session's key was not wrapped to them
             self._close_session("reassigned", now, out)
 
+    def _codec_from(self, config: dict) -> codecs.CodecSettings:
+        a = config["audio"]
+        return replace(self.s.codec, codec=a["codec"], bitrate=int(a["bitrate"]))
+
+    def _on_ConfigReceived(self, e: ConfigReceived, now: Now, out: list) -> None:
+        try:
+            wanted = self._codec_from(e.config)
+            wanted.check_chunk_ms(self.s.chunk_ms)
+        except (ValueError, KeyError, TypeError) as err:
+            self.last_error = f"relay config refused: {err}"
+            out.append(Log("error", "config_refused", {"error": str(err)}))
+            return
+        out.append(SaveConfig(e.config))
+        if wanted == self.codec:
+            return
+        self.codec = wanted
+        out.append(Log("info", "config", {"codec": wanted.codec, "bitrate": wanted.bitrate}))
+        if self.session is not None:
+            # a session has one codec (its session_open says which): start a new one
+            self._close_session("reconfigured", now, out)
+
     def _on_SessionControlReceived(self, e: SessionControlReceived, now: Now, out: list) -> None:
         if e.action == "close" and self.session is not None:
             self._close_session("closed_by_relay", now, out)
@@ -619,10 +664,16 @@ class UnitCore:
         scribes = self._recipients()
         if not scribes:
             return
+        codec = self.codec
+        if codec.codec == "opus" and not codecs.opus_available():
+            # record anyway: a unit that cannot encode Opus sends PCM, and says why
+            self.last_error = "Opus unavailable on this unit (install libopus0); sending PCM"
+            out.append(Log("error", "opus_unavailable", {}))
+            codec = replace(codec, codec="pcm_s16le")
         s = self.session = Session(
             unit_id=self.s.unit_id, scribes=scribes, recovery=self.recovery,
             sample_rate=self.s.sample_rate, chunk_ms=self.s.chunk_ms, started_us=now.wall_us,
-            room=(self.assignment or {}).get("room"),
+            room=(self.assignment or {}).get("room"), codec=codec,
             session_id=self.rng(env.SESSION_ID_LEN), session_key=self.rng(env.KEY_LEN))
         self.chunker = Chunker(sample_rate=self.s.sample_rate, chunk_ms=self.s.chunk_ms,
                                start_us=now.wall_us)
@@ -811,6 +862,7 @@ class UnitCore:
             spool=h.spool,
             inflight=h.inflight,
             dsp=self.dsp.stats() if self.dsp is not None else None,
+            audio={"codec": self.codec.codec, "bitrate": self.codec.bitrate},
             last_error=self.last_error or h.uplink_error,
             last_gap=self.last_gap,
             alarms=sorted(self.alarms),

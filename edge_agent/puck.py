@@ -107,6 +107,32 @@ class Puck:
             if not self._link.send_reliable(pucklink.MSG_CUE_SEEN, body, self._now_ms()):
                 log.warning("event=puck_queue_full dropped=cue_seen")
 
+    def identify(self, seconds: float) -> None:
+        """Blink the ring's identify pattern for `seconds` (0 stops it)."""
+        self._send(pucklink.MSG_IDENTIFY, struct.pack(">I", int(max(0.0, seconds) * 1000)))
+
+    def want_presence(self, timeout_s: float) -> None:
+        """Ask for a presence hold: the ring shows it wants one, fills while the button is
+        held and says "release" once the hold is long enough (0 ends the request)."""
+        self._send(pucklink.MSG_PRESENCE_WANTED,
+                   struct.pack(">I", int(max(0.0, timeout_s) * 1000)))
+
+    def flush(self, timeout_s: float) -> bool:
+        """True once the puck has acknowledged everything sent so far."""
+        deadline = self._clock() + timeout_s
+        with self._changed:
+            while self._link.pending():
+                left = deadline - self._clock()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.05))
+            return True
+
+    def _send(self, mtype: int, body: bytes) -> None:
+        with self._lock:
+            if not self._link.send_reliable(mtype, body, self._now_ms()):
+                log.warning("event=puck_queue_full dropped=%s", pucklink.MSG_NAMES[mtype])
+
     def ping(self, timeout_s: float = 1.0) -> float | None:
         """Round trip to the puck firmware in seconds, or None if it does not answer."""
         token = int.from_bytes(os.urandom(4), "big")

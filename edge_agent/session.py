@@ -11,6 +11,7 @@ import json
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from scribelink import codec as codecs
 from scribelink import envelope as env
 from scribelink import messages as msgs
 
@@ -28,6 +29,7 @@ class Session:
         room: str | None = None,
         session_id: bytes | None = None,
         session_key: bytes | None = None,
+        codec: codecs.CodecSettings | None = None,
     ) -> None:
         if not scribes and recovery is None:
             raise ValueError("a session needs at least one recipient")
@@ -36,6 +38,10 @@ class Session:
         self._key = session_key or env.new_session_key()
         self.sample_rate = sample_rate
         self.chunk_ms = chunk_ms
+        self.codec = codec or codecs.CodecSettings(codec="pcm_s16le")
+        self.codec.check_chunk_ms(chunk_ms)
+        # one encoder for the whole session: Opus predicts each frame from the last
+        self._encoder = codecs.encoder_for(self.codec, sample_rate)
         self.started_us = started_us
         self.room = room
         self.scribe_ids = [sid for sid, _ in scribes]
@@ -63,13 +69,15 @@ class Session:
             sample_rate=self.sample_rate,
             chunk_ms=self.chunk_ms,
             room=self.room,
+            codec=self.codec.codec,
         )
 
     def seal_audio(self, pcm: np.ndarray, capture_us: int, *, final: bool = False) -> tuple[int, bytes]:
-        """Seal one chunk of mono int16 PCM. Returns (seq, envelope)."""
+        """Encode and seal one chunk of mono int16 PCM. Returns (seq, envelope)."""
         if self.closed:
             raise RuntimeError("session is closed")
         samples = np.ascontiguousarray(pcm, dtype="<i2")
+        body = self._encoder.encode(samples)
         seq = self.next_audio_seq
         header = env.Header(
             type=env.TYPE_AUDIO,
@@ -77,14 +85,14 @@ class Session:
             seq=seq,
             capture_us=capture_us,
             unit_id=self.unit_id,
-            codec=env.CODEC_PCM_S16LE,
+            codec=self._encoder.codec,
             channels=1,
             sample_rate=self.sample_rate,
             sample_count=int(samples.shape[0]),
             flags=env.FLAG_FINAL if final else 0,
         )
         self.next_audio_seq += 1
-        return seq, env.seal(header, samples.tobytes(), self._key)
+        return seq, env.seal(header, body, self._key)
 
     def seal_event(self, kind: str, at_us: int, **fields) -> tuple[int, bytes]:
         body = json.dumps(msgs.event(kind, at_us=at_us, **fields), separators=(",", ":"))

@@ -192,6 +192,7 @@ class Spool:
         *,
         max_bytes: int = 2_000_000_000,
         max_age_s: float = 8 * 3600,
+        max_audio_s: float = 0.0,
         fsync_interval_s: float = 1.0,
         segment_bytes: int = SEGMENT_BYTES,
         ack_grace_s: float = ACK_GRACE_S,
@@ -202,6 +203,9 @@ class Spool:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
+        # unsent audio held, in seconds of audio (0: no limit): the same day whatever the
+        # codec, where max_bytes is the medium's limit
+        self.max_audio_s = max_audio_s
         self.fsync_interval_s = fsync_interval_s
         self.segment_bytes = segment_bytes
         self.ack_grace_s = ack_grace_s
@@ -470,6 +474,9 @@ class Spool:
 
     def _make_room(self, need: int) -> None:
         while self.total_bytes + need > self.max_bytes and self._evict_oldest("spool_full"):
+            pass
+        while self.max_audio_s and self._pending_audio_ms > self.max_audio_s * 1000 and \
+                self._evict_oldest("spool_full"):
             pass
         if self.max_age_s and len(self.segments) > 1:
             horizon = int((self._clock() - self.max_age_s) * 1e6)

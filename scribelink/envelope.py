@@ -29,7 +29,9 @@ TYPE_NAMES = {TYPE_AUDIO: "audio", TYPE_EVENT: "event"}
 # codecs
 CODEC_NONE = 0  # event bodies: UTF-8 JSON
 CODEC_PCM_S16LE = 1
-CODEC_NAMES = {CODEC_NONE: "none", CODEC_PCM_S16LE: "pcm_s16le"}
+CODEC_OPUS = 2  # body layout: scribelink/codec.py
+CODEC_NAMES = {CODEC_NONE: "none", CODEC_PCM_S16LE: "pcm_s16le", CODEC_OPUS: "opus"}
+CODEC_IDS = {name: cid for cid, name in CODEC_NAMES.items()}
 
 FLAG_FINAL = 0x0001  # last chunk of the session's audio
 
@@ -140,6 +142,10 @@ def parse_header(frame: bytes) -> tuple[Header, int]:
     if typ == TYPE_AUDIO and codec == CODEC_PCM_S16LE:
         if len(frame) - end - TAG_LEN != 2 * count * max(channels, 1):
             raise EnvelopeError("sample count does not match body length")
+    if typ == TYPE_AUDIO and codec == CODEC_OPUS and not (count and len(frame) - end > TAG_LEN):
+        raise EnvelopeError("an Opus chunk needs samples and a body")
+    if (typ == TYPE_EVENT) != (codec == CODEC_NONE):
+        raise EnvelopeError(f"codec {codec} does not fit a {TYPE_NAMES[typ]} envelope")
     header = Header(typ, sid, seq, cap, unit, codec, channels, rate, count, flags, version)
     return header, end
 

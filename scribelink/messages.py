@@ -67,6 +67,7 @@ def session_open(
     sample_rate: int,
     chunk_ms: int,
     room: str | None = None,
+    codec: str = "pcm_s16le",
 ) -> dict:
     """recipients: (kind, id, X25519PublicKey) with kind "scribe" or "recovery"."""
     wrapped = []
@@ -87,7 +88,7 @@ def session_open(
         "room": room,
         "session": session_id.hex(),
         "started_us": started_us,
-        "codec": "pcm_s16le",
+        "codec": codec,
         "sample_rate": sample_rate,
         "channels": 1,
         "chunk_ms": chunk_ms,
@@ -229,6 +230,14 @@ def replay(*, unit_id: str, since_us: int) -> dict:
     return {"v": SCHEMA_VERSION, "type": "replay", "unit": unit_id, "since_us": since_us}
 
 
+def config(*, unit_id: str, codec: str, bitrate: int, issued_us: int) -> dict:
+    """The clinic's audio settings for one unit (retained): the unit applies them from its
+    next session, and persists them so they hold while it is offline. Checked by
+    `scribelink.codec.CodecSettings`."""
+    return {"v": SCHEMA_VERSION, "type": "config", "unit": unit_id,
+            "audio": {"codec": codec, "bitrate": bitrate}, "issued_us": issued_us}
+
+
 def check_control(msg: dict) -> dict:
     t = msg.get("type")
     if t not in CONTROL_KINDS:
@@ -245,6 +254,11 @@ def check_control(msg: dict) -> dict:
         raise MessageError("cue_ack: cue_id required")
     if t == "replay" and not isinstance(msg.get("since_us"), int):
         raise MessageError("replay: since_us required")
+    if t == "config":
+        audio = msg.get("audio")
+        if not isinstance(audio, dict) or not isinstance(audio.get("codec"), str) or \
+                not isinstance(audio.get("bitrate"), int):
+            raise MessageError("config: audio {codec, bitrate} required")
     return msg
 
 

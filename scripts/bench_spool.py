@@ -94,7 +94,7 @@ def sqlite_write(seconds_audio: float) -> dict:
             "amplification": written / (n * CHUNK_BYTES)}
 
 
-def system(cut_s: float, tail_s: float) -> dict:
+def system(cut_s: float, tail_s: float, codec: str = "pcm") -> dict:
     from cloud_relay.broker import free_port
     from support import TcpProxy, random_multichannel, write_wav
 
@@ -108,7 +108,7 @@ def system(cut_s: float, tail_s: float) -> dict:
             [sys.executable, str(ROOT / "scripts/demo"), "--headless", "--dsp", "off",
              "--input", str(d / "in.wav"), "--seconds", str(seconds), "--record-dir",
              str(d / "rec"), "--broker-port", str(bport), "--unit-broker-url",
-             f"mqtts://127.0.0.1:{proxy.port}", "--latency-log"],
+             f"mqtts://127.0.0.1:{proxy.port}", "--latency-log", "--codec", codec],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         log = d / "rec" / "latency.log"
         while not log.exists() or log.stat().st_size == 0:

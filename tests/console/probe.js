@@ -55,8 +55,8 @@
     // module scripts have run by now: these imports are the page's own instances
     const [{ app }, { ScribeDesk }] = await Promise.all([import("/console/js/app.js"), import("/console/js/scribe.js")]);
     const onAudio = ScribeDesk.prototype.onAudio;
-    ScribeDesk.prototype.onAudio = function (s, header, pcm, via) {
-      onAudio.call(this, s, header, pcm, via);
+    ScribeDesk.prototype.onAudio = function (s, header, pcm, via, ...rest) {
+      onAudio.call(this, s, header, pcm, via, ...rest);
       if (via === "live") {
         probe.latencyMs.push(Date.now() - header.captureUs / 1000);
         if (probe.latencyMs.length > 5000) probe.latencyMs.shift();

@@ -53,8 +53,10 @@ def _run(coro_fn):
 
 
 class System:
-    def __init__(self, tmp: Path, agent_seconds: float = AGENT_SECONDS) -> None:
+    def __init__(self, tmp: Path, agent_seconds: float = AGENT_SECONDS, *,
+                 codec: str = "pcm_s16le", bitrate: int = 24000, input=None) -> None:
         self.tmp = tmp
+        self.codec, self.bitrate = codec, bitrate  # PCM here: the page must equal the input
         self.broker = make_broker(tmp, ["unit-a", "unit-b"])
         self.relay = make_relay(tmp, self.broker)
         self.procs: list[subprocess.Popen] = []
@@ -65,7 +67,8 @@ class System:
                            ).raise_for_status()
         self.assign("unit-a", [SCRIBE[0], REFERENCE[0]])
         self.assign("unit-b", [SCRIBE[0]])
-        self.input = random_multichannel(agent_seconds, channels=4, seed=7)
+        self.input = random_multichannel(agent_seconds, channels=4, seed=7) if input is None \
+            else input
         self.sim_pcm = random_multichannel(40, channels=1, seed=11)[:, 0]
         self.agent_session: str | None = None
         self.sim: SimSession | None = None
@@ -110,6 +113,7 @@ class System:
             f'[file_input]\npace_realtime = true\nspeed = 1.0\n'
             f'stop_after_frames = {len(self.input)}\nresume_input = true\nexit_when_done = true\n'
             f'[dsp]\nmode = "off"\n[session]\nchunk_ms = 40\n'
+            f'[codec]\ncodec = "{self.codec}"\nbitrate = {self.bitrate}\n'
             f'[spool]\ndir = "{d / "spool"}"\n'
             f'[broker]\nurl = "{self.broker.url}"\nca_file = "{p["ca"]}"\n'
             f'cert_file = "{p["units"]["unit-a"].cert}"\nkey_file = "{p["units"]["unit-a"].key}"\n'

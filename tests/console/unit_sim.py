@@ -78,7 +78,7 @@ class SimSession:
     """One session of a scripted unit: audio from an array, events when told."""
 
     def __init__(self, unit: MqttUnit, pcm: np.ndarray, *, room: str = "Exam 2",
-                 chunk_ms: int = 40, sample_rate: int = 16000) -> None:
+                 chunk_ms: int = 40, sample_rate: int = 16000, codec=None) -> None:
         a = unit.assignment()
         scribes = [(s["id"], env.load_public_key(s["public_key"])) for s in a["scribes"]]
         self.unit = unit
@@ -87,11 +87,12 @@ class SimSession:
         self.started_us = now_us()
         self.session = Session(unit_id=unit.unit_id, scribes=scribes, recovery=None,
                                sample_rate=sample_rate, chunk_ms=chunk_ms,
-                               started_us=self.started_us, room=room)
+                               started_us=self.started_us, room=room, codec=codec)
         self.key = self.session._key  # the test checks the relay never holds it
         self.pos = 0  # samples sent
         self.audio_clock_us = self.started_us
         self.cue_id = 0
+        self.held: dict[int, bytes] = {}
         unit.publish(topics.SESSION, msgs.dumps(self.session.open_message()))
         self.event("session_start")
 
@@ -126,12 +127,18 @@ class SimSession:
             self.pos += self.chunk
             if not (skip_publish and seq in skip_publish):
                 self.unit.publish(topics.AUDIO, sealed)
+            else:
+                self.held[seq] = sealed  # republish() sends it late
             seqs.append(seq)
             if pace:
                 wait = t0 + (i + 1) * self.chunk / 16000 / pace - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
         return seqs
+
+    def republish(self, seq: int) -> None:
+        """Send a chunk held back by `audio(skip_publish=...)`, late."""
+        self.unit.publish(topics.AUDIO, self.held.pop(seq))
 
     def event(self, kind: str, **fields) -> tuple[int, int]:
         at = now_us()

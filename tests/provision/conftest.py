@@ -10,8 +10,8 @@ from puck_harness import PuckSim  # the one harness for scripts/puck-sim
 
 
 @pytest.fixture
-def cable():
-    c = Cable()
+def cable(tmp_path):
+    c = Cable(tmp_path)
     yield c
     c.close()
 

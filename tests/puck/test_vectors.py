@@ -34,6 +34,10 @@ def decode_body(mtype, body):
     if mtype == pucklink.MSG_CUE_SEEN:
         n, c = struct.unpack(">IH", body)
         return {"puck_nonce": n, "cue_no": c}
+    if mtype == pucklink.MSG_IDENTIFY:
+        return {"duration_ms": struct.unpack(">I", body)[0]}
+    if mtype == pucklink.MSG_PRESENCE_WANTED:
+        return {"timeout_ms": struct.unpack(">I", body)[0]}
     assert body == b""
     return {}
 

@@ -102,7 +102,7 @@ def test_capture_device_unplugged_mid_session_faults_declares_and_recovers(tmp_p
         '[capture]\ndevice = "unit_mic"\nchannels = 4\nperiod_frames = 320\n'
         f'[file_input]\npace_realtime = true\nstop_after_frames = {len(x)}\n'
         'resume_input = true\nexit_when_done = true\n'
-        '[dsp]\nmode = "off"\n[session]\nchunk_ms = 40\n'
+        '[dsp]\nmode = "off"\n[codec]\ncodec = "pcm_s16le"\n[session]\nchunk_ms = 40\n'
         f'[spool]\ndir = "{tmp_path / "spool"}"\n'
         f'[broker]\nurl = "{broker.url}"\nca_file = "{p["ca"]}"\n'
         f'cert_file = "{p["units"]["unit-a"].cert}"\nkey_file = "{p["units"]["unit-a"].key}"\n'

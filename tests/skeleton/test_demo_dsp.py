@@ -16,8 +16,10 @@ def test_demo_with_dsp_on_delivers_the_pipeline_output(tmp_path):
     room = tmp_path / "room.wav"
     subprocess.run([sys.executable, str(ROOT / "scripts/make_exam_room.py"), str(room),
                     "--seconds", "10"], check=True)
-    r = run_demo(["--headless", "--seconds", "10", "--dsp", "on", "--input", str(room),
-                  "--record-dir", str(tmp_path / "rec"), "--no-puck"], timeout=200)
+    # PCM: the pipeline's output is compared sample for sample (Opus: test_demo_opus.py)
+    r = run_demo(["--headless", "--seconds", "10", "--dsp", "on", "--codec", "pcm",
+                  "--input", str(room), "--record-dir", str(tmp_path / "rec"), "--no-puck"],
+                 timeout=200)
     assert r.returncode == 0, r.stdout[-3000:]
     subprocess.run([sys.executable, "-m", "edge_agent", "process", str(room),
                     str(tmp_path / "offline.wav")], check=True, cwd=ROOT)

@@ -239,6 +239,20 @@ def test_in_flight_records_carried_forward_are_released_by_their_puback(tmp_path
     assert sorted(declared | left | {r.seq for r in handed}) == list(range(60))
 
 
+def test_audio_time_limit_evicts_the_oldest_and_declares_it(tmp_path):
+    """[spool] max_audio_s: the spool holds at most that much unsent audio, whatever the
+    codec makes of it in bytes; past it, the oldest goes and is declared."""
+    sp = Spool(tmp_path, max_audio_s=2.0, segment_bytes=2_000)
+    for i in range(100):  # 4 s of 40 ms chunks
+        sp.put_many([{**_audio(i), "audio_ms": 40}])
+    ev = sp.take_evictions()
+    assert ev and all(e.reason == "spool_full" and e.kind == "audio" for e in ev)
+    dropped = sorted(s for e in ev for s in range(e.first_seq, e.last_seq + 1))
+    kept = [r.seq for r in sp.pending(1000) if r.kind == "audio"]
+    assert dropped == list(range(len(dropped))) and sorted(dropped + kept) == list(range(100))
+    assert 1.5 <= sp.stats()["seconds"] <= 2.0 + 0.04
+
+
 def test_state_survives_restarts_after_its_segments_are_collected(tmp_path):
     """A restarted agent resumes from the spool's state (input_frames, the open session,
     cues seen). Each restart opens a new segment and collects the acked old ones: the

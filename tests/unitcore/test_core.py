@@ -13,9 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edge_agent import core as c
 from edge_agent.spool import Evicted
+from scribelink import codec as codecs
 from scribelink import envelope as env
 from scribelink import messages as msgs
 
+PCM = codecs.CodecSettings(codec="pcm_s16le")  # the rules are checked sample for sample
 RATE = 16000
 CHUNK = 640  # 40 ms
 
@@ -26,6 +28,7 @@ class Unit:
     def __init__(self, **settings) -> None:
         self.scribe = X25519PrivateKey.generate()
         counter = itertools.count(1)
+        settings.setdefault("codec", PCM)
         self.core = c.UnitCore(
             c.CoreSettings(unit_id="unit-t", channels=1, dsp_mode="off", **settings),
             rng=lambda n: next(counter).to_bytes(n, "big"))
@@ -60,10 +63,14 @@ class Unit:
         assert self.core.session is not None
         self.feed(c.CaptureOpened())
 
-    def audio(self, seconds: float, value: int | None = None) -> np.ndarray:
+    def audio(self, seconds: float, value: int | None = None,
+              signal: np.ndarray | None = None) -> np.ndarray:
         n = int(seconds * RATE)
-        pcm = (np.arange(n) % 3000 - 1500 if value is None else np.full(n, value)).astype(
-            np.int16)[:, None]
+        if signal is not None:
+            pcm = signal[:n].astype(np.int16)[:, None]
+        else:
+            pcm = (np.arange(n) % 3000 - 1500 if value is None else np.full(n, value)).astype(
+                np.int16)[:, None]
         for i in range(0, n, 320):  # captured a period at a time, as ALSA delivers it
             self.advance(320 / RATE)
             self.feed(c.AudioCaptured(pcm[i:i + 320]))
@@ -313,3 +320,82 @@ def test_a_file_backed_input_stops_at_its_end_and_says_done_once_sent():
     assert not u.of(c.Done)
     u.tick(spool_empty=True)
     assert len(u.of(c.Done)) == 1
+
+
+# -- the codec: Opus by the clinic's choice, PCM kept
+
+def _config(codec: str, bitrate: int) -> dict:
+    return msgs.check_control(msgs.config(unit_id="unit-t", codec=codec, bitrate=bitrate,
+                                          issued_us=1))
+
+
+def test_an_opus_session_seals_whole_packets_that_decode_to_what_was_captured():
+    u = Unit(codec=codecs.CodecSettings(codec="opus", bitrate=24000))
+    u.start_session()
+    t = np.arange(RATE) / RATE  # a voiced vowel: 140 Hz and its harmonics, pitch gliding
+    f0 = 140 + 20 * np.sin(2 * np.pi * 2 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / RATE
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 25)) * 6000
+    sent = u.audio(1.0, signal=voiced)
+    u.feed(c.Stop())
+    assert u.session_msgs("session_open")[0]["codec"] == "opus"
+    chunks = u.opened("audio")
+    assert [h.codec for h, _ in chunks] == [env.CODEC_OPUS] * 25
+    assert {h.sample_count for h, _ in chunks} == {CHUNK}
+    assert all(len(codecs.unpack_packets(b)) == 2 for _, b in chunks)  # two 20 ms packets
+    bytes_per_s = sum(len(b) for _, b in chunks)
+    assert 500 < bytes_per_s <= 24000 // 8 + 25 * 2 * 2  # at most 24 kb/s and the framing
+    dec = codecs.OpusDecoder()
+    got = np.concatenate([dec.decode(b, h.sample_count, h.seq).pcm for h, b in chunks])
+    lag = 104  # the encoder's look-ahead at 16 kHz
+    a, b = got[lag:].astype(float), sent[:-lag].astype(float)
+    assert np.corrcoef(a, b)[0, 1] > 0.8  # the vowel comes out where it went in
+    assert abs(10 * np.log10(np.mean(a ** 2) / np.mean(b ** 2))) < 2  # at its level
+
+
+def test_the_relays_config_takes_over_and_a_running_session_restarts_with_it():
+    u = Unit()  # the unit's own [codec]: PCM
+    u.start_session()
+    u.audio(0.2)
+    first = u.core.session.hex
+    u.feed(c.ConfigReceived(_config("opus", 16000)))
+    assert u.of(c.SaveConfig)[-1].config["audio"] == {"codec": "opus", "bitrate": 16000}
+    closes = u.session_msgs("session_close")
+    assert [m["reason"] for m in closes] == ["reconfigured"] and closes[0]["session"] == first
+    u.tick()
+    u.feed(c.CaptureOpened())
+    u.audio(0.2)
+    opens = u.session_msgs("session_open")
+    assert [m["codec"] for m in opens] == ["pcm_s16le", "opus"]
+    audio = [(r.session, env.parse_header(r.payload)[0].codec) for r in u.records()
+             if r.kind == "audio"]
+    assert {cid for s, cid in audio if s == first} == {env.CODEC_PCM_S16LE}
+    assert {cid for s, cid in audio if s != first} == {env.CODEC_OPUS}
+    assert u.core.status(u.now())["audio"] == {"codec": "opus", "bitrate": 16000}
+    # the same config again changes nothing; a bad one is refused and said
+    n = len(u.session_msgs("session_close"))
+    u.feed(c.ConfigReceived(_config("opus", 16000)))
+    u.feed(c.ConfigReceived(_config("mp3", 16000)))
+    assert len(u.session_msgs("session_close")) == n
+    assert "relay config refused" in u.core.status(u.now())["last_error"]
+
+
+def test_a_kept_config_applies_from_the_start_and_a_bad_one_falls_back():
+    kept = c.UnitCore(c.CoreSettings(unit_id="unit-t", codec=PCM),
+                      config=_config("opus", 32000))
+    assert (kept.codec.codec, kept.codec.bitrate) == ("opus", 32000)
+    bad = c.UnitCore(c.CoreSettings(unit_id="unit-t", codec=PCM),
+                     config={"type": "config", "audio": {"codec": "opus", "bitrate": 10**6}})
+    assert bad.codec == PCM
+
+
+def test_a_unit_without_libopus_records_pcm_and_says_so(monkeypatch):
+    # a stand-in for a unit image without libopus0 (this machine has it)
+    monkeypatch.setattr(codecs, "opus_available", lambda: False)
+    u = Unit(codec=codecs.CodecSettings(codec="opus"))
+    u.start_session()
+    sent = u.audio(0.4)
+    u.feed(c.Stop())
+    assert u.session_msgs("session_open")[0]["codec"] == "pcm_s16le"
+    assert np.array_equal(u.pcm(), sent)
+    assert "Opus unavailable" in u.core.status(u.now())["last_error"]

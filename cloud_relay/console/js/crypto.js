@@ -86,7 +86,7 @@ export function parseHeader(frame) {
   const ulen = frame[48];
   if (version !== 1) throw new EnvelopeError(`unsupported envelope version ${version}`);
   if (type !== TYPE_AUDIO && type !== TYPE_EVENT) throw new EnvelopeError(`unknown type ${type}`);
-  if (codec !== 0 && codec !== 1) throw new EnvelopeError(`unknown codec ${codec}`);
+  if (codec !== 0 && codec !== 1 && codec !== 2) throw new EnvelopeError(`unknown codec ${codec}`);
   if (ulen < 1 || ulen > MAX_UNIT_ID_LEN) throw new EnvelopeError("bad unit id length");
   const end = FIXED_LEN + ulen;
   if (frame.length < end + TAG_LEN) throw new EnvelopeError("frame truncated");
@@ -97,6 +97,10 @@ export function parseHeader(frame) {
       frame.length - end - TAG_LEN !== 2 * sampleCount * Math.max(channels, 1)) {
     throw new EnvelopeError("sample count does not match body length");
   }
+  if (type === TYPE_AUDIO && codec === 2 && !(sampleCount > 0 && frame.length - end > TAG_LEN)) {
+    throw new EnvelopeError("an Opus chunk needs samples and a body");
+  }
+  if ((type === TYPE_EVENT) !== (codec === 0)) throw new EnvelopeError(`codec ${codec} does not fit this envelope type`);
   return {
     version, type, codec, channels, flags, sessionId, session: hex(sessionId), seq, captureUs,
     sampleRate, sampleCount, unit: String.fromCharCode(...unitBytes), headerLen: end,

@@ -64,12 +64,17 @@ export class Player {
     this.lastLiveSeq = session.maxSeq;
   }
 
-  /** A chunk arrived on the live stream; play it if it is the newest of the live session. */
-  pushLive(session, seq, pcm) {
+  /** A chunk arrived on the live stream; play it if it is the newest of the live session.
+   * `concealed`: Opus' concealment of a short hole just before it, played in its place. */
+  pushLive(session, seq, pcm, concealed) {
     if (this.mode !== "live" || session !== this.session || seq <= this.lastLiveSeq) return;
     this.lastLiveSeq = seq;
     if (this.paused) return;
-    this.node.port.postMessage({ type: "push", data: toFloat(pcm), pos: seq * session.chunkSamples });
+    const pos = seq * session.chunkSamples;
+    if (concealed && concealed.length) {
+      this.node.port.postMessage({ type: "push", data: toFloat(concealed), pos: pos - concealed.length });
+    }
+    this.node.port.postMessage({ type: "push", data: toFloat(pcm), pos });
   }
 
   /** Play from session sample `startSample` (chunk-aligned by the caller). */

@@ -1,9 +1,10 @@
 // The console's receive path: the same rules as cloud_relay/scribe_client.py's Receiver.
 // Open session keys, authenticate every chunk, deduplicate on (session, stream, seq),
-// release events in order, and keep each session's decoded audio by sequence number so
-// the timeline can replay and seek. Tampered, replayed or malformed frames are counted
-// and reported, never fatal.
+// release events in order, decode audio (js/codec.js: PCM or Opus), and keep each
+// session's decoded audio by sequence number so the timeline can replay and seek.
+// Tampered, replayed or malformed frames are counted and reported, never fatal.
 
+import { CodecError, decoderFor } from "./codec.js";
 import {
   OpenError, EnvelopeError, TYPE_AUDIO, TYPE_EVENT, b64decode, fromHex, openEnvelope,
   parseHeader, unwrapSessionKey,
@@ -35,6 +36,20 @@ export class SessionState {
     this.close = null;
     this.segments = [{ seq: 0, t: 0 }]; // audio runs: a privacy pause starts a new one
     this.bestLatencyUs = null;
+    // decoders by codec and lane: live chunks and archive pages each arrive in order, so
+    // each keeps its decoder's state from chunk to chunk
+    this.decoders = new Map();
+  }
+
+  /** Decode one authenticated audio body: {pcm: Int16Array, concealed: Int16Array}. */
+  decode(header, body, lane) {
+    const key = `${header.codec}:${lane}`;
+    let dec = this.decoders.get(key);
+    if (!dec) {
+      dec = decoderFor(header.codec);
+      this.decoders.set(key, dec);
+    }
+    return dec.decode(body, header.sampleCount, header.seq);
   }
 
   /** Session time (s) of an audio seq: from its capture clock if we have it. */
@@ -184,9 +199,10 @@ export class Receiver {
     // authenticate first, then deduplicate (as the reference receiver does)
     if (known && via !== "live") {
       // an evicted chunk fetched again from the archive for a replay
-      const b = opened.body;
-      known.pcm = new Int16Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-      this.h.onAudio?.(s, header, known.pcm, "refetch");
+      const decoded = await this._decode(s, header, opened.body, "archive");
+      if (!decoded) return;
+      known.pcm = decoded.pcm;
+      this.h.onAudio?.(s, header, known.pcm, "refetch", decoded.concealed);
       return;
     }
     if (known) {
@@ -199,7 +215,9 @@ export class Receiver {
     }
     const { body } = opened;
     if (header.type === TYPE_AUDIO) {
-      const pcm = new Int16Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
+      const decoded = await this._decode(s, header, body, via === "live" ? "live" : "archive");
+      if (!decoded) return;
+      const { pcm, concealed } = decoded;
       if (via === "live") {
         // as the reference receiver: a chunk much later than the session's best is backfill
         const lat = Date.now() * 1000 - header.captureUs;
@@ -212,7 +230,7 @@ export class Receiver {
       s.chunks.set(header.seq, { pcm, n: pcm.length, captureUs: header.captureUs, via });
       s.maxSeq = Math.max(s.maxSeq, header.seq);
       this.counters.chunks += 1;
-      this.h.onAudio?.(s, header, pcm, via);
+      this.h.onAudio?.(s, header, pcm, via, concealed);
       return;
     }
     if (s.heldEvents.size >= MAX_HELD_EVENTS) {
@@ -243,6 +261,16 @@ export class Receiver {
       s.events.push(rec);
       this.counters.events += 1;
       this.h.onEvent?.(s, rec, via);
+    }
+  }
+
+  async _decode(s, header, body, lane) {
+    try {
+      return await s.decode(header, body, lane);
+    } catch (e) {
+      if (!(e instanceof CodecError)) throw e;
+      this.error("malformed", `audio seq=${header.seq}: ${e.message}`, { session: s.session, seq: header.seq });
+      return null;
     }
   }
 

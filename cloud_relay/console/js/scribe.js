@@ -60,7 +60,7 @@ export class ScribeDesk {
     this.topbar.key(identity.keyId);
     this.receiver = new Receiver(identity, {
       onOpen: (s, via) => this.onSessionOpen(s, via),
-      onAudio: (s, header, pcm, via) => this.onAudio(s, header, pcm, via),
+      onAudio: (s, header, pcm, via, concealed) => this.onAudio(s, header, pcm, via, concealed),
       onEvent: (s, ev, via) => this.onEvent(s, ev, via),
       onMeta: () => { this.dirty = true; },
       onError: (rec) => this.onError(rec),
@@ -168,8 +168,8 @@ export class ScribeDesk {
     this.dirty = true;
   }
 
-  onAudio(s, header, pcm, via) {
-    if (via === "live") this.player.pushLive(s, header.seq, pcm);
+  onAudio(s, header, pcm, via, concealed) {
+    if (via === "live") this.player.pushLive(s, header.seq, pcm, concealed);
     this.dirty = true;
   }
 
