@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
+import sys
 import time
 
 import httpx
@@ -167,3 +169,22 @@ def test_staged_rollout_is_stable_and_only_grows():
         u["id"] for u in units if u["room"] == "Exam 3")
     assert select_units(units, release_id=rid, unit_ids=["unit-001", "nope"]) == ["unit-001"]
     assert all(0 <= rollout_bucket(rid, u["id"]) < 100 for u in units)
+
+
+def test_scripts_release_upload_puts_a_release_on_the_relay(relay, tmp_path, release_key):
+    from support import ROOT
+
+    tar = make_release(tmp_path, release_key[0], version="5.0.0")
+    pw = tmp_path / "admin.pw"
+    pw.write_text("admin-password")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/release"), "upload", str(tar),
+                        "--relay", relay.url, "--user", "admin", "--password-file", str(pw)],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "uploaded 5.0.0" in r.stdout
+    assert [x["version"] for x in relay.api("GET", "/api/admin/releases").json()] == ["5.0.0"]
+    pw.write_text("wrong-password")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/release"), "upload", str(tar),
+                        "--relay", relay.url, "--user", "admin", "--password-file", str(pw)],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 1 and "refused the sign-in" in r.stderr
