@@ -236,7 +236,7 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
         await sock.accept()
         try:
             hello = json.loads(await asyncio.wait_for(sock.receive_text(), 10))
-        except (asyncio.TimeoutError, ValueError, WebSocketDisconnect):
+        except (TimeoutError, ValueError, WebSocketDisconnect):
             await sock.close(code=4400)
             return
         user = store.user_for_token(str(hello.get("token", ""))) if isinstance(hello, dict) else None
@@ -287,7 +287,7 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
                     continue
                 try:
                     await asyncio.wait_for(grew.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         except (WebSocketDisconnect, RuntimeError):
             pass
@@ -334,4 +334,6 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
     app.include_router(make_router(store, cfg, bridge))
     from cloud_relay import unit_audio  # per-unit codec and bitrate (the `config` message)
     app.include_router(unit_audio.make_router(store, bridge))
+    from cloud_relay import updates  # fleet updates, diagnostics; unit routes: app.state.unit_app
+    updates.mount(app, store, cfg, bridge)
     return app

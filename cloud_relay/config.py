@@ -27,6 +27,13 @@ class RelayConfig:
     # enrollment CA (issues unit certificates); empty = enrollment disabled
     ca_cert_file: str = ""
     ca_key_file: str = ""
+    # units' HTTPS listener (mTLS: releases, update reports, diagnostics); 0 = off.
+    # Its server certificate comes from the clinic CA; client certificates are checked
+    # against unit_https_ca_file (default: ca_cert_file, else broker_ca_file).
+    unit_https_port: int = 0
+    unit_https_cert_file: str = ""
+    unit_https_key_file: str = ""
+    unit_https_ca_file: str = ""
 
     @property
     def broker_host_port(self) -> tuple[str, int]:

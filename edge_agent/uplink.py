@@ -34,6 +34,7 @@ from paho.mqtt.properties import Properties
 from edge_agent.config import BrokerConfig
 from edge_agent.schedule import LiveFirst
 from edge_agent.spool import Spool
+from scribelink import fleet
 from scribelink import messages as msgs
 from scribelink import topics
 
@@ -128,7 +129,11 @@ class Uplink:
 
     def _on_message(self, client, userdata, message) -> None:
         try:
-            ctl = msgs.check_control(msgs.loads(message.payload, what="control message"))
+            ctl = msgs.loads(message.payload, what="control message")
+            if ctl.get("type") in fleet.CONTROL_KINDS:
+                fleet.parse_control(ctl)  # offers, diagnostics requests (scribelink/fleet.py)
+            else:
+                ctl = msgs.check_control(ctl)
         except (msgs.MessageError, ValueError) as e:
             log.warning("event=control_rejected error=%s", e)
             return
