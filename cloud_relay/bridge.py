@@ -1,22 +1,39 @@
-"""The relay's MQTT side: stores what units publish, publishes what units are told.
+"""The relay's MQTT side: takes what units publish into the stream writer, publishes what
+units are told. One `Bridge` is one MQTT 5 connection to one broker (a shard); `Uplink`
+holds one per shard and knows which shard a unit is on.
 
-It parses only clear headers and clear session metadata; it holds no key that opens
-a body. A frame whose header names another unit than its topic is refused.
+Several relays share the units' traffic through a shared subscription
+(`$share/<group>/…`): the broker gives each message to one of them. Acks are manual: a
+message is PUBACKed only after the batch that holds it is committed (`StreamWriter`), so a
+relay killed mid-stream leaves every unstored message with the broker, which redelivers it
+to this relay's session (to this relay when it restarts, or to a peer that adopts the
+session: `adopt.py`). Status is not shared: every relay follows every unit's status to push
+it to its own scribes.
+
+It parses only clear headers and clear session metadata; it holds no key that opens a
+body. A frame whose header names another unit than its topic is refused.
+
+Concurrency: paho's network thread (one per connection, `loop_start`) runs the callbacks;
+`publish_*` may be called from any thread (paho's publish is thread-safe).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
+from functools import partial
+from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_relay.store import Store, now_us
+from cloud_relay.store import Frame, Store, now_us
+from cloud_relay.store.writer import StreamWriter
 from scribelink import envelope as env
 from scribelink import messages as msgs
 from scribelink import topics
@@ -25,25 +42,57 @@ log = logging.getLogger("cloud_relay.bridge")
 
 SESSION_EXPIRY_S = 24 * 3600
 REPLAY_MARGIN_US = 10_000_000  # the broker may have lost what it acked this long before
+# Unacked messages the broker may have in flight to one relay connection: enough for a few
+# batch windows at the fleet's rate, small enough that a killed relay strands little.
+RECEIVE_MAXIMUM = 1000
+_SEALED = {topics.AUDIO: env.TYPE_AUDIO, topics.EVENT: env.TYPE_EVENT}
+
+
+def nodelay(client, userdata, sock) -> None:
+    """Small QoS 1 frames must not wait for the peer's delayed ACK (Nagle)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not TCP (a test's socketpair): nothing to do
+        pass
+
+
+def host_port(url: str) -> tuple[str, int]:
+    u = urlparse(url)
+    return u.hostname or "127.0.0.1", u.port or 8883
 
 
 class Bridge:
-    def __init__(self, store: Store, *, host: str, port: int, ca_file: str, cert_file: str,
-                 key_file: str, client_id: str = "relay",
-                 on_status: Callable[[str, dict], None] | None = None) -> None:
+    def __init__(self, store: Store, writer: StreamWriter, *, url: str, ca_file: str,
+                 cert_file: str, key_file: str, client_id: str = "relay",
+                 share_group: str = "", on_unit: Callable[[str, Bridge], None] | None = None,
+                 on_connect: Callable[[Bridge, bool], None] | None = None,
+                 on_status: Callable[[str, dict], None] | None = None,
+                 reconnect: bool = True) -> None:
         self.store = store
-        self.host, self.port = host, port
+        self.writer = writer
+        self.url = url
+        self.host, self.port = host_port(url)
+        self.client_id = client_id
+        self.share_group = share_group
+        self.on_unit = on_unit
+        self.on_connect_cb = on_connect
         self.on_status = on_status
+        self.reconnect = reconnect
         self.connected = threading.Event()
+        self.taken_over = threading.Event()  # another connection took this session
         self.rejected = 0
-        self._lost_at: int | None = None
-        self._known: set[str] = set()  # unit ids already in the registry
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.received = 0
+        self.lost_at: int | None = None
+        self._known: set[str] = set()  # unit ids already registered from this connection
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                        reconnect_on_failure=reconnect)
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
         ctx.load_cert_chain(cert_file, key_file)
         c.tls_set_context(ctx)
         c.max_inflight_messages_set(100)
         c.reconnect_delay_set(min_delay=1, max_delay=8)
+        c.manual_ack_set(True)
+        c.on_socket_open = nodelay
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -52,6 +101,7 @@ class Bridge:
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         self.client.connect_async(self.host, self.port, keepalive=15, clean_start=False,
                                   properties=props)
         self.client.loop_start()
@@ -62,59 +112,67 @@ class Bridge:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("event=broker_refused reason=%s", reason_code)
+            log.error("event=broker_refused broker=%s reason=%s", self.url, reason_code)
             return
-        client.subscribe([(t, 1) for t in topics.relay_subscriptions()])
+        client.subscribe([(t, 1) for t in topics.relay_subscriptions(self.share_group)])
         self.connected.set()
-        log.info("event=broker_connected session_present=%s", flags.session_present)
-        self.publish_all_assignments()
-        if not flags.session_present:
-            # The broker has no session for us: it restarted and lost it (or we are new).
-            # What units published before we subscribed again was acked and dropped; ask
-            # every unit to offer again what it had acked recently (docs/spool.md).
-            since = (self._lost_at or now_us()) - REPLAY_MARGIN_US
-            for u in self.store.units():
-                self.publish_control(u["id"], msgs.replay(unit_id=u["id"], since_us=since))
+        log.info("event=broker_connected broker=%s client_id=%s session_present=%s", self.url,
+                 self.client_id, flags.session_present)
+        if self.on_connect_cb is not None:
+            self.on_connect_cb(self, bool(flags.session_present))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
-            self._lost_at = now_us()
+            self.lost_at = now_us()
         self.connected.clear()
-        log.warning("event=broker_disconnected reason=%s", reason_code)
+        if getattr(reason_code, "value", None) == 0x8E:  # Session taken over
+            self.taken_over.set()
+        log.warning("event=broker_disconnected broker=%s client_id=%s reason=%s", self.url,
+                    self.client_id, reason_code)
 
     # ------------------------------------------------------------------ inbound
 
     def _on_message(self, client, userdata, message) -> None:
+        self.received += 1
+        ack = partial(client.ack, message.mid, message.qos) if message.qos else None
         parsed = topics.parse(message.topic)
         if parsed is None:
+            if ack:
+                ack()
             return
         unit_id, leaf = parsed
         try:
-            self.handle(unit_id, leaf, bytes(message.payload))
+            frame = self.frame(unit_id, leaf, message.payload)
         except (env.EnvelopeError, msgs.MessageError, ValueError) as e:
             self.rejected += 1
             log.warning("event=rejected unit=%s topic=%s error=%s", unit_id, leaf, e)
+            frame = None
+        if frame is None:
+            if ack:
+                ack()  # nothing to store (refused, or status): the broker may forget it
+            return
+        self.writer.put(frame, ack)
 
     def _seen(self, unit_id: str) -> None:
-        """Register a unit the broker let in (its certificate is the clinic CA's), once:
-        not a database write per audio chunk."""
+        """Register a unit the broker let in (its certificate is the clinic CA's), once per
+        connection: not a database write per audio chunk."""
         if unit_id in self._known:
             return
-        if self.store.ensure_unit(unit_id):
-            self.store.audit("broker", "unit_seen", unit_id)
+        if self.on_unit is not None:
+            self.on_unit(unit_id, self)
         self._known.add(unit_id)
 
-    def handle(self, unit_id: str, leaf: str, payload: bytes) -> bool:
-        """Store one inbound message. Returns True if it was new."""
-        if leaf in (topics.AUDIO, topics.EVENT):
+    def frame(self, unit_id: str, leaf: str, payload: bytes) -> Frame | None:
+        """What to store for one inbound message (None: nothing to store)."""
+        want = _SEALED.get(leaf)
+        if want is not None:
             header, _ = env.parse_header(payload)
             if header.unit_id != unit_id:
                 raise ValueError(f"header names unit {header.unit_id!r} on {unit_id!r}'s topic")
-            want = env.TYPE_AUDIO if leaf == topics.AUDIO else env.TYPE_EVENT
             if header.type != want:
                 raise ValueError(f"{header.type_name} envelope on the {leaf} topic")
             self._seen(unit_id)
-            return self.store.append(unit_id, header.session_hex, leaf, header.seq, payload)
+            return Frame(unit_id, header.session_hex, leaf, header.seq, payload)
         if leaf == topics.SESSION:
             m = msgs.check_session_message(msgs.loads(payload, what="session message"))
             if m["unit"] != unit_id:
@@ -125,38 +183,97 @@ class Bridge:
             if kind == "gap":
                 kind = f"gap_{m.get('stream', 'audio')}"
                 seq = m["first_seq"]
-            new = self.store.append(unit_id, m["session"], kind, seq, msgs.dumps(m))
-            if new and m["type"] == "session_open":
-                self.store.audit(unit_id, "session_open", m["session"][:8])
-            return new
+            return Frame(unit_id, m["session"], kind, seq, msgs.dumps(m))
         if leaf == topics.STATUS:
             m = msgs.loads(payload, what="status")
             if m.get("unit") != unit_id:
                 raise ValueError("status names another unit")
             self._seen(unit_id)
-            self.store.set_status(unit_id, m)
-            if self.on_status:
-                self.on_status(unit_id, m)
-            return True
-        return False
+            self.writer.put_status(unit_id, m)
+            return None
+        return None
 
     # ------------------------------------------------------------------ outbound
 
     def publish_control(self, unit_id: str, msg: dict, *, retain: bool = False) -> None:
         self.client.publish(topics.control_topic(unit_id), msgs.dumps(msg), qos=1, retain=retain)
 
-    def publish_assignment(self, unit_id: str) -> None:
-        scribes = []
-        for sid in self.store.scribes_for(unit_id):
-            for raw in self.store.keys_for(sid):  # every device the scribe works from
-                scribes.append((sid, raw))
+
+class Uplink:
+    """The relay's connections to its brokers: one per shard, each a `Bridge`. A unit's
+    control messages go to the shard it was last seen on (or to every shard before that)."""
+
+    def __init__(self, store: Store, writer: StreamWriter, *, urls: list[str], ca_file: str,
+                 cert_file: str, key_file: str, client_id: str, share_group: str) -> None:
+        self.store = store
+        self.tls = (ca_file, cert_file, key_file)
+        self.share_group = share_group
+        self.writer = writer
+        self._unit_shard: dict[str, Bridge] = {}
+        self._lock = threading.Lock()
+        self.bridges = [self._bridge(url, client_id, reconnect=True) for url in urls]
+
+    def _bridge(self, url: str, client_id: str, *, reconnect: bool) -> Bridge:
+        ca, cert, key = self.tls
+        return Bridge(self.store, self.writer, url=url, ca_file=ca, cert_file=cert,
+                      key_file=key, client_id=client_id, share_group=self.share_group,
+                      on_unit=self._unit_seen, on_connect=self._connected, reconnect=reconnect)
+
+    @property
+    def connected(self) -> bool:
+        return all(b.connected.is_set() for b in self.bridges)
+
+    def start(self) -> None:
+        for b in self.bridges:
+            b.start()
+
+    def stop(self) -> None:
+        for b in self.bridges:
+            b.stop()
+
+    def _unit_seen(self, unit_id: str, bridge: Bridge) -> None:
+        with self._lock:
+            before = self._unit_shard.get(unit_id)
+            self._unit_shard[unit_id] = bridge
+        if self.store.ensure_unit(unit_id):
+            self.store.audit("broker", "unit_seen", unit_id)
+        if before is not bridge:
+            self.store.set_unit_broker(unit_id, bridge.url)
+
+    def _connected(self, bridge: Bridge, session_present: bool) -> None:
+        units = [u for u in self.store.units() if self._on_shard(u, bridge)]
+        for u in units:
+            if u["scribes"]:
+                self.publish_assignment(u["id"], bridges=[bridge], unit=u)
+        if not session_present:
+            # The broker has no session for us: it restarted and lost it (or we are new).
+            # What units published before we subscribed again was acked and dropped; ask
+            # every unit to offer again what it had acked recently (docs/spool.md).
+            since = (bridge.lost_at or now_us()) - REPLAY_MARGIN_US
+            for u in units:
+                bridge.publish_control(u["id"], msgs.replay(unit_id=u["id"], since_us=since))
+
+    def _on_shard(self, unit: dict, bridge: Bridge) -> bool:
+        return len(self.bridges) == 1 or unit.get("broker") in (None, bridge.url)
+
+    def _targets(self, unit_id: str) -> list[Bridge]:
+        with self._lock:
+            b = self._unit_shard.get(unit_id)
+        if b is not None or len(self.bridges) == 1:
+            return [b or self.bridges[0]]
         unit = self.store.unit(unit_id) or {}
+        known = [x for x in self.bridges if x.url == unit.get("broker")]
+        return known or self.bridges
+
+    def publish_control(self, unit_id: str, msg: dict, *, retain: bool = False) -> None:
+        for b in self._targets(unit_id):
+            b.publish_control(unit_id, msg, retain=retain)
+
+    def publish_assignment(self, unit_id: str, *, bridges: list[Bridge] | None = None,
+                           unit: dict | None = None) -> None:
+        scribes = self.store.keys_for_unit(unit_id)  # every device each scribe works from
+        unit = unit if unit is not None else (self.store.unit(unit_id) or {})
         msg = msgs.assignment(unit_id=unit_id, room=unit.get("room"), scribes=scribes,
                               issued_us=now_us())
-        self.publish_control(unit_id, msg, retain=True)
-
-    def publish_all_assignments(self) -> None:
-        for u in self.store.units():
-            if u["scribes"]:
-                self.publish_assignment(u["id"])
-
+        for b in bridges if bridges is not None else self._targets(unit_id):
+            b.publish_control(unit_id, msg, retain=True)

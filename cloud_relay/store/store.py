@@ -1,0 +1,454 @@
+"""The relay's store: the one place that holds its SQL. Registry (units, users, keys,
+assignments), sessions, the sealed stream (the archive: ciphertext and clear headers only),
+enrolment codes, relay heartbeats and the audit log, on SQLite or PostgreSQL.
+
+The stream's id is the delivery order and each scribe's resume cursor. Frames are written
+in batches (`append_batch`, one transaction each, see `writer.py`); each batch locks the
+`stream_head` row, so batches from several relays commit one after another and ids grow in
+commit order. UNIQUE(session, kind, seq, digest) makes every insert idempotent, which is
+where duplicate deliveries from the broker stop. The digest (SHA-256 of the frame) is in
+the key because the relay cannot authenticate a frame: a corrupted copy must not shadow the
+genuine one, so both go to the scribe, whose client keeps the one that opens.
+
+Concurrency: every method may be called from any thread (never from the event loop: the
+API runs them in worker threads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cloud_relay.store.db import Db, connect
+from cloud_relay.store.migrations import migrate
+
+TOKEN_TTL_S = 12 * 3600
+# A scribe may work from a few places (the console in two browsers, a headless client):
+# sessions are sealed to each of their most recent keys; older ones stop opening new ones.
+MAX_KEYS_PER_USER = 4
+NOTIFY_CHANNEL = "sl_stream"
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    dk = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return f"scrypt${salt.hex()}${dk.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        _, salt_hex, dk_hex = stored.split("$")
+    except ValueError:
+        return False
+    return secrets.compare_digest(hash_password(password, bytes.fromhex(salt_hex)), stored)
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    role: str
+    public_key: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRow:
+    id: int
+    unit_id: str
+    session: str
+    kind: str
+    seq: int
+    payload: bytes
+    received_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One inbound item for the stream, before it has an id."""
+
+    unit_id: str
+    session: str
+    kind: str
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one committed batch did: ids (prev_head, head] are exactly `rows`."""
+
+    prev_head: int
+    head: int
+    rows: list[StreamRow]
+    inserted: list[bool]  # per frame given, in order: False for a duplicate
+
+
+_ROW = "id,unit_id,session,kind,seq,payload,received_us"
+_INSERT = ("INSERT INTO stream(unit_id,session,kind,seq,payload,digest,received_us) "
+           "VALUES(?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id")
+
+
+def _stream_row(r: Sequence) -> StreamRow:
+    return StreamRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6])
+
+
+class Store:
+    def __init__(self, db: Db) -> None:
+        self.db = db
+        self.schema_version = migrate(db)
+
+    @classmethod
+    def open(cls, store_url: str, data_dir: str, *, pool_size: int = 8) -> Store:
+        return cls(connect(store_url, data_dir, pool_size=pool_size))
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _q(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        return self.db.query(sql, args)
+
+    def _one(self, sql: str, args: Sequence = ()) -> tuple | None:
+        rows = self.db.query(sql, args)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------ audit
+
+    def audit(self, actor: str, action: str, target: str | None = None,
+              detail: dict | None = None) -> None:
+        self.db.execute("INSERT INTO audit(at_us,actor,action,target,detail) VALUES(?,?,?,?,?)",
+                        (now_us(), actor, action, target,
+                         json.dumps(detail or {}, sort_keys=True)))
+
+    def audit_log(self, limit: int = 200) -> list[dict]:
+        rows = self._q("SELECT id,at_us,actor,action,target,detail FROM audit "
+                       "ORDER BY id DESC LIMIT ?", (limit,))
+        return [{"id": r[0], "at_us": r[1], "actor": r[2], "action": r[3], "target": r[4],
+                 "detail": json.loads(r[5] or "{}")} for r in rows]
+
+    # ------------------------------------------------------------------ users
+
+    def add_user(self, user_id: str, name: str, role: str, password: str) -> None:
+        self.db.execute(
+            "INSERT INTO users(id,name,role,pw_hash,created_us) VALUES(?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET name=excluded.name, role=excluded.role, "
+            "pw_hash=excluded.pw_hash", (user_id, name, role, hash_password(password), now_us()))
+
+    def user(self, user_id: str) -> User | None:
+        r = self._one("SELECT id,name,role,public_key FROM users WHERE id=?", (user_id,))
+        return None if r is None else User(r[0], r[1], r[2], _b(r[3]))
+
+    def users(self, ids: Iterable[str] | None = None) -> list[User]:
+        if ids is None:
+            rows = self._q("SELECT id,name,role,public_key FROM users ORDER BY id")
+        else:
+            ids = list(ids)
+            if not ids:
+                return []
+            rows = self._q(f"SELECT id,name,role,public_key FROM users WHERE id IN "
+                           f"({','.join('?' * len(ids))}) ORDER BY id", ids)
+        return [User(r[0], r[1], r[2], _b(r[3])) for r in rows]
+
+    def login(self, user_id: str, password: str) -> str | None:
+        r = self._one("SELECT pw_hash FROM users WHERE id=?", (user_id,))
+        if r is None or not check_password(password, r[0]):
+            return None
+        token = secrets.token_urlsafe(32)
+        self.db.execute("INSERT INTO tokens(token_hash,user_id,expires_us) VALUES(?,?,?)",
+                        (hashlib.sha256(token.encode()).hexdigest(), user_id,
+                         now_us() + TOKEN_TTL_S * 1_000_000))
+        return token
+
+    def user_for_token(self, token: str) -> User | None:
+        r = self._one("SELECT u.id,u.name,u.role,u.public_key,t.expires_us FROM tokens t "
+                      "JOIN users u ON u.id=t.user_id WHERE t.token_hash=?",
+                      (hashlib.sha256(token.encode()).hexdigest(),))
+        if r is None or r[4] < now_us():
+            return None
+        return User(r[0], r[1], r[2], _b(r[3]))
+
+    def set_public_key(self, user_id: str, raw: bytes) -> bool:
+        """Register one of the user's keys (the newest becomes `public_key`). Returns True
+        if the set of keys changed (so units must be told)."""
+        from scribelink.envelope import key_id
+
+        kid = key_id(raw)
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE users SET public_key=? WHERE id=?", (raw, user_id))
+            n = tx.execute("INSERT INTO user_keys(key_id,user_id,public_key,created_us) "
+                           "VALUES(?,?,?,?) ON CONFLICT DO NOTHING",
+                           (kid, user_id, raw, now_us()))
+            if n == 0:
+                tx.execute("UPDATE user_keys SET created_us=? WHERE key_id=?", (now_us(), kid))
+                return False
+            tx.execute("DELETE FROM user_keys WHERE user_id=? AND key_id NOT IN (SELECT key_id "
+                       "FROM user_keys WHERE user_id=? ORDER BY created_us DESC LIMIT ?)",
+                       (user_id, user_id, MAX_KEYS_PER_USER))
+            return True
+
+    def keys_for(self, user_id: str) -> list[bytes]:
+        rows = self._q("SELECT public_key FROM user_keys WHERE user_id=? ORDER BY created_us",
+                       (user_id,))
+        return [bytes(r[0]) for r in rows]
+
+    def keys_for_unit(self, unit_id: str) -> list[tuple[str, bytes]]:
+        """(scribe id, key) for every key of every scribe assigned to the unit: one query."""
+        rows = self._q("SELECT a.scribe_id, k.public_key FROM assignments a JOIN user_keys k "
+                       "ON k.user_id=a.scribe_id WHERE a.unit_id=? "
+                       "ORDER BY a.scribe_id, k.created_us", (unit_id,))
+        return [(r[0], bytes(r[1])) for r in rows]
+
+    # ------------------------------------------------------------------ units, assignments
+
+    def ensure_unit(self, unit_id: str, room: str | None = None) -> bool:
+        """Register a unit if new; returns True when it was created."""
+        with self.db.transaction() as tx:
+            n = tx.execute("INSERT INTO units(id,room,created_us) VALUES(?,?,?) "
+                           "ON CONFLICT DO NOTHING", (unit_id, room, now_us()))
+            if room is not None:
+                tx.execute("UPDATE units SET room=? WHERE id=?", (room, unit_id))
+        return n > 0
+
+    def set_unit_broker(self, unit_id: str, broker: str) -> None:
+        self.db.execute("UPDATE units SET broker=? WHERE id=?", (broker, unit_id))
+
+    def set_status(self, unit_id: str, status: dict) -> None:
+        self.set_statuses({unit_id: status})
+
+    def set_statuses(self, statuses: dict[str, dict]) -> None:
+        if not statuses:
+            return
+        at = now_us()
+        with self.db.transaction() as tx:
+            for unit_id, status in statuses.items():
+                tx.execute("UPDATE units SET status_json=?, status_at_us=? WHERE id=?",
+                           (json.dumps(status), at, unit_id))
+
+    def units(self, ids: Iterable[str] | None = None) -> list[dict]:
+        """Units with their status and assigned scribes: two queries, whatever the count."""
+        where, args = "", []
+        if ids is not None:
+            args = list(ids)
+            if not args:
+                return []
+            where = f" WHERE id IN ({','.join('?' * len(args))})"
+        rows = self._q(f"SELECT id,room,status_json,status_at_us,broker FROM units{where} "
+                       "ORDER BY id", args)
+        scribes: dict[str, list[str]] = {}
+        awhere = where.replace("id IN", "unit_id IN")
+        for unit_id, scribe_id in self._q(f"SELECT unit_id, scribe_id FROM assignments{awhere} "
+                                          "ORDER BY unit_id, scribe_id", args):
+            scribes.setdefault(unit_id, []).append(scribe_id)
+        return [{"id": r[0], "room": r[1], "status": json.loads(r[2]) if r[2] else None,
+                 "status_at_us": r[3], "broker": r[4], "scribes": scribes.get(r[0], [])}
+                for r in rows]
+
+    def unit(self, unit_id: str) -> dict | None:
+        found = self.units([unit_id])
+        return found[0] if found else None
+
+    def set_assignment(self, unit_id: str, scribe_ids: list[str]) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM assignments WHERE unit_id=?", (unit_id,))
+            for s in scribe_ids:
+                tx.execute("INSERT INTO assignments(unit_id,scribe_id) VALUES(?,?)", (unit_id, s))
+
+    def scribes_for(self, unit_id: str) -> list[str]:
+        return [r[0] for r in self._q("SELECT scribe_id FROM assignments WHERE unit_id=? "
+                                      "ORDER BY scribe_id", (unit_id,))]
+
+    def units_for(self, scribe_id: str) -> list[str]:
+        return [r[0] for r in self._q("SELECT unit_id FROM assignments WHERE scribe_id=? "
+                                      "ORDER BY unit_id", (scribe_id,))]
+
+    # ------------------------------------------------------------------ stream
+
+    def append_batch(self, frames: Sequence[Frame]) -> Batch:
+        """Store frames in one transaction; duplicates are ignored. Returns the ids the
+        batch took and the rows it stored. Session opens and closes update `sessions` in
+        the same transaction."""
+        at = now_us()
+        params = [(f.unit_id, f.session, f.kind, f.seq, f.payload,
+                   hashlib.sha256(f.payload).digest(), at) for f in frames]
+        with self.db.transaction() as tx:
+            prev = int(tx.query("SELECT head FROM stream_head WHERE one=1" +
+                                (" FOR UPDATE" if self.dialect == "postgres" else ""))[0][0])
+            if self.dialect == "postgres":
+                ids = [r[0] if r else None for r in tx.executemany_returning(_INSERT, params)]
+            else:
+                ids = []
+                for p in params:
+                    r = tx.query(_INSERT, p)
+                    ids.append(r[0][0] if r else None)
+            rows: list[StreamRow] = []
+            for f, rid in zip(frames, ids):
+                if rid is None:
+                    continue
+                rows.append(StreamRow(rid, f.unit_id, f.session, f.kind, f.seq, f.payload, at))
+                if f.kind == "session_open":
+                    tx.execute("INSERT INTO sessions(session,unit_id,opened_us) VALUES(?,?,?) "
+                               "ON CONFLICT DO NOTHING", (f.session, f.unit_id, at))
+                    tx.execute("INSERT INTO audit(at_us,actor,action,target,detail) "
+                               "VALUES(?,?,?,?,?)",
+                               (at, f.unit_id, "session_open", f.session[:8], "{}"))
+                elif f.kind == "session_close":
+                    tx.execute("UPDATE sessions SET closed_us=? WHERE session=?", (at, f.session))
+            head = prev
+            if rows:
+                head = max(prev, max(r.id for r in rows))
+                tx.execute("UPDATE stream_head SET head=? WHERE one=1", (head,))
+                if self.dialect == "postgres":  # delivered at commit, in commit order
+                    tx.query("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, str(head)))
+        return Batch(prev, head, rows, [rid is not None for rid in ids])
+
+    def append(self, unit_id: str, session: str, kind: str, seq: int, payload: bytes) -> bool:
+        """One frame (tools and tests; the relay batches). False for a duplicate."""
+        return self.append_batch([Frame(unit_id, session, kind, seq, payload)]).inserted[0]
+
+    def head(self) -> int:
+        """The highest stream id committed (every lower id is committed or never will be)."""
+        return int(self._q("SELECT head FROM stream_head WHERE one=1")[0][0])
+
+    def max_id(self) -> int:
+        return self.head()
+
+    def rows_after(self, cursor: int, unit_ids: Sequence[str], limit: int = 500,
+                   upto: int | None = None) -> list[StreamRow]:
+        """Rows of these units with cursor < id (<= upto), in id order."""
+        if not unit_ids:
+            return []
+        marks = ",".join("?" * len(unit_ids))
+        bound = "" if upto is None else " AND id<=?"
+        args = [cursor, *([] if upto is None else [upto]), *unit_ids, limit]
+        rows = self._q(f"SELECT {_ROW} FROM stream WHERE id>?{bound} AND unit_id IN ({marks}) "
+                       "ORDER BY id LIMIT ?", args)
+        return [_stream_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ archive
+
+    def sessions(self, unit_id: str) -> list[dict]:
+        rows = self._q("SELECT session,opened_us,closed_us FROM sessions WHERE unit_id=? "
+                       "ORDER BY opened_us", (unit_id,))
+        return [{"session": r[0], "opened_us": r[1], "closed_us": r[2]} for r in rows]
+
+    def open_sessions(self, unit_ids: Sequence[str]) -> dict[str, str]:
+        """unit -> its newest open session, for these units: one query."""
+        if not unit_ids:
+            return {}
+        rows = self._q(f"SELECT unit_id, session FROM sessions WHERE closed_us IS NULL AND "
+                       f"unit_id IN ({','.join('?' * len(unit_ids))}) ORDER BY opened_us",
+                       list(unit_ids))
+        return {u: s for u, s in rows}
+
+    def session_row(self, session: str) -> dict | None:
+        r = self._one("SELECT session,unit_id,opened_us,closed_us FROM sessions WHERE session=?",
+                      (session,))
+        if r is None:
+            return None
+        return {"session": r[0], "unit": r[1], "opened_us": r[2], "closed_us": r[3]}
+
+    def session_open(self, session: str) -> dict | None:
+        r = self._one("SELECT payload FROM stream WHERE session=? AND kind='session_open' "
+                      "ORDER BY id LIMIT 1", (session,))
+        return json.loads(bytes(r[0])) if r else None
+
+    def session_meta(self, session: str) -> list[dict]:
+        """Clear lifecycle items of a session (close, gaps) in arrival order."""
+        rows = self._q("SELECT id,kind,payload,received_us FROM stream WHERE session=? "
+                       "AND kind NOT IN ('audio','event','session_open') ORDER BY id", (session,))
+        out = []
+        for rid, _kind, payload, rec in rows:
+            item = json.loads(bytes(payload))
+            item["cursor"], item["received_us"] = rid, rec
+            out.append(item)
+        return out
+
+    def sealed(self, session: str, kind: str, from_seq: int, limit: int) -> list[tuple]:
+        """(id, seq, payload, received_us) of one session's sealed frames, by seq."""
+        return [(r[0], r[1], bytes(r[2]), r[3]) for r in self._q(
+            "SELECT id,seq,payload,received_us FROM stream WHERE session=? AND kind=? AND "
+            "seq>=? ORDER BY seq LIMIT ?", (session, kind, from_seq, limit))]
+
+    def session_counts(self, session: str) -> dict:
+        rows = self._q("SELECT kind, COUNT(*), MAX(seq) FROM stream WHERE session=? "
+                       "GROUP BY kind", (session,))
+        return {k: {"count": n, "max_seq": m} for k, n, m in rows}
+
+    def archive_stats(self) -> dict:
+        n_sessions = self._q("SELECT COUNT(*), MIN(opened_us) FROM sessions")[0]
+        n_stream = self._q("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0) FROM stream")[0]
+        return {"sessions": n_sessions[0], "oldest_opened_us": n_sessions[1],
+                "items": n_stream[0], "bytes": int(n_stream[1])}
+
+    def purge_before(self, cutoff_us: int, *, max_sessions: int = 100) -> int:
+        """Retention: drop sessions (and their sealed stream) that ended before cutoff, a few
+        sessions per transaction so the stream's writers never wait long. Returns how many."""
+        total = 0
+        while True:
+            with self.db.transaction() as tx:
+                old = [r[0] for r in tx.query(
+                    "SELECT session FROM sessions WHERE COALESCE(closed_us, opened_us) < ? "
+                    "LIMIT ?", (cutoff_us, max_sessions))]
+                for s in old:
+                    tx.execute("DELETE FROM stream WHERE session=?", (s,))
+                    tx.execute("DELETE FROM sessions WHERE session=?", (s,))
+            total += len(old)
+            if len(old) < max_sessions:
+                return total
+
+    # ------------------------------------------------------------------ enrolment codes
+
+    def add_enroll_code(self, code_hash: str, unit_id: str, room: str, created_by: str,
+                        expires_us: int) -> int:
+        r = self._q("INSERT INTO enroll_codes(code_hash,unit_id,room,created_by,created_us,"
+                    "expires_us) VALUES(?,?,?,?,?,?) RETURNING id",
+                    (code_hash, unit_id, room, created_by, now_us(), expires_us))
+        return int(r[0][0])
+
+    def enroll_code(self, code_hash: str) -> tuple | None:
+        """(id, unit_id, room, expires_us, used_us) of a code, by its hash."""
+        return self._one("SELECT id,unit_id,room,expires_us,used_us FROM enroll_codes "
+                         "WHERE code_hash=?", (code_hash,))
+
+    def spend_enroll_code(self, code_id: int, used_by: str, fingerprint: str) -> bool:
+        """Mark a code used, atomically: of two techs racing, one gets True."""
+        return self.db.execute("UPDATE enroll_codes SET used_us=?, used_by=?, "
+                               "cert_fingerprint=? WHERE id=? AND used_us IS NULL",
+                               (now_us(), used_by, fingerprint, code_id)) == 1
+
+    # ------------------------------------------------------------------ relays
+
+    def heartbeat(self, client_id: str) -> None:
+        self.db.execute("INSERT INTO relays(client_id,seen_us) VALUES(?,?) ON CONFLICT(client_id) "
+                        "DO UPDATE SET seen_us=excluded.seen_us", (client_id, now_us()))
+
+    def relay_seen_us(self, client_id: str) -> int | None:
+        r = self._one("SELECT seen_us FROM relays WHERE client_id=?", (client_id,))
+        return None if r is None else int(r[0])
+
+    def claim_adoption(self, peer: str, me: str, stale_before_us: int, lease_us: int) -> bool:
+        """Take (or renew) the lease on a dead peer's broker session. True if ours."""
+        now = now_us()
+        return self.db.execute(
+            "UPDATE relays SET adopted_by=?, adopted_until_us=? WHERE client_id=? AND seen_us<? "
+            "AND (adopted_by IS NULL OR adopted_by=? OR adopted_until_us<?)",
+            (me, now + lease_us, peer, stale_before_us, me, now)) == 1
+
+    def release_adoption(self, peer: str, me: str) -> None:
+        self.db.execute("UPDATE relays SET adopted_by=NULL, adopted_until_us=NULL "
+                        "WHERE client_id=? AND adopted_by=?", (peer, me))
+
+
+def _b(v) -> bytes | None:
+    return None if v is None else bytes(v)
