@@ -141,7 +141,10 @@ class Hub:
         return {"horizon": self.horizon, "subscribers": len(self.subs),
                 "catching_up": sum(1 for s in self.subs if s.needs_catchup),
                 "slow_consumer_events": sum(s.lag_events for s in self.subs),
-                "dispatched": self.dispatched, "filled_from_store": self.filled}
+                "dispatched": self.dispatched, "filled_from_store": self.filled,
+                "followers": [{"user": s.user, "units": sorted(s.units), "state": s.state,
+                               "cursor": s.cursor, "queued": len(s.queue),
+                               "slow_consumer_events": s.lag_events} for s in self.subs]}
 
     # ------------------------------------------------------------------ subscribers
 

@@ -18,6 +18,10 @@ from scribelink import messages as msgs
 from support import UnitPublisher, jsonl, read_wav, start_scribe_client, wait_for
 
 
+# the same tests on both stores (tests/conftest.py `relay_store`)
+pytestmark = pytest.mark.parametrize("relay_store", ["sqlite", "postgres"], indirect=True)
+
+
 def run_async(coro_fn):
     """asyncio.run in a thread of its own: other tests (Playwright's sync API) may have
     left an event loop running in this one."""

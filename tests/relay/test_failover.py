@@ -1,0 +1,76 @@
+"""Two relays share the units' traffic (MQTT 5 shared subscription, one store); one is
+killed with SIGKILL mid-stream. Every chunk reaches the scribe exactly once: the scribe
+resumes on the other relay by cursor, and the survivor drains the dead relay's broker
+session (what the broker had in flight to it, and its share of what came after)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+from relay_streams import RawScribe, open_message, sealed_chunks, unit_session, wait_until
+from support import UnitPublisher, make_relay
+
+RATE_HZ = 25
+
+
+def publish_at_rate(unit: UnitPublisher, chunks: list[bytes], stop: threading.Event) -> None:
+    t0 = time.monotonic()
+    for i, c in enumerate(chunks):
+        if stop.is_set():
+            return
+        time.sleep(max(0.0, t0 + i / RATE_HZ - time.monotonic()))
+        unit.c.publish("sl/v1/unit/unit-a/audio", c, qos=1)
+
+
+def test_sigkill_of_one_relay_loses_and_duplicates_nothing(broker, tmp_path, relay_store):
+    store_url = relay_store or f"sqlite:///{tmp_path / 'shared.db'}"
+    peers = 'relay_peers = ["relay-a", "relay-b"]\npeer_timeout_s = 2.0\n'
+    a = make_relay(tmp_path, broker, store_url=store_url, name="relay-a", client_id="relay-a",
+                   extra=peers)
+    b = make_relay(tmp_path, broker, store_url=store_url, name="relay-b", client_id="relay-b",
+                   extra=peers, add_admin=False)
+    b.users = a.users
+    try:
+        a.add_user("s1", "scribe", "s1-password")
+        assert a.api("POST", "/api/admin/units", json={"id": "unit-a", "room": "A"}).is_success
+        assert a.api("PUT", "/api/admin/assignments",
+                     json={"unit": "unit-a", "scribes": ["s1"]}).is_success
+        unit = UnitPublisher(broker, "unit-a")
+        s = unit_session("unit-a")
+        n = 300  # 12 s at 25 chunks/s
+        chunks = sealed_chunks(s, n)
+        scribe = RawScribe([a.url, b.url], a.token("s1")).start()  # lands on relay A
+        wait_until(lambda: scribe.connects, 10, "the scribe to connect to relay A")
+        unit.publish("session", open_message(s))
+        stop = threading.Event()
+        pub = threading.Thread(target=publish_at_rate, args=(unit, chunks, stop))
+        pub.start()
+        wait_until(lambda: len(scribe.audio_seqs()) >= 75, 20, "3 s of audio through A")
+        a.stop(signal.SIGKILL)  # mid-stream, with frames in flight to it
+        pub.join(30)
+        wait_until(lambda: len(set(scribe.audio_seqs())) >= n, 40,
+                   "every chunk, through relay B")
+        seqs = scribe.audio_seqs()
+        assert sorted(seqs) == list(range(n))  # nothing lost
+        assert len(seqs) == n  # nothing twice
+        assert len(scribe.connects) >= 2 and scribe.connects[-1].startswith(
+            b.url.replace("http", "ws", 1))
+        audit = b.api("GET", "/api/admin/audit").json()
+        assert any(e["action"] == "relay_adopted" and e["target"] == "relay-a" for e in audit)
+
+        # relay A comes back (its supervisor restarts it): it takes its session back and
+        # the stream goes on, still exactly once
+        a.start()
+        more = sealed_chunks(s, 50, first=n)
+        stop.clear()
+        publish_at_rate(unit, more, stop)
+        wait_until(lambda: len(set(scribe.audio_seqs())) >= n + 50, 30, "50 more chunks")
+        scribe.stop()
+        seqs = scribe.audio_seqs()
+        assert sorted(seqs) == list(range(n + 50)) and len(seqs) == n + 50
+        unit.close()
+    finally:
+        a.stop()
+        b.stop()
