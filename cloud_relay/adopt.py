@@ -78,10 +78,7 @@ class PeerAdopter:
     def _release(self, peer: str, why: str) -> None:
         bridges, _ = self.adopted.pop(peer)
         for b in bridges:
-            if not b.taken_over.is_set():
-                b.stop()
-            else:
-                b.client.loop_stop()
+            b.stop()
         self.svc.store.release_adoption(peer, self.svc.cfg.broker_client_id)
         log.info("event=relay_released peer=%s reason=%s", peer, why)
 

@@ -13,25 +13,22 @@ it to its own scribes.
 It parses only clear headers and clear session metadata; it holds no key that opens a
 body. A frame whose header names another unit than its topic is refused.
 
-Concurrency: paho's network thread (one per connection, `loop_start`) runs the callbacks;
-`publish_*` may be called from any thread (paho's publish is thread-safe).
+The MQTT side is `mqtt5.py` (a lean client: one read per many publishes, one write per
+batch of acks), not paho, for the relay's CPU budget (docs/scaling.md).
+
+Concurrency: each connection's I/O thread runs the callbacks; `publish_*` may be called
+from any thread.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import threading
 from collections.abc import Callable
-from functools import partial
 from urllib.parse import urlparse
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
+from cloud_relay import mqtt5
 from cloud_relay.store import Frame, Store, now_us
 from cloud_relay.store.writer import StreamWriter
 from scribelink import envelope as env
@@ -45,15 +42,8 @@ REPLAY_MARGIN_US = 10_000_000  # the broker may have lost what it acked this lon
 # Unacked messages the broker may have in flight to one relay connection: enough for a few
 # batch windows at the fleet's rate, small enough that a killed relay strands little.
 RECEIVE_MAXIMUM = 1000
+MAX_TOPICS_CACHED = 200_000
 _SEALED = {topics.AUDIO: env.TYPE_AUDIO, topics.EVENT: env.TYPE_EVENT}
-
-
-def nodelay(client, userdata, sock) -> None:
-    """Small QoS 1 frames must not wait for the peer's delayed ACK (Nagle)."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:  # not TCP (a test's socketpair): nothing to do
-        pass
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -66,7 +56,6 @@ class Bridge:
                  cert_file: str, key_file: str, client_id: str = "relay",
                  share_group: str = "", on_unit: Callable[[str, Bridge], None] | None = None,
                  on_connect: Callable[[Bridge, bool], None] | None = None,
-                 on_status: Callable[[str, dict], None] | None = None,
                  reconnect: bool = True) -> None:
         self.store = store
         self.writer = writer
@@ -76,80 +65,66 @@ class Bridge:
         self.share_group = share_group
         self.on_unit = on_unit
         self.on_connect_cb = on_connect
-        self.on_status = on_status
-        self.reconnect = reconnect
-        self.connected = threading.Event()
-        self.taken_over = threading.Event()  # another connection took this session
         self.rejected = 0
-        self.received = 0
         self.lost_at: int | None = None
         self._known: set[str] = set()  # unit ids already registered from this connection
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                        reconnect_on_failure=reconnect)
+        self._topics: dict[bytes, tuple[str, str] | None] = {}
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
         ctx.load_cert_chain(cert_file, key_file)
-        c.tls_set_context(ctx)
-        c.max_inflight_messages_set(100)
-        c.reconnect_delay_set(min_delay=1, max_delay=8)
-        c.manual_ack_set(True)
-        c.on_socket_open = nodelay
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        self.client = c
+        self.client = mqtt5.Client(
+            host=self.host, port=self.port, ssl_context=ctx, client_id=client_id,
+            on_publish=self._on_publish,
+            subscriptions=[(t, 1) for t in topics.relay_subscriptions(share_group)],
+            keepalive_s=15, session_expiry_s=SESSION_EXPIRY_S,
+            receive_maximum=RECEIVE_MAXIMUM, reconnect=reconnect,
+            on_connect=self._on_connect, on_disconnect=self._on_disconnect)
+
+    @property
+    def connected(self) -> threading.Event:
+        return self.client.connected
+
+    @property
+    def taken_over(self) -> threading.Event:
+        return self.client.taken_over
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        props.ReceiveMaximum = RECEIVE_MAXIMUM
-        self.client.connect_async(self.host, self.port, keepalive=15, clean_start=False,
-                                  properties=props)
-        self.client.loop_start()
+        self.client.start()
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.client.stop()
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("event=broker_refused broker=%s reason=%s", self.url, reason_code)
-            return
-        client.subscribe([(t, 1) for t in topics.relay_subscriptions(self.share_group)])
-        self.connected.set()
+    def _on_connect(self, session_present: bool) -> None:
         log.info("event=broker_connected broker=%s client_id=%s session_present=%s", self.url,
-                 self.client_id, flags.session_present)
+                 self.client_id, session_present)
         if self.on_connect_cb is not None:
-            self.on_connect_cb(self, bool(flags.session_present))
+            self.on_connect_cb(self, session_present)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected.is_set():
-            self.lost_at = now_us()
-        self.connected.clear()
-        if getattr(reason_code, "value", None) == 0x8E:  # Session taken over
-            self.taken_over.set()
+    def _on_disconnect(self, reason: str) -> None:
+        self.lost_at = now_us()
         log.warning("event=broker_disconnected broker=%s client_id=%s reason=%s", self.url,
-                    self.client_id, reason_code)
+                    self.client_id, reason)
 
     # ------------------------------------------------------------------ inbound
 
-    def _on_message(self, client, userdata, message) -> None:
-        self.received += 1
-        ack = partial(client.ack, message.mid, message.qos) if message.qos else None
-        parsed = topics.parse(message.topic)
-        if parsed is None:
-            if ack:
-                ack()
-            return
-        unit_id, leaf = parsed
-        try:
-            frame = self.frame(unit_id, leaf, message.payload)
-        except (env.EnvelopeError, msgs.MessageError, ValueError) as e:
-            self.rejected += 1
-            log.warning("event=rejected unit=%s topic=%s error=%s", unit_id, leaf, e)
-            frame = None
+    def _on_publish(self, topic: bytes, payload: bytes, pid: int, acker: mqtt5.Acker) -> None:
+        """The MQTT thread's whole per-message work: check, then queue for the writer."""
+        parsed = self._topics.get(topic, False)
+        if parsed is False:
+            parsed = topics.parse(topic.decode("utf-8", "replace"))
+            if len(self._topics) < MAX_TOPICS_CACHED:
+                self._topics[topic] = parsed
+        ack = (acker, pid) if pid else None
+        frame = None
+        if parsed is not None:
+            unit_id, leaf = parsed
+            try:
+                frame = self.frame(unit_id, leaf, payload)
+            except (env.EnvelopeError, msgs.MessageError, ValueError) as e:
+                self.rejected += 1
+                log.warning("event=rejected unit=%s topic=%s error=%s", unit_id, leaf, e)
         if frame is None:
-            if ack:
-                ack()  # nothing to store (refused, or status): the broker may forget it
+            if ack is not None:  # nothing to store (refused, or status): ack with the batch
+                self.writer.put_ack(ack)
             return
         self.writer.put(frame, ack)
 
@@ -196,7 +171,8 @@ class Bridge:
     # ------------------------------------------------------------------ outbound
 
     def publish_control(self, unit_id: str, msg: dict, *, retain: bool = False) -> None:
-        self.client.publish(topics.control_topic(unit_id), msgs.dumps(msg), qos=1, retain=retain)
+        self.client.publish(topics.control_topic(unit_id), msgs.dumps(msg), qos=1,
+                            retain=retain)
 
 
 class Uplink:

@@ -56,6 +56,12 @@ class _SqliteTx:
     def execute(self, sql: str, args: Sequence = ()) -> int:
         return self.conn.execute(sql, args).rowcount
 
+    def executemany(self, sql: str, rows: Sequence[Sequence]) -> int:
+        """Run sql for each row; how many rows it changed in all."""
+        before = self.conn.total_changes
+        self.conn.executemany(sql, rows)
+        return self.conn.total_changes - before
+
 
 class SqliteDb:
     """SQLite in WAL mode, one connection per thread, writers serialised by SQLite's own

@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cloud_relay.store.db import Db, connect
 from cloud_relay.store.migrations import migrate
@@ -59,8 +60,7 @@ class User:
     public_key: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class StreamRow:
+class StreamRow(NamedTuple):  # a tuple: built per frame on the hot path
     id: int
     unit_id: str
     session: str
@@ -70,8 +70,7 @@ class StreamRow:
     received_us: int
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """One inbound item for the stream, before it has an id."""
 
     unit_id: str
@@ -93,7 +92,7 @@ class Batch:
 
 _ROW = "id,unit_id,session,kind,seq,payload,received_us"
 _INSERT = ("INSERT INTO stream(unit_id,session,kind,seq,payload,digest,received_us) "
-           "VALUES(?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id")
+           "VALUES(?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
 
 
 def _stream_row(r: Sequence) -> StreamRow:
@@ -274,23 +273,19 @@ class Store:
 
     # ------------------------------------------------------------------ stream
 
-    def append_batch(self, frames: Sequence[Frame]) -> Batch:
-        """Store frames in one transaction; duplicates are ignored. Returns the ids the
-        batch took and the rows it stored. Session opens and closes update `sessions` in
-        the same transaction."""
+    def append_batch(self, frames: Sequence[Frame],
+                     statuses: dict[str, dict] | None = None) -> Batch:
+        """Store frames (and unit statuses) in one transaction; duplicate frames are
+        ignored. Returns the ids the batch took and the rows it stored. Session opens and
+        closes update `sessions` in the same transaction."""
         at = now_us()
-        params = [(f.unit_id, f.session, f.kind, f.seq, f.payload,
-                   hashlib.sha256(f.payload).digest(), at) for f in frames]
+        sha256 = hashlib.sha256
+        params = [(f.unit_id, f.session, f.kind, f.seq, f.payload, sha256(f.payload).digest(),
+                   at) for f in frames]
         with self.db.transaction() as tx:
             prev = int(tx.query("SELECT head FROM stream_head WHERE one=1" +
                                 (" FOR UPDATE" if self.dialect == "postgres" else ""))[0][0])
-            if self.dialect == "postgres":
-                ids = [r[0] if r else None for r in tx.executemany_returning(_INSERT, params)]
-            else:
-                ids = []
-                for p in params:
-                    r = tx.query(_INSERT, p)
-                    ids.append(r[0][0] if r else None)
+            ids = self._insert_stream(tx, params) if params else []
             rows: list[StreamRow] = []
             for f, rid in zip(frames, ids):
                 if rid is None:
@@ -310,7 +305,27 @@ class Store:
                 tx.execute("UPDATE stream_head SET head=? WHERE one=1", (head,))
                 if self.dialect == "postgres":  # delivered at commit, in commit order
                     tx.query("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, str(head)))
+            for unit_id, status in (statuses or {}).items():
+                tx.execute("UPDATE units SET status_json=?, status_at_us=? WHERE id=?",
+                           (json.dumps(status), at, unit_id))
         return Batch(prev, head, rows, [rid is not None for rid in ids])
+
+    def _insert_stream(self, tx, params: list[tuple]) -> list[int | None]:
+        """Insert stream rows; the id each took, None for a duplicate."""
+        if self.dialect == "postgres":
+            return [r[0] if r else None for r in
+                    tx.executemany_returning(_INSERT + " RETURNING id", params)]
+        # SQLite: AUTOINCREMENT gives sqlite_sequence+1, +2, … to the rows this writer (it
+        # holds the write lock) inserts, so one executemany tells every id unless some row
+        # was a duplicate; then read back what this batch inserted.
+        r = tx.query("SELECT seq FROM sqlite_sequence WHERE name='stream'")
+        base = int(r[0][0]) if r else 0
+        n = tx.executemany(_INSERT, params)
+        if n == len(params):
+            return list(range(base + 1, base + 1 + n))
+        got = {(s, k, q, bytes(d)): i for i, s, k, q, d in tx.query(
+            "SELECT id,session,kind,seq,digest FROM stream WHERE id>? ORDER BY id", (base,))}
+        return [got.get((p[1], p[2], p[3], p[5])) for p in params]
 
     def append(self, unit_id: str, session: str, kind: str, seq: int, payload: bytes) -> bool:
         """One frame (tools and tests; the relay batches). False for a duplicate."""

@@ -18,7 +18,8 @@ from cloud_relay.store.store import Batch, Frame, Store
 
 log = logging.getLogger("cloud_relay.writer")
 
-Ack = Callable[[], None]
+# (acker, packet id): the acker sends the PUBACKs of one connection, several at once
+Ack = tuple[Callable[[list[int]], None], int]
 _STOP = object()
 
 
@@ -53,6 +54,10 @@ class StreamWriter:
     def put_status(self, unit_id: str, status: dict) -> None:
         self._q.put((unit_id, status))
 
+    def put_ack(self, ack: Ack) -> None:
+        """A message with nothing to store: ack it with the next batch (one write)."""
+        self._q.put((None, ack))
+
     # ------------------------------------------------------------------ thread
 
     def _run(self) -> None:
@@ -80,16 +85,26 @@ class StreamWriter:
                     frames.append(it[0])
                     if it[1] is not None:
                         acks.append(it[1])
+                elif it[0] is None:
+                    acks.append(it[1])
                 else:
                     statuses[it[0]] = it[1]
             self._commit(frames, acks, statuses)
 
-    def _commit(self, frames: list[Frame], acks: list[Ack], statuses: dict[str, dict]) -> None:
+    def _commit(self, frames: list[Frame], acks: list[Ack],
+                statuses: dict[str, dict]) -> None:
         batch = Batch(0, 0, [], [])
+        if statuses and self.status_write_s > 0:
+            now = time.monotonic()
+            statuses_due = {u: st for u, st in statuses.items()
+                            if now - self._status_written.get(u, 0.0) >= self.status_write_s}
+            self._status_written.update(dict.fromkeys(statuses_due, now))
+        else:
+            statuses_due = statuses
         delay = 0.1
-        while frames:
-            try:
-                batch = self.store.append_batch(frames)
+        while frames or statuses_due:
+            try:  # statuses ride in the same transaction: one commit per batch
+                batch = self.store.append_batch(frames, statuses_due)
                 break
             except Exception as e:  # the database is down or refused: keep the frames
                 self.failing = True
@@ -98,19 +113,12 @@ class StreamWriter:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.failing = False
-        for ack in acks:  # only now may the broker forget them
-            ack()
+        by_conn: dict = {}
+        for acker, pid in acks:  # only now may the broker forget them
+            by_conn.setdefault(acker, []).append(pid)
+        for acker, pids in by_conn.items():
+            acker(pids)
         self.batches += 1
         self.frames += len(frames)
-        if statuses:
-            now = time.monotonic()
-            due = {u: s for u, s in statuses.items()
-                   if now - self._status_written.get(u, 0.0) >= self.status_write_s}
-            if due:
-                try:
-                    self.store.set_statuses(due)
-                    self._status_written.update(dict.fromkeys(due, now))
-                except Exception as e:  # status is refreshed every second: next one
-                    log.warning("event=status_write_failed error=%r", str(e)[:200])
         if batch.rows or statuses:
             self.on_commit(batch, statuses)
