@@ -33,7 +33,7 @@ class RelayConfig:
     # empty: SQLite in data_dir; postgresql://user@host:port/db for several relays
     store_url: str = ""
     store_pool_size: int = 8
-    store_batch_ms: float = 4.0
+    store_batch_ms: float = 8.0
     stream_poll_s: float = 0.5
     # per-scribe live queue; past either bound the scribe catches up from the store
     ws_queue_frames: int = 4000

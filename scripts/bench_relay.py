@@ -355,7 +355,7 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
             begin_window()
             if profile is not None:
                 prof = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "-p", str(sysm.relays[0].pid),
-                                         "-d", str(int(seconds)), "-r", "200", "--gil", "-f",
+                                         "-d", str(int(seconds)), "-r", "200", *(["--native"] if os.environ.get("BENCH_NATIVE") else ["--gil"]), "-f",
                                          "speedscope", "-o", str(profile), "--nonblocking"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if now >= t_end:
@@ -453,7 +453,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--relays", type=int, default=1)
     ap.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
-    ap.add_argument("--batch-ms", type=float, default=4.0, help="relay store_batch_ms")
+    ap.add_argument("--batch-ms", type=float, default=8.0, help="relay store_batch_ms")
     ap.add_argument("--ramp", help="comma-separated room counts to run in turn")
     ap.add_argument("--profile", help="py-spy profile of relay 0 (speedscope JSON) here")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")

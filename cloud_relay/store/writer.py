@@ -25,7 +25,7 @@ _STOP = object()
 
 class StreamWriter:
     def __init__(self, store: Store, *, on_commit: Callable[[Batch, dict[str, dict]], None],
-                 batch_ms: float = 4.0, max_batch: int = 2000,
+                 batch_ms: float = 8.0, max_batch: int = 2000,
                  status_write_s: float = 0.0) -> None:
         self.store = store
         self.on_commit = on_commit
