@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class ConsoleFiles(StaticFiles):
 def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
     store = Store.open(cfg.store_url, cfg.data_dir, pool_size=cfg.store_pool_size)
     hub = Hub(store, max_queue_frames=cfg.ws_queue_frames, max_queue_bytes=cfg.ws_queue_bytes,
-              poll_s=cfg.stream_poll_s)
+              max_total_bytes=cfg.ws_queue_total_bytes, poll_s=cfg.stream_poll_s)
     writer = StreamWriter(store, on_commit=hub.committed_threadsafe,
                           batch_ms=cfg.store_batch_ms)
     uplink = None
@@ -70,6 +71,9 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         svc.loop = asyncio.get_running_loop()
+        # asyncio.to_thread's pool: the WebSocket side's store reads (catch-up, fills)
+        svc.loop.set_default_executor(ThreadPoolExecutor(cfg.store_pool_size + 4,
+                                                         thread_name_prefix="store-read"))
         await hub.start()
         writer.start()
         stop = threading.Event()
@@ -90,9 +94,13 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
             stop.set()
             if adopter is not None:
                 await asyncio.to_thread(adopter.stop)
+            if uplink is not None and await asyncio.to_thread(_peers_alive, svc):
+                # a planned stop with live peers: leave the share group first, so the broker
+                # stops queueing this relay's share for it while it is down
+                await asyncio.to_thread(uplink.leave_share_group)
+            await asyncio.to_thread(writer.stop)  # commit and ack what was received
             if uplink is not None:
                 await asyncio.to_thread(uplink.stop)
-            await asyncio.to_thread(writer.stop)
             await hub.stop()
             store.close()
 
@@ -130,6 +138,21 @@ async def _heartbeat_loop(svc: Services) -> None:
         except Exception as e:
             log.warning("event=heartbeat_failed error=%r", str(e)[:200])
         await asyncio.sleep(HEARTBEAT_S)
+
+
+def _peers_alive(svc: Services) -> bool:
+    """Does a peer relay share the traffic right now (heartbeat within its timeout)?"""
+    cfg = svc.cfg
+    fresh = now_us() - int(cfg.peer_timeout_s * 1e6)
+    for peer in cfg.relay_peers:
+        if peer != cfg.broker_client_id:
+            try:
+                seen = svc.store.relay_seen_us(peer)
+            except Exception:
+                return False
+            if seen is not None and seen > fresh:
+                return True
+    return False
 
 
 def _listen(store: Store, hub: Hub, stop: threading.Event) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from urllib.parse import urlparse
 
@@ -92,6 +93,14 @@ class Bridge:
 
     def stop(self) -> None:
         self.client.stop()
+
+    def leave_share_group(self) -> None:
+        """Unsubscribe the shared filters (a planned stop while peers carry the traffic):
+        the broker stops giving this session new messages. It keeps reading until stopped,
+        so what is in flight is still stored and acked."""
+        shared = [t for t in topics.relay_subscriptions(self.share_group) if t.startswith("$")]
+        if shared and self.share_group:
+            self.client.unsubscribe(shared)
 
     def _on_connect(self, session_present: bool) -> None:
         log.info("event=broker_connected broker=%s client_id=%s session_present=%s", self.url,
@@ -207,6 +216,11 @@ class Uplink:
         for b in self.bridges:
             b.stop()
 
+    def leave_share_group(self, settle_s: float = 0.5) -> None:
+        for b in self.bridges:
+            b.leave_share_group()
+        time.sleep(settle_s)  # let the UNSUBACK and what was already in flight arrive
+
     def _unit_seen(self, unit_id: str, bridge: Bridge) -> None:
         with self._lock:
             before = self._unit_shard.get(unit_id)
@@ -221,10 +235,13 @@ class Uplink:
         for u in units:
             if u["scribes"]:
                 self.publish_assignment(u["id"], bridges=[bridge], unit=u)
-        if not session_present:
+        if not session_present or (self.share_group and bridge.lost_at is not None):
             # The broker has no session for us: it restarted and lost it (or we are new).
-            # What units published before we subscribed again was acked and dropped; ask
-            # every unit to offer again what it had acked recently (docs/spool.md).
+            # Or we share a subscription, and mosquitto before 2.0.20 does not keep shared
+            # subscriptions over its restart (persist_write.c saves plain ones only): the
+            # session comes back without them. Either way, what units published before we
+            # subscribed again was acked and dropped; ask every unit to offer again what it
+            # had acked recently (docs/spool.md). The store drops what it already has.
             since = (bridge.lost_at or now_us()) - REPLAY_MARGIN_US
             for u in units:
                 bridge.publish_control(u["id"], msgs.replay(unit_id=u["id"], since_us=since))

@@ -25,8 +25,9 @@ class RelayConfig:
     broker_key_file: str = ""
     # one per relay process (its broker session); relays sharing the traffic differ here
     broker_client_id: str = "relay"
-    # relays with the same group split the units' stream (MQTT 5 shared subscription)
-    share_group: str = "relays"
+    # relays with the same group split the units' stream (MQTT 5 shared subscription);
+    # empty: this relay takes the whole stream (one relay, or relays that each store all)
+    share_group: str = ""
     # peers' client ids: if one stops heartbeating, this relay drains its broker session
     relay_peers: tuple[str, ...] = ()
     peer_timeout_s: float = 5.0
@@ -36,8 +37,9 @@ class RelayConfig:
     store_batch_ms: float = 8.0
     stream_poll_s: float = 0.5
     # per-scribe live queue; past either bound the scribe catches up from the store
-    ws_queue_frames: int = 4000
-    ws_queue_bytes: int = 8 << 20
+    ws_queue_frames: int = 2000
+    ws_queue_bytes: int = 4 << 20
+    ws_queue_total_bytes: int = 256 << 20  # all scribes' live queues together
     retention_days: float = 7.0
     purge_interval_s: float = 3600.0
     # enrollment CA (issues unit certificates); empty = enrollment disabled

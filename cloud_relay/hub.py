@@ -10,9 +10,10 @@ store. A subscriber registered when the horizon was H gets every later row throu
 queue; rows up to H it reads from the store (`Subscriber.needs_catchup`). The sender skips
 any row at or below what it already sent, so the overlap is never sent twice.
 
-Each subscriber's queue is bounded. A scribe that cannot keep up goes *lagging*: its queue
-is dropped (every row in it is in the store) and it catches up from the store again. Memory
-stays bounded and nothing is lost.
+Each subscriber's queue is bounded, and so are all of them together (`Budget`). A scribe
+that cannot keep up (its WebSocket applies backpressure: uvicorn pauses the sender at the
+transport's high-water mark) goes *lagging*: its queue is dropped (every row in it is in the
+store) and it catches up from the store again. Memory stays bounded and nothing is lost.
 
 Concurrency: everything here runs on the event loop, except `committed_threadsafe` and
 `remote_head_threadsafe`, which other threads call.
@@ -44,6 +45,15 @@ def wire(row: StreamRow) -> bytes | str:
     return json.dumps(item)
 
 
+@dataclass
+class Budget:
+    """Bytes queued for all subscribers together: a bound on the hub's memory whatever
+    the number of scribes."""
+
+    max_bytes: int
+    bytes: int = 0
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One scribe WebSocket's place in the stream: `cursor` is the last id sent."""
@@ -53,6 +63,7 @@ class Subscriber:
     cursor: int
     max_frames: int
     max_bytes: int
+    budget: Budget
     # (id, unit, frame); id -1 for frames without a cursor (unit_status)
     queue: deque = field(default_factory=deque)
     queued_bytes: int = 0
@@ -70,11 +81,13 @@ class Subscriber:
             return  # it will read this row from the store
         size = len(frame)
         if rid >= 0 and (len(self.queue) >= self.max_frames or
-                         self.queued_bytes + size > self.max_bytes):
+                         self.queued_bytes + size > self.max_bytes or
+                         self.budget.bytes + size > self.budget.max_bytes):
             self._lag()
             return
         self.queue.append((rid, unit_id, frame))
         self.queued_bytes += size
+        self.budget.bytes += size
         self.wake.set()
 
     def _lag(self) -> None:
@@ -88,11 +101,14 @@ class Subscriber:
 
     def _keep(self, pred) -> None:
         self.queue = deque(f for f in self.queue if pred(f))
+        self.budget.bytes -= self.queued_bytes
         self.queued_bytes = sum(len(f[2]) for f in self.queue)
+        self.budget.bytes += self.queued_bytes
 
     def take(self) -> list[tuple[int, str, bytes | str]]:
         items = list(self.queue)
         self.queue.clear()
+        self.budget.bytes -= self.queued_bytes
         self.queued_bytes = 0
         self.wake.clear()
         return items
@@ -104,11 +120,13 @@ class Subscriber:
 
 
 class Hub:
-    def __init__(self, store: Store, *, max_queue_frames: int = 4000,
-                 max_queue_bytes: int = 8 << 20, poll_s: float = 0.5) -> None:
+    def __init__(self, store: Store, *, max_queue_frames: int = 2000,
+                 max_queue_bytes: int = 4 << 20, max_total_bytes: int = 256 << 20,
+                 poll_s: float = 0.5) -> None:
         self.store = store
         self.max_queue_frames = max_queue_frames
         self.max_queue_bytes = max_queue_bytes
+        self.budget = Budget(max_total_bytes)
         self.poll_s = poll_s
         self.horizon = 0
         self.subs: set[Subscriber] = set()
@@ -139,6 +157,7 @@ class Hub:
 
     def stats(self) -> dict:
         return {"horizon": self.horizon, "subscribers": len(self.subs),
+                "queued_bytes": self.budget.bytes,
                 "catching_up": sum(1 for s in self.subs if s.needs_catchup),
                 "slow_consumer_events": sum(s.lag_events for s in self.subs),
                 "dispatched": self.dispatched, "filled_from_store": self.filled,
@@ -150,7 +169,7 @@ class Hub:
 
     def subscribe(self, user: str, units: list[str], cursor: int) -> Subscriber:
         sub = Subscriber(user, frozenset(units), cursor, self.max_queue_frames,
-                         self.max_queue_bytes)
+                         self.max_queue_bytes, self.budget)
         self.subs.add(sub)
         for u in sub.units:
             self.by_unit.setdefault(u, set()).add(sub)
@@ -158,6 +177,7 @@ class Hub:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         sub.closed = True
+        sub._keep(lambda f: False)
         self.subs.discard(sub)
         for u in sub.units:
             s = self.by_unit.get(u)

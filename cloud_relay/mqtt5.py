@@ -31,7 +31,7 @@ from collections.abc import Callable
 log = logging.getLogger("cloud_relay.mqtt5")
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
-SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 12, 13, 14
 SESSION_TAKEN_OVER = 0x8E
 _U16 = struct.Struct(">H")
 PINGREQ_PACKET = b"\xc0\x00"
@@ -217,6 +217,11 @@ class Client:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._close()
+
+    def unsubscribe(self, filters: list[str]) -> None:
+        with self._wlock:
+            body = _U16.pack(self._new_pid()) + b"\x00" + b"".join(utf8(f) for f in filters)
+            self._send_locked(packet(UNSUBSCRIBE, 2, body))
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Queue a publish; QoS 1 ones are resent after a reconnect until acknowledged."""

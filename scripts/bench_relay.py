@@ -114,7 +114,8 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
             f'broker_ca_file = "{p["ca"]}"\nbroker_cert_file = "{p["relay"].cert}"\n'
             f'broker_key_file = "{p["relay"].key}"\nbroker_client_id = "{cid}"\n'
             f'store_url = "{store_url}"\nstore_batch_ms = {batch_ms}\n'
-            f'relay_peers = {json.dumps(ids)}\n')
+            f'relay_peers = {json.dumps(ids)}\n' +
+            (f'share_group = "relays"\n' if k > 1 else ""))
         confs.append(c)
         urls.append(f"http://127.0.0.1:{port}")
     pw = tmp / "admin.pw"

@@ -176,7 +176,7 @@ class UnitPublisher:
     """Publishes as a unit with that unit's certificate (a stand-in for the agent when a
     test must craft exact frames: tampered, forged, replayed)."""
 
-    def __init__(self, b: Broker, unit_id: str) -> None:
+    def __init__(self, b: Broker, unit_id: str, *, session_expiry_s: int = 0) -> None:
         import ssl
         import threading
 
@@ -196,7 +196,15 @@ class UnitPublisher:
         c.on_connect = lambda *a: (c.subscribe(f"sl/v1/unit/{unit_id}/control", 1),
                                    self.connected.set())
         c.on_message = lambda cl, u, m: self.control.append(bytes(m.payload))
-        c.connect("127.0.0.1", b.port)
+        if session_expiry_s:  # like the agent: a session that outlives the connection
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry_s
+            c.connect("127.0.0.1", b.port, clean_start=False, properties=props)
+        else:
+            c.connect("127.0.0.1", b.port)
         c.loop_start()
         assert self.connected.wait(5)
         self.c = c

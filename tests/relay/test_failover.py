@@ -5,6 +5,7 @@ session (what the broker had in flight to it, and its share of what came after).
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -26,7 +27,8 @@ def publish_at_rate(unit: UnitPublisher, chunks: list[bytes], stop: threading.Ev
 
 def test_sigkill_of_one_relay_loses_and_duplicates_nothing(broker, tmp_path, relay_store):
     store_url = relay_store or f"sqlite:///{tmp_path / 'shared.db'}"
-    peers = 'relay_peers = ["relay-a", "relay-b"]\npeer_timeout_s = 2.0\n'
+    peers = ('share_group = "relays"\nrelay_peers = ["relay-a", "relay-b"]\n'
+             'peer_timeout_s = 2.0\n')
     a = make_relay(tmp_path, broker, store_url=store_url, name="relay-a", client_id="relay-a",
                    extra=peers)
     b = make_relay(tmp_path, broker, store_url=store_url, name="relay-b", client_id="relay-b",
@@ -74,3 +76,24 @@ def test_sigkill_of_one_relay_loses_and_duplicates_nothing(broker, tmp_path, rel
     finally:
         a.stop()
         b.stop()
+
+
+def test_after_a_broker_restart_a_sharing_relay_asks_units_to_replay(broker, tmp_path,
+                                                                      relay_store):
+    """mosquitto before 2.0.20 does not keep shared subscriptions over a restart, so what
+    units publish before the relay subscribes again is dropped: the relay asks them to
+    offer again what they published since it lost the broker (their spool keeps it)."""
+    relay = make_relay(tmp_path, broker, store_url=relay_store, client_id="relay-a",
+                       extra='share_group = "relays"\n')
+    try:
+        assert relay.api("POST", "/api/admin/units", json={"id": "unit-a"}).is_success
+        unit = UnitPublisher(broker, "unit-a", session_expiry_s=3600)
+        t_restart = time.time_ns() // 1000
+        broker.restart()
+        wait_until(lambda: any(json.loads(c).get("type") == "replay" for c in unit.control),
+                   20, "a replay request on the unit's control topic")
+        replay = [json.loads(c) for c in unit.control if json.loads(c)["type"] == "replay"][-1]
+        assert replay["since_us"] <= t_restart  # covers everything since the relay lost it
+        unit.close()
+    finally:
+        relay.stop()
