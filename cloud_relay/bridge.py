@@ -100,6 +100,8 @@ class Bridge:
         so what is in flight is still stored and acked."""
         shared = [t for t in topics.relay_subscriptions(self.share_group) if t.startswith("$")]
         if shared and self.share_group:
+            log.info("event=share_group_left broker=%s client_id=%s group=%s", self.url,
+                     self.client_id, self.share_group)
             self.client.unsubscribe(shared)
 
     def _on_connect(self, session_present: bool) -> None:

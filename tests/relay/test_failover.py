@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 
+import pytest
 from relay_streams import RawScribe, open_message, sealed_chunks, unit_session, wait_until
 from support import UnitPublisher, make_relay
 
@@ -25,7 +26,12 @@ def publish_at_rate(unit: UnitPublisher, chunks: list[bytes], stop: threading.Ev
         unit.c.publish("sl/v1/unit/unit-a/audio", c, qos=1)
 
 
-def test_sigkill_of_one_relay_loses_and_duplicates_nothing(broker, tmp_path, relay_store):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "stop"])
+def test_one_relay_dying_or_stopping_loses_and_duplicates_nothing(broker, tmp_path,
+                                                                   relay_store, sig):
+    """SIGKILL: the survivor adopts the dead relay's broker session. SIGTERM (a planned
+    stop while a peer is alive): the relay leaves the share group, commits and acks what
+    it has, and stops; the peer carries on."""
     store_url = relay_store or f"sqlite:///{tmp_path / 'shared.db'}"
     peers = ('share_group = "relays"\nrelay_peers = ["relay-a", "relay-b"]\n'
              'peer_timeout_s = 2.0\n')
@@ -50,7 +56,7 @@ def test_sigkill_of_one_relay_loses_and_duplicates_nothing(broker, tmp_path, rel
         pub = threading.Thread(target=publish_at_rate, args=(unit, chunks, stop))
         pub.start()
         wait_until(lambda: len(scribe.audio_seqs()) >= 75, 20, "3 s of audio through A")
-        a.stop(signal.SIGKILL)  # mid-stream, with frames in flight to it
+        a.stop(sig)  # mid-stream, with frames in flight to it
         pub.join(30)
         wait_until(lambda: len(set(scribe.audio_seqs())) >= n, 40,
                    "every chunk, through relay B")
