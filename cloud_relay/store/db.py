@@ -143,17 +143,6 @@ class _PgTx:
     def execute(self, sql: str, args: Sequence = ()) -> int:
         return self.conn.execute(_pg(sql), args).rowcount
 
-    def executemany_returning(self, sql: str, rows: Sequence[Sequence]) -> list[Row | None]:
-        """One statement per row, pipelined; the RETURNING row of each (None if none)."""
-        out: list[Row | None] = []
-        with self.conn.cursor() as cur:
-            cur.executemany(_pg(sql), rows, returning=True)
-            while True:
-                out.append(cur.fetchone())
-                if not cur.nextset():
-                    break
-        return out
-
 
 class PostgresDb:
     """PostgreSQL through a psycopg connection pool. Several relays share one database."""

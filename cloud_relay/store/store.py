@@ -95,6 +95,19 @@ _INSERT = ("INSERT INTO stream(unit_id,session,kind,seq,payload,digest,received_
            "VALUES(?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
 
 
+_INSERT_UNNEST = (
+    "INSERT INTO stream(unit_id,session,kind,seq,payload,digest,received_us) "
+    "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::bigint[], ?::bytea[], "
+    "?::bytea[], ?::bigint[]) ON CONFLICT DO NOTHING RETURNING id,session,kind,seq,digest")
+
+
+def _ids_by_key(params: list[tuple], inserted: list[tuple]) -> list[int | None]:
+    """Match inserted rows (id, session, kind, seq, digest) back to the frames given: the
+    first frame with a key gets its id, a repeat of it in the same batch gets None."""
+    got = {(s, k, q, bytes(d)): i for i, s, k, q, d in inserted}
+    return [got.pop((p[1], p[2], p[3], p[5]), None) for p in params]
+
+
 def _stream_row(r: Sequence) -> StreamRow:
     return StreamRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6])
 
@@ -313,8 +326,10 @@ class Store:
     def _insert_stream(self, tx, params: list[tuple]) -> list[int | None]:
         """Insert stream rows; the id each took, None for a duplicate."""
         if self.dialect == "postgres":
-            return [r[0] if r else None for r in
-                    tx.executemany_returning(_INSERT + " RETURNING id", params)]
+            # one statement for the whole batch: the columns as arrays, unnested
+            cols = list(zip(*params))
+            got = tx.query(_INSERT_UNNEST, [list(c) for c in cols])
+            return _ids_by_key(params, got)
         # SQLite: AUTOINCREMENT gives sqlite_sequence+1, +2, … to the rows this writer (it
         # holds the write lock) inserts, so one executemany tells every id unless some row
         # was a duplicate; then read back what this batch inserted.
@@ -323,9 +338,8 @@ class Store:
         n = tx.executemany(_INSERT, params)
         if n == len(params):
             return list(range(base + 1, base + 1 + n))
-        got = {(s, k, q, bytes(d)): i for i, s, k, q, d in tx.query(
-            "SELECT id,session,kind,seq,digest FROM stream WHERE id>? ORDER BY id", (base,))}
-        return [got.get((p[1], p[2], p[3], p[5])) for p in params]
+        return _ids_by_key(params, tx.query(
+            "SELECT id,session,kind,seq,digest FROM stream WHERE id>? ORDER BY id", (base,)))
 
     def append(self, unit_id: str, session: str, kind: str, seq: int, payload: bytes) -> bool:
         """One frame (tools and tests; the relay batches). False for a duplicate."""

@@ -68,9 +68,12 @@ def test_batches_are_idempotent_and_say_which_ids_they_took(store):
     assert b2.prev_head == b1.head and [r.seq for r in b2.rows] == [5]
     b3 = store.append_batch(frames("u1", "s1", 2))  # all duplicates: nothing moves
     assert b3.rows == [] and b3.head == b3.prev_head == b2.head
+    twice = frames("u1", "s1", 1, first=9) * 2  # one redelivery inside the same batch
+    b4 = store.append_batch(twice)
+    assert b4.inserted == [True, False] and [r.seq for r in b4.rows] == [9]
     corrupt = Frame("u1", "s1", "audio", 0, b"another body for the same seq")
     assert store.append_batch([corrupt]).inserted == [True]  # both copies go to the scribe
-    assert [r.seq for r in store.rows_after(0, ["u1"], 100)] == [0, 1, 2, 3, 4, 5, 0]
+    assert [r.seq for r in store.rows_after(0, ["u1"], 100)] == [0, 1, 2, 3, 4, 5, 9, 0]
 
 
 def test_a_cursor_never_skips_a_row_under_concurrent_writers(store, store_url, tmp_path):
