@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -128,6 +129,10 @@ class SqliteDb:
 # ---------------------------------------------------------------------- PostgreSQL
 
 
+# connection -> one-time statements already run on it (gone with the connection)
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @lru_cache(maxsize=512)
 def _pg(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
@@ -142,6 +147,21 @@ class _PgTx:
 
     def execute(self, sql: str, args: Sequence = ()) -> int:
         return self.conn.execute(_pg(sql), args).rowcount
+
+    def once_per_connection(self, sql: str) -> None:
+        """Run sql the first time this pooled connection is used for it (temp tables)."""
+        done = _PREPARED.setdefault(self.conn, set())
+        if sql not in done:
+            self.conn.execute(_pg(sql))
+            done.add(sql)
+
+    def copy_in(self, copy_sql: str, rows: Sequence[Sequence], types: Sequence[str]) -> None:
+        """COPY rows in (binary; psycopg's C row writer): the cheapest way to send a batch."""
+        with self.conn.cursor() as cur:
+            with cur.copy(copy_sql) as cp:
+                cp.set_types(types)
+                for r in rows:
+                    cp.write_row(r)
 
 
 class PostgresDb:
