@@ -55,7 +55,8 @@ class ConsoleFiles(StaticFiles):
 
 
 def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
-    store = Store.open(cfg.store_url, cfg.data_dir, pool_size=cfg.store_pool_size)
+    store = Store.open(cfg.store_url, cfg.data_dir, pool_size=cfg.store_pool_size,
+                       origin=cfg.broker_client_id)
     hub = Hub(store, max_queue_frames=cfg.ws_queue_frames, max_queue_bytes=cfg.ws_queue_bytes,
               max_total_bytes=cfg.ws_queue_total_bytes, poll_s=cfg.stream_poll_s)
     writer = StreamWriter(store, on_commit=hub.committed_threadsafe,
@@ -161,7 +162,9 @@ def _listen(store: Store, hub: Hub, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             for payload in db.listen(NOTIFY_CHANNEL, stop):  # type: ignore[attr-defined]
-                hub.remote_head_threadsafe(int(payload))
+                head, _, origin = payload.partition(" ")
+                if origin != store.origin:  # our own batches reach the hub directly
+                    hub.remote_head_threadsafe(int(head))
         except Exception as e:  # the hub's poll covers the gap until we are back
             log.warning("event=store_listen_failed error=%r", str(e)[:200])
             stop.wait(1.0)

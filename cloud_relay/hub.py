@@ -122,8 +122,9 @@ class Subscriber:
 class Hub:
     def __init__(self, store: Store, *, max_queue_frames: int = 2000,
                  max_queue_bytes: int = 4 << 20, max_total_bytes: int = 256 << 20,
-                 poll_s: float = 0.5) -> None:
+                 poll_s: float = 0.5, fill_wait_s: float = 0.005) -> None:
         self.store = store
+        self.fill_wait_s = fill_wait_s
         self.max_queue_frames = max_queue_frames
         self.max_queue_bytes = max_queue_bytes
         self.budget = Budget(max_total_bytes)
@@ -136,6 +137,7 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self.dispatched = 0
         self.filled = 0  # rows read back from the store (stored by other relays)
+        self.fills = 0  # queries that read them
         self._assignments = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -161,6 +163,7 @@ class Hub:
                 "catching_up": sum(1 for s in self.subs if s.needs_catchup),
                 "slow_consumer_events": sum(s.lag_events for s in self.subs),
                 "dispatched": self.dispatched, "filled_from_store": self.filled,
+                "fills": self.fills,
                 "followers": [{"user": s.user, "units": sorted(s.units), "state": s.state,
                                "cursor": s.cursor, "queued": len(s.queue),
                                "slow_consumer_events": s.lag_events} for s in self.subs]}
@@ -244,17 +247,26 @@ class Hub:
                     sub.push(-1, unit_id, frame)
 
     async def _feed(self) -> None:
+        """Dispatch committed rows in id order. Everything queued is taken at once, and
+        rows other relays stored are read with one query up to the highest head known,
+        so a busy store costs a few fills a second, not one per batch."""
+        events = self._events
         while True:
-            kind, value = await self._events.get()
+            pending = [await events.get()]
+            if self.fill_wait_s and any(
+                    (k == "remote" and v > self.horizon) or
+                    (k == "local" and v.prev_head > self.horizon) for k, v in pending):
+                await asyncio.sleep(self.fill_wait_s)  # let more heads arrive: one fill
+            while not events.empty():
+                pending.append(events.get_nowait())
             try:
-                if kind == "local":
-                    batch: Batch = value
-                    if batch.prev_head > self.horizon:  # another relay committed in between
-                        await self._fill(batch.prev_head)
-                    self._dispatch([r for r in batch.rows if r.id > self.horizon])
-                    self.horizon = max(self.horizon, batch.head)
-                elif value > self.horizon:
-                    await self._fill(value)
+                need = max((v.prev_head if k == "local" else v) for k, v in pending)
+                if need > self.horizon:  # other relays committed below what we hold
+                    await self._fill(need)
+                for k, v in pending:
+                    if k == "local":
+                        self._dispatch([r for r in v.rows if r.id > self.horizon])
+                        self.horizon = max(self.horizon, v.head)
             except Exception as e:  # the store is unreachable: the poll retries
                 log.error("event=hub_fill_failed error=%r", str(e)[:200])
 
@@ -265,6 +277,7 @@ class Hub:
             units = list(self.by_unit)
             rows = await asyncio.to_thread(self.store.rows_after, cursor, units, FILL_PAGE,
                                            upto)
+            self.fills += 1
             self.filled += len(rows)
             self._dispatch([r for r in rows if r.id > self.horizon])
             if len(rows) < FILL_PAGE:

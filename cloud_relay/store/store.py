@@ -117,13 +117,15 @@ def _stream_row(r: Sequence) -> StreamRow:
 
 
 class Store:
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Db, *, origin: str = "") -> None:
         self.db = db
+        self.origin = origin  # who commits: notifications say it (a relay skips its own)
         self.schema_version = migrate(db)
 
     @classmethod
-    def open(cls, store_url: str, data_dir: str, *, pool_size: int = 8) -> Store:
-        return cls(connect(store_url, data_dir, pool_size=pool_size))
+    def open(cls, store_url: str, data_dir: str, *, pool_size: int = 8,
+             origin: str = "") -> Store:
+        return cls(connect(store_url, data_dir, pool_size=pool_size), origin=origin)
 
     @property
     def dialect(self) -> str:
@@ -321,7 +323,8 @@ class Store:
                 head = max(prev, max(r.id for r in rows))
                 tx.execute("UPDATE stream_head SET head=? WHERE one=1", (head,))
                 if self.dialect == "postgres":  # delivered at commit, in commit order
-                    tx.query("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, str(head)))
+                    tx.query("SELECT pg_notify(?, ?)",
+                             (NOTIFY_CHANNEL, f"{head} {self.origin}"))
             for unit_id, status in (statuses or {}).items():
                 tx.execute("UPDATE units SET status_json=?, status_at_us=? WHERE id=?",
                            (json.dumps(status), at, unit_id))
