@@ -11,7 +11,7 @@ demo: setup
 	@$(PY) scripts/demo $(ARGS)
 
 test: setup
-	@$(PY) -m pytest -q $(PYTEST_ARGS)
+	@SCRIBELINK_CHECK_WORKTREE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench:
 	@bash scripts/setup --bench

@@ -1,3 +1,5 @@
 """Scribelink exam-room unit agent: capture, DSP, seal, spool, uplink, puck and provisioning."""
 
-__version__ = "0.1.0"
+from scribelink import __version__
+
+__all__ = ["__version__"]

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 
 def _logging(verbose: bool) -> None:
@@ -26,6 +27,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"edge_agent: bad config: {e}", file=sys.stderr)
         return 2
+    import edge_agent
+
+    logging.getLogger("edge_agent").info(
+        "event=agent_start version=%s package=%s unit=%s", edge_agent.__version__,
+        Path(edge_agent.__file__).resolve().parent, cfg.unit_id)
     agent = Agent(cfg)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())

@@ -20,13 +20,22 @@ class CaptureConfig:
     sample_rate: int = 16000
     channels: int = 4
     period_frames: int = 320
-    # for PCMs with no hardware clock (the ALSA file plugin in the demo and tests)
+
+
+@dataclass(frozen=True)
+class FileInputConfig:
+    """A recording played through ALSA's `file` plugin instead of microphones: the demo,
+    the tests and the benchmarks. A real unit never has this section."""
+
+    # the file plugin on a `null` slave has no clock: space reads to the sample clock
     pace_realtime: bool = False
     speed: float = 1.0
-    # stop after this many input frames (demo/tests); 0 = run until stopped
+    # stop after this many input frames; 0 = run until stopped
     stop_after_frames: int = 0
-    # file-backed inputs only: after a restart, skip the input frames already sealed
+    # after a restart, skip the input frames already sealed
     resume_input: bool = False
+    # exit once stop_after_frames is sealed and sent
+    exit_when_done: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,8 @@ class PuckConfig:
 class AgentConfig:
     unit_id: str
     state_dir: str = "/var/lib/scribelink"
-    exit_when_done: bool = False  # demo/tests: exit once stop_after_frames is sealed and sent
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    file_input: FileInputConfig = field(default_factory=FileInputConfig)
     dsp: DspConfig = field(default_factory=DspConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
@@ -98,6 +107,7 @@ class AgentConfig:
 
 _SECTIONS = {
     "capture": CaptureConfig,
+    "file_input": FileInputConfig,
     "dsp": DspConfig,
     "session": SessionConfig,
     "spool": SpoolConfig,

@@ -2,8 +2,10 @@
 the tech's tool (scripts/provision) over the service port with the protocol in
 scribelink/provisioning.py.
 
-Settings, key, certificate and self-test results live in the state dir; `commit` writes
-`provisioned.toml`, an overlay on the site's agent.toml, and locks the unit. A locked
+Settings, key, certificate and self-test results live in the state dir. Every change
+goes through a fail-safe (`Unit`): staged in the state dir's `enrol-staging/`, then
+committed together with `provisioned.toml` (an overlay on the site's agent.toml) and the
+lock, or rolled back when the fail-safe runs out or the service restarts. A locked
 unit answers read-only commands only; unlock and factory reset take physical presence
 (the puck's button held 5 s while the command waits). Secrets (the Wi-Fi passphrase, the
 unit key) are write-only: never returned, never logged.
@@ -16,6 +18,7 @@ import datetime as dt
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -28,12 +31,13 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
+from scribelink import __version__
 from scribelink import provisioning as p
 from scribelink import topics
 
 log = logging.getLogger("edge_agent.provision")
 
-SOFTWARE_VERSION = "0.1.0"
+SOFTWARE_VERSION = __version__  # the one version (pyproject.toml)
 RESERVED_UNIT_IDS = {"relay", "broker", "admin"}  # also refused by cloud_relay.pki
 
 
@@ -56,7 +60,10 @@ class Presence(Protocol):
     def ping(self, timeout_s: float) -> float | None: ...
 
     def wait_for_hold(self, seconds: float, timeout_s: float,
-                      ready: Callable[[], None]) -> bool: ...
+                      ready: Callable[[], None],
+                      holding: Callable[[float, str], None]) -> bool: ...
+
+    def identify(self, seconds: float, tick: Callable[[float], None]) -> bool: ...
 
 
 class UnitPresence:
@@ -98,6 +105,26 @@ class UnitPresence:
         finally:
             puck.stop()
 
+    def identify(self, seconds: float, tick: Callable[[float], None]) -> bool:
+        """Blink the puck's identify pattern for `seconds` (the link stays open meanwhile:
+        a puck that loses its agent shows `connecting`, which outranks identify)."""
+        puck = self._open()
+        if puck is None:
+            return False
+        try:
+            puck.identify(seconds)
+            if not puck.flush(2.0):
+                return False
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                tick(left)
+                time.sleep(min(1.0, left))
+            return True
+        finally:
+            puck.identify(0)
+            puck.flush(1.0)
+            puck.stop()
+
     def _stamped_since(self, start: float) -> bool:
         try:
             return float(json.loads(self.stamp.read_text())["at"]) >= start
@@ -105,25 +132,47 @@ class UnitPresence:
             return False
 
     def wait_for_hold(self, seconds: float, timeout_s: float,
-                      ready: Callable[[], None] = lambda: None) -> bool:
+                      ready: Callable[[], None] = lambda: None,
+                      holding: Callable[[float, str], None] = lambda _s, _phase: None) -> bool:
+        """True once the button has been held `seconds` (a hold that started after the
+        call). With the puck open here, its ring asks for the hold and fills while it is
+        held, and `holding(held_s, phase)` reports it: phase "holding" each second held,
+        "release" when the hold is complete, "let_go" when it ended too early."""
         import threading
 
         puck = self._open()
         start = self.clock()
         direct: dict = {}
+        if puck is not None:
+            puck.want_presence(timeout_s)
         ready()  # only now is a hold seen: tell the tech to press
         if puck is not None:
             threading.Thread(target=lambda: direct.update(
                 ok=puck.wait_for_hold(seconds, timeout_s)), daemon=True).start()
         deadline = time.monotonic() + timeout_s
+        held_since: float | None = None
+        reported = 0
         try:
             while time.monotonic() < deadline:
                 if direct.get("ok") or self._stamped_since(start):
+                    holding(seconds, "release")
                     return True
+                ring = puck.puck_state() if puck is not None else None
+                if ring in ("presence_holding", "presence_release"):
+                    held_since = held_since or time.monotonic()
+                    held = int(time.monotonic() - held_since)
+                    if held > reported:
+                        reported = held
+                        holding(float(held), "holding")
+                elif held_since is not None:
+                    holding(time.monotonic() - held_since, "let_go")
+                    held_since, reported = None, 0
                 time.sleep(0.05)
             return bool(direct.get("ok"))
         finally:
             if puck is not None:
+                puck.want_presence(0)
+                puck.flush(1.0)
                 puck.stop()
 
 
@@ -135,6 +184,7 @@ class ServeSettings:
     alsa_device: str = "scribelink_capture"
     channels: int = 4
     sample_rate: int = 16000
+    array: str = "respeaker-4mic-pi"  # hardware/arrays/<array>.json: the self-test's fixes
     puck_port: str = ""
     serial_number: str = ""
     hw_rev: str = ""
@@ -292,19 +342,112 @@ def nm_keyfile(ssid: str, passphrase: str) -> str:
     )
 
 
+# ---------------------------------------------------------------------- the state dir
+
+
+class Tree:
+    """One copy of the provisioning files: the live state dir, or its staging area."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __truediv__(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def key(self) -> Path:
+        return self.root / "tls" / "unit.key"
+
+    @property
+    def cert(self) -> Path:
+        return self.root / "tls" / "unit.pem"
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "tls" / "ca.pem"
+
+    def json(self, name: str) -> dict | None:
+        try:
+            d = json.loads((self.root / name).read_text())
+            return d if isinstance(d, dict) else None
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+
+    def certificate(self):
+        from cryptography import x509
+
+        try:
+            return x509.load_pem_x509_certificates(self.cert.read_bytes())[0]
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+
+    def mkdir_private(self, sub: str = "") -> Path:
+        d = self.root / sub if sub else self.root
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+        return d
+
+
+STAGING = "enrol-staging"  # the fail-safe's scratch space, inside the state dir
+FAILSAFE_FILE = "failsafe.json"
+COMMIT_MARKER = "COMMIT"  # its atomic appearance is the commit point
+# what a commit moves from staging into the state dir, in this order: provisioned.toml
+# last, because its appearance starts the agent (scribelink-agent.path)
+PROMOTED = ("tls/unit.key", "tls/unit.pem", "tls/ca.pem", "settings.json", "recovery.pub",
+            "wifi.nmconnection", "selftest.json", "locked.json", "provisioned.toml")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Failsafe:
+    """An armed fail-safe: the staged enrolment it guards, and when it rolls back."""
+
+    enrolment_id: str
+    deadline: float  # monotonic; arming again moves it...
+    cap: float  # ...but never past this (FAILSAFE_MAX_CUMULATIVE_S after opening)
+
+
 # ---------------------------------------------------------------------- the unit
 
 
 @dataclass
 class Unit:
-    """The provisioning state machine over the state dir. Pure of serial I/O."""
+    """The provisioning state machine over the state dir. Pure of serial I/O.
+
+    Every change to the unit goes through the fail-safe: `arm_failsafe` opens a staging
+    area (`STATE_DIR/staging`); `set_config`, `generate_key` and `install_cert` write there
+    only; `commit` moves it all into place in one journaled step (the COMMIT marker is
+    the commit point: once it exists, a restart finishes the move); anything else rolls
+    the staging area back: the fail-safe expiring, `rollback`, or the service starting
+    (a reboot) with an uncommitted enrolment staged. So the unit is either as it was or
+    enrolled and locked, never in between."""
 
     s: ServeSettings
     presence: Presence | None = None
     clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
     _mic_cache: tuple[float, dict] | None = field(default=None, repr=False)
+    _failsafe: Failsafe | None = field(default=None, repr=False)
 
-    # -- paths --
+    def __post_init__(self) -> None:
+        self.live = Tree(self.s.state_dir)
+        self.staged = Tree(self.s.state_dir / STAGING)
+        if (self.staged / COMMIT_MARKER).exists():
+            self._promote()  # a commit was cut short: finish it
+        elif self.staged.root.exists():
+            self._rollback("the service started with an uncommitted enrolment staged")
+
+    # -- paths (the live tree) --
 
     @property
     def dir(self) -> Path:
@@ -315,15 +458,15 @@ class Unit:
 
     @property
     def key_path(self) -> Path:
-        return self.dir / "tls" / "unit.key"
+        return self.live.key
 
     @property
     def cert_path(self) -> Path:
-        return self.dir / "tls" / "unit.pem"
+        return self.live.cert
 
     @property
     def ca_path(self) -> Path:
-        return self.dir / "tls" / "ca.pem"
+        return self.live.ca
 
     def now(self) -> float:
         return self.clock() + self.s.clock_offset_s
@@ -331,11 +474,12 @@ class Unit:
     # -- state --
 
     def settings(self) -> dict:
-        try:
-            d = json.loads(self._p("settings.json").read_text())
-            return d if isinstance(d, dict) else {}
-        except (FileNotFoundError, ValueError):
-            return {}
+        """The committed settings."""
+        return self.live.json("settings.json") or {}
+
+    def staged_settings(self) -> dict:
+        """What commit would make the settings: the staged ones, else the committed."""
+        return self.staged.json("settings.json") or self.settings()
 
     def state(self) -> str:
         if self._p("locked.json").exists():
@@ -348,38 +492,33 @@ class Unit:
         return p.STATE_CONFIGURED
 
     def _cert(self):
-        from cryptography import x509
+        return self.live.certificate()
 
-        try:
-            return x509.load_pem_x509_certificates(self.cert_path.read_bytes())[0]
-        except (FileNotFoundError, ValueError):
+    @staticmethod
+    def _summary(cert) -> dict | None:
+        if cert is None:
             return None
+        return {"fingerprint_sha256": fingerprint(cert),
+                "not_after": cert.not_valid_after_utc.isoformat(timespec="seconds")}
 
     def _cert_summary(self) -> dict | None:
-        c = self._cert()
-        if c is None:
-            return None
-        return {"fingerprint_sha256": fingerprint(c),
-                "not_after": c.not_valid_after_utc.isoformat(timespec="seconds")}
+        return self._summary(self._cert())
 
     def _selftest(self) -> dict | None:
-        try:
-            return json.loads(self._p("selftest.json").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
+        return self.live.json("selftest.json")
 
     def _locked_info(self) -> dict | None:
-        try:
-            return json.loads(self._p("locked.json").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
+        return self.live.json("locked.json")
 
     def _mics(self) -> dict:
         t = time.monotonic()
         if self._mic_cache and t - self._mic_cache[0] < 2.0:
             return self._mic_cache[1]
+        from edge_agent import selftest as stt
+
+        array = stt.mic_array(self.s.array)
         info = {"device": self.s.alsa_device, "channels_configured": self.s.channels,
-                "channels_detected": 0}
+                "channels_detected": 0, "array": self.s.array, "part": array.part}
         try:
             import alsaaudio
 
@@ -397,9 +536,113 @@ class Unit:
     def _puck_state(self) -> str:
         return "absent" if self.presence is None else self.presence.state()
 
+    # -- the fail-safe --
+
+    def tick(self) -> None:
+        """Roll back a staged enrolment whose fail-safe has expired (called by the serve
+        loop, and before every command)."""
+        if self._failsafe is not None and self.monotonic() >= self._failsafe.deadline:
+            self._rollback("the fail-safe expired before commit")
+
+    def _failsafe_info(self) -> dict | None:
+        fs = self._failsafe
+        if fs is None:
+            return None
+        st = self.staged.json("settings.json") or {}
+        return {"enrolment_id": fs.enrolment_id,
+                "expires_in_s": max(0, round(fs.deadline - self.monotonic())),
+                "unit_id": st.get("unit_id"), "room": st.get("room"),
+                "staged": self._staged_summary()}
+
+    def _staged_summary(self) -> dict:
+        cert = self.staged.certificate()
+        t = self.staged.json("selftest.json")
+        return {"settings": (self.staged / "settings.json").exists(),
+                "wifi": (self.staged / "wifi.nmconnection").exists(),
+                "key": self.staged.key.exists(),
+                "cert": self._summary(cert),
+                "selftest_passed": bool(t and t.get("passed") and cert is not None
+                                        and t.get("cert_fingerprint_sha256") == fingerprint(cert))}
+
+    def _rollback(self, reason: str) -> None:
+        _shred(self.staged.key)
+        _shred(self.staged / "wifi.nmconnection")
+        shutil.rmtree(self.staged.root, ignore_errors=True)
+        _fsync_dir(self.dir)
+        was = self._failsafe
+        self._failsafe = None
+        log.warning("event=failsafe_rolled_back enrolment=%s reason=%s",
+                    was.enrolment_id if was else "-", reason.replace(" ", "_"))
+
+    def _promote(self) -> None:
+        """Move every staged file into place (idempotent: a restart after a crash half-way
+        through runs it again), then drop the staging area."""
+        tls = self.live.mkdir_private("tls")
+        old_key = tls / "unit.key.old"
+        for rel in PROMOTED:
+            src = self.staged / rel
+            if not src.exists():
+                continue
+            dst = self.dir / rel
+            if rel == "tls/unit.key" and dst.exists() and not old_key.exists():
+                os.link(dst, old_key)  # so the replaced key's bytes can be shredded after
+            os.replace(src, dst)
+        _fsync_dir(tls)
+        _fsync_dir(self.dir)
+        _shred(old_key)
+        shutil.rmtree(self.staged.root, ignore_errors=True)
+        _fsync_dir(self.dir)
+        self._failsafe = None
+
+    def _require_failsafe(self, cmd: str) -> None:
+        if self._failsafe is None:
+            raise Refused(p.E_FAILSAFE_NOT_ARMED, f"{cmd} needs an armed fail-safe: no "
+                          "enrolment is staged (none was started, or the unit rolled it back: "
+                          "its fail-safe expired, or the unit restarted)")
+
+    def cmd_arm_failsafe(self, args: dict, progress) -> dict:
+        expiry = args.get("expiry_s", p.FAILSAFE_DEFAULT_S)
+        if (not isinstance(expiry, (int, float)) or isinstance(expiry, bool)
+                or not p.FAILSAFE_MIN_S <= expiry <= p.FAILSAFE_MAX_S):
+            raise Refused(p.E_BAD_REQUEST, f"expiry_s must be {p.FAILSAFE_MIN_S:g}-"
+                          f"{p.FAILSAFE_MAX_S:g} seconds")
+        eid = args.get("enrolment_id")
+        if not isinstance(eid, str) or not 1 <= len(eid) <= 64 or not eid.isalnum():
+            raise Refused(p.E_BAD_REQUEST, "enrolment_id must be 1-64 letters or digits")
+        now, fs = self.monotonic(), self._failsafe
+        if fs is not None and fs.enrolment_id != eid:
+            info = self._failsafe_info() or {}
+            raise Refused(p.E_FAILSAFE_BUSY, "another enrolment (another code"
+                          + (f", unit {info['unit_id']}" if info.get("unit_id") else "")
+                          + f") is staged on this unit, rolled back in "
+                          f"{info.get('expires_in_s', 0)} s unless finished",
+                          enrolment_id=fs.enrolment_id, expires_in_s=info.get("expires_in_s"))
+        resumed = fs is not None
+        if fs is None:
+            if self.staged.root.exists():
+                self._rollback("a staging area without an armed fail-safe")
+            self.live.mkdir_private()
+            self.staged.mkdir_private()
+            fs = self._failsafe = Failsafe(eid, now, now + p.FAILSAFE_MAX_CUMULATIVE_S)
+        fs.deadline = min(now + float(expiry), fs.cap)
+        expires_at = dt.datetime.fromtimestamp(self.now() + fs.deadline - now, dt.UTC)
+        _write_atomic(self.staged / FAILSAFE_FILE, json.dumps(
+            {"enrolment_id": eid, "expires_at": expires_at.isoformat(timespec="seconds")})
+            .encode(), 0o600)
+        log.info("event=failsafe_armed enrolment=%s expires_in_s=%d resumed=%s", eid,
+                 fs.deadline - now, resumed)
+        return {**(self._failsafe_info() or {}), "resumed": resumed}
+
+    def cmd_rollback(self, args: dict, progress) -> dict:
+        if self._failsafe is None and not self.staged.root.exists():
+            return {"rolled_back": False, "state": self.state()}
+        self._rollback("the tool asked for it")
+        return {"rolled_back": True, "state": self.state()}
+
     # -- commands --
 
     def handle(self, cmd: str, args: dict, progress: Callable[[dict], None]) -> dict:
+        self.tick()
         handler = getattr(self, "cmd_" + cmd, None) if cmd in p.COMMANDS else None
         if handler is None:
             return p.error(p.E_UNKNOWN_COMMAND, f"the unit does not know command {cmd!r}",
@@ -407,8 +650,10 @@ class Unit:
         if (self.state() == p.STATE_LOCKED and cmd not in p.READ_ONLY
                 and cmd not in p.PRESENCE_GATED):
             return p.error(p.E_LOCKED, f"the unit is locked: {cmd} is refused "
-                           "(only hello, status and self-test are answered)")
+                           "(only hello, status, precheck, self-test and identify are answered)")
         try:
+            if cmd in p.FAILSAFE_GUARDED:
+                self._require_failsafe(cmd)
             return p.ok(handler(args, progress))
         except Refused as r:
             return p.error(r.code, r.message, r.action, **r.detail)
@@ -419,7 +664,7 @@ class Unit:
             "serial": self.s.serial_number or default_serial_number(),
             "hw_rev": self.s.hw_rev or "unknown",
             "software": {"scribelink": SOFTWARE_VERSION, "protocol": p.VERSION,
-                         "python": sys.version.split()[0]},
+                         "provisioning": p.REVISION, "python": sys.version.split()[0]},
             "state": self.state(),
             "unit_id": st.get("unit_id"), "clinic": st.get("clinic"), "room": st.get("room"),
             "broker_url": st.get("broker_url"), "relay_url": st.get("relay_url"),
@@ -428,6 +673,7 @@ class Unit:
             "mics": self._mics(),
             "puck": self._puck_state(),
             "cert": self._cert_summary(),
+            "failsafe": self._failsafe_info(),
             "unit_time_utc": dt.datetime.fromtimestamp(self.now(), dt.UTC)
             .isoformat(timespec="seconds"),
         }
@@ -438,7 +684,8 @@ class Unit:
                 "cert": self._cert_summary(),
                 "selftest": None if t is None else {"passed": t.get("passed"), "at": t.get("at")},
                 "overlay": str(self._p("provisioned.toml"))
-                if self._p("provisioned.toml").exists() else None}
+                if self._p("provisioned.toml").exists() else None,
+                "failsafe": self._failsafe_info()}
 
     def cmd_selftest_results(self, args: dict, progress) -> dict:
         t = self._selftest()
@@ -449,32 +696,38 @@ class Unit:
 
     def cmd_set_config(self, args: dict, progress) -> dict:
         new = validate_settings(args)
-        st = self.settings()
+        live, staged = self.settings(), self.staged_settings()
+        if live.get("unit_id") and new.get("unit_id", live["unit_id"]) != live["unit_id"]:
+            raise Refused(p.E_WRONG_UNIT, f"this unit is {live['unit_id']!r}; it does not "
+                          f"become {new['unit_id']!r} by enrolment")
         secret = new.pop("wifi_passphrase", None)
-        merged = {**st, **new}
+        merged = {**staged, **new}
         missing = [k for k in p.REQUIRED_SETTINGS if k not in merged]
         if missing:
             raise Refused(p.E_INVALID_CONFIG, f"missing required setting(s) {missing}")
         if secret is not None and "wifi_ssid" not in merged:
             raise Refused(p.E_INVALID_CONFIG, "wifi_passphrase needs wifi_ssid")
-        identity_changed = st.get("unit_id") not in (None, merged["unit_id"])
-        if identity_changed or st.get("broker_url") != merged["broker_url"]:
-            self._p("selftest.json").unlink(missing_ok=True)
-        if identity_changed:  # the certificate names the old unit id
-            _shred(self.key_path)
-            self.cert_path.unlink(missing_ok=True)
-        _write_atomic(self._p("settings.json"), json.dumps(merged, indent=2).encode())
+        has_wifi = (self.staged / "wifi.nmconnection").exists() or self._p(
+            "wifi.nmconnection").exists()
+        if (secret is None and has_wifi and "wifi_ssid" in new
+                and new["wifi_ssid"] != staged.get("wifi_ssid")):
+            raise Refused(p.E_INVALID_CONFIG, "changing wifi_ssid needs wifi_passphrase too")
+        identity_changed = staged.get("unit_id") not in (None, merged["unit_id"])
+        if identity_changed:  # a staged key and certificate name the old unit id
+            _shred(self.staged.key)
+            self.staged.cert.unlink(missing_ok=True)
+        if identity_changed or staged.get("broker_url") != merged["broker_url"]:
+            (self.staged / "selftest.json").unlink(missing_ok=True)
+        _write_atomic(self.staged / "settings.json", json.dumps(merged, indent=2).encode())
         if "recovery_public_key" in new:
-            _write_atomic(self._p("recovery.pub"), new["recovery_public_key"].encode() + b"\n")
-        if secret is not None or ("wifi_ssid" in new and self._p("wifi.nmconnection").exists()):
-            if secret is None:
-                raise Refused(p.E_INVALID_CONFIG, "changing wifi_ssid needs wifi_passphrase too")
-            _write_atomic(self._p("wifi.nmconnection"),
+            _write_atomic(self.staged / "recovery.pub",
+                          new["recovery_public_key"].encode() + b"\n")
+        if secret is not None:
+            _write_atomic(self.staged / "wifi.nmconnection",
                           nm_keyfile(merged["wifi_ssid"], secret).encode(), 0o600)
-        log.info("event=config_set keys=%s", ",".join(sorted(new) + (["wifi_passphrase"]
-                                                                      if secret else [])))
-        return {"state": self.state(), "saved": sorted(new) + (["wifi_passphrase"]
-                                                               if secret else [])}
+        saved = sorted(new) + (["wifi_passphrase"] if secret else [])
+        log.info("event=config_staged keys=%s", ",".join(saved))
+        return {"state": self.state(), "saved": saved, "staged": True}
 
     def cmd_generate_key(self, args: dict, progress) -> dict:
         from cryptography import x509
@@ -482,23 +735,29 @@ class Unit:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
 
-        st = self.settings()
-        if self.state() == p.STATE_BLANK or "unit_id" not in st:
+        st = self.staged_settings()
+        if not all(k in st for k in p.REQUIRED_SETTINGS):
             raise Refused(p.E_NOT_CONFIGURED, "set the unit's configuration before its key")
-        key = ec.generate_private_key(ec.SECP256R1())
-        self.cert_path.unlink(missing_ok=True)  # a new key orphans the old certificate
-        self._p("selftest.json").unlink(missing_ok=True)
-        (self.dir / "tls").mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir / "tls", 0o700)
-        _write_atomic(self.key_path, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()), 0o600)
+        reused = self.staged.key.exists()
+        if reused:  # a resumed enrolment keeps its key (and any certificate issued for it)
+            key = serialization.load_pem_private_key(self.staged.key.read_bytes(), None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise Refused(p.E_NO_KEY, "the staged key is not an ECDSA key",
+                              "run `scripts/provision cancel`, then enroll again")
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+            self.staged.cert.unlink(missing_ok=True)
+            (self.staged / "selftest.json").unlink(missing_ok=True)
+            self.staged.mkdir_private("tls")
+            _write_atomic(self.staged.key, key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()), 0o600)
         csr = (x509.CertificateSigningRequestBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, st["unit_id"])]))
                .sign(key, hashes.SHA256()))
-        log.info("event=key_generated type=ecdsa-p256")
+        log.info("event=key_%s type=ecdsa-p256", "reused" if reused else "generated")
         return {"csr_pem": csr.public_bytes(serialization.Encoding.PEM).decode(),
-                "unit_id": st["unit_id"], "key_type": "ecdsa-p256"}
+                "unit_id": st["unit_id"], "key_type": "ecdsa-p256", "reused": reused}
 
     def cmd_install_cert(self, args: dict, progress) -> dict:
         from cryptography import x509
@@ -506,8 +765,8 @@ class Unit:
         from cryptography.hazmat.primitives import serialization
         from cryptography.x509.oid import NameOID
 
-        if not self.key_path.exists():
-            raise Refused(p.E_NO_KEY, "the unit has no key yet")
+        if not self.staged.key.exists():
+            raise Refused(p.E_NO_KEY, "the unit has no staged key yet")
         chain_pem, ca_pem = args.get("cert_pem"), args.get("ca_pem")
         if not isinstance(chain_pem, str) or not isinstance(ca_pem, str):
             raise Refused(p.E_BAD_REQUEST, "install_cert needs cert_pem and ca_pem (PEM text)")
@@ -517,11 +776,11 @@ class Unit:
         except ValueError as e:
             raise Refused(p.E_CERT_INVALID, "the certificate or CA is not valid PEM") from e
         leaf = chain[0]
-        key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(self.staged.key.read_bytes(), password=None)
         spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         if leaf.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
             raise Refused(p.E_CERT_KEY_MISMATCH, "the certificate is not for this unit's key")
-        unit_id = self.settings().get("unit_id")
+        unit_id = self.staged_settings().get("unit_id")
         cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if len(cns) != 1 or cns[0].value != unit_id:
             raise Refused(p.E_CERT_WRONG_UNIT, f"the certificate names "
@@ -557,57 +816,110 @@ class Unit:
                 raise Refused(p.E_CERT_NOT_VALID_NOW, "the certificate is not valid at the "
                               f"unit's time {now.isoformat(timespec='seconds')}")
         pem = serialization.Encoding.PEM
-        _write_atomic(self.cert_path, b"".join(c.public_bytes(pem) for c in path[:-1]))
-        _write_atomic(self.ca_path, ca.public_bytes(pem))
-        self._p("selftest.json").unlink(missing_ok=True)
-        log.info("event=cert_installed fingerprint=%s", fingerprint(leaf)[:16])
+        leaf_pem = b"".join(c.public_bytes(pem) for c in path[:-1])
+        same = self.staged.cert.exists() and self.staged.cert.read_bytes() == leaf_pem
+        if not same:  # a resumed enrolment re-installing the same certificate keeps its test
+            self.staged.mkdir_private("tls")
+            _write_atomic(self.staged.cert, leaf_pem)
+            _write_atomic(self.staged.ca, ca.public_bytes(pem))
+            (self.staged / "selftest.json").unlink(missing_ok=True)
+        log.info("event=cert_staged fingerprint=%s", fingerprint(leaf)[:16])
         return {"state": self.state(), "unit_id": unit_id, "fingerprint_sha256": fingerprint(leaf),
-                "not_after": leaf.not_valid_after_utc.isoformat(timespec="seconds")}
+                "not_after": leaf.not_valid_after_utc.isoformat(timespec="seconds"),
+                "staged": True, "already_installed": same}
+
+    def _check_time(self, args: dict) -> float | None:
+        laptop = args.get("laptop_time_utc")
+        if laptop is not None and (not isinstance(laptop, (int, float))
+                                   or isinstance(laptop, bool) or not math.isfinite(laptop)):
+            raise Refused(p.E_BAD_REQUEST, "laptop_time_utc must be Unix seconds")
+        return laptop
+
+    def cmd_precheck(self, args: dict, progress) -> dict:
+        """What must hold before an enrolment changes anything: the mics capture and carry
+        signal, the puck answers, the unit's clock agrees with the laptop's."""
+        from edge_agent import selftest as stt
+
+        laptop = self._check_time(args)
+        asked_at = self.now()
+        array = stt.mic_array(self.s.array)
+        progress(p.progress("mics", f"listening on the {array.part}"))
+        checks = stt.check_mics(self.s.alsa_device, self.s.channels,
+                                min(0.5, self.s.selftest_seconds), self.s.sample_rate,
+                                self.s.pace_realtime, array=array)
+        progress(p.progress("puck", "pinging the cue puck"))
+        checks.append(stt.check_puck(self.presence))
+        checks.append(stt.check_clock(asked_at, laptop))
+        return {"passed": stt.passed(checks), "checks": checks, "array": self.s.array}
 
     def cmd_selftest(self, args: dict, progress) -> dict:
         from edge_agent import selftest as stt
 
-        laptop = args.get("laptop_time_utc")
-        if laptop is not None and not isinstance(laptop, (int, float)):
-            raise Refused(p.E_BAD_REQUEST, "laptop_time_utc must be Unix seconds")
+        laptop = self._check_time(args)
         asked_at = self.now()  # compared with the laptop's time sent in the same request
+        # inside an armed fail-safe the staged enrolment is what gets tested
+        tree = self.staged if self._failsafe is not None else self.live
+        st = self.staged_settings() if self._failsafe is not None else self.settings()
+        array = stt.mic_array(self.s.array)
         checks: list[dict] = []
-        progress(p.progress("mics", f"listening on {self.s.channels} mic channels for "
-                            f"{self.s.selftest_seconds:g} s"))
+        progress(p.progress("mics", f"listening on {self.s.channels} channels of the "
+                            f"{array.part} for {self.s.selftest_seconds:g} s"))
         checks += stt.check_mics(self.s.alsa_device, self.s.channels, self.s.selftest_seconds,
-                                 self.s.sample_rate, self.s.pace_realtime)
+                                 self.s.sample_rate, self.s.pace_realtime, array=array)
         progress(p.progress("puck", "pinging the cue puck"))
         checks.append(stt.check_puck(self.presence))
-        st, cert = self.settings(), self._cert()
-        if cert is None or not self.key_path.exists():
-            checks.append({"check": "broker", "ok": False, "problem": "the unit has no "
-                           "certificate yet", "fix": "run `scripts/provision enroll`"})
-            checks.append({"check": "clock", "ok": False, "problem": "no certificate to check "
-                           "the clock against", "fix": "run `scripts/provision enroll`"})
+        cert = tree.certificate()
+        have_identity = cert is not None and tree.key.exists() and "broker_url" in st
+        progress(p.progress("clock", "checking the unit's clock"))
+        clock = stt.check_clock(asked_at, laptop, cert.not_valid_before_utc if cert else None,
+                                cert.not_valid_after_utc if cert else None)
+        checks.append(clock)
+        if not have_identity:
+            checks.append(stt.not_yet("broker", "the unit's certificate: "
+                                      "`scripts/provision enroll` installs it first"))
         else:
-            progress(p.progress("clock", "checking the unit's clock"))
-            checks.append(stt.check_clock(asked_at, laptop, cert.not_valid_before_utc,
-                                          cert.not_valid_after_utc))
             progress(p.progress("broker", f"TLS connect to {st['broker_url']} with the "
                                 "unit's certificate"))
             u = urlparse(st["broker_url"])
             checks.append(stt.check_broker(
-                u.hostname or "", u.port or 8883, unit_id=st["unit_id"], ca_file=str(self.ca_path),
-                cert_file=str(self.cert_path), key_file=str(self.key_path),
+                u.hostname or "", u.port or 8883, unit_id=st["unit_id"], ca_file=str(tree.ca),
+                cert_file=str(tree.cert), key_file=str(tree.key),
                 probe_topic=f"{topics.ROOT}/selftest/{st['unit_id']}",
-                timeout_s=self.s.broker_timeout_s))
-        result = {"passed": all(c["ok"] for c in checks), "checks": checks,
+                timeout_s=self.s.broker_timeout_s,
+                clock_ok=clock["status"] == p.STATUS_PASS))
+        result = {"passed": stt.passed(checks), "checks": checks,
                   "at": dt.datetime.fromtimestamp(self.now(), dt.UTC)
                   .isoformat(timespec="seconds"),
-                  "cert_fingerprint_sha256": None if cert is None else fingerprint(cert)}
-        if self.state() != p.STATE_LOCKED:  # a locked unit's stored state stays as committed
+                  "cert_fingerprint_sha256": None if cert is None else fingerprint(cert),
+                  "staged": self._failsafe is not None}
+        if self._failsafe is not None:
+            _write_atomic(self.staged / "selftest.json", json.dumps(result, indent=2).encode())
+        elif self.state() != p.STATE_LOCKED:  # a locked unit's stored state stays as committed
             _write_atomic(self._p("selftest.json"), json.dumps(result, indent=2).encode())
         log.info("event=selftest passed=%s failed=%s", result["passed"],
                  ",".join(c["check"] for c in checks if not c["ok"]) or "-")
         return result
 
-    def overlay_toml(self) -> str:
-        st = self.settings()
+    def cmd_identify(self, args: dict, progress) -> dict:
+        seconds = args.get("seconds", p.IDENTIFY_DEFAULT_S)
+        if (not isinstance(seconds, (int, float)) or isinstance(seconds, bool)
+                or not 1 <= seconds <= p.IDENTIFY_MAX_S):
+            raise Refused(p.E_BAD_REQUEST, f"seconds must be 1-{p.IDENTIFY_MAX_S:g}")
+        if self.presence is None:
+            raise Refused(p.E_NO_PUCK, "identify blinks the cue puck, and none is configured")
+
+        def tick(left: float) -> None:
+            progress(p.progress("identify", f"the puck is blinking: {left:.0f} s left",
+                                left_s=round(left, 1)))
+
+        if not self.presence.identify(float(seconds), tick):
+            raise Refused(p.E_NO_PUCK, "the cue puck did not answer (unplugged, or the running "
+                          "agent holds it)", "plug the puck in; if the agent runs, its ring "
+                          "already shows the unit's state")
+        return {"shown_s": seconds}
+
+    def overlay_toml(self, st: dict | None = None) -> str:
+        st = st or self.settings()
         lines = [
             "# Written by the unit's provisioning service (edge_agent/provision.py).",
             f"# clinic: {json.dumps(st['clinic'])}  room: {json.dumps(st['room'])}",
@@ -621,7 +933,7 @@ class Unit:
             f"cert_file = {_toml_str(str(self.cert_path.resolve()))}",
             f"key_file = {_toml_str(str(self.key_path.resolve()))}",
         ]
-        if self._p("recovery.pub").exists():
+        if self._p("recovery.pub").exists() or (self.staged / "recovery.pub").exists():
             recovery = _toml_str(str(self._p("recovery.pub").resolve()))
             lines += ["", "[keys]", f"recovery_public_key_file = {recovery}"]
         if self.s.puck_port:
@@ -631,14 +943,17 @@ class Unit:
     def cmd_commit(self, args: dict, progress) -> dict:
         from edge_agent import config as agent_config
 
-        if self.state() != p.STATE_ENROLLED:
-            raise Refused(p.E_NOT_ENROLLED, f"the unit is {self.state()}, not enrolled")
-        cert = self._cert()
-        t = self._selftest()
+        st = self.staged_settings()
+        cert = self.staged.certificate()
+        if not all(k in st for k in p.REQUIRED_SETTINGS) or cert is None \
+                or not self.staged.key.exists():
+            raise Refused(p.E_NOT_ENROLLED, "the staged enrolment has no settings, key and "
+                          "certificate yet")
+        t = self.staged.json("selftest.json")
         if not t or not t.get("passed") or t.get("cert_fingerprint_sha256") != fingerprint(cert):
             raise Refused(p.E_SELFTEST_NOT_PASSED, "the last self-test with this certificate "
                           "did not pass (or none ran)")
-        overlay = self.overlay_toml()
+        overlay = self.overlay_toml(st)
         try:  # the agent must start with exactly what is written
             base = tomllib.loads(Path(self.s.site_config).read_text()) if self.s.site_config \
                 else {}
@@ -650,11 +965,15 @@ class Unit:
         except (OSError, tomllib.TOMLDecodeError, agent_config.ConfigError, TypeError) as e:
             raise Refused(p.E_INVALID_CONFIG, f"the agent would not accept the configuration: "
                           f"{e}", "fix the site config (--site-config) or the settings") from e
-        _write_atomic(self._p("provisioned.toml"), overlay.encode())
+        assert self._failsafe is not None
         locked = {"at": dt.datetime.fromtimestamp(self.now(), dt.UTC)
                   .isoformat(timespec="seconds"), "cert_fingerprint_sha256": fingerprint(cert),
-                  "tech": str(args.get("tech", ""))[:64]}
-        _write_atomic(self._p("locked.json"), json.dumps(locked).encode())
+                  "tech": str(args.get("tech", ""))[:64],
+                  "enrolment_id": self._failsafe.enrolment_id}
+        _write_atomic(self.staged / "provisioned.toml", overlay.encode())
+        _write_atomic(self.staged / "locked.json", json.dumps(locked).encode())
+        _write_atomic(self.staged / COMMIT_MARKER, b"commit\n")  # the commit point
+        self._promote()
         log.info("event=committed_and_locked unit=%s", self.settings().get("unit_id"))
         return {"state": self.state(), "overlay": str(self._p("provisioned.toml")),
                 "locked": locked}
@@ -663,16 +982,30 @@ class Unit:
         if self.presence is None:
             raise Refused(p.E_NO_PUCK, f"{what} needs the cue puck, and none is configured")
         timeout = args.get("timeout_s", 60)
-        if not isinstance(timeout, (int, float)) or not 1 <= timeout <= 85:
-            raise Refused(p.E_BAD_REQUEST, "timeout_s must be 1-85 seconds")
-        def ready() -> None:
-            progress(p.progress("presence", f"{what}: hold the puck's button for "
-                                f"{p.PRESENCE_HOLD_S:g} s now (waiting {timeout:g} s)"))
+        if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                or not p.PRESENCE_MIN_TIMEOUT_S <= timeout <= p.PRESENCE_MAX_TIMEOUT_S):
+            raise Refused(p.E_BAD_REQUEST, f"timeout_s must be {p.PRESENCE_MIN_TIMEOUT_S:g}-"
+                          f"{p.PRESENCE_MAX_TIMEOUT_S:g} seconds (the hold itself takes "
+                          f"{p.PRESENCE_HOLD_S:g} s)")
+        hold = p.PRESENCE_HOLD_S
 
-        if not self.presence.wait_for_hold(p.PRESENCE_HOLD_S, float(timeout), ready):
+        def ready() -> None:
+            progress(p.progress("presence", f"{what}: hold the puck's button for {hold:g} s "
+                                f"now (waiting {timeout:g} s)", hold_s=hold, timeout_s=timeout,
+                                phase="waiting"))
+
+        def holding(held_s: float, phase: str) -> None:
+            message = {"holding": f"held {held_s:.0f} s of {hold:g}",
+                       "release": f"{hold:g} s reached: release the button now",
+                       "let_go": f"let go after {held_s:.1f} s: hold it for the full {hold:g} s"
+                       }[phase]
+            progress(p.progress("presence", message, hold_s=hold, held_s=round(held_s, 1),
+                                phase=phase))
+
+        if not self.presence.wait_for_hold(hold, float(timeout), ready, holding):
             log.warning("event=presence_not_shown for=%s", what.replace(" ", "_"))
             raise Refused(p.E_PRESENCE_NOT_SHOWN, f"the puck's button was not held for "
-                          f"{p.PRESENCE_HOLD_S:g} s within {timeout:g} s")
+                          f"{hold:g} s within {timeout:g} s")
 
     def cmd_unlock(self, args: dict, progress) -> dict:
         if self.state() != p.STATE_LOCKED:
@@ -684,6 +1017,8 @@ class Unit:
 
     def cmd_factory_reset(self, args: dict, progress) -> dict:
         self._require_presence("factory reset", args, progress)
+        if self._failsafe is not None or self.staged.root.exists():
+            self._rollback("factory reset")
         _shred(self.key_path)
         _shred(self._p("wifi.nmconnection"))
         for name in ("locked.json", "provisioned.toml", "selftest.json", "settings.json",
@@ -781,6 +1116,7 @@ def serve_forever(server: Server, port: str, baud: int, stop: Callable[[], bool]
         try:
             data = ser.read(ser.in_waiting or 1)
             server.feed(data, time.monotonic(), ser.write)
+            server.unit.tick()  # the fail-safe runs out even while nobody talks to the unit
         except (OSError, ValueError, TypeError) as e:  # SerialException is an OSError
             log.info("event=port_lost port=%s error=%s", port, type(e).__name__)
             try:
@@ -802,6 +1138,8 @@ def parse_args(argv: list[str]) -> tuple[ServeSettings, bool]:
     ap.add_argument("--site-config", default="", help="the base /etc/scribelink/agent.toml")
     ap.add_argument("--alsa-device", help="capture device (default: the site config's)")
     ap.add_argument("--channels", type=int, help="mic channels (default: the site config's)")
+    ap.add_argument("--array", help="the fitted mic array, a name in hardware/arrays/ "
+                    "(default: the site config's [dsp] array)")
     ap.add_argument("--puck-port", help="the cue puck's port (default: the site config's)")
     ap.add_argument("--serial-number", default="")
     ap.add_argument("--hw-rev", default="")
@@ -822,6 +1160,7 @@ def parse_args(argv: list[str]) -> tuple[ServeSettings, bool]:
         or "scribelink_capture",
         channels=a.channels or _site_value(site, "capture", "channels") or 4,
         sample_rate=_site_value(site, "capture", "sample_rate") or 16000,
+        array=a.array or _site_value(site, "dsp", "array") or "respeaker-4mic-pi",
         puck_port=a.puck_port if a.puck_port is not None
         else (_site_value(site, "puck", "port") or ""),
         serial_number=a.serial_number, hw_rev=a.hw_rev, site_config=site,

@@ -1,7 +1,7 @@
 """The cue puck, agent side: a background thread that keeps the USB serial link to the
 puck up (unplug, replug, garbage, silence) and turns its messages into callbacks.
 
-The protocol itself lives in firmware/pucklink.py, the one file both sides run.
+The protocol itself lives in scribelink/pucklink.py, the one file both sides run.
 """
 
 from __future__ import annotations
@@ -9,18 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-_FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
-if str(_FIRMWARE_DIR) not in sys.path:
-    sys.path.insert(0, str(_FIRMWARE_DIR))
-
-import pucklink
+from scribelink import pucklink
 
 log = logging.getLogger("scribelink.puck")
 
@@ -112,6 +106,32 @@ class Puck:
             body = struct.pack(">IH", nonce, cue_no)
             if not self._link.send_reliable(pucklink.MSG_CUE_SEEN, body, self._now_ms()):
                 log.warning("event=puck_queue_full dropped=cue_seen")
+
+    def identify(self, seconds: float) -> None:
+        """Blink the ring's identify pattern for `seconds` (0 stops it)."""
+        self._send(pucklink.MSG_IDENTIFY, struct.pack(">I", int(max(0.0, seconds) * 1000)))
+
+    def want_presence(self, timeout_s: float) -> None:
+        """Ask for a presence hold: the ring shows it wants one, fills while the button is
+        held and says "release" once the hold is long enough (0 ends the request)."""
+        self._send(pucklink.MSG_PRESENCE_WANTED,
+                   struct.pack(">I", int(max(0.0, timeout_s) * 1000)))
+
+    def flush(self, timeout_s: float) -> bool:
+        """True once the puck has acknowledged everything sent so far."""
+        deadline = self._clock() + timeout_s
+        with self._changed:
+            while self._link.pending():
+                left = deadline - self._clock()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.05))
+            return True
+
+    def _send(self, mtype: int, body: bytes) -> None:
+        with self._lock:
+            if not self._link.send_reliable(mtype, body, self._now_ms()):
+                log.warning("event=puck_queue_full dropped=%s", pucklink.MSG_NAMES[mtype])
 
     def ping(self, timeout_s: float = 1.0) -> float | None:
         """Round trip to the puck firmware in seconds, or None if it does not answer."""

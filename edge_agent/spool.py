@@ -81,6 +81,54 @@ class SpoolFullError(OSError):
     """Nothing left to evict and the medium refuses the write."""
 
 
+class InFlight:
+    """The records handed to the MQTT client and not yet acknowledged: where the spool and
+    the uplink meet. The spool reserves records here as it hands them out and its eviction
+    never declares them lost (they may still arrive: a PUBACK lost with the link), carrying
+    them forward under new ids instead; the uplink releases them on PUBACK and follows
+    those moves with `resolve`.
+
+    Thread-safe: the uplink's pump thread and the capture thread (through the spool's
+    eviction) both use it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: set[int] = set()
+        self._moved: dict[int, int] = {}
+
+    def reserve(self, rid: int) -> None:
+        with self._lock:
+            self._ids.add(rid)
+
+    def release(self, rid: int) -> None:
+        with self._lock:
+            self._ids.discard(rid)
+
+    def __contains__(self, rid: int) -> bool:
+        with self._lock:
+            return rid in self._ids
+
+    def snapshot(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._ids)
+
+    def carried_forward(self, mapping: dict[int, int]) -> None:
+        """The spool rewrote these in-flight records under new ids (old -> new)."""
+        with self._lock:
+            for old, new in mapping.items():
+                self._ids.discard(old)
+                self._ids.add(new)
+                self._moved[old] = new
+
+    def resolve(self, rid: int) -> int:
+        """The id a record handed out as `rid` has now (after any carry-forward)."""
+        with self._lock:
+            while rid in self._moved:
+                rid = self._moved.pop(rid)
+            return rid
+
+
 def encode(rid: int, r: dict, created_us: int) -> bytes:
     topic = r.get("topic", "").encode()
     session = (r.get("session") or "").encode()
@@ -148,6 +196,7 @@ class Spool:
         segment_bytes: int = SEGMENT_BYTES,
         ack_grace_s: float = ACK_GRACE_S,
         clock=time.time,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -174,10 +223,9 @@ class Spool:
         self._pending_audio_ms = 0
         self._unacked = 0
         self.last_seq: dict[tuple[str, str], int] = {}  # (session, kind) -> highest seq spooled
-        # set by the uplink: ids handed to the MQTT client and not yet acked. Eviction
-        # carries them forward instead of declaring them lost: they may still arrive.
-        self.in_flight = lambda: frozenset()
-        self.moved = lambda mapping: None  # in-flight records carried forward: old -> new id
+        # ids handed to the MQTT client and not yet acked: eviction carries them forward
+        # instead of declaring them lost, since they may still arrive
+        self.in_flight = in_flight or InFlight()
         self._load()
 
     # ------------------------------------------------------------------ load and recover
@@ -428,7 +476,7 @@ class Spool:
         # Oldest first, but skip a segment holding records the MQTT client has in flight:
         # they may well arrive (a PUBACK lost with the link), so they are neither dropped
         # nor declared. Only if every candidate holds some are they carried forward.
-        busy = self.in_flight()
+        busy = self.in_flight.snapshot()
         index = next((i for i, sg in enumerate(self.segments[:-1])
                       if not any(sg.first_id <= b <= sg.last_id for b in busy)), 0)
         seg = self.segments[index]
@@ -466,13 +514,9 @@ class Spool:
         if carry:
             new_ids = self._append(carry)
             old_ids = [c["_old_id"] for c in carry]
-            self.moved({o: n for o, n in zip(old_ids, new_ids, strict=True) if o in busy})
+            self.in_flight.carried_forward(
+                {o: n for o, n in zip(old_ids, new_ids, strict=True) if o in busy})
         return True
-
-    @property
-    def lock(self) -> threading.RLock:
-        """Held by the uplink while it reads and hands records over (see _evict_oldest)."""
-        return self._lock
 
     def take_evictions(self) -> list[Evicted]:
         with self._lock:
@@ -490,6 +534,26 @@ class Spool:
             return os.pread(rfd, end - start, start), start
         finally:
             os.close(rfd)
+
+    def take(self, limit: int, *, after_id: int = 0, before_id: int | None = None
+             ) -> list[Record]:
+        """Like `pending`, for handing out: the records come back reserved in `in_flight`
+        (atomically with the read, so an eviction in between cannot declare them lost),
+        skipping any already there. Release what you do not hand over."""
+        with self._lock:
+            got = [r for r in self.pending(limit, after_id=after_id, before_id=before_id)
+                   if r.id not in self.in_flight]
+            for r in got:
+                self.in_flight.reserve(r.id)
+            return got
+
+    def take_ids(self, ids: list[int]) -> list[Record]:
+        """`read` for handing out (replays): reserved like `take`."""
+        with self._lock:
+            got = [r for r in self.read(ids) if r.id not in self.in_flight]
+            for r in got:
+                self.in_flight.reserve(r.id)
+            return got
 
     def pending(self, limit: int, *, after_id: int = 0, before_id: int | None = None
                 ) -> list[Record]:

@@ -7,7 +7,13 @@ catch-up. paho keeps its own in-flight messages across reconnects and resends th
 the pump hands each spool record to paho once per process; after a restart the spool
 replays. After every reconnect the records acked in the last grace period are offered
 again: a broker that crashed may have acked them without passing them on (receivers
-drop the duplicates).
+drop the duplicates). The live/backlog choice is `edge_agent.schedule.LiveFirst`; the
+spool hands records out reserved in its `InFlight` registry, which this releases on
+PUBACK.
+
+Concurrency: paho's network thread runs the callbacks and only hands over (queues, an
+event); the pump thread (`_pump`) owns the in-flight bookkeeping and the scheduler. Other
+threads call only `wake`, `set_status`, `send_direct`, `replay_since` and `stop`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.config import BrokerConfig
+from edge_agent.schedule import LiveFirst
 from edge_agent.spool import Spool
 from scribelink import messages as msgs
 from scribelink import topics
@@ -54,11 +61,6 @@ class Uplink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight: dict[int, int] = {}  # paho mid -> spool id
-        self._handed: set[int] = set()  # spool ids paho holds
-        self._handed_lock = threading.Lock()
-        spool.in_flight = self._in_flight_snapshot
-        spool.moved = self._records_moved
-        self._moved: dict[int, int] = {}
         self._live_from = spool.next_id  # ids from here were sealed while the link was up
         self._live_cursor = self._live_from - 1
         self._backlog_cursor = 0
@@ -66,10 +68,7 @@ class Uplink:
         self._replay: list[int] = []
         self._replay_in: queue.Queue[list[int]] = queue.Queue()
         self._disconnected_at: float | None = None
-        self._tokens = 0.0
-        self._tokens_at = time.monotonic()
-        self.backlog_rate = cfg.backlog_rate
-        self.live_reserve = max(2, cfg.inflight_max // 8)
+        self.scheduler = LiveFirst(window=cfg.inflight_max, backlog_rate=cfg.backlog_rate)
         self._status: dict | None = None
         self._reconnected = False  # set by paho's thread, consumed by the pump
         self._direct: list[tuple[str, bytes]] = []
@@ -216,12 +215,10 @@ class Uplink:
                 mid, ok, reason = self._acks.get_nowait()
             except queue.Empty:
                 return
-            rid = self._inflight.pop(mid, None)
-            if rid is None:
+            handed = self._inflight.pop(mid, None)
+            if handed is None:
                 continue
-            with self._handed_lock:
-                while rid in self._moved:
-                    rid = self._moved.pop(rid)
+            rid = self.spool.in_flight.resolve(handed)  # it may have been carried forward
             if ok:
                 # acked in the spool before it stops counting as in flight: an eviction in
                 # between must see it as one or the other, never as lost
@@ -230,8 +227,8 @@ class Uplink:
                 # the broker refused this message (e.g. not authorised): keep it, say so
                 self.last_error = f"broker refused publish: {reason}"
                 log.error("event=publish_refused spool_id=%s reason=%s", rid, reason)
-            with self._handed_lock:
-                self._handed.discard(rid)
+            self.spool.in_flight.release(rid)
+            self._backlog_ids.discard(handed)
             self._backlog_ids.discard(rid)
 
     def _on_link_up(self) -> None:
@@ -244,19 +241,6 @@ class Uplink:
             self._replay.extend(again)
             if again:
                 log.info("event=replay_recent count=%d", len(again))
-
-    def _records_moved(self, mapping: dict[int, int]) -> None:
-        """The spool carried in-flight records forward under new ids (called with the
-        spool's lock held): their PUBACK must release the new copies."""
-        with self._handed_lock:
-            for old, new in mapping.items():
-                self._handed.discard(old)
-                self._handed.add(new)
-                self._moved[old] = new
-
-    def _in_flight_snapshot(self) -> frozenset[int]:
-        with self._handed_lock:
-            return frozenset(self._handed)
 
     def replay_since(self, since_s: float) -> int:
         """The relay says the broker lost state: offer again what was acked since then."""
@@ -271,61 +255,55 @@ class Uplink:
         return self.spool.watermark + 1 < self._live_from and len(self.spool) > 0
 
     def _hand(self, rec) -> bool:
+        """Give one reserved record to paho. False: not taken (reservation released)."""
         info = self._client.publish(rec.topic, rec.payload, qos=1, retain=rec.retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            return False  # not taken; tried again on the next fill
+            self.spool.in_flight.release(rec.id)
+            return False  # tried again on the next fill
         # NO_CONN: paho keeps the message and sends it once reconnected
         self._inflight[info.mid] = rec.id
-        with self._handed_lock:
-            self._handed.add(rec.id)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
-    def _fill_window(self) -> None:
-        # Under the spool's lock, so an eviction never declares lost a record that is
-        # between being read here and being handed to paho.
-        with self.spool.lock:
-            self._fill_window_locked()
-
-    def _fill_window_locked(self) -> None:
-        room = self.cfg.inflight_max - len(self._inflight)
-        if room <= 0:
-            return
-        # 1. live: everything sealed since the link came up, at once
-        for rec in self.spool.pending(room, after_id=self._live_cursor):
-            if rec.id in self._handed:
-                continue
+    def _hand_all(self, records: list) -> int:
+        """Hand records in order until paho stops taking them; release the rest."""
+        for i, rec in enumerate(records):
             if not self._hand(rec):
-                return
-            self._live_cursor = rec.id
-            room -= 1
+                for rest in records[i + 1:]:
+                    self.spool.in_flight.release(rest.id)
+                return i
+        return len(records)
+
+    def _fill_window(self) -> None:
+        # 1. live: everything sealed since the link came up, at once
+        budget = self.scheduler.live_budget(len(self._inflight))
+        if budget <= 0:
+            return
+        live = self.spool.take(budget, after_id=self._live_cursor)
+        handed = self._hand_all(live)
+        if handed:
+            self._live_cursor = live[handed - 1].id
+        if handed < len(live):
+            return
         # 2. backlog: a bounded share of the window, at a bounded rate
-        now = time.monotonic()
-        # a quarter second of burst: the backlog is smooth, so live never queues behind it
-        self._tokens = min(self.backlog_rate / 4, self._tokens + (now - self._tokens_at)
-                           * self.backlog_rate)
-        self._tokens_at = now
-        share = self.cfg.inflight_max - self.live_reserve - len(self._backlog_ids)
-        budget = int(min(room, share, self._tokens))
+        budget = self.scheduler.backlog_budget(len(self._inflight), len(self._backlog_ids),
+                                               time.monotonic())
         if budget <= 0:
             return
         while not self._replay_in.empty():
             self._replay.extend(self._replay_in.get_nowait())
         if self._replay:
             batch, self._replay = self._replay[:budget], self._replay[budget:]
-            for rec in self.spool.read(batch):
-                if rec.id not in self._handed and self._hand(rec):
-                    self._backlog_ids.add(rec.id)
-                    budget -= 1
-                    self._tokens -= 1
-        if budget <= 0:
-            return
-        for rec in self.spool.pending(budget, after_id=self._backlog_cursor,
-                                      before_id=self._live_from):
-            self._backlog_cursor = rec.id
-            if rec.id in self._handed:
-                continue
-            if not self._hand(rec):
+            records = self.spool.take_ids(batch)
+            n = self._hand_all(records)
+            self._backlog_ids.update(r.id for r in records[:n])
+            self.scheduler.spent(n)
+            budget -= n
+            if n < len(records) or budget <= 0:
                 return
-            self._backlog_ids.add(rec.id)
-            self._tokens -= 1
-
+        records = self.spool.take(budget, after_id=self._backlog_cursor,
+                                  before_id=self._live_from)
+        n = self._hand_all(records)
+        if n:
+            self._backlog_cursor = records[n - 1].id
+        self._backlog_ids.update(r.id for r in records[:n])
+        self.scheduler.spent(n)

@@ -5,6 +5,10 @@
 RING_SIZE = 12
 CUE_SEEN_MS = 3000  # how long "seen" shows before the ring returns to the session state
 CUE_SENT_MAX_MS = 60000  # a cue nobody marks seen stops showing after this
+PRESENCE_FILL_MS = 5000  # the presence hold the ring fills up over (press.PRESENCE_MS)
+# the longest an agent's identify or presence request shows, whatever it asked for
+IDENTIFY_MAX_MS = 60000
+PRESENCE_WANTED_MAX_MS = 90000
 
 OFF = (0, 0, 0)
 WHITE_DIM = (24, 24, 24)
@@ -16,14 +20,18 @@ CYAN = (0, 80, 80)
 MAGENTA = (100, 0, 100)
 RED = (130, 0, 0)
 ICE = (40, 40, 120)
+WHITE = (60, 60, 60)
+LIME = (60, 120, 0)
+# identify: six hues around the ring, so a tech can pick this unit out of a corridor
+RAINBOW = (RED, YELLOW, GREEN, CYAN, BLUE, MAGENTA)
 
 
 def _scale(rgb, num, den):
     return (rgb[0] * num // den, rgb[1] * num // den, rgb[2] * num // den)
 
 
-def render(state, t_ms, n=RING_SIZE):
-    """Pixels for a state, t_ms after the state began."""
+def render(state, t_ms, n=RING_SIZE, fill_ms=PRESENCE_FILL_MS):
+    """Pixels for a state, t_ms after the state began (fill_ms: the presence hold)."""
     if state == "idle":  # dim white, four steady dots
         return [WHITE_DIM if i % 3 == 0 else OFF for i in range(n)]
     if state == "connecting":  # yellow, one dot spinning (1 turn/s) with a short tail
@@ -50,6 +58,18 @@ def render(state, t_ms, n=RING_SIZE):
     if state == "hold_armed":  # pale blue ring filling up while the button is held
         lit = min(n, 1 + t_ms // 250)
         return [ICE if i < lit else OFF for i in range(n)]
+    if state == "identify":  # six colours around the ring, turning (1 turn/s)
+        shift = (t_ms * n // 1000) % n
+        return [RAINBOW[((i + shift) % n) * len(RAINBOW) // n] for i in range(n)]
+    if state == "presence_wanted":  # white and pale blue dots blinking (1 Hz): hold me
+        if (t_ms // 500) % 2:
+            return [OFF] * n
+        return [(WHITE if i % 6 == 0 else ICE) if i % 3 == 0 else OFF for i in range(n)]
+    if state == "presence_holding":  # lime ring filling up over the whole presence hold
+        lit = min(n, 1 + t_ms * n // fill_ms)
+        return [LIME if i < lit else OFF for i in range(n)]
+    if state == "presence_release":  # full ring, green and white alternating (4 Hz): let go
+        return [WHITE if (t_ms // 125) % 2 else GREEN] * n
     # fault (and anything unknown): red halves alternating fast (4 Hz)
     odd = (t_ms // 125) % 2
     return [RED if (i * 2 // n) % 2 == odd else OFF for i in range(n)]
@@ -58,16 +78,25 @@ def render(state, t_ms, n=RING_SIZE):
 class LedScheduler:
     """Chooses the one state the ring shows, so that it always tells the truth.
 
-    Priority: connecting (no agent heartbeat) > fault > hold_armed > cue_seen > cue_sent
-    > the session state the agent sent (idle, live, paused, offline_recording).
+    Priority: connecting (no agent heartbeat) > identify > presence_release >
+    presence_holding > presence_wanted > fault > hold_armed > cue_seen > cue_sent > the
+    session state the agent sent (idle, live, paused, offline_recording). Identify,
+    presence_wanted and presence_holding show only while the agent asks for them (each
+    request has a time limit); presence_release shows whenever the button has been held
+    for a whole presence hold, since letting go then toggles nothing.
     """
 
-    def __init__(self, cue_seen_ms=CUE_SEEN_MS, cue_sent_max_ms=CUE_SENT_MAX_MS):
+    def __init__(self, cue_seen_ms=CUE_SEEN_MS, cue_sent_max_ms=CUE_SENT_MAX_MS,
+                 presence_ms=PRESENCE_FILL_MS):
         self.cue_seen_ms = cue_seen_ms
         self.cue_sent_max_ms = cue_sent_max_ms
+        self.presence_ms = presence_ms
         self.session_state = "idle"
         self.agent_present = False
         self.armed = False
+        self.held_ms = 0  # how long the button has been down (0: up)
+        self._identify_until_ms = None
+        self._presence_until_ms = None
         self._cues_sent = {}  # cue_no -> ms when the agent acked it
         self._recently_seen = []  # a "seen" may overtake the ack of its own cue
         self._seen_until_ms = None
@@ -94,14 +123,39 @@ class LedScheduler:
         self._cues_sent = {}
         self._seen_until_ms = None
 
+    def identify(self, duration_ms, now_ms):
+        """Show the identify pattern for duration_ms (0 stops it)."""
+        duration_ms = min(duration_ms, IDENTIFY_MAX_MS)
+        self._identify_until_ms = now_ms + duration_ms if duration_ms > 0 else None
+
+    def want_presence(self, timeout_ms, now_ms):
+        """Ask for a presence hold for up to timeout_ms (0 ends the request)."""
+        timeout_ms = min(timeout_ms, PRESENCE_WANTED_MAX_MS)
+        self._presence_until_ms = now_ms + timeout_ms if timeout_ms > 0 else None
+
+    def forget_requests(self):
+        """A new agent: nothing it did not ask for keeps showing."""
+        self._identify_until_ms = None
+        self._presence_until_ms = None
+
     def state(self, now_ms):
         for cue_no in list(self._cues_sent):
             if now_ms - self._cues_sent[cue_no] >= self.cue_sent_max_ms:
                 del self._cues_sent[cue_no]
         if self._seen_until_ms is not None and now_ms - self._seen_until_ms >= 0:
             self._seen_until_ms = None
+        if self._identify_until_ms is not None and now_ms - self._identify_until_ms >= 0:
+            self._identify_until_ms = None
+        if self._presence_until_ms is not None and now_ms - self._presence_until_ms >= 0:
+            self._presence_until_ms = None
         if not self.agent_present:
             return "connecting"
+        if self._identify_until_ms is not None:
+            return "identify"
+        if self.held_ms >= self.presence_ms:
+            return "presence_release"  # a presence hold is complete: releasing toggles nothing
+        if self._presence_until_ms is not None:
+            return "presence_holding" if self.held_ms > 0 else "presence_wanted"
         if self.session_state == "fault":
             return "fault"
         if self.armed:
@@ -119,4 +173,5 @@ class LedScheduler:
         if changed:
             self._shown = state
             self._shown_since_ms = now_ms
-        return (state, changed, render(state, now_ms - self._shown_since_ms, n))
+        return (state, changed, render(state, now_ms - self._shown_since_ms, n,
+                                       self.presence_ms))

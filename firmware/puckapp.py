@@ -6,7 +6,10 @@ import struct
 
 import ledring
 import press
-import pucklink
+try:
+    import pucklink  # on the puck: flashed beside this file
+except ImportError:
+    from scribelink import pucklink  # type: ignore[no-redef]  # CPython: the package
 
 STATE_CODES = {}
 for _i, _name in enumerate(pucklink.STATE_NAMES):
@@ -32,7 +35,7 @@ class PuckApp:
         self.link = pucklink.Link(nonce)
         self.debouncer = press.Debouncer(debounce_ms, board.button_level())
         self.classifier = press.PressClassifier(hold_ms, presence_ms)
-        self.leds = ledring.LedScheduler()
+        self.leds = ledring.LedScheduler(presence_ms=presence_ms)
         self.cue_no = 0
         self._ticks_last = board.ticks_ms()
         self._now_ms = 0  # ticks_ms wraps; this count does not
@@ -68,6 +71,7 @@ class PuckApp:
         leds = self.leds
         leds.agent_present = self.link.connected(now)
         leds.armed = self.classifier.armed(now)
+        leds.held_ms = self.classifier.held_ms(now)
         state, changed, pixels = leds.frame(now, board.ring_size)
         self.link.set_state(STATE_CODES[state], now)
         board.show(state, pixels, changed)
@@ -90,6 +94,7 @@ class PuckApp:
                 self.leds.cue_sent(cue_no, now)
             return
         if ev.kind == pucklink.EV_PEER_RESET:
+            self.leds.forget_requests()
             self.board.event("agent", "new")
             return
         if ev.mtype == pucklink.MSG_HEARTBEAT:
@@ -100,6 +105,12 @@ class PuckApp:
             nonce, cue_no = struct.unpack(">IH", ev.body[:6])
             if nonce == self.link.nonce:  # not a cue from before this puck's last boot
                 self.leds.cue_seen(cue_no, now)
+        elif ev.mtype == pucklink.MSG_IDENTIFY and len(ev.body) >= 4:
+            (duration_ms,) = struct.unpack(">I", ev.body[:4])
+            self.leds.identify(duration_ms, now)
+        elif ev.mtype == pucklink.MSG_PRESENCE_WANTED and len(ev.body) >= 4:
+            (timeout_ms,) = struct.unpack(">I", ev.body[:4])
+            self.leds.want_presence(timeout_ms, now)
         elif ev.mtype == pucklink.MSG_MAINTENANCE:
             self.board.write_link(self.link.poll(now))  # the ack, so the agent stops resending
             self.board.enter_maintenance()

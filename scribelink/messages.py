@@ -23,7 +23,9 @@ SESSION_KINDS = ("session_open", "session_close", "gap")
 # --- control kinds (relay -> unit) ---
 CONTROL_KINDS = ("assignment", "session_control", "cue_ack", "config", "replay")
 
-GAP_REASONS = ("spool_full", "spool_age", "spool_corrupt", "capture_overrun")
+# spool_full / spool_age: the spool evicted unsent records; capture_lost: the capture
+# device failed and the session's audio for that stretch was never captured
+GAP_REASONS = ("spool_full", "spool_age", "capture_lost")
 
 MAX_JSON_BYTES = 64 * 1024
 

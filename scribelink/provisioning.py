@@ -44,7 +44,12 @@ KIND_RESPONSE = 2
 KIND_PROGRESS = 3
 KINDS = (KIND_REQUEST, KIND_RESPONSE, KIND_PROGRESS)
 
-# unit provisioning states, in order
+# Revision of the command set (hello's software.provisioning). 2: the fail-safe enrolment
+# (arm_failsafe, staged changes, commit), precheck, identify, self-test rows with a status.
+REVISION = 2
+
+# unit provisioning states, derived from the committed files (a staged enrolment is not a
+# state of its own: hello and status report it as `failsafe`)
 STATE_BLANK = "blank"  # no configuration
 STATE_CONFIGURED = "configured"  # clinic/room/unit id/broker set, no certificate
 STATE_ENROLLED = "enrolled"  # own key and a CA certificate installed, not locked
@@ -62,18 +67,47 @@ CMD_INSTALL_CERT = "install_cert"
 CMD_COMMIT = "commit"
 CMD_UNLOCK = "unlock"
 CMD_FACTORY_RESET = "factory_reset"
+CMD_PRECHECK = "precheck"
+CMD_IDENTIFY = "identify"
+CMD_ARM_FAILSAFE = "arm_failsafe"
+CMD_ROLLBACK = "rollback"
 COMMANDS = (CMD_HELLO, CMD_STATUS, CMD_SELFTEST_RESULTS, CMD_SELFTEST, CMD_SET_CONFIG,
-            CMD_GENERATE_KEY, CMD_INSTALL_CERT, CMD_COMMIT, CMD_UNLOCK, CMD_FACTORY_RESET)
-# a self-test reads levels and makes a TLS connection; it changes no identity or setting
-READ_ONLY = (CMD_HELLO, CMD_STATUS, CMD_SELFTEST_RESULTS, CMD_SELFTEST)
+            CMD_GENERATE_KEY, CMD_INSTALL_CERT, CMD_COMMIT, CMD_UNLOCK, CMD_FACTORY_RESET,
+            CMD_PRECHECK, CMD_IDENTIFY, CMD_ARM_FAILSAFE, CMD_ROLLBACK)
+# A self-test and a pre-check read levels, ping the puck and make a TLS connection; identify
+# blinks the puck's ring. None of them changes an identity or a setting.
+READ_ONLY = (CMD_HELLO, CMD_STATUS, CMD_SELFTEST_RESULTS, CMD_SELFTEST, CMD_PRECHECK,
+             CMD_IDENTIFY)
 # presence-gated: allowed on a locked unit, each needs the puck button held
 PRESENCE_GATED = (CMD_UNLOCK, CMD_FACTORY_RESET)
+# these change the unit only inside an armed fail-safe: their effects are staged, and
+# `commit` applies them all at once (or the fail-safe rolls them back)
+FAILSAFE_GUARDED = (CMD_SET_CONFIG, CMD_GENERATE_KEY, CMD_INSTALL_CERT, CMD_COMMIT)
 
 PRESENCE_HOLD_S = 5.0
+# a presence wait shorter than this leaves no time to reach the button and hold it
+PRESENCE_MIN_TIMEOUT_S = PRESENCE_HOLD_S + 2.0
+PRESENCE_MAX_TIMEOUT_S = 85.0
+IDENTIFY_DEFAULT_S = 10.0
+IDENTIFY_MAX_S = 60.0
+
+# The fail-safe (Matter's commissioning fail-safe is the model): arm_failsafe opens a staged
+# enrolment that the unit rolls back by itself unless `commit` comes within `expiry_s`.
+# Arming again extends it, but never past FAILSAFE_MAX_CUMULATIVE_S after it was opened.
+FAILSAFE_DEFAULT_S = 600.0
+FAILSAFE_MIN_S = 5.0
+FAILSAFE_MAX_S = 900.0
+FAILSAFE_MAX_CUMULATIVE_S = 1800.0
+
+# self-test and pre-check rows: each check has one of these
+STATUS_PASS = "pass"
+STATUS_FAIL = "fail"
+STATUS_NOT_YET = "not_yet"  # cannot run yet; `needs` says what must happen first
 
 # how long the tool waits for a command's response (progress frames do not extend it)
 TIMEOUTS_S = {CMD_SELFTEST: 60.0, CMD_UNLOCK: 90.0, CMD_FACTORY_RESET: 90.0,
-              CMD_GENERATE_KEY: 20.0}
+              CMD_GENERATE_KEY: 20.0, CMD_PRECHECK: 30.0, CMD_COMMIT: 20.0,
+              CMD_IDENTIFY: IDENTIFY_MAX_S + 15.0}
 DEFAULT_TIMEOUT_S = 10.0
 
 # settings set_config accepts; SECRET_SETTINGS are write-only (never echoed, logged or read)
@@ -99,6 +133,9 @@ E_SELFTEST_NOT_PASSED = "selftest_not_passed"
 E_NO_PUCK = "no_puck"
 E_PRESENCE_NOT_SHOWN = "presence_not_shown"
 E_INTERNAL = "internal"
+E_FAILSAFE_NOT_ARMED = "failsafe_not_armed"
+E_FAILSAFE_BUSY = "failsafe_busy"
+E_WRONG_UNIT = "wrong_unit"
 
 ACTIONS = {
     E_BAD_REQUEST: "update scripts/provision to the unit's protocol version",
@@ -117,6 +154,12 @@ ACTIONS = {
     E_NO_PUCK: "plug the cue puck into the unit (USB) and try again",
     E_PRESENCE_NOT_SHOWN: "hold the puck's button for 5 s while the command waits",
     E_INTERNAL: "note the unit serial and report it; the unit log has details",
+    E_FAILSAFE_NOT_ARMED: "run the same `scripts/provision enroll` command again: nothing "
+                          "was half-applied, and it starts the enrolment afresh",
+    E_FAILSAFE_BUSY: "finish that enrolment with its own code, or roll it back with "
+                     "`scripts/provision cancel`",
+    E_WRONG_UNIT: "check you are at the right unit (`scripts/provision identify` blinks its "
+                  "puck); to give this unit another identity, factory-reset it first",
 }
 
 
@@ -303,7 +346,11 @@ class Client:
         self._next_id = (self._next_id + 1) & 0xFFFF
         self._write(encode(KIND_REQUEST, rid, request(cmd, args)))
         deadline = self._clock() + (timeout_s or TIMEOUTS_S.get(cmd, DEFAULT_TIMEOUT_S))
-        while self._clock() < deadline:
+        last_look = False
+        while not last_look:
+            # one more read after the deadline: an answer that came while this process was
+            # not running (a laptop asleep) still counts
+            last_look = self._clock() >= deadline
             data = self._read(4096)
             for f in self._decoder.feed(data, self._clock()):
                 if f.request_id != rid:

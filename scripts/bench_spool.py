@@ -24,8 +24,6 @@ import numpy as np
 from bench_common import record_section
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 CHUNK_BYTES = 1280 + 70  # 40 ms of 16 kHz mono int16, plus header and tag
 

@@ -1,20 +1,47 @@
-"""Shared fixtures: real mosquitto (mTLS), real relay process, local PKI."""
+"""Shared fixtures: real mosquitto (mTLS), real relay process, local PKI. And a guard:
+with SCRIBELINK_CHECK_WORKTREE=1 (set by `make test`), a run that leaves new or changed
+files in the checkout fails, so nothing the tests or the demo write lands in git's view."""
 
 from __future__ import annotations
 
-import sys
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
+from support import PgCluster, make_broker, make_relay
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT, ROOT / "tests"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from support import PgCluster, make_broker, make_relay  # noqa: E402
-
 UNITS = ["unit-a", "unit-b"]
+_WORKTREE_BEFORE: set[str] | None = None
+
+
+def _worktree_changes() -> set[str] | None:
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(out.stdout.splitlines()) if out.returncode == 0 else None
+
+
+def pytest_sessionstart(session):
+    global _WORKTREE_BEFORE
+    if os.environ.get("SCRIBELINK_CHECK_WORKTREE") == "1":
+        _WORKTREE_BEFORE = _worktree_changes()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _WORKTREE_BEFORE is None:
+        return
+    after = _worktree_changes()
+    if after is None:
+        return
+    new = sorted(after - _WORKTREE_BEFORE)
+    if new:
+        print("\nThe test run changed the checkout (tests must write to tmp dirs):\n  "
+              + "\n  ".join(new))
+        session.exitstatus = 1
 
 
 @pytest.fixture

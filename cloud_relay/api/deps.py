@@ -85,9 +85,9 @@ def admin_user(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(admin_user)]
 
 
-def refuse(status: int, code: str, message: str) -> HTTPException:
+def refuse(status: int, code: str, message: str, **detail) -> HTTPException:
     """An error a client can act on: a stable code and a sentence saying what to do."""
-    return HTTPException(status, {"error": code, "message": message})
+    return HTTPException(status, {"error": code, "message": message, **detail})
 
 
 def installer_user(user: CurrentUser) -> User:

@@ -106,6 +106,12 @@ STEPS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX IF NOT EXISTS sessions_unit ON sessions(unit_id, opened_us)",
         "CREATE INDEX IF NOT EXISTS assignments_scribe ON assignments(scribe_id)",
     ]),
+    (3, "enrolment code reservations (fail-safe enrolment)", [
+        "ALTER TABLE enroll_codes ADD COLUMN reserved_serial TEXT",
+        "ALTER TABLE enroll_codes ADD COLUMN reserved_by TEXT",
+        "ALTER TABLE enroll_codes ADD COLUMN reserved_until_us BIGINT",
+        "ALTER TABLE enroll_codes ADD COLUMN cert_pem TEXT",
+    ]),
 ]
 
 

@@ -455,15 +455,33 @@ class Store:
         return int(r[0][0])
 
     def enroll_code(self, code_hash: str) -> tuple | None:
-        """(id, unit_id, room, expires_us, used_us) of a code, by its hash."""
-        return self._one("SELECT id,unit_id,room,expires_us,used_us FROM enroll_codes "
+        """(id, unit_id, room, expires_us, used_us, cert_fingerprint, reserved_serial,
+        reserved_until_us, cert_pem) of a code, by the hash of its proof."""
+        return self._one("SELECT id,unit_id,room,expires_us,used_us,cert_fingerprint,"
+                         "reserved_serial,reserved_until_us,cert_pem FROM enroll_codes "
                          "WHERE code_hash=?", (code_hash,))
 
+    def reserve_enroll_code(self, code_id: int, serial: str, by: str, until_us: int,
+                            fingerprint: str, cert_pem: str) -> bool:
+        """Reserve an unspent code for one unit (serial), atomically: of two units racing
+        for it, one gets True. The same serial may reserve again (a resumed enrolment)."""
+        return self.db.execute(
+            "UPDATE enroll_codes SET reserved_serial=?, reserved_by=?, reserved_until_us=?, "
+            "cert_fingerprint=?, cert_pem=? WHERE id=? AND used_us IS NULL AND "
+            "(reserved_serial IS NULL OR reserved_serial=? OR reserved_until_us<?)",
+            (serial, by, until_us, fingerprint, cert_pem, code_id, serial, now_us())) == 1
+
     def spend_enroll_code(self, code_id: int, used_by: str, fingerprint: str) -> bool:
-        """Mark a code used, atomically: of two techs racing, one gets True."""
-        return self.db.execute("UPDATE enroll_codes SET used_us=?, used_by=?, "
-                               "cert_fingerprint=? WHERE id=? AND used_us IS NULL",
-                               (now_us(), used_by, fingerprint, code_id)) == 1
+        """Spend a code whose certificate (by fingerprint) the unit committed, atomically:
+        True once; False if it was spent already or issued another certificate."""
+        return self.db.execute("UPDATE enroll_codes SET used_us=?, used_by=? WHERE id=? AND "
+                               "used_us IS NULL AND cert_fingerprint=?",
+                               (now_us(), used_by, code_id, fingerprint)) == 1
+
+    def enroll_code_spent(self, code_id: int) -> tuple | None:
+        """(used_us, cert_fingerprint) of a code."""
+        return self._one("SELECT used_us, cert_fingerprint FROM enroll_codes WHERE id=?",
+                         (code_id,))
 
     # ------------------------------------------------------------------ relays
 

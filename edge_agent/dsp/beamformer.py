@@ -22,6 +22,10 @@ reverberant speech (late reverb is not a plane wave). A rank-1 GEVD-MVDR was tri
 the bench and lost 4 dB SI-SDR at 15 dB SNR for exactly that reason. With nothing
 learned yet (R_n = 0) the weights are e_ref: the reference mic passes untouched.
 
+The pipeline sets `depth` (0..1) from the room's long-term SNR; the weights are
+`e_ref + depth (w - e_ref)`, so in a clean room the reference mic passes untouched (the
+noise covariance learned there is mostly leaked weak speech, and cancelling it distorts).
+
 Covariances and weights change on a fixed grid of `update_frames` frames (0.5 s), so
 the result does not depend on how the caller cut its blocks.
 """
@@ -75,6 +79,8 @@ class WienerBeamformer:
         self._solved = 0
         self._settle_groups = 2
         self.alive = np.ones(mics, bool)
+        #: how far the weights may depart from the reference mic (0..1), set by the pipeline
+        self.depth = 1.0
 
     @property
     def frames_to_update(self) -> int:
@@ -164,6 +170,10 @@ class WienerBeamformer:
             w *= np.sqrt(np.clip(ratio, 1.0, self._max_restore**2))[:, None]
         norm = np.linalg.norm(w, axis=1, keepdims=True)
         w *= np.minimum(1.0, self._max_norm / np.maximum(norm, 1e-30))
+        if self.depth < 1.0:
+            # in a clean room, tend to the reference mic: w = e_ref + depth (w_mwf - e_ref)
+            w *= self.depth
+            w[:, ref] += 1.0 - self.depth
         self.weights = w
         self._weights_conj = w.conj()
         # statistics of the multichannel SPP (Souden et al. 2010) for the next group

@@ -29,7 +29,11 @@ class NoiseTracker:
         minimum_window_frames: int = 125,
         minimum_subwindows: int = 5,
         startup_frames: int = 8,
+        stagnation_guard: bool = True,
+        ceiling_over_minimum: float | None = None,
     ) -> None:
+        self._guard = stagnation_guard
+        self._ceiling = ceiling_over_minimum
         xi = 10 ** (xi_h1_db / 10)
         self._c1 = 1.0 + xi
         self._c2 = xi / (1.0 + xi)
@@ -71,7 +75,7 @@ class NoiseTracker:
         smooth *= self._alpha_spp
         np.multiply(spp, 1.0 - self._alpha_spp, out=tmp)
         smooth += tmp
-        if smooth.max() > 0.99:
+        if self._guard and smooth.max() > 0.99:
             # a bin "sure" of speech for long would never update: cap it (stagnation guard)
             np.minimum(spp, np.where(smooth > 0.99, 0.99, 1.0), out=spp)
         # lam <- alpha lam + (1 - alpha) E[N^2 | Y],  E[N^2 | Y] = spp lam + (1 - spp) |Y|^2
@@ -92,14 +96,20 @@ class NoiseTracker:
             self._current_minimum = self._smoothed.copy()
             self._minimum = np.clip(self._sub_minima.min(axis=0), _POWER_FLOOR, 1e30)
         np.maximum(lam, self._minimum, out=lam)
+        if self._ceiling is not None and self._frames > self._subwindow:
+            np.minimum(lam, self._ceiling * np.minimum(self._minimum_running(), 1e30), out=lam)
         return spp
+
+    def _minimum_running(self) -> np.ndarray:
+        return np.minimum(self._sub_minima.min(axis=0), self._current_minimum)
 
 
 class PostFilter:
     """Decision-directed Wiener gain with a floor (-10 dB: speech is never gated)."""
 
     def __init__(self, bins: int, *, gain_floor_db: float = -10.0, alpha_dd: float = 0.95) -> None:
-        self._floor = 10 ** (gain_floor_db / 20)
+        #: the gain floor (linear); the pipeline raises it toward 1 in clean rooms
+        self.floor = 10 ** (gain_floor_db / 20)
         self._alpha = alpha_dd
         self._previous_speech = np.zeros(bins)
 
@@ -116,7 +126,7 @@ class PostFilter:
         g += posterior  # the decision-directed a-priori SNR
         np.add(g, 1.0, out=posterior)  # reuse the buffer: 1 + a-priori SNR
         g /= posterior
-        np.maximum(g, self._floor, out=g)
+        np.maximum(g, self.floor, out=g)
         np.multiply(g, g, out=self._previous_speech)
         self._previous_speech *= power
         return g

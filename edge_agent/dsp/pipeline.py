@@ -34,9 +34,17 @@ class ArrayPipeline:
         *,
         sample_rate: int = 16000,
         frame_len: int = 512,
-        highpass_hz: float = 80.0,
+        highpass_hz: float = 40.0,
         gain_floor_db: float = -10.0,
         beamform_max_hz: float = 3000.0,
+        pause_gain_db: float = -6.0,
+        noise_like_gain_db: float = -15.0,
+        agc: bool = True,
+        beamform: bool = True,
+        clean_snr_db: float = 20.0,
+        noisy_snr_db: float = 5.0,
+        adaptive_depth: bool = True,
+        agc_dead_band_db: float = 20.0,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -67,6 +75,7 @@ class ArrayPipeline:
         # it aliases spatially above c / 2d = 3.0 kHz, so above it the reference mic goes straight
         # to the post-filter, at half the cost.
         self._bf_bins = int(beamform_max_hz * frame_len / sample_rate) + 1
+        self._beamform = beamform
         self._ref = ref
         self.beamformer = WienerBeamformer(self._bf_bins, mics, ref, hop_s=hop_s)
         self.tracker = NoiseTracker(bins)
@@ -77,7 +86,22 @@ class ArrayPipeline:
         # low biases that mic's noise estimate low and the weights toward it.
         self.array_tracker = NoiseTracker(self._bf_bins)
         self.postfilter = PostFilter(bins, gain_floor_db=gain_floor_db)
-        self.agc = SpeechAgc(hop_s=hop_s)
+        # How deep the enhancement goes follows the room's long-term SNR: all the way below
+        # `noisy_snr_db`, not at all above `clean_snr_db` (see _update_depth).
+        self._adaptive_depth = adaptive_depth
+        self._clean_snr_db, self._noisy_snr_db = clean_snr_db, noisy_snr_db
+        self._floor_db = gain_floor_db
+        self._lt_decay = float(np.exp(-hop_s / 2.0))
+        self._lt_speech = 0.0
+        self._lt_speech_weight = 0.0
+        self._bb_smoothed = 0.0
+        self._bb_frames = 0
+        self._bb_subwindow = max(1, round(0.5 / hop_s))
+        self._bb_current_min = math.inf
+        self._bb_minima = [math.inf] * 6  # 6 x 0.5 s
+        self.snr_db = math.nan
+        self.depth = 1.0 if not adaptive_depth else 0.5
+        self.agc = SpeechAgc(hop_s=hop_s, dead_band_db=agc_dead_band_db)
         self.limiter = PeakLimiter(sample_rate=sample_rate)
         freqs = np.fft.rfftfreq(frame_len, 1 / sample_rate)
         # The HVAC high-pass is a zero-phase gain per bin (4th-order Butterworth magnitude):
@@ -99,12 +123,13 @@ class ArrayPipeline:
         # the stationary noise tracker cannot be. On near-clean speech (40 dB SNR) the
         # latter costs 0.4 dB SI-SDR and 0.003 STOI; on the bench the two gain about
         # 1.5 dB SI-SDR and 0.09 PESQ-wb.
-        self._pause_gain = 10 ** (-6.0 / 20)
+        self._pause_gain = 10 ** (pause_gain_db / 20)
         self._pause_presence = 0.25
         self._gate_rate = 0.3
         self._gate = 1.0
         self._noise_like_flatness = 0.35  # spectral flatness: 1 for white noise
-        self._noise_like_gain = 10 ** (-15.0 / 20)
+        self._noise_like_gain = 10 ** (noise_like_gain_db / 20)
+        self._use_agc = agc
         self._gate_hf = 1.0
         self._hf_from = int(1000 * frame_len / sample_rate)
         self._presence = 0.0
@@ -162,6 +187,43 @@ class ArrayPipeline:
         }
 
     # -- internals -------------------------------------------------------------------
+    def _update_depth(self, power: np.ndarray) -> None:
+        """Track the room's long-term SNR in the speech band and set the enhancement depth.
+
+        Noise is the minimum of the (lightly smoothed) speech-band power over the last
+        ~3 s (sub-window minimum tracking); speech is the mean excess over it in frames
+        more than 6 dB above it, over ~2 s. Broadband, so the low inter-harmonic bins of
+        voiced speech and the reverberant tails that a per-bin tracker takes for noise do
+        not count as noise here: true pauses between turns do. The depth is 1 at or below
+        `noisy_snr_db`, 0 at or above `clean_snr_db`, linear in dB between; the
+        post-filter's floor, the frame gates and the beamformer's departure from the
+        reference mic all scale with it. In a clean room the front end is transparent:
+        there is nothing to remove that a scribe would hear, and every gain that moves
+        distorts."""
+        p = float(power[self._band].sum())
+        self._bb_smoothed = 0.6 * self._bb_smoothed + 0.4 * p if self._bb_frames else p
+        self._bb_frames += 1
+        self._bb_current_min = min(self._bb_current_min, self._bb_smoothed)
+        if self._bb_frames % self._bb_subwindow == 0:
+            self._bb_minima = [self._bb_current_min, *self._bb_minima[:-1]]
+            self._bb_current_min = self._bb_smoothed
+        noise = max(min(self._bb_current_min, *self._bb_minima), 1e-20)
+        if p > 4.0 * noise:
+            d = self._lt_decay
+            self._lt_speech = d * self._lt_speech + (1 - d) * (p - noise)
+            self._lt_speech_weight = d * self._lt_speech_weight + (1 - d)
+        if self._lt_speech_weight < 1e-6:
+            if self._bb_frames > 3 * self._bb_subwindow:
+                # nothing ever rose 6 dB above the floor for 1.5 s: speech is buried in noise
+                self.depth = 1.0
+                self.postfilter.floor = 10 ** (self._floor_db / 20)
+            return
+        snr_db = 10 * math.log10(max(self._lt_speech / self._lt_speech_weight, 1e-20) / noise)
+        self.snr_db = snr_db
+        span = self._clean_snr_db - self._noisy_snr_db
+        self.depth = min(1.0, max(0.0, (self._clean_snr_db - snr_db) / span))
+        self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
+
     def _alive_mics(self, channel_power: np.ndarray) -> np.ndarray:
         return ~self.health.verdict(channel_power)
 
@@ -229,7 +291,7 @@ class ArrayPipeline:
             )  # (frames, K)
             powers = beam.real**2 + beam.imag**2
             array_spps = None
-            if not beamformer.spatial_presence_ready:
+            if self._beamform and not beamformer.spatial_presence_ready:
                 # bootstrap: SPP of the mean periodogram over the mics
                 array_powers = np.einsum("tkm,tkm->tk", segment.real, segment.real) + np.einsum(
                     "tkm,tkm->tk", segment.imag, segment.imag
@@ -238,9 +300,13 @@ class ArrayPipeline:
             count = stop - start
             spps = np.empty((count, powers.shape[1]))
             gains = np.empty_like(spps)
+            depths = np.empty(count)
             for j in range(count):  # the recursive per-bin part, frame by frame
                 tracker.update(powers[j], out=spps[j])
+                if self._adaptive_depth:
+                    self._update_depth(powers[j])
                 postfilter.gain(powers[j], tracker.noise_psd, out=gains[j])
+                depths[j] = self.depth
             # the rest per frame is vectorised over the segment
             # share of speech-band bins confidently holding speech: ~0.01 in steady noise
             presence = np.minimum((spps[:, band] > 0.9).sum(axis=1) * (band_scale * 4.0), 1.0)
@@ -249,22 +315,28 @@ class ArrayPipeline:
             frame_power = self._power_scale * np.einsum("tk,tk,tk->t", gains, gains, powers)
             scales = np.empty(count)
             hf_gates = np.empty(count)
-            for j, (p, flat, fp) in enumerate(
-                zip(presence.tolist(), flatness.tolist(), frame_power.tolist())
+            for j, (p, flat, fp, depth) in enumerate(
+                zip(presence.tolist(), flatness.tolist(), frame_power.tolist(), depths.tolist())
             ):
-                wanted = self._pause_gain if p < self._pause_presence else 1.0
+                wanted = self._pause_gain**depth if p < self._pause_presence else 1.0
                 self._gate += self._gate_rate * (wanted - self._gate)
-                wanted_hf = self._noise_like_gain if flat > self._noise_like_flatness else 1.0
+                wanted_hf = (
+                    self._noise_like_gain**depth if flat > self._noise_like_flatness else 1.0
+                )
                 self._gate_hf += self._gate_rate * (wanted_hf - self._gate_hf)
-                scales[j] = agc.update(fp, p) * self._gate
+                scales[j] = (agc.update(fp, p) if self._use_agc else 1.0) * self._gate
                 hf_gates[j] = self._gate_hf
             presences.extend(presence.tolist())
             gains *= scales[:, None]
             gains[:, self._hf_from :] *= hf_gates[:, None]
             np.multiply(gains, beam, out=out_spectra[start:stop])
-            beamformer.observe(
-                segment, array_spps, partial(self._alive_mics, channel_power[stop - 1])
-            )
+            if self._beamform:
+                beamformer.depth = self.depth
+                beamformer.observe(
+                    segment, array_spps, partial(self._alive_mics, channel_power[stop - 1])
+                )
+            else:
+                beamformer._queued = (beamformer._queued + count) % beamformer.update_frames
             start = stop
         self._presence = sum(presences) / frames_count
 

@@ -3,13 +3,11 @@ and helpers to sign a scribe in through the real page."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from console_support import CHROMIUM, CHROMIUM_ARGS
+from console_support import CHROMIUM, CHROMIUM_ARGS, StaticConsole
 
 
 @pytest.fixture(scope="session")
@@ -28,4 +26,24 @@ def chromium():
 def context(chromium):
     ctx = chromium.new_context(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
     yield ctx
+    ctx.close()
+
+
+@pytest.fixture(scope="session")
+def static_console():
+    """The console's static files on a local HTTP server (no relay)."""
+    srv = StaticConsole()
+    yield srv.url
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def module_page(chromium, static_console):
+    """A blank page on the static server, to import the console's modules into. The pure
+    modules keep no state between calls, so one page serves a whole test module."""
+    ctx = chromium.new_context()
+    page = ctx.new_page()
+    page.on("pageerror", lambda e: print("pageerror:", e))
+    page.goto(static_console + "/")
+    yield page
     ctx.close()

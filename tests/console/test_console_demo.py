@@ -39,10 +39,10 @@ def test_demo_prints_the_console_and_its_room_is_live(tmp_path, context):
                             "demo-scribe-pass")
         page.click('.room-item[data-unit="unit-exam-1"]')
         # signing in here registered this browser's key: the unit re-keys the room to it
-        poll(page, """() => window.__scribelinkTest.sessions().some(
+        poll(page, """() => window.__probe.sessions().some(
             s => s.unit === 'unit-exam-1' && s.chunks > 25)""", 30)
         page.click("#play")
-        poll(page, "() => window.__scribelinkTest.playback().mode === 'live'")
+        poll(page, "() => window.__probe.playback().mode === 'live'")
         page.wait_for_selector('.room-item[data-unit="unit-exam-1"][data-state="live"]',
                                timeout=10000)
         assert page.inner_text("#room-state") == "Live"

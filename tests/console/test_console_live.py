@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 import websockets
-from console_support import SCREENSHOTS, open_console, poll
+from console_support import open_console, poll, screenshot
 from support import PY, ROOT, make_broker, make_relay, random_multichannel, read_wav, write_wav
 from unit_sim import MqttUnit, SimSession, now_us
 
@@ -105,10 +105,11 @@ class System:
         p = self.broker.pki
         conf = d / "agent.toml"
         conf.write_text(
-            f'unit_id = "unit-a"\nstate_dir = "{d / "state"}"\nexit_when_done = true\n'
+            f'unit_id = "unit-a"\nstate_dir = "{d / "state"}"\n'
             f'[capture]\ndevice = "scribelink_test"\nchannels = 4\nperiod_frames = 320\n'
-            f'pace_realtime = true\nspeed = 1.0\nstop_after_frames = {len(self.input)}\n'
-            f'resume_input = true\n[dsp]\nmode = "off"\n[session]\nchunk_ms = 40\n'
+            f'[file_input]\npace_realtime = true\nspeed = 1.0\n'
+            f'stop_after_frames = {len(self.input)}\nresume_input = true\nexit_when_done = true\n'
+            f'[dsp]\nmode = "off"\n[session]\nchunk_ms = 40\n'
             f'[spool]\ndir = "{d / "spool"}"\n'
             f'[broker]\nurl = "{self.broker.url}"\nca_file = "{p["ca"]}"\n'
             f'cert_file = "{p["units"]["unit-a"].cert}"\nkey_file = "{p["units"]["unit-a"].key}"\n'
@@ -153,7 +154,7 @@ def js(page, expr: str, arg=None):
 
 def played(page, n: int) -> dict | None:
     """The hash of the first n samples the last replay fed the worklet, once it has n."""
-    r = js(page, "(n) => window.__scribelinkTest.playbackHash(n)", n)
+    r = js(page, "(n) => window.__probe.playbackHash(n)", n)
     return r if r and r["samples"] >= n else None
 
 
@@ -174,15 +175,15 @@ def test_live_audio_in_the_page_equals_what_the_unit_sealed(system, scribe_page)
         if agent.poll() not in (None, 0):
             log = (system.tmp / "unit-a" / "agent.log").read_text()[-3000:]
             raise AssertionError(f"the agent exited with {agent.returncode}:\n{log}")
-        return [s for s in js(page, "window.__scribelinkTest.sessions()")
+        return [s for s in js(page, "window.__probe.sessions()")
                 if s["unit"] == "unit-a" and s["maxSeq"] >= 0]
 
     sess = wait_for(agent_session, 30, "the agent's session in the page")[0]
     system.agent_session = sess["session"]
     page.click("#play")
-    wait_for(lambda: js(page, "window.__scribelinkTest.playback()")["mode"] == "live", 5, "live")
-    played = wait_for(lambda: (js(page, "window.__scribelinkTest.playback()")["level"]["peak"] > 0
-                               and js(page, "window.__scribelinkTest.playback()")), 10,
+    wait_for(lambda: js(page, "window.__probe.playback()")["mode"] == "live", 5, "live")
+    played = wait_for(lambda: (js(page, "window.__probe.playback()")["level"]["peak"] > 0
+                               and js(page, "window.__probe.playback()")), 10,
                       "audio out of the worklet")
     assert played["stats"]["buffered"] < 16000 * 0.5  # live, not a growing backlog
 
@@ -190,27 +191,27 @@ def test_live_audio_in_the_page_equals_what_the_unit_sealed(system, scribe_page)
     # from the sealed archive and follows live from the stream head
     time.sleep(3)
     page.reload()
-    poll(page, "() => window.__scribelinkTest && window.__scribelinkTest.ready()", 15)
+    poll(page, "() => window.__probe && window.__probe.ready()", 15)
     page.click('.room-item[data-unit="unit-a"]')
     page.click("#play")
 
     # the relay restarts mid-session: the page reconnects and resumes from its cursor
     time.sleep(1.5)
     system.relay.stop()
-    poll(page, "() => !window.__scribelinkTest.app.wsUp", 5)
+    poll(page, "() => !window.__probe.linkUp()", 5)
     system.relay.start()
-    poll(page, "() => window.__scribelinkTest.app.wsUp", 15)
+    poll(page, "() => window.__probe.linkUp()", 15)
     time.sleep(1.0)  # latency is measured in steady state, after the outage drained
-    js(page, "() => { window.__scribelinkTest.app.latencyMs.length = 0; }")
+    js(page, "() => window.__probe.resetLatency()")
 
     wait_for(lambda: agent.poll() is not None, AGENT_SECONDS + 60, "the agent to finish")
     assert agent.returncode == 0
-    info = wait_for(lambda: [s for s in js(page, "window.__scribelinkTest.sessions()")
+    info = wait_for(lambda: [s for s in js(page, "window.__probe.sessions()")
                              if s["session"] == system.agent_session and s["closed"]], 20,
                     "session_close in the page")[0]
-    wait_for(lambda: js(page, "(s) => window.__scribelinkTest.sessionHash(s)",
+    wait_for(lambda: js(page, "(s) => window.__probe.sessionHash(s)",
                         system.agent_session)["contiguous"], 20, "every chunk in the page")
-    page_pcm = js(page, "(s) => window.__scribelinkTest.sessionPcm(s)", system.agent_session)
+    page_pcm = js(page, "(s) => window.__probe.sessionPcm(s)", system.agent_session)
     got = np.frombuffer(base64.b64decode(page_pcm["b64"]), "<i2")
 
     # the reference receiver wrote the same samples
@@ -221,12 +222,12 @@ def test_live_audio_in_the_page_equals_what_the_unit_sealed(system, scribe_page)
     ch0 = system.input[:, 0]
     assert len(got) == len(ch0), (len(got), len(ch0), info)
     assert np.array_equal(got, ch0)
-    mix = next(s for s in js(page, "window.__scribelinkTest.sessions()")
+    mix = next(s for s in js(page, "window.__probe.sessions()")
                if s["session"] == system.agent_session)
     assert 0 < mix["live"] < mix["chunks"], mix  # part backfilled, part live
-    counters = js(page, "window.__scribelinkTest.counters()")
+    counters = js(page, "window.__probe.counters()")
     assert counters["tampered"] == counters["malformed"] == 0
-    lat = js(page, "window.__scribelinkTest.audioLatency()")
+    lat = js(page, "window.__probe.audioLatency()")
     print("audio capture->decoded in page:", json.dumps(lat))
     (system.tmp / "audio_latency.json").write_text(json.dumps(lat))
     assert lat["n"] > 50 and lat["p95_ms"] < 500, lat  # budget (120 ms) is for benchmarks
@@ -236,7 +237,7 @@ def test_seeking_plays_the_requested_stretch(system, scribe_page):
     page = scribe_page
     ch0 = system.input[:, 0]
     for t in (3.0, 7.52, 0.0):
-        js(page, "(t) => window.__scribelinkTest.seekTo(t)", t)
+        js(page, "(t) => window.__probe.seekTo(t)", t)
         n = 3 * 16000 if t < 8 else int((AGENT_SECONDS - 8) * 16000)
         out = wait_for(lambda n=n: played(page, n), 15, f"seek to {t}")
         start = out["startSample"]
@@ -275,7 +276,7 @@ def test_cues_reach_the_page_within_budget_and_acks_reach_the_unit(system, scrib
     runner.start()
     page.click('.room-item[data-unit="unit-b"]')
     wait_for(lambda: any(s["session"] == sim.hex for s in
-                         js(page, "window.__scribelinkTest.sessions()")), 10, "sim session")
+                         js(page, "window.__probe.sessions()")), 10, "sim session")
     page.click("#play")
 
     time.sleep(10.6)  # into the second stretch of audio, after the pause
@@ -283,19 +284,19 @@ def test_cues_reach_the_page_within_budget_and_acks_reach_the_unit(system, scrib
     for _ in range(20):
         cue_id, _seq = sim.cue()
         key = f"{sim.hex}:{cue_id}"
-        cue = wait_for(lambda k=key: next((c for c in js(page, "window.__scribelinkTest.cues()")
+        cue = wait_for(lambda k=key: next((c for c in js(page, "window.__probe.cues()")
                                            if c["key"] == k and c["shown_ms"]), None),
                        5, f"cue {cue_id} in the page")
         # the banner shows it until acknowledged
         assert page.is_visible("#cue-banner")
         assert "Cue from Exam 2" in page.inner_text("#cue-banner")
-        assert js(page, "window.__scribelinkTest.app.lastChime") > 0
+        assert js(page, "window.__probe.lastChime") > 0
         page.keyboard.press("a")
         cues.append(cue)
         time.sleep(0.3)
     last_id, _ = sim.cue()  # left open: it stays on screen (and in the screenshot)
     last_key = f"{sim.hex}:{last_id}"
-    wait_for(lambda: any(c["key"] == last_key for c in js(page, "window.__scribelinkTest.cues()")),
+    wait_for(lambda: any(c["key"] == last_key for c in js(page, "window.__probe.cues()")),
              5, "the last cue")
 
     # acknowledgements reach the unit's control topic (what lights "seen" on the puck)
@@ -313,7 +314,7 @@ def test_cues_reach_the_page_within_budget_and_acks_reach_the_unit(system, scrib
     lat_ms = sorted(c["shown_ms"] - received[c["seq"]] / 1000 for c in cues)
     paint_ms = sorted(c["paint_ms"] - received[c["seq"]] / 1000 for c in cues if c["paint_ms"])
     p95 = lat_ms[int(0.95 * (len(lat_ms) - 1))]
-    acked_ms = {c["cue_id"]: c["acked_ms"] for c in js(page, "window.__scribelinkTest.cues()")
+    acked_ms = {c["cue_id"]: c["acked_ms"] for c in js(page, "window.__probe.cues()")
                 if c.get("acked_ms")}
     ack_ms = sorted(at * 1000 - acked_ms[m["cue_id"]] for m, at in zip(
         unit.control, unit.control_at, strict=True) if m.get("type") == "cue_ack")
@@ -328,12 +329,11 @@ def test_cues_reach_the_page_within_budget_and_acks_reach_the_unit(system, scrib
     assert min(lat_ms) > -5  # same clock: an alert cannot precede the relay's receipt
 
     # the room view, live, with a cue waiting: the screenshot
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(600)
-    page.screenshot(path=str(SCREENSHOTS / "room.png"))
+    screenshot(page, "room.png")
     page.keyboard.press("t")  # the light palette, for bright rooms
     page.wait_for_timeout(150)
-    page.screenshot(path=str(SCREENSHOTS / "room-light.png"))
+    screenshot(page, "room-light.png")
     page.keyboard.press("t")
     wait_for(lambda: marks.get("audio_done") or None, 40, "the scripted audio", interval=0.2)
     system.sim_marks = marks
@@ -344,12 +344,12 @@ def test_cues_reach_the_page_within_budget_and_acks_reach_the_unit(system, scrib
 def test_replay_before_a_cue_plays_that_stretch(system, scribe_page):
     page = scribe_page
     sim = system.sim
-    cue = next(c for c in js(page, "window.__scribelinkTest.cues()")
+    cue = next(c for c in js(page, "window.__probe.cues()")
                if c["key"] == system.last_cue_key)
     # memory is bounded: drop the decoded audio, so the replay must fetch it, still sealed,
     # from the relay's archive and open it again here
-    dropped = js(page, "window.__scribelinkTest.evict({liveS: 0, behindS: 0, aheadS: 0})")
-    info = next(s for s in js(page, "window.__scribelinkTest.sessions()")
+    dropped = js(page, "window.__probe.evict({liveS: 0, behindS: 0, aheadS: 0})")
+    info = next(s for s in js(page, "window.__probe.sessions()")
                 if s["session"] == sim.hex)
     assert dropped > 400 and info["decoded"] <= 2, (dropped, info)
     page.click("#banner-replay")  # "replay the 15 s before this cue"
@@ -532,7 +532,7 @@ def test_admin_view_shows_health_assignments_and_audit(system, chromium):
 
         wait_for(saved, 5, "the assignment and the room name saved")
         page.wait_for_timeout(2500)
-        page.screenshot(path=str(SCREENSHOTS / "admin.png"))
+        screenshot(page, "admin.png")
         row = page.inner_text('#units tr[data-unit="unit-b"]')
         assert "Live" in row
     finally:

@@ -15,8 +15,6 @@ import pytest
 from console_support import open_console, poll
 from test_console_live import SCRIBE, System, wait_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "puck"))
-
 
 @pytest.fixture
 def rig(tmp_path, chromium):
@@ -44,16 +42,16 @@ def test_press_alerts_the_scribe_and_the_ack_lights_seen(rig):
     system, page, sim = rig
     system.start_agent(puck_link=sim.link)
     page.click('.room-item[data-unit="unit-a"]')
-    poll(page, """() => window.__scribelinkTest.sessions().some(
+    poll(page, """() => window.__probe.sessions().some(
         s => s.unit === 'unit-a' && s.chunks > 10)""", 30)
     page.click("#play")
     sim.wait_led("live", 15, start=0)
 
     t_press = time.time()
     sim.cmd("press")
-    cue = poll(page, "() => window.__scribelinkTest.cues()[0]", 5)
+    cue = poll(page, "() => window.__probe.cues()[0]", 5)
     assert page.is_visible("#cue-banner") and "Cue from Exam 1" in page.inner_text("#cue-banner")
-    assert poll(page, "() => window.__scribelinkTest.app.lastChime", 2)  # and it chimed
+    assert poll(page, "() => window.__probe.lastChime", 2)  # and it chimed
     items = system.relay.api("GET", f"/api/sessions/{cue['session']}/items?limit=1",
                              uid=SCRIBE[0]).json()
     received_us = next(e["received_us"] for e in items["events"] if e["seq"] == cue["seq"])
@@ -69,7 +67,7 @@ def test_press_alerts_the_scribe_and_the_ack_lights_seen(rig):
     # a 2.5 s hold pauses at the source; the console shows it, and the next hold resumes
     sim.cmd("hold 2.5")
     page.wait_for_selector('.room-item[data-unit="unit-a"][data-state="paused"]', timeout=5000)
-    poll(page, """() => window.__scribelinkTest.sessions().some(s => s.unit === 'unit-a'
+    poll(page, """() => window.__probe.sessions().some(s => s.unit === 'unit-a'
         && s.events.some(e => e.kind === 'privacy_pause'))""", 5)
     sim.cmd("hold 2.5")
     page.wait_for_selector('.room-item[data-unit="unit-a"][data-state="live"]', timeout=5000)

@@ -5,15 +5,11 @@ and AES-256-GCM chunks with the header as AAD."""
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
-from console_support import open_console
+from console_support import in_module
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cloud_relay.scribe_client import Receiver
@@ -22,17 +18,6 @@ from scribelink import messages as msgs
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "envelope.json"
-
-
-@pytest.fixture(scope="module")
-def static_console():
-    """The console's static files alone (no relay needed to open vectors)."""
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(ROOT / "cloud_relay"))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
 
 
 def load_vectors() -> dict:
@@ -79,10 +64,13 @@ def all_frames(v: dict) -> list[str]:
             + [r["frame"] for r in v.get("replayed", [])])
 
 
-def test_browser_opens_every_vector_like_the_reference(static_console, context):
+def open_vectors(page, v: dict) -> dict:
+    return in_module(page, "/tests/testkit.js", "return m.openVectors(arg);", v)
+
+
+def test_browser_opens_every_vector_like_the_reference(module_page):
     v = load_vectors()
-    page = open_console(context, static_console)
-    out = page.evaluate("(v) => window.__scribelinkTest.openVectors(v)", {
+    out = open_vectors(module_page, {
         "private_key": v["scribe_private_key"], "session_open": v["session_open"],
         "frames": all_frames(v)})
     assert out["session_key"] == "opened"
@@ -105,17 +93,16 @@ def test_browser_opens_every_vector_like_the_reference(static_console, context):
         k: ref[k] for k in ref if k in out["counters"]}, (out["counters"], ref)
 
 
-def test_recovery_key_opens_and_unrelated_key_does_not(static_console, context):
+def test_recovery_key_opens_and_unrelated_key_does_not(module_page):
     v = load_vectors()
     assert "recovery_private_key" in v, "tests/vectors/envelope.json lost its recovery key"
-    page = open_console(context, static_console)
     frames = [c["frame"] for c in v["chunks"]]
-    rec = page.evaluate("(v) => window.__scribelinkTest.openVectors(v)", {
+    rec = open_vectors(module_page, {
         "private_key": v["recovery_private_key"], "session_open": v["session_open"],
         "frames": frames})
     assert rec["session_key"] == "opened"
     assert all(r["ok"] for r in rec["results"])
-    other = page.evaluate("(v) => window.__scribelinkTest.openVectors(v)", {
+    other = open_vectors(module_page, {
         "private_key": v["unrelated_private_key"], "session_open": v["session_open"],
         "frames": frames})
     assert other["session_key"] is None  # no recipient entry carries its key id
@@ -124,11 +111,10 @@ def test_recovery_key_opens_and_unrelated_key_does_not(static_console, context):
     assert other["counters"]["not_for_me"] == ref["counters"]["not_for_me"] == 1
 
 
-def test_hpke_info_matches_wrap_info(static_console, context):
+def test_hpke_info_matches_wrap_info(module_page):
     v = load_vectors()
     assert "hpke_info_example" in v, "tests/vectors/envelope.json lost its info example"
-    page = open_console(context, static_console)
-    got = page.evaluate("""async (v) => {
+    got = module_page.evaluate("""async (v) => {
         const m = await import('/console/js/crypto.js');
         const kid = await m.keyId(m.b64decode(v.pub));
         return m.b64encode(m.wrapInfo(v.unit, m.fromHex(v.session), kid));
@@ -137,9 +123,8 @@ def test_hpke_info_matches_wrap_info(static_console, context):
     assert got == v["hpke_info_example"]
 
 
-def test_browser_key_is_non_extractable_and_persists(static_console, context):
-    page = open_console(context, static_console)
-    out = page.evaluate("""async () => {
+def test_browser_key_is_non_extractable_and_persists(module_page):
+    out = module_page.evaluate("""async () => {
         const m = await import('/console/js/crypto.js');
         const a = await m.loadOrCreateIdentity('scribe-x');
         const b = await m.loadOrCreateIdentity('scribe-x');

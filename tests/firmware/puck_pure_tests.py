@@ -8,7 +8,10 @@ import struct
 import ledring
 import press
 import puckapp
-import pucklink
+try:
+    import pucklink  # MicroPython: staged beside the firmware
+except ImportError:
+    from scribelink import pucklink  # CPython: the installed package
 
 
 class Lcg:
@@ -401,6 +404,42 @@ def test_scheduler_priority_and_overlays():
     assert s.state(64000) == "paused"  # an unseen cue stops claiming attention
 
 
+def test_scheduler_identify_and_presence_requests():
+    s = ledring.LedScheduler(presence_ms=5000)
+    s.agent_present = True
+    s.session_state = "fault"
+    s.want_presence(30000, 0)
+    assert s.state(0) == "presence_wanted"  # the tech's request outranks a fault
+    s.held_ms = 100
+    assert s.state(100) == "presence_holding"
+    s.held_ms = 5000
+    assert s.state(5100) == "presence_release"
+    s.held_ms = 0
+    assert s.state(5200) == "presence_wanted"
+    s.identify(2000, 5200)
+    assert s.state(5300) == "identify"  # identify outranks everything but connecting
+    s.agent_present = False
+    assert s.state(5400) == "connecting"
+    s.agent_present = True
+    assert s.state(7200) == "presence_wanted"  # identify ran out
+    s.want_presence(0, 7300)
+    assert s.state(7300) == "fault"
+    s.want_presence(10 ** 9, 8000)  # an absurd request is capped
+    assert s.state(8000 + ledring.PRESENCE_WANTED_MAX_MS - 1) == "presence_wanted"
+    assert s.state(8000 + ledring.PRESENCE_WANTED_MAX_MS) == "fault"
+    s.identify(1000, 0)
+    s.want_presence(1000, 0)
+    s.forget_requests()
+    assert s.state(10) == "fault"
+    # unasked, a hold that reaches the presence time still says "let go" (not hold_armed)
+    s.session_state = "live"
+    s.armed = True
+    s.held_ms = 4999
+    assert s.state(20) == "hold_armed"
+    s.held_ms = 5000
+    assert s.state(30) == "presence_release"
+
+
 def test_scheduler_seen_overtaking_ack():
     s = ledring.LedScheduler()
     s.agent_present = True
@@ -502,6 +541,46 @@ def test_app_press_to_cue_to_seen_across_tick_wrap():
     run(100)
     assert board.shown[-1] == "cue_seen"
     assert board.feeds > 100
+
+
+def test_app_shows_presence_progress_and_identify_when_the_agent_asks():
+    board = ScriptedBoard()
+    app = puckapp.PuckApp(board, 0x6161)
+    agent = pucklink.Link(0x8888)
+    holds = []
+    now = [0]
+
+    def run(ms):
+        for _ in range(ms // 5):
+            app.step()
+            for ev in agent.receive(bytes(board.tx), now[0]):
+                if ev.kind == pucklink.EV_MESSAGE and ev.mtype == pucklink.MSG_PRESENCE_HOLD:
+                    holds.append(struct.unpack(">I", ev.body)[0])
+            board.tx = bytearray()
+            board.rx.extend(agent.poll(now[0]))
+            board.t += 5
+            now[0] += 5
+
+    run(200)
+    assert board.shown[-1] == "idle"
+    agent.send_reliable(pucklink.MSG_PRESENCE_WANTED, struct.pack(">I", 30000), now[0])
+    run(100)
+    assert board.shown[-1] == "presence_wanted"
+    assert agent.peer_state == puckapp.STATE_CODES["presence_wanted"]  # the agent sees it
+    board.set_button(True)
+    run(1000)
+    assert board.shown[-1] == "presence_holding" and "hold_armed" not in board.shown
+    run(4200)
+    assert board.shown[-1] == "presence_release" and holds and holds[0] >= 5000
+    board.set_button(False)
+    run(100)
+    assert board.shown[-1] == "presence_wanted"
+    agent.send_reliable(pucklink.MSG_PRESENCE_WANTED, struct.pack(">I", 0), now[0])
+    agent.send_reliable(pucklink.MSG_IDENTIFY, struct.pack(">I", 1000), now[0])
+    run(300)
+    assert board.shown[-1] == "identify"
+    run(1000)
+    assert board.shown[-1] == "idle"
 
 
 def _run_all():

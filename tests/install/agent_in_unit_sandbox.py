@@ -21,7 +21,6 @@ import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 from test_install_sandbox import (
     MEMORY_MAX,

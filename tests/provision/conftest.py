@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 from provision_support import Cable, write_alsa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "puck"))
-from puck_harness import PuckSim  # noqa: E402  (the one harness for scripts/puck-sim)
+from puck_harness import PuckSim  # the one harness for scripts/puck-sim
 
 
 @pytest.fixture
-def cable():
-    c = Cable()
+def cable(tmp_path):
+    c = Cable(tmp_path)
     yield c
     c.close()
 

@@ -18,36 +18,96 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.provision import STAGING
+from scribelink import provisioning as p
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 RATE = 16000
 
 
 class Cable:
-    """A null-modem cable between two ptys. `inject` writes straight into the unit's line
-    (a noisy cable, a fuzzer); `tap` records every byte that crossed, for secret greps."""
+    """A null-modem cable between two ptys. The unit's end (`unit_path`) stays for the
+    cable's life, as the unit's service header does. The tech's end is the laptop's USB
+    adapter: `tech_link` names it (a symlink, as udev gives the real one), `pull()` unplugs
+    it (the device node goes, the tool's reads and writes fail) and `replug()` brings a new
+    one back under the same name. `pull_when()` pulls it at an exact frame of the protocol.
+    `inject` writes straight into the unit's line (a noisy cable, a fuzzer); `tap` records
+    every byte that crossed, for secret greps."""
 
-    def __init__(self) -> None:
+    def __init__(self, tmp: Path) -> None:
         self.m_unit, self._s_unit = pty.openpty()
-        self.m_tech, self._s_tech = pty.openpty()
-        for fd in (self._s_unit, self._s_tech):
-            tty.setraw(fd)  # held open too, so a side closing never EIOs the master
+        tty.setraw(self._s_unit)  # held open too, so the service closing never EIOs it
         self.unit_path = os.ttyname(self._s_unit)
-        self.tech_path = os.ttyname(self._s_tech)
-        os.set_blocking(self.m_tech, False)
+        self.tech_link = tmp / "laptop-usb-serial"
         self.tap = bytearray()
+        self.pulled = threading.Event()
+        self.marked = threading.Event()
+        self.m_tech = -1
         self._unit_lock = threading.Lock()
+        self._tech_lock = threading.Lock()
+        self._trigger: tuple | None = None
+        self._to_unit, self._to_tech = p.Decoder(), p.Decoder()
+        self._cmds: dict[int, str] = {}  # request id -> command, to name the answers
+        self.replug()
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._pump, daemon=True)
         self._t.start()
 
-    def _pump(self) -> None:
-        pairs = {self.m_unit: self.m_tech, self.m_tech: self.m_unit}
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select(list(pairs), [], [], 0.1)
-            except (OSError, ValueError):
+    # -- plugging --
+
+    def replug(self) -> None:
+        with self._tech_lock:
+            self.m_tech, self._s_tech = pty.openpty()
+            tty.setraw(self._s_tech)
+            os.set_blocking(self.m_tech, False)
+            self.tech_path = os.ttyname(self._s_tech)
+            tmp = self.tech_link.with_name(self.tech_link.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            os.symlink(self.tech_path, tmp)
+            os.replace(tmp, self.tech_link)
+            self._to_unit, self._to_tech = p.Decoder(), p.Decoder()
+            self.pulled.clear()
+
+    def pull(self) -> None:
+        with self._tech_lock:
+            if self.m_tech < 0:
                 return
+            self.tech_link.unlink(missing_ok=True)
+            for fd in (self.m_tech, self._s_tech):
+                os.close(fd)
+            self.m_tech = -1
+            self.pulled.set()
+
+    def pull_when(self, direction: str, cmd: str, kind: int, when: str = "before") -> None:
+        """Pull the cable at the first `kind` frame of `cmd` going `direction` ("to_unit"
+        or "to_tech"): `before` it crosses (it is lost), or just `after` it crossed; or
+        only `mark` that moment (the `marked` event) and leave the cable in."""
+        self.marked.clear()
+        self._trigger = (direction, cmd, kind, when)
+
+    def _fire(self, direction: str, data: bytes) -> str | None:
+        """-> None (pass the bytes on), "before" or "after" when the trigger is hit."""
+        dec = self._to_unit if direction == "to_unit" else self._to_tech
+        hit = None
+        for f in dec.feed(data, time.monotonic()):
+            if f.kind == p.KIND_REQUEST:
+                self._cmds[f.request_id] = str(f.payload.get("cmd"))
+            cmd = self._cmds.get(f.request_id)
+            t = self._trigger
+            if t and t[0] == direction and t[1] == cmd and t[2] == f.kind and hit is None:
+                hit, self._trigger = t[3], None
+        return hit
+
+    # -- the wire --
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            fds = [self.m_unit] + ([self.m_tech] if self.m_tech >= 0 else [])
+            try:
+                ready, _, _ = select.select(fds, [], [], 0.05)
+            except (OSError, ValueError):
+                continue  # the tech end went while we waited
             for fd in ready:
                 try:
                     data = os.read(fd, 65536)
@@ -55,20 +115,32 @@ class Cable:
                     time.sleep(0.02)
                     continue
                 self.tap += data
-                if pairs[fd] == self.m_unit:
+                direction = "to_tech" if fd == self.m_unit else "to_unit"
+                hit = self._fire(direction, data)
+                if hit == "mark":
+                    self.marked.set()
+                if hit == "before":
+                    self.pull()
+                    continue
+                if direction == "to_unit":
                     self.inject(data)
                 else:
-                    self._to_tech(data)
+                    self._to_tech_write(data)
+                if hit == "after":
+                    self.pull()
 
-    def _to_tech(self, data: bytes) -> None:
-        # nobody may be reading the tech end (no CLI running): like an unread UART, bytes
-        # that do not fit are dropped rather than stalling the unit's writes
+    def _to_tech_write(self, data: bytes) -> None:
+        # nobody may be reading the tech end (no CLI running, or unplugged): like an unread
+        # UART, bytes that do not fit are dropped rather than stalling the unit's writes
         view, give_up = memoryview(data), time.monotonic() + 0.05
-        while view and time.monotonic() < give_up:
-            try:
-                view = view[os.write(self.m_tech, view):]
-            except BlockingIOError:
-                time.sleep(0.005)
+        with self._tech_lock:
+            while view and self.m_tech >= 0 and time.monotonic() < give_up:
+                try:
+                    view = view[os.write(self.m_tech, view):]
+                except BlockingIOError:
+                    time.sleep(0.005)
+                except OSError:
+                    return
 
     def inject(self, data: bytes) -> None:
         with self._unit_lock:
@@ -79,7 +151,8 @@ class Cable:
     def close(self) -> None:
         self._stop.set()
         self._t.join(2)
-        for fd in (self.m_unit, self.m_tech, self._s_unit, self._s_tech):
+        self.pull()
+        for fd in (self.m_unit, self._s_unit):
             try:
                 os.close(fd)
             except OSError:
@@ -115,13 +188,14 @@ class Service:
 
     def __init__(self, cable: Cable, state: Path, alsa_conf: Path, *, device: str = "sl_good",
                  puck_port: str | None = None, site: Path | None = None,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, selftest_s: float = 2.0,
+                 serial: str = "SN-TEST-0001") -> None:
         self.state = state
         self.log = state.parent / f"{state.name}-service.log"
         argv = [PY, "-m", "edge_agent", "provision-serve", "--port", cable.unit_path,
                 "--state-dir", str(state), "--alsa-device", device, "--channels", "4",
-                "--serial-number", "SN-TEST-0001", "--hw-rev", "B2", "--pace-realtime",
-                "--puck-port", puck_port or ""]
+                "--serial-number", serial, "--hw-rev", "B2", "--pace-realtime",
+                "--puck-port", puck_port or "", "--selftest-seconds", str(selftest_s)]
         if site is not None:
             argv += ["--site-config", str(site)]
         self.proc = subprocess.Popen(argv + (extra or []), cwd=ROOT,
@@ -149,23 +223,44 @@ class Service:
                 self.proc.wait()
 
 
-def cli(cable: Cable, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """The real tech tool, as the tech runs it."""
-    return subprocess.run([PY, str(ROOT / "scripts" / "provision"), "--port", cable.tech_path,
-                           *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+def tool_env(cable: Cable, home: Path | None = None) -> dict:
+    """The tool's environment on a tech's laptop: the cable found by discovery (a pty has
+    no USB ids, so the candidate list is named), sign-ins and records in `home`."""
+    env = {**os.environ, "SCRIBELINK_PROVISION_PORTS": str(cable.tech_link)}
+    if home is not None:
+        env.update(XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"))
+    return env
 
 
-def cli_popen(cable: Cable, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([PY, str(ROOT / "scripts" / "provision"), "--port", cable.tech_path,
-                             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def cli(cable: Cable, *args: str, timeout: float = 120, home: Path | None = None,
+        ) -> subprocess.CompletedProcess:
+    """The real tech tool, as the tech runs it (no --port: it finds the cable)."""
+    return subprocess.run([PY, str(ROOT / "scripts" / "provision"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          env=tool_env(cable, home))
+
+
+def cli_popen(cable: Cable, *args: str, home: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen([PY, str(ROOT / "scripts" / "provision"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=tool_env(cable, home))
 
 
 def info(cable: Cable) -> dict:
-    r = cli(cable, "info", timeout=30)
+    r = cli(cable, "info", "--json", timeout=30)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
+
+
+def snapshot(state: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under the state dir: relative path -> (mode, bytes)."""
+    return {str(f.relative_to(state)): (f.stat().st_mode, f.read_bytes())
+            for f in sorted(state.rglob("*")) if f.is_file()}
+
+
+def committed(snap: dict) -> dict:
+    """The unit's own files, without the fail-safe's staging area."""
+    return {k: v for k, v in snap.items() if not k.startswith(STAGING + "/")}
 
 
 def wait_for(pred, timeout: float, what: str, every: float = 0.2):

@@ -86,7 +86,7 @@ def test_fuzzing_over_a_real_pty_then_info_answers(tmp_path, cable, alsa_conf):
             cable.inject(fz.make_input(rng, seeds))
         time.sleep(p.PARTIAL_TIMEOUT_S + 1.0)
         t0 = time.monotonic()
-        r = cli(cable, "info", timeout=60)
+        r = cli(cable, "info", "--json", timeout=60)
         assert r.returncode == 0, r.stderr
         hello = json.loads(r.stdout)
         assert hello["serial"] == "SN-TEST-0001" and hello["state"] in ("blank", "configured")

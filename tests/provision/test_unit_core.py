@@ -26,15 +26,26 @@ def call(unit: Unit, cmd: str, args: dict | None = None) -> dict:
     return unit.handle(cmd, args or {}, lambda _m: None)
 
 
+def arm(unit: Unit, eid: str = "e1", expiry_s: float = 60) -> dict:
+    r = call(unit, "arm_failsafe", {"enrolment_id": eid, "expiry_s": expiry_s})
+    assert r["ok"], r
+    return r["result"]
+
+
 @pytest.fixture
 def unit(tmp_path):
     return Unit(ServeSettings(state_dir=tmp_path / "unit", serial_number="SN-1"))
 
 
-def test_states_move_blank_configured_enrolled(unit):
+def test_changes_need_an_armed_fail_safe_and_stay_staged_until_commit(unit):
     assert call(unit, "hello")["result"]["state"] == "blank"
+    for cmd in ("set_config", "generate_key", "install_cert", "commit"):
+        assert call(unit, cmd, GOOD if cmd == "set_config" else {})["error"]["code"] == \
+            p.E_FAILSAFE_NOT_ARMED
+    assert not unit.dir.exists() or not any(unit.dir.iterdir())
+    arm(unit)
     r = call(unit, "set_config", GOOD)
-    assert r["ok"] and r["result"]["state"] == "configured"
+    assert r["ok"] and r["result"]["staged"] and r["result"]["state"] == "blank"
     assert "wifi_passphrase" in r["result"]["saved"] and PASS not in json.dumps(r)
     csr = call(unit, "generate_key")["result"]["csr_pem"]
     ca = pki.make_ca()
@@ -42,15 +53,21 @@ def test_states_move_blank_configured_enrolled(unit):
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(cert).decode(),
                                     "ca_pem": ca.cert_pem().decode()})
     assert r["ok"], r
-    assert call(unit, "hello")["result"]["state"] == "enrolled"
-    assert stat.S_IMODE(unit.key_path.stat().st_mode) == 0o600
-    assert stat.S_IMODE((unit.dir / "tls").stat().st_mode) == 0o700
+    hello = call(unit, "hello")["result"]
+    assert hello["state"] == "blank" and hello["unit_id"] is None  # nothing committed
+    staged = hello["failsafe"]["staged"]
+    assert staged["settings"] and staged["key"] and staged["wifi"]
+    assert staged["cert"]["fingerprint_sha256"] == r["result"]["fingerprint_sha256"]
+    assert stat.S_IMODE(unit.staged.key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((unit.staged.root / "tls").stat().st_mode) == 0o700
+    assert stat.S_IMODE((unit.staged / "wifi.nmconnection").stat().st_mode) == 0o600
     # commit needs a passed self-test for this very certificate
     r = call(unit, "commit")
     assert r["error"]["code"] == p.E_SELFTEST_NOT_PASSED
 
 
 def enrolled(unit) -> tuple[pki.CA, str]:
+    arm(unit)
     call(unit, "set_config", GOOD)
     csr = call(unit, "generate_key")["result"]["csr_pem"]
     return pki.make_ca(), csr
@@ -78,7 +95,7 @@ def test_install_cert_refuses_wrong_key_wrong_unit_wrong_ca(unit):
     r = call(unit, "install_cert", {"cert_pem": "-----BEGIN CERTIFICATE-----\nxx",
                                     "ca_pem": ca.cert_pem().decode()})
     assert r["error"]["code"] == p.E_CERT_INVALID
-    assert call(unit, "hello")["result"]["state"] == "configured"  # nothing was installed
+    assert call(unit, "hello")["result"]["failsafe"]["staged"]["cert"] is None  # none taken
 
 
 def test_a_unit_clock_far_off_refuses_the_certificate(tmp_path):
@@ -97,6 +114,7 @@ def test_a_unit_clock_far_off_refuses_the_certificate(tmp_path):
     ({"recovery_public_key": "bm90IGEga2V5"}, "X25519"),
 ])
 def test_set_config_refusals_name_the_setting_not_the_value(unit, bad, word):
+    arm(unit)
     r = call(unit, "set_config", {**GOOD, **bad})
     assert r["error"]["code"] == p.E_INVALID_CONFIG and word in r["error"]["message"]
     if "wifi_passphrase" in bad:
@@ -114,6 +132,7 @@ def test_unknown_and_malformed_commands(unit):
 
 
 def level_block(amplitude: float, channels: int = 4, n: int = 32000) -> np.ndarray:
+    """Noise at `amplitude` of full scale on every channel."""
     rng = np.random.default_rng(3)
     x = amplitude * rng.standard_normal((n, channels)) * 32767
     return np.clip(x, -32768, 32767).astype(np.int16)
@@ -126,8 +145,9 @@ def test_mic_analysis_flags_silent_clipping_and_dc_channels():
     x[:, 2] = np.clip(level_block(2.0)[:, 2].astype(np.int32) * 4, -32768, 32767)  # clipping
     x[:, 3] = np.clip(x[:, 3].astype(np.int32) + 6000, -32768, 32767)  # DC offset
     res = {r["channel"]: r for r in analyze_channels(x)}
+    assert {r["status"] for r in res.values()} == {"pass", "fail"}
     assert res[1]["ok"]
-    assert not res[2]["ok"] and "silent" in res[2]["problem"] and "ribbon" in res[2]["fix"]
+    assert not res[2]["ok"] and "silent" in res[2]["problem"] and "reseat" in res[2]["fix"]
     assert not res[3]["ok"] and "clipping" in res[3]["problem"]
     assert not res[4]["ok"] and "DC" in res[4]["problem"]
 
@@ -139,8 +159,13 @@ def test_clock_check_uses_laptop_time_and_certificate_window():
     assert check_clock(now, now + 5, nb, na)["ok"]
     off = check_clock(now, now + 600, nb, na)
     assert not off["ok"] and "-600" in off["problem"] and "NTP" in off["fix"]
-    early = check_clock(now - 7200, None, nb, na)
+    early = check_clock(now - 7200, now - 7200, nb, na)
     assert not early["ok"] and "validity" in early["problem"]
+    # without the laptop's time the clock cannot be judged yet: NOT YET, not FAIL
+    unknown = check_clock(now, None, nb, na)
+    assert unknown["status"] == "not_yet" and "laptop" in unknown["needs"]
+    # before a certificate exists, the skew alone decides
+    assert check_clock(now, now + 3)["status"] == "pass"
 
 
 def test_wifi_keyfile_is_what_the_root_side_installer_accepts(unit):
@@ -154,11 +179,12 @@ def test_wifi_keyfile_is_what_the_root_side_installer_accepts(unit):
     loader = importlib.machinery.SourceFileLoader("wifi_apply", str(path))
     mod = importlib.util.module_from_spec(importlib.util.spec_from_loader("wifi_apply", loader))
     loader.exec_module(mod)
+    arm(unit)
     for ssid, psk in (("ClinicIoT", PASS), ("Café Wi-Fi 5G", "p@ss word=with#stuff!"),
                       ("x" * 32, "y" * 63)):
         r = call(unit, "set_config", {**GOOD, "wifi_ssid": ssid, "wifi_passphrase": psk})
         assert r["ok"], r
-        mod.check((unit.dir / "wifi.nmconnection").read_text())
+        mod.check((unit.staged / "wifi.nmconnection").read_text())
     for bad in ({"wifi_passphrase": " leading-space"}, {"wifi_passphrase": "back\\slash1"},
                 {"wifi_ssid": "semi;colon", "wifi_passphrase": PASS}):
         assert call(unit, "set_config", {**GOOD, **bad})["error"]["code"] == p.E_INVALID_CONFIG
@@ -190,6 +216,7 @@ def test_a_clinic_ca_pinned_in_the_site_config_cannot_be_swapped(tmp_path):
     site = tmp_path / "agent.toml"
     site.write_text(f'[broker]\nca_file = "{tmp_path / "clinic-ca.pem"}"\n')
     unit = Unit(ServeSettings(state_dir=tmp_path / "u", site_config=str(site)))
+    arm(unit)
     call(unit, "set_config", GOOD)
     csr = call(unit, "generate_key")["result"]["csr_pem"].encode()
     rogue = pki.make_ca("Rogue CA")
@@ -199,3 +226,35 @@ def test_a_clinic_ca_pinned_in_the_site_config_cannot_be_swapped(tmp_path):
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(pki.sign_csr(clinic, csr, "exam-2"))
                                     .decode(), "ca_pem": clinic.cert_pem().decode()})
     assert r["ok"], r
+
+
+def test_mic_fixes_name_the_part_and_the_action_for_the_fitted_array():
+    from edge_agent.selftest import mic_array
+
+    x = level_block(0.03, channels=4)
+    x[:, 2] = 0
+    hat = {r["check"]: r for r in analyze_channels(x, array=mic_array("respeaker-4mic-pi"))}
+    assert "ReSpeaker 4-Mic Array HAT" in hat["mic3"]["fix"] and "40-pin header" in \
+        hat["mic3"]["fix"]
+    assert "ribbon" not in hat["mic3"]["fix"] and "cable" not in hat["mic3"]["fix"]
+
+    # the USB array: channel 0 is its processed output, 1-4 the mics, 5 the playback
+    usb = mic_array("respeaker-usb-v2")
+    x = level_block(0.03, channels=6)
+    x[:, 2] = 0  # MIC2 dead
+    x[:, 5] = 0  # nothing playing: the loopback channel is silent, and that is fine
+    rows = {r["check"]: r for r in analyze_channels(x, array=usb)}
+    assert sorted(rows) == ["mic1", "mic2", "mic3", "mic4"]
+    assert rows["mic2"]["status"] == "fail" and "MIC2" in rows["mic2"]["problem"]
+    assert "micro-USB" in rows["mic2"]["fix"] and "HAT" not in rows["mic2"]["fix"]
+    assert "ribbon" not in rows["mic2"]["fix"]
+    assert all(rows[m]["status"] == "pass" for m in ("mic1", "mic3", "mic4"))
+
+    # the 6-mic kit: its mic board hangs off the HAT by a cable; channels 7-8 are loopback
+    kit = mic_array("respeaker-6mic")
+    x = level_block(0.03, channels=8)
+    x[:, 6:] = 0
+    x[:, 4] = 0
+    rows = {r["check"]: r for r in analyze_channels(x, array=kit)}
+    assert len(rows) == 6 and rows["mic5"]["status"] == "fail"
+    assert "round microphone board" in rows["mic5"]["fix"]

@@ -1,12 +1,8 @@
 """Fixtures: the real firmware on the MicroPython unix port behind a real pty
 (scripts/puck-sim), and the real agent-side edge_agent.puck.Puck opening it."""
 
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from puck_harness import Puck, PuckSim, Recorder, wait_until
 

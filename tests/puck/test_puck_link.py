@@ -7,8 +7,9 @@ from __future__ import annotations
 import threading
 import time
 
-import pucklink
 from puck_harness import Puck, PuckSim, Recorder, wait_until
+
+from scribelink import pucklink
 
 
 def test_press_fires_one_cue_despite_lost_frames_lost_acks_and_garbage(sim, agent):

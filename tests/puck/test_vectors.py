@@ -3,15 +3,13 @@ meaning gives the same bytes, and the invalid ones are dropped."""
 
 import json
 import struct
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "firmware"))
+from scribelink import pucklink
 
-import pucklink
+ROOT = Path(__file__).resolve().parents[2]
 
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "puck_frames.json").read_text())
 
@@ -36,6 +34,10 @@ def decode_body(mtype, body):
     if mtype == pucklink.MSG_CUE_SEEN:
         n, c = struct.unpack(">IH", body)
         return {"puck_nonce": n, "cue_no": c}
+    if mtype == pucklink.MSG_IDENTIFY:
+        return {"duration_ms": struct.unpack(">I", body)[0]}
+    if mtype == pucklink.MSG_PRESENCE_WANTED:
+        return {"timeout_ms": struct.unpack(">I", body)[0]}
     assert body == b""
     return {}
 

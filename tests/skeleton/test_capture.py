@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CAPTURE = r"""
 import sys, numpy as np
-sys.path.insert(0, sys.argv[1])
 from edge_agent.capture import AlsaCapture
 cap = AlsaCapture("sl_test", sample_rate=16000, channels=int(sys.argv[2]), period_frames=320,
                   pace_realtime=sys.argv[4] == "1", speed=4.0)
@@ -73,8 +72,7 @@ def test_paced_capture_follows_the_sample_clock(tmp_path):
 
 
 def test_unknown_device_gives_an_actionable_error(tmp_path):
-    code = ("import sys; sys.path.insert(0, sys.argv[1]);"
-            "from edge_agent.capture import AlsaCapture, CaptureError\n"
+    code = ("from edge_agent.capture import AlsaCapture, CaptureError\n"
             "try:\n AlsaCapture('no_such_pcm', sample_rate=16000, channels=4, period_frames=320).open()\n"
             "except CaptureError as e: print(e)")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True)

@@ -94,8 +94,10 @@ def test_relay_refuses_a_frame_naming_another_unit(broker, relay, assigned):
     unit.publish("audio", frame)  # unit-b's header on unit-a's topic
     unit.publish("audio", b"garbage that is not an envelope, long enough to parse" * 2)
     log = relay.dir / "relay.log"
-    wait_for(lambda: "header names unit" in log.read_text() and
-             "not a Scribelink envelope" in log.read_text(), what="both rejections logged")
+    # the two frames are handled in order, but each is only known handled once its log
+    # line is there: wait for both before looking at the store
+    wait_for(lambda: "header names unit" in log.read_text()
+             and "not a Scribelink envelope" in log.read_text(), what="both rejections logged")
     # nothing stored, on whichever store the relay runs
     assert relay.api("GET", "/api/admin/health").json()["archive"]["items"] == 0
     unit.close()

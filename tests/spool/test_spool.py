@@ -73,7 +73,6 @@ def test_torn_or_corrupt_tail_is_cut_back_to_the_last_good_record(tmp_path, dama
 
 WRITER = r"""
 import sys
-sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from edge_agent.spool import Spool
 sp = Spool(Path(sys.argv[2]), fsync_interval_s=10)
@@ -198,20 +197,8 @@ def test_records_in_flight_are_never_declared_lost(tmp_path):
     and says so, and never declares it."""
     sp = Spool(tmp_path, max_bytes=40_000, segment_bytes=10_000)
     ids = [sp.put_many([_audio(i)])[0] for i in range(8)]  # ~1 segment
-    busy = {ids[1], ids[6]}
-    moved: dict[int, int] = {}
-
-    def in_flight():
-        return frozenset(busy)
-
-    def on_moved(mapping):
-        moved.update(mapping)
-        for old, new in mapping.items():
-            busy.discard(old)
-            busy.add(new)
-
-    sp.in_flight = in_flight
-    sp.moved = on_moved
+    handed = sp.take_ids([ids[1], ids[6]])  # what the uplink gave the MQTT client
+    assert [r.seq for r in handed] == [1, 6]
     for i in range(8, 60):
         sp.put_many([_audio(i)])
     declared = {s for e in sp.take_evictions() for s in range(e.first_seq, e.last_seq + 1)}
@@ -220,3 +207,33 @@ def test_records_in_flight_are_never_declared_lost(tmp_path):
     kept = [r.seq for r in sp.pending(1000)]
     assert 1 in kept and 6 in kept
     assert sorted(declared | set(kept)) == list(range(60))
+    # their PUBACKs release the copies they were carried forward as
+    for r in handed:
+        new_id = sp.in_flight.resolve(r.id)
+        assert new_id in sp.in_flight
+        sp.ack(new_id)
+        sp.in_flight.release(new_id)
+    assert sorted(r.seq for r in sp.pending(1000)) == sorted(set(kept) - {1, 6})
+
+
+def test_in_flight_records_carried_forward_are_released_by_their_puback(tmp_path):
+    """Every old segment holds a record the MQTT client has: eviction must carry those
+    forward under new ids, and the PUBACK for the old id releases the new copy."""
+    sp = Spool(tmp_path, max_bytes=30_000, segment_bytes=6_000)
+    handed = []
+    for i in range(60):
+        rid = sp.put_many([_audio(i)])[0]
+        if i % 4 == 0:
+            handed += sp.take_ids([rid])
+    declared = {s for e in sp.take_evictions() for s in range(e.first_seq, e.last_seq + 1)}
+    assert declared and not declared & {r.seq for r in handed}
+    moved = [r for r in handed if r.id not in sp.in_flight]  # now under new ids
+    assert moved, "the budget forced a carry-forward"
+    for r in handed:
+        rid = sp.in_flight.resolve(r.id)
+        sp.ack(rid)
+        sp.in_flight.release(rid)
+    assert not sp.in_flight.snapshot()
+    left = {r.seq for r in sp.pending(1000)}
+    assert not left & {r.seq for r in handed}
+    assert sorted(declared | left | {r.seq for r in handed}) == list(range(60))

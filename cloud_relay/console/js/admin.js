@@ -1,9 +1,13 @@
 // Clinic IT view: unit health from each unit's retained status, room and scribe
 // assignments (editable), archive retention, and the audit log. No audio, no keys.
 
+import { fmtClock, h } from "./dom.js";
+import { stateText } from "./roomstate.js";
+
 const REFRESH_MS = 2000;
 
-export function renderAdmin(root, { api, h, fmtClock, fmtDur, roomState, stateText }) {
+/** `api(method, path, body)`: the relay's HTTP API with the admin's token. */
+export function renderAdmin(root, { api }) {
   const state = { health: null, users: [], audit: [], edits: new Map(), names: new Map(), error: "" };
 
   root.replaceChildren(h("div", { class: "admin", id: "admin" },

@@ -246,14 +246,3 @@ export async function loadOrCreateIdentity(userId) {
   }
   return { privateKey: rec.privateKey, publicRaw: rec.publicRaw, keyId: await keyId(rec.publicRaw) };
 }
-
-/** Test-only (the vector test): an identity from a raw 32-byte or PKCS#8 private key. */
-export async function identityFromPrivate(privateBytes) {
-  const pkcs8 = privateBytes.length === 32
-    ? concat(fromHex("302e020100300506032b656e04220420"), privateBytes) : privateBytes;
-  const probe = await subtle.importKey("pkcs8", pkcs8, { name: "X25519" }, true, ["deriveBits"]);
-  const jwk = await subtle.exportKey("jwk", probe);
-  const publicRaw = b64decode(jwk.x.replace(/-/g, "+").replace(/_/g, "/") + "=");
-  const privateKey = await subtle.importKey("pkcs8", pkcs8, { name: "X25519" }, false, ["deriveBits"]);
-  return { privateKey, publicRaw, keyId: await keyId(publicRaw) };
-}

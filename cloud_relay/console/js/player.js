@@ -5,7 +5,6 @@
 
 const AHEAD_S = 1.0;
 const PUMP_MS = 40;
-const RECORD_MAX_S = 120; // test hook: what a replay fed the worklet, capped
 
 export class Player {
   constructor({ onTick, fetchRange }) {
@@ -21,7 +20,6 @@ export class Player {
     this.lastLiveSeq = -1;
     this.level = { peak: 0, rms: 0 };
     this.stats = { buffered: 0, target: 0, underruns: 0, dropped: 0 };
-    this.record = null;
     this.pumpTimer = null;
     this.fetching = false;
   }
@@ -61,7 +59,6 @@ export class Player {
     this.session = session;
     this.mode = "live";
     this.paused = false;
-    this.record = null;
     this.node.port.postMessage({ type: "reset", mode: "live" });
     this.node.port.postMessage({ type: "pause", paused: false });
     this.lastLiveSeq = session.maxSeq;
@@ -84,7 +81,6 @@ export class Player {
     this.paused = false;
     this.fedSample = startSample;
     this.playedSample = startSample;
-    this.record = { session: session.session, startSample, parts: [], samples: 0 };
     this.node.port.postMessage({ type: "reset", mode: "replay" });
     this.node.port.postMessage({ type: "pause", paused: false });
     this.pumpTimer = setInterval(() => this._pump(), PUMP_MS);
@@ -105,10 +101,6 @@ export class Player {
       const pos = c.seq * s.chunkSamples + (i === 0 && c.seq === seq ? off : 0);
       this.node.port.postMessage({ type: "push", data: toFloat(pcm), pos });
       this.fedSample = c.seq * s.chunkSamples + c.pcm.length;
-      if (this.record && this.record.samples < RECORD_MAX_S * s.sampleRate) {
-        this.record.parts.push(pcm.slice());
-        this.record.samples += pcm.length;
-      }
     }
     const nextSeq = Math.floor(this.fedSample / s.chunkSamples);
     if (got.length < want && nextSeq <= s.maxSeq && !this.fetching) {
@@ -139,20 +131,6 @@ export class Player {
   _stopPump() {
     if (this.pumpTimer) clearInterval(this.pumpTimer);
     this.pumpTimer = null;
-  }
-
-  /** Test hook: the first n samples a replay fed the worklet. */
-  recorded(n) {
-    if (!this.record) return null;
-    const out = new Int16Array(Math.min(n, this.record.samples));
-    let o = 0;
-    for (const p of this.record.parts) {
-      if (o >= out.length) break;
-      const take = Math.min(p.length, out.length - o);
-      out.set(p.subarray(0, take), o);
-      o += take;
-    }
-    return out;
   }
 }
 

@@ -27,6 +27,8 @@ MSG_PRIVACY_TOGGLE = 0x11  # puck -> agent, reliable; body: held_ms u32
 MSG_PRESENCE_HOLD = 0x12  # puck -> agent, reliable; body: held_ms u32
 MSG_HOLD_RELEASED = 0x13  # puck -> agent, reliable; body: held_ms u32 (after a presence hold)
 MSG_CUE_SEEN = 0x20  # agent -> puck, reliable; body: puck_nonce u32, cue_no u16
+MSG_IDENTIFY = 0x21  # agent -> puck, reliable; body: duration_ms u32 (0 stops)
+MSG_PRESENCE_WANTED = 0x22  # agent -> puck, reliable; body: timeout_ms u32 (0 ends)
 
 MSG_NAMES = {
     MSG_HEARTBEAT: "heartbeat",
@@ -39,9 +41,11 @@ MSG_NAMES = {
     MSG_PRESENCE_HOLD: "presence_hold",
     MSG_HOLD_RELEASED: "hold_released",
     MSG_CUE_SEEN: "cue_seen",
+    MSG_IDENTIFY: "identify",
+    MSG_PRESENCE_WANTED: "presence_wanted",
 }
 
-# LED states. The agent sets 0..4 (the session's truth); the puck adds 5..8 itself.
+# LED states. The agent sets 0..4 (the session's truth); the puck adds 5..12 itself.
 STATE_NAMES = (
     "idle",
     "live",
@@ -52,6 +56,10 @@ STATE_NAMES = (
     "cue_sent",
     "cue_seen",
     "hold_armed",
+    "identify",
+    "presence_wanted",
+    "presence_holding",
+    "presence_release",
 )
 AGENT_STATES = STATE_NAMES[:5]
 

@@ -1,0 +1,32 @@
+// The room list: each assigned room with its state, open-cue badge and shortcut number.
+
+import { h } from "../dom.js";
+import { stateText } from "../roomstate.js";
+
+export class RoomList {
+  constructor(onSelect) {
+    this.onSelect = onSelect;
+    this.sig = ""; // what the list shows now: rebuilt only when this changes
+  }
+
+  /** `rooms`: [{id, room, info (roomInfo), openCues (count)}]. */
+  render(el, rooms, selectedUnit) {
+    if (!el) return;
+    // rebuild only on change, so a click never lands on a node being replaced
+    const sig = JSON.stringify([selectedUnit, rooms.map((r) => [r.id, stateText(r.info), r.openCues])]);
+    if (sig === this.sig && el.childElementCount) return;
+    this.sig = sig;
+    if (!rooms.length) {
+      el.replaceChildren(h("div", { class: "empty" }, "No rooms are assigned to you yet. Ask clinic IT."));
+      return;
+    }
+    el.replaceChildren(...rooms.map((r, i) => h("button", {
+      class: `room-item ${r.id === selectedUnit ? "selected" : ""}`, "data-unit": r.id, "data-state": r.info.state,
+      onclick: () => this.onSelect(r.id),
+    },
+    h("span", { class: `dot ${r.info.state}` }),
+    h("span", { class: "name" }, r.room),
+    r.openCues ? h("span", { class: "badge", title: "Open cues" }, r.openCues) : h("span", { class: "key" }, i < 9 ? i + 1 : ""),
+    h("span", { class: `sub state-${r.info.state}` }, stateText(r.info)))));
+  }
+}

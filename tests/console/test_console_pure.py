@@ -1,0 +1,313 @@
+"""The console's pure modules, in headless Chromium on a static page (no relay): the
+room-state rule (held, with the relay's Python copy, to tests/vectors/room_state.json),
+room tracking, the store's rules (rooms, selection, cues, memory), reconnect backoff,
+timeline geometry and keyboard commands. Each call is a few milliseconds."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from console_support import in_module
+
+from cloud_relay.console_api import STALE_STATUS_S, room_state
+
+ROOM_VECTORS = json.loads(
+    (Path(__file__).resolve().parents[1] / "vectors" / "room_state.json").read_text())
+S1, S2, S3 = "11" * 16, "22" * 16, "33" * 16
+
+
+# ---------------------------------------------------------------------- the room-state rule
+
+
+def test_room_state_rule_in_the_page_matches_the_vectors(module_page):
+    cases = ROOM_VECTORS["cases"]
+    got = in_module(module_page, "roomstate.js", """
+        return {stale: m.STALE_STATUS_S, out: arg.map((c) => m.roomState(c.status, c.age_s))};""",
+        cases)
+    assert got["stale"] == ROOM_VECTORS["stale_status_s"]
+    for case, out in zip(cases, got["out"], strict=True):
+        assert out == case["want"], case["name"]
+
+
+def test_room_state_rule_in_the_relay_matches_the_vectors():
+    assert STALE_STATUS_S == ROOM_VECTORS["stale_status_s"]
+    for case in ROOM_VECTORS["cases"]:
+        assert room_state(case["status"], case["age_s"]) == case["want"], case["name"]
+
+
+def test_state_words(module_page):
+    got = in_module(module_page, "roomstate.js", """
+        return arg.map((r) => m.stateText(r));""", [
+        {"state": "live", "buffered_s": 0}, {"state": "paused", "buffered_s": 0},
+        {"state": "catching_up", "buffered_s": 42.4}, {"state": "offline", "buffered_s": 0.2},
+        {"state": "offline", "buffered_s": 12, "estimate": True}, {"state": "idle", "buffered_s": 0}])
+    assert got == ["Live", "Privacy pause", "Catching up · 42 s to go", "Offline",
+                   "Offline · ~12 s buffered on unit", "Idle"]
+
+
+def test_a_recording_room_that_drops_offline_estimates_its_growing_backlog(module_page):
+    got = in_module(module_page, "roomstate.js", """
+        const r = m.newRoom({id: "unit-a", room: "Exam 1", status: null, status_age_s: null,
+                             open_session: null}, 1000);
+        const never = m.roomInfo(r, 1000);
+        m.noteStatus(r, {online: true, link: "up", capture: "live", session: arg.s,
+                         spool: {seconds: 1}}, 1000);
+        const live = m.roomInfo(r, 1500);
+        m.noteStatus(r, {online: false, link: "lost", spool: {seconds: 1}}, 5000);  // the will
+        const at15 = m.roomInfo(r, 15000);
+        const at25 = m.roomInfo(r, 25000);
+        m.noteStatus(r, {online: true, link: "up", capture: "live", spool: {seconds: 0}}, 26000);
+        const back = m.roomInfo(r, 26500);
+        const idle = m.newRoom({id: "unit-b", status: null, status_age_s: null}, 0);
+        m.noteStatus(idle, {online: true, link: "up", capture: "idle"}, 0);
+        m.noteStatus(idle, {online: false, link: "lost"}, 1000);
+        return {never, live, at15, at25, back, open: r.openSession, idle: m.roomInfo(idle, 20000),
+                text: m.stateText(at15)};""", {"s": S1})
+    assert got["never"] == {"state": "offline", "buffered_s": 0, "reason": "never seen"}
+    assert got["live"]["state"] == "live" and got["open"] == S1
+    # offline since 5 s with 1 s spooled: the unit has kept recording for 10 s, then 20 s
+    assert got["at15"] == {"state": "offline", "buffered_s": 11, "reason": "lost", "estimate": True}
+    assert got["at25"]["buffered_s"] == 21
+    assert got["text"] == "Offline · ~11 s buffered on unit"
+    assert got["back"] == {"state": "live", "buffered_s": 0}
+    assert got["idle"] == {"state": "offline", "buffered_s": 0, "reason": "lost"}  # not recording
+
+
+# ---------------------------------------------------------------------- the store
+
+# A store with two rooms and real SessionState objects (js/receiver.js), 40 ms chunks.
+STORE = """
+    const { Store } = m;
+    const { SessionState } = await import('/console/js/receiver.js');
+    const session = (id, unit, startedUs, chunks = 0) => {
+      const s = new SessionState({session: id, unit, sample_rate: 16000, chunk_ms: 40,
+                                  started_us: startedUs}, null);
+      for (let q = 0; q < chunks; q++) s.chunks.set(q, {pcm: new Int16Array(640), n: 640,
+                                                      captureUs: startedUs + q * 40000, via: "live"});
+      s.maxSeq = chunks - 1;
+      return s;
+    };
+    const units = [{id: "unit-a", room: "Exam 1", status: null, status_age_s: null, open_session: null},
+                   {id: "unit-b", room: null, status: null, status_age_s: null, open_session: null}];
+"""
+
+
+def test_rooms_come_and_go_and_the_selection_follows(module_page):
+    got = in_module(module_page, "state.js", STORE + """
+        const st = new Store();
+        st.setRooms(units, "unit-b", 0);
+        const wanted = st.selectedUnit;
+        st.setRooms(units, "unit-zzz", 0);
+        const first = st.selectedUnit;
+        st.select("unit-b");
+        const renamed = st.mergeRooms([{...units[0], room: "Exam 1A"}, units[1]], 0);
+        const merged = st.mergeRooms([units[0], {id: "unit-c", room: "Exam 3", status: null,
+                                                 status_age_s: null, open_session: "ab"}], 0);
+        return {wanted, first, renamedChanged: renamed.changed, name: st.rooms.get("unit-a").room,
+                added: merged.added.map((r) => r.id), removed: merged.removed,
+                selected: st.selectedUnit, b: st.rooms.has("unit-b"),
+                stranger: st.unitStatus("unit-x", {online: true}, 0),
+                cName: st.rooms.get("unit-c").room, cOpen: st.rooms.get("unit-c").openSession};""")
+    assert got["wanted"] == "unit-b" and got["first"] == "unit-a"
+    assert got["renamedChanged"] and got["name"] == "Exam 1"  # the relay's name again
+    assert got["added"] == ["unit-c"] and got["removed"] == ["unit-b"] and not got["b"]
+    assert got["selected"] == "unit-a"  # the shown room went away: the first room instead
+    assert got["stranger"] is None
+    assert (got["cName"], got["cOpen"]) == ("Exam 3", "ab")
+
+
+def test_choosing_a_room_shows_its_open_session_else_its_newest(module_page):
+    got = in_module(module_page, "state.js", STORE + """
+        const st = new Store();
+        st.setRooms(units, "unit-a", 0);
+        st.sessions.set(arg.s1, session(arg.s1, "unit-a", 1000));
+        st.sessions.set(arg.s2, session(arg.s2, "unit-a", 2000));
+        const newest = (st.select("unit-a"), st.selectedSession);
+        st.rooms.get("unit-a").openSession = arg.s3;
+        const open = (st.select("unit-a"), st.selectedSession);
+        const asked = (st.select("unit-a", arg.s1), st.selectedSession);
+        const moved = st.select("unit-b");
+        const none = st.selectedSession;
+        return {newest, open, asked, moved, none, stranger: st.select("unit-x"),
+                again: st.select("unit-b")};""", {"s1": S1, "s2": S2, "s3": S3})
+    assert (got["newest"], got["open"], got["asked"]) == (S2, S3, S1)
+    assert got["moved"] == {"unitChanged": True} and got["none"] is None
+    assert got["stranger"] is None and got["again"] == {"unitChanged": False}
+
+
+def test_a_new_live_session_is_shown_and_followed_only_when_listening_live(module_page):
+    got = in_module(module_page, "state.js", STORE + """
+        const st = new Store();
+        st.setRooms(units, "unit-a", 0);
+        const s1 = session(arg.s1, "unit-a", 1000), s2 = session(arg.s2, "unit-a", 2000);
+        const s3 = session(arg.s3, "unit-a", 3000);
+        st.sessions.set(s1.session, s1);
+        const first = st.sessionOpened(s1, "live", false);
+        const shown1 = st.selectedSession;
+        st.sessions.set(s2.session, s2);
+        const notFollowing = st.sessionOpened(s2, "live", false);  // s1 still open, shown
+        const shown2 = st.selectedSession;
+        st.sessions.set(s3.session, s3);
+        const following = st.sessionOpened(s3, "live", true);
+        const other = st.sessionOpened(session(arg.s2, "unit-b", 0), "archive", false);
+        return {first, shown1, notFollowing, shown2, following, shown3: st.selectedSession,
+                open: st.rooms.get("unit-a").openSession, other,
+                stranger: st.sessionOpened(session(arg.s1, "unit-x", 0), "live", true)};""",
+        {"s1": S1, "s2": S2, "s3": S3})
+    assert got["first"] == {"shownChanged": True, "follow": False} and got["shown1"] == S1
+    assert got["notFollowing"] == {"shownChanged": True, "follow": False} and got["shown2"] == S1
+    assert got["following"] == {"shownChanged": True, "follow": True} and got["shown3"] == S3
+    assert got["open"] == S3
+    assert got["other"] == {"shownChanged": False, "follow": False}
+    assert got["stranger"] is None
+
+
+def test_cues_alert_once_and_acks_are_kept(module_page):
+    got = in_module(module_page, "state.js", STORE + """
+        const now = 1_800_000_000_000;  // ms
+        const st = new Store({acked: [arg.s1 + ":9"]});
+        st.setRooms(units, "unit-a", now);
+        const sa = session(arg.s1, "unit-a", 0), sb = session(arg.s2, "unit-b", 0);
+        const cue = (id, atMs) => ({kind: "cue", cue_id: id, seq: id, at_us: atMs * 1000, t_s: id});
+        const live1 = st.addCue(sa, cue(1, now - 10), "live", now);
+        const again = st.addCue(sa, cue(1, now - 10), "archive", now);
+        const oldArchived = st.addCue(sa, cue(2, now - 130000), "archive", now);
+        const youngArchived = st.addCue(sa, cue(3, now - 60000), "archive", now);
+        const seenBefore = st.addCue(sa, cue(9, now - 1), "live", now);
+        const otherRoom = st.addCue(sb, cue(4, now - 5), "live", now);
+        const open = st.openCues().map((c) => c.cue_id);
+        const openA = st.openCues("unit-a").map((c) => c.cue_id);
+        const replay = st.cueToReplay().cue_id;
+        const acked = st.ack(live1, now + 5), twice = st.ack(live1, now + 6);
+        for (const c of st.openCues()) st.ack(c, now + 7);
+        const replayAfter = st.cueToReplay().cue_id;
+        const many = new Store({acked: Array.from({length: 600}, (_, i) => "k" + i)});
+        const kept = many.ackedToKeep();
+        return {live1: live1 && live1.key, room: live1.room, again, oldArchived,
+                oldAcked: st.cues.get(arg.s1 + ":2").acked, youngArchived: !!youngArchived,
+                seenBefore, otherRoom: otherRoom.room, open, openA, replay, acked, twice,
+                ackedMs: live1.acked_ms, replayAfter, left: st.openCues().length,
+                keptN: kept.length, keptFirst: kept[0], keptLast: kept[kept.length - 1]};""",
+        {"s1": S1, "s2": S2})
+    assert got["live1"] == f"{S1}:1" and got["room"] == "Exam 1"
+    assert got["again"] is None  # the same cue from the archive: no second alert
+    assert got["oldArchived"] is None and got["oldAcked"]  # over 2 min old: history, no alert
+    assert got["youngArchived"]  # a minute old, met on a reload: still alerts
+    assert got["seenBefore"] is None  # acknowledged in this browser before the reload
+    assert got["otherRoom"] == "unit-b"  # a room without a name goes by its unit id
+    assert got["open"] == [3, 1, 4]  # oldest first
+    assert got["openA"] == [3, 1]
+    assert got["replay"] == 4  # R: the newest open cue
+    assert got["acked"] is True and got["twice"] is False and got["ackedMs"] == 1_800_000_000_005
+    assert got["replayAfter"] == 9 and got["left"] == 0  # none open: the newest of all
+    assert (got["keptN"], got["keptFirst"], got["keptLast"]) == (500, "k100", "k599")
+
+
+def test_errors_are_capped_and_unreadable_sessions_remembered(module_page):
+    got = in_module(module_page, "state.js", STORE + """
+        const st = new Store();
+        st.recordError({error: "session_not_wrapped_for_me", session: arg.s1}, 1);
+        for (let i = 0; i < 250; i++) st.recordError({error: "tampered", seq: i}, 2 + i);
+        return {n: st.errors.length, last: st.errors[st.errors.length - 1].seq,
+                unreadable: st.unreadable.has(arg.s1)};""", {"s1": S1})
+    assert got == {"n": 200, "last": 249, "unreadable": True}
+
+
+def test_eviction_keeps_the_live_edge_and_around_the_playhead(module_page):
+    got = in_module(module_page, "state.js", STORE + """
+        const decoded = (s) => [...s.chunks].filter(([q, c]) => c.pcm).map(([q]) => q);
+        const st = new Store();
+        st.setRooms(units, "unit-a", 0);
+        const open = session(arg.s1, "unit-a", 0, 100);
+        const closed = session(arg.s2, "unit-b", 0, 100);
+        closed.close = {ended_us: 4000000};
+        const played = session(arg.s3, "unit-b", 0, 100);
+        played.close = {ended_us: 4000000};
+        for (const s of [open, closed, played]) st.sessions.set(s.session, s);
+        const keep = {liveS: 0.4, behindS: 0.2, aheadS: 0.2};  // 10, 5 and 5 chunks of 40 ms
+        const dropped = st.evict(keep, {session: played, playedSample: 50 * 640});
+        const openKept = decoded(open), closedKept = decoded(closed), playedKept = decoded(played);
+        st.selectedSession = arg.s1;
+        open.chunks.get(80).pcm = new Int16Array(640);
+        const again = st.evict({liveS: 0, behindS: 0.8, aheadS: 0});
+        return {dropped, openKept, closedKept, playedKept, again, shown: decoded(open)};""",
+        {"s1": S1, "s2": S2, "s3": S3})
+    assert got["openKept"] == list(range(89, 100))  # the last 0.4 s of an open session
+    assert got["closedKept"] == []
+    assert got["playedKept"] == list(range(45, 56))  # 0.2 s either side of the playhead
+    assert got["dropped"] == 89 + 100 + 89
+    # the shown open session keeps 0.8 s; nothing plays now, so the closed one lets go
+    assert got["again"] == 11 and got["shown"] == [80, *range(89, 100)]
+
+
+# ---------------------------------------------------------------------- link, timeline, keys
+
+
+def test_reconnect_backoff_doubles_to_a_cap_and_resets_when_welcomed(module_page):
+    got = in_module(module_page, "net.js", """
+        const b = new m.Backoff();
+        const first = Array.from({length: 6}, () => b.next());
+        b.reset();
+        return {first, after: b.next()};""")
+    assert got == {"first": [500, 1000, 2000, 4000, 5000, 5000], "after": 500}
+
+
+def test_timeline_geometry(module_page):
+    got = in_module(module_page, "timeline.js", """
+        const empty = m.timelineGeom(216, null);
+        const s = {durationS: 100, events: [{t_s: 120}]};
+        const g = m.timelineGeom(1016, s);
+        return {span: empty.span, x0: empty.x(0), x30: empty.x(30), span2: g.span,
+                roundTrip: g.t(g.x(42.5)),
+                steps: [30, 103, 1000, 50000].map(m.tickStep),
+                bands: m.pauseBands([{kind: "privacy_pause", t_s: 2}, {kind: "cue", t_s: 3},
+                                     {kind: "privacy_resume", t_s: 4}, {kind: "privacy_pause", t_s: 8}], 11)};""")
+    assert (got["span"], got["x0"], got["x30"]) == (30, 8, 208)
+    assert abs(got["span2"] - 123.6) < 1e-9  # the last event, with a little room after it
+    assert abs(got["roundTrip"] - 42.5) < 1e-9
+    assert got["steps"] == [5, 10, 120, 3600]
+    assert got["bands"] == [[2, 4], [8, 11]]  # a pause still on runs to now
+
+
+def test_keyboard_commands(module_page):
+    got = in_module(module_page, "keys.js", """
+        const key = (k, extra = {}) => m.commandFor(new KeyboardEvent("keydown", {key: k, ...extra}));
+        const input = document.createElement("input");
+        document.body.append(input);
+        let typed = "unset";
+        input.addEventListener("keydown", (e) => { typed = m.commandFor(e); });
+        input.dispatchEvent(new KeyboardEvent("keydown", {key: "a", bubbles: true}));
+        input.remove();
+        return {typed, keys: [" ", "a", "R", "l", "ArrowLeft", "ArrowRight", "3", "?", "Escape",
+                               "t", "x"].map((k) => key(k)),
+                shifted: key("ArrowRight", {shiftKey: true})};""")
+    assert got["typed"] is None  # typing in a field is not a shortcut
+    assert got["keys"] == [
+        {"cmd": "playPause", "preventDefault": True}, {"cmd": "ack"}, {"cmd": "replayCue"},
+        {"cmd": "live"}, {"cmd": "seekBy", "arg": -5, "preventDefault": True},
+        {"cmd": "seekBy", "arg": 5, "preventDefault": True}, {"cmd": "room", "arg": 2},
+        {"cmd": "help"}, {"cmd": "closeHelp"}, {"cmd": "theme"}, None]
+    assert got["shifted"] == {"cmd": "seekBy", "arg": 15, "preventDefault": True}
+
+
+# ---------------------------------------------------------------------- one owner per contract
+
+CONSOLE_JS = Path(__file__).resolve().parents[2] / "cloud_relay" / "console" / "js"
+
+
+def test_only_wsproto_builds_or_splits_websocket_frames():
+    """A frame written by hand elsewhere in the page would drift from the contract."""
+    frame_literal = re.compile(r'type:\s*"(hello|cue_ack|welcome|unit_status)"')
+    offenders = []
+    for path in sorted(CONSOLE_JS.rglob("*.js")):
+        if path.name == "wsproto.js":
+            continue
+        text = path.read_text()
+        if frame_literal.search(text):
+            offenders.append(str(path.relative_to(CONSOLE_JS)))
+        if "new WebSocket(" in text and path.name != "net.js":
+            offenders.append(f"{path.relative_to(CONSOLE_JS)} (a second socket)")
+    assert not offenders, f"WebSocket frames handled outside js/wsproto.js: {offenders}"
+    assert frame_literal.search((CONSOLE_JS / "wsproto.js").read_text())  # the check can see one
