@@ -41,7 +41,7 @@ class PeerAdopter:
                     continue
                 try:
                     await asyncio.to_thread(self._check, peer)
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001
                     log.warning("event=adoption_check_failed peer=%s error=%r", peer,
                                 str(e)[:200])
 

@@ -127,7 +127,7 @@ async def _purge_loop(svc: Services) -> None:
                 await asyncio.to_thread(svc.store.audit, "relay", "archive_purged", None,
                                         {"sessions": n})
                 log.info("event=archive_purged sessions=%d", n)
-        except Exception as e:  # the store is down: the writer says so; try next time
+        except Exception as e:  # noqa: BLE001 (store down: the writer says so; next time)
             log.warning("event=archive_purge_failed error=%r", str(e)[:200])
         await asyncio.sleep(cfg.purge_interval_s)
 
@@ -136,7 +136,7 @@ async def _heartbeat_loop(svc: Services) -> None:
     while True:
         try:
             await asyncio.to_thread(svc.store.heartbeat, svc.cfg.broker_client_id)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             log.warning("event=heartbeat_failed error=%r", str(e)[:200])
         await asyncio.sleep(HEARTBEAT_S)
 
@@ -149,7 +149,7 @@ def _peers_alive(svc: Services) -> bool:
         if peer != cfg.broker_client_id:
             try:
                 seen = svc.store.relay_seen_us(peer)
-            except Exception:
+            except Exception:  # noqa: BLE001
                 return False
             if seen is not None and seen > fresh:
                 return True
@@ -165,6 +165,6 @@ def _listen(store: Store, hub: Hub, stop: threading.Event) -> None:
                 head, _, origin = payload.partition(" ")
                 if origin != store.origin:  # our own batches reach the hub directly
                     hub.remote_head_threadsafe(int(head))
-        except Exception as e:  # the hub's poll covers the gap until we are back
+        except Exception as e:  # noqa: BLE001 (the hub's poll covers the gap until we are back)
             log.warning("event=store_listen_failed error=%r", str(e)[:200])
             stop.wait(1.0)

@@ -22,6 +22,7 @@ Concurrency: everything here runs on the event loop, except `committed_threadsaf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import struct
@@ -152,10 +153,8 @@ class Hub:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await t
-            except (asyncio.CancelledError, Exception):
-                pass
 
     def stats(self) -> dict:
         return {"horizon": self.horizon, "subscribers": len(self.subs),
@@ -221,7 +220,7 @@ class Hub:
         changed them: followers re-read on that beat too)."""
         try:
             await asyncio.wait_for(self._assignments.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     # ------------------------------------------------------------------ inbound
@@ -267,7 +266,7 @@ class Hub:
                     if k == "local":
                         self._dispatch([r for r in v.rows if r.id > self.horizon])
                         self.horizon = max(self.horizon, v.head)
-            except Exception as e:  # the store is unreachable: the poll retries
+            except Exception as e:  # noqa: BLE001 (the store is unreachable: the poll retries)
                 log.error("event=hub_fill_failed error=%r", str(e)[:200])
 
     async def _fill(self, upto: int) -> None:
@@ -305,7 +304,7 @@ class Hub:
                 continue
             try:
                 head = await asyncio.to_thread(self.store.head)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001
                 log.warning("event=hub_poll_failed error=%r", str(e)[:200])
                 continue
             if head > self.horizon:

@@ -318,7 +318,7 @@ class Client:
             self._outq.clear()  # acks of the last connection mean nothing now
         sock.sendall(self._connect_packet())
         buf = bytearray()
-        ptype, flags, body = self._read_packet(sock, buf)
+        ptype, _flags, body = self._read_packet(sock, buf)
         if ptype != CONNACK or len(body) < 2:
             raise MqttError(f"expected CONNACK, got packet type {ptype}")
         session_present, code = bool(body[0] & 1), body[1]

@@ -38,12 +38,12 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import psutil
 import websockets
+from bench_common import record_section
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench_common import record_section
 from cloud_relay import broker, pki
 from edge_agent.session import Session
 from scribelink import messages as msgs
@@ -51,6 +51,7 @@ from scribelink import topics
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+PY_SPY = str(Path(PY).parent / "py-spy")  # installed beside the interpreter (bench extra)
 UNITS_PER_SCRIBE = 10
 BUDGET_CORE_PCT_PER_1000 = 8.0  # docs/ARCHITECTURE budgets: 0.08 core-s per 1,000 messages
 BUDGET_P99_MS = 50.0
@@ -115,7 +116,7 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
             f'broker_key_file = "{p["relay"].key}"\nbroker_client_id = "{cid}"\n'
             f'store_url = "{store_url}"\nstore_batch_ms = {batch_ms}\n'
             f'relay_peers = {json.dumps(ids)}\n' +
-            (f'share_group = "relays"\n' if k > 1 else ""))
+            ('share_group = "relays"\n' if k > 1 else ""))
         confs.append(c)
         urls.append(f"http://127.0.0.1:{port}")
     pw = tmp / "admin.pw"
@@ -125,9 +126,10 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
                    check=True, cwd=ROOT, capture_output=True)
     procs = []
     for c in confs:
-        procs.append(subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config", str(c)],
-                                      cwd=ROOT, stdout=open(c.parent / "relay.log", "ab"),
-                                      stderr=subprocess.STDOUT))
+        with open(c.parent / "relay.log", "ab") as log:  # the child keeps its own handle
+            procs.append(subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config",
+                                           str(c)], cwd=ROOT, stdout=log,
+                                          stderr=subprocess.STDOUT))
     sysm = System(tmp, bproc, procs, urls, p, bport, pg)
     deadline = time.monotonic() + 30
     for url, proc in zip(urls, procs):
@@ -265,7 +267,7 @@ async def scribe(url: str, token: str, tally: Tally, ready: asyncio.Event,
         while not stop.is_set():
             try:
                 msg = await asyncio.wait_for(sock.recv(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if not isinstance(msg, bytes):
                 continue
@@ -309,7 +311,8 @@ def pg_cpu(sysm: System) -> dict[int, float]:
     """CPU seconds of the PostgreSQL cluster's processes (postmaster and backends)."""
     if sysm.pg is None:
         return {}
-    pid = int((sysm.pg.dir / "data" / "postmaster.pid").read_text().split()[0])  # type: ignore[attr-defined]
+    pidfile = sysm.pg.dir / "data" / "postmaster.pid"  # type: ignore[attr-defined]
+    pid = int(pidfile.read_text().split()[0])
     out = {}
     try:
         root = psutil.Process(pid)
@@ -378,10 +381,12 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
             measuring = True
             begin_window()
             if profile is not None:
-                prof = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "-p", str(sysm.relays[0].pid),
-                                         "-d", str(int(seconds)), "-r", "200", *(["--native"] if os.environ.get("BENCH_NATIVE") else ["--gil"]), "-f",
-                                         "speedscope", "-o", str(profile), "--nonblocking"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                # --gil: samples while Python holds the interpreter lock (its own CPU)
+                cmd = [PY_SPY, "record", "-p", str(sysm.relays[0].pid), "-d",
+                       str(int(seconds)), "-r", "200", "--gil", "-f", "speedscope", "-o",
+                       str(profile), "--nonblocking"]
+                prof = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,  # noqa: ASYNC220
+                                        stderr=subprocess.DEVNULL)
         if now >= t_end:
             break
         due = int((now - t0) * n * rate)
@@ -390,7 +395,7 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
         while j < due:
             u = units[j % n]
             sess = u.session
-            seq, frame = sess.seal_audio(pcm, time.time_ns() // 1000)
+            _, frame = sess.seal_audio(pcm, time.time_ns() // 1000)
             u.client.publish(u.topic_audio, frame, qos=1)
             if measuring:
                 window[frame[8:32]] = 1
@@ -406,8 +411,8 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
             rss.append(sum(p.memory_info().rss for p in relays) / 2**20)
             next_rss = now + 1.0
         await asyncio.sleep(0.002)
-    end = dict(relay=cpu_s(relays), broker=cpu_s([brk]), gen=cpu_s([me]),
-               relay_sys=cpu_s(relays, "system"), t=time.monotonic())
+    end = {"relay": cpu_s(relays), "broker": cpu_s([brk]), "gen": cpu_s([me]),
+           "relay_sys": cpu_s(relays, "system"), "t": time.monotonic()}
     pg_end = pg_cpu(sysm)
     # let the tail arrive (not counted in the rates)
     deadline = time.monotonic() + 15
@@ -456,9 +461,9 @@ def run_once(args, n_units: int) -> Result:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| rooms × chunks/s | relays, store | offered → delivered msg/s | lost | dup | "
-        "added latency p50 / p95 / p99 | relay CPU (per 1,000 msg/s) | relay RSS | "
-        "broker CPU | PostgreSQL CPU | generator CPU (max lag) | box load |",
+        ("| rooms × chunks/s | relays, store | offered → delivered msg/s | lost | dup | "
+         "added latency p50 / p95 / p99 | relay CPU (per 1,000 msg/s) | relay RSS | "
+         "broker CPU | PostgreSQL CPU | generator CPU (max lag) | box load |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -488,7 +493,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--record", action="store_true",
                     help="write the table to docs/benchmarks.md (bench:relay)")
     args = ap.parse_args(argv)
-    if args.profile and shutil.which("py-spy", path=os.pathsep.join([str(Path(PY).parent), os.environ.get("PATH", "")])) is None:
+    if args.profile and not Path(PY_SPY).exists():
         print("bench relay: --profile needs py-spy (scripts/setup --bench)", file=sys.stderr)
         return 2
     sizes = [int(x) for x in args.ramp.split(",")] if args.ramp else [args.units]
@@ -519,7 +524,7 @@ def record(results: list[Result]) -> None:
 
     rows: dict[tuple[str, str], str] = {}
     old = DOC.read_text() if DOC.exists() else ""
-    m = re.search(r"<!-- bench:relay -->.*?<!-- /bench:relay -->", old, re.S)
+    m = re.search(r"<!-- bench:relay -->.*?<!-- /bench:relay -->", old, re.DOTALL)
     if m:
         for line in m.group(0).splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]

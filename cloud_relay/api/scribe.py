@@ -42,7 +42,7 @@ async def ws(sock: WebSocket, svc: ServicesDep) -> None:
         if only is not None and not (isinstance(only, list) and
                                      all(isinstance(u, str) for u in only)):
             raise ValueError("units must be a list of unit ids")
-    except (asyncio.TimeoutError, ValueError, TypeError, AttributeError, WebSocketDisconnect):
+    except (TimeoutError, ValueError, TypeError, AttributeError, WebSocketDisconnect):
         await sock.close(code=4400)
         return
     token = str(hello.get("token", "")) if isinstance(hello, dict) else ""

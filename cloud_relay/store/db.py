@@ -157,11 +157,10 @@ class _PgTx:
 
     def copy_in(self, copy_sql: str, rows: Sequence[Sequence], types: Sequence[str]) -> None:
         """COPY rows in (binary; psycopg's C row writer): the cheapest way to send a batch."""
-        with self.conn.cursor() as cur:
-            with cur.copy(copy_sql) as cp:
-                cp.set_types(types)
-                for r in rows:
-                    cp.write_row(r)
+        with self.conn.cursor() as cur, cur.copy(copy_sql) as cp:
+            cp.set_types(types)
+            for r in rows:
+                cp.write_row(r)
 
 
 class PostgresDb:
@@ -197,12 +196,11 @@ class PostgresDb:
 
     @contextmanager
     def transaction(self, *, lock: str | None = None) -> Iterator[_PgTx]:
-        with self.pool.connection() as conn:
-            with conn.transaction():
-                tx = _PgTx(conn)
-                if lock is not None:  # a named lock for the whole transaction
-                    tx.query("SELECT pg_advisory_xact_lock(hashtext(?))", (lock,))
-                yield tx
+        with self.pool.connection() as conn, conn.transaction():
+            tx = _PgTx(conn)
+            if lock is not None:  # a named lock for the whole transaction
+                tx.query("SELECT pg_advisory_xact_lock(hashtext(?))", (lock,))
+            yield tx
 
     def listen(self, channel: str, stop: threading.Event):
         """Yield notification payloads on `channel` until `stop` is set (own connection)."""

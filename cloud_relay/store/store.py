@@ -46,7 +46,7 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
 
 def check_password(password: str, stored: str) -> bool:
     try:
-        _, salt_hex, dk_hex = stored.split("$")
+        _, salt_hex, _dk_hex = stored.split("$")
     except ValueError:
         return False
     return secrets.compare_digest(hash_password(password, bytes.fromhex(salt_hex)), stored)

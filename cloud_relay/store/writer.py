@@ -106,7 +106,7 @@ class StreamWriter:
             try:  # statuses ride in the same transaction: one commit per batch
                 batch = self.store.append_batch(frames, statuses_due)
                 break
-            except Exception as e:  # the database is down or refused: keep the frames
+            except Exception as e:  # noqa: BLE001 (database down or refusing: keep them)
                 self.failing = True
                 log.error("event=store_write_failed frames=%d error=%r retry_s=%.1f",
                           len(frames), str(e)[:200], delay)

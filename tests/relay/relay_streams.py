@@ -75,10 +75,10 @@ class RawScribe:
                     while not self._stop.is_set():
                         try:
                             msg = await asyncio.wait_for(sock.recv(), 0.2)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             continue
                         self._record(msg)
-            except (OSError, websockets.ConnectionClosed, asyncio.TimeoutError):
+            except (TimeoutError, OSError, websockets.ConnectionClosed):
                 i += 1  # this relay is gone: the next one, from our cursor
                 await asyncio.sleep(0.2)
 

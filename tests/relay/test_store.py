@@ -89,7 +89,7 @@ def test_a_cursor_never_skips_a_row_under_concurrent_writers(store, store_url, t
         try:
             for i in range(0, per_writer, batch):
                 s.append_batch(frames(unit, "s-" + unit, batch, first=i))
-        except BaseException as e:  # surfaced below
+        except BaseException as e:  # noqa: BLE001 (surfaced below)
             errors.append(e)
 
     def follow() -> None:

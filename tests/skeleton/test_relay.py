@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import websockets
 from cryptography.hazmat.primitives import serialization
+from support import UnitPublisher, jsonl, read_wav, start_scribe_client, wait_for
 
 from edge_agent.session import Session
 from scribelink import envelope as env
 from scribelink import messages as msgs
-from support import UnitPublisher, jsonl, read_wav, start_scribe_client, wait_for
-
 
 # the same tests on both stores (tests/conftest.py `relay_store`)
 pytestmark = pytest.mark.parametrize("relay_store", ["sqlite", "postgres"], indirect=True)
