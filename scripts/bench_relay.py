@@ -301,6 +301,8 @@ class Result:
     gen_lag_ms: float = 0.0
     load1: float = 0.0  # the box's 1-minute load average at the end (other jobs included)
     store_cpu: float = 0.0  # the PostgreSQL server's processes (0 for SQLite: in the relay)
+    slow_consumer_events: int = 0  # scribes that fell behind and caught up from the store
+    fills: int = 0  # queries a relay made for rows other relays stored
 
     @property
     def cost(self) -> float:
@@ -324,6 +326,21 @@ def pg_cpu(sysm: System) -> dict[int, float]:
                 pass
     except psutil.NoSuchProcess:
         pass
+    return out
+
+
+def relay_hub_stats(urls: list[str]) -> list[dict]:
+    """Each relay's hub counters (slow consumers, fills), from its admin health."""
+    out = []
+    for url in urls:
+        try:
+            tok = httpx.post(url + "/api/login", json={"user": "admin",
+                                                       "password": "admin-password"}).json()
+            h = httpx.get(url + "/api/admin/health", timeout=30,
+                          headers={"Authorization": "Bearer " + tok["token"]}).json()
+            out.append(h["relay"]["hub"])
+        except (httpx.HTTPError, KeyError, ValueError):
+            out.append({})
     return out
 
 
@@ -419,6 +436,7 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
     while time.monotonic() < deadline and sum(1 for k in window if k in tally.first) < len(
             window):
         await asyncio.sleep(0.1)
+    hubs = await asyncio.to_thread(relay_hub_stats, sysm.urls)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     for u in units:
@@ -439,7 +457,9 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
         broker_cpu=(end["broker"] - marks["broker"]) / elapsed * 100,
         gen_cpu=(end["gen"] - marks["gen"]) / elapsed * 100,
         gen_lag_ms=max(lag) if lag else 0.0, load1=os.getloadavg()[0],
-        store_cpu=sum(v - pg_marks.get(k, 0.0) for k, v in pg_end.items()) / elapsed * 100)
+        store_cpu=sum(v - pg_marks.get(k, 0.0) for k, v in pg_end.items()) / elapsed * 100,
+        slow_consumer_events=sum(h.get("slow_consumer_events", 0) for h in hubs),
+        fills=sum(h.get("fills", 0) for h in hubs))
 
 
 def run_once(args, n_units: int) -> Result:
@@ -501,8 +521,8 @@ def main(argv: list[str]) -> int:
     for n in sizes:
         r = run_once(args, n)
         results.append(r)
-        print(table([r]).splitlines()[-1], f"(relay kernel time {r.relay_sys:.0f} %)",
-              flush=True)
+        print(table([r]).splitlines()[-1], f"(relay kernel time {r.relay_sys:.0f} %, "
+              f"slow-consumer events {r.slow_consumer_events}, fills {r.fills})", flush=True)
     print()
     print(table(results))
     ok = [r for r in results if r.lost == 0 and r.dups == 0 and r.p99 <= BUDGET_P99_MS
