@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -69,6 +70,7 @@ class System:
     pki: dict
     broker_port: int
     pg: object | None = None
+    store_url: str = ""
 
     def stop(self) -> None:
         for p in self.relays:
@@ -130,7 +132,7 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
             procs.append(subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config",
                                            str(c)], cwd=ROOT, stdout=log,
                                           stderr=subprocess.STDOUT))
-    sysm = System(tmp, bproc, procs, urls, p, bport, pg)
+    sysm = System(tmp, bproc, procs, urls, p, bport, pg, store_url)
     deadline = time.monotonic() + 30
     for url, proc in zip(urls, procs):
         while True:
@@ -302,6 +304,8 @@ class Result:
     load1: float = 0.0  # the box's 1-minute load average at the end (other jobs included)
     store_cpu: float = 0.0  # the PostgreSQL server's processes (0 for SQLite: in the relay)
     slow_consumer_events: int = 0  # scribes that fell behind and caught up from the store
+    p99_in: float = 0.0  # publish -> stored by the relay (generator, broker, relay in)
+    p99_out: float = 0.0  # stored -> at the scribe (relay fan-out, WebSocket, generator)
     fills: int = 0  # queries a relay made for rows other relays stored
 
     @property
@@ -327,6 +331,22 @@ def pg_cpu(sysm: System) -> dict[int, float]:
     except psutil.NoSuchProcess:
         pass
     return out
+
+
+def stored_times(sysm: System) -> dict[bytes, int]:
+    """session id + seq (as in the envelope header) -> when the relay stored the chunk."""
+    sql = "SELECT session, seq, received_us FROM stream WHERE kind='audio'"
+    if sysm.store_url.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(sysm.store_url.removeprefix("sqlite://")) as db:
+            rows = db.execute(sql).fetchall()
+    else:
+        import psycopg
+
+        with psycopg.connect(sysm.store_url) as db:
+            rows = db.execute(sql).fetchall()
+    return {bytes.fromhex(s) + q.to_bytes(8, "big"): r for s, q, r in rows}
 
 
 def relay_hub_stats(urls: list[str]) -> list[dict]:
@@ -382,6 +402,11 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
     prof = None
 
     def begin_window() -> None:
+        # the generator's own garbage collector would pause its loop (tens of ms with the
+        # tallies it keeps) and show up as latency that is not the relay's
+        gc.collect()
+        gc.freeze()
+        gc.disable()
         marks.update(relay=cpu_s(relays), broker=cpu_s([brk]), gen=cpu_s([me]),
                      relay_sys=cpu_s(relays, "system"), t=time.monotonic())
         pg_marks.update(pg_cpu(sysm))
@@ -412,10 +437,11 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
         while j < due:
             u = units[j % n]
             sess = u.session
-            _, frame = sess.seal_audio(pcm, time.time_ns() // 1000)
+            cap_us = time.time_ns() // 1000
+            _, frame = sess.seal_audio(pcm, cap_us)
             u.client.publish(u.topic_audio, frame, qos=1)
             if measuring:
-                window[frame[8:32]] = 1
+                window[frame[8:32]] = cap_us
             j += 1
         sdue = int((now - t0) * n)  # a status per unit per second
         while status_j < sdue:
@@ -436,6 +462,7 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
     while time.monotonic() < deadline and sum(1 for k in window if k in tally.first) < len(
             window):
         await asyncio.sleep(0.1)
+    gc.enable()
     hubs = await asyncio.to_thread(relay_hub_stats, sysm.urls)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -447,10 +474,24 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
     lat = sorted(tally.first[k] / 1000 for k in window if k in tally.first)
     got = len(lat)
     q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [0] * 99
+    # split at the moment the relay stored each chunk (its batch's received_us)
+    stored = await asyncio.to_thread(stored_times, sysm)
+    legs_in, legs_out = [], []
+    for k, cap in window.items():
+        st = stored.get(k)
+        if st is not None and k in tally.first:
+            legs_in.append((st - cap) / 1000)
+            legs_out.append((cap + tally.first[k] - st) / 1000)
+
+    def p99(xs: list[float]) -> float:
+        return statistics.quantiles(sorted(xs), n=100, method="inclusive")[98] if len(
+            xs) > 1 else 0.0
+
     return Result(
         units=n, rate=rate, seconds=seconds, relays=len(relays), store="",
         offered=len(window) / elapsed, delivered=got / elapsed, lost=len(window) - got,
         dups=tally.dups, p50=q[49], p95=q[94], p99=q[98],
+        p99_in=p99(legs_in), p99_out=p99(legs_out),
         relay_cpu=(end["relay"] - marks["relay"]) / elapsed * 100,
         relay_rss_mb=max(rss) if rss else 0.0,
         relay_sys=(end["relay_sys"] - marks["relay_sys"]) / elapsed * 100,
@@ -521,7 +562,8 @@ def main(argv: list[str]) -> int:
     for n in sizes:
         r = run_once(args, n)
         results.append(r)
-        print(table([r]).splitlines()[-1], f"(relay kernel time {r.relay_sys:.0f} %, "
+        print(table([r]).splitlines()[-1], f"(p99 publish→stored {r.p99_in:.1f} ms, "
+              f"stored→scribe {r.p99_out:.1f} ms; relay kernel time {r.relay_sys:.0f} %, "
               f"slow-consumer events {r.slow_consumer_events}, fills {r.fills})", flush=True)
     print()
     print(table(results))
