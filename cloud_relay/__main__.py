@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "add-user":
         from cloud_relay.store import Store
 
-        store = Store(Path(cfg.data_dir) / "relay.db")
+        store = Store.open(cfg.store_url, cfg.data_dir)
         store.add_user(args.id, args.name, args.role,
                        Path(args.password_file).read_text().strip())
         store.audit("cli", "user_saved", args.id, {"role": args.role})
@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     from cloud_relay.app import create_app
 
     app = create_app(cfg)
+    # Sealed frames do not compress: permessage-deflate would only burn CPU and add latency.
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_host, port=cfg.http_port,
-                                           log_level="warning", access_log=False))
+                                           log_level="warning", access_log=False,
+                                           ws_per_message_deflate=False))
     if not cfg.unit_https_port:
         server.run()
         return 0

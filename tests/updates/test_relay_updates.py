@@ -1,4 +1,4 @@
-"""The relay's side of fleet updates (cloud_relay.updates, cloud_relay.unit_https) against
+"""The relay's side of fleet updates (cloud_relay.api.fleet, cloud_relay.unit_https) against
 a real mosquitto and the relay as a process: releases uploaded by an admin, offered to a
 unit on its control topic, fetched over mutual TLS with the unit's certificate (resumed
 after a cut), reports shown in the fleet view."""
@@ -16,7 +16,7 @@ import pytest
 from release_support import make_release, make_update_relay
 from support import TcpProxy, UnitPublisher, wait_for
 
-from cloud_relay.updates import rollout_bucket, select_units
+from cloud_relay.api.fleet import rollout_bucket, select_units
 from edge_agent.relay_https import FetchError, RelayHttps
 from scribelink import fleet
 from scribelink import release as rel
