@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "add-user":
         from cloud_relay.store import Store
 
-        store = Store(Path(cfg.data_dir) / "relay.db")
+        store = Store.open(cfg.store_url, cfg.data_dir)
         store.add_user(args.id, args.name, args.role,
                        Path(args.password_file).read_text().strip())
         store.audit("cli", "user_saved", args.id, {"role": args.role})
@@ -45,8 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     from cloud_relay.app import create_app
 
     app = create_app(cfg)
-    uvicorn.run(app, host=cfg.http_host, port=cfg.http_port, log_level="warning",
-                access_log=False)
+    # Sealed frames do not compress: permessage-deflate would only burn CPU and add latency.
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_host, port=cfg.http_port,
+                                           log_level="warning", access_log=False,
+                                           ws_per_message_deflate=False))
+    if not cfg.unit_https_port:
+        server.run()
+        return 0
+    import asyncio
+
+    from cloud_relay import unit_https
+
+    unit_config = unit_https.config(
+        app.state.unit_app, host=cfg.http_host, port=cfg.unit_https_port,
+        cert_file=cfg.unit_https_cert_file, key_file=cfg.unit_https_key_file,
+        ca_file=cfg.unit_https_ca_file or cfg.ca_cert_file or cfg.broker_ca_file)
+    asyncio.run(unit_https.serve_beside(server, unit_config))
     return 0
 
 

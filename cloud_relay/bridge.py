@@ -1,7 +1,23 @@
-"""The relay's MQTT side: stores what units publish, publishes what units are told.
+"""The relay's MQTT side: takes what units publish into the stream writer, publishes what
+units are told. One `Bridge` is one MQTT 5 connection to one broker (a shard); `Uplink`
+holds one per shard and knows which shard a unit is on.
 
-It parses only clear headers and clear session metadata; it holds no key that opens
-a body. A frame whose header names another unit than its topic is refused.
+Several relays share the units' traffic through a shared subscription
+(`$share/<group>/…`): the broker gives each message to one of them. Acks are manual: a
+message is PUBACKed only after the batch that holds it is committed (`StreamWriter`), so a
+relay killed mid-stream leaves every unstored message with the broker, which redelivers it
+to this relay's session (to this relay when it restarts, or to a peer that adopts the
+session: `adopt.py`). Status is not shared: every relay follows every unit's status to push
+it to its own scribes.
+
+It parses only clear headers and clear session metadata; it holds no key that opens a
+body. A frame whose header names another unit than its topic is refused.
+
+The MQTT side is `mqtt5.py` (a lean client: one read per many publishes, one write per
+batch of acks), not paho, for the relay's CPU budget (docs/scaling.md).
+
+Concurrency: each connection's I/O thread runs the callbacks; `publish_*` may be called
+from any thread.
 """
 
 from __future__ import annotations
@@ -9,14 +25,13 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
+from urllib.parse import urlparse
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
-from cloud_relay.store import Store, now_us
+from cloud_relay import mqtt5
+from cloud_relay.store import Frame, Store, now_us
+from cloud_relay.store.writer import StreamWriter
 from scribelink import envelope as env
 from scribelink import messages as msgs
 from scribelink import topics
@@ -25,99 +40,125 @@ log = logging.getLogger("cloud_relay.bridge")
 
 SESSION_EXPIRY_S = 24 * 3600
 REPLAY_MARGIN_US = 10_000_000  # the broker may have lost what it acked this long before
+# Unacked messages the broker may have in flight to one relay connection: enough for a few
+# batch windows at the fleet's rate, small enough that a killed relay strands little.
+RECEIVE_MAXIMUM = 1000
+MAX_TOPICS_CACHED = 200_000
+_SEALED = {topics.AUDIO: env.TYPE_AUDIO, topics.EVENT: env.TYPE_EVENT}
+
+
+def host_port(url: str) -> tuple[str, int]:
+    u = urlparse(url)
+    return u.hostname or "127.0.0.1", u.port or 8883
 
 
 class Bridge:
-    def __init__(self, store: Store, *, host: str, port: int, ca_file: str, cert_file: str,
-                 key_file: str, client_id: str = "relay",
-                 on_status: Callable[[str, dict], None] | None = None) -> None:
+    def __init__(self, store: Store, writer: StreamWriter, *, url: str, ca_file: str,
+                 cert_file: str, key_file: str, client_id: str = "relay",
+                 share_group: str = "", on_unit: Callable[[str, Bridge], None] | None = None,
+                 on_connect: Callable[[Bridge, bool], None] | None = None,
+                 reconnect: bool = True) -> None:
         self.store = store
-        self.host, self.port = host, port
-        self.on_status = on_status
-        self.connected = threading.Event()
+        self.writer = writer
+        self.url = url
+        self.host, self.port = host_port(url)
+        self.client_id = client_id
+        self.share_group = share_group
+        self.on_unit = on_unit
+        self.on_connect_cb = on_connect
         self.rejected = 0
-        self._lost_at: int | None = None
-        self._known: set[str] = set()  # unit ids already in the registry
-        self.on_connected: list[Callable[[], None]] = []  # retained state to publish again
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.lost_at: int | None = None
+        self._known: set[str] = set()  # unit ids already registered from this connection
+        self._topics: dict[bytes, tuple[str, str] | None] = {}
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
         ctx.load_cert_chain(cert_file, key_file)
-        c.tls_set_context(ctx)
-        c.max_inflight_messages_set(100)
-        c.reconnect_delay_set(min_delay=1, max_delay=8)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        self.client = c
+        self.client = mqtt5.Client(
+            host=self.host, port=self.port, ssl_context=ctx, client_id=client_id,
+            on_publish=self._on_publish,
+            subscriptions=[(t, 1) for t in topics.relay_subscriptions(share_group)],
+            keepalive_s=15, session_expiry_s=SESSION_EXPIRY_S,
+            receive_maximum=RECEIVE_MAXIMUM, reconnect=reconnect,
+            on_connect=self._on_connect, on_disconnect=self._on_disconnect)
+
+    @property
+    def connected(self) -> threading.Event:
+        return self.client.connected
+
+    @property
+    def taken_over(self) -> threading.Event:
+        return self.client.taken_over
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        self.client.connect_async(self.host, self.port, keepalive=15, clean_start=False,
-                                  properties=props)
-        self.client.loop_start()
+        self.client.start()
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.client.stop()
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("event=broker_refused reason=%s", reason_code)
-            return
-        client.subscribe([(t, 1) for t in topics.relay_subscriptions()])
-        self.connected.set()
-        log.info("event=broker_connected session_present=%s", flags.session_present)
-        self.publish_all_assignments()
-        for fn in list(self.on_connected):
-            fn()
-        if not flags.session_present:
-            # The broker has no session for us: it restarted and lost it (or we are new).
-            # What units published before we subscribed again was acked and dropped; ask
-            # every unit to offer again what it had acked recently (docs/spool.md).
-            since = (self._lost_at or now_us()) - REPLAY_MARGIN_US
-            for u in self.store.units():
-                self.publish_control(u["id"], msgs.replay(unit_id=u["id"], since_us=since))
+    def leave_share_group(self) -> None:
+        """Unsubscribe the shared filters (a planned stop while peers carry the traffic):
+        the broker stops giving this session new messages. It keeps reading until stopped,
+        so what is in flight is still stored and acked."""
+        shared = [t for t in topics.relay_subscriptions(self.share_group) if t.startswith("$")]
+        if shared and self.share_group:
+            log.info("event=share_group_left broker=%s client_id=%s group=%s", self.url,
+                     self.client_id, self.share_group)
+            self.client.unsubscribe(shared)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected.is_set():
-            self._lost_at = now_us()
-        self.connected.clear()
-        log.warning("event=broker_disconnected reason=%s", reason_code)
+    def _on_connect(self, session_present: bool) -> None:
+        log.info("event=broker_connected broker=%s client_id=%s session_present=%s", self.url,
+                 self.client_id, session_present)
+        if self.on_connect_cb is not None:
+            self.on_connect_cb(self, session_present)
+
+    def _on_disconnect(self, reason: str) -> None:
+        self.lost_at = now_us()
+        log.warning("event=broker_disconnected broker=%s client_id=%s reason=%s", self.url,
+                    self.client_id, reason)
 
     # ------------------------------------------------------------------ inbound
 
-    def _on_message(self, client, userdata, message) -> None:
-        parsed = topics.parse(message.topic)
-        if parsed is None:
+    def _on_publish(self, topic: bytes, payload: bytes, pid: int, acker: mqtt5.Acker) -> None:
+        """The MQTT thread's whole per-message work: check, then queue for the writer."""
+        parsed = self._topics.get(topic, False)
+        if parsed is False:
+            parsed = topics.parse(topic.decode("utf-8", "replace"))
+            if len(self._topics) < MAX_TOPICS_CACHED:
+                self._topics[topic] = parsed
+        ack = (acker, pid) if pid else None
+        frame = None
+        if parsed is not None:
+            unit_id, leaf = parsed
+            try:
+                frame = self.frame(unit_id, leaf, payload)
+            except (env.EnvelopeError, msgs.MessageError, ValueError) as e:
+                self.rejected += 1
+                log.warning("event=rejected unit=%s topic=%s error=%s", unit_id, leaf, e)
+        if frame is None:
+            if ack is not None:  # nothing to store (refused, or status): ack with the batch
+                self.writer.put_ack(ack)
             return
-        unit_id, leaf = parsed
-        try:
-            self.handle(unit_id, leaf, bytes(message.payload))
-        except (env.EnvelopeError, msgs.MessageError, ValueError) as e:
-            self.rejected += 1
-            log.warning("event=rejected unit=%s topic=%s error=%s", unit_id, leaf, e)
+        self.writer.put(frame, ack)
 
     def _seen(self, unit_id: str) -> None:
-        """Register a unit the broker let in (its certificate is the clinic CA's), once:
-        not a database write per audio chunk."""
+        """Register a unit the broker let in (its certificate is the clinic CA's), once per
+        connection: not a database write per audio chunk."""
         if unit_id in self._known:
             return
-        if self.store.ensure_unit(unit_id):
-            self.store.audit("broker", "unit_seen", unit_id)
+        if self.on_unit is not None:
+            self.on_unit(unit_id, self)
         self._known.add(unit_id)
 
-    def handle(self, unit_id: str, leaf: str, payload: bytes) -> bool:
-        """Store one inbound message. Returns True if it was new."""
-        if leaf in (topics.AUDIO, topics.EVENT):
+    def frame(self, unit_id: str, leaf: str, payload: bytes) -> Frame | None:
+        """What to store for one inbound message (None: nothing to store)."""
+        want = _SEALED.get(leaf)
+        if want is not None:
             header, _ = env.parse_header(payload)
             if header.unit_id != unit_id:
                 raise ValueError(f"header names unit {header.unit_id!r} on {unit_id!r}'s topic")
-            want = env.TYPE_AUDIO if leaf == topics.AUDIO else env.TYPE_EVENT
             if header.type != want:
                 raise ValueError(f"{header.type_name} envelope on the {leaf} topic")
             self._seen(unit_id)
-            return self.store.append(unit_id, header.session_hex, leaf, header.seq, payload)
+            return Frame(unit_id, header.session_hex, leaf, header.seq, payload)
         if leaf == topics.SESSION:
             m = msgs.check_session_message(msgs.loads(payload, what="session message"))
             if m["unit"] != unit_id:
@@ -128,38 +169,112 @@ class Bridge:
             if kind == "gap":
                 kind = f"gap_{m.get('stream', 'audio')}"
                 seq = m["first_seq"]
-            new = self.store.append(unit_id, m["session"], kind, seq, msgs.dumps(m))
-            if new and m["type"] == "session_open":
-                self.store.audit(unit_id, "session_open", m["session"][:8])
-            return new
+            return Frame(unit_id, m["session"], kind, seq, msgs.dumps(m))
         if leaf == topics.STATUS:
             m = msgs.loads(payload, what="status")
             if m.get("unit") != unit_id:
                 raise ValueError("status names another unit")
             self._seen(unit_id)
-            self.store.set_status(unit_id, m)
-            if self.on_status:
-                self.on_status(unit_id, m)
-            return True
-        return False
+            self.writer.put_status(unit_id, m)
+            return None
+        return None
 
     # ------------------------------------------------------------------ outbound
 
     def publish_control(self, unit_id: str, msg: dict, *, retain: bool = False) -> None:
-        self.client.publish(topics.control_topic(unit_id), msgs.dumps(msg), qos=1, retain=retain)
+        self.client.publish(topics.control_topic(unit_id), msgs.dumps(msg), qos=1,
+                            retain=retain)
 
-    def publish_assignment(self, unit_id: str) -> None:
-        scribes = []
-        for sid in self.store.scribes_for(unit_id):
-            for raw in self.store.keys_for(sid):  # every device the scribe works from
-                scribes.append((sid, raw))
+
+class Uplink:
+    """The relay's connections to its brokers: one per shard, each a `Bridge`. A unit's
+    control messages go to the shard it was last seen on (or to every shard before that)."""
+
+    def __init__(self, store: Store, writer: StreamWriter, *, urls: list[str], ca_file: str,
+                 cert_file: str, key_file: str, client_id: str, share_group: str) -> None:
+        self.store = store
+        self.tls = (ca_file, cert_file, key_file)
+        self.share_group = share_group
+        self.writer = writer
+        self._unit_shard: dict[str, Bridge] = {}
+        self._lock = threading.Lock()
+        self.bridges = [self._bridge(url, client_id, reconnect=True) for url in urls]
+
+    def _bridge(self, url: str, client_id: str, *, reconnect: bool) -> Bridge:
+        ca, cert, key = self.tls
+        return Bridge(self.store, self.writer, url=url, ca_file=ca, cert_file=cert,
+                      key_file=key, client_id=client_id, share_group=self.share_group,
+                      on_unit=self._unit_seen, on_connect=self._connected, reconnect=reconnect)
+
+    @property
+    def connected(self) -> bool:
+        return all(b.connected.is_set() for b in self.bridges)
+
+    def start(self) -> None:
+        for b in self.bridges:
+            b.start()
+
+    def stop(self) -> None:
+        for b in self.bridges:
+            b.stop()
+
+    def leave_share_group(self, settle_s: float = 0.5) -> None:
+        for b in self.bridges:
+            b.leave_share_group()
+        time.sleep(settle_s)  # let the UNSUBACK and what was already in flight arrive
+
+    def _unit_seen(self, unit_id: str, bridge: Bridge) -> None:
+        with self._lock:
+            before = self._unit_shard.get(unit_id)
+            self._unit_shard[unit_id] = bridge
+        if self.store.ensure_unit(unit_id):
+            self.store.audit("broker", "unit_seen", unit_id)
+        if before is not bridge:
+            self.store.set_unit_broker(unit_id, bridge.url)
+
+    def _connected(self, bridge: Bridge, session_present: bool) -> None:
+        units = [u for u in self.store.units() if self._on_shard(u, bridge)]
+        audio = self.store.units_audio()
+        for u in units:
+            if u["scribes"]:
+                self.publish_assignment(u["id"], bridges=[bridge], unit=u)
+            if u["id"] in audio:  # retained: a broker that lost it hears it again
+                a = audio[u["id"]]
+                bridge.publish_control(u["id"], msgs.config(
+                    unit_id=u["id"], codec=a["codec"], bitrate=a["bitrate"],
+                    issued_us=now_us()), retain=True)
+        if not session_present or (self.share_group and bridge.lost_at is not None):
+            # The broker has no session for us: it restarted and lost it (or we are new).
+            # Or we share a subscription, and mosquitto before 2.0.20 does not keep shared
+            # subscriptions over its restart (persist_write.c saves plain ones only): the
+            # session comes back without them. Either way, what units published before we
+            # subscribed again was acked and dropped; ask every unit to offer again what it
+            # had acked recently (docs/spool.md). The store drops what it already has.
+            since = (bridge.lost_at or now_us()) - REPLAY_MARGIN_US
+            for u in units:
+                bridge.publish_control(u["id"], msgs.replay(unit_id=u["id"], since_us=since))
+
+    def _on_shard(self, unit: dict, bridge: Bridge) -> bool:
+        return len(self.bridges) == 1 or unit.get("broker") in (None, bridge.url)
+
+    def _targets(self, unit_id: str) -> list[Bridge]:
+        with self._lock:
+            b = self._unit_shard.get(unit_id)
+        if b is not None or len(self.bridges) == 1:
+            return [b or self.bridges[0]]
         unit = self.store.unit(unit_id) or {}
+        known = [x for x in self.bridges if x.url == unit.get("broker")]
+        return known or self.bridges
+
+    def publish_control(self, unit_id: str, msg: dict, *, retain: bool = False) -> None:
+        for b in self._targets(unit_id):
+            b.publish_control(unit_id, msg, retain=retain)
+
+    def publish_assignment(self, unit_id: str, *, bridges: list[Bridge] | None = None,
+                           unit: dict | None = None) -> None:
+        scribes = self.store.keys_for_unit(unit_id)  # every device each scribe works from
+        unit = unit if unit is not None else (self.store.unit(unit_id) or {})
         msg = msgs.assignment(unit_id=unit_id, room=unit.get("room"), scribes=scribes,
                               issued_us=now_us())
-        self.publish_control(unit_id, msg, retain=True)
-
-    def publish_all_assignments(self) -> None:
-        for u in self.store.units():
-            if u["scribes"]:
-                self.publish_assignment(u["id"])
-
+        for b in bridges if bridges is not None else self._targets(unit_id):
+            b.publish_control(unit_id, msg, retain=True)

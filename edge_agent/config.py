@@ -120,6 +120,31 @@ class PuckConfig:
 
 
 @dataclass(frozen=True)
+class UpdatesConfig:
+    """Fleet updates (docs/updates.md)."""
+
+    # the relay's unit endpoint (mutual TLS with the broker certificate); empty: the
+    # broker's host on port 8443
+    relay_url: str = ""
+    # the release key pinned at install (scripts/install-unit --release-key); a unit
+    # without one refuses every release
+    release_public_key_file: str = "/etc/scribelink/release.pub"
+    # install only in this local-time window, e.g. "22:00-05:30"; empty: at any session end
+    window: str = ""
+    # hold the next session at most this long for a release, then record anyway
+    hold_max_s: float = 120.0
+    # a release on trial must pass its health check within this long
+    health_deadline_s: float = 60.0
+    # the installer's state (root-owned, readable): are we on trial, what happened
+    installer_state_dir: str = "/var/lib/scribelink-update"
+
+    def relay_url_for(self, broker: BrokerConfig) -> str:
+        if self.relay_url:
+            return self.relay_url
+        return f"https://{broker.host_port[0]}:8443"
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     unit_id: str
     state_dir: str = "/var/lib/scribelink"
@@ -132,6 +157,7 @@ class AgentConfig:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     puck: PuckConfig = field(default_factory=PuckConfig)
+    updates: UpdatesConfig = field(default_factory=UpdatesConfig)
 
 
 _SECTIONS = {
@@ -144,6 +170,7 @@ _SECTIONS = {
     "broker": BrokerConfig,
     "keys": KeysConfig,
     "puck": PuckConfig,
+    "updates": UpdatesConfig,
 }
 
 
@@ -192,4 +219,10 @@ def from_dict(raw: dict) -> AgentConfig:
     if cfg.capture.sample_rate != codecs.SAMPLE_RATE:
         # the DSP, the chunks and Opus wideband are all 16 kHz
         raise ConfigError(f"[capture] sample_rate must be {codecs.SAMPLE_RATE}")
+    from edge_agent.update_gate import WindowError, parse_window
+
+    try:
+        parse_window(cfg.updates.window)
+    except WindowError as e:
+        raise ConfigError(f"[updates] {e}") from e
     return cfg

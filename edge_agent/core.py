@@ -23,6 +23,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from edge_agent import update_gate
 from edge_agent.chunker import Chunk, Chunker
 from edge_agent.dsp import make_stage
 from edge_agent.session import Session, Signer, close_message, gap_message
@@ -61,6 +62,8 @@ class Health:
     uplink_error: str | None = None
     puck_connected: bool | None = None  # None: no puck configured
     spool_empty: bool = True
+    minute_of_day: int = 0  # local time, for the clinic's maintenance window
+    update: dict | None = None  # the updater's report for the status (version, phase, result)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Start:
     stale_session: str | None = None
     stale_last_audio_seq: int = -1
     stale_last_event_seq: int = -1
+    trial: bool = False  # this release was just switched to: hold sessions until healthy
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,21 @@ class SpoolEvicted:
     """The spool had to drop unsent records (spool.Evicted items)."""
 
     evictions: tuple
+
+
+@dataclass(frozen=True)
+class UpdatePhase:
+    """The updater's phase: update_gate.NONE, FETCHING or READY."""
+
+    phase: str
+
+
+@dataclass(frozen=True)
+class TrialVerdict:
+    """This release's health check on trial: trial.PASS or trial.FAIL."""
+
+    state: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,8 +264,13 @@ class Done:
     """Headless runs: the input is complete and everything is sent; the agent may exit."""
 
 
+@dataclass(frozen=True)
+class InstallUpdate:
+    """Between sessions, nothing unsent: hand the verified release to the installer."""
+
+
 Effect = (Spool | ShowLight | PuckCueSeen | PublishStatus | SaveAssignment | SaveConfig
-          | OpenCapture | CloseCapture | Replay | Log | Done)
+          | OpenCapture | CloseCapture | Replay | Log | Done | InstallUpdate)
 
 
 # ---------------------------------------------------------------------------- settings
@@ -267,6 +291,10 @@ class CoreSettings:
     stop_after_frames: int = 0
     resume_input: bool = False
     exit_when_done: bool = False
+    version: str = ""
+    update_policy: update_gate.Policy = field(default_factory=update_gate.Policy)
+    # a release on trial that cannot prove itself healthy in this long records anyway
+    trial_hold_max_s: float = 300.0
 
 
 # ---------------------------------------------------------------------------- the core
@@ -348,6 +376,14 @@ class UnitCore:
         self.light: str | None = None
         self._last_status = float("-inf")
         self._done = False
+        # updates: the lock (update_gate) and, on a release just switched to, its trial
+        self.update_phase = update_gate.NONE
+        self.gate = update_gate.Gate(False, False, "no update")
+        self._hold_since: float | None = None
+        self._install_requested = False
+        self.trial = False
+        self._trial_since = 0.0
+        self.trial_state: str | None = None  # None (no trial), pending, pass, fail, expired
 
     # ------------------------------------------------------------------ entry point
 
@@ -361,6 +397,9 @@ class UnitCore:
     # ------------------------------------------------------------------ lifecycle
 
     def _on_Start(self, e: Start, now: Now, out: list) -> None:
+        if e.trial:
+            self.trial, self._trial_since, self.trial_state = True, now.mono_s, "pending"
+            out.append(Log("info", "trial_started", {"version": self.s.version}))
         if e.stale_session:
             # the last process died with this session open; its key died with it, so it
             # cannot continue: close it, so the scribe is not left waiting for more
@@ -385,9 +424,16 @@ class UnitCore:
                 self._paused_since is not None and \
                 now.mono_s - self._paused_since > self.s.privacy_auto_resume_s:
             self._toggle_privacy(now, out)
+        update_hold = self._update_gate(e.health, now, out)
+        hold = self._trial_holding(now, out) or update_hold
         if self.session is None and not self.captured_done and self.s.auto_open \
-                and self.assigned is not None and self.assigned.devices:
+                and self.assigned is not None and self.assigned.devices and not hold:
             self._open_session(now, out)
+        if hold and self.session is None and self.capture in ("open", "opening"):
+            # between encounters: free the device for the next release (a file-backed
+            # input resumes where it was sealed)
+            out.append(CloseCapture())
+            self.capture = "closed"
         if self.session is not None and self.capture == "failed" and \
                 now.mono_s >= self._capture_retry_at:
             self.capture = "opening"
@@ -400,6 +446,60 @@ class UnitCore:
         if now.mono_s - self._last_status >= STATUS_INTERVAL_S:
             self._last_status = now.mono_s
             out.append(PublishStatus(self.status(now)))
+
+    # ------------------------------------------------------------------ updates
+
+    def _update_gate(self, health: Health, now: Now, out: list) -> bool:
+        """The update lock, once a tick; True while the next session must wait."""
+        if self.update_phase == update_gate.NONE:
+            self._hold_since = None
+            self.gate = update_gate.Gate(False, False, "no update")
+            return False
+        unacked = 0 if health.spool_empty else max(1, int(health.spool.get("records", 1)))
+        held = None if self._hold_since is None else now.mono_s - self._hold_since
+        gate = update_gate.decide(phase=self.update_phase, session_open=self.session is not None,
+                                  unacked_records=unacked, minute_of_day=health.minute_of_day,
+                                  held_s=held, policy=self.s.update_policy)
+        if gate.reason != self.gate.reason:
+            out.append(Log("info", "update_gate", {"phase": self.update_phase,
+                                                   "install": gate.install,
+                                                   "hold": gate.hold_next_session,
+                                                   "reason": gate.reason}))
+        self.gate = gate
+        if gate.hold_next_session and self._hold_since is None:
+            self._hold_since = now.mono_s
+        elif self.session is not None:
+            self._hold_since = None  # a new hold starts at the next boundary
+        if gate.install and not self._install_requested:
+            self._install_requested = True
+            out.append(InstallUpdate())
+        return gate.hold_next_session
+
+    def _trial_holding(self, now: Now, out: list) -> bool:
+        if self.trial_state not in ("pending", "fail"):
+            return False
+        if now.mono_s - self._trial_since >= self.s.trial_hold_max_s:
+            # nobody switched back in time: recording matters more than the verdict
+            out.append(Log("warning", "trial_hold_expired", {
+                "version": self.s.version, "after_s": self.s.trial_hold_max_s}))
+            self.trial_state = "expired"
+            return False
+        return True
+
+    def _on_UpdatePhase(self, e: UpdatePhase, now: Now, out: list) -> None:
+        if e.phase not in update_gate.PHASES:
+            raise ValueError(f"unknown update phase {e.phase!r}")
+        if e.phase != update_gate.READY:
+            self._install_requested = False
+        self.update_phase = e.phase
+
+    def _on_TrialVerdict(self, e: TrialVerdict, now: Now, out: list) -> None:
+        if self.trial_state not in ("pending", "fail"):
+            return
+        self.trial_state = e.state
+        level = "info" if e.state == "pass" else "error"
+        out.append(Log(level, "trial_verdict", {"version": self.s.version, "state": e.state,
+                                                "reason": e.reason}))
 
     # ------------------------------------------------------------------ control
 
@@ -868,4 +968,14 @@ class UnitCore:
             alarms=tuple(sorted(self.alarms)),
             puck=None if h.puck_connected is None else {"connected": h.puck_connected,
                                                         "led": self.light},
+            version=self.s.version or None,
+            update=self._update_status(),
         )
+
+    def _update_status(self) -> dict | None:
+        u = dict(self.health.update or {})
+        if self.update_phase != update_gate.NONE:
+            u["gate"] = self.gate.reason
+        if self.trial_state is not None:
+            u["trial"] = self.trial_state
+        return u or None

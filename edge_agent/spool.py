@@ -295,6 +295,19 @@ class Spool:
         seg = Segment(path, self.next_id)
         seg.size = os.fstat(self._fd).st_size
         self.segments.append(seg)
+        if self.state:
+            # every segment starts with the whole state, so collecting the older ones (all
+            # acked) never loses it: what a restart resumes from (input_frames, the open
+            # session, the cues seen) survives any number of restarts
+            now_us = int(self._clock() * 1e6)
+            blob = encode(self.next_id, {"payload": json.dumps(self.state).encode(),
+                                         "kind": "state"}, now_us)
+            os.write(self._fd, blob)
+            seg.add(Record(self.next_id, "", b"", False, "state", None, None, 0, now_us),
+                    seg.size, len(blob))
+            self._acked_above.add(self.next_id)
+            self.next_id += 1
+            self.bytes_written += len(blob)
         dfd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(dfd)

@@ -34,6 +34,7 @@ from paho.mqtt.properties import Properties
 from edge_agent.config import BrokerConfig
 from edge_agent.schedule import LiveFirst
 from edge_agent.spool import Spool
+from scribelink import fleet
 from scribelink import messages as msgs
 from scribelink import topics
 
@@ -128,14 +129,19 @@ class Uplink:
 
     def _on_message(self, client, userdata, message) -> None:
         try:
-            ctl = msgs.control_message(msgs.loads(message.payload, what="control message"))
+            raw = msgs.loads(message.payload, what="control message")
+            if raw.get("type") in fleet.CONTROL_KINDS:
+                # offers, diagnostics requests (scribelink/fleet.py)
+                ctl = fleet.parse_control(raw)
+            else:
+                ctl = msgs.control_message(raw)
         except (msgs.MessageError, ValueError) as e:
             log.warning("event=control_rejected error=%s", e)
             return
         try:
             self.on_control(ctl)
         except Exception:
-            log.exception("event=control_handler_failed type=%s", ctl.TYPE)
+            log.exception("event=control_handler_failed type=%s", type(ctl).__name__)
 
     # ------------------------------------------------------------------ lifecycle
 

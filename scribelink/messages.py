@@ -494,7 +494,8 @@ class Status(Message):
     last_gap: dict | None = None
     alarms: tuple[str, ...] = ()
     puck: dict | None = None  # connected, led
-    version: str = ""
+    version: str | None = None  # the software release the unit runs
+    update: dict | None = None  # update state: phase, gate, trial, health (docs/updates.md)
     consent: str | None = None
     audio: dict = field(default_factory=dict)  # codec, bitrate
 

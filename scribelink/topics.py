@@ -34,8 +34,18 @@ def control_topic(unit_id: str) -> str:
     return unit_topic(unit_id, CONTROL)
 
 
-def relay_subscriptions() -> list[str]:
-    return [f"{ROOT}/unit/+/{leaf}" for leaf in UNIT_TO_RELAY]
+SHARED_LEAVES = (AUDIO, EVENT, SESSION)  # each message to one relay of the group
+
+
+def relay_subscriptions(share_group: str = "") -> list[str]:
+    """The relay's topic filters. With a share group, several relays split the stream
+    (MQTT 5 `$share/<group>/<filter>`: each message goes to one of them); status stays a
+    plain subscription, since every relay pushes it to its own scribes."""
+    if share_group and not _UNIT_ID.match(share_group):
+        raise ValueError(f"invalid share group {share_group!r}: letters, digits, '.', '_', '-'")
+    prefix = f"$share/{share_group}/" if share_group else ""
+    return [f"{prefix if leaf in SHARED_LEAVES else ''}{ROOT}/unit/+/{leaf}"
+            for leaf in UNIT_TO_RELAY]
 
 
 def parse(topic: str) -> tuple[str, str] | None:

@@ -208,13 +208,18 @@ def cost(minutes: float = 10.0) -> dict:
     audio_s = long.shape[0] / FS
     out: dict = {"minutes": minutes}
 
+    # time and memory in separate runs: tracemalloc slows every allocation it traces
     stage = make_array_pipeline(channels=4, sample_rate=FS, array=ARRAY)
-    tracemalloc.start()
     start = time.process_time()
     stage.process(long)
     stage.flush()
     out["rtf_one_call"] = (time.process_time() - start) / audio_s
+    stage = make_array_pipeline(channels=4, sample_rate=FS, array=ARRAY)
+    tracemalloc.start()
+    stage.process(long)
+    stage.flush()
     out["peak_mb_one_call"] = tracemalloc.get_traced_memory()[1] / 1e6
+    out["output_mb"] = long.shape[0] * 2 / 1e6
     tracemalloc.stop()
 
     block = int(0.040 * FS)
@@ -304,8 +309,11 @@ def render(
             if not rows_any:
                 continue
             lines += [
-                f"**{speech} speech** ({len(rows_any)} scenes). Mean over all SNRs; Δ = change from the raw "
-                "reference mic, scene by scene; worst 10 % = mean of the lowest decile of Δ.",
+                (
+                    f"**{speech} speech** ({len(rows_any)} scenes). Mean over all SNRs; Δ = change "
+                    "from the raw reference mic, scene by scene; worst 10 % = mean of the lowest "
+                    "decile of Δ."
+                ),
                 "",
                 "| system | SI-SDR dB | Δ mean | Δ worst 10 % | STOI | Δ mean | Δ worst 10 % | PESQ-wb | Δ mean | Δ worst 10 % |",
                 "|---|---|---|---|---|---|---|---|---|---|",
@@ -348,11 +356,15 @@ def render(
                 lines.append("")
     if costs:
         lines += [
-            f"Cost (one core): {costs['minutes']:.0f} minutes of 4-channel audio through one `process` call: "
-            f"real-time factor {costs['rtf_one_call']:.4f}, peak working memory {costs['peak_mb_one_call']:.0f} MB; "
-            f"in 40 ms blocks: real-time factor {costs['rtf_40ms']:.4f}; state between calls "
-            f"{costs['state_kb']:.0f} kB. Latency: an impulse comes out {costs['impulse_ms']:.0f} ms late; "
-            f"with the hop a live caller waits for, {costs['frame_ms']:.0f} ms algorithmic latency.",
+            (
+                f"Cost (one core): {costs['minutes']:.0f} minutes of 4-channel audio through one "
+                f"`process` call: real-time factor {costs['rtf_one_call']:.4f}, peak working memory "
+                f"{costs['peak_mb_one_call']:.0f} MB (the mono int16 output alone is "
+                f"{costs['output_mb']:.0f} MB); in 40 ms blocks: real-time factor "
+                f"{costs['rtf_40ms']:.4f}; state between calls {costs['state_kb']:.0f} kB. Latency: "
+                f"an impulse comes out {costs['impulse_ms']:.0f} ms late; with the hop a live caller "
+                f"waits for, {costs['frame_ms']:.0f} ms algorithmic latency."
+            ),
             "",
         ]
     rtf = {
@@ -365,8 +377,10 @@ def render(
         "start-up): " + ", ".join(f"{s} {rtf[s]:.4f}" for s in systems if s != RAW) + ". "
         "Latency (ms): " + ", ".join(f"{s} {SYSTEMS[s][1]}" for s in systems if s != RAW) + ".",
         "",
-        f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} with `scripts/bench dsp "
-        f"--scenes {args.scenes}` (scene space {SCENE_VERSION}, array `{ARRAY}`).",
+        (
+            f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} with `scripts/bench dsp "
+            f"--scenes {args.scenes}` (scene space {SCENE_VERSION}, array `{ARRAY}`)."
+        ),
     ]
     return "\n".join(lines)
 
@@ -429,8 +443,18 @@ def main(argv: list[str]) -> int:
         "--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone"
     )
     parser.add_argument("--dump", type=Path, help="write per-scene rows as JSON here")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="only the oracle study on TUNE at 0 dB (bench_dsp_oracle.py); a full run includes it",
+    )
     args = parser.parse_args(argv)
     check_material()
+    if args.oracle:
+        from bench_dsp_oracle import run as oracle_study
+
+        print(oracle_study(args.scenes, 0.0, args.jobs))
+        return 0
     splits = ["test", "tune"] if args.split == "both" else [args.split]
     overrides = _parse_overrides(args.ours)
     systems = [
@@ -478,13 +502,13 @@ def main(argv: list[str]) -> int:
     table = render(results, systems, splits, costs, args)
     if overrides:
         table = f"Ours with overrides {overrides}.\n\n" + table
+    full = not args.no_write and not overrides and args.split == "both"
+    if full and len(systems) == len(SYSTEMS):
+        from bench_dsp_oracle import run as oracle_study
+
+        table += "\n\n" + oracle_study(args.scenes, 0.0, args.jobs)
     print(table)
-    if (
-        not args.no_write
-        and not overrides
-        and args.split == "both"
-        and len(systems) == len(SYSTEMS)
-    ):
+    if full and len(systems) == len(SYSTEMS):
         record_section("dsp", "DSP front end (`scripts/bench dsp`)", _preamble() + table)
     return 0
 

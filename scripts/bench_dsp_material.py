@@ -141,7 +141,7 @@ def _codec2() -> dict[str, np.ndarray]:
 
     members = _deb_members("codec2-examples", "speech_orig_16k.wav", "codec2/raw/")
     out = {}
-    for name, data in members.items():
+    for data in members.values():
         x, rate = sf.read(io.BytesIO(data))
         x = trim(to_16k(x, rate))
         # one 10.8 s recording of several sentences: cut at its pauses into turns

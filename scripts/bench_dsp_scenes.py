@@ -36,7 +36,7 @@ from bench_dsp_material import (
 SNRS_DB = (-5, 0, 5, 10, 15, 20, 25, 30)
 SPLIT_SEEDS = {"tune": 1001, "test": 2002}
 SCENE_SECONDS = 10.0
-SCENE_VERSION = "v1"
+SCENE_VERSION = "v2"  # v2: ray tracing seeded per scene, so a scene rebuilds bit for bit
 NOISE_KINDS = ("hvac", "hallway", "beeps", "paper", "fan", "alarm")
 
 
@@ -51,6 +51,9 @@ class Scene:
     reference: (
         np.ndarray
     )  # (n,) float, target speech image at the reference mic (mixture / 32768 scale)
+    #: (mics, n) float images of the talkers and of the noise at every mic (mixture / 32768
+    #: scale), kept only when asked for (oracle experiments; not cached)
+    images: dict | None = None
 
 
 # -- noise material ----------------------------------------------------------------------
@@ -303,7 +306,9 @@ def _conversation(
     return signals
 
 
-def build_scene(split: str, index: int, array: str = "respeaker-4mic-pi") -> Scene:
+def build_scene(
+    split: str, index: int, array: str = "respeaker-4mic-pi", keep_images: bool = False
+) -> Scene:
     import pyroomacoustics as pra
 
     from edge_agent.dsp.arrays import load_array
@@ -411,6 +416,9 @@ def build_scene(split: str, index: int, array: str = "respeaker-4mic-pi") -> Sce
     for p, sig, _ in sources:
         room.add_source(np.clip(p, 0.05, dims - 0.05), signal=sig)
     room.add_microphone_array(mics)
+    # pyroomacoustics' ray tracer draws from one engine per process: seed it per scene, or
+    # a scene's reverberant tail depends on which scenes that worker built before it
+    pra.random.seed(SPLIT_SEEDS[split] * 100_000 + index)
     premix = room.simulate(return_premix=True)[:, :, :n]  # (sources, mics, n)
     target = np.array([s[2] for s in sources])
     speech = premix[target].sum(0)
@@ -441,8 +449,16 @@ def build_scene(split: str, index: int, array: str = "respeaker-4mic-pi") -> Sce
         "noise": noise_info,
         "array": array,
     }
+    images = {"speech": speech * level, "noise": noise * level} if keep_images else None
     return Scene(
-        f"{split}{index:03d}", split, speech_kind, snr_db, info, mixture_i16, speech[ref] * level
+        f"{split}{index:03d}",
+        split,
+        speech_kind,
+        snr_db,
+        info,
+        mixture_i16,
+        speech[ref] * level,
+        images,
     )
 
 

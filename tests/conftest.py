@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import make_broker, make_relay
+from support import PgCluster, make_broker, make_relay
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ["unit-a", "unit-b"]
@@ -52,9 +52,27 @@ def broker(tmp_path):
     b.stop()
 
 
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL cluster for the whole run, started only if a test asks for it."""
+    c = PgCluster()
+    yield c
+    c.stop()
+
+
 @pytest.fixture
-def relay(tmp_path, broker):
+def relay_store(request):
+    """The relay's store URL: SQLite (""), unless a module parametrizes it (tests/relay,
+    tests/skeleton/test_relay.py run on both SQLite and PostgreSQL)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "postgres":
+        return request.getfixturevalue("pg_cluster").database()
+    return ""
+
+
+@pytest.fixture
+def relay(tmp_path, broker, relay_store):
     """The relay as its own process, connected to `broker`, with an admin user."""
-    r = make_relay(tmp_path, broker)
+    r = make_relay(tmp_path, broker, store_url=relay_store)
     yield r
     r.stop()

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from cloud_relay import broker, pki
+from cloud_relay.store.pgtemp import PgCluster  # noqa: F401 (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -106,8 +107,12 @@ class Relay:
                              **kw)
 
 
-def make_relay(tmp: Path, b: Broker) -> Relay:
-    d = tmp / "relay"
+def make_relay(tmp: Path, b: Broker, *, store_url: str = "", name: str = "relay",
+               client_id: str = "relay", extra: str = "", start: bool = True,
+               add_admin: bool = True) -> Relay:
+    """A relay process. `store_url` empty: SQLite in its data dir; several relays given
+    one PostgreSQL URL (or one SQLite file) share a store."""
+    d = tmp / name
     d.mkdir(parents=True, exist_ok=True)
     port = broker.free_port()
     conf = d / "relay.toml"
@@ -116,10 +121,13 @@ def make_relay(tmp: Path, b: Broker) -> Relay:
         f'broker_ca_file = "{b.pki["ca"]}"\nbroker_cert_file = "{b.pki["relay"].cert}"\n'
         f'broker_key_file = "{b.pki["relay"].key}"\n'
         f'ca_cert_file = "{b.pki["ca"]}"\nca_key_file = "{b.pki["ca_key"]}"\n'
+        f'store_url = "{store_url}"\nbroker_client_id = "{client_id}"\n' + extra
     )
     r = Relay(d, f"http://127.0.0.1:{port}", conf)
-    r.add_user("admin", "admin", "admin-password")
-    r.start()
+    if add_admin:
+        r.add_user("admin", "admin", "admin-password")
+    if start:
+        r.start()
     return r
 
 
@@ -168,7 +176,7 @@ class UnitPublisher:
     """Publishes as a unit with that unit's certificate (a stand-in for the agent when a
     test must craft exact frames: tampered, forged, replayed)."""
 
-    def __init__(self, b: Broker, unit_id: str) -> None:
+    def __init__(self, b: Broker, unit_id: str, *, session_expiry_s: int = 0) -> None:
         import ssl
         import threading
 
@@ -188,7 +196,15 @@ class UnitPublisher:
         c.on_connect = lambda *a: (c.subscribe(f"sl/v1/unit/{unit_id}/control", 1),
                                    self.connected.set())
         c.on_message = lambda cl, u, m: self.control.append(bytes(m.payload))
-        c.connect("127.0.0.1", b.port)
+        if session_expiry_s:  # like the agent: a session that outlives the connection
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry_s
+            c.connect("127.0.0.1", b.port, clean_start=False, properties=props)
+        else:
+            c.connect("127.0.0.1", b.port)
         c.loop_start()
         assert self.connected.wait(5)
         self.c = c

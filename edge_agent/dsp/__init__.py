@@ -24,7 +24,8 @@ class Stage(Protocol):
         """Emit what is still held back so total output length equals total input length."""
 
     def stats(self) -> dict:
-        """Per-block health for the unit's status: levels, dead/clipping channels, speech presence."""
+        """Channel health for the unit's status, which travels in clear: dead and clipping
+        channels only (no levels, no speech presence: they say when people talk)."""
 
 
 class ReferencePassthrough:
@@ -37,22 +38,17 @@ class ReferencePassthrough:
             raise ValueError(f"reference channel {reference_channel} not in 0..{channels - 1}")
         self.channels = channels
         self.reference_channel = reference_channel
-        self._last_rms_dbfs = -120.0
 
     def process(self, block: np.ndarray) -> np.ndarray:
         if block.ndim != 2 or block.shape[1] != self.channels:
             raise ValueError(f"expected (n, {self.channels}) samples, got {block.shape}")
-        out = np.ascontiguousarray(block[:, self.reference_channel], dtype=np.int16)
-        if out.size:
-            rms = float(np.sqrt(np.mean(out.astype(np.float64) ** 2)))
-            self._last_rms_dbfs = 20 * np.log10(max(rms, 1e-3) / 32768.0)
-        return out
+        return np.ascontiguousarray(block[:, self.reference_channel], dtype=np.int16)
 
     def flush(self) -> np.ndarray:
         return np.zeros(0, dtype=np.int16)
 
     def stats(self) -> dict:
-        return {"level_dbfs": round(self._last_rms_dbfs, 1)}
+        return {"dead_channels": [], "clipping_channels": []}
 
 
 def make_stage(mode: str, *, channels: int, sample_rate: int, array: str | None = None) -> Stage:

@@ -36,7 +36,12 @@ class SpeechAgc:
         down_db_per_s: float = 12.0,
         speech_threshold: float = 0.5,
         dead_band_db: float = 6.0,
+        settle_speech_s: float = 1.0,
     ) -> None:
+        # the talker's level is known only once this much speech has been heard: an
+        # estimate from the first syllable's onset would set the gain and take it back
+        self._settle_frames = settle_speech_s / hop_s
+        self._speech_frames = 0
         self._target_db = target_peak_dbfs
         self._min_db, self._max_db = min_gain_db, max_gain_db
         self._release = release_db_per_s * hop_s
@@ -55,6 +60,9 @@ class SpeechAgc:
                 self._level_db = frame_db
             else:
                 self._level_db = max(self._level_db - self._release, frame_db)
+            self._speech_frames += 1
+            if self._speech_frames < self._settle_frames:
+                return 10 ** (self.gain_db / 20)
             # the gain rides only level errors beyond the dead band (a quiet patient across
             # the room), never a talker's normal dynamics
             error = self._target_db - self._level_db

@@ -36,6 +36,15 @@ def test_quieter_speech_like_frames_do_not_pump_the_gain_up() -> None:
     assert abs(agc.gain_db - start) < 1.0
 
 
+def test_a_syllables_soft_onset_does_not_move_the_gain() -> None:
+    """The first speech frames are an onset, quieter than the talker: the gain waits until
+    a second of speech has set the level, so it is not raised and then taken back."""
+    agc = SpeechAgc(hop_s=HOP_S, dead_band_db=20.0)
+    levels_db = [*np.linspace(-60, -22, 8), *[-22.0] * len(frames(2))]
+    gains = [agc.update(10 ** (level / 10), speech_presence=1.0) for level in levels_db]
+    assert max(gains) == min(gains) == 1.0
+
+
 def test_limiter_never_exceeds_its_ceiling_and_ignores_block_boundaries() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal(48000) * np.repeat(rng.uniform(0.05, 3.0, 48), 1000)

@@ -4,8 +4,8 @@ and `systemd-analyze security --offline` on the agent's unit (exposure must be <
 systemd is not PID 1 here; both commands still work offline. `verify` loads the units
 against the staged tree (--root), which must hold the distribution's own units
 (sysinit.target...) and an executable at the ExecStart path, so the test copies
-/usr/lib/systemd/system into the stage and puts a stub at /opt/scribelink/.venv/bin/python
-(the venv itself is built on the unit). verify exits 0 even on warnings such as an
+/usr/lib/systemd/system into the stage and puts a stub at
+/opt/scribelink/current/venv/bin/python (the venv itself is built on the unit). verify exits 0 even on warnings such as an
 unknown key, so the test also demands silence on stderr.
 """
 
@@ -26,6 +26,9 @@ UNITS = (
     "scribelink-agent.path",
     "scribelink-wifi.path",
     "scribelink-wifi.service",
+    "scribelink-update.service",
+    "scribelink-update.path",
+    "scribelink-update-boot.service",
 )
 MAX_AGENT_EXPOSURE = 2.0
 
@@ -36,7 +39,7 @@ def staged_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("unit-root")
     run_install(root)
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    stub = root / "opt/scribelink/.venv/bin/python"
+    stub = root / "opt/scribelink/current/venv/bin/python"  # through the A/B link
     stub.parent.mkdir(parents=True)
     stub.write_text("#!/bin/sh\nexit 0\n")
     stub.chmod(0o755)
@@ -67,7 +70,8 @@ def test_verify_would_catch_a_broken_unit(staged_root, tmp_path):
     try:
         unit.write_text(good.replace("MemoryMax=160M", "MemoryMax=lots"))
         assert "Invalid memory limit" in verify(staged_root, UNITS[0]).stderr
-        unit.write_text(good.replace("/opt/scribelink/.venv/bin/python", "/opt/nowhere/python"))
+        unit.write_text(good.replace("/opt/scribelink/current/venv/bin/python",
+                                     "/opt/nowhere/python"))
         result = verify(staged_root, UNITS[0])
         assert result.returncode != 0 and "not executable" in result.stderr
     finally:
@@ -97,10 +101,11 @@ def test_agent_exposure_is_at_most_2(staged_root):
     assert f"Overall exposure level for scribelink-agent.service: {score}" in doc
 
 
-def test_provision_exposure_is_at_most_the_agents(staged_root):
+def test_provision_and_update_exposure_is_at_most_the_agents(staged_root):
     agent, _ = exposure(REPO / "hardware/systemd/scribelink-agent.service")
-    provision, table = exposure(REPO / "hardware/systemd/scribelink-provision.service")
-    assert provision <= agent, table
+    for name in ("provision", "update", "update-boot"):
+        score, table = exposure(REPO / f"hardware/systemd/scribelink-{name}.service")
+        assert score <= agent, table
 
 
 def test_agent_unit_has_the_required_restrictions():
@@ -125,7 +130,7 @@ def test_agent_unit_has_the_required_restrictions():
         "StateDirectory": ["scribelink scribelink/spool"],
         "ExecStart": [
             (
-                "/opt/scribelink/.venv/bin/python -m edge_agent run --config /etc/scribelink/agent.toml"
+                "/opt/scribelink/current/venv/bin/python -m edge_agent run --config /etc/scribelink/agent.toml"
                 " --config /var/lib/scribelink/provisioned.toml"
             )
         ],
@@ -140,7 +145,7 @@ def test_agent_unit_has_the_required_restrictions():
 def test_provision_unit_serves_the_service_port():
     text = (REPO / "hardware/systemd/scribelink-provision.service").read_text()
     assert (
-        "ExecStart=/opt/scribelink/.venv/bin/python -m edge_agent provision-serve"
+        "ExecStart=/opt/scribelink/current/venv/bin/python -m edge_agent provision-serve"
         " --port /dev/scribelink-service --state-dir /var/lib/scribelink"
     ) in text
     assert "ProtectSystem=strict" in text and "ReadWritePaths" not in text
@@ -151,3 +156,17 @@ def test_the_path_unit_starts_the_agent_once_provisioned():
     text = (REPO / "hardware/systemd/scribelink-agent.path").read_text()
     assert "PathExists=/var/lib/scribelink/provisioned.toml" in text
     assert "Unit=scribelink-agent.service" in text
+
+
+def test_the_update_units_install_only_on_request_and_undo_at_boot():
+    path = (REPO / "hardware/systemd/scribelink-update.path").read_text()
+    assert "PathChanged=/var/lib/scribelink/updates/request.json" in path
+    assert "Unit=scribelink-update.service" in path
+    update = (REPO / "hardware/systemd/scribelink-update.service").read_text()
+    assert "Type=oneshot" in update and "PrivateNetwork=yes" in update  # installs offline
+    assert "ReadWritePaths=/opt/scribelink\n" in update
+    assert "CapabilityBoundingSet=CAP_DAC_READ_SEARCH\n" in update
+    # ordered before the agent it restarts, it would deadlock: it must not be
+    assert "Before=" not in update
+    boot = (REPO / "hardware/systemd/scribelink-update-boot.service").read_text()
+    assert "Before=scribelink-agent.service" in boot and "update recover" in boot

@@ -7,6 +7,8 @@ import tomllib
 import pytest
 from install_support import ARRAY_CHANNELS, REPO, run_install, tree_state
 
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
 EXPECTED_FILES = {
     "boot/firmware/config.txt",
     "etc/asound.conf",
@@ -18,7 +20,12 @@ EXPECTED_FILES = {
     "etc/systemd/system/scribelink-agent.path",
     "etc/systemd/system/scribelink-wifi.path",
     "etc/systemd/system/scribelink-wifi.service",
+    "etc/systemd/system/scribelink-update.service",
+    "etc/systemd/system/scribelink-update.path",
+    "etc/systemd/system/scribelink-update-boot.service",
     "opt/scribelink/libexec/scribelink-wifi-apply",
+    "opt/scribelink/releases/" + VERSION + "/firmware/main.py",
+    "opt/scribelink/releases/" + VERSION + "/firmware/pucklink.py",
     "etc/udev/rules.d/99-scribelink.rules",
     "opt/scribelink/src/pyproject.toml",
     "opt/scribelink/src/edge_agent/__init__.py",
@@ -32,6 +39,9 @@ EXPECTED_LINKS = {
     "etc/systemd/system/multi-user.target.wants/scribelink-provision.service": "/etc/systemd/system/scribelink-provision.service",
     "etc/systemd/system/multi-user.target.wants/scribelink-agent.path": "/etc/systemd/system/scribelink-agent.path",
     "etc/systemd/system/multi-user.target.wants/scribelink-wifi.path": "/etc/systemd/system/scribelink-wifi.path",
+    "etc/systemd/system/multi-user.target.wants/scribelink-update.path": "/etc/systemd/system/scribelink-update.path",
+    "etc/systemd/system/multi-user.target.wants/scribelink-update-boot.service": "/etc/systemd/system/scribelink-update-boot.service",
+    "opt/scribelink/current": "releases/" + VERSION,
     "etc/systemd/system/serial-getty@ttyAMA0.service": "/dev/null",
     "etc/systemd/system/serial-getty@serial0.service": "/dev/null",
     "etc/systemd/system/hciuart.service": "/dev/null",
@@ -45,8 +55,9 @@ SCHEMA = {
     "state_dir": str,
     "capture": {"device": str, "sample_rate": int, "channels": int, "period_frames": int},
     "dsp": {"mode": str, "array": str},
+    "codec": {"codec": str, "bitrate": int},
     "session": {"chunk_ms": int},
-    "spool": {"dir": str, "max_bytes": int, "max_age_s": int},
+    "spool": {"dir": str, "max_bytes": int, "max_age_s": int, "max_audio_s": int},
     "broker": {"url": str, "ca_file": str, "cert_file": str, "key_file": str},
     "keys": {"recovery_public_key_file": str},
     "puck": {"port": str},
@@ -85,7 +96,7 @@ def test_staged_tree(tmp_path):
     assert (root / "opt/scribelink/libexec/scribelink-wifi-apply").stat().st_mode & 0o777 == 0o755
     # Nothing of the developer's machine leaks into the unit.
     assert not any("__pycache__" in p or p.endswith(".pyc") for p in state)
-    assert not (root / "opt/scribelink/.venv").exists()  # no venv unless --with-venv
+    assert not (root / f"opt/scribelink/releases/{VERSION}/venv").exists()  # not without --with-venv
 
     for name in (
         "scribelink-agent.service",
@@ -93,6 +104,9 @@ def test_staged_tree(tmp_path):
         "scribelink-agent.path",
         "scribelink-wifi.path",
         "scribelink-wifi.service",
+        "scribelink-update.service",
+        "scribelink-update.path",
+        "scribelink-update-boot.service",
     ):
         assert (root / "etc/systemd/system" / name).read_bytes() == (
             REPO / "hardware/systemd" / name
@@ -198,3 +212,23 @@ def test_refuses_a_live_install_without_root(tmp_path):
     )
     assert result.returncode == 1, result.stderr
     assert "needs root" in result.stderr
+
+
+def test_the_release_key_is_pinned_readable_and_checked(tmp_path):
+    import base64
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    key = tmp_path / "release.pub"
+    key.write_text(base64.b64encode(bytes(range(32))).decode() + "\n")
+    run_install(root, "--release-key", str(key))
+    pinned = root / "etc/scribelink/release.pub"
+    assert pinned.read_text() == key.read_text()
+    assert pinned.stat().st_mode & 0o777 == 0o644
+    bad = tmp_path / "bad.pub"
+    bad.write_text("not a key\n")
+    r = subprocess.run([sys.executable, str(REPO / "scripts/install-unit"), "--root",
+                        str(tmp_path / "other"), "--release-key", str(bad)],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 1 and "not a release public key" in r.stderr

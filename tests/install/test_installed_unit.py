@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ def installed(tmp_path_factory):
     proc = subprocess.run([sys.executable, str(INSTALL_UNIT), "--root", str(root), "--with-venv"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    python = root / "opt/scribelink/.venv/bin/python"
+    python = root / "opt/scribelink/current/venv/bin/python"  # what the units' ExecStart names
     assert python.exists()
     return root, python
 
@@ -41,7 +42,8 @@ def test_installed_unit_imports_every_module_from_outside_the_checkout(installed
     assert proc.returncode == 0, proc.stderr
     files = json.loads(proc.stdout)
     for mod, path in files.items():
-        assert path.startswith(str(root / "opt/scribelink/.venv")), (mod, path)
+        real = str(Path(path).resolve())
+        assert real.startswith(str(root / "opt/scribelink/releases")), (mod, path)
         assert not path.startswith(str(REPO)), (mod, path)
 
 
@@ -58,7 +60,8 @@ def test_installed_agent_streams_through_the_demo_with_its_puck(installed, tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     agent_log = (rec / "agent.log").read_text()
     start = next(line for line in agent_log.splitlines() if "event=agent_start" in line)
-    assert f"package={python.parents[1]}/lib/" in start, start  # the installed code ran
+    release = (python.parents[2]).resolve()  # current -> releases/<version>
+    assert f"package={release}/venv/lib/" in start, start  # the installed code ran, pinned
     assert "event=puck_connected" in agent_log
     got = read_wav(rec / "scribe.wav")
     with wave.open(str(wav)) as w:

@@ -1,4 +1,4 @@
-"""The relay's enrolment API (cloud_relay/enroll.py) against the real relay process:
+"""The relay's enrolment API (cloud_relay/api/enroll.py) against the real relay process:
 codes that carry everything the tech needs, a check that spends nothing, CSR signing
 against a reservation, the code spent once at confirm, refusals with clear messages, and
 audit entries without codes or proofs."""

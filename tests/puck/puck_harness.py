@@ -18,10 +18,10 @@ __all__ = ["Puck", "PuckSim", "Recorder", "wait_until"]
 
 
 class PuckSim:
-    def __init__(self, link: Path) -> None:
+    def __init__(self, link: Path, *extra: str) -> None:
         self.link = link
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "puck-sim"), "--link", str(link)],
+            [sys.executable, str(ROOT / "scripts" / "puck-sim"), "--link", str(link), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -251,3 +251,24 @@ def test_audio_time_limit_evicts_the_oldest_and_declares_it(tmp_path):
     kept = [r.seq for r in sp.pending(1000) if r.kind == "audio"]
     assert dropped == list(range(len(dropped))) and sorted(dropped + kept) == list(range(100))
     assert 1.5 <= sp.stats()["seconds"] <= 2.0 + 0.04
+
+
+def test_state_survives_restarts_after_its_segments_are_collected(tmp_path):
+    """A restarted agent resumes from the spool's state (input_frames, the open session,
+    cues seen). Each restart opens a new segment and collects the acked old ones: the
+    state they carried must not go with them (a unit restarted twice in a row -- an update
+    and its rollback -- resumed its input from frame 0 before this was fixed)."""
+    sp = Spool(tmp_path, ack_grace_s=0.0)
+    rec = {**_audio(0), "input_end": 64000}
+    rid = sp.put_many([rec], {"open_session": "", "cues_seen": "7"})[0]
+    sp.ack(rid)
+    sp.close()
+    for _ in range(3):  # restart, write nothing of the kind, sync (collects), stop
+        sp = Spool(tmp_path, ack_grace_s=0.0)
+        sp.put_many([], {"health_probe": "x"})
+        sp.sync()
+        sp.close()
+    assert len(list(tmp_path.glob("seg-*.log"))) == 1  # the old segments were collected
+    sp = Spool(tmp_path)
+    assert sp.get_state("input_frames") == "64000"
+    assert sp.get_state("cues_seen") == "7"

@@ -3,6 +3,7 @@
 
 import { fmtClock, h } from "./dom.js";
 import { stateText } from "./roomstate.js";
+import { renderUpdatesPanel } from "./updates.js";
 
 const REFRESH_MS = 2000;
 
@@ -19,7 +20,11 @@ export function renderAdmin(root, { api }) {
     h("div", { class: "two-col" },
       h("div", { class: "card" }, h("header", {}, h("h2", {}, "Rooms and scribes"), h("span", { class: "muted" }, "who hears which room")), h("div", { id: "assign" })),
       h("div", { class: "card" }, h("header", {}, h("h2", {}, "Audit log"), h("span", { class: "muted" }, "latest 200")), h("div", { id: "audit", style: "max-height:420px;overflow-y:auto" }))),
+    h("div", { class: "card" },
+      h("header", {}, h("h2", {}, "Updates"), h("span", { class: "muted" }, "signed releases, offered between encounters; what each unit runs and reports")),
+      h("div", { id: "updates", style: "padding:10px 14px" })),
   ));
+  const updates = renderUpdatesPanel(document.getElementById("updates"), { api });
 
   const lvl = (dbfs) => {
     if (dbfs === undefined || dbfs === null) return h("span", { class: "muted" }, "—");
@@ -137,6 +142,7 @@ export function renderAdmin(root, { api }) {
     renderUnits();
     if (!document.activeElement || !document.getElementById("assign").contains(document.activeElement)) renderAssign();
     renderAudit();
+    await updates.refresh();
   }
 
   refresh();

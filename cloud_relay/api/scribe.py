@@ -1,0 +1,159 @@
+"""The scribe WebSocket (docs/protocol.md, "Scribe WebSocket"): after a hello with a token
+and a resume cursor, the relay sends the scribe's assigned units' stream in stream order:
+JSON items as text frames with their `cursor`, sealed envelopes as binary frames prefixed
+by their 8-byte cursor. It never sees what the envelopes hold.
+
+Rows older than the scribe's cursor come from the store (catch-up), newer ones from the
+hub's in-memory push (live); `hub.py` says how the hand-over keeps every row exactly once.
+
+Concurrency: runs on the event loop; every database call goes through asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from asyncio import to_thread
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from cloud_relay.api.deps import Services, ServicesDep
+from cloud_relay.hub import Subscriber, wire
+from cloud_relay.store import User, now_us
+from scribelink import messages as msgs
+
+log = logging.getLogger("cloud_relay.scribe")
+
+router = APIRouter(tags=["scribe"])
+
+WS_BATCH = 500  # rows per catch-up read
+ASSIGNMENT_RECHECK_S = 5.0
+
+
+@router.websocket("/ws")
+async def ws(sock: WebSocket, svc: ServicesDep) -> None:
+    store, hub = svc.store, svc.hub
+    await sock.accept()
+    try:
+        hello = json.loads(await asyncio.wait_for(sock.receive_text(), 10))
+        cursor = int(hello.get("cursor", 0) or 0) if isinstance(hello, dict) else 0
+        only = hello.get("units") if isinstance(hello, dict) else None
+        if only is not None and not (isinstance(only, list) and
+                                     all(isinstance(u, str) for u in only)):
+            raise ValueError("units must be a list of unit ids")
+    except (TimeoutError, ValueError, TypeError, AttributeError, WebSocketDisconnect):
+        await sock.close(code=4400)
+        return
+    token = str(hello.get("token", "")) if isinstance(hello, dict) else ""
+    user = await to_thread(store.user_for_token, token) if token else None
+    if user is None:
+        await sock.send_text(json.dumps({"type": "error", "error": "unauthorized"}))
+        await sock.close(code=4401)
+        return
+    units = await to_thread(store.units_for, user.id)
+    if only is not None:
+        denied = [u for u in only if u not in units]
+        if denied:
+            await to_thread(store.audit, user.id, "ws_denied", ",".join(denied))
+            await sock.send_text(json.dumps({"type": "error", "error": "forbidden",
+                                             "units": denied}))
+            await sock.close(code=4403)
+            return
+        units = list(only)
+    head = await to_thread(store.head)
+    await sock.send_text(json.dumps({"type": "welcome", "user": user.id, "units": units,
+                                     "cursor": cursor, "head": head}))
+    await to_thread(store.audit, user.id, "ws_connected", None, {"cursor": cursor})
+    sub = hub.subscribe(user.id, units, cursor)
+    tasks = [asyncio.create_task(_pump(sock, sub, svc), name="ws-pump"),
+             asyncio.create_task(_read(sock, user, svc), name="ws-read"),
+             asyncio.create_task(_follow_assignments(sub, user, only, svc), name="ws-assign")]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if not t.cancelled() and t.exception() is not None and not isinstance(
+                    t.exception(), (WebSocketDisconnect, RuntimeError, OSError)):
+                log.error("event=ws_failed user=%s error=%r", user.id, t.exception())
+    finally:
+        hub.unsubscribe(sub)
+        for t in tasks:
+            t.cancel()
+
+
+async def _pump(sock: WebSocket, sub: Subscriber, svc: Services) -> None:
+    """Send the stream: catch up from the store while behind, then what the hub pushes."""
+    send = sock.send
+    while not sub.closed:
+        if sub.needs_catchup:
+            sub.begin_catchup()  # from here on, new rows also queue: the overlap is skipped
+            while True:
+                units = sub.units
+                rows = await to_thread(svc.store.rows_after, sub.cursor, list(units), WS_BATCH)
+                for row in rows:
+                    if row.id <= sub.cursor:
+                        continue
+                    if row.unit_id in sub.units:
+                        frame = wire(row)
+                        await send({"type": "websocket.send", "bytes": frame}
+                                   if isinstance(frame, bytes) else
+                                   {"type": "websocket.send", "text": frame})
+                    sub.cursor = row.id
+                if len(rows) < WS_BATCH:
+                    break
+            continue
+        items = sub.take()
+        if not items:
+            await sub.wake.wait()
+            continue
+        for rid, _unit, frame in items:
+            if rid >= 0:
+                if rid <= sub.cursor:
+                    continue  # already sent from the store during catch-up
+                sub.cursor = rid
+            await send({"type": "websocket.send", "bytes": frame} if isinstance(frame, bytes)
+                       else {"type": "websocket.send", "text": frame})
+
+
+async def _follow_assignments(sub: Subscriber, user: User, only: list[str] | None,
+                              svc: Services) -> None:
+    """Keep the subscriber's units equal to the scribe's assignments (∩ its filter)."""
+    while not sub.closed:
+        await svc.hub.assignments_wait(ASSIGNMENT_RECHECK_S)
+        units = await to_thread(svc.store.units_for, user.id)
+        if only is not None:
+            units = [u for u in only if u in units]
+        svc.hub.set_units(sub, units)
+
+
+async def _read(sock: WebSocket, user: User, svc: Services) -> None:
+    while True:
+        try:
+            text = await sock.receive_text()
+        except (WebSocketDisconnect, RuntimeError, KeyError):
+            return
+        try:
+            m = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(m, dict):
+            continue
+        if m.get("type") == "cue_ack":
+            await to_thread(_cue_ack, m, user, svc)
+
+
+def _cue_ack(m: dict, user: User, svc: Services) -> None:
+    store = svc.store
+    unit_id = str(m.get("unit", ""))
+    if unit_id not in store.units_for(user.id):
+        store.audit(user.id, "cue_ack_denied", unit_id)
+        return
+    try:
+        ack = msgs.cue_ack(unit_id=unit_id, session_hex=str(m["session"]),
+                           cue_id=int(m["cue_id"]), event_seq=int(m.get("event_seq", -1)),
+                           scribe=user.id, at_us=now_us())
+    except (KeyError, ValueError, TypeError, msgs.MessageError):
+        return
+    if svc.uplink is not None:
+        svc.uplink.publish_control(unit_id, ack)
+    store.audit(user.id, "cue_ack", unit_id, {"cue_id": ack["cue_id"]})

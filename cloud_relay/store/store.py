@@ -1,0 +1,633 @@
+"""The relay's store: the one place that holds its SQL. Registry (units, users, keys,
+assignments), sessions, the sealed stream (the archive: ciphertext and clear headers only),
+enrolment codes, relay heartbeats and the audit log, on SQLite or PostgreSQL.
+
+The stream's id is the delivery order and each scribe's resume cursor. Frames are written
+in batches (`append_batch`, one transaction each, see `writer.py`); each batch locks the
+`stream_head` row, so batches from several relays commit one after another and ids grow in
+commit order. UNIQUE(session, kind, seq, digest) makes every insert idempotent, which is
+where duplicate deliveries from the broker stop. The digest (SHA-256 of the frame) is in
+the key because the relay cannot authenticate a frame: a corrupted copy must not shadow the
+genuine one, so both go to the scribe, whose client keeps the one that opens.
+
+Concurrency: every method may be called from any thread (never from the event loop: the
+API runs them in worker threads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from cloud_relay.store.db import Db, connect
+from cloud_relay.store.migrations import migrate
+
+TOKEN_TTL_S = 12 * 3600
+# A scribe may work from a few places (the console in two browsers, a headless client):
+# sessions are sealed to each of their most recent keys; older ones stop opening new ones.
+MAX_KEYS_PER_USER = 4
+NOTIFY_CHANNEL = "sl_stream"
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    dk = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return f"scrypt${salt.hex()}${dk.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        _, salt_hex, _dk_hex = stored.split("$")
+    except ValueError:
+        return False
+    return secrets.compare_digest(hash_password(password, bytes.fromhex(salt_hex)), stored)
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    role: str
+    public_key: bytes | None
+
+
+class StreamRow(NamedTuple):  # a tuple: built per frame on the hot path
+    id: int
+    unit_id: str
+    session: str
+    kind: str
+    seq: int
+    payload: bytes
+    received_us: int
+
+
+class Frame(NamedTuple):
+    """One inbound item for the stream, before it has an id."""
+
+    unit_id: str
+    session: str
+    kind: str
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one committed batch did: ids (prev_head, head] are exactly `rows`."""
+
+    prev_head: int
+    head: int
+    rows: list[StreamRow]
+    inserted: list[bool]  # per frame given, in order: False for a duplicate
+
+
+_ROW = "id,unit_id,session,kind,seq,payload,received_us"
+_INSERT = ("INSERT INTO stream(unit_id,session,kind,seq,payload,digest,received_us) "
+           "VALUES(?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
+
+
+_STREAM_COLS = "unit_id,session,kind,seq,payload,digest,received_us"
+_PG_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS stream_in (unit_id TEXT, session TEXT, "
+             "kind TEXT, seq BIGINT, payload BYTEA, digest BYTEA, received_us BIGINT) "
+             "ON COMMIT DELETE ROWS")
+_PG_COPY = f"COPY stream_in ({_STREAM_COLS}) FROM STDIN (FORMAT BINARY)"
+_PG_TYPES = ["text", "text", "text", "int8", "bytea", "bytea", "int8"]
+_PG_FROM_STAGE = (f"INSERT INTO stream({_STREAM_COLS}) SELECT {_STREAM_COLS} FROM stream_in "
+                  "ON CONFLICT DO NOTHING RETURNING id,session,kind,seq,digest")
+
+
+def _ids_by_key(params: list[tuple], inserted: list[tuple]) -> list[int | None]:
+    """Match inserted rows (id, session, kind, seq, digest) back to the frames given: the
+    first frame with a key gets its id, a repeat of it in the same batch gets None."""
+    got = {(s, k, q, bytes(d)): i for i, s, k, q, d in inserted}
+    return [got.pop((p[1], p[2], p[3], p[5]), None) for p in params]
+
+
+def _stream_row(r: Sequence) -> StreamRow:
+    return StreamRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6])
+
+
+class Store:
+    def __init__(self, db: Db, *, origin: str = "") -> None:
+        self.db = db
+        self.origin = origin  # who commits: notifications say it (a relay skips its own)
+        self.schema_version = migrate(db)
+
+    @classmethod
+    def open(cls, store_url: str, data_dir: str, *, pool_size: int = 8,
+             origin: str = "") -> Store:
+        return cls(connect(store_url, data_dir, pool_size=pool_size), origin=origin)
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _q(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        return self.db.query(sql, args)
+
+    def _one(self, sql: str, args: Sequence = ()) -> tuple | None:
+        rows = self.db.query(sql, args)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------ audit
+
+    def audit(self, actor: str, action: str, target: str | None = None,
+              detail: dict | None = None) -> None:
+        self.db.execute("INSERT INTO audit(at_us,actor,action,target,detail) VALUES(?,?,?,?,?)",
+                        (now_us(), actor, action, target,
+                         json.dumps(detail or {}, sort_keys=True)))
+
+    def audit_log(self, limit: int = 200) -> list[dict]:
+        rows = self._q("SELECT id,at_us,actor,action,target,detail FROM audit "
+                       "ORDER BY id DESC LIMIT ?", (limit,))
+        return [{"id": r[0], "at_us": r[1], "actor": r[2], "action": r[3], "target": r[4],
+                 "detail": json.loads(r[5] or "{}")} for r in rows]
+
+    # ------------------------------------------------------------------ users
+
+    def add_user(self, user_id: str, name: str, role: str, password: str) -> None:
+        self.db.execute(
+            "INSERT INTO users(id,name,role,pw_hash,created_us) VALUES(?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET name=excluded.name, role=excluded.role, "
+            "pw_hash=excluded.pw_hash", (user_id, name, role, hash_password(password), now_us()))
+
+    def user(self, user_id: str) -> User | None:
+        r = self._one("SELECT id,name,role,public_key FROM users WHERE id=?", (user_id,))
+        return None if r is None else User(r[0], r[1], r[2], _b(r[3]))
+
+    def users(self, ids: Iterable[str] | None = None) -> list[User]:
+        if ids is None:
+            rows = self._q("SELECT id,name,role,public_key FROM users ORDER BY id")
+        else:
+            ids = list(ids)
+            if not ids:
+                return []
+            rows = self._q(f"SELECT id,name,role,public_key FROM users WHERE id IN "
+                           f"({','.join('?' * len(ids))}) ORDER BY id", ids)
+        return [User(r[0], r[1], r[2], _b(r[3])) for r in rows]
+
+    def login(self, user_id: str, password: str) -> str | None:
+        r = self._one("SELECT pw_hash FROM users WHERE id=?", (user_id,))
+        if r is None or not check_password(password, r[0]):
+            return None
+        token = secrets.token_urlsafe(32)
+        self.db.execute("INSERT INTO tokens(token_hash,user_id,expires_us) VALUES(?,?,?)",
+                        (hashlib.sha256(token.encode()).hexdigest(), user_id,
+                         now_us() + TOKEN_TTL_S * 1_000_000))
+        return token
+
+    def user_for_token(self, token: str) -> User | None:
+        r = self._one("SELECT u.id,u.name,u.role,u.public_key,t.expires_us FROM tokens t "
+                      "JOIN users u ON u.id=t.user_id WHERE t.token_hash=?",
+                      (hashlib.sha256(token.encode()).hexdigest(),))
+        if r is None or r[4] < now_us():
+            return None
+        return User(r[0], r[1], r[2], _b(r[3]))
+
+    def set_public_key(self, user_id: str, raw: bytes) -> bool:
+        """Register one of the user's keys (the newest becomes `public_key`). Returns True
+        if the set of keys changed (so units must be told)."""
+        from scribelink.envelope import key_id
+
+        kid = key_id(raw)
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE users SET public_key=? WHERE id=?", (raw, user_id))
+            n = tx.execute("INSERT INTO user_keys(key_id,user_id,public_key,created_us) "
+                           "VALUES(?,?,?,?) ON CONFLICT DO NOTHING",
+                           (kid, user_id, raw, now_us()))
+            if n == 0:
+                tx.execute("UPDATE user_keys SET created_us=? WHERE key_id=?", (now_us(), kid))
+                return False
+            tx.execute("DELETE FROM user_keys WHERE user_id=? AND key_id NOT IN (SELECT key_id "
+                       "FROM user_keys WHERE user_id=? ORDER BY created_us DESC LIMIT ?)",
+                       (user_id, user_id, MAX_KEYS_PER_USER))
+            return True
+
+    def keys_for(self, user_id: str) -> list[bytes]:
+        rows = self._q("SELECT public_key FROM user_keys WHERE user_id=? ORDER BY created_us",
+                       (user_id,))
+        return [bytes(r[0]) for r in rows]
+
+    def keys_for_unit(self, unit_id: str) -> list[tuple[str, bytes]]:
+        """(scribe id, key) for every key of every scribe assigned to the unit: one query."""
+        rows = self._q("SELECT a.scribe_id, k.public_key FROM assignments a JOIN user_keys k "
+                       "ON k.user_id=a.scribe_id WHERE a.unit_id=? "
+                       "ORDER BY a.scribe_id, k.created_us", (unit_id,))
+        return [(r[0], bytes(r[1])) for r in rows]
+
+    # ------------------------------------------------------------------ units, assignments
+
+    def ensure_unit(self, unit_id: str, room: str | None = None) -> bool:
+        """Register a unit if new; returns True when it was created."""
+        with self.db.transaction() as tx:
+            n = tx.execute("INSERT INTO units(id,room,created_us) VALUES(?,?,?) "
+                           "ON CONFLICT DO NOTHING", (unit_id, room, now_us()))
+            if room is not None:
+                tx.execute("UPDATE units SET room=? WHERE id=?", (room, unit_id))
+        return n > 0
+
+    def set_unit_broker(self, unit_id: str, broker: str) -> None:
+        self.db.execute("UPDATE units SET broker=? WHERE id=?", (broker, unit_id))
+
+    def set_status(self, unit_id: str, status: dict) -> None:
+        self.set_statuses({unit_id: status})
+
+    def set_statuses(self, statuses: dict[str, dict]) -> None:
+        if not statuses:
+            return
+        at = now_us()
+        with self.db.transaction() as tx:
+            for unit_id, status in statuses.items():
+                tx.execute("UPDATE units SET status_json=?, status_at_us=? WHERE id=?",
+                           (json.dumps(status), at, unit_id))
+
+    def units(self, ids: Iterable[str] | None = None) -> list[dict]:
+        """Units with their status and assigned scribes: two queries, whatever the count."""
+        where, args = "", []
+        if ids is not None:
+            args = list(ids)
+            if not args:
+                return []
+            where = f" WHERE id IN ({','.join('?' * len(args))})"
+        rows = self._q(f"SELECT id,room,status_json,status_at_us,broker FROM units{where} "
+                       "ORDER BY id", args)
+        scribes: dict[str, list[str]] = {}
+        awhere = where.replace("id IN", "unit_id IN")
+        for unit_id, scribe_id in self._q(f"SELECT unit_id, scribe_id FROM assignments{awhere} "
+                                          "ORDER BY unit_id, scribe_id", args):
+            scribes.setdefault(unit_id, []).append(scribe_id)
+        return [{"id": r[0], "room": r[1], "status": json.loads(r[2]) if r[2] else None,
+                 "status_at_us": r[3], "broker": r[4], "scribes": scribes.get(r[0], [])}
+                for r in rows]
+
+    def unit(self, unit_id: str) -> dict | None:
+        found = self.units([unit_id])
+        return found[0] if found else None
+
+    def set_assignment(self, unit_id: str, scribe_ids: list[str]) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM assignments WHERE unit_id=?", (unit_id,))
+            for s in scribe_ids:
+                tx.execute("INSERT INTO assignments(unit_id,scribe_id) VALUES(?,?)", (unit_id, s))
+
+    def scribes_for(self, unit_id: str) -> list[str]:
+        return [r[0] for r in self._q("SELECT scribe_id FROM assignments WHERE unit_id=? "
+                                      "ORDER BY scribe_id", (unit_id,))]
+
+    def units_for(self, scribe_id: str) -> list[str]:
+        return [r[0] for r in self._q("SELECT unit_id FROM assignments WHERE scribe_id=? "
+                                      "ORDER BY unit_id", (scribe_id,))]
+
+    # ------------------------------------------------------------------ stream
+
+    def append_batch(self, frames: Sequence[Frame],
+                     statuses: dict[str, dict] | None = None) -> Batch:
+        """Store frames (and unit statuses) in one transaction; duplicate frames are
+        ignored. Returns the ids the batch took and the rows it stored. Session opens and
+        closes update `sessions` in the same transaction."""
+        at = now_us()
+        sha256 = hashlib.sha256
+        params = [(f.unit_id, f.session, f.kind, f.seq, f.payload, sha256(f.payload).digest(),
+                   at) for f in frames]
+        with self.db.transaction() as tx:
+            prev = int(tx.query("SELECT head FROM stream_head WHERE one=1" +
+                                (" FOR UPDATE" if self.dialect == "postgres" else ""))[0][0])
+            ids = self._insert_stream(tx, params) if params else []
+            rows: list[StreamRow] = []
+            for f, rid in zip(frames, ids):
+                if rid is None:
+                    continue
+                rows.append(StreamRow(rid, f.unit_id, f.session, f.kind, f.seq, f.payload, at))
+                if f.kind == "session_open":
+                    tx.execute("INSERT INTO sessions(session,unit_id,opened_us) VALUES(?,?,?) "
+                               "ON CONFLICT DO NOTHING", (f.session, f.unit_id, at))
+                    tx.execute("INSERT INTO audit(at_us,actor,action,target,detail) "
+                               "VALUES(?,?,?,?,?)",
+                               (at, f.unit_id, "session_open", f.session[:8], "{}"))
+                elif f.kind == "session_close":
+                    tx.execute("UPDATE sessions SET closed_us=? WHERE session=?", (at, f.session))
+            head = prev
+            if rows:
+                head = max(prev, max(r.id for r in rows))
+                tx.execute("UPDATE stream_head SET head=? WHERE one=1", (head,))
+                if self.dialect == "postgres":  # delivered at commit, in commit order
+                    tx.query("SELECT pg_notify(?, ?)",
+                             (NOTIFY_CHANNEL, f"{head} {self.origin}"))
+            for unit_id, status in (statuses or {}).items():
+                tx.execute("UPDATE units SET status_json=?, status_at_us=? WHERE id=?",
+                           (json.dumps(status), at, unit_id))
+        return Batch(prev, head, rows, [rid is not None for rid in ids])
+
+    def _insert_stream(self, tx, params: list[tuple]) -> list[int | None]:
+        """Insert stream rows; the id each took, None for a duplicate."""
+        if self.dialect == "postgres":
+            # COPY the batch into a per-session staging table, then one INSERT … SELECT:
+            # psycopg's binary COPY writes rows in C, where per-row statements or arrays
+            # cost tens of microseconds of Python per frame
+            tx.once_per_connection(_PG_STAGE)
+            tx.copy_in(_PG_COPY, params, _PG_TYPES)
+            return _ids_by_key(params, tx.query(_PG_FROM_STAGE))
+        # SQLite: AUTOINCREMENT gives sqlite_sequence+1, +2, … to the rows this writer (it
+        # holds the write lock) inserts, so one executemany tells every id unless some row
+        # was a duplicate; then read back what this batch inserted.
+        r = tx.query("SELECT seq FROM sqlite_sequence WHERE name='stream'")
+        base = int(r[0][0]) if r else 0
+        n = tx.executemany(_INSERT, params)
+        if n == len(params):
+            return list(range(base + 1, base + 1 + n))
+        return _ids_by_key(params, tx.query(
+            "SELECT id,session,kind,seq,digest FROM stream WHERE id>? ORDER BY id", (base,)))
+
+    def append(self, unit_id: str, session: str, kind: str, seq: int, payload: bytes) -> bool:
+        """One frame (tools and tests; the relay batches). False for a duplicate."""
+        return self.append_batch([Frame(unit_id, session, kind, seq, payload)]).inserted[0]
+
+    def head(self) -> int:
+        """The highest stream id committed (every lower id is committed or never will be)."""
+        return int(self._q("SELECT head FROM stream_head WHERE one=1")[0][0])
+
+    def max_id(self) -> int:
+        return self.head()
+
+    def rows_after(self, cursor: int, unit_ids: Sequence[str], limit: int = 500,
+                   upto: int | None = None) -> list[StreamRow]:
+        """Rows of these units with cursor < id (<= upto), in id order."""
+        if not unit_ids:
+            return []
+        marks = ",".join("?" * len(unit_ids))
+        bound = "" if upto is None else " AND id<=?"
+        args = [cursor, *([] if upto is None else [upto]), *unit_ids, limit]
+        rows = self._q(f"SELECT {_ROW} FROM stream WHERE id>?{bound} AND unit_id IN ({marks}) "
+                       "ORDER BY id LIMIT ?", args)
+        return [_stream_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ archive
+
+    def sessions(self, unit_id: str) -> list[dict]:
+        rows = self._q("SELECT session,opened_us,closed_us FROM sessions WHERE unit_id=? "
+                       "ORDER BY opened_us", (unit_id,))
+        return [{"session": r[0], "opened_us": r[1], "closed_us": r[2]} for r in rows]
+
+    def open_sessions(self, unit_ids: Sequence[str]) -> dict[str, str]:
+        """unit -> its newest open session, for these units: one query."""
+        if not unit_ids:
+            return {}
+        rows = self._q(f"SELECT unit_id, session FROM sessions WHERE closed_us IS NULL AND "
+                       f"unit_id IN ({','.join('?' * len(unit_ids))}) ORDER BY opened_us",
+                       list(unit_ids))
+        return {u: s for u, s in rows}
+
+    def session_row(self, session: str) -> dict | None:
+        r = self._one("SELECT session,unit_id,opened_us,closed_us FROM sessions WHERE session=?",
+                      (session,))
+        if r is None:
+            return None
+        return {"session": r[0], "unit": r[1], "opened_us": r[2], "closed_us": r[3]}
+
+    def session_open(self, session: str) -> dict | None:
+        r = self._one("SELECT payload FROM stream WHERE session=? AND kind='session_open' "
+                      "ORDER BY id LIMIT 1", (session,))
+        return json.loads(bytes(r[0])) if r else None
+
+    def session_meta(self, session: str) -> list[dict]:
+        """Clear lifecycle items of a session (close, gaps) in arrival order."""
+        rows = self._q("SELECT id,kind,payload,received_us FROM stream WHERE session=? "
+                       "AND kind NOT IN ('audio','event','session_open') ORDER BY id", (session,))
+        out = []
+        for rid, _kind, payload, rec in rows:
+            item = json.loads(bytes(payload))
+            item["cursor"], item["received_us"] = rid, rec
+            out.append(item)
+        return out
+
+    def sealed(self, session: str, kind: str, from_seq: int, limit: int) -> list[tuple]:
+        """(id, seq, payload, received_us) of one session's sealed frames, by seq."""
+        return [(r[0], r[1], bytes(r[2]), r[3]) for r in self._q(
+            "SELECT id,seq,payload,received_us FROM stream WHERE session=? AND kind=? AND "
+            "seq>=? ORDER BY seq LIMIT ?", (session, kind, from_seq, limit))]
+
+    def session_counts(self, session: str) -> dict:
+        rows = self._q("SELECT kind, COUNT(*), MAX(seq) FROM stream WHERE session=? "
+                       "GROUP BY kind", (session,))
+        return {k: {"count": n, "max_seq": m} for k, n, m in rows}
+
+    def archive_stats(self) -> dict:
+        n_sessions = self._q("SELECT COUNT(*), MIN(opened_us) FROM sessions")[0]
+        n_stream = self._q("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0) FROM stream")[0]
+        return {"sessions": n_sessions[0], "oldest_opened_us": n_sessions[1],
+                "items": n_stream[0], "bytes": int(n_stream[1])}
+
+    def purge_before(self, cutoff_us: int, *, max_sessions: int = 100) -> int:
+        """Retention: drop sessions (and their sealed stream) that ended before cutoff, a few
+        sessions per transaction so the stream's writers never wait long. Returns how many."""
+        total = 0
+        while True:
+            with self.db.transaction() as tx:
+                old = [r[0] for r in tx.query(
+                    "SELECT session FROM sessions WHERE COALESCE(closed_us, opened_us) < ? "
+                    "LIMIT ?", (cutoff_us, max_sessions))]
+                for s in old:
+                    tx.execute("DELETE FROM stream WHERE session=?", (s,))
+                    tx.execute("DELETE FROM sessions WHERE session=?", (s,))
+            total += len(old)
+            if len(old) < max_sessions:
+                return total
+
+    # ------------------------------------------------------------------ enrolment codes
+
+    def add_enroll_code(self, code_hash: str, unit_id: str, room: str, created_by: str,
+                        expires_us: int) -> int:
+        r = self._q("INSERT INTO enroll_codes(code_hash,unit_id,room,created_by,created_us,"
+                    "expires_us) VALUES(?,?,?,?,?,?) RETURNING id",
+                    (code_hash, unit_id, room, created_by, now_us(), expires_us))
+        return int(r[0][0])
+
+    def enroll_code(self, code_hash: str) -> tuple | None:
+        """(id, unit_id, room, expires_us, used_us, cert_fingerprint, reserved_serial,
+        reserved_until_us, cert_pem) of a code, by the hash of its proof."""
+        return self._one("SELECT id,unit_id,room,expires_us,used_us,cert_fingerprint,"
+                         "reserved_serial,reserved_until_us,cert_pem FROM enroll_codes "
+                         "WHERE code_hash=?", (code_hash,))
+
+    def reserve_enroll_code(self, code_id: int, serial: str, by: str, until_us: int,
+                            fingerprint: str, cert_pem: str) -> bool:
+        """Reserve an unspent code for one unit (serial), atomically: of two units racing
+        for it, one gets True. The same serial may reserve again (a resumed enrolment)."""
+        return self.db.execute(
+            "UPDATE enroll_codes SET reserved_serial=?, reserved_by=?, reserved_until_us=?, "
+            "cert_fingerprint=?, cert_pem=? WHERE id=? AND used_us IS NULL AND "
+            "(reserved_serial IS NULL OR reserved_serial=? OR reserved_until_us<?)",
+            (serial, by, until_us, fingerprint, cert_pem, code_id, serial, now_us())) == 1
+
+    def spend_enroll_code(self, code_id: int, used_by: str, fingerprint: str) -> bool:
+        """Spend a code whose certificate (by fingerprint) the unit committed, atomically:
+        True once; False if it was spent already or issued another certificate."""
+        return self.db.execute("UPDATE enroll_codes SET used_us=?, used_by=? WHERE id=? AND "
+                               "used_us IS NULL AND cert_fingerprint=?",
+                               (now_us(), used_by, code_id, fingerprint)) == 1
+
+    def enroll_code_spent(self, code_id: int) -> tuple | None:
+        """(used_us, cert_fingerprint) of a code."""
+        return self._one("SELECT used_us, cert_fingerprint FROM enroll_codes WHERE id=?",
+                         (code_id,))
+
+    # ------------------------------------------------------------------ per-unit audio
+
+    def unit_audio(self, unit_id: str) -> dict | None:
+        r = self._one("SELECT codec, bitrate FROM unit_audio WHERE unit_id=?", (unit_id,))
+        return None if r is None else {"codec": r[0], "bitrate": r[1]}
+
+    def set_unit_audio(self, unit_id: str, codec: str, bitrate: int) -> None:
+        self.db.execute("INSERT INTO unit_audio(unit_id,codec,bitrate,updated_us) "
+                        "VALUES(?,?,?,?) ON CONFLICT(unit_id) DO UPDATE SET "
+                        "codec=excluded.codec, bitrate=excluded.bitrate, "
+                        "updated_us=excluded.updated_us", (unit_id, codec, bitrate, now_us()))
+
+    def units_audio(self) -> dict[str, dict]:
+        return {r[0]: {"codec": r[1], "bitrate": r[2]}
+                for r in self._q("SELECT unit_id, codec, bitrate FROM unit_audio")}
+
+    # ------------------------------------------------------------------ fleet updates
+
+    @property
+    def fleet(self) -> FleetStore:
+        return FleetStore(self)
+
+    # ------------------------------------------------------------------ relays
+
+    def heartbeat(self, client_id: str) -> None:
+        self.db.execute("INSERT INTO relays(client_id,seen_us) VALUES(?,?) ON CONFLICT(client_id) "
+                        "DO UPDATE SET seen_us=excluded.seen_us", (client_id, now_us()))
+
+    def relay_seen_us(self, client_id: str) -> int | None:
+        r = self._one("SELECT seen_us FROM relays WHERE client_id=?", (client_id,))
+        return None if r is None else int(r[0])
+
+    def claim_adoption(self, peer: str, me: str, stale_before_us: int, lease_us: int) -> bool:
+        """Take (or renew) the lease on a dead peer's broker session. True if ours."""
+        now = now_us()
+        return self.db.execute(
+            "UPDATE relays SET adopted_by=?, adopted_until_us=? WHERE client_id=? AND seen_us<? "
+            "AND (adopted_by IS NULL OR adopted_by=? OR adopted_until_us<?)",
+            (me, now + lease_us, peer, stale_before_us, me, now)) == 1
+
+    def release_adoption(self, peer: str, me: str) -> None:
+        self.db.execute("UPDATE relays SET adopted_by=NULL, adopted_until_us=NULL "
+                        "WHERE client_id=? AND adopted_by=?", (peer, me))
+
+
+def _b(v) -> bytes | None:
+    return None if v is None else bytes(v)
+
+
+class FleetStore:
+    """Releases, offers, what units report of them, and diagnostics requests
+    (cloud_relay/api/fleet.py, docs/updates.md)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.db = store, store.db
+
+    @staticmethod
+    def _release(r: Sequence) -> dict:
+        return {"id": r[0], "version": r[1], "hardware": json.loads(r[2]), "signer": r[3],
+                "size": r[4], "uploaded_by": r[5], "uploaded_us": r[6]}
+
+    def release(self, release_id: str) -> dict | None:
+        r = self.store._one("SELECT id,version,hardware,signer,size,uploaded_by,uploaded_us "
+                            "FROM releases WHERE id=?", (release_id,))
+        return None if r is None else self._release(r)
+
+    def releases(self) -> list[dict]:
+        return [self._release(r) for r in self.store._q(
+            "SELECT id,version,hardware,signer,size,uploaded_by,uploaded_us FROM releases "
+            "ORDER BY uploaded_us DESC")]
+
+    def add_release(self, release_id: str, version: str, hardware: list[str],
+                    signer: str | None, size: int, by: str) -> None:
+        self.db.execute("INSERT INTO releases(id,version,hardware,signer,size,uploaded_by,"
+                        "uploaded_us) VALUES(?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                        (release_id, version, json.dumps(hardware), signer, size, by,
+                         now_us()))
+
+    def add_offer(self, offer_id: str, release_id: str, target: dict, permit: dict | None,
+                  by: str, units: list[str]) -> int:
+        now = now_us()
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO offers(id,release_id,target,permit,created_by,created_us) "
+                       "VALUES(?,?,?,?,?,?)", (offer_id, release_id, json.dumps(target),
+                                               json.dumps(permit) if permit else None, by, now))
+            for unit_id in units:
+                tx.execute("INSERT INTO offer_units(offer_id,unit_id,state,updated_us) "
+                           "VALUES(?,?,?,?)", (offer_id, unit_id, "offered", now))
+        return now
+
+    def offered(self, unit_id: str, release_id: str) -> bool:
+        return self.store._one("SELECT 1 FROM offer_units ou JOIN offers o ON "
+                               "o.id=ou.offer_id WHERE ou.unit_id=? AND o.release_id=?",
+                               (unit_id, release_id)) is not None
+
+    def offers(self, limit: int = 50) -> list[dict]:
+        rows = self.store._q(
+            "SELECT o.id,o.release_id,r.version,o.target,o.created_by,o.created_us,"
+            "(SELECT COUNT(*) FROM offer_units WHERE offer_id=o.id) FROM offers o "
+            "JOIN releases r ON r.id=o.release_id ORDER BY o.created_us DESC LIMIT ?",
+            (limit,))
+        return [{"id": r[0], "release": r[1], "version": r[2], "target": json.loads(r[3]),
+                 "created_by": r[4], "created_us": r[5], "units": r[6]} for r in rows]
+
+    def add_report(self, unit_id: str, offer_id: str | None, state: str,
+                   version_from: str | None, version_to: str | None, code: str | None,
+                   reason: str | None, detail: dict, at_us: int) -> None:
+        now = now_us()
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO update_reports(unit_id,offer_id,state,version_from,"
+                       "version_to,code,reason,detail,at_us,received_us) "
+                       "VALUES(?,?,?,?,?,?,?,?,?,?)",
+                       (unit_id, offer_id, state, version_from, version_to, code, reason,
+                        json.dumps(detail), at_us, now))
+            if offer_id:
+                tx.execute("UPDATE offer_units SET state=?, updated_us=? WHERE offer_id=? "
+                           "AND unit_id=?", (state, now, offer_id, unit_id))
+
+    def reports(self, unit_id: str | None = None, limit: int = 200) -> list[dict]:
+        where, args = ("WHERE unit_id=?", (unit_id,)) if unit_id else ("", ())
+        rows = self.store._q(
+            f"SELECT id,unit_id,offer_id,state,version_from,version_to,code,reason,detail,"
+            f"at_us,received_us FROM update_reports {where} ORDER BY id DESC LIMIT ?",
+            (*args, limit))
+        return [{"id": r[0], "unit": r[1], "offer_id": r[2], "state": r[3], "from": r[4],
+                 "to": r[5], "code": r[6], "reason": r[7], "detail": json.loads(r[8] or "{}"),
+                 "at_us": r[9], "received_us": r[10]} for r in rows]
+
+    def add_diagnostics(self, request_id: str, unit_id: str, by: str, recipient: str,
+                        at_us: int) -> None:
+        self.db.execute("INSERT INTO diagnostics(id,unit_id,requested_by,recipient,"
+                        "requested_us) VALUES(?,?,?,?,?)",
+                        (request_id, unit_id, by, recipient, at_us))
+
+    def diagnostics(self, request_id: str) -> dict | None:
+        r = self.store._one("SELECT unit_id,uploaded_us,recipient FROM diagnostics WHERE id=?",
+                            (request_id,))
+        return None if r is None else {"unit": r[0], "uploaded_us": r[1], "recipient": r[2]}
+
+    def diagnostics_uploaded(self, request_id: str, size: int) -> None:
+        self.db.execute("UPDATE diagnostics SET uploaded_us=?, size=? WHERE id=?",
+                        (now_us(), size, request_id))
+
+    def diagnostics_list(self) -> list[dict]:
+        rows = self.store._q("SELECT id,unit_id,requested_by,requested_us,uploaded_us,size "
+                             "FROM diagnostics ORDER BY requested_us DESC LIMIT 50")
+        return [{"id": r[0], "unit": r[1], "requested_by": r[2], "requested_us": r[3],
+                 "uploaded_us": r[4], "size": r[5]} for r in rows]

@@ -1,0 +1,616 @@
+"""`scripts/bench relay --units N --rate R --seconds S [--relays K]`: the relay under a
+fleet's load, the real system on loopback.
+
+mosquitto with mTLS and the project's ACL; K relay processes (`python -m cloud_relay
+serve`) sharing one store and one MQTT 5 shared subscription; N units, each its own MQTT
+connection with its own certificate (clean start off, QoS 1 sealed chunks, a QoS 0
+retained status once a second, TCP_NODELAY); one scribe WebSocket per 10 units, spread
+over the relays. Chunks are sealed for real (AES-256-GCM under a per-unit session key);
+a chunk's capture time is the moment it is published, so "added latency" is publish ->
+scribe WebSocket, through broker, relay and store.
+
+The load generator is this one process: every unit's paho client on one asyncio loop
+(paho's external-loop hooks), publishes scheduled round-robin, scribes on the same loop.
+Its own CPU is printed beside the relay's and the broker's, so a reader can see what the
+box spent where. `--ramp 25,50,100` runs several sizes in a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import shutil
+import socket
+import ssl
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import paho.mqtt.client as mqtt
+import psutil
+import websockets
+from bench_common import record_section
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloud_relay import broker, pki
+from edge_agent.session import Session
+from scribelink import messages as msgs
+from scribelink import topics
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PY_SPY = str(Path(PY).parent / "py-spy")  # installed beside the interpreter (bench extra)
+UNITS_PER_SCRIBE = 10
+BUDGET_CORE_PCT_PER_1000 = 8.0  # docs/ARCHITECTURE budgets: 0.08 core-s per 1,000 messages
+BUDGET_P99_MS = 50.0
+
+
+# ---------------------------------------------------------------------- the system
+
+
+@dataclass
+class System:
+    tmp: Path
+    broker_proc: subprocess.Popen
+    relays: list[subprocess.Popen]
+    urls: list[str]
+    pki: dict
+    broker_port: int
+    pg: object | None = None
+    store_url: str = ""
+
+    def stop(self) -> None:
+        for p in self.relays:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.relays:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.broker_proc.terminate()
+        self.broker_proc.wait(10)
+        if self.pg is not None:
+            self.pg.stop()  # type: ignore[attr-defined]
+
+
+def free_port() -> int:
+    return broker.free_port()
+
+
+def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: float) -> System:
+    p = pki.make_local_pki(tmp / "pki", units)
+    bport = free_port()
+    conf = broker.write_config(tmp / "broker", port=bport, ca=p["ca"], cert=p["broker"].cert,
+                               key=p["broker"].key)
+    bproc = broker.start(conf, bport, tmp / "mosquitto.log")
+    pg = None
+    if store == "postgres":
+        from cloud_relay.store.pgtemp import PgCluster
+
+        pg = PgCluster()
+        store_url = pg.database()
+    else:
+        store_url = f"sqlite:///{tmp / 'relay.db'}"
+    ids = [f"relay-{i}" for i in range(k)]
+    confs, urls = [], []
+    for i, cid in enumerate(ids):
+        d = tmp / cid
+        d.mkdir()
+        port = free_port()
+        c = d / "relay.toml"
+        c.write_text(
+            f'data_dir = "{d}"\nhttp_port = {port}\nbroker_url = "mqtts://127.0.0.1:{bport}"\n'
+            f'broker_ca_file = "{p["ca"]}"\nbroker_cert_file = "{p["relay"].cert}"\n'
+            f'broker_key_file = "{p["relay"].key}"\nbroker_client_id = "{cid}"\n'
+            f'store_url = "{store_url}"\nstore_batch_ms = {batch_ms}\n'
+            f'relay_peers = {json.dumps(ids)}\n' +
+            ('share_group = "relays"\n' if k > 1 else ""))
+        confs.append(c)
+        urls.append(f"http://127.0.0.1:{port}")
+    pw = tmp / "admin.pw"
+    pw.write_text("admin-password")
+    subprocess.run([PY, "-m", "cloud_relay", "add-user", "--config", str(confs[0]), "--id",
+                    "admin", "--name", "admin", "--role", "admin", "--password-file", str(pw)],
+                   check=True, cwd=ROOT, capture_output=True)
+    procs = []
+    for c in confs:
+        with open(c.parent / "relay.log", "ab") as log:  # the child keeps its own handle
+            procs.append(subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config",
+                                           str(c)], cwd=ROOT, stdout=log,
+                                          stderr=subprocess.STDOUT))
+    sysm = System(tmp, bproc, procs, urls, p, bport, pg, store_url)
+    deadline = time.monotonic() + 30
+    for url, proc in zip(urls, procs):
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).json().get("broker"):
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sysm.stop()
+                raise RuntimeError(f"relay {url} did not start; see {tmp}")
+            time.sleep(0.1)
+    return sysm
+
+
+def setup_registry(url: str, units: list[str]) -> dict[str, str]:
+    """Units, one scribe per 10 units, assignments; returns scribe -> token."""
+    h = {"Authorization": "Bearer " + httpx.post(url + "/api/login", json={
+        "user": "admin", "password": "admin-password"}).json()["token"]}
+    tokens = {}
+    with httpx.Client(base_url=url, headers=h, timeout=30) as c:
+        for j in range(0, len(units), UNITS_PER_SCRIBE):
+            sid = f"scribe-{j // UNITS_PER_SCRIBE:04d}"
+            c.post("/api/admin/users", json={"id": sid, "name": sid, "role": "scribe",
+                                             "password": "scribe-password"}).raise_for_status()
+            for u in units[j:j + UNITS_PER_SCRIBE]:
+                c.post("/api/admin/units", json={"id": u, "room": u}).raise_for_status()
+                c.put("/api/admin/assignments",
+                      json={"unit": u, "scribes": [sid]}).raise_for_status()
+            tokens[sid] = httpx.post(url + "/api/login", json={
+                "user": sid, "password": "scribe-password"}).json()["token"]
+    return tokens
+
+
+# ---------------------------------------------------------------------- load generator
+
+
+class LoopClient:
+    """A paho client driven by an asyncio loop (paho's external event-loop hooks)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: mqtt.Client) -> None:
+        self.loop, self.client = loop, client
+        self.misc: asyncio.Task | None = None
+        client.on_socket_open = self._open
+        client.on_socket_close = self._close
+        client.on_socket_register_write = self._reg
+        client.on_socket_unregister_write = self._unreg
+
+    def _read(self) -> None:
+        c = self.client
+        c.loop_read(100)
+        sock = c.socket()
+        while sock is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
+            c.loop_read(100)
+
+    def _open(self, client, userdata, sock) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.loop.add_reader(sock, self._read)
+        self.misc = self.loop.create_task(self._misc())
+
+    def _close(self, client, userdata, sock) -> None:
+        self.loop.remove_reader(sock)
+        if self.misc:
+            self.misc.cancel()
+
+    def _reg(self, client, userdata, sock) -> None:
+        self.loop.add_writer(sock, client.loop_write)
+
+    def _unreg(self, client, userdata, sock) -> None:
+        self.loop.remove_writer(sock)
+
+    async def _misc(self) -> None:
+        while self.client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(1)
+
+
+@dataclass
+class Unit:
+    uid: str
+    client: mqtt.Client
+    session: Session
+    topic_audio: str
+    topic_status: str
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Tally:
+    """What the scribes received: first arrival latency per (session, seq), duplicates."""
+
+    first: dict[bytes, int] = field(default_factory=dict)  # session+seq -> latency us
+    dups: int = 0
+    frames: int = 0
+
+
+async def connect_units(loop, sysm: System, uids: list[str]) -> list[Unit]:
+    scribe_key = X25519PrivateKey.generate().public_key()
+    units = []
+    for uid in uids:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=uid, protocol=mqtt.MQTTv5)
+        ctx = ssl.create_default_context(cafile=str(sysm.pki["ca"]))
+        ident = sysm.pki["units"][uid]
+        ctx.load_cert_chain(str(ident.cert), str(ident.key))
+        c.tls_set_context(ctx)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        s = Session(unit_id=uid, scribes=[("scribe", scribe_key)], recovery=None,
+                    sample_rate=16000, chunk_ms=40, started_us=time.time_ns() // 1000)
+        u = Unit(uid, c, s, topics.unit_topic(uid, topics.AUDIO),
+                 topics.unit_topic(uid, topics.STATUS))
+        c.on_connect = lambda cl, ud, fl, rc, pr, u=u: loop.call_soon(u.connected.set)
+        LoopClient(loop, c)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 24 * 3600
+        c.connect("127.0.0.1", sysm.broker_port, keepalive=30, clean_start=False,
+                  properties=props)
+        units.append(u)
+    await asyncio.wait_for(asyncio.gather(*(u.connected.wait() for u in units)), 60)
+    for u in units:
+        u.client.publish(topics.unit_topic(u.uid, topics.SESSION),
+                         msgs.dumps(u.session.open_message()), qos=1)
+    return units
+
+
+async def scribe(url: str, token: str, tally: Tally, ready: asyncio.Event,
+                 stop: asyncio.Event) -> None:
+    ws_url = url.replace("http", "ws", 1) + "/ws"
+    async with websockets.connect(ws_url, max_size=2**21, compression=None) as sock:
+        await sock.send(json.dumps({"type": "hello", "token": token, "cursor": 0}))
+        await sock.recv()
+        ready.set()
+        first, now_ns = tally.first, time.time_ns
+        cap = struct.Struct(">Q")
+        while not stop.is_set():
+            try:
+                msg = await asyncio.wait_for(sock.recv(), 0.5)
+            except TimeoutError:
+                continue
+            if not isinstance(msg, bytes):
+                continue
+            tally.frames += 1
+            key = msg[16:40]  # session id + seq of the envelope after the 8-byte cursor
+            if key in first:
+                tally.dups += 1
+                continue
+            first[key] = now_ns() // 1000 - cap.unpack_from(msg, 40)[0]
+
+
+@dataclass
+class Result:
+    units: int
+    rate: float
+    seconds: float
+    relays: int
+    store: str
+    offered: float = 0.0
+    delivered: float = 0.0
+    lost: int = 0
+    dups: int = 0
+    p50: float = 0.0
+    p95: float = 0.0
+    p99: float = 0.0
+    relay_cpu: float = 0.0
+    relay_rss_mb: float = 0.0
+    relay_sys: float = 0.0  # of relay_cpu, in the kernel
+    broker_cpu: float = 0.0
+    gen_cpu: float = 0.0
+    gen_lag_ms: float = 0.0
+    load1: float = 0.0  # the box's 1-minute load average at the end (other jobs included)
+    store_cpu: float = 0.0  # the PostgreSQL server's processes (0 for SQLite: in the relay)
+    slow_consumer_events: int = 0  # scribes that fell behind and caught up from the store
+    p99_in: float = 0.0  # publish -> stored by the relay (generator, broker, relay in)
+    p99_out: float = 0.0  # stored -> at the scribe (relay fan-out, WebSocket, generator)
+    fills: int = 0  # queries a relay made for rows other relays stored
+
+    @property
+    def cost(self) -> float:
+        return self.relay_cpu / max(self.delivered / 1000, 1e-9)
+
+
+def pg_cpu(sysm: System) -> dict[int, float]:
+    """CPU seconds of the PostgreSQL cluster's processes (postmaster and backends)."""
+    if sysm.pg is None:
+        return {}
+    pidfile = sysm.pg.dir / "data" / "postmaster.pid"  # type: ignore[attr-defined]
+    pid = int(pidfile.read_text().split()[0])
+    out = {}
+    try:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                ct = p.cpu_times()
+                out[p.pid] = ct.user + ct.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return out
+
+
+def stored_times(sysm: System) -> dict[bytes, int]:
+    """session id + seq (as in the envelope header) -> when the relay stored the chunk."""
+    sql = "SELECT session, seq, received_us FROM stream WHERE kind='audio'"
+    if sysm.store_url.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(sysm.store_url.removeprefix("sqlite://")) as db:
+            rows = db.execute(sql).fetchall()
+    else:
+        import psycopg
+
+        with psycopg.connect(sysm.store_url) as db:
+            rows = db.execute(sql).fetchall()
+    return {bytes.fromhex(s) + q.to_bytes(8, "big"): r for s, q, r in rows}
+
+
+def relay_hub_stats(urls: list[str]) -> list[dict]:
+    """Each relay's hub counters (slow consumers, fills), from its admin health."""
+    out = []
+    for url in urls:
+        try:
+            tok = httpx.post(url + "/api/login", json={"user": "admin",
+                                                       "password": "admin-password"}).json()
+            h = httpx.get(url + "/api/admin/health", timeout=30,
+                          headers={"Authorization": "Bearer " + tok["token"]}).json()
+            out.append(h["relay"]["hub"])
+        except (httpx.HTTPError, KeyError, ValueError):
+            out.append({})
+    return out
+
+
+def cpu_s(procs: list[psutil.Process], part: str = "") -> float:
+    t = 0.0
+    for p in procs:
+        try:
+            ct = p.cpu_times()
+            t += getattr(ct, part) if part else ct.user + ct.system
+        except psutil.NoSuchProcess:
+            pass
+    return t
+
+
+async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warmup: float,
+                profile: Path | None) -> Result:
+    loop = asyncio.get_running_loop()
+    tokens = await asyncio.to_thread(setup_registry, sysm.urls[0], uids)
+    units = await connect_units(loop, sysm, uids)
+    tally, stop = Tally(), asyncio.Event()
+    readies, tasks = [], []
+    for j, (sid, tok) in enumerate(sorted(tokens.items())):
+        ev = asyncio.Event()
+        readies.append(ev)
+        tasks.append(asyncio.create_task(scribe(sysm.urls[j % len(sysm.urls)], tok, tally,
+                                                ev, stop)))
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in readies)), 30)
+
+    pcm = np.zeros(640, dtype=np.int16)
+    n = len(units)
+    relays = [psutil.Process(p.pid) for p in sysm.relays]
+    brk = psutil.Process(sysm.broker_proc.pid)
+    me = psutil.Process()
+    window: dict[bytes, int] = {}  # session+seq of chunks published in the window
+    marks: dict[str, float] = {}
+    pg_marks: dict[int, float] = {}
+    rss: list[float] = []
+    lag: list[float] = []
+    prof = None
+
+    def begin_window() -> None:
+        # the generator's own garbage collector would pause its loop (tens of ms with the
+        # tallies it keeps) and show up as latency that is not the relay's
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        marks.update(relay=cpu_s(relays), broker=cpu_s([brk]), gen=cpu_s([me]),
+                     relay_sys=cpu_s(relays, "system"), t=time.monotonic())
+        pg_marks.update(pg_cpu(sysm))
+
+    t0 = time.monotonic()
+    t_measure, t_end = t0 + warmup, t0 + warmup + seconds
+    j = 0  # publishes so far, round-robin over units: publish j is due at t0 + j/(n*rate)
+    status_j = 0
+    measuring = False
+    next_rss = 0.0
+    while True:
+        now = time.monotonic()
+        if not measuring and now >= t_measure:
+            measuring = True
+            begin_window()
+            if profile is not None:
+                # --gil: samples while Python holds the interpreter lock (its own CPU)
+                cmd = [PY_SPY, "record", "-p", str(sysm.relays[0].pid), "-d",
+                       str(int(seconds)), "-r", "200", "--gil", "-f", "speedscope", "-o",
+                       str(profile), "--nonblocking"]
+                prof = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,  # noqa: ASYNC220
+                                        stderr=subprocess.DEVNULL)
+        if now >= t_end:
+            break
+        due = int((now - t0) * n * rate)
+        if due - j > 1:
+            lag.append((due - j) / (n * rate) * 1000)
+        while j < due:
+            u = units[j % n]
+            sess = u.session
+            cap_us = time.time_ns() // 1000
+            _, frame = sess.seal_audio(pcm, cap_us)
+            u.client.publish(u.topic_audio, frame, qos=1)
+            if measuring:
+                window[frame[8:32]] = cap_us
+            j += 1
+        sdue = int((now - t0) * n)  # a status per unit per second
+        while status_j < sdue:
+            u = units[status_j % n]
+            u.client.publish(u.topic_status, msgs.dumps(msgs.status(
+                unit_id=u.uid, online=True, at_us=time.time_ns() // 1000, capture="live",
+                link="up")), qos=0, retain=True)
+            status_j += 1
+        if measuring and now >= next_rss:
+            rss.append(sum(p.memory_info().rss for p in relays) / 2**20)
+            next_rss = now + 1.0
+        await asyncio.sleep(0.002)
+    end = {"relay": cpu_s(relays), "broker": cpu_s([brk]), "gen": cpu_s([me]),
+           "relay_sys": cpu_s(relays, "system"), "t": time.monotonic()}
+    pg_end = pg_cpu(sysm)
+    # let the tail arrive (not counted in the rates)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and sum(1 for k in window if k in tally.first) < len(
+            window):
+        await asyncio.sleep(0.1)
+    gc.enable()
+    hubs = await asyncio.to_thread(relay_hub_stats, sysm.urls)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for u in units:
+        u.client.disconnect()
+    if prof is not None:
+        prof.wait(30)
+    elapsed = end["t"] - marks["t"]
+    lat = sorted(tally.first[k] / 1000 for k in window if k in tally.first)
+    got = len(lat)
+    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [0] * 99
+    # split at the moment the relay stored each chunk (its batch's received_us)
+    stored = await asyncio.to_thread(stored_times, sysm)
+    legs_in, legs_out = [], []
+    for k, cap in window.items():
+        st = stored.get(k)
+        if st is not None and k in tally.first:
+            legs_in.append((st - cap) / 1000)
+            legs_out.append((cap + tally.first[k] - st) / 1000)
+
+    def p99(xs: list[float]) -> float:
+        return statistics.quantiles(sorted(xs), n=100, method="inclusive")[98] if len(
+            xs) > 1 else 0.0
+
+    return Result(
+        units=n, rate=rate, seconds=seconds, relays=len(relays), store="",
+        offered=len(window) / elapsed, delivered=got / elapsed, lost=len(window) - got,
+        dups=tally.dups, p50=q[49], p95=q[94], p99=q[98],
+        p99_in=p99(legs_in), p99_out=p99(legs_out),
+        relay_cpu=(end["relay"] - marks["relay"]) / elapsed * 100,
+        relay_rss_mb=max(rss) if rss else 0.0,
+        relay_sys=(end["relay_sys"] - marks["relay_sys"]) / elapsed * 100,
+        broker_cpu=(end["broker"] - marks["broker"]) / elapsed * 100,
+        gen_cpu=(end["gen"] - marks["gen"]) / elapsed * 100,
+        gen_lag_ms=max(lag) if lag else 0.0, load1=os.getloadavg()[0],
+        store_cpu=sum(v - pg_marks.get(k, 0.0) for k, v in pg_end.items()) / elapsed * 100,
+        slow_consumer_events=sum(h.get("slow_consumer_events", 0) for h in hubs),
+        fills=sum(h.get("fills", 0) for h in hubs))
+
+
+def run_once(args, n_units: int) -> Result:
+    uids = [f"room-{i:04d}" for i in range(n_units)]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-relay-"))
+    sysm = start_system(tmp, uids, args.relays, args.store, args.batch_ms)
+    try:
+        profile = Path(args.profile) if args.profile else None
+        r = asyncio.run(drive(sysm, uids, args.rate, args.seconds, args.warmup, profile))
+        r.store = args.store
+        return r
+    finally:
+        sysm.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        ("| rooms × chunks/s | relays, store | offered → delivered msg/s | lost | dup | "
+         "added latency p50 / p95 / p99 | relay CPU (per 1,000 msg/s) | relay RSS | "
+         "broker CPU | PostgreSQL CPU | generator CPU (max lag) | box load |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.units} × {r.rate:g} | {r.relays}, {r.store} | {r.offered:,.0f} → "
+            f"{r.delivered:,.0f} | {r.lost} | {r.dups} | {r.p50:.1f} / {r.p95:.1f} / "
+            f"{r.p99:.1f} ms | {r.relay_cpu:.0f} % ({r.cost:.1f} %) | {r.relay_rss_mb:.0f} MB | "
+            f"{r.broker_cpu:.0f} % | {f'{r.store_cpu:.0f} %' if r.store == 'postgres' else '-'} | "
+            f"{r.gen_cpu:.0f} % ({r.gen_lag_ms:.0f} ms) | "
+            f"{r.load1:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench relay", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--units", type=int, default=100, help="rooms (one MQTT connection each)")
+    ap.add_argument("--rate", type=float, default=25.0, help="chunks per second per room")
+    ap.add_argument("--seconds", type=float, default=30.0, help="measured window")
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--relays", type=int, default=1)
+    ap.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--batch-ms", type=float, default=8.0, help="relay store_batch_ms")
+    ap.add_argument("--ramp", help="comma-separated room counts to run in turn")
+    ap.add_argument("--profile", help="py-spy profile of relay 0 (speedscope JSON) here")
+    ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    ap.add_argument("--record", action="store_true",
+                    help="write the table to docs/benchmarks.md (bench:relay)")
+    args = ap.parse_args(argv)
+    if args.profile and not Path(PY_SPY).exists():
+        print("bench relay: --profile needs py-spy (scripts/setup --bench)", file=sys.stderr)
+        return 2
+    sizes = [int(x) for x in args.ramp.split(",")] if args.ramp else [args.units]
+    results = []
+    for n in sizes:
+        r = run_once(args, n)
+        results.append(r)
+        print(table([r]).splitlines()[-1], f"(p99 publish→stored {r.p99_in:.1f} ms, "
+              f"stored→scribe {r.p99_out:.1f} ms; relay kernel time {r.relay_sys:.0f} %, "
+              f"slow-consumer events {r.slow_consumer_events}, fills {r.fills})", flush=True)
+    print()
+    print(table(results))
+    ok = [r for r in results if r.lost == 0 and r.dups == 0 and r.p99 <= BUDGET_P99_MS
+          and r.cost <= BUDGET_CORE_PCT_PER_1000]
+    print(f"\nwithin budget (no loss, no duplicates, p99 ≤ {BUDGET_P99_MS:g} ms, relay ≤ "
+          f"{BUDGET_CORE_PCT_PER_1000:g} % of a core per 1,000 msg/s): "
+          f"{', '.join(str(r.units) for r in ok) or 'none'}")
+    if args.record:
+        record(results)
+    return 0
+
+
+def record(results: list[Result]) -> None:
+    """Merge these rows into the bench:relay table: a row per (rooms × rate, relays, store),
+    the newest run of each, so separate runs (ramp, two relays, PostgreSQL) add up."""
+    import re
+
+    from bench_common import DOC
+
+    rows: dict[tuple[str, str], str] = {}
+    old = DOC.read_text() if DOC.exists() else ""
+    m = re.search(r"<!-- bench:relay -->.*?<!-- /bench:relay -->", old, re.DOTALL)
+    if m:
+        for line in m.group(0).splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if line.startswith("| ") and len(cells) >= 2 and cells[0][:1].isdigit():
+                rows[(cells[0], cells[1])] = line
+    for line in table(results).splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[(cells[0], cells[1])] = line
+
+    def order(key):
+        units, rate = key[0].split(" × ")
+        relays, store = key[1].split(", ")
+        return (store, int(relays), int(units), float(rate))
+
+    head = table([]).splitlines()
+    body = (f"`scripts/bench relay` on this machine ({os.cpu_count()} cores shared by the load "
+            "generator, mosquitto and the relays, and by whatever else ran then; 40 ms sealed "
+            "chunks, one MQTT connection and certificate per room, one scribe WebSocket per 10 "
+            "rooms; CPU 100 % = one core; latency is publish → scribe WebSocket). Budget: no "
+            "loss, no duplicates, p99 ≤ 50 ms, relay ≤ 8 % of a core per 1,000 msg/s. What "
+            "breaks where, and why: docs/scaling.md.\n\n" +
+            "\n".join(head + [rows[k] for k in sorted(rows, key=order)]))
+    record_section("relay", "Relay under a fleet's load", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

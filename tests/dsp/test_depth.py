@@ -1,0 +1,87 @@
+"""The room's SNR and the enhancement depth (edge_agent/dsp/depth.py), and what the depth
+does to the low end: pure frame-power sequences in, no audio needed."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import FS, array_scene
+
+from edge_agent.dsp.arrays import load_array
+from edge_agent.dsp.depth import BandSnr
+from edge_agent.dsp.pipeline import ArrayPipeline
+
+HOP_S = 0.016
+
+
+def talk(seconds: float, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Band powers of turn-taking speech over steady noise of power 1: 1.5 s turns with
+    0.5 s pauses, speech 10^(snr/10) on average while it talks, fluctuating by syllable."""
+    frames = int(seconds / HOP_S)
+    t = np.arange(frames) * HOP_S
+    talking = (t % 2.0) < 1.5
+    syllables = 0.5 + np.abs(np.sin(2 * np.pi * 2.0 * t))
+    speech = 10 ** (snr_db / 10) * syllables / syllables.mean() * talking
+    return (1.0 + speech) * rng.uniform(0.8, 1.2, frames)
+
+
+def run(band: BandSnr, powers) -> float:
+    for p in powers:
+        band.update(float(p))
+    return band.depth
+
+
+def test_a_noisy_room_gets_full_depth_and_a_clean_one_none() -> None:
+    rng = np.random.default_rng(1)
+    assert run(BandSnr(hop_s=HOP_S), talk(10, 0.0, rng)) == 1.0
+    assert run(BandSnr(hop_s=HOP_S), talk(10, 30.0, rng)) == 0.0
+    mid = BandSnr(hop_s=HOP_S)
+    assert 0.0 < run(mid, talk(10, 12.0, rng)) < 1.0
+
+
+def test_a_quiet_onset_does_not_make_a_noisy_room_look_clean() -> None:
+    """A file that opens with a few frames of near-silence (the capture starting, the
+    room's field building up) once held the floor down for the whole window and read a
+    0 dB room as clean."""
+    rng = np.random.default_rng(2)
+    powers = talk(10, 0.0, rng)
+    powers[:6] = 1e-4  # 40 dB under the room's noise for the first 0.1 s
+    assert run(BandSnr(hop_s=HOP_S), powers) == 1.0
+
+
+def test_digital_silence_is_not_the_rooms_noise_floor() -> None:
+    rng = np.random.default_rng(3)
+    powers = talk(10, 0.0, rng)
+    powers[200:230] = 0.0  # a muted codec for half a second
+    assert run(BandSnr(hop_s=HOP_S, silence_power=1e-9), powers) == 1.0
+
+
+def test_the_floor_is_trusted_gradually_before_its_window_has_passed() -> None:
+    """Continuous speech with no pause yet: the floor is the talker's own dips, so the
+    depth it implies is scaled by how much of the window has been seen."""
+    rng = np.random.default_rng(4)
+    early = BandSnr(hop_s=HOP_S)
+    depth_at_1s = run(early, talk(1.0, 0.0, rng))
+    assert depth_at_1s < 0.25
+    assert run(early, talk(9.0, 0.0, rng)) == 1.0
+
+
+def test_a_dc_offset_is_removed_and_a_clean_rooms_low_end_kept() -> None:
+    """Every mic 2000 LSB off zero in a 30 dB room: the output has no offset, and after
+    the start-up it is as close to the talker as the raw mic without its offset."""
+    mix, clean = array_scene(seconds=8.0, snr_db=30.0, seed=11)
+    offset = np.clip(mix.astype(np.int32) + 2000, -32768, 32767).astype(np.int16)
+    stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    latency = stage.latency_samples
+    padded = np.concatenate([offset, np.zeros((latency, 4), np.int16)])
+    out = np.concatenate([stage.process(padded), stage.flush()])[latency:] / 32768
+    tail = slice(6 * FS, None)
+    raw = mix[:, 0] / 32768
+    # the offset is gone: what mean is left is the scene's own (6 LSB over these 2 s)
+    assert abs(out[tail].mean() - raw[tail].mean()) < 3 / 32768
+
+    def error_db(y: np.ndarray) -> float:
+        c, e = clean[tail], y[tail] - y[tail].mean()
+        a = (e @ c) / (c @ c)
+        return float(10 * np.log10(((e - a * c) @ (e - a * c)) / ((a * c) @ (a * c))))
+
+    assert error_db(out) <= error_db(raw) + 0.05
