@@ -160,16 +160,17 @@ class Bridge:
             self._seen(unit_id)
             return Frame(unit_id, header.session_hex, leaf, header.seq, payload)
         if leaf == topics.SESSION:
-            m = msgs.check_session_message(msgs.loads(payload, what="session message"))
-            if m["unit"] != unit_id:
+            # parsed to route it; stored as the unit wrote it (its signature covers that)
+            m = msgs.session_message(msgs.loads(payload, what="session message"))
+            if m.unit != unit_id:
                 raise ValueError("session message names another unit")
             self._seen(unit_id)
-            kind = m["type"]
-            seq = 0
-            if kind == "gap":
-                kind = f"gap_{m.get('stream', 'audio')}"
-                seq = m["first_seq"]
-            return Frame(unit_id, m["session"], kind, seq, msgs.dumps(m))
+            kind, seq = m.TYPE, 0
+            if isinstance(m, msgs.Gap):
+                kind, seq = f"gap_{m.stream}", m.first_seq
+            elif isinstance(m, msgs.RecipientsAdded):
+                seq = m.at_us  # several per session: each its own row
+            return Frame(unit_id, m.session, kind, seq, bytes(payload))
         if leaf == topics.STATUS:
             m = msgs.loads(payload, what="status")
             if m.get("unit") != unit_id:
@@ -240,9 +241,9 @@ class Uplink:
                 self.publish_assignment(u["id"], bridges=[bridge], unit=u)
             if u["id"] in audio:  # retained: a broker that lost it hears it again
                 a = audio[u["id"]]
-                bridge.publish_control(u["id"], msgs.config(
-                    unit_id=u["id"], codec=a["codec"], bitrate=a["bitrate"],
-                    issued_us=now_us()), retain=True)
+                bridge.publish_control(u["id"], msgs.Config(
+                    unit=u["id"], audio={"codec": a["codec"], "bitrate": a["bitrate"]},
+                    issued_us=now_us()).to_dict(), retain=True)
         if not session_present or (self.share_group and bridge.lost_at is not None):
             # The broker has no session for us: it restarted and lost it (or we are new).
             # Or we share a subscription, and mosquitto before 2.0.20 does not keep shared
@@ -252,7 +253,8 @@ class Uplink:
             # had acked recently (docs/spool.md). The store drops what it already has.
             since = (bridge.lost_at or now_us()) - REPLAY_MARGIN_US
             for u in units:
-                bridge.publish_control(u["id"], msgs.replay(unit_id=u["id"], since_us=since))
+                bridge.publish_control(u["id"], msgs.Replay(unit=u["id"],
+                                                            since_us=since).to_dict())
 
     def _on_shard(self, unit: dict, bridge: Bridge) -> bool:
         return len(self.bridges) == 1 or unit.get("broker") in (None, bridge.url)
@@ -272,9 +274,12 @@ class Uplink:
 
     def publish_assignment(self, unit_id: str, *, bridges: list[Bridge] | None = None,
                            unit: dict | None = None) -> None:
-        scribes = self.store.keys_for_unit(unit_id)  # every device each scribe works from
-        unit = unit if unit is not None else (self.store.unit(unit_id) or {})
-        msg = msgs.assignment(unit_id=unit_id, room=unit.get("room"), scribes=scribes,
-                              issued_us=now_us())
+        """The unit's signed assignment with its scribes' endorsed devices and the
+        revocations (cloud_relay.api.trust), retained on its control topic."""
+        from cloud_relay.api.trust import assignment_message
+
+        msg = assignment_message(self.store, unit_id)
+        if msg is None:
+            return  # no assignment the clinic authority signed: the unit keeps waiting
         for b in bridges if bridges is not None else self._targets(unit_id):
-            b.publish_control(unit_id, msg, retain=True)
+            b.publish_control(unit_id, msg.to_dict(), retain=True)

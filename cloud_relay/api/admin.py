@@ -1,4 +1,5 @@
-"""Clinic admin: units, users, assignments, session control, audit, health."""
+"""Clinic admin: units, users, session control, audit, health (assignments, devices and
+revocations are signed by the clinic authority: cloud_relay/api/trust.py)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,6 @@ class UnitBody(BaseModel):
     room: str | None = Field(default=None, max_length=128)
 
 
-class AssignBody(BaseModel):
-    unit: str = Field(max_length=64)
-    scribes: list[str]
-
 
 @router.get("/units")
 def admin_units(user: AdminUser, store: StoreDep) -> list[dict]:
@@ -58,33 +55,27 @@ def admin_add_user(body: UserBody, user: AdminUser, store: StoreDep) -> dict:
 
 @router.get("/users")
 def admin_users(user: AdminUser, store: StoreDep) -> list[dict]:
+    devices: dict[str, list[dict]] = {}
+    for d in store.trust.devices():
+        devices.setdefault(d["user"], []).append(d)
     return [{"id": u.id, "name": u.name, "role": u.role,
-             "has_key": u.public_key is not None} for u in store.users()]
-
-
-@router.put("/assignments")
-def admin_assign(body: AssignBody, user: AdminUser, svc: ServicesDep) -> dict:
-    store = svc.store
-    unit = store.unit(body.unit)
-    if unit is None:
-        raise HTTPException(404, f"unknown unit {body.unit}")
-    scribes = {u.id: u for u in store.users(body.scribes)}  # one query for all of them
-    for s in body.scribes:
-        if s not in scribes or scribes[s].role != "scribe":
-            raise HTTPException(400, f"{s} is not a scribe")
-    store.set_assignment(body.unit, body.scribes)
-    store.audit(user.id, "assignment_set", body.unit, {"scribes": body.scribes})
-    svc.assignments_changed()
-    if svc.uplink is not None:
-        svc.uplink.publish_assignment(body.unit, unit=unit)
-    return {"ok": True}
+             "devices": len(devices.get(u.id, [])),
+             "endorsed_devices": sum(1 for d in devices.get(u.id, []) if d["endorsement"]),
+             # kept for older consoles: "has an endorsed device"
+             "has_key": any(d["endorsement"] for d in devices.get(u.id, []))}
+            for u in store.users()]
 
 
 @router.post("/units/{unit_id}/session")
 def admin_session(unit_id: str, action: str, user: AdminUser, svc: ServicesDep) -> dict:
     if svc.uplink is None:
         raise HTTPException(503, "no broker connection")
-    svc.uplink.publish_control(unit_id, msgs.session_control(unit_id=unit_id, action=action))
+    try:
+        msg = msgs.SessionControl(unit=unit_id, action=action)
+        msgs.SessionControl.from_dict(msg.to_dict())
+    except msgs.MessageError as e:
+        raise HTTPException(400, str(e)) from e
+    svc.uplink.publish_control(unit_id, msg.to_dict())
     svc.store.audit(user.id, f"session_{action}", unit_id)
     return {"ok": True}
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from cloud_relay.api.deps import CurrentUser, ServicesDep, StoreDep
+from cloud_relay.api.deps import CurrentUser, StoreDep
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -36,25 +35,9 @@ def login(body: LoginBody, store: StoreDep) -> dict:
 @router.get("/me")
 def me(user: CurrentUser, store: StoreDep) -> dict:
     return {"user": user.id, "role": user.role, "name": user.name,
-            "public_key": base64.b64encode(user.public_key).decode()
-            if user.public_key else None,
-            "public_keys": [base64.b64encode(k).decode() for k in store.keys_for(user.id)]}
-
-
-@router.put("/me/key")
-def set_key(body: KeyBody, user: CurrentUser, svc: ServicesDep) -> dict:
-    try:
-        raw = base64.b64decode(body.public_key, validate=True)
-        if len(raw) != 32:
-            raise ValueError
-    except ValueError as e:
-        raise HTTPException(400, "public_key must be a base64 raw X25519 key (32 bytes)") from e
-    if svc.store.set_public_key(user.id, raw):
-        svc.store.audit(user.id, "key_registered", user.id)
-        if svc.uplink is not None:
-            for unit_id in svc.store.units_for(user.id):
-                svc.uplink.publish_assignment(unit_id)
-    return {"ok": True}
+            "devices": [{"device": d["device"], "label": d["label"], "kind": d["kind"],
+                         "endorsed": d["endorsement"] is not None}
+                        for d in store.trust.devices(user_id=user.id)]}
 
 
 @router.get("/me/units")

@@ -71,6 +71,9 @@ class CheckBody(ProofBody):
 
 class EnrollBody(CheckBody):
     csr_pem: str = Field(max_length=8192)
+    # the unit's signing key, bound to its unit id under the code's grant (docs/trust.md):
+    # required for a code the clinic authority granted
+    binding: dict | None = None
 
 
 class ConfirmBody(ProofBody):
@@ -178,6 +181,18 @@ def enroll(body: EnrollBody, user: InstallerUser, svc: ServicesDep, cfg: ConfigD
     row = lookup(store, body.proof, user)
     usable(store, row, body.serial, user)
     code_id, unit_id, room, _exp, _used, old_fp, r_serial, _until, old_pem = row
+    if store.trust.grant(code_id) is not None:
+        from cloud_relay.api.trust import check_binding
+
+        if body.binding is None:
+            raise refuse(400, "binding_required", "this code was granted by the clinic "
+                         "authority: the unit's signing key binding must come with the CSR "
+                         "(update scripts/provision)")
+        bound = check_binding(store, code_id, unit_id, body.binding)
+        if bound.key_id not in {b["key_id"] for b in store.trust.bindings(unit_id)}:
+            store.trust.add_binding(unit_id, bound.key_id, body.binding)
+            store.audit(user.id, "unit_key_bound", unit_id, {"key_id": bound.key_id,
+                                                             "code_id": code_id})
     authority = ca(cfg)
     try:
         csr = x509.load_pem_x509_csr(body.csr_pem.encode())

@@ -85,8 +85,9 @@ class AudioBody(BaseModel):
 
 
 def config_message(unit_id: str, audio: dict) -> dict:
-    return msgs.config(unit_id=unit_id, codec=audio["codec"], bitrate=audio["bitrate"],
-                       issued_us=now_us())
+    return msgs.Config(unit=unit_id, audio={"codec": audio["codec"],
+                                            "bitrate": audio["bitrate"]},
+                       issued_us=now_us()).to_dict()
 
 
 @router.get("/api/admin/units/{unit_id}/audio")

@@ -20,7 +20,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from cloud_relay.api.deps import Services, ServicesDep
 from cloud_relay.hub import Subscriber, wire
-from cloud_relay.store import User, now_us
+from cloud_relay.store import Frame, User, now_us
 from scribelink import messages as msgs
 
 log = logging.getLogger("cloud_relay.scribe")
@@ -143,17 +143,20 @@ async def _read(sock: WebSocket, user: User, svc: Services) -> None:
 
 
 def _cue_ack(m: dict, user: User, svc: Services) -> None:
+    """A scribe's reply to a cue, sealed end to end (scribelink.trust.seal_reply): the relay
+    checks the room is the scribe's, hands it to the unit, and keeps it in the room's
+    stream, so the scribe's other devices and any other scribe on the room see it too
+    (they can open it; the relay cannot, and cannot make one)."""
     store = svc.store
-    unit_id = str(m.get("unit", ""))
-    if unit_id not in store.units_for(user.id):
-        store.audit(user.id, "cue_ack_denied", unit_id)
-        return
     try:
-        ack = msgs.cue_ack(unit_id=unit_id, session_hex=str(m["session"]),
-                           cue_id=int(m["cue_id"]), event_seq=int(m.get("event_seq", -1)),
-                           scribe=user.id, at_us=now_us())
-    except (KeyError, ValueError, TypeError, msgs.MessageError):
+        ack = msgs.CueAck.from_dict({k: v for k, v in m.items() if k != "cursor"})
+    except msgs.MessageError as e:
+        store.audit(user.id, "cue_ack_refused", None, {"why": str(e)[:100]})
+        return
+    if ack.unit not in store.units_for(user.id):
+        store.audit(user.id, "cue_ack_denied", ack.unit)
         return
     if svc.uplink is not None:
-        svc.uplink.publish_control(unit_id, ack)
-    store.audit(user.id, "cue_ack", unit_id, {"cue_id": ack["cue_id"]})
+        svc.uplink.publish_control(ack.unit, ack.to_dict())
+    svc.writer.put(Frame(ack.unit, ack.session, "cue_ack", now_us(), msgs.dumps(ack)), None)
+    store.audit(user.id, "cue_ack", ack.unit, {"session": ack.session[:8]})

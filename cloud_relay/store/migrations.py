@@ -167,6 +167,48 @@ STEPS: list[tuple[int, str, list[str]]] = [
             size BIGINT
         )""",
     ]),
+    (5, "the clinic authority's statements: devices, assignments, revocations, grants, "
+        "bindings, provisioning tokens", [
+        "CREATE TABLE trust (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_us BIGINT NOT NULL)",
+        """CREATE TABLE devices (
+            device TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            enc_key {BLOB} NOT NULL,
+            sign_key {BLOB} NOT NULL,
+            label TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            created_us BIGINT NOT NULL,
+            endorsement TEXT,
+            endorsed_by TEXT,
+            endorsed_us BIGINT
+        )""",
+        "CREATE INDEX devices_user ON devices(user_id)",
+        """CREATE TABLE assignment_statements (
+            unit_id TEXT PRIMARY KEY,
+            statement TEXT NOT NULL,
+            issued_us BIGINT NOT NULL
+        )""",
+        """CREATE TABLE unit_bindings (
+            id {ID},
+            unit_id TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            binding TEXT NOT NULL,
+            created_us BIGINT NOT NULL
+        )""",
+        "CREATE INDEX unit_bindings_unit ON unit_bindings(unit_id)",
+        "ALTER TABLE enroll_codes ADD COLUMN grant_json TEXT",
+        """CREATE TABLE token_requests (
+            id TEXT PRIMARY KEY,
+            unit_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            args TEXT NOT NULL,
+            requested_by TEXT NOT NULL,
+            requested_us BIGINT NOT NULL,
+            statement TEXT,
+            signed_by TEXT,
+            signed_us BIGINT
+        )""",
+    ]),
 ]
 
 

@@ -499,6 +499,12 @@ class Store:
         return {r[0]: {"codec": r[1], "bitrate": r[2]}
                 for r in self._q("SELECT unit_id, codec, bitrate FROM unit_audio")}
 
+    # ------------------------------------------------------------------ trust statements
+
+    @property
+    def trust(self) -> TrustStore:
+        return TrustStore(self)
+
     # ------------------------------------------------------------------ fleet updates
 
     @property
@@ -631,3 +637,141 @@ class FleetStore:
                              "FROM diagnostics ORDER BY requested_us DESC LIMIT 50")
         return [{"id": r[0], "unit": r[1], "requested_by": r[2], "requested_us": r[3],
                  "uploaded_us": r[4], "size": r[5]} for r in rows]
+
+
+class TrustStore:
+    """What the clinic authority signed, kept and handed out as is (docs/trust.md): the
+    authority's public key, scribe devices and their endorsements, each unit's signed
+    assignment, the revocation list, enrolment grants, unit bindings, provisioning tokens.
+    The relay checks these only to refuse junk early; units and receivers check them."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.db = store, store.db
+
+    def get(self, name: str) -> str | None:
+        r = self.store._one("SELECT value FROM trust WHERE name=?", (name,))
+        return None if r is None else r[0]
+
+    def put(self, name: str, value: str) -> None:
+        self.db.execute("INSERT INTO trust(name,value,updated_us) VALUES(?,?,?) ON "
+                        "CONFLICT(name) DO UPDATE SET value=excluded.value, "
+                        "updated_us=excluded.updated_us", (name, value, now_us()))
+
+    # -- devices
+
+    def add_device(self, device: str, user_id: str, enc_key: bytes, sign_key: bytes,
+                   label: str, kind: str) -> bool:
+        """Register a device (pending until endorsed). False if it exists (any user)."""
+        return self.db.execute(
+            "INSERT INTO devices(device,user_id,enc_key,sign_key,label,kind,created_us) "
+            "VALUES(?,?,?,?,?,?,?) ON CONFLICT(device) DO NOTHING",
+            (device, user_id, enc_key, sign_key, label, kind, now_us())) == 1
+
+    @staticmethod
+    def _device(r: Sequence) -> dict:
+        return {"device": r[0], "user": r[1], "enc_key": bytes(r[2]), "sign_key": bytes(r[3]),
+                "label": r[4], "kind": r[5], "created_us": r[6],
+                "endorsement": json.loads(r[7]) if r[7] else None, "endorsed_by": r[8],
+                "endorsed_us": r[9]}
+
+    _DEVICE = ("SELECT device,user_id,enc_key,sign_key,label,kind,created_us,endorsement,"
+               "endorsed_by,endorsed_us FROM devices")
+
+    def device(self, device: str) -> dict | None:
+        r = self.store._one(self._DEVICE + " WHERE device=?", (device,))
+        return None if r is None else self._device(r)
+
+    def devices(self, *, user_id: str | None = None, pending: bool | None = None,
+                users: Sequence[str] | None = None) -> list[dict]:
+        where, args = [], []
+        if user_id is not None:
+            where.append("user_id=?")
+            args.append(user_id)
+        if users is not None:
+            if not users:
+                return []
+            where.append(f"user_id IN ({','.join('?' * len(users))})")
+            args += list(users)
+        if pending is not None:
+            where.append("endorsement IS NULL" if pending else "endorsement IS NOT NULL")
+        sql = self._DEVICE + (" WHERE " + " AND ".join(where) if where else "") + \
+            " ORDER BY created_us"
+        return [self._device(r) for r in self.store._q(sql, args)]
+
+    def endorse(self, device: str, statement: dict, by: str) -> None:
+        self.db.execute("UPDATE devices SET endorsement=?, endorsed_by=?, endorsed_us=? "
+                        "WHERE device=?", (json.dumps(statement), by, now_us(), device))
+
+    # -- assignments
+
+    def assignment(self, unit_id: str) -> dict | None:
+        r = self.store._one("SELECT statement FROM assignment_statements WHERE unit_id=?",
+                            (unit_id,))
+        return None if r is None else json.loads(r[0])
+
+    def set_assignment(self, unit_id: str, statement: dict, issued_us: int,
+                       scribes: list[str]) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO assignment_statements(unit_id,statement,issued_us) "
+                       "VALUES(?,?,?) ON CONFLICT(unit_id) DO UPDATE SET "
+                       "statement=excluded.statement, issued_us=excluded.issued_us",
+                       (unit_id, json.dumps(statement), issued_us))
+            tx.execute("DELETE FROM assignments WHERE unit_id=?", (unit_id,))
+            for s in scribes:
+                tx.execute("INSERT INTO assignments(unit_id,scribe_id) VALUES(?,?)",
+                           (unit_id, s))
+
+    # -- bindings, grants
+
+    def add_binding(self, unit_id: str, key_id: str, binding: dict) -> None:
+        self.db.execute("INSERT INTO unit_bindings(unit_id,key_id,binding,created_us) "
+                        "VALUES(?,?,?,?)", (unit_id, key_id, json.dumps(binding), now_us()))
+
+    def bindings(self, unit_id: str) -> list[dict]:
+        return [{"key_id": r[0], "binding": json.loads(r[1]), "created_us": r[2]}
+                for r in self.store._q("SELECT key_id,binding,created_us FROM unit_bindings "
+                                       "WHERE unit_id=? ORDER BY id", (unit_id,))]
+
+    def add_grant(self, proof_hash: str, unit_id: str, room: str, by: str, expires_us: int,
+                  grant: dict) -> int:
+        r = self.store._q("INSERT INTO enroll_codes(code_hash,unit_id,room,created_by,"
+                          "created_us,expires_us,grant_json) VALUES(?,?,?,?,?,?,?) RETURNING id",
+                          (proof_hash, unit_id, room, by, now_us(), expires_us,
+                           json.dumps(grant)))
+        return int(r[0][0])
+
+    def grant(self, code_id: int) -> dict | None:
+        r = self.store._one("SELECT grant_json FROM enroll_codes WHERE id=?", (code_id,))
+        return json.loads(r[0]) if r and r[0] else None
+
+    # -- provisioning tokens
+
+    def add_token_request(self, request_id: str, unit_id: str, action: str, args: dict,
+                          by: str) -> None:
+        self.db.execute("INSERT INTO token_requests(id,unit_id,action,args,requested_by,"
+                        "requested_us) VALUES(?,?,?,?,?,?)",
+                        (request_id, unit_id, action, json.dumps(args), by, now_us()))
+
+    @staticmethod
+    def _request(r: Sequence) -> dict:
+        return {"id": r[0], "unit": r[1], "action": r[2], "args": json.loads(r[3]),
+                "requested_by": r[4], "requested_us": r[5],
+                "statement": json.loads(r[6]) if r[6] else None, "signed_by": r[7],
+                "signed_us": r[8]}
+
+    _REQUEST = ("SELECT id,unit_id,action,args,requested_by,requested_us,statement,"
+                "signed_by,signed_us FROM token_requests")
+
+    def token_request(self, request_id: str) -> dict | None:
+        r = self.store._one(self._REQUEST + " WHERE id=?", (request_id,))
+        return None if r is None else self._request(r)
+
+    def token_requests(self, pending: bool = True) -> list[dict]:
+        sql = self._REQUEST + (" WHERE statement IS NULL" if pending else "") + \
+            " ORDER BY requested_us DESC LIMIT 200"
+        return [self._request(r) for r in self.store._q(sql)]
+
+    def sign_token_request(self, request_id: str, statement: dict, by: str) -> bool:
+        return self.db.execute("UPDATE token_requests SET statement=?, signed_by=?, "
+                               "signed_us=? WHERE id=? AND statement IS NULL",
+                               (json.dumps(statement), by, now_us(), request_id)) == 1
