@@ -282,7 +282,7 @@ class ScribeClient:
                 if "cursor" in item:
                     self.cursor = max(self.cursor, int(item["cursor"]))
                 t = item.get("type")
-                if t in msgs.SESSION_KINDS:
+                if t in msgs.SESSION_TYPES:
                     self.receiver.session_item(item)
                 elif t == "error":
                     raise RuntimeError(f"relay refused: {item.get('error')}")
