@@ -605,8 +605,9 @@ def record(results: list[Result]) -> None:
     body = (f"`scripts/bench relay` on this machine ({os.cpu_count()} cores shared by the load "
             "generator, mosquitto and the relays, and by whatever else ran then; 40 ms sealed "
             "chunks, one MQTT connection and certificate per room, one scribe WebSocket per 10 "
-            "rooms; CPU 100 % = one core; latency is publish → scribe WebSocket). Budget: no "
-            "loss, no duplicates, p99 ≤ 50 ms, relay ≤ 8 % of a core per 1,000 msg/s. What "
+            "rooms; CPU 100 % = one core; latency is publish → scribe WebSocket; 'lost' = "
+            "not at the scribes 15 s after the window closed). Budget: no loss, no "
+            "duplicates, p99 ≤ 50 ms, relay ≤ 8 % of a core per 1,000 msg/s. What "
             "breaks where, and why: docs/scaling.md.\n\n" +
             "\n".join(head + [rows[k] for k in sorted(rows, key=order)]))
     record_section("relay", "Relay under a fleet's load", body)
