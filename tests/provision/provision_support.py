@@ -20,6 +20,8 @@ import numpy as np
 
 from edge_agent.provision import STAGING
 from scribelink import provisioning as p
+from scribelink import trust
+from scribelink.authority import bind_unit
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -274,3 +276,14 @@ def wait_for(pred, timeout: float, what: str, every: float = 0.2):
         time.sleep(every)
 
 
+
+
+def trust_args(clinic, gen: dict, unit_id: str, *, room: str = "Exam 2") -> dict:
+    """What the tech's tool adds to install_cert: the binding of the unit's signing key
+    (from generate_key's answer), signed with a fresh code's key under a grant of `clinic`'s
+    authority (tests/trustkit.Clinic), and the authority the code names."""
+    grant, secret = clinic.authority.grant(unit=unit_id, room=room, clinic="Northside",
+                                           now_us=time.time_ns() // 1000)
+    binding = bind_unit(grant, secret, trust.unb64(gen["sign_key"]), time.time_ns() // 1000,
+                        gen["sign_key_type"])
+    return {"binding": binding.to_dict(), "authority": clinic.authority.public_b64()}
