@@ -10,7 +10,6 @@ import stat
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-
 from provision_support import trust_args
 from trustkit import Clinic
 
