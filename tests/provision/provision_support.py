@@ -334,3 +334,13 @@ class Admin(threading.Thread):
     def __exit__(self, *exc) -> None:
         self.stop.set()
         self.join(5)
+
+
+def read_until(proc: subprocess.Popen, needle: str) -> list[str]:
+    """The tool's stderr lines up to the one with `needle` (as the tech reads them)."""
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"the tool never said {needle!r}: {''.join(lines)}")
