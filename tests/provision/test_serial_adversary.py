@@ -118,17 +118,16 @@ def test_a_cable_and_the_puck_are_not_enough_and_each_clinic_token_works_once(
         intruder = Intruder(cable)
         mark = puck_sim.mark()
         puck_sim.cmd("down")
-        down_at = time.monotonic()
         try:
             for cmd, args, code_wanted in attempts:
                 e = intruder.refused(cmd, args)
                 assert e.code == code_wanted, (cmd, sorted(args), e.code, e.message)
                 assert snapshot(state) == before, (cmd, sorted(args))
-            time.sleep(max(0.0, 5.5 - (time.monotonic() - down_at)))  # a full 5 s hold
         finally:
             puck_sim.cmd("up")
             intruder.close()
-        # the unit never even asked for the hold: the ring never said "hold me"
+        # the unit never even asked for the hold (so however long the button is held, it
+        # counts for nothing): the ring never said "hold me"
         assert not any(m.get("led") == "presence_wanted" for m in puck_sim.lines[mark:])
         assert snapshot(state) == before and info(cable)["state"] == "locked"
 
