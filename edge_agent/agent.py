@@ -20,8 +20,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 import edge_agent
@@ -202,10 +201,17 @@ class Agent:
         if not k.signing_key_file:
             raise ConfigError("[keys] signing_key_file is not set: the unit needs its signing "
                               "key (provisioning makes it); without it nothing it says counts")
-        key = serialization.load_pem_private_key(Path(k.signing_key_file).read_bytes(), None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"{k.signing_key_file}: not an Ed25519 private key")
+        from edge_agent import unitkey
+
+        try:  # a key file, or a key in a PKCS#11 token (a TPM, an ATECC608): pkcs11: URI
+            key = unitkey.load(k.signing_key_file)
+        except unitkey.UnitKeyError as e:
+            raise ConfigError(f"[keys] signing_key_file: {e}") from e
         binding = json.loads(Path(k.binding_file).read_text()) if k.binding_file else None
+        if binding is not None and (binding.get("body") or {}).get("sign_key") != \
+                trust.b64(key.public_raw):
+            raise ConfigError(f"{k.binding_file} binds another key than the unit's signing "
+                              "key: enrol the unit again (scripts/provision enroll)")
         return Signer(key, binding)
 
     def _assignment_path(self) -> Path:

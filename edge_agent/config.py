@@ -108,8 +108,9 @@ class KeysConfig:
     # the clinic authority pinned at provisioning (base64 raw Ed25519): without it the unit
     # accepts no assignment, so it wraps audio to nobody
     authority_public_key_file: str = ""
-    # the unit's Ed25519 signing key (PKCS#8 PEM, 0600) and the authority-rooted binding of
-    # it to the unit id (a unit_binding statement, JSON)
+    # the unit's signing key -- an Ed25519 key file (PKCS#8 PEM, 0600), or the pkcs11: URI
+    # (RFC 7512) of a key in the unit's TPM or ATECC608 (edge_agent/unitkey.py) -- and the
+    # authority-rooted binding of it to the unit id (a unit_binding statement, JSON)
     signing_key_file: str = ""
     binding_file: str = ""
 

@@ -2,19 +2,27 @@
 the tech's tool (scripts/provision) over the service port with the protocol in
 scribelink/provisioning.py.
 
-Settings, key, certificate and self-test results live in the state dir. Every change
-goes through a fail-safe (`Unit`): staged in the state dir's `enrol-staging/`, then
-committed together with `provisioned.toml` (an overlay on the site's agent.toml) and the
-lock, or rolled back when the fail-safe runs out or the service restarts. A locked
-unit answers read-only commands only; unlock and factory reset take physical presence
-(the puck's button held 5 s while the command waits). Secrets (the Wi-Fi passphrase, the
-unit key) are write-only: never returned, never logged.
+Settings, keys, certificate, binding and self-test results live in the state dir. Every
+enrolment goes through a fail-safe (`Unit`): staged in the state dir's `enrol-staging/`,
+then committed together with `provisioned.toml` (an overlay on the site's agent.toml) and
+the lock, or rolled back when the fail-safe runs out or the service restarts.
+
+The unit's trust anchors (docs/trust.md) -- the clinic authority it pinned, the transport
+CA, the broker URL and the clinic's recovery key -- live in `anchor/`, which factory reset
+keeps: a blank unit takes them from its first enrolment (trust on first use, behind the
+code the clinic admin made); after that, changing one takes a `set_trust` token and
+clearing them a `release` token, each signed by the pinned authority. A locked unit
+answers read-only commands only; unlock, factory reset, set_trust and release take the
+puck's button held 5 s while the command waits and, once the unit is anchored, a one-time
+token for this unit and action (each token id is remembered: it works once). Secrets (the
+Wi-Fi passphrase, the unit's keys) are write-only: never returned, never logged.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import itertools
 import json
 import logging
@@ -31,9 +39,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from scribelink import __version__
+from scribelink import __version__, topics, trust
 from scribelink import provisioning as p
-from scribelink import topics
 
 log = logging.getLogger("edge_agent.provision")
 
@@ -194,6 +201,10 @@ class ServeSettings:
     pace_realtime: bool = False  # test knob: ALSA file plugin has no clock
     clock_offset_s: float = 0.0  # test knob: pretend the unit's clock is this far off
     broker_timeout_s: float = 10.0
+    # where the unit's signing key is made: "" a file in the state dir (tls/sign.key), or
+    # a pkcs11: URI without an id (a TPM, an ATECC608: edge_agent/unitkey.py)
+    signing_key: str = ""
+    signing_key_type: str = "auto"  # in a token: auto (Ed25519 if it can), ed25519, ecdsa-p256
 
 
 # ---------------------------------------------------------------------- files
@@ -364,7 +375,47 @@ class Tree:
 
     @property
     def ca(self) -> Path:
-        return self.root / "tls" / "ca.pem"
+        """The transport CA the unit pinned: a trust anchor."""
+        return self.root / ANCHOR / "ca.pem"
+
+    @property
+    def sign_key(self) -> Path:
+        """The unit's signing key, when it is a file (Ed25519, PKCS#8 PEM, 0600)."""
+        return self.root / "tls" / "sign.key"
+
+    @property
+    def sign_uri(self) -> Path:
+        """The unit's signing key, when it lives in a PKCS#11 token: its URI."""
+        return self.root / "tls" / "sign.uri"
+
+    @property
+    def binding(self) -> Path:
+        return self.root / "binding.json"
+
+    def anchor(self, name: str) -> Path:
+        return self.root / ANCHOR / name
+
+    def anchors(self) -> Anchors | None:
+        d = self.json(f"{ANCHOR}/{ANCHORS_FILE}")
+        try:
+            return None if d is None else Anchors.from_dict(d)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def signing_key_spec(self) -> str | None:
+        """The signing key's file path or pkcs11: URI, if this tree has one."""
+        if self.sign_uri.exists():
+            return self.sign_uri.read_text().strip()
+        if self.sign_key.exists():
+            return str(self.sign_key.resolve())
+        return None
+
+    def signing_key(self):
+        """-> an edge_agent.unitkey key, or None."""
+        from edge_agent import unitkey
+
+        spec = self.signing_key_spec()
+        return None if spec is None else unitkey.load(spec)
 
     def json(self, name: str) -> dict | None:
         try:
@@ -393,8 +444,55 @@ FAILSAFE_FILE = "failsafe.json"
 COMMIT_MARKER = "COMMIT"  # its atomic appearance is the commit point
 # what a commit moves from staging into the state dir, in this order: provisioned.toml
 # last, because its appearance starts the agent (scribelink-agent.path)
-PROMOTED = ("tls/unit.key", "tls/unit.pem", "tls/ca.pem", "settings.json", "recovery.pub",
-            "wifi.nmconnection", "selftest.json", "locked.json", "provisioned.toml")
+PROMOTED = ("tls/unit.key", "tls/unit.pem", "tls/sign.key", "tls/sign.uri", "binding.json",
+            "anchor/authority.pub", "anchor/ca.pem", "anchor/recovery.pub",
+            "anchor/anchors.json", "settings.json", "wifi.nmconnection", "selftest.json",
+            "locked.json", "provisioned.toml")
+ANCHOR = "anchor"  # the trust anchors: factory reset keeps this directory
+ANCHORS_FILE = "anchors.json"
+USED_TOKENS = "used-tokens.json"  # in anchor/, never staged: token ids already used
+MAX_USED_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """What the unit pinned at its first enrolment (the trust anchors: authority,
+    broker_url, ca_sha256, recovery_public_key) and what it was enrolled as last (unit id,
+    clinic, relay), which tokens and the tool need after a factory reset."""
+
+    authority: str  # base64 raw Ed25519
+    broker_url: str
+    ca_sha256: str  # of the CA certificate's DER
+    recovery_public_key: str | None  # base64 raw X25519
+    unit_id: str
+    clinic: str = ""
+    relay_url: str = ""
+
+    def to_dict(self) -> dict:
+        return {"authority": self.authority, "broker_url": self.broker_url,
+                "ca_sha256": self.ca_sha256, "recovery_public_key": self.recovery_public_key,
+                "unit_id": self.unit_id, "clinic": self.clinic, "relay_url": self.relay_url}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Anchors:
+        return cls(str(d["authority"]), str(d["broker_url"]), str(d["ca_sha256"]),
+                   d.get("recovery_public_key"), str(d["unit_id"]), str(d.get("clinic", "")),
+                   str(d.get("relay_url", "")))
+
+    def pinned(self) -> dict:
+        """The trust anchors alone (what only a set_trust token may change)."""
+        return {k: getattr(self, k) for k in trust.TRUST_ANCHORS}
+
+    def summary(self) -> dict:
+        raw = trust.unb64(self.authority, what="authority", length=32)
+        return {**self.to_dict(), "authority_fingerprint": trust.fingerprint(raw),
+                "authority_key_id": trust.key_id(raw)}
+
+
+def ca_sha256(cert) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -560,39 +658,76 @@ class Unit:
         return {"settings": (self.staged / "settings.json").exists(),
                 "wifi": (self.staged / "wifi.nmconnection").exists(),
                 "key": self.staged.key.exists(),
+                "sign_key": self.staged.signing_key_spec() is not None,
+                "binding": self.staged.binding.exists(),
                 "cert": self._summary(cert),
                 "selftest_passed": bool(t and t.get("passed") and cert is not None
                                         and t.get("cert_fingerprint_sha256") == fingerprint(cert))}
 
     def _rollback(self, reason: str) -> None:
         _shred(self.staged.key)
+        _shred(self.staged.sign_key)
         _shred(self.staged / "wifi.nmconnection")
         shutil.rmtree(self.staged.root, ignore_errors=True)
         _fsync_dir(self.dir)
+        self._drop_token_keys()  # a key made in the token for the staged enrolment
         was = self._failsafe
         self._failsafe = None
         log.warning("event=failsafe_rolled_back enrolment=%s reason=%s",
                     was.enrolment_id if was else "-", reason.replace(" ", "_"))
 
+    def _drop_token_keys(self, *, all_keys: bool = False) -> None:
+        """Destroy the token's signing keys but the committed one (all of them with
+        `all_keys`): what a rollback, a commit that replaced the key, or a factory reset
+        leaves behind. Keys are found by their label, so a key made just before a power
+        cut (its URI never written) goes too."""
+        if not self.s.signing_key:
+            return
+        from edge_agent import unitkey
+
+        keep = None
+        if not all_keys and self.live.sign_uri.exists():
+            keep = unitkey.Pkcs11Uri.parse(self.live.sign_uri.read_text().strip()).id
+        try:
+            gone = unitkey.delete_pkcs11(unitkey.Pkcs11Uri.parse(self.s.signing_key),
+                                         keep=keep)
+        except unitkey.UnitKeyError as e:
+            log.error("event=token_keys_not_deleted error=%s", json.dumps(str(e)))
+            return
+        if gone:
+            log.info("event=token_keys_deleted objects=%d", gone)
+
     def _promote(self) -> None:
         """Move every staged file into place (idempotent: a restart after a crash half-way
         through runs it again), then drop the staging area."""
         tls = self.live.mkdir_private("tls")
-        old_key = tls / "unit.key.old"
+        self.live.mkdir_private(ANCHOR)
+        old_keys = {"tls/unit.key": tls / "unit.key.old", "tls/sign.key": tls / "sign.key.old"}
         for rel in PROMOTED:
             src = self.staged / rel
             if not src.exists():
                 continue
             dst = self.dir / rel
-            if rel == "tls/unit.key" and dst.exists() and not old_key.exists():
-                os.link(dst, old_key)  # so the replaced key's bytes can be shredded after
+            old = old_keys.get(rel)
+            if old is not None and dst.exists() and not old.exists():
+                os.link(dst, old)  # so the replaced key's bytes can be shredded after
+            # the signing key is a file or a token's key, never both
+            if rel == "tls/sign.key" and self.live.sign_uri.exists():
+                self.live.sign_uri.unlink()
+            if rel == "tls/sign.uri" and self.live.sign_key.exists():
+                if not old_keys["tls/sign.key"].exists():
+                    os.link(self.live.sign_key, old_keys["tls/sign.key"])
+                self.live.sign_key.unlink()
             os.replace(src, dst)
         _fsync_dir(tls)
+        _fsync_dir(self.live.root / ANCHOR)
         _fsync_dir(self.dir)
-        _shred(old_key)
+        for old in old_keys.values():
+            _shred(old)
         shutil.rmtree(self.staged.root, ignore_errors=True)
         _fsync_dir(self.dir)
         self._failsafe = None
+        self._drop_token_keys()  # the key this commit replaced, if it was in the token
 
     def _require_failsafe(self, cmd: str) -> None:
         if self._failsafe is None:
@@ -676,7 +811,26 @@ class Unit:
             "failsafe": self._failsafe_info(),
             "unit_time_utc": dt.datetime.fromtimestamp(self.now(), dt.UTC)
             .isoformat(timespec="seconds"),
+            "anchor": self._anchor_summary(),
+            "signing_key": self._signing_key_summary(),
         }
+
+    def _anchor_summary(self) -> dict | None:
+        a = self.live.anchors()
+        return None if a is None else {**a.summary(), "tokens_required": True}
+
+    def _signing_key_summary(self) -> dict | None:
+        spec = self.live.signing_key_spec()
+        if spec is None:
+            return None
+        b = self.live.json("binding.json") or {}
+        try:
+            raw = trust.unb64((b.get("body") or {}).get("sign_key"), what="sign_key")
+        except trust.TrustError:
+            raw = b""
+        return {"store": "pkcs11" if spec.startswith("pkcs11:") else "file",
+                "key_id": trust.key_id(raw) if raw else None,
+                "type": (b.get("body") or {}).get("key_type", trust.KEY_ED25519)}
 
     def cmd_status(self, args: dict, progress) -> dict:
         t = self._selftest()
@@ -685,7 +839,7 @@ class Unit:
                 "selftest": None if t is None else {"passed": t.get("passed"), "at": t.get("at")},
                 "overlay": str(self._p("provisioned.toml"))
                 if self._p("provisioned.toml").exists() else None,
-                "failsafe": self._failsafe_info()}
+                "failsafe": self._failsafe_info(), "anchor": self._anchor_summary()}
 
     def cmd_selftest_results(self, args: dict, progress) -> dict:
         t = self._selftest()
@@ -694,12 +848,24 @@ class Unit:
                           "run `scripts/provision selftest`")
         return t
 
+    def _check_anchored(self, new: dict) -> None:
+        """Settings that are trust anchors cannot change by enrolment once pinned."""
+        a = self.live.anchors()
+        if a is None:
+            return
+        for k in ("broker_url", "recovery_public_key"):
+            if k in new and new[k] != getattr(a, k):
+                raise Refused(p.E_TRUST_ANCHOR, f"{k} is a trust anchor of this unit, pinned "
+                              f"as {getattr(a, k) or 'none'}; changing it needs a set_trust "
+                              "token signed by the clinic authority", name=k)
+
     def cmd_set_config(self, args: dict, progress) -> dict:
         new = validate_settings(args)
         live, staged = self.settings(), self.staged_settings()
         if live.get("unit_id") and new.get("unit_id", live["unit_id"]) != live["unit_id"]:
             raise Refused(p.E_WRONG_UNIT, f"this unit is {live['unit_id']!r}; it does not "
                           f"become {new['unit_id']!r} by enrolment")
+        self._check_anchored(new)
         secret = new.pop("wifi_passphrase", None)
         merged = {**staged, **new}
         missing = [k for k in p.REQUIRED_SETTINGS if k not in merged]
@@ -713,14 +879,16 @@ class Unit:
                 and new["wifi_ssid"] != staged.get("wifi_ssid")):
             raise Refused(p.E_INVALID_CONFIG, "changing wifi_ssid needs wifi_passphrase too")
         identity_changed = staged.get("unit_id") not in (None, merged["unit_id"])
-        if identity_changed:  # a staged key and certificate name the old unit id
+        if identity_changed:  # a staged key, certificate and binding name the old unit id
             _shred(self.staged.key)
             self.staged.cert.unlink(missing_ok=True)
+            self.staged.binding.unlink(missing_ok=True)
         if identity_changed or staged.get("broker_url") != merged["broker_url"]:
             (self.staged / "selftest.json").unlink(missing_ok=True)
         _write_atomic(self.staged / "settings.json", json.dumps(merged, indent=2).encode())
         if "recovery_public_key" in new:
-            _write_atomic(self.staged / "recovery.pub",
+            self.staged.mkdir_private(ANCHOR)
+            _write_atomic(self.staged.anchor("recovery.pub"),
                           new["recovery_public_key"].encode() + b"\n")
         if secret is not None:
             _write_atomic(self.staged / "wifi.nmconnection",
@@ -756,8 +924,37 @@ class Unit:
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, st["unit_id"])]))
                .sign(key, hashes.SHA256()))
         log.info("event=key_%s type=ecdsa-p256", "reused" if reused else "generated")
+        sign, sign_reused = self._staged_signing_key()
         return {"csr_pem": csr.public_bytes(serialization.Encoding.PEM).decode(),
-                "unit_id": st["unit_id"], "key_type": "ecdsa-p256", "reused": reused}
+                "unit_id": st["unit_id"], "key_type": "ecdsa-p256", "reused": reused,
+                "sign_key": trust.b64(sign.public_raw), "sign_key_type": sign.key_type,
+                "sign_key_id": trust.key_id(sign.public_raw),
+                "sign_key_store": sign.describe()["store"], "sign_key_reused": sign_reused}
+
+    def _staged_signing_key(self):
+        """The staged enrolment's signing key, made now unless it has one: in the token the
+        service was told of (a TPM, an ATECC608), else a file. -> (key, reused)."""
+        from edge_agent import unitkey
+
+        try:
+            if self.staged.signing_key_spec() is not None:
+                return self.staged.signing_key(), True
+            self.staged.mkdir_private("tls")
+            self.staged.binding.unlink(missing_ok=True)  # it bound another key, if any
+            if self.s.signing_key:
+                key = unitkey.generate_pkcs11(unitkey.Pkcs11Uri.parse(self.s.signing_key),
+                                              self.s.signing_key_type)
+                _write_atomic(self.staged.sign_uri, key.uri.text().encode() + b"\n", 0o600)
+            else:
+                key, pem = unitkey.FileKey.generate()
+                _write_atomic(self.staged.sign_key, pem, 0o600)
+        except unitkey.UnitKeyError as e:
+            raise Refused(p.E_NO_KEY, f"the unit could not make its signing key: {e}",
+                          "check the unit's key store (its PKCS#11 token) and try again; "
+                          "the unit log has details") from e
+        log.info("event=signing_key_generated store=%s type=%s key_id=%s",
+                 key.describe()["store"], key.key_type, trust.key_id(key.public_raw))
+        return key, False
 
     def cmd_install_cert(self, args: dict, progress) -> dict:
         from cryptography import x509
@@ -765,11 +962,16 @@ class Unit:
         from cryptography.hazmat.primitives import serialization
         from cryptography.x509.oid import NameOID
 
-        if not self.staged.key.exists():
-            raise Refused(p.E_NO_KEY, "the unit has no staged key yet")
+        if not self.staged.key.exists() or self.staged.signing_key_spec() is None:
+            raise Refused(p.E_NO_KEY, "the unit has no staged keys yet")
         chain_pem, ca_pem = args.get("cert_pem"), args.get("ca_pem")
         if not isinstance(chain_pem, str) or not isinstance(ca_pem, str):
             raise Refused(p.E_BAD_REQUEST, "install_cert needs cert_pem and ca_pem (PEM text)")
+        binding = args.get("binding")
+        if not isinstance(binding, dict):
+            raise Refused(p.E_BAD_REQUEST, "install_cert needs the unit's key binding "
+                          "(update scripts/provision)")
+        authority_b64 = self._enrolment_authority(args.get("authority"))
         try:
             chain = x509.load_pem_x509_certificates(chain_pem.encode())
             ca = x509.load_pem_x509_certificate(ca_pem.encode())
@@ -791,6 +993,11 @@ class Unit:
             bc = None
         if bc is None or not bc.ca:
             raise Refused(p.E_CERT_UNTRUSTED, "the CA certificate given is not a CA")
+        anchors = self.live.anchors()
+        if anchors is not None and ca_sha256(ca) != anchors.ca_sha256:
+            raise Refused(p.E_TRUST_ANCHOR, "the relay's clinic CA is not the one this unit "
+                          "pinned (a trust anchor); changing it needs a set_trust token "
+                          "signed by the clinic authority", name="ca")
         pinned = _site_value(self.s.site_config, "broker", "ca_file")
         if pinned and Path(pinned).is_file():
             # the unit's image already names the clinic CA: a laptop cannot swap in another
@@ -815,18 +1022,73 @@ class Unit:
             if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
                 raise Refused(p.E_CERT_NOT_VALID_NOW, "the certificate is not valid at the "
                               f"unit's time {now.isoformat(timespec='seconds')}")
+        bound = self._check_binding(self.staged, binding, authority_b64, unit_id)
         pem = serialization.Encoding.PEM
         leaf_pem = b"".join(c.public_bytes(pem) for c in path[:-1])
         same = self.staged.cert.exists() and self.staged.cert.read_bytes() == leaf_pem
         if not same:  # a resumed enrolment re-installing the same certificate keeps its test
             self.staged.mkdir_private("tls")
             _write_atomic(self.staged.cert, leaf_pem)
-            _write_atomic(self.staged.ca, ca.public_bytes(pem))
             (self.staged / "selftest.json").unlink(missing_ok=True)
-        log.info("event=cert_staged fingerprint=%s", fingerprint(leaf)[:16])
+        self.staged.mkdir_private(ANCHOR)
+        _write_atomic(self.staged.ca, ca.public_bytes(pem))
+        _write_atomic(self.staged.anchor("authority.pub"), authority_b64.encode() + b"\n")
+        _write_atomic(self.staged.binding, json.dumps(binding).encode())
+        log.info("event=cert_staged fingerprint=%s sign_key=%s", fingerprint(leaf)[:16],
+                 bound.key_id)
         return {"state": self.state(), "unit_id": unit_id, "fingerprint_sha256": fingerprint(leaf),
                 "not_after": leaf.not_valid_after_utc.isoformat(timespec="seconds"),
-                "staged": True, "already_installed": same}
+                "staged": True, "already_installed": same, "sign_key_id": bound.key_id,
+                "authority_fingerprint": trust.fingerprint(trust.unb64(authority_b64))}
+
+    def _enrolment_authority(self, given) -> str:
+        """The clinic authority this enrolment pins (base64): the one the unit pinned
+        already, or, on a blank unit, the one the enrolment code names (trust on first
+        use, behind the code) -- unless the unit's image pins one ([keys]
+        authority_public_key_file in the site config), which then must be it."""
+        if given is not None:
+            try:
+                trust.load_ed25519(trust.unb64(given, what="authority", length=32))
+            except trust.TrustError as e:
+                raise Refused(p.E_BAD_REQUEST, f"authority: {e}") from e
+        anchors = self.live.anchors()
+        pinned = anchors.authority if anchors is not None else None
+        where = "at its first enrolment"
+        image = _site_value(self.s.site_config, "keys", "authority_public_key_file")
+        if pinned is None and image and Path(image).is_file():
+            pinned, where = Path(image).read_text().strip(), f"in its image ({image})"
+        if pinned is None:
+            if given is None:
+                raise Refused(p.E_BAD_REQUEST, "this unit pins its clinic authority now: "
+                              "install_cert needs `authority` (update scripts/provision)")
+            return given
+        if given is not None and given != pinned:
+            fp = trust.fingerprint(trust.unb64(pinned))
+            raise Refused(p.E_OTHER_CLINIC, "this unit belongs to another clinic: it pinned "
+                          f"the clinic authority {fp[:19]}... {where}, and the enrolment "
+                          "names another; ask its clinic for a release token",
+                          authority_fingerprint=fp)
+        return pinned
+
+    def _check_binding(self, tree: Tree, binding: dict, authority_b64: str, unit_id: str):
+        """The binding must chain to the authority, name this unit and bind this unit's own
+        signing key (the unit checks it itself: the laptop is not trusted)."""
+        try:
+            b = trust.verify_binding(trust.load_ed25519(trust.unb64(authority_b64)), binding)
+        except (trust.TrustError, TypeError, ValueError) as e:
+            raise Refused(p.E_BINDING_INVALID, f"the unit's key binding does not hold: {e}") \
+                from e
+        if b.unit != unit_id:
+            raise Refused(p.E_BINDING_INVALID, f"the binding is for unit {b.unit!r}, this unit "
+                          f"is {unit_id!r}")
+        try:
+            key = tree.signing_key()
+        except ValueError as e:  # UnitKeyError
+            raise Refused(p.E_NO_KEY, f"the unit's signing key cannot be used: {e}") from e
+        if key is None or (key.key_type, key.public_raw) != (b.key_type, b.sign_key_raw):
+            raise Refused(p.E_BINDING_INVALID, "the binding names another key than this "
+                          "unit's signing key")
+        return b
 
     def _check_time(self, args: dict) -> float | None:
         laptop = args.get("laptop_time_utc")
@@ -918,8 +1180,17 @@ class Unit:
                           "already shows the unit's state")
         return {"shown_s": seconds}
 
-    def overlay_toml(self, st: dict | None = None) -> str:
-        st = st or self.settings()
+    def _merged(self, rel: str) -> Path | None:
+        """A file as the next commit leaves it: staged, else the committed one."""
+        for tree in (self.staged, self.live):
+            if (tree / rel).exists():
+                return tree / rel
+        return None
+
+    def overlay_toml(self, st: dict, signing_key: str) -> str:
+        """The agent's overlay: what the committed files are, under their live paths
+        (`signing_key`: the key file's path or the token key's pkcs11: URI)."""
+        live = self.live
         lines = [
             "# Written by the unit's provisioning service (edge_agent/provision.py).",
             f"# clinic: {json.dumps(st['clinic'])}  room: {json.dumps(st['room'])}",
@@ -929,31 +1200,71 @@ class Unit:
             "",
             "[broker]",
             f"url = {_toml_str(st['broker_url'])}",
-            f"ca_file = {_toml_str(str(self.ca_path.resolve()))}",
-            f"cert_file = {_toml_str(str(self.cert_path.resolve()))}",
-            f"key_file = {_toml_str(str(self.key_path.resolve()))}",
+            f"ca_file = {_toml_str(str(live.ca.resolve()))}",
+            f"cert_file = {_toml_str(str(live.cert.resolve()))}",
+            f"key_file = {_toml_str(str(live.key.resolve()))}",
+            "",
+            "# the trust root (docs/trust.md): the pinned clinic authority, the unit's signing",
+            "# key and its binding to this unit id",
+            "[keys]",
+            f"authority_public_key_file = {_toml_str(str(live.anchor('authority.pub').resolve()))}",
+            f"signing_key_file = {_toml_str(signing_key)}",
+            f"binding_file = {_toml_str(str(live.binding.resolve()))}",
         ]
-        if self._p("recovery.pub").exists() or (self.staged / "recovery.pub").exists():
-            recovery = _toml_str(str(self._p("recovery.pub").resolve()))
-            lines += ["", "[keys]", f"recovery_public_key_file = {recovery}"]
+        if self._merged(f"{ANCHOR}/recovery.pub") is not None:
+            recovery = _toml_str(str(live.anchor("recovery.pub").resolve()))
+            lines.append(f"recovery_public_key_file = {recovery}")
         if self.s.puck_port:
             lines += ["", "[puck]", f"port = {_toml_str(self.s.puck_port)}"]
         return "\n".join(lines) + "\n"
+
+    def _next_anchors(self, st: dict) -> Anchors:
+        """The anchors a commit of the staged enrolment pins; on an anchored unit they must
+        be the ones it has (their changes take a set_trust token, not an enrolment)."""
+        from cryptography import x509
+
+        ca_file = self._merged(f"{ANCHOR}/ca.pem")
+        auth_file = self._merged(f"{ANCHOR}/authority.pub")
+        if ca_file is None or auth_file is None:
+            raise Refused(p.E_NOT_ENROLLED, "the staged enrolment has no pinned CA and "
+                          "clinic authority yet (install_cert stages them)")
+        recovery = self._merged(f"{ANCHOR}/recovery.pub")
+        nxt = Anchors(authority=auth_file.read_text().strip(), broker_url=st["broker_url"],
+                      ca_sha256=ca_sha256(x509.load_pem_x509_certificate(ca_file.read_bytes())),
+                      recovery_public_key=recovery.read_text().strip() if recovery else None,
+                      unit_id=st["unit_id"], clinic=st.get("clinic", ""),
+                      relay_url=st.get("relay_url", ""))
+        now = self.live.anchors()
+        if now is not None:
+            changed = [k for k, v in nxt.pinned().items() if now.pinned()[k] != v]
+            if changed:
+                raise Refused(p.E_TRUST_ANCHOR, f"the enrolment would change this unit's trust "
+                              f"anchors ({', '.join(changed)}); that takes a set_trust token",
+                              changed=changed)
+        return nxt
 
     def cmd_commit(self, args: dict, progress) -> dict:
         from edge_agent import config as agent_config
 
         st = self.staged_settings()
         cert = self.staged.certificate()
-        if not all(k in st for k in p.REQUIRED_SETTINGS) or cert is None \
-                or not self.staged.key.exists():
-            raise Refused(p.E_NOT_ENROLLED, "the staged enrolment has no settings, key and "
-                          "certificate yet")
+        if (not all(k in st for k in p.REQUIRED_SETTINGS) or cert is None
+                or not self.staged.key.exists() or self.staged.signing_key_spec() is None
+                or not self.staged.binding.exists()):
+            raise Refused(p.E_NOT_ENROLLED, "the staged enrolment has no settings, keys, "
+                          "certificate and binding yet")
         t = self.staged.json("selftest.json")
         if not t or not t.get("passed") or t.get("cert_fingerprint_sha256") != fingerprint(cert):
             raise Refused(p.E_SELFTEST_NOT_PASSED, "the last self-test with this certificate "
                           "did not pass (or none ran)")
-        overlay = self.overlay_toml(st)
+        anchors = self._next_anchors(st)
+        # checked again here, against what this commit pins: the unit's own key, its unit id
+        bound = self._check_binding(self.staged, self.staged.json("binding.json") or {},
+                                    anchors.authority, st["unit_id"])
+        spec = self.staged.signing_key_spec()
+        assert spec is not None
+        signing_key = spec if spec.startswith("pkcs11:") else str(self.live.sign_key.resolve())
+        overlay = self.overlay_toml(st, signing_key)
         try:  # the agent must start with exactly what is written
             base = tomllib.loads(Path(self.s.site_config).read_text()) if self.s.site_config \
                 else {}
@@ -968,15 +1279,18 @@ class Unit:
         assert self._failsafe is not None
         locked = {"at": dt.datetime.fromtimestamp(self.now(), dt.UTC)
                   .isoformat(timespec="seconds"), "cert_fingerprint_sha256": fingerprint(cert),
-                  "tech": str(args.get("tech", ""))[:64],
+                  "sign_key_id": bound.key_id, "tech": str(args.get("tech", ""))[:64],
                   "enrolment_id": self._failsafe.enrolment_id}
+        self.staged.mkdir_private(ANCHOR)
+        _write_atomic(self.staged.anchor(ANCHORS_FILE), json.dumps(anchors.to_dict()).encode())
         _write_atomic(self.staged / "provisioned.toml", overlay.encode())
         _write_atomic(self.staged / "locked.json", json.dumps(locked).encode())
         _write_atomic(self.staged / COMMIT_MARKER, b"commit\n")  # the commit point
         self._promote()
-        log.info("event=committed_and_locked unit=%s", self.settings().get("unit_id"))
+        log.info("event=committed_and_locked unit=%s sign_key=%s", st.get("unit_id"),
+                 bound.key_id)
         return {"state": self.state(), "overlay": str(self._p("provisioned.toml")),
-                "locked": locked}
+                "locked": locked, "anchor": self._anchor_summary()}
 
     def _require_presence(self, what: str, args: dict, progress) -> None:
         if self.presence is None:
@@ -1007,22 +1321,76 @@ class Unit:
             raise Refused(p.E_PRESENCE_NOT_SHOWN, f"the puck's button was not held for "
                           f"{hold:g} s within {timeout:g} s")
 
+    # -- tokens: what a person in the room must not do alone (docs/trust.md)
+
+    def _used_tokens(self) -> list[dict]:
+        d = self.live.json(f"{ANCHOR}/{USED_TOKENS}") or {}
+        used = d.get("used")
+        return [u for u in used if isinstance(u, dict)] if isinstance(used, list) else []
+
+    def _token(self, cmd: str, args: dict) -> dict | None:
+        """The checked body of the token this command carries, or None if the unit has
+        pinned no clinic authority yet (then there is nothing a token could protect).
+        Checked before the puck's hold is asked for, and again after it."""
+        anchors = self.live.anchors()
+        if anchors is None:
+            return None
+        action = p.TOKEN_ACTION[cmd]
+        tok = args.get("token")
+        fp = trust.fingerprint(trust.unb64(anchors.authority))
+        if tok is None:
+            raise Refused(p.E_TOKEN_REQUIRED, f"{action} needs a one-time token signed by this "
+                          f"unit's clinic authority ({fp[:19]}...), as well as the puck's "
+                          "hold: the hold alone is not enough", unit=anchors.unit_id,
+                          action=action)
+        try:
+            return trust.verify_token(trust.load_ed25519(trust.unb64(anchors.authority)), tok,
+                                      unit=anchors.unit_id, action=action,
+                                      now_us=int(self.now() * 1_000_000),
+                                      used={str(u.get("id")) for u in self._used_tokens()})
+        except (trust.TrustError, TypeError, ValueError, AttributeError) as e:
+            log.warning("event=token_refused action=%s why=%s", action,
+                        json.dumps(str(e)[:120]))
+            raise Refused(p.E_TOKEN_INVALID, f"the {action} token was refused: {e}",
+                          unit=anchors.unit_id, action=action) from e
+
+    def _spend_token(self, cmd: str, args: dict) -> None:
+        """Check the token again (it may have expired during the hold) and remember its id
+        (durably, before the action: a token never works twice, even across a power cut)."""
+        body = self._token(cmd, args)
+        if body is None:
+            return
+        used = self._used_tokens() + [{"id": body["token_id"], "expires_us": body["expires_us"],
+                                       "action": body["action"]}]
+        self.live.mkdir_private(ANCHOR)
+        _write_atomic(self.live.anchor(USED_TOKENS), json.dumps(
+            {"used": used[-MAX_USED_TOKENS:]}).encode(), 0o600)
+        log.warning("event=token_used action=%s token=%s", body["action"], body["token_id"])
+
     def cmd_unlock(self, args: dict, progress) -> dict:
         if self.state() != p.STATE_LOCKED:
             return {"state": self.state(), "already_unlocked": True}
+        self._token(p.CMD_UNLOCK, args)
         self._require_presence("unlock", args, progress)
+        self._spend_token(p.CMD_UNLOCK, args)
         self._p("locked.json").unlink()
-        log.warning("event=unlocked by=presence")
+        log.warning("event=unlocked by=presence_and_token")
         return {"state": self.state(), "already_unlocked": False}
 
-    def cmd_factory_reset(self, args: dict, progress) -> dict:
-        self._require_presence("factory reset", args, progress)
+    def _erase(self) -> list[str]:
+        """Everything but the trust anchors: keys (shredded, or destroyed in the token),
+        settings, certificate, binding, overlay, lock, self-test, the agent's state, the
+        spool."""
         if self._failsafe is not None or self.staged.root.exists():
             self._rollback("factory reset")
         _shred(self.key_path)
+        _shred(self.live.sign_key)
         _shred(self._p("wifi.nmconnection"))
+        self.live.sign_uri.unlink(missing_ok=True)
+        self._drop_token_keys(all_keys=True)
         for name in ("locked.json", "provisioned.toml", "selftest.json", "settings.json",
-                     "recovery.pub", PRESENCE_STAMP, "assignment.json"):
+                     "recovery.pub", "binding.json", PRESENCE_STAMP, "assignment.json",
+                     "config.json"):
             self._p(name).unlink(missing_ok=True)
         shutil.rmtree(self.dir / "tls", ignore_errors=True)
         erased = ["keys", "config"]
@@ -1030,8 +1398,114 @@ class Unit:
         if spool and Path(spool).is_dir():
             shutil.rmtree(spool, ignore_errors=True)
             erased.append("spool")
-        log.warning("event=factory_reset erased=%s", ",".join(erased))
-        return {"state": self.state(), "erased": erased}
+        _fsync_dir(self.dir)
+        return erased
+
+    def cmd_factory_reset(self, args: dict, progress) -> dict:
+        self._token(p.CMD_FACTORY_RESET, args)
+        self._require_presence("factory reset", args, progress)
+        self._spend_token(p.CMD_FACTORY_RESET, args)
+        erased = self._erase()
+        kept = ["trust anchors"] if self.live.anchors() is not None else []
+        log.warning("event=factory_reset erased=%s kept=%s", ",".join(erased),
+                    ",".join(kept).replace(" ", "_") or "-")
+        return {"state": self.state(), "erased": erased, "kept": kept}
+
+    def _trust_changes(self, anchors: Anchors, token_args, args: dict) -> dict:
+        """The anchors a set_trust token changes (exactly what the authority signed), each
+        checked; a new CA comes as `ca_pem` in the command and must be the one signed."""
+        from cryptography import x509
+
+        if not isinstance(token_args, dict) or not token_args or \
+                not set(token_args) <= set(trust.TRUST_ANCHORS):
+            raise Refused(p.E_TOKEN_INVALID, "the set_trust token names no trust anchor this "
+                          f"unit knows (known: {', '.join(trust.TRUST_ANCHORS)})")
+        out: dict = {}
+        for k, v in token_args.items():
+            if k == "authority":
+                try:
+                    trust.load_ed25519(trust.unb64(v, what="authority", length=32))
+                except trust.TrustError as e:
+                    raise Refused(p.E_TOKEN_INVALID, f"set_trust: {e}") from e
+                out[k] = v
+            elif k in ("broker_url", "recovery_public_key"):
+                out[k] = validate_settings({k: v})[k]
+            elif k == "ca_sha256":
+                pem = args.get("ca_pem")
+                try:
+                    ca = x509.load_pem_x509_certificate(pem.encode())
+                    bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+                except (AttributeError, ValueError, x509.ExtensionNotFound) as e:
+                    raise Refused(p.E_BAD_REQUEST, "set_trust of the CA needs the new CA "
+                                  "certificate as ca_pem") from e
+                if not bc.ca or ca_sha256(ca) != v:
+                    raise Refused(p.E_TOKEN_INVALID, "ca_pem is not the CA certificate the "
+                                  "token names (its SHA-256 differs), or not a CA")
+                out[k] = (v, ca)
+        return out
+
+    def cmd_set_trust(self, args: dict, progress) -> dict:
+        anchors = self.live.anchors()
+        if anchors is None:
+            raise Refused(p.E_NOT_ANCHORED, "this unit has pinned no trust anchors yet: there "
+                          "is nothing to change")
+        if self._failsafe is not None or self.staged.root.exists():
+            raise Refused(p.E_FAILSAFE_BUSY, "an enrolment is staged on this unit: finish it "
+                          "or roll it back before changing its trust anchors")
+        body = self._token(p.CMD_SET_TRUST, args)
+        assert body is not None
+        changes = self._trust_changes(anchors, body.get("args"), args)
+        self._require_presence("set_trust", args, progress)
+        self._spend_token(p.CMD_SET_TRUST, args)
+        # staged and committed like an enrolment: all of it or none of it, across power cuts
+        from cryptography.hazmat.primitives import serialization
+
+        new = anchors.to_dict()
+        self.staged.mkdir_private(ANCHOR)
+        for k, v in changes.items():
+            if k == "ca_sha256":
+                new[k] = v[0]
+                _write_atomic(self.staged.ca, v[1].public_bytes(serialization.Encoding.PEM))
+            else:
+                new[k] = v
+        if "authority" in changes:
+            _write_atomic(self.staged.anchor("authority.pub"),
+                          changes["authority"].encode() + b"\n")
+        if "recovery_public_key" in changes:
+            _write_atomic(self.staged.anchor("recovery.pub"),
+                          changes["recovery_public_key"].encode() + b"\n")
+        _write_atomic(self.staged.anchor(ANCHORS_FILE), json.dumps(new).encode())
+        st = self.settings()
+        if st:
+            st = {**st, **{k: new[k] for k in ("broker_url", "recovery_public_key")
+                           if k in changes}}
+            _write_atomic(self.staged / "settings.json", json.dumps(st, indent=2).encode())
+            spec = self.live.signing_key_spec()
+            if self._p("provisioned.toml").exists() and spec is not None:
+                _write_atomic(self.staged / "provisioned.toml",
+                              self.overlay_toml(st, spec).encode())
+        _write_atomic(self.staged / COMMIT_MARKER, b"set_trust\n")
+        self._promote()
+        log.warning("event=trust_anchors_changed changed=%s", ",".join(sorted(changes)))
+        return {"state": self.state(), "changed": sorted(changes),
+                "anchor": self._anchor_summary(),
+                "reenrol": bool({"authority", "ca_sha256"} & set(changes)),
+                "restart_agent": self._p("provisioned.toml").exists()}
+
+    def cmd_release(self, args: dict, progress) -> dict:
+        if self.live.anchors() is None:
+            raise Refused(p.E_NOT_ANCHORED, "this unit is pinned to no clinic: there is nothing "
+                          "to release (`scripts/provision factory-reset` erases it)")
+        self._token(p.CMD_RELEASE, args)
+        self._require_presence("release", args, progress)
+        self._spend_token(p.CMD_RELEASE, args)
+        erased = self._erase()
+        # the used token ids stay: a token seen once never works again, whoever pins next
+        for name in ("authority.pub", "ca.pem", "recovery.pub", ANCHORS_FILE):
+            self.live.anchor(name).unlink(missing_ok=True)
+        _fsync_dir(self.live.root / ANCHOR)
+        log.warning("event=released erased=%s", ",".join(erased))
+        return {"state": self.state(), "erased": [*erased, "trust anchors"]}
 
 
 def _site_value(path: str, section: str, key: str):
@@ -1145,6 +1619,12 @@ def parse_args(argv: list[str]) -> tuple[ServeSettings, bool]:
     ap.add_argument("--hw-rev", default="")
     ap.add_argument("--spool-dir", default="", help="erased by factory reset "
                     "(default: the site config's [spool] dir)")
+    ap.add_argument("--signing-key", help="make the unit's signing key in this PKCS#11 token "
+                    "(a pkcs11: URI without an id; default: the site config's [keys] "
+                    "signing_key_file if it is one, else a file in the state dir)")
+    ap.add_argument("--signing-key-type", default="auto",
+                    choices=("auto", "ed25519", "ecdsa-p256"),
+                    help="in a token: auto picks Ed25519 where the token has it, else P-256")
     ap.add_argument("-v", "--verbose", action="store_true")
     test = ap.add_argument_group("test-only knobs")
     test.add_argument("--pace-realtime", action="store_true",
@@ -1166,8 +1646,17 @@ def parse_args(argv: list[str]) -> tuple[ServeSettings, bool]:
         serial_number=a.serial_number, hw_rev=a.hw_rev, site_config=site,
         spool_dir=a.spool_dir, selftest_seconds=a.selftest_seconds,
         pace_realtime=a.pace_realtime, clock_offset_s=a.clock_offset_s,
+        signing_key=a.signing_key if a.signing_key is not None else _token_uri(site),
+        signing_key_type=a.signing_key_type,
     )
     return s, a.verbose
+
+
+def _token_uri(site: str) -> str:
+    """The site config's [keys] signing_key_file, if it names a PKCS#11 token (the unit's
+    image says where its hardware keeps keys); else "" (a file in the state dir)."""
+    v = _site_value(site, "keys", "signing_key_file")
+    return v if isinstance(v, str) and v.startswith("pkcs11:") else ""
 
 
 def main(argv: list[str] | None = None) -> int:

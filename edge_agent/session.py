@@ -9,9 +9,9 @@ Pure: the clock is passed in; nothing here touches the disk or the network.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from scribelink import codec as codecs
@@ -32,7 +32,9 @@ class Wrapped:
 class Signer:
     """The unit's signing key and the authority-rooted binding of it to the unit id."""
 
-    key: Ed25519PrivateKey
+    # an Ed25519 key, or a unit key held elsewhere (edge_agent.unitkey: a file, a PKCS#11
+    # token); scribelink.trust.sign_raw signs with either
+    key: Any
     binding: dict | None  # trust statement (unit_binding); None only in tests of the core
 
     def sign(self, domain: str, msg: dict) -> str:

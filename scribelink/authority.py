@@ -88,15 +88,17 @@ class ClinicAuthority:
             expires_us=now_us + ttl_s * 1_000_000, args=args), self.key)
 
 
-def bind_unit(grant: Statement, secret: bytes, unit_sign_key: bytes, now_us: int) -> Statement:
+def bind_unit(grant: Statement, secret: bytes, unit_sign_key: bytes, now_us: int,
+              key_type: str = trust.KEY_ED25519) -> Statement:
     """What the tech's tool does at enrolment: sign the new unit's key binding with the
-    code's key (only the holder of the code can)."""
+    code's key (only the holder of the code can). `key_type`: trust.UNIT_KEY_TYPES."""
     code_key = trust.code_key(secret)
     if trust.key_id(trust.ed25519_raw(code_key)) != trust.key_id(
             trust.unb64(grant.body["code_key"], what="code_key", length=32)):
         raise trust.TrustError("this code's secret does not belong to this grant")
     return trust.sign(trust.BINDING, trust.binding_body(grant=grant, sign_key=unit_sign_key,
-                                                        issued_us=now_us), code_key)
+                                                        issued_us=now_us, key_type=key_type),
+                      code_key)
 
 
 if __name__ == "__main__":

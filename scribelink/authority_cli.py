@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--room", required=True)
     c.add_argument("--clinic", required=True)
     c.add_argument("--ttl-s", type=int, default=3600)
+    c.add_argument("--recovery-key-file", help="the clinic's recovery public key (base64 raw "
+                   "X25519): the unit pins it, so the clinic can open its own archive")
     r = cmd("revoke", help="revoke a unit's key or a scribe device")
     r.add_argument("--unit", action="append", default=[])
     r.add_argument("--device", action="append", default=[])
@@ -167,10 +169,16 @@ def run(args: argparse.Namespace) -> int:
     elif args.cmd == "code":
         request, secret = grant_request(auth, args.unit, args.room, args.clinic, args.ttl_s)
         got = relay.call("POST", "/api/admin/enrolment-grants", request)
+        recovery = None
+        if args.recovery_key_file:
+            recovery = trust.check_x25519(trust.unb64(
+                Path(args.recovery_key_file).read_text().strip(), what="recovery key",
+                length=32))
         code = enrolment_code(relay=relay.url, broker=got["broker_url"], unit=args.unit,
                               room=args.room, clinic=args.clinic, secret=secret,
                               authority=auth.public_raw,
-                              expires_at=int(time.time()) + args.ttl_s)
+                              expires_at=int(time.time()) + args.ttl_s,
+                              recovery_public_key=recovery)
         print(f"enrolment code for {args.unit} ({args.room}), valid {args.ttl_s // 60} min:\n"
               f"{code}")
     elif args.cmd == "revoke":
@@ -190,7 +198,9 @@ def run(args: argparse.Namespace) -> int:
                         ttl_s=args.ttl_s, args=req.get("args") or {})
         relay.call("POST", f"/api/admin/token-requests/{args.request}", {"statement":
                                                                         st.to_dict()})
-        print(f"token for {req['unit']} ({req['action']}) signed; the tech's tool picks it up")
+        print(f"token for {req['unit']} ({req['action']}"
+              + (f": {json.dumps(req['args'], sort_keys=True)}" if req.get("args") else "")
+              + ") signed; the tech's tool picks it up")
     return 0
 
 
@@ -208,9 +218,11 @@ def grant_request(auth: ClinicAuthority, unit: str, room: str, clinic: str, ttl_
 
 
 def enrolment_code(*, relay: str, broker: str, unit: str, room: str, clinic: str,
-                   secret: bytes, authority: bytes, expires_at: int) -> str:
+                   secret: bytes, authority: bytes, expires_at: int,
+                   recovery_public_key: bytes | None = None) -> str:
     from scribelink import enrolcode
 
     return enrolcode.EnrolCode(secret=secret, relay_url=relay, broker_url=broker, clinic=clinic,
                                room=room, unit_id=unit, expires_at=expires_at,
-                               authority=authority).text()
+                               authority=authority,
+                               recovery_public_key=recovery_public_key).text()

@@ -1,6 +1,7 @@
 """The enrolment code (docs/protocol.md, section 10.5): the one thing a field tech types or
-scans to enrol a unit. The relay makes codes with this module and scripts/provision reads
-them; test vectors are in tests/vectors/enrolment_codes.json.
+scans to enrol a unit. The clinic authority's tool makes codes with this module (the relay
+never does: docs/trust.md) and scripts/provision reads them; test vectors are in
+tests/vectors/enrolment_codes.json.
 
 Text form (also the QR's content; QR alphanumeric mode holds every character of it):
 

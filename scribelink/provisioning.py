@@ -46,7 +46,10 @@ KINDS = (KIND_REQUEST, KIND_RESPONSE, KIND_PROGRESS)
 
 # Revision of the command set (hello's software.provisioning). 2: the fail-safe enrolment
 # (arm_failsafe, staged changes, commit), precheck, identify, self-test rows with a status.
-REVISION = 2
+# 3: the trust root (docs/trust.md): the unit's signing key and its binding, trust anchors
+# pinned where factory reset cannot reach, one-time tokens signed by the clinic authority
+# for unlock, factory reset, set_trust and release.
+REVISION = 3
 
 # unit provisioning states, derived from the committed files (a staged enrolment is not a
 # state of its own: hello and status report it as `failsafe`)
@@ -71,15 +74,22 @@ CMD_PRECHECK = "precheck"
 CMD_IDENTIFY = "identify"
 CMD_ARM_FAILSAFE = "arm_failsafe"
 CMD_ROLLBACK = "rollback"
+CMD_SET_TRUST = "set_trust"
+CMD_RELEASE = "release"
 COMMANDS = (CMD_HELLO, CMD_STATUS, CMD_SELFTEST_RESULTS, CMD_SELFTEST, CMD_SET_CONFIG,
             CMD_GENERATE_KEY, CMD_INSTALL_CERT, CMD_COMMIT, CMD_UNLOCK, CMD_FACTORY_RESET,
-            CMD_PRECHECK, CMD_IDENTIFY, CMD_ARM_FAILSAFE, CMD_ROLLBACK)
+            CMD_PRECHECK, CMD_IDENTIFY, CMD_ARM_FAILSAFE, CMD_ROLLBACK, CMD_SET_TRUST,
+            CMD_RELEASE)
 # A self-test and a pre-check read levels, ping the puck and make a TLS connection; identify
 # blinks the puck's ring. None of them changes an identity or a setting.
 READ_ONLY = (CMD_HELLO, CMD_STATUS, CMD_SELFTEST_RESULTS, CMD_SELFTEST, CMD_PRECHECK,
              CMD_IDENTIFY)
-# presence-gated: allowed on a locked unit, each needs the puck button held
-PRESENCE_GATED = (CMD_UNLOCK, CMD_FACTORY_RESET)
+# presence-gated: allowed on a locked unit, each needs the puck button held and, once the
+# unit has pinned a clinic authority, a one-time token it signed for this unit and action
+PRESENCE_GATED = (CMD_UNLOCK, CMD_FACTORY_RESET, CMD_SET_TRUST, CMD_RELEASE)
+# the token action (scribelink.trust.TOKEN_ACTIONS) each presence-gated command needs
+TOKEN_ACTION = {CMD_UNLOCK: "unlock", CMD_FACTORY_RESET: "factory_reset",
+                CMD_SET_TRUST: "set_trust", CMD_RELEASE: "release"}
 # these change the unit only inside an armed fail-safe: their effects are staged, and
 # `commit` applies them all at once (or the fail-safe rolls them back)
 FAILSAFE_GUARDED = (CMD_SET_CONFIG, CMD_GENERATE_KEY, CMD_INSTALL_CERT, CMD_COMMIT)
@@ -106,6 +116,7 @@ STATUS_NOT_YET = "not_yet"  # cannot run yet; `needs` says what must happen firs
 
 # how long the tool waits for a command's response (progress frames do not extend it)
 TIMEOUTS_S = {CMD_SELFTEST: 60.0, CMD_UNLOCK: 90.0, CMD_FACTORY_RESET: 90.0,
+              CMD_SET_TRUST: 90.0, CMD_RELEASE: 90.0,
               CMD_GENERATE_KEY: 20.0, CMD_PRECHECK: 30.0, CMD_COMMIT: 20.0,
               CMD_IDENTIFY: IDENTIFY_MAX_S + 15.0}
 DEFAULT_TIMEOUT_S = 10.0
@@ -136,11 +147,18 @@ E_INTERNAL = "internal"
 E_FAILSAFE_NOT_ARMED = "failsafe_not_armed"
 E_FAILSAFE_BUSY = "failsafe_busy"
 E_WRONG_UNIT = "wrong_unit"
+E_TOKEN_REQUIRED = "token_required"
+E_TOKEN_INVALID = "token_invalid"
+E_TRUST_ANCHOR = "trust_anchor"
+E_OTHER_CLINIC = "other_clinic"
+E_BINDING_INVALID = "binding_invalid"
+E_NOT_ANCHORED = "not_anchored"
 
 ACTIONS = {
     E_BAD_REQUEST: "update scripts/provision to the unit's protocol version",
     E_UNKNOWN_COMMAND: "update scripts/provision or the unit's software",
-    E_LOCKED: "run `scripts/provision unlock` and hold the puck's button for 5 s",
+    E_LOCKED: "run `scripts/provision unlock` (a clinic admin signs its token) and hold the "
+              "puck's button for 5 s",
     E_NOT_CONFIGURED: "run the full `scripts/provision enroll` wizard",
     E_INVALID_CONFIG: "fix the named setting and run enroll again",
     E_NO_KEY: "run `scripts/provision enroll` (it generates the key first)",
@@ -160,6 +178,18 @@ ACTIONS = {
                      "`scripts/provision cancel`",
     E_WRONG_UNIT: "check you are at the right unit (`scripts/provision identify` blinks its "
                   "puck); to give this unit another identity, factory-reset it first",
+    E_TOKEN_REQUIRED: "use scripts/provision (it asks the clinic for a one-time token, which "
+                      "a clinic admin signs), then hold the puck's button 5 s",
+    E_TOKEN_INVALID: "ask the clinic for a new token for this unit and this action (tokens "
+                     "work once, for one unit, until they expire)",
+    E_TRUST_ANCHOR: "a clinic admin must approve the change: `scripts/provision set-trust` "
+                    "asks for a token, then hold the puck's button 5 s",
+    E_OTHER_CLINIC: "this unit belongs to another clinic: ask its clinic for a release token "
+                    "(`scripts/provision release` on their behalf), or use a code of that "
+                    "clinic",
+    E_BINDING_INVALID: "rerun enroll with the code the clinic admin made for this unit",
+    E_NOT_ANCHORED: "enrol the unit first (`scripts/provision enroll --code ...`): the code "
+                    "pins its trust anchors",
 }
 
 

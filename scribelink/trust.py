@@ -30,7 +30,12 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
@@ -47,6 +52,18 @@ TOKEN = "token"  # a one-time provisioning token (unlock, factory reset, trust c
 TYPES = (DEVICE, GRANT, BINDING, ASSIGNMENT, REVOCATIONS, TOKEN)
 
 TOKEN_ACTIONS = ("unlock", "factory_reset", "set_trust", "release")
+# what a set_trust token may change on a unit (its args): the unit's trust anchors
+TRUST_ANCHORS = ("authority", "broker_url", "ca_sha256", "recovery_public_key")
+
+# A unit's signing key: Ed25519, or ECDSA P-256 where the key lives in hardware that has no
+# Ed25519 (a TPM 2.0, an ATECC608). The binding names the type, so every verifier knows how
+# to read the key and its signatures (docs/trust.md, "Keys on the unit"):
+#   ed25519     key: 32 raw bytes;                    signature: 64 bytes (RFC 8032)
+#   ecdsa-p256  key: 65 bytes, SEC1 uncompressed point; signature: r || s, 32 bytes each,
+#               over SHA-256 (IEEE P1363: what PKCS#11 CKM_ECDSA and WebCrypto produce)
+KEY_ED25519 = "ed25519"
+KEY_P256 = "ecdsa-p256"
+UNIT_KEY_TYPES = (KEY_ED25519, KEY_P256)
 
 
 class TrustError(ValueError):
@@ -179,20 +196,69 @@ def sign(t: str, body: dict, key: Ed25519PrivateKey) -> Statement:
     return Statement(t, body, key_id(ed25519_raw(key)), key.sign(signed_bytes(t, body)))
 
 
-def sign_message(domain: str, msg: dict, key: Ed25519PrivateKey) -> str:
+def sign_raw(key: Any, data: bytes) -> bytes:
+    """A 64-byte signature of `data`: an Ed25519 key (RFC 8032), a P-256 key (r || s over
+    SHA-256), or a unit key held elsewhere (edge_agent.unitkey: its `sign` returns the same
+    raw form, e.g. from a PKCS#11 token)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return key.sign(data)
+
+
+def verify_raw(key: Any, sig: bytes, data: bytes) -> None:
+    """Raises InvalidSignature unless `key` (Ed25519 or P-256 public) signed `data`."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if len(sig) != 64:
+            raise InvalidSignature()
+        der = encode_dss_signature(int.from_bytes(sig[:32], "big"),
+                                   int.from_bytes(sig[32:], "big"))
+        key.verify(der, data, ec.ECDSA(hashes.SHA256()))
+    else:
+        key.verify(sig, data)
+
+
+def sign_message(domain: str, msg: dict, key: Any) -> str:
     """Signature of a unit's message (session open/close, gap, event body): every field
-    but "sig", under its own domain, base64."""
-    return b64(key.sign(DOMAIN + domain.encode() + b"\x00" + canonical(
+    but "sig", under its own domain, base64. `key`: see sign_raw."""
+    return b64(sign_raw(key, DOMAIN + domain.encode() + b"\x00" + canonical(
         {k: v for k, v in msg.items() if k != "sig"})))
 
 
-def verify_message(domain: str, msg: dict, key: Ed25519PublicKey) -> None:
+def verify_message(domain: str, msg: dict, key: Any) -> None:
+    """`key`: the signer's public key, Ed25519 or P-256 (a unit's, from its binding)."""
     sig = unb64(msg.get("sig"), what="message signature", length=64)
     try:
-        key.verify(sig, DOMAIN + domain.encode() + b"\x00" + canonical(
+        verify_raw(key, sig, DOMAIN + domain.encode() + b"\x00" + canonical(
             {k: v for k, v in msg.items() if k != "sig"}))
     except InvalidSignature as e:
         raise TrustError(f"{domain}: signature does not verify (forged or altered)") from e
+
+
+def unit_public_key(key_type: str, raw: bytes) -> Any:
+    """A unit's public signing key from its type and raw bytes (see UNIT_KEY_TYPES)."""
+    if key_type == KEY_ED25519:
+        return load_ed25519(raw)
+    if key_type == KEY_P256:
+        if len(raw) != 65 or raw[0] != 4:
+            raise TrustError("an ecdsa-p256 key is a 65-byte uncompressed point")
+        try:
+            return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+        except ValueError as e:
+            raise TrustError("ecdsa-p256 key is not a point on P-256") from e
+    raise TrustError(f"unknown unit key type {key_type!r} (known: {', '.join(UNIT_KEY_TYPES)})")
+
+
+def unit_public_raw(key: Any) -> tuple[str, bytes]:
+    """(key type, raw bytes) of a unit's public or private signing key."""
+    if isinstance(key, (Ed25519PrivateKey, Ed25519PublicKey)):
+        return KEY_ED25519, ed25519_raw(key)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        key = key.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return KEY_P256, key.public_bytes(serialization.Encoding.X962,
+                                          serialization.PublicFormat.UncompressedPoint)
+    raise TrustError("a unit signing key is Ed25519 or ECDSA P-256")
 
 
 # ---------------------------------------------------------------------------- the authority key file
@@ -389,17 +455,21 @@ def grant_body(*, unit: str, room: str, clinic: str, code_key: bytes, issued_us:
             "issued_us": issued_us, "expires_us": expires_us}
 
 
-def binding_body(*, grant: Statement, sign_key: bytes, issued_us: int) -> dict:
-    return {"unit": grant.body["unit"], "sign_key": b64(sign_key), "issued_us": issued_us,
-            "grant": grant.to_dict()}
+def binding_body(*, grant: Statement, sign_key: bytes, issued_us: int,
+                 key_type: str = KEY_ED25519) -> dict:
+    unit_public_key(key_type, sign_key)  # refuse a key that is not of its type
+    return {"unit": grant.body["unit"], "sign_key": b64(sign_key), "key_type": key_type,
+            "issued_us": issued_us, "grant": grant.to_dict()}
 
 
 @dataclass(frozen=True)
 class Binding:
     unit: str
-    sign_key: Ed25519PublicKey
+    sign_key: Any  # Ed25519PublicKey or EllipticCurvePublicKey (P-256): see key_type
     key_id: str
     issued_us: int
+    key_type: str = KEY_ED25519
+    sign_key_raw: bytes = b""
 
 
 def verify_binding(authority: Ed25519PublicKey, d: dict) -> Binding:
@@ -415,8 +485,13 @@ def verify_binding(authority: Ed25519PublicKey, d: dict) -> Binding:
     unit = _str(b, "unit", max_len=64)
     if unit != g.get("unit"):
         raise TrustError("binding names another unit than its grant")
-    raw = unb64(b.get("sign_key"), what="sign_key", length=32)
-    return Binding(unit, load_ed25519(raw), key_id(raw), _int(b, "issued_us"))
+    # bindings made before key types existed name no type: theirs is Ed25519
+    key_type = b.get("key_type", KEY_ED25519)
+    if key_type not in UNIT_KEY_TYPES:
+        raise TrustError(f"unknown unit key type {key_type!r}")
+    raw = unb64(b.get("sign_key"), what="sign_key")
+    return Binding(unit, unit_public_key(key_type, raw), key_id(raw), _int(b, "issued_us"),
+                   key_type, raw)
 
 
 def assignment_body(*, unit: str, room: str | None, scribes: list[str], issued_us: int) -> dict:

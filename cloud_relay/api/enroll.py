@@ -1,14 +1,21 @@
-"""Unit enrollment: enrolment codes, checking a code, signing a unit's CSR against a
-reservation, and spending the code when the unit has committed (docs/protocol.md, 10.5).
+"""Unit enrollment against codes the clinic authority granted: checking a code, signing a
+unit's CSR against a reservation, and spending the code when the unit has committed
+(docs/protocol.md, 10.5; docs/trust.md).
 
-An admin or tech creates a code for a unit id and room: `scribelink.enrolcode` text that
-also carries the relay's and broker's URLs, the clinic and room, and a 128-bit secret. The
-relay keeps only SHA-256 of the code's proof (HKDF of the secret); the secret itself never
-reaches it. A code expires (1 h by default) and is spent once.
+Codes are made only by the clinic's admin with the clinic authority (the authority tool's
+`code`, or the admin view): the authority signs a `unit_grant` for one unit id, the code
+carries the secret its `code_key` derives from, and the relay gets the grant and SHA-256 of
+the code's proof (POST /api/admin/enrolment-grants, cloud_relay/api/trust.py). The relay
+never sees the secret, so it can sign a transport certificate but never bind a signing key
+to a unit: the tech's tool does that with the code. A relay or a tech account cannot make
+a code, and a code made before the unit's last enrolment cannot enrol it again: re-enrolling
+an enrolled unit takes a new grant, an admin's explicit approval.
 
 Spending follows the unit's fail-safe, so that a pulled cable never burns a code:
-- `check` looks at a code without changing it (pre-checks, before the unit changes);
-- `enroll` signs the CSR (CN = unit id, by the clinic CA) against a *reservation* of the
+- `check` looks at a code without changing it (pre-checks, before the unit changes), and
+  hands the tool the grant, which the tool checks against the authority its code names;
+- `enroll` takes the unit's binding (its signing key, signed with the code's key under the
+  grant) and signs the CSR (CN = unit id, by the clinic CA) against a *reservation* of the
   code for that unit's serial; asking again from the same serial (a resumed enrolment)
   returns the same certificate for the same key, or signs the new key. A reservation
   that is never confirmed lapses after RESERVATION_TTL_S and the code is usable again;
@@ -21,44 +28,29 @@ never reach the audit log.
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import logging
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from cloud_relay import pki
 from cloud_relay.api.deps import ConfigDep, InstallerUser, ServicesDep, refuse
 from cloud_relay.config import RelayConfig
 from cloud_relay.store import Store, User, now_us
-from scribelink import enrolcode, topics
+from scribelink import enrolcode
 
 log = logging.getLogger("cloud_relay.enroll")
 
 router = APIRouter(prefix="/api/enroll", tags=["enroll"])
 
-DEFAULT_TTL_S = 3600
-MAX_TTL_S = 7 * 24 * 3600
 # longer than a unit's fail-safe (scribelink.provisioning.FAILSAFE_MAX_S): a unit that
 # commits at the last moment can still be confirmed before anyone else may take the code
 RESERVATION_TTL_S = 15 * 60
-
-
-class CodeBody(BaseModel):
-    unit: str = Field(max_length=64)
-    room: str = Field(min_length=1, max_length=128)
-    ttl_s: int = Field(default=DEFAULT_TTL_S, ge=1, le=MAX_TTL_S)
-    # what the code tells the tech's tool and the unit; defaults: this relay's host name,
-    # the URL the request came in on, the broker this relay uses
-    clinic: str | None = Field(default=None, min_length=1, max_length=128)
-    relay_url: str | None = Field(default=None, max_length=256)
-    broker_url: str | None = Field(default=None, max_length=256)
-    recovery_public_key: str | None = Field(default=None, max_length=100)
 
 
 class ProofBody(BaseModel):
@@ -122,57 +114,38 @@ def usable(store: Store, row: tuple, serial: str, user: User, *, audit: bool = T
                  f"{_when(r_until)}", unit=unit_id, reserved_serial=r_serial)
     if expires_us < now and not reserved_here:
         raise no(410, "enroll_code_expired", "code_expired", "this enrolment code has "
-                 "expired: create a new one for this unit", unit=unit_id)
+                 "expired: the clinic admin makes a new one for this unit", unit=unit_id)
+    if store.trust.grant(code_id) is None:
+        raise no(409, "enroll_code_ungranted", "code_ungranted", "this enrolment code was "
+                 "made without the clinic authority (by the relay, before the trust root): "
+                 "the clinic admin makes a new one with the authority", unit=unit_id)
+    made = next((e for e in store.enrolments(unit_id) if e["id"] == code_id), None)
+    later = [e["used_us"] for e in store.enrolments(unit_id)
+             if e["id"] != code_id and e["used_us"] is not None and made is not None
+             and e["used_us"] > made["created_us"]]
+    if later:
+        raise no(409, "enroll_grant_superseded", "grant_superseded", f"unit {unit_id} was "
+                 f"enrolled (at {_when(max(later))}) after this code was made: enrolling it "
+                 "again takes a new code, an admin's explicit approval", unit=unit_id)
     return "reserved_here" if reserved_here else "unspent"
 
 
-@router.post("/codes")
-def create_code(body: CodeBody, request: Request, user: InstallerUser, svc: ServicesDep,
-                cfg: ConfigDep) -> dict:
-    store = svc.store
-    if not topics.valid_unit_id(body.unit) or body.unit in pki.RESERVED_CNS:
-        raise refuse(400, "bad_unit_id", "unit id: letters, digits, '.', '_', '-' only "
-                     "(not relay/broker/admin)")
-    ca(cfg)  # refuse now, not when the tech is standing at the unit
-    relay_url = (body.relay_url or str(request.base_url)).rstrip("/")
-    broker_url = body.broker_url or cfg.broker_url
-    if urlparse(relay_url).scheme not in ("https", "http") or \
-            urlparse(broker_url).scheme != "mqtts":
-        raise refuse(400, "bad_url", "relay_url must be https://HOST[:PORT] and "
-                     "broker_url mqtts://HOST:PORT")
-    recovery = None
-    if body.recovery_public_key:
-        try:
-            recovery = base64.b64decode(body.recovery_public_key, validate=True)
-        except ValueError:
-            recovery = b""
-        if len(recovery) != 32:
-            raise refuse(400, "bad_recovery_key", "recovery_public_key must be the "
-                         "clinic's base64 raw X25519 public key")
-    now = now_us()
-    expires = now + body.ttl_s * 1_000_000
-    code = enrolcode.EnrolCode.new(
-        relay_url=relay_url, broker_url=broker_url,
-        clinic=body.clinic or urlparse(relay_url).hostname or "clinic", room=body.room,
-        unit_id=body.unit, expires_at=expires // 1_000_000, recovery_public_key=recovery)
-    code_id = store.add_enroll_code(enrolcode.proof_hash(code.proof()), body.unit, body.room,
-                                    user.id, expires)
-    store.audit(user.id, "enroll_code_created", body.unit,
-                {"code_id": code_id, "room": body.room, "ttl_s": body.ttl_s})
-    return {"code": code.text(), "code_id": code_id, "unit": body.unit,
-            "room": body.room, "clinic": code.clinic, "relay_url": relay_url,
-            "broker_url": broker_url, "expires_us": expires}
-
-
 @router.post("/check")
-def check(body: CheckBody, user: InstallerUser, svc: ServicesDep) -> dict:
+def check(body: CheckBody, user: InstallerUser, svc: ServicesDep, cfg: ConfigDep) -> dict:
     """Whether this code can enrol the unit with this serial. Changes nothing."""
     row = lookup(svc.store, body.proof, user)
     status = usable(svc.store, row, body.serial, user, audit=False)
     code_id, unit_id, room, expires_us, *_ = row
+    ca_pem = ca(cfg).cert_pem()
+    # the grant, for the tool to check against the authority its code names (never against
+    # one the relay hands over), and the CA the unit will be asked to pin
     return {"code_id": code_id, "unit": unit_id, "room": room, "expires_us": expires_us,
             "status": status, "reserved_until_us": row[7] if status == "reserved_here"
-            else None}
+            else None, "grant": svc.store.trust.grant(code_id),
+            "ca_sha256": hashlib.sha256(x509.load_pem_x509_certificate(ca_pem).public_bytes(
+                serialization.Encoding.DER)).hexdigest(),
+            "enrolled_before": any(e["used_us"] is not None
+                                   for e in svc.store.enrolments(unit_id))}
 
 
 @router.post("")
@@ -181,18 +154,18 @@ def enroll(body: EnrollBody, user: InstallerUser, svc: ServicesDep, cfg: ConfigD
     row = lookup(store, body.proof, user)
     usable(store, row, body.serial, user)
     code_id, unit_id, room, _exp, _used, old_fp, r_serial, _until, old_pem = row
-    if store.trust.grant(code_id) is not None:
-        from cloud_relay.api.trust import check_binding
+    from cloud_relay.api.trust import check_binding
 
-        if body.binding is None:
-            raise refuse(400, "binding_required", "this code was granted by the clinic "
-                         "authority: the unit's signing key binding must come with the CSR "
-                         "(update scripts/provision)")
-        bound = check_binding(store, code_id, unit_id, body.binding)
-        if bound.key_id not in {b["key_id"] for b in store.trust.bindings(unit_id)}:
-            store.trust.add_binding(unit_id, bound.key_id, body.binding)
-            store.audit(user.id, "unit_key_bound", unit_id, {"key_id": bound.key_id,
-                                                             "code_id": code_id})
+    if body.binding is None:
+        raise refuse(400, "binding_required", "this code was granted by the clinic "
+                     "authority: the unit's signing key binding must come with the CSR "
+                     "(update scripts/provision)")
+    bound = check_binding(store, code_id, unit_id, body.binding)
+    if bound.key_id not in {b["key_id"] for b in store.trust.bindings(unit_id)}:
+        store.trust.add_binding(unit_id, bound.key_id, body.binding)
+        store.audit(user.id, "unit_key_bound", unit_id, {"key_id": bound.key_id,
+                                                         "key_type": bound.key_type,
+                                                         "code_id": code_id})
     authority = ca(cfg)
     try:
         csr = x509.load_pem_x509_csr(body.csr_pem.encode())
@@ -246,9 +219,22 @@ def confirm(body: ConfirmBody, user: InstallerUser, svc: ServicesDep) -> dict:
         raise refuse(409, "enroll_not_reserved", "this code did not issue the unit's "
                      "certificate, so it cannot be confirmed for it", unit=unit_id)
     created = store.ensure_unit(unit_id, room)
+    # the certificates of the unit's earlier enrolments: this one replaces them
+    replaced = [e["cert_fingerprint"] for e in store.enrolments(unit_id)
+                if e["id"] != code_id and e["used_us"] is not None and e["cert_fingerprint"]]
     store.audit(user.id, "unit_enrolled", unit_id,
                 {"code_id": code_id, "room": room, "cert_fingerprint":
-                 body.fingerprint_sha256, "serial": row[6], "new_unit": created})
+                 body.fingerprint_sha256, "serial": row[6], "new_unit": created,
+                 "replaces_certificates": replaced})
+    if replaced:
+        # TODO(revocation): docs/trust.md says re-enrolment revokes the old certificate.
+        # Certificate revocation (cloud_relay/pki.py, the broker's CRL) is another branch's
+        # work and not on this one: when it lands, revoke `replaced` here (and let the admin
+        # know the old signing key's binding wants an authority-signed revocation:
+        # `python -m scribelink.authority revoke`). Until then the old certificate stays
+        # valid to the broker until it expires.
+        log.warning("event=unit_reenrolled unit=%s replaces=%d old_certificates_revoked=no",
+                    unit_id, len(replaced))
     log.info("event=unit_enrolled unit=%s fingerprint=%s", unit_id,
              body.fingerprint_sha256[:16])
     if svc.uplink is not None and store.scribes_for(unit_id):

@@ -340,9 +340,18 @@ def request_token(body: TokenRequestBody, user: InstallerUser, svc: ServicesDep)
     store = svc.store
     if store.unit(body.unit) is None:
         raise refuse(404, "unknown_unit", f"unknown unit {body.unit}")
+    if body.action == "set_trust":
+        # exactly what the admin is asked to sign: the anchors to change, and their values
+        if not body.args or not set(body.args) <= set(trust.TRUST_ANCHORS) or not all(
+                isinstance(v, str) and 0 < len(v) <= 256 for v in body.args.values()):
+            raise refuse(400, "bad_token_args", "a set_trust request names the trust anchors "
+                         f"to change ({', '.join(trust.TRUST_ANCHORS)}) and their new values")
+    elif body.args:
+        raise refuse(400, "bad_token_args", f"a {body.action} token carries no arguments")
     rid = uuid.uuid4().hex[:12]
     store.trust.add_token_request(rid, body.unit, body.action, body.args, user.id)
-    store.audit(user.id, "token_requested", body.unit, {"request": rid, "action": body.action})
+    store.audit(user.id, "token_requested", body.unit, {"request": rid, "action": body.action,
+                                                        "args": body.args})
     return {"request": rid}
 
 
@@ -376,10 +385,12 @@ def sign_token(request_id: str, body: StatementBody, user: AdminUser, svc: Servi
     if r is None:
         raise refuse(404, "unknown_request", "no such request")
     try:
-        trust.verify_token(authority(store), body.statement, unit=r["unit"],
-                           action=r["action"], now_us=now_us(), used=set())
+        signed = trust.verify_token(authority(store), body.statement, unit=r["unit"],
+                                    action=r["action"], now_us=now_us(), used=set())
     except trust.TrustError as e:
         raise refuse(400, "bad_token", str(e)) from e
+    if signed.get("args") != r["args"]:
+        raise refuse(400, "bad_token", "the token's arguments are not the ones requested")
     if not store.trust.sign_token_request(request_id, body.statement, user.id):
         raise refuse(409, "already_signed", "this request has its token already")
     store.audit(user.id, "token_signed", r["unit"], {"request": request_id,

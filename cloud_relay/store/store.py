@@ -489,6 +489,13 @@ class Store:
         return self._one("SELECT used_us, cert_fingerprint FROM enroll_codes WHERE id=?",
                          (code_id,))
 
+    def enrolments(self, unit_id: str) -> list[dict]:
+        """Every code made for a unit id, oldest first: {id, created_us, used_us,
+        cert_fingerprint} (used_us set: the unit committed the certificate it issued)."""
+        return [{"id": r[0], "created_us": r[1], "used_us": r[2], "cert_fingerprint": r[3]}
+                for r in self._q("SELECT id, created_us, used_us, cert_fingerprint FROM "
+                                 "enroll_codes WHERE unit_id=? ORDER BY id", (unit_id,))]
+
     # ------------------------------------------------------------------ per-unit audio
 
     def unit_audio(self, unit_id: str) -> dict | None:

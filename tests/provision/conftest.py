@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-
 import pytest
 from provision_support import Cable, write_alsa
-
 from puck_harness import PuckSim  # the one harness for scripts/puck-sim
 
 

@@ -15,11 +15,14 @@ import threading
 import time
 import tty
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
 from edge_agent.provision import STAGING
 from scribelink import provisioning as p
+from scribelink import trust
+from scribelink.authority import bind_unit
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -274,3 +277,70 @@ def wait_for(pred, timeout: float, what: str, every: float = 0.2):
         time.sleep(every)
 
 
+
+
+def trust_args(clinic, gen: dict, unit_id: str, *, room: str = "Exam 2") -> dict:
+    """What the tech's tool adds to install_cert: the binding of the unit's signing key
+    (from generate_key's answer), signed with a fresh code's key under a grant of `clinic`'s
+    authority (tests/trustkit.Clinic), and the authority the code names."""
+    grant, secret = clinic.authority.grant(unit=unit_id, room=room, clinic="Northside",
+                                           now_us=time.time_ns() // 1000)
+    binding = bind_unit(grant, secret, trust.unb64(gen["sign_key"]), time.time_ns() // 1000,
+                        gen["sign_key_type"])
+    return {"binding": binding.to_dict(), "authority": clinic.authority.public_b64()}
+
+
+def signed_in_laptop(tmp: Path, cable: Cable, relay, user: str = "tech1") -> Path:
+    """A tech's laptop (its per-user dirs) signed in to the relay once: the tool remembers
+    the session, never the password."""
+    relay.add_user(user, "tech", f"{user}-password-1")
+    (tmp / f"{user}.pw").write_text(f"{user}-password-1\n")
+    home = tmp / f"laptop-{user}"
+    r = cli(cable, "login", "--relay", relay.url, "--user", user, "--password-file",
+            str(tmp / f"{user}.pw"), home=home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return home
+
+
+class Admin(threading.Thread):
+    """The clinic's admin at the relay: signs each pending provisioning token request with
+    the clinic authority (what `python -m scribelink.authority token --request R` does),
+    and keeps what it signed."""
+
+    def __init__(self, relay, clinic) -> None:
+        super().__init__(daemon=True)
+        self.relay, self.clinic = relay, clinic
+        self.signed: list[dict] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.relay.token('admin')}"}
+        while not self.stop.wait(0.2):
+            try:
+                pending = httpx.get(self.relay.url + "/api/admin/token-requests",
+                                    headers=headers, timeout=5).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            for r in pending:
+                if r.get("statement") is None:
+                    self.signed.append(self.clinic.sign_token_request(self.relay, r["id"]))
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.join(5)
+
+
+def read_until(proc: subprocess.Popen, needle: str) -> list[str]:
+    """The tool's stderr lines up to the one with `needle` (as the tech reads them)."""
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"the tool never said {needle!r}: {''.join(lines)}")

@@ -30,9 +30,11 @@ from provision_support import (
     wait_for,
 )
 from puck_harness import PuckSim
+from trustkit import Clinic
 
-from edge_agent import provision
+from edge_agent import provision, unitkey
 from scribelink import provisioning as p
+from scribelink import trust
 
 REQ, RESP, PROG = p.KIND_REQUEST, p.KIND_RESPONSE, p.KIND_PROGRESS
 # the unit commands of an enrolment, in order
@@ -42,8 +44,10 @@ FLOW = (p.CMD_HELLO, p.CMD_PRECHECK, p.CMD_ARM_FAILSAFE, p.CMD_SET_CONFIG,
 # step (the unit acts, its answer is lost); mid self-test too (after its first progress)
 PULLS = ([("to_unit", cmd, REQ) for cmd in FLOW] + [("to_tech", cmd, RESP) for cmd in FLOW]
          + [("to_tech", p.CMD_SELFTEST, PROG)])
-LOCKED_FILES = {"settings.json", "tls/unit.key", "tls/unit.pem", "tls/ca.pem",
+LOCKED_FILES = {"settings.json", "tls/unit.key", "tls/unit.pem", "tls/sign.key",
+                "binding.json", "anchor/ca.pem", "anchor/authority.pub", "anchor/anchors.json",
                 "selftest.json", "locked.json", "provisioned.toml"}
+CLINIC = Clinic()  # the clinic's authority: it makes the codes (its admin does, in life)
 
 
 def unit_fingerprint(state) -> str:
@@ -78,9 +82,7 @@ def signed_in_home(tmp_path, cable, relay):
 
 
 def new_code(relay, unit: str) -> tuple[str, int]:
-    made = relay.api("POST", "/api/enroll/codes", "admin",
-                     json={"unit": unit, "room": f"Room {unit}", "clinic": "Northside"}).json()
-    return made["code"], made["code_id"]
+    return CLINIC.enrolment_code(relay, unit, f"Room {unit}", clinic="Northside")
 
 
 def pull_and_rerun(i: int, pull: tuple, bench: tuple, tmp_path, alsa_conf, relay,
@@ -134,6 +136,14 @@ def pull_and_rerun(i: int, pull: tuple, bench: tuple, tmp_path, alsa_conf, relay
         fp = unit_fingerprint(state)
         assert json.loads((state / "locked.json").read_text())[
             "cert_fingerprint_sha256"] == fp, where
+        # the unit's signing key is bound to it under the clinic's grant, and the relay
+        # knows that one key only (a resumed enrolment kept the key it had made)
+        bound = trust.verify_binding(CLINIC.public, json.loads(
+            (state / "binding.json").read_text()))
+        assert bound.unit == unit_id and bound.sign_key_raw == unitkey.load(
+            state / "tls" / "sign.key").public_raw
+        assert [b["key_id"] for b in relay.api(
+            "GET", f"/api/admin/units/{unit_id}/bindings").json()] == [bound.key_id], where
         # the relay: the code spent exactly once, for the certificate the unit holds
         rec = code_record(relay, code_id)
         assert rec["used_us"] is not None and rec["times_spent"] == 1, (where, rec)

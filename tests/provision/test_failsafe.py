@@ -12,7 +12,8 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from provision_support import snapshot
+from provision_support import snapshot, trust_args
+from trustkit import Clinic
 
 from cloud_relay import pki
 from edge_agent import provision
@@ -41,15 +42,20 @@ def make_unit(state, clock: Clock | None = None, **kw) -> Unit:
                 monotonic=clock or Clock())
 
 
+CLINIC = Clinic()
+
+
 def stage(unit: Unit, ca: pki.CA, eid: str = "e1", settings: dict = GOOD,
           tested: bool = True) -> str:
-    """Arm, stage settings, key and certificate; -> the certificate's fingerprint."""
+    """Arm, stage settings, keys, certificate and binding; -> the certificate's
+    fingerprint."""
     assert call(unit, "arm_failsafe", {"enrolment_id": eid, "expiry_s": 60})["ok"]
     assert call(unit, "set_config", settings)["ok"]
-    csr = call(unit, "generate_key")["result"]["csr_pem"]
-    cert = pki.sign_csr(ca, csr.encode(), settings["unit_id"])
+    gen = call(unit, "generate_key")["result"]
+    cert = pki.sign_csr(ca, gen["csr_pem"].encode(), settings["unit_id"])
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(cert).decode(),
-                                    "ca_pem": ca.cert_pem().decode()})
+                                    "ca_pem": ca.cert_pem().decode(),
+                                    **trust_args(CLINIC, gen, settings["unit_id"])})
     assert r["ok"], r
     fp = r["result"]["fingerprint_sha256"]
     if tested:  # the stored verdict of a passed self-test for this certificate
@@ -97,10 +103,14 @@ def test_commit_applies_everything_at_once_and_locks(tmp_path, ca):
     assert r["result"]["state"] == "locked" and r["result"]["locked"]["enrolment_id"] == "e1"
     files = set(snapshot(unit.dir))
     assert files == {"settings.json", "wifi.nmconnection", "tls/unit.key", "tls/unit.pem",
-                     "tls/ca.pem", "selftest.json", "locked.json", "provisioned.toml"}
+                     "tls/sign.key", "binding.json", "anchor/ca.pem", "anchor/authority.pub",
+                     "anchor/anchors.json", "selftest.json", "locked.json", "provisioned.toml"}
     assert fingerprint(unit.live.certificate()) == fp
     hello = call(unit, "hello")["result"]
     assert hello["unit_id"] == "exam-2" and hello["failsafe"] is None
+    assert hello["anchor"]["authority"] == CLINIC.authority.public_b64()
+    assert hello["anchor"]["broker_url"] == GOOD["broker_url"]
+    assert hello["signing_key"]["store"] == "file"
 
 
 def test_a_commit_cut_short_is_finished_at_the_next_start(tmp_path, ca, monkeypatch):
@@ -111,9 +121,10 @@ def test_a_commit_cut_short_is_finished_at_the_next_start(tmp_path, ca, monkeypa
     real_replace, moved = provision.os.replace, []
 
     def power_cut_after_three(src, dst):
-        if len(moved) == 3 and provision.STAGING in str(src):
-            raise OSError("power cut")
-        moved.append(dst)
+        if (unit.staged / provision.COMMIT_MARKER).exists():  # past the commit point
+            if len(moved) == 3 and provision.STAGING in str(src):
+                raise OSError("power cut")
+            moved.append(dst)
         return real_replace(src, dst)
 
     monkeypatch.setattr(provision.os, "replace", power_cut_after_three)
@@ -152,15 +163,18 @@ def test_resuming_keeps_the_staged_key_and_certificate(tmp_path, ca):
     unit = make_unit(tmp_path / "u")
     fp = stage(unit, ca)
     key_before, cert_before = unit.staged.key.read_bytes(), unit.staged.cert.read_text()
+    sign_before = unit.staged.sign_key.read_bytes()
     again = call(unit, "arm_failsafe", {"enrolment_id": "e1", "expiry_s": 60})["result"]
     assert again["resumed"] and again["staged"]["cert"]["fingerprint_sha256"] == fp
-    assert again["staged"]["selftest_passed"]
+    assert again["staged"]["selftest_passed"] and again["staged"]["binding"]
     assert call(unit, "set_config", GOOD)["ok"]  # the same settings again: nothing lost
     r = call(unit, "generate_key")["result"]
     assert r["reused"] and unit.staged.key.read_bytes() == key_before
+    assert r["sign_key_reused"] and unit.staged.sign_key.read_bytes() == sign_before
     # the relay hands back the certificate it issued for this key: installed already,
-    # and the self-test that passed for it still counts
-    r = call(unit, "install_cert", {"cert_pem": cert_before, "ca_pem": ca.cert_pem().decode()})
+    # and the self-test that passed for it still counts (the tool binds the key afresh)
+    r = call(unit, "install_cert", {"cert_pem": cert_before, "ca_pem": ca.cert_pem().decode(),
+                                    **trust_args(CLINIC, r, "exam-2")})
     assert r["result"]["already_installed"] and r["result"]["fingerprint_sha256"] == fp
     assert call(unit, "commit")["ok"]
 
@@ -168,10 +182,11 @@ def test_resuming_keeps_the_staged_key_and_certificate(tmp_path, ca):
 def test_another_certificate_needs_its_own_self_test(tmp_path, ca):
     unit = make_unit(tmp_path / "u")
     stage(unit, ca)
-    csr = call(unit, "generate_key")["result"]["csr_pem"]
-    other = pki.sign_csr(ca, csr.encode(), "exam-2")
+    gen = call(unit, "generate_key")["result"]
+    other = pki.sign_csr(ca, gen["csr_pem"].encode(), "exam-2")
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(other).decode(),
-                                    "ca_pem": ca.cert_pem().decode()})
+                                    "ca_pem": ca.cert_pem().decode(),
+                                    **trust_args(CLINIC, gen, "exam-2")})
     assert r["ok"] and not r["result"]["already_installed"]
     assert call(unit, "commit")["error"]["code"] == p.E_SELFTEST_NOT_PASSED
 
@@ -208,17 +223,22 @@ def test_re_enrolling_keeps_the_old_key_until_the_new_one_commits(tmp_path, ca):
     stage(unit, ca, "first")
     assert call(unit, "commit")["ok"]
     (unit.dir / "locked.json").unlink()  # as `unlock` leaves it
-    old_key = unit.live.key.read_bytes()
+    old_key, old_sign = unit.live.key.read_bytes(), unit.live.sign_key.read_bytes()
+    old_binding = unit.live.binding.read_bytes()
     fp = stage(unit, ca, "second", {**GOOD, "room": "Exam 2b"}, tested=False)
     assert unit.live.key.read_bytes() == old_key  # still the committed identity
+    assert unit.live.sign_key.read_bytes() == old_sign
     assert call(unit, "commit")["error"]["code"] == p.E_SELFTEST_NOT_PASSED
     call(unit, "rollback")
-    assert unit.live.key.read_bytes() == old_key
+    assert unit.live.key.read_bytes() == old_key and unit.live.sign_key.read_bytes() == old_sign
+    assert unit.live.binding.read_bytes() == old_binding
     assert call(unit, "hello")["result"]["room"] == "Exam 2"
     fp = stage(unit, ca, "third", {**GOOD, "room": "Exam 2b"})
     assert call(unit, "commit")["ok"]
     assert unit.live.key.read_bytes() != old_key and fingerprint(unit.live.certificate()) == fp
+    assert unit.live.sign_key.read_bytes() != old_sign
     assert not (unit.dir / "tls" / "unit.key.old").exists()
+    assert not (unit.dir / "tls" / "sign.key.old").exists()
     assert call(unit, "hello")["result"]["room"] == "Exam 2b"
 
 
@@ -263,6 +283,8 @@ def test_presence_waits_shorter_than_the_hold_are_refused(tmp_path):
 
 
 def test_no_hold_in_time_is_refused_and_changes_nothing(tmp_path, ca):
+    """With a valid token but no hold: refused, nothing changed, and the token not spent
+    (the tech may hold the button on a second try)."""
     unit = Unit(ServeSettings(state_dir=tmp_path / "u"), presence=NobodyHolds(),
                 monotonic=Clock())
     stage(unit, ca)
@@ -270,10 +292,13 @@ def test_no_hold_in_time_is_refused_and_changes_nothing(tmp_path, ca):
     before = snapshot(unit.dir)
     told = []
     for cmd in ("unlock", "factory_reset"):
-        r = unit.handle(cmd, {"timeout_s": p.PRESENCE_MIN_TIMEOUT_S}, told.append)
-        assert r["error"]["code"] == p.E_PRESENCE_NOT_SHOWN, r
-        assert "button for 5 s while the command waits" in r["error"]["action"]
-    assert [m["phase"] for m in told] == ["waiting", "waiting"]
+        token = CLINIC.token("exam-2", cmd)
+        for _ in range(2):
+            r = unit.handle(cmd, {"timeout_s": p.PRESENCE_MIN_TIMEOUT_S, "token": token},
+                            told.append)
+            assert r["error"]["code"] == p.E_PRESENCE_NOT_SHOWN, r
+            assert "button for 5 s while the command waits" in r["error"]["action"]
+    assert [m["phase"] for m in told] == ["waiting"] * 4
     assert snapshot(unit.dir) == before
 
 

@@ -1,12 +1,14 @@
-"""A blank unit, a tech with a laptop, a cable and one enrolment code: checked, enrolled,
-self-tested and locked over a real pty with the real service, tool, relay, mosquitto and
-the real puck firmware (MicroPython); then it streams through the relay; then nobody with
-a cable can re-point it without the puck's button. And what is refused before anything on
-the unit changes: a wrong code, a code for another unit, no mics, no puck, a wrong clock."""
+"""A blank unit, a tech with a laptop, a cable and one enrolment code the clinic's authority
+made: checked, enrolled, self-tested and locked over a real pty with the real service,
+tool, relay, mosquitto and the real puck firmware (MicroPython); then its agent streams
+sessions signed with the key enrolment bound to it, and the reference receiver accepts
+them; then nobody with a cable can re-point it. And what is refused before anything on
+the unit changes: a wrong code, a code for another unit, a code without the clinic
+authority, no mics, no puck, a wrong clock. (Unlock, factory reset and trust changes, with
+and without the clinic's tokens: test_serial_adversary.py.)"""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import sqlite3
@@ -18,26 +20,27 @@ from pathlib import Path
 
 import serial
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from provision_support import ROOT, Service, cli, cli_popen, info, snapshot
+from provision_support import (
+    PY,
+    ROOT,
+    Service,
+    cli,
+    info,
+    signed_in_laptop,
+    snapshot,
+    wait_for,
+)
+from trustkit import Clinic
 
 from edge_agent import config as agent_config
-from scribelink import enrolcode
+from edge_agent import unitkey
+from scribelink import enrolcode, trust
 from scribelink import envelope as env
 from scribelink import provisioning as p
 
 WIFI_PASS = "correct-horse-battery-staple-42"
 UNIT = "exam-7"
 ROOM = "Exam 7"
-
-
-def read_until(proc, needle: str) -> list[str]:
-    """The tool's stderr lines up to the one with `needle` (as the tech reads them)."""
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"the tool never said {needle!r}: {''.join(lines)}")
 
 
 def site_config(tmp: Path) -> Path:
@@ -55,31 +58,23 @@ def site_config(tmp: Path) -> Path:
 
 def sign_in(tmp: Path, cable, relay) -> Path:
     """The tech signs in once on this laptop; the tool remembers it."""
-    relay.add_user("tech1", "tech", "tech-password-1")
-    (tmp / "tech.pw").write_text("tech-password-1\n")
-    home = tmp / "laptop"
-    r = cli(cable, "login", "--relay", relay.url, "--user", "tech1", "--password-file",
-            str(tmp / "tech.pw"), home=home)
-    assert r.returncode == 0, r.stdout + r.stderr
+    home = signed_in_laptop(tmp, cable, relay)
     saved = home / "config" / "scribelink" / "relays.json"
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
-    assert "tech-password-1" not in saved.read_text() and "token" in saved.read_text()
+    assert "tech1-password-1" not in saved.read_text() and "token" in saved.read_text()
     return home
 
 
-def test_one_code_enrols_tests_and_locks_a_blank_unit_which_then_streams_and_resists_recabling(
+def test_one_code_enrols_tests_and_locks_a_blank_unit_whose_signed_sessions_are_accepted(
         tmp_path, cable, alsa_conf, puck_sim, relay, broker):
     home = sign_in(tmp_path, cable, relay)
     relay.add_user("scribe1", "scribe", "scribe-password-1")
-    scribe_key = X25519PrivateKey.generate()
-    r = relay.api("PUT", "/api/me/key", "scribe1",
-                  json={"public_key": base64.b64encode(env.public_key_raw(scribe_key)).decode()})
-    assert r.status_code == 200
-    recovery = base64.b64encode(env.public_key_raw(X25519PrivateKey.generate())).decode()
-    made = relay.api("POST", "/api/enroll/codes", "admin",
-                     json={"unit": UNIT, "room": ROOM, "clinic": "Northside Family Practice",
-                           "recovery_public_key": recovery}).json()
-    code = made["code"]
+    (tmp_path / "scribe1.pw").write_text("scribe-password-1\n")
+    clinic = Clinic()
+    recovery = env.public_key_raw(X25519PrivateKey.generate())
+    code, _code_id = clinic.enrolment_code(relay, UNIT, ROOM,
+                                           clinic="Northside Family Practice",
+                                           recovery_public_key=recovery)
     (tmp_path / "wifi.txt").write_text(WIFI_PASS + "\n")
 
     site = site_config(tmp_path)
@@ -88,12 +83,13 @@ def test_one_code_enrols_tests_and_locks_a_blank_unit_which_then_streams_and_res
                   selftest_s=0.5)
     outputs: list[str] = []
     try:
-        # --- a blank unit, puck plugged in
+        # --- a blank unit, puck plugged in, pinned to no clinic yet
         svc.wait_ready()
         hello = info(cable)
         assert hello["state"] == "blank" and hello["serial"] == "SN-TEST-0001"
         assert hello["hw_rev"] == "B2" and hello["mics"]["channels_detected"] == 4
         assert hello["puck"] == "present" and hello["software"]["provisioning"] == p.REVISION
+        assert hello["anchor"] is None and hello["signing_key"] is None
 
         # --- identify: which unit is on the cable? Its puck blinks (the real firmware)
         mark = puck_sim.mark()
@@ -114,8 +110,12 @@ def test_one_code_enrols_tests_and_locks_a_blank_unit_which_then_streams_and_res
         for n in range(1, 7):
             assert f"[{n}/6]" in run.stdout
         assert "DONE" in run.stdout and "PASS" in run.stdout and "FAIL" not in run.stdout
-        for check in ("cable", "mic1", "mic4", "puck", "broker", "clock", "relay", "code"):
+        for check in ("cable", "mic1", "mic4", "puck", "broker", "clock", "relay", "code",
+                      "grant"):
             assert f"  {check} " in run.stdout, check
+        assert f"granted by the clinic authority {clinic.authority.fingerprint[:19]}" in \
+            run.stdout
+        assert "pins nothing yet" in run.stdout and "(ed25519, a file on the unit)" in run.stdout
 
         # the record: in the per-user data dir (not the current directory), no secrets
         records = list((home / "data" / "scribelink" / "provisioning").glob("exam-7-*.json"))
@@ -124,49 +124,93 @@ def test_one_code_enrols_tests_and_locks_a_blank_unit_which_then_streams_and_res
         assert record["outcome"] == "locked" and record["unit_serial"] == "SN-TEST-0001"
         assert record["unit_id"] == UNIT and record["room"] == ROOM and record["tech"] == "tech1"
         assert record["selftest"]["passed"] is True and record["confirmed"] == "now"
+        assert record["authority_fingerprint"] == clinic.authority.fingerprint
         audit = relay.api("GET", "/api/admin/audit").json()
         enrolled = [a for a in audit if a["action"] == "unit_enrolled" and a["target"] == UNIT]
         assert len(enrolled) == 1
         assert enrolled[0]["detail"]["cert_fingerprint"] == record["cert_fingerprint_sha256"]
 
-        # the unit: key 0600 that never left it, Wi-Fi secret 0600, overlay the agent takes
-        key = state / "tls" / "unit.key"
-        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        # the unit: keys 0600 that never left it, Wi-Fi secret 0600, overlay the agent takes
+        key, sign_key = state / "tls" / "unit.key", state / "tls" / "sign.key"
+        for secret_file in (key, sign_key, state / "wifi.nmconnection"):
+            assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600, secret_file
         wifi = state / "wifi.nmconnection"
-        assert stat.S_IMODE(wifi.stat().st_mode) == 0o600
         assert f"psk={WIFI_PASS}" in wifi.read_text() and "ssid=ClinicIoT" in wifi.read_text()
-        assert key.read_text() not in cable.tap.decode("latin-1")  # the key never crossed
+        tapped = cable.tap.decode("latin-1")
+        assert key.read_text() not in tapped and sign_key.read_text() not in tapped
         cfg = agent_config.load(site, state / "provisioned.toml")
         assert cfg.unit_id == UNIT and cfg.broker.url == broker.url
-        assert Path(cfg.keys.recovery_public_key_file).read_text().strip() == recovery
+        assert Path(cfg.keys.recovery_public_key_file).read_text().strip() == \
+            trust.b64(recovery)
+        assert Path(cfg.keys.authority_public_key_file).read_text().strip() == \
+            clinic.authority.public_b64()
+        # the unit's own key, bound to this unit id under the clinic's grant; the relay
+        # keeps the same binding (it could not have made it: it never saw the code)
+        bound = trust.verify_binding(clinic.public, json.loads(
+            Path(cfg.keys.binding_file).read_text()))
+        assert bound.unit == UNIT
+        assert bound.sign_key_raw == unitkey.load(cfg.keys.signing_key_file).public_raw
+        assert record["sign_key_id"] == bound.key_id
+        assert [b["key_id"] for b in relay.api(
+            "GET", f"/api/admin/units/{UNIT}/bindings").json()] == [bound.key_id]
 
         locked = info(cable)
         outputs.append(json.dumps(locked))
         assert locked["state"] == "locked" and locked["unit_id"] == UNIT
         assert locked["wifi_passphrase_set"] is True and locked["failsafe"] is None
         assert locked["cert"]["fingerprint_sha256"] == record["cert_fingerprint_sha256"]
+        assert locked["anchor"]["authority"] == clinic.authority.public_b64()
+        assert locked["anchor"]["recovery_public_key"] == trust.b64(recovery)
+        assert locked["signing_key"]["key_id"] == bound.key_id
         summary = cli(cable, "status")
         assert "locked    at" in summary.stdout and "by tech1" in summary.stdout
-        assert "Next: nothing" in summary.stdout
+        assert "Next: nothing" in summary.stdout and "signs its token" in summary.stdout
+        pinned = cli(cable, "info")
+        assert f"pinned    clinic authority {clinic.authority.fingerprint[:19]}" in pinned.stdout
 
-        # --- the unit streams through the demo path with what provisioning wrote
-        assert relay.api("PUT", "/api/admin/assignments", "admin",
-                         json={"unit": UNIT, "scribes": ["scribe1"]}).status_code == 200
-        agent_log = tmp_path / "agent.log"
-        with open(agent_log, "wb") as agent_out:
-            agent = subprocess.run(
-                [sys.executable, "-m", "edge_agent", "run", "--config", str(site),
-                 "--config", str(state / "provisioned.toml")],
-                cwd=ROOT, stdout=agent_out, stderr=subprocess.STDOUT, timeout=90, check=False,
-                env={**os.environ, "ALSA_CONFIG_PATH": str(alsa_conf)})
-        assert agent.returncode == 0, agent_log.read_text()[-3000:]
-        sessions = relay.api("GET", f"/api/units/{UNIT}/sessions", "admin").json()
-        assert sessions and sessions[0]["closed_us"] is not None
+        # --- the agent streams what provisioning wrote; the reference receiver (the scribe
+        # client, pinned to the clinic's authority) checks every signature before it plays
+        (tmp_path / "authority.pub").write_text(clinic.authority.public_b64() + "\n")
+        events = tmp_path / "events.jsonl"
+        scribe_log = tmp_path / "scribe.log"
+        with open(scribe_log, "wb") as scribe_out:
+            scribe = subprocess.Popen(
+                [PY, "-m", "cloud_relay.scribe_client", "--relay", relay.url, "--user",
+                 "scribe1", "--password-file", str(tmp_path / "scribe1.pw"), "--key",
+                 str(tmp_path / "scribe.key"), "--events", str(events), "--robot",
+                 "--label", "reference receiver", "--authority",
+                 str(tmp_path / "authority.pub"), "--exit-when-complete"],
+                cwd=ROOT, stdout=scribe_out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: relay.api("GET", "/api/admin/devices?pending=true").json(), 30,
+                     "the reference receiver's device to register")
+            assert clinic.endorse_pending(relay)
+            clinic.assign_at(relay, UNIT, ["scribe1"], room=ROOM)
+            agent_log = tmp_path / "agent.log"
+            with open(agent_log, "wb") as agent_out:
+                agent = subprocess.run(
+                    [sys.executable, "-m", "edge_agent", "run", "--config", str(site),
+                     "--config", str(state / "provisioned.toml")],
+                    cwd=ROOT, stdout=agent_out, stderr=subprocess.STDOUT, timeout=90,
+                    check=False, env={**os.environ, "ALSA_CONFIG_PATH": str(alsa_conf)})
+            assert agent.returncode == 0, agent_log.read_text()[-3000:]
+            scribe.wait(60)
+        finally:
+            if scribe.poll() is None:
+                scribe.terminate()
+                scribe.wait(10)
+        records_seen = [json.loads(ln) for ln in events.read_text().splitlines()]
+        opened = [r for r in records_seen if r["type"] == "session_open"]
+        assert opened and opened[0]["unit"] == UNIT, scribe_log.read_text()[-2000:]
+        assert any(r["type"] == "session_complete" for r in records_seen)
+        counters = next(r for r in records_seen if r["type"] == "counters")
+        assert counters["forged"] == 0 and counters["tampered"] == 0, counters
+        assert counters["chunks"] >= 70  # 3 s of 40 ms chunks
         db = sqlite3.connect(relay.dir / "data" / "relay.db")
         audio = db.execute("SELECT COUNT(*) FROM stream WHERE unit_id=? AND kind='audio'",
                            (UNIT,)).fetchone()[0]
         db.close()
-        assert audio >= 70  # 3 s of 40 ms chunks
+        assert audio >= 70
 
         # --- someone else with a cable: a locked unit refuses to be re-pointed
         ser = serial.serial_for_url(str(cable.tech_link), timeout=0.05)
@@ -183,61 +227,11 @@ def test_one_code_enrols_tests_and_locks_a_blank_unit_which_then_streams_and_res
                 raise AssertionError(f"a locked unit accepted {cmd}")
         assert client.call(p.CMD_STATUS)["state"] == "locked"  # read-only still answered
         ser.close()
-        other = relay.api("POST", "/api/enroll/codes", "admin",
-                          json={"unit": "exam-9", "room": "Exam 9"}).json()["code"]
+        other, _ = clinic.enrolment_code(relay, "exam-9", "Exam 9")
         before = snapshot(state)
         again = cli(cable, "enroll", "--code", other, home=home)
         assert again.returncode == 1 and "wrong unit" in again.stderr, again.stderr
         assert "identify" in again.stderr and snapshot(state) == before
-
-        # unlock: a wait shorter than the hold is refused at once
-        short = cli(cable, "unlock", "--timeout", "4")
-        assert short.returncode == 2 and "no time for a 5 s hold" in short.stderr
-
-        # a 2 s hold (the privacy gesture) is not presence: the unit keeps waiting and says
-        # why; a 5 s hold is. The terminal counts the seconds held, the ring asks for the
-        # hold, fills while it is held, and says when to let go
-        mark = puck_sim.mark()
-        waiter = cli_popen(cable, "unlock", "--timeout", "30")
-        read_until(waiter, "s now (waiting")
-        puck_sim.cmd("hold 2")
-        told = "".join(read_until(waiter, "let go after"))
-        assert "held 1 s of 5" in told and waiter.poll() is None  # still waiting
-        puck_sim.cmd("hold 5.6")
-        out, err = waiter.communicate(timeout=40)
-        outputs += [out, err]
-        assert waiter.returncode == 0, out + err
-        assert "unlocked" in out
-        for n in (1, 2, 3, 4):
-            assert f"held {n} s of 5" in err
-        assert "5 s reached: RELEASE NOW" in err
-        rings = [m["led"] for m in puck_sim.lines[mark:] if "led" in m]
-        asked = rings.index("presence_wanted")
-        assert rings[asked:asked + 5] == ["presence_wanted", "presence_holding", "presence_wanted",
-                                          "presence_holding", "presence_release"], rings
-        assert "hold_armed" not in rings  # nothing tells the tech to let go early
-        assert info(cable)["state"] == "enrolled"
-
-        # --- factory reset (presence again): keys, config and spool are gone
-        spool = tmp_path / "agent-state" / "spool"
-        assert spool.exists()
-        waiter = cli_popen(cable, "factory-reset", "--yes", "--timeout", "30")
-        read_until(waiter, "s now (waiting")
-        puck_sim.cmd("hold 5.6")
-        out, err = waiter.communicate(timeout=40)
-        assert waiter.returncode == 0, out + err
-        assert not key.exists() and not wifi.exists() and not spool.exists()
-        assert not (state / "provisioned.toml").exists()
-        blank = info(cable)
-        assert blank["state"] == "blank" and blank["cert"] is None
-
-        # --- the spent code cannot enrol the blank unit again, and changes nothing
-        before = snapshot(state)
-        reuse = cli(cable, "enroll", "--code", code, home=home)
-        outputs += [reuse.stdout, reuse.stderr]
-        assert reuse.returncode == 1
-        assert "already used" in reuse.stderr and "new enrolment code" in reuse.stderr
-        assert snapshot(state) == before
     finally:
         svc.stop()
 
@@ -250,7 +244,7 @@ def test_one_code_enrols_tests_and_locks_a_blank_unit_which_then_streams_and_res
     assert "event=request cmd=set_config" in blob  # the logs were really captured
     parsed = enrolcode.parse(code)
     for secret in (WIFI_PASS, code, code.replace("-", ""), parsed.proof(), parsed.secret.hex(),
-                   "tech-password-1"):
+                   "tech1-password-1", sign_key.read_text().splitlines()[1]):
         assert secret not in blob
 
 
@@ -290,25 +284,26 @@ def refused_before_any_change(cable, state, code, home, *expect: str) -> None:
 def test_wrong_codes_missing_parts_and_a_wrong_clock_are_refused_before_anything_changes(
         tmp_path, cable, alsa_conf, puck_sim, relay, broker):
     home = sign_in(tmp_path, cable, relay)
+    clinic = Clinic()
 
-    def code_for(unit: str) -> str:
-        return relay.api("POST", "/api/enroll/codes", "admin",
-                         json={"unit": unit, "room": unit}).json()["code"]
-
-    # the code as a tech (or admin) makes it with the tool: the text and its QR
+    # a tech's tool makes no codes any more: the clinic admin does, with the authority
     made = cli(cable, "code", "--unit", UNIT, "--room", ROOM, home=home)
-    assert made.returncode == 0, made.stdout + made.stderr
-    good = next(ln.strip() for ln in made.stdout.splitlines() if ln.strip().startswith("SL:"))
+    assert made.returncode == 1 and "python -m scribelink.authority code" in made.stderr
+    good, _ = clinic.enrolment_code(relay, UNIT, ROOM)
     assert enrolcode.parse(good).room == ROOM and enrolcode.parse(good).relay_url == relay.url
-    assert "\u2580" in made.stdout or "\u2588" in made.stdout  # the QR, in block characters
     typo = good[:12] + ("Q" if good[12] != "Q" else "R") + good[13:]
     stranger = enrolcode.EnrolCode.new(relay_url=relay.url, broker_url=broker.url,
-                                       clinic="x", room="x", unit_id=UNIT).text()
+                                       clinic="x", room="x", unit_id=UNIT,
+                                       authority=clinic.authority.public_raw).text()
+    unanchored = enrolcode.EnrolCode.new(relay_url=relay.url, broker_url=broker.url,
+                                         clinic="x", room="x", unit_id=UNIT).text()
     puck = str(puck_sim.link)
     cases = [
         ("a mistyped code", {}, typo, ["check digits", "scan its QR"]),
         ("a code this relay never made", {}, stranger, ["FAIL     code",
                                                         "does not know this enrolment code"]),
+        ("a code without the clinic authority", {}, unanchored,
+         ["FAIL     code", "names no clinic authority", "python -m scribelink.authority code"]),
         ("no mics", {"device": "sl_missing"}, good, ["FAIL     mics", "cannot capture",
                                                      "press the ReSpeaker 4-Mic Array HAT"]),
         ("no puck", {"puck": None}, good, ["FAIL     puck", "no cue puck configured"]),

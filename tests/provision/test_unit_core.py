@@ -10,6 +10,8 @@ import stat
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from provision_support import trust_args
+from trustkit import Clinic
 
 from cloud_relay import pki
 from edge_agent.provision import ServeSettings, Unit
@@ -47,16 +49,21 @@ def test_changes_need_an_armed_fail_safe_and_stay_staged_until_commit(unit):
     r = call(unit, "set_config", GOOD)
     assert r["ok"] and r["result"]["staged"] and r["result"]["state"] == "blank"
     assert "wifi_passphrase" in r["result"]["saved"] and PASS not in json.dumps(r)
-    csr = call(unit, "generate_key")["result"]["csr_pem"]
+    gen = call(unit, "generate_key")["result"]
+    assert gen["sign_key_type"] == "ed25519" and gen["sign_key_store"] == "file"
     ca = pki.make_ca()
-    cert = pki.sign_csr(ca, csr.encode(), "exam-2")
+    cert = pki.sign_csr(ca, gen["csr_pem"].encode(), "exam-2")
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(cert).decode(),
-                                    "ca_pem": ca.cert_pem().decode()})
+                                    "ca_pem": ca.cert_pem().decode(),
+                                    **trust_args(Clinic(), gen, "exam-2")})
     assert r["ok"], r
     hello = call(unit, "hello")["result"]
     assert hello["state"] == "blank" and hello["unit_id"] is None  # nothing committed
+    assert hello["anchor"] is None and hello["signing_key"] is None
     staged = hello["failsafe"]["staged"]
     assert staged["settings"] and staged["key"] and staged["wifi"]
+    assert staged["sign_key"] and staged["binding"]
+    assert stat.S_IMODE(unit.staged.sign_key.stat().st_mode) == 0o600
     assert staged["cert"]["fingerprint_sha256"] == r["result"]["fingerprint_sha256"]
     assert stat.S_IMODE(unit.staged.key.stat().st_mode) == 0o600
     assert stat.S_IMODE((unit.staged.root / "tls").stat().st_mode) == 0o700
@@ -66,44 +73,49 @@ def test_changes_need_an_armed_fail_safe_and_stay_staged_until_commit(unit):
     assert r["error"]["code"] == p.E_SELFTEST_NOT_PASSED
 
 
-def enrolled(unit) -> tuple[pki.CA, str]:
+def enrolled(unit) -> tuple[pki.CA, str, dict]:
+    """Arm, stage settings and keys: -> the CA, the CSR and install_cert's trust arguments."""
     arm(unit)
     call(unit, "set_config", GOOD)
-    csr = call(unit, "generate_key")["result"]["csr_pem"]
-    return pki.make_ca(), csr
+    gen = call(unit, "generate_key")["result"]
+    return pki.make_ca(), gen["csr_pem"], trust_args(Clinic(), gen, "exam-2")
 
 
 def test_install_cert_refuses_wrong_key_wrong_unit_wrong_ca(unit):
-    ca, csr = enrolled(unit)
+    ca, csr, tr = enrolled(unit)
     other = pki.issue(ca, ec.generate_private_key(ec.SECP256R1()).public_key(), "exam-2")
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(other).decode(),
-                                    "ca_pem": ca.cert_pem().decode()})
+                                    "ca_pem": ca.cert_pem().decode(), **tr})
     assert r["error"]["code"] == p.E_CERT_KEY_MISMATCH
 
     from cryptography import x509
     pub = x509.load_pem_x509_csr(csr.encode()).public_key()
     wrong_cn = pki.issue(ca, pub, "exam-3")
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(wrong_cn).decode(),
-                                    "ca_pem": ca.cert_pem().decode()})
+                                    "ca_pem": ca.cert_pem().decode(), **tr})
     assert r["error"]["code"] == p.E_CERT_WRONG_UNIT and "exam-3" in r["error"]["message"]
 
     rogue = pki.make_ca("Rogue CA")
     right = pki.sign_csr(ca, csr.encode(), "exam-2")
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(right).decode(),
-                                    "ca_pem": rogue.cert_pem().decode()})
+                                    "ca_pem": rogue.cert_pem().decode(), **tr})
     assert r["error"]["code"] == p.E_CERT_UNTRUSTED
     r = call(unit, "install_cert", {"cert_pem": "-----BEGIN CERTIFICATE-----\nxx",
-                                    "ca_pem": ca.cert_pem().decode()})
+                                    "ca_pem": ca.cert_pem().decode(), **tr})
     assert r["error"]["code"] == p.E_CERT_INVALID
+    # the tool of revision 2 (no binding) is told to update
+    r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(right).decode(),
+                                    "ca_pem": ca.cert_pem().decode()})
+    assert r["error"]["code"] == p.E_BAD_REQUEST and "binding" in r["error"]["message"]
     assert call(unit, "hello")["result"]["failsafe"]["staged"]["cert"] is None  # none taken
 
 
 def test_a_unit_clock_far_off_refuses_the_certificate(tmp_path):
     unit = Unit(ServeSettings(state_dir=tmp_path / "u", clock_offset_s=-3 * 86400))
-    ca, csr = enrolled(unit)
+    ca, csr, tr = enrolled(unit)
     cert = pki.sign_csr(ca, csr.encode(), "exam-2")
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(cert).decode(),
-                                    "ca_pem": ca.cert_pem().decode()})
+                                    "ca_pem": ca.cert_pem().decode(), **tr})
     assert r["error"]["code"] == p.E_CERT_NOT_VALID_NOW and "clock" in r["error"]["action"]
 
 
@@ -218,13 +230,14 @@ def test_a_clinic_ca_pinned_in_the_site_config_cannot_be_swapped(tmp_path):
     unit = Unit(ServeSettings(state_dir=tmp_path / "u", site_config=str(site)))
     arm(unit)
     call(unit, "set_config", GOOD)
-    csr = call(unit, "generate_key")["result"]["csr_pem"].encode()
+    gen = call(unit, "generate_key")["result"]
+    csr, tr = gen["csr_pem"].encode(), trust_args(Clinic(), gen, "exam-2")
     rogue = pki.make_ca("Rogue CA")
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(pki.sign_csr(rogue, csr, "exam-2"))
-                                    .decode(), "ca_pem": rogue.cert_pem().decode()})
+                                    .decode(), "ca_pem": rogue.cert_pem().decode(), **tr})
     assert r["error"]["code"] == p.E_CERT_UNTRUSTED and "clinic CA" in r["error"]["message"]
     r = call(unit, "install_cert", {"cert_pem": pki.cert_pem(pki.sign_csr(clinic, csr, "exam-2"))
-                                    .decode(), "ca_pem": clinic.cert_pem().decode()})
+                                    .decode(), "ca_pem": clinic.cert_pem().decode(), **tr})
     assert r["ok"], r
 
 
