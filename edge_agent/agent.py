@@ -122,7 +122,10 @@ class Agent:
                      segment_bytes=s.segment_bytes)
 
     def _make_uplink(self) -> Uplink:
-        return Uplink(self.cfg.broker, self.cfg.unit_id, self.spool, on_control=self._on_control)
+        from edge_agent.uplink import LINK_FILE
+
+        return Uplink(self.cfg.broker, self.cfg.unit_id, self.spool, on_control=self._on_control,
+                      link_file=self.state_dir / LINK_FILE)
 
     def _make_capture(self) -> AlsaCapture:
         cap, f = self.cfg.capture, self.cfg.file_input
