@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from cloud_relay import pki
 from cloud_relay.api.deps import ConfigDep, InstallerUser, ServicesDep, refuse
 from cloud_relay.config import RelayConfig
+from cloud_relay.revocation import transport
 from cloud_relay.store import Store, User, now_us
 from scribelink import enrolcode, topics
 
@@ -130,9 +131,9 @@ def usable(store: Store, row: tuple, serial: str, user: User, *, audit: bool = T
 def create_code(body: CodeBody, request: Request, user: InstallerUser, svc: ServicesDep,
                 cfg: ConfigDep) -> dict:
     store = svc.store
-    if not topics.valid_unit_id(body.unit) or body.unit in pki.RESERVED_CNS:
+    if not topics.valid_unit_id(body.unit) or pki.reserved_cn(body.unit):
         raise refuse(400, "bad_unit_id", "unit id: letters, digits, '.', '_', '-' only "
-                     "(not relay/broker/admin)")
+                     "(not broker, admin, relay or relay-<name>)")
     ca(cfg)  # refuse now, not when the tech is standing at the unit
     relay_url = (body.relay_url or str(request.base_url)).rstrip("/")
     broker_url = body.broker_url or cfg.broker_url
@@ -181,6 +182,7 @@ def enroll(body: EnrollBody, user: InstallerUser, svc: ServicesDep, cfg: ConfigD
     row = lookup(store, body.proof, user)
     usable(store, row, body.serial, user)
     code_id, unit_id, room, _exp, _used, old_fp, r_serial, _until, old_pem = row
+    sign_key_id = None  # the unit signing key this certificate goes with (revocation.py)
     if store.trust.grant(code_id) is not None:
         from cloud_relay.api.trust import check_binding
 
@@ -189,6 +191,7 @@ def enroll(body: EnrollBody, user: InstallerUser, svc: ServicesDep, cfg: ConfigD
                          "authority: the unit's signing key binding must come with the CSR "
                          "(update scripts/provision)")
         bound = check_binding(store, code_id, unit_id, body.binding)
+        sign_key_id = bound.key_id
         if bound.key_id not in {b["key_id"] for b in store.trust.bindings(unit_id)}:
             store.trust.add_binding(unit_id, bound.key_id, body.binding)
             store.audit(user.id, "unit_key_bound", unit_id, {"key_id": bound.key_id,
@@ -212,6 +215,7 @@ def enroll(body: EnrollBody, user: InstallerUser, svc: ServicesDep, cfg: ConfigD
                         {"reason": "bad_csr", "code_id": code_id})
             raise refuse(400, "bad_csr", f"{e}; the code is still valid") from e
     fp = cert.fingerprint(hashes.SHA256()).hex()
+    transport(svc).issued(cert, unit_id, via="enrol", sign_key_id=sign_key_id)
     leaf = pki.cert_pem(cert).decode()
     until = now_us() + RESERVATION_TTL_S * 1_000_000
     # reserve atomically: of two units racing for one code, one gets it
@@ -251,6 +255,8 @@ def confirm(body: ConfirmBody, user: InstallerUser, svc: ServicesDep) -> dict:
                  body.fingerprint_sha256, "serial": row[6], "new_unit": created})
     log.info("event=unit_enrolled unit=%s fingerprint=%s", unit_id,
              body.fingerprint_sha256[:16])
+    # this certificate is the unit's now; any other of the unit id (a re-enrolment) is revoked
+    transport(svc).enrolled(unit_id, body.fingerprint_sha256, user.id)
     if svc.uplink is not None and store.scribes_for(unit_id):
         svc.uplink.publish_assignment(unit_id)  # a re-enrolled unit gets its scribes again
     return {"unit": unit_id, "room": room, "code_id": code_id, "already_confirmed": False}
