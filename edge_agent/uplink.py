@@ -108,6 +108,7 @@ class Uplink:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.cfg.ca_file)
         ctx.load_cert_chain(self.cfg.cert_file, self.cfg.key_file)
         self._ssl_context = ctx
+        self._cert_sha256 = _file_fingerprint(self.cfg.cert_file)  # what the link presents
         c.tls_set_context(ctx)
         c.max_inflight_messages_set(self.cfg.inflight_max)
         c.max_queued_messages_set(0)
@@ -197,6 +198,7 @@ class Uplink:
             if self._stop.is_set():
                 return
             self._ssl_context.load_cert_chain(self.cfg.cert_file, self.cfg.key_file)
+            self._cert_sha256 = _file_fingerprint(self.cfg.cert_file)
             log.info("event=identity_reloaded")
             self._client.disconnect()
             self._client.loop_stop()
@@ -208,7 +210,7 @@ class Uplink:
         if self.link_file is None:
             return
         doc = {"pid": os.getpid(), "connected": connected, "at": time.time(),
-               "reason": reason, "cert_sha256": _file_fingerprint(self.cfg.cert_file)}
+               "reason": reason, "cert_sha256": self._cert_sha256}
         try:
             tmp = self.link_file.with_name(self.link_file.name + ".tmp")
             tmp.write_text(json.dumps(doc))
