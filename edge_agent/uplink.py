@@ -231,7 +231,6 @@ class Uplink:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout_s)
-        self._write_link(False, "stopped")
         try:
             if self.connected:
                 # a clean stop is not "lost": the will is not sent, so say offline ourselves
@@ -247,6 +246,7 @@ class Uplink:
         except Exception:
             pass
         self._client.loop_stop()
+        self._write_link(False, "stopped")
 
     def send_direct(self, topic: str, payload: bytes) -> None:
         """Publish from memory (only for a gap record the full spool could not take)."""
