@@ -98,6 +98,13 @@ def _read_varint(buf, i: int) -> tuple[int, int] | None:
 def connack_properties(body: bytes) -> dict[int, object]:
     """The properties of a CONNACK body (after flags and reason code): id -> value, strings
     and binaries as bytes (user properties, which may repeat, are left out)."""
+    try:
+        return _properties(body)
+    except (struct.error, IndexError) as e:
+        raise MqttError("malformed CONNACK properties") from e
+
+
+def _properties(body: bytes) -> dict[int, object]:
     out: dict[int, object] = {}
     if len(body) <= 2:
         return out
