@@ -174,7 +174,10 @@ class Transport:
             return {"crl": None, "in_force": False, "problem": "no broker_crl_file: the "
                     "revocation is recorded, but the broker is not told"}
         with self._lock:
-            ca = self.ca()
+            try:
+                ca = self.ca()
+            except NotConfigured as e:
+                return {"crl": None, "in_force": False, "problem": str(e)}
             canary = self._mint(ca, CANARY_CN, "canary") if prove else None
             entries = self.store.certs.crl_entries(now_us())
             pki.write_crl(ca, Path(self.cfg.broker_crl_file), [
@@ -227,6 +230,7 @@ class Transport:
                         len(newly), reason)
             out: dict[str, Any] = {"revoked": newly, "broker": self.sync(prove=take_over)}
             if take_over and out["broker"].get("in_force"):
+                # (in force means the CA is configured: the takeover can mint)
                 out["ended"] = {cn: self.end_connection(cn) for cn in cns}
             return out
 

@@ -97,6 +97,12 @@ def renew(body: CsrBody, request: Request, svc: ServicesDep) -> dict:
         raise refuse(503, "no_transport_ca", str(e)) from e
     if new.public_key().public_numbers() == cert.public_key().public_numbers():
         raise refuse(400, "same_key", "a renewal needs a new key")
+    # one renewal outstanding at a time: an earlier unconfirmed one is revoked, so a unit
+    # cannot pile up valid certificates by asking again and again
+    earlier = [c["serial"] for c in svc.store.certs.of(unit)
+               if c["state"] == ISSUED and c["renews"] == current["serial"]]
+    if earlier:
+        t.revoke(earlier, "superseded", unit, take_over=False)
     t.issued(new, unit, via="renew", sign_key_id=current["sign_key_id"],
              renews=current["serial"])
     svc.store.audit(unit, "certificate_renewal_issued", unit,

@@ -113,5 +113,12 @@ def test_a_unit_renews_reconnects_confirms_and_its_old_certificate_is_revoked(
         with pytest.raises(FetchError) as other:
             client.post_json("/unit/v1/certificate/renew", {"csr_pem": csr_for("exam-6")[1]})
         assert other.value.status == 400 and "exam-5" in str(other.value)
+        # asking again before confirming replaces the outstanding renewal: one at a time
+        a = client.post_json("/unit/v1/certificate/renew", {"csr_pem": csr_for("exam-5")[1]})
+        b = client.post_json("/unit/v1/certificate/renew", {"csr_pem": csr_for("exam-5")[1]})
+        certs = {c["serial"]: c for c in relay.api(
+            "GET", "/api/admin/units/exam-5/certificates").json()}
+        assert certs[a["serial"]]["state"] == "revoked"
+        assert certs[b["serial"]]["state"] == "issued" and certs[new_serial]["state"] == "active"
     finally:
         uplink.stop()
