@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from cloud_relay.app import create_app
 
-    app = create_app(cfg)
+    try:
+        app = create_app(cfg)
+    except ConfigError as e:  # e.g. a client id that is not the certificate's identity
+        print(f"cloud_relay: bad config: {e}", file=sys.stderr)
+        return 2
     # Sealed frames do not compress: permessage-deflate would only burn CPU and add latency.
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_host, port=cfg.http_port,
                                            log_level="warning", access_log=False,

@@ -6,6 +6,10 @@ dead relay's client id (taking one lease in the store, so two survivors do not f
 until the dead relay comes back: its own connection takes the session over, and the
 adopter lets go without reconnecting.
 
+The broker takes a client id from the certificate's CN (broker.py), so acting as the peer
+takes a certificate for the peer's identity: the survivor mints one from the transport CA
+(`ca_cert_file`, `ca_key_file`), valid for ADOPTION_CERT_DAYS and held in memory only.
+
 Concurrency: `run` is a task on the event loop; the store calls and the MQTT connects
 run in worker threads.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloud_relay.bridge import Bridge
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cloud_relay.adopt")
 
 CHECK_S = 1.0
+ADOPTION_CERT_DAYS = 1.0  # the adoption reconnects never; the next one mints again
 
 
 class PeerAdopter:
@@ -68,12 +74,31 @@ class PeerAdopter:
             return  # another survivor holds it
         uplink = self.svc.uplink
         assert uplink is not None
-        bridges = [uplink._bridge(b.url, peer, reconnect=False) for b in uplink.bridges]
+        try:
+            ctx = self._peer_identity(peer)
+        except (OSError, ValueError) as e:
+            store.release_adoption(peer, me)
+            raise RuntimeError(f"cannot act as {peer} at the broker: {e} (adoption needs the "
+                               "transport CA: ca_cert_file and ca_key_file)") from e
+        bridges = [uplink._bridge(b.url, peer, reconnect=False, ssl_context=ctx)
+                   for b in uplink.bridges]
         for b in bridges:
             b.start()
         self.adopted[peer] = (bridges, time.monotonic())
         store.audit(me, "relay_adopted", peer, {"silent_s": round((now_us() - seen) / 1e6, 1)})
         log.warning("event=relay_adopted peer=%s silent_s=%.1f", peer, (now_us() - seen) / 1e6)
+
+    def _peer_identity(self, peer: str):
+        """A TLS context with a fresh certificate for the peer's identity (its CN)."""
+        from cloud_relay import pki
+
+        cfg = self.svc.cfg
+        if not pki.is_relay_identity(peer):
+            raise ValueError(f"{peer!r} is not a relay identity")
+        ca = pki.CA.load(Path(cfg.ca_cert_file), Path(cfg.ca_key_file))
+        key = pki.new_key()
+        cert = pki.issue(ca, key.public_key(), peer, days=ADOPTION_CERT_DAYS)
+        return pki.ssl_client_context(cfg.broker_ca_file, cert, key)
 
     def _release(self, peer: str, why: str) -> None:
         bridges, _ = self.adopted.pop(peer)

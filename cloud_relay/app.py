@@ -27,6 +27,8 @@ from cloud_relay.api.main import api_router
 from cloud_relay.bridge import Uplink
 from cloud_relay.config import RelayConfig
 from cloud_relay.hub import Hub
+from cloud_relay.revocation import PASS_INTERVAL_S as REVOCATION_PASS_S
+from cloud_relay.revocation import Transport
 from cloud_relay.store import Store, now_us
 from cloud_relay.store.store import NOTIFY_CHANNEL
 from cloud_relay.store.writer import StreamWriter
@@ -67,7 +69,8 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
         uplink = Uplink(store, writer, urls=cfg.brokers, ca_file=cfg.broker_ca_file,
                         cert_file=cfg.broker_cert_file, key_file=cfg.broker_key_file,
                         client_id=cfg.broker_client_id, share_group=cfg.share_group)
-    svc = Services(cfg=cfg, store=store, hub=hub, writer=writer, uplink=uplink)
+    svc = Services(cfg=cfg, store=store, hub=hub, writer=writer, uplink=uplink,
+                   transport=Transport(cfg, store))
     adopter = PeerAdopter(svc) if uplink is not None and cfg.relay_peers else None
 
     @asynccontextmanager
@@ -85,7 +88,8 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
         if uplink is not None:
             uplink.start()
         tasks = [asyncio.create_task(_purge_loop(svc)),
-                 asyncio.create_task(_heartbeat_loop(svc))]
+                 asyncio.create_task(_heartbeat_loop(svc)),
+                 asyncio.create_task(_revocation_loop(svc))]
         if adopter is not None:
             tasks.append(asyncio.create_task(adopter.run()))
         try:
@@ -134,6 +138,17 @@ async def _purge_loop(svc: Services) -> None:
         except Exception as e:  # noqa: BLE001 (store down: the writer says so; next time)
             log.warning("event=archive_purge_failed error=%r", str(e)[:200])
         await asyncio.sleep(cfg.purge_interval_s)
+
+
+async def _revocation_loop(svc: Services) -> None:
+    """Authority revocations whose time came, and the broker's CRL kept as the store says
+    (cloud_relay/revocation.py)."""
+    while True:
+        try:
+            await asyncio.to_thread(svc.transport.periodic)
+        except Exception as e:  # noqa: BLE001 (store or CA unreadable: said, tried again)
+            log.warning("event=revocation_pass_failed error=%r", str(e)[:200])
+        await asyncio.sleep(REVOCATION_PASS_S)
 
 
 async def _heartbeat_loop(svc: Services) -> None:

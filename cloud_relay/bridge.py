@@ -57,7 +57,7 @@ class Bridge:
                  cert_file: str, key_file: str, client_id: str = "relay",
                  share_group: str = "", on_unit: Callable[[str, Bridge], None] | None = None,
                  on_connect: Callable[[Bridge, bool], None] | None = None,
-                 reconnect: bool = True) -> None:
+                 reconnect: bool = True, ssl_context: ssl.SSLContext | None = None) -> None:
         self.store = store
         self.writer = writer
         self.url = url
@@ -70,8 +70,10 @@ class Bridge:
         self.lost_at: int | None = None
         self._known: set[str] = set()  # unit ids already registered from this connection
         self._topics: dict[bytes, tuple[str, str] | None] = {}
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-        ctx.load_cert_chain(cert_file, key_file)
+        ctx = ssl_context
+        if ctx is None:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+            ctx.load_cert_chain(cert_file, key_file)
         self.client = mqtt5.Client(
             host=self.host, port=self.port, ssl_context=ctx, client_id=client_id,
             on_publish=self._on_publish,
@@ -187,12 +189,28 @@ class Bridge:
                             retain=retain)
 
 
+def check_identity(cert_file: str, client_id: str) -> None:
+    """The broker takes a client's id from its certificate's CN (broker.py), so a relay whose
+    configured client id is another name would carry a session it does not know it has."""
+    from cloud_relay.config import ConfigError
+    from cloud_relay.pki import cert_file_cn
+
+    cn = cert_file_cn(cert_file)
+    if cn != client_id:
+        raise ConfigError(
+            f"broker_client_id {client_id!r} is not the identity of broker_cert_file "
+            f"({cn!r}): the broker names each connection after its certificate, so each relay "
+            f"needs a certificate of its own: set broker_client_id = {cn!r}, or issue this "
+            f"relay a certificate for {client_id!r} and add it to the broker's ACL")
+
+
 class Uplink:
     """The relay's connections to its brokers: one per shard, each a `Bridge`. A unit's
     control messages go to the shard it was last seen on (or to every shard before that)."""
 
     def __init__(self, store: Store, writer: StreamWriter, *, urls: list[str], ca_file: str,
                  cert_file: str, key_file: str, client_id: str, share_group: str) -> None:
+        check_identity(cert_file, client_id)
         self.store = store
         self.tls = (ca_file, cert_file, key_file)
         self.share_group = share_group
@@ -201,11 +219,13 @@ class Uplink:
         self._lock = threading.Lock()
         self.bridges = [self._bridge(url, client_id, reconnect=True) for url in urls]
 
-    def _bridge(self, url: str, client_id: str, *, reconnect: bool) -> Bridge:
+    def _bridge(self, url: str, client_id: str, *, reconnect: bool,
+                ssl_context: ssl.SSLContext | None = None) -> Bridge:
         ca, cert, key = self.tls
         return Bridge(self.store, self.writer, url=url, ca_file=ca, cert_file=cert,
                       key_file=key, client_id=client_id, share_group=self.share_group,
-                      on_unit=self._unit_seen, on_connect=self._connected, reconnect=reconnect)
+                      on_unit=self._unit_seen, on_connect=self._connected, reconnect=reconnect,
+                      ssl_context=ssl_context)
 
     @property
     def connected(self) -> bool:

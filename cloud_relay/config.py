@@ -52,6 +52,14 @@ class RelayConfig:
     unit_https_cert_file: str = ""
     unit_https_key_file: str = ""
     unit_https_ca_file: str = ""
+    # Transport revocation (docs/trust.md, "Revocation"): the relay writes the CA's CRL
+    # here (the broker's `crlfile`) and tells the broker to re-read it, by SIGHUP to the
+    # pid in broker_pid_file (one box, same user) or by running broker_reload_command
+    # (e.g. ["sudo", "systemctl", "reload", "mosquitto"], or a script that copies the CRL
+    # to every shard and reloads each). Empty crl file: revocations are recorded only.
+    broker_crl_file: str = ""
+    broker_pid_file: str = ""
+    broker_reload_command: tuple[str, ...] = ()
 
     @property
     def brokers(self) -> list[str]:
@@ -82,7 +90,7 @@ def load(path: str | Path) -> RelayConfig:
         raise ConfigError(f"unknown key(s) {sorted(unknown)}")
     if "data_dir" not in raw:
         raise ConfigError("data_dir is required")
-    for key in ("broker_urls", "relay_peers"):
+    for key in ("broker_urls", "relay_peers", "broker_reload_command"):
         if key in raw:
             if not isinstance(raw[key], list) or not all(isinstance(x, str) for x in raw[key]):
                 raise ConfigError(f"{key} must be a list of strings")

@@ -37,6 +37,16 @@ _U16 = struct.Struct(">H")
 PINGREQ_PACKET = b"\xc0\x00"
 
 
+ASSIGNED_CLIENT_IDENTIFIER = 0x12
+
+# MQTT 5 property ids by value type (section 2.2.2.2), to step over the ones not read
+_PROP_BYTE = {0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A}
+_PROP_U16 = {0x13, 0x21, 0x22, 0x23}
+_PROP_U32 = {0x02, 0x11, 0x18, 0x27}
+_PROP_STR = {0x03, 0x08, 0x12, 0x15, 0x1A, 0x1C, 0x1F, 0x09, 0x16}  # UTF-8 or binary
+_PROP_PAIR = {0x26}
+
+
 class MqttError(ConnectionError):
     pass
 
@@ -83,6 +93,53 @@ def _read_varint(buf, i: int) -> tuple[int, int] | None:
             return val, k + 1
         mult <<= 7
     raise MqttError("malformed remaining length")
+
+
+def connack_properties(body: bytes) -> dict[int, object]:
+    """The properties of a CONNACK body (after flags and reason code): id -> value, strings
+    and binaries as bytes (user properties, which may repeat, are left out)."""
+    try:
+        return _properties(body)
+    except (struct.error, IndexError) as e:
+        raise MqttError("malformed CONNACK properties") from e
+
+
+def _properties(body: bytes) -> dict[int, object]:
+    out: dict[int, object] = {}
+    if len(body) <= 2:
+        return out
+    got = _read_varint(body, 2)
+    if got is None:
+        raise MqttError("malformed CONNACK properties")
+    length, used = got
+    i, end = 2 + used, 2 + used + length
+    if end > len(body):
+        raise MqttError("malformed CONNACK properties")
+    while i < end:
+        pid = body[i]
+        i += 1
+        if pid in _PROP_BYTE:
+            out[pid], i = body[i], i + 1
+        elif pid in _PROP_U16:
+            out[pid], i = _U16.unpack_from(body, i)[0], i + 2
+        elif pid in _PROP_U32:
+            out[pid], i = struct.unpack_from(">I", body, i)[0], i + 4
+        elif pid == 0x0B:
+            v = _read_varint(body, i)
+            if v is None:
+                raise MqttError("malformed CONNACK properties")
+            out[pid], i = v[0], i + v[1]
+        elif pid in _PROP_STR:
+            n = _U16.unpack_from(body, i)[0]
+            out[pid], i = bytes(body[i + 2:i + 2 + n]), i + 2 + n
+        elif pid in _PROP_PAIR:
+            for _ in range(2):
+                i += 2 + _U16.unpack_from(body, i)[0]
+        else:
+            raise MqttError(f"unknown CONNACK property 0x{pid:02x}")
+    if i != end:
+        raise MqttError("malformed CONNACK properties")
+    return out
 
 
 class _Tls:
@@ -324,6 +381,13 @@ class Client:
         session_present, code = bool(body[0] & 1), body[1]
         if code >= 0x80:
             raise MqttError(f"broker refused the connection (reason 0x{code:02x})")
+        assigned = connack_properties(body).get(ASSIGNED_CLIENT_IDENTIFIER)
+        if isinstance(assigned, bytes) and assigned.decode("utf-8", "replace") != self.client_id:
+            # The broker decides the client id (from the certificate: broker.py). Asking for
+            # another one next time would be refused or taken as someone else's session.
+            log.warning("event=mqtt_client_id_assigned asked=%s assigned=%s", self.client_id,
+                        assigned.decode("utf-8", "replace"))
+            self.client_id = assigned.decode("utf-8", "replace")
         sub = b"".join(utf8(t) + bytes([q]) for t, q in self.subscriptions)
         with self._wlock:
             self.connected.set()

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from fastapi import Depends, HTTPException, Request
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from cloud_relay.pki import RESERVED_CNS
+from cloud_relay.pki import reserved_cn
 from scribelink.topics import valid_unit_id
 
 
@@ -60,13 +60,20 @@ def unit_id_from_scope(scope) -> str:
     cert = x509.load_pem_x509_certificate(chain[0].encode())
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     cn = str(cns[0].value) if len(cns) == 1 else ""
-    if not valid_unit_id(cn) or cn in RESERVED_CNS:
+    if not valid_unit_id(cn) or reserved_cn(cn):
         raise HTTPException(403, f"certificate {cn!r} is not a unit's")
     return cn
 
 
 def unit_id(request: Request) -> str:
-    return unit_id_from_scope(request.scope)
+    """The unit the client certificate names, unless the relay revoked that certificate
+    (the listener's TLS checks the CA, not the relay's revocations)."""
+    unit = unit_id_from_scope(request.scope)
+    chain = request.scope["extensions"]["tls"]["client_cert_chain"]
+    serial = format(x509.load_pem_x509_certificate(chain[0].encode()).serial_number, "x")
+    if request.app.state.services.store.certs.revoked(serial):
+        raise HTTPException(403, "this unit certificate is revoked: enrol the unit again")
+    return unit
 
 
 UnitId = Annotated[str, Depends(unit_id)]

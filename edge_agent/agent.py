@@ -79,6 +79,7 @@ class Agent:
         self.log_ring = diagnostics.LogRing.install()
         self._last_status: dict = {}
         self.updater = self._make_updater()
+        self.renewer = self._make_renewer()
         self._trial = self.updater.trial()  # the installer's state, if this release is on trial
         self._selfcheck: SelfCheck | None = None
         self._puck_firmware_problem: str | None = None
@@ -121,7 +122,10 @@ class Agent:
                      segment_bytes=s.segment_bytes)
 
     def _make_uplink(self) -> Uplink:
-        return Uplink(self.cfg.broker, self.cfg.unit_id, self.spool, on_control=self._on_control)
+        from edge_agent.uplink import LINK_FILE
+
+        return Uplink(self.cfg.broker, self.cfg.unit_id, self.spool, on_control=self._on_control,
+                      link_file=self.state_dir / LINK_FILE)
 
     def _make_capture(self) -> AlsaCapture:
         cap, f = self.cfg.capture, self.cfg.file_input
@@ -159,6 +163,27 @@ class Agent:
                        public_key_file=u.release_public_key_file, relay=relay,
                        on_phase=lambda phase: self.inbox.put(c.UpdatePhase(phase)),
                        diagnostics=self._diagnostics)
+
+    def _make_renewer(self):
+        """The transport certificate's renewal over the relay's unit mTLS listener
+        (edge_agent/renew.py); None where the unit has no relay link."""
+        b = self.cfg.broker
+        if self.updater.relay is None or not b.cert_file:
+            return None
+        from edge_agent.relay_https import RelayHttps
+        from edge_agent.renew import Renewer
+
+        relay = RelayHttps(self.cfg.updates.relay_url_for(b), ca_file=b.ca_file,
+                           cert_file=b.cert_file, key_file=b.key_file)
+
+        def reload_identity() -> None:  # the new certificate, everywhere the unit shows it
+            relay.reload_identity()
+            self.updater.relay.reload_identity()
+            self.uplink.reload_identity()
+
+        return Renewer(unit_id=self.cfg.unit_id, cert_file=b.cert_file, key_file=b.key_file,
+                       ca_file=b.ca_file, relay=relay, state_dir=self.state_dir,
+                       link_up=lambda: self.uplink.connected, reload_identity=reload_identity)
 
     def _diagnostics(self) -> dict:
         """On the updater's thread: a snapshot of what the unit knows about itself (no
@@ -367,6 +392,7 @@ class Agent:
             spool_empty=len(self.spool) == 0,
             minute_of_day=local.tm_hour * 60 + local.tm_min,
             update=self.updater.status(),
+            certificate_alarm=None if self.renewer is None else self.renewer.alarm,
         )
 
     # ------------------------------------------------------------------ on trial
@@ -469,6 +495,8 @@ class Agent:
             self.puck.start()
         self.uplink.start()
         self.updater.start()
+        if self.renewer is not None:
+            self.renewer.start()
         if self._trial is not None:
             self._start_selfcheck()
         sd.ready()
@@ -485,6 +513,8 @@ class Agent:
                 if self.capture is not None:
                     self._capture_step()
         finally:
+            if self.renewer is not None:
+                self.renewer.stop()
             self.updater.stop()
             sd.stopping()
             self._feed(c.Stop())

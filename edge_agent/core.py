@@ -64,6 +64,7 @@ class Health:
     spool_empty: bool = True
     minute_of_day: int = 0  # local time, for the clinic's maintenance window
     update: dict | None = None  # the updater's report for the status (version, phase, result)
+    certificate_alarm: str | None = None  # renewal overdue or refused (edge_agent/renew.py)
 
 
 @dataclass(frozen=True)
@@ -965,7 +966,8 @@ class UnitCore:
             audio={"codec": self.codec.codec, "bitrate": self.codec.bitrate},
             last_error=self.last_error or h.uplink_error,
             last_gap=self.last_gap,
-            alarms=tuple(sorted(self.alarms)),
+            alarms=tuple(sorted({*self.alarms, *(("certificate",) if h.certificate_alarm
+                                                  else ())})),
             puck=None if h.puck_connected is None else {"connected": h.puck_connected,
                                                         "led": self.light},
             version=self.s.version or None,

@@ -1148,7 +1148,10 @@ class Unit:
                 cert_file=str(tree.cert), key_file=str(tree.key),
                 probe_topic=f"{topics.ROOT}/selftest/{st['unit_id']}",
                 timeout_s=self.s.broker_timeout_s,
-                clock_ok=clock["status"] == p.STATUS_PASS))
+                clock_ok=clock["status"] == p.STATUS_PASS,
+                # a running agent holds the unit's broker session: the probe must not
+                # connect as the unit then (edge_agent/selftest.py)
+                agent_link_file=self.s.state_dir / stt.AGENT_LINK_FILE))
         result = {"passed": stt.passed(checks), "checks": checks,
                   "at": dt.datetime.fromtimestamp(self.now(), dt.UTC)
                   .isoformat(timespec="seconds"),

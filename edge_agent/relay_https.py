@@ -25,6 +25,10 @@ class FetchError(RuntimeError):
     """The relay could not be reached or answered with an error; what was downloaded so
     far is kept for the next attempt unless it is known to be wrong."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the relay's HTTP status, if it answered
+
 
 class RelayHttps:
     def __init__(self, base_url: str, *, ca_file: str, cert_file: str, key_file: str,
@@ -37,6 +41,12 @@ class RelayHttps:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
         ctx.load_cert_chain(cert_file, key_file)
         self.ctx = ctx
+        self.cert_file, self.key_file = cert_file, key_file
+
+    def reload_identity(self) -> None:
+        """The unit's certificate and key were renewed in place: present the new ones on the
+        next connection."""
+        self.ctx.load_cert_chain(self.cert_file, self.key_file)
 
     def _connection(self) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(self.host, self.port, context=self.ctx,
@@ -58,7 +68,7 @@ class RelayHttps:
         status, data = self._request("POST", path, json.dumps(doc).encode(),
                                      {"Content-Type": "application/json"})
         if status >= 300:
-            raise FetchError(f"POST {path}: HTTP {status} {data[:200]!r}")
+            raise FetchError(f"POST {path}: HTTP {status} {data[:200]!r}", status)
         return json.loads(data or b"{}")
 
     def post_bytes(self, path: str, data: bytes) -> dict:

@@ -20,6 +20,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -218,23 +219,74 @@ def check_clock(unit_now_s: float, laptop_now_s: float | None,
 
 # ---------------------------------------------------------------------- broker
 
+# the agent's MQTT session lifetime and link file (edge_agent/uplink.py SESSION_EXPIRY_S,
+# LINK_FILE, in the state dir the agent and the provisioning service share)
+AGENT_SESSION_EXPIRY_S = 24 * 3600
+AGENT_LINK_FILE = "link.json"
+
 # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED: the only verification
 # failures a wrong clock explains
 _CLOCK_VERIFY_CODES = (9, 10)
 
 
+def running_agent(link_file: Path | None) -> dict | None:
+    """The running agent's MQTT link state (edge_agent/uplink.py writes it: pid, connected,
+    certificate), or None when no agent process is running."""
+    if link_file is None:
+        return None
+    try:
+        doc = json.loads(Path(link_file).read_text())
+        pid = int(doc["pid"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no link file, or its process is gone
+    return doc if b"edge_agent" in cmdline else None  # a reused pid is not the agent
+
+
+def tls_probe(host: str, port: int, ctx: ssl.SSLContext, timeout_s: float) -> str | None:
+    """Does the broker accept this certificate, without an MQTT session? TLS, then a CONNECT
+    of an MQTT protocol level no broker speaks: the broker must answer "unsupported
+    protocol version" (MQTT 5.0, 3.1.2.2) and close, before it looks at any client id, so
+    no session is touched. None: accepted; else why not."""
+    body = (b"\x00\x04MQTT" + b"\x7f" + b"\x02" + b"\x00\x0a" + b"\x00" + b"\x00\x00")
+    with socket.create_connection((host, port), timeout_s) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        try:
+            tls.sendall(bytes([0x10, len(body)]) + body)
+            head = tls.recv(4)
+        except ssl.SSLError as e:  # TLS 1.3: a refused certificate is an alert on the read
+            return f"the broker refused the certificate ({e.reason or e})"
+        except OSError as e:
+            return f"the broker closed the connection ({e.strerror or type(e).__name__})"
+        if len(head) >= 4 and head[0] == 0x20 and head[3] in (0x01, 0x84):
+            return None
+        return "the broker closed the connection (the certificate was refused)" if not head \
+            else f"unexpected answer from the broker ({head.hex()})"
+
+
 def check_broker(url_host: str, port: int, *, unit_id: str, ca_file: str, cert_file: str,
                  key_file: str, probe_topic: str, timeout_s: float = 10.0,
-                 clock_ok: bool | None = None) -> dict:
+                 clock_ok: bool | None = None, agent_link_file: Path | None = None) -> dict:
     """A real MQTT 5 CONNECT over mTLS with the unit's new certificate, then a QoS 1
     PUBLISH to `probe_topic`, a topic outside the unit's own that the broker's ACL must
     refuse (PUBACK "Not authorized"): the broker confines this unit. (Probing a topic the
     unit may write would put a bogus message in front of the relay.)
 
+    The broker takes the client id from the certificate (the unit id), so a CONNECT with
+    the unit's certificate IS the unit's connection: while the agent runs (its link file,
+    `agent_link_file`, names a live agent process), the probe never connects as the unit.
+    It checks over TLS that the broker accepts this certificate (`tls_probe`) and reports
+    the agent's live link instead; the ACL was proved when the unit was first tested. With
+    no agent running the probe resumes the unit's session without consuming it (no clean
+    start, the agent's session expiry, nothing acknowledged): messages queued for the
+    agent stay queued.
+
     clock_ok: the clock row's verdict. A failure is blamed on the clock only where a clock
     can cause it (a certificate outside its window) and the clock did not pass."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
 
     where = f"{url_host}:{port}"
     base = {"broker": where}
@@ -265,20 +317,36 @@ def check_broker(url_host: str, port: int, *, unit_id: str, ca_file: str, cert_f
         got.setdefault("fail", "the broker closed the connection")
         done.set()
 
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"selftest-{unit_id}",
-                    protocol=mqtt.MQTTv5)
+    # client id = the unit id: the broker would use it anyway (the certificate's CN);
+    # manual_ack: what the broker holds for the agent's session is not taken from it
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unit_id, protocol=mqtt.MQTTv5,
+                    manual_ack=True, reconnect_on_failure=False)
     try:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
         ctx.load_cert_chain(cert_file, key_file)
     except (OSError, ssl.SSLError) as e:
         return fail(f"cannot load the unit's TLS files ({type(e).__name__})",
                     "run `scripts/provision enroll` again to install the certificate")
+    agent = running_agent(agent_link_file)
     c.tls_set_context(ctx)
     c.on_connect, c.on_publish, c.on_connect_fail = on_connect, on_publish, on_connect_fail
     c.on_disconnect = on_disconnect
     t0 = time.monotonic()
     try:
-        c.connect(url_host, port, keepalive=10, clean_start=True)
+        if agent is not None:
+            refused = tls_probe(url_host, port, ctx, timeout_s)
+            if refused is not None:
+                return fail(refused, f"{clock_hint}check the certificate was issued by the "
+                            "clinic CA the broker trusts and is not revoked (the broker log "
+                            "for this unit)")
+            return row("broker", p.STATUS_PASS, **base, probe="tls", acl="not probed: the "
+                       "running agent holds the unit's broker session",
+                       agent_link="connected" if agent.get("connected") else
+                       f"down ({agent.get('reason') or 'reconnecting'})",
+                       connect_ms=round((time.monotonic() - t0) * 1000, 1))
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = AGENT_SESSION_EXPIRY_S
+        c.connect(url_host, port, keepalive=10, clean_start=False, properties=props)
     except ssl.SSLCertVerificationError as e:
         if e.verify_code in _CLOCK_VERIFY_CODES and not clock_ok:
             fix = ("check the unit's clock (the clock row): the broker's certificate is "

@@ -18,13 +18,16 @@ threads call only `wake`, `set_status`, `send_direct`, `replay_since` and `stop`
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import queue
 import random
 import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -41,6 +44,19 @@ from scribelink import topics
 log = logging.getLogger("edge_agent.uplink")
 
 SESSION_EXPIRY_S = 24 * 3600
+LINK_FILE = "link.json"  # in the agent's state dir: the link's state (selftest.py reads it)
+
+
+def _file_fingerprint(path: str) -> str | None:
+    """SHA-256 of a PEM certificate's DER (as provisioning's fingerprints), None if unreadable."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    try:
+        return x509.load_pem_x509_certificate(Path(path).read_bytes()).fingerprint(
+            hashes.SHA256()).hex()
+    except (OSError, ValueError):
+        return None
 
 
 class Uplink:
@@ -51,8 +67,11 @@ class Uplink:
         spool: Spool,
         *,
         on_control: Callable[[msgs.Message], None],
+        link_file: Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self.link_file = link_file
+        self._relink = threading.Lock()
         self.unit_id = unit_id
         self.spool = spool
         self.on_control = on_control
@@ -79,13 +98,17 @@ class Uplink:
     # ------------------------------------------------------------------ paho
 
     def _make_client(self) -> mqtt.Client:
+        # The broker takes the client id from the certificate's CN, the unit id (whatever
+        # is asked here: cloud_relay/broker.py); asking for the same keeps logs plain.
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"unit-{self.unit_id}",
+            client_id=self.unit_id,
             protocol=mqtt.MQTTv5,
         )
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.cfg.ca_file)
         ctx.load_cert_chain(self.cfg.cert_file, self.cfg.key_file)
+        self._ssl_context = ctx
+        self._cert_sha256 = _file_fingerprint(self.cfg.cert_file)  # what the link presents
         c.tls_set_context(ctx)
         c.max_inflight_messages_set(self.cfg.inflight_max)
         c.max_queued_messages_set(0)
@@ -106,10 +129,16 @@ class Uplink:
         if reason_code.is_failure:
             self.last_error = f"broker refused connection: {reason_code}"
             log.error("event=connect_refused reason=%s", reason_code)
+            self._write_link(False, self.last_error)
             return
+        assigned = getattr(properties, "AssignedClientIdentifier", None)
+        if assigned and assigned != self.unit_id:
+            log.warning("event=client_id_assigned assigned=%s", assigned)
         self._reconnected = True
         self.connected = True
+        self.last_error = None
         log.info("event=connected session_present=%s", flags.session_present)
+        self._write_link(True)
         client.subscribe(topics.control_topic(self.unit_id), qos=1)
         self._wake.set()
 
@@ -117,6 +146,8 @@ class Uplink:
         if self.connected:
             log.warning("event=disconnected reason=%s", reason_code)
             self._disconnected_at = time.time()
+            self.connected = False
+            self._write_link(False, str(reason_code))
         self.connected = False
         # jitter, so a clinic's units do not all come back in the same instant
         client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5),
@@ -145,7 +176,7 @@ class Uplink:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
+    def _connect_async(self) -> None:
         host, port = self.cfg.host_port
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -153,8 +184,39 @@ class Uplink:
             host, port, keepalive=self.cfg.keepalive_s, clean_start=False, properties=props
         )
         self._client.loop_start()
+
+    def start(self) -> None:
+        self._connect_async()
         self._thread = threading.Thread(target=self._pump, name="uplink-pump", daemon=True)
         self._thread.start()
+
+    def reload_identity(self) -> None:
+        """A renewal replaced the certificate and key at the configured paths: load them and
+        reconnect with them (the broker keeps the session: same CN, so same client id, and
+        no clean start; paho resends what was unacked). From any thread but paho's."""
+        with self._relink:
+            if self._stop.is_set():
+                return
+            self._ssl_context.load_cert_chain(self.cfg.cert_file, self.cfg.key_file)
+            self._cert_sha256 = _file_fingerprint(self.cfg.cert_file)
+            log.info("event=identity_reloaded")
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._connect_async()
+
+    def _write_link(self, connected: bool, reason: str | None = None) -> None:
+        """The link's state for the provisioning self-test, which must not connect as this
+        unit while the agent holds its connection (edge_agent/selftest.py)."""
+        if self.link_file is None:
+            return
+        doc = {"pid": os.getpid(), "connected": connected, "at": time.time(),
+               "reason": reason, "cert_sha256": self._cert_sha256}
+        try:
+            tmp = self.link_file.with_name(self.link_file.name + ".tmp")
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, self.link_file)
+        except OSError as e:
+            log.warning("event=link_file_unwritable error=%s", e.strerror)
 
     def wake(self) -> None:
         self._wake.set()
@@ -164,7 +226,8 @@ class Uplink:
         self._wake.set()
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
+        with self._relink:
+            self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout_s)
@@ -183,6 +246,7 @@ class Uplink:
         except Exception:
             pass
         self._client.loop_stop()
+        self._write_link(False, "stopped")
 
     def send_direct(self, topic: str, payload: bytes) -> None:
         """Publish from memory (only for a gap record the full spool could not take)."""

@@ -94,10 +94,11 @@ def free_port() -> int:
 
 
 def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: float) -> System:
-    p = pki.make_local_pki(tmp / "pki", units)
+    ids = [f"relay-{i}" for i in range(k)]  # one certificate (broker identity) per relay
+    p = pki.make_local_pki(tmp / "pki", units, relays=ids)
     bport = free_port()
     conf = broker.write_config(tmp / "broker", port=bport, ca=p["ca"], cert=p["broker"].cert,
-                               key=p["broker"].key)
+                               key=p["broker"].key, crl=p["crl"], relay_identities=ids)
     bproc = broker.start(conf, bport, tmp / "mosquitto.log")
     pg = None
     if store == "postgres":
@@ -107,7 +108,6 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
         store_url = pg.database()
     else:
         store_url = f"sqlite:///{tmp / 'relay.db'}"
-    ids = [f"relay-{i}" for i in range(k)]
     confs, urls = [], []
     for i, cid in enumerate(ids):
         d = tmp / cid
@@ -116,8 +116,8 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
         c = d / "relay.toml"
         c.write_text(
             f'data_dir = "{d}"\nhttp_port = {port}\nbroker_url = "mqtts://127.0.0.1:{bport}"\n'
-            f'broker_ca_file = "{p["ca"]}"\nbroker_cert_file = "{p["relay"].cert}"\n'
-            f'broker_key_file = "{p["relay"].key}"\nbroker_client_id = "{cid}"\n'
+            f'broker_ca_file = "{p["ca"]}"\nbroker_cert_file = "{p["relays"][cid].cert}"\n'
+            f'broker_key_file = "{p["relays"][cid].key}"\nbroker_client_id = "{cid}"\n'
             f'store_url = "{store_url}"\nstore_batch_ms = {batch_ms}\n'
             f'relay_peers = {json.dumps(ids)}\n' +
             ('share_group = "relays"\n' if k > 1 else ""))

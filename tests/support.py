@@ -47,12 +47,20 @@ class Broker:
     def url(self) -> str:
         return f"mqtts://127.0.0.1:{self.port}"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "mosquitto.pid"
+
+
+# relay identities every test broker knows (one certificate each, named in the ACL)
+RELAYS = ("relay", "relay-a", "relay-b")
+
 
 def make_broker(tmp: Path, units: list[str]) -> Broker:
-    p = pki.make_local_pki(tmp / "pki", units)
+    p = pki.make_local_pki(tmp / "pki", units, relays=RELAYS)
     port = broker.free_port()
     conf = broker.write_config(tmp / "broker", port=port, ca=p["ca"], cert=p["broker"].cert,
-                               key=p["broker"].key)
+                               key=p["broker"].key, crl=p["crl"], relay_identities=RELAYS)
     b = Broker(tmp / "broker", port, conf, p)
     b.start()
     return b
@@ -116,11 +124,13 @@ def make_relay(tmp: Path, b: Broker, *, store_url: str = "", name: str = "relay"
     d.mkdir(parents=True, exist_ok=True)
     port = broker.free_port()
     conf = d / "relay.toml"
+    ident = b.pki["relays"][client_id]  # the broker takes the client id from the cert's CN
     conf.write_text(
         f'data_dir = "{d / "data"}"\nhttp_port = {port}\nbroker_url = "{b.url}"\n'
-        f'broker_ca_file = "{b.pki["ca"]}"\nbroker_cert_file = "{b.pki["relay"].cert}"\n'
-        f'broker_key_file = "{b.pki["relay"].key}"\n'
+        f'broker_ca_file = "{b.pki["ca"]}"\nbroker_cert_file = "{ident.cert}"\n'
+        f'broker_key_file = "{ident.key}"\n'
         f'ca_cert_file = "{b.pki["ca"]}"\nca_key_file = "{b.pki["ca_key"]}"\n'
+        f'broker_crl_file = "{b.pki["crl"]}"\nbroker_pid_file = "{b.pid_file}"\n'
         f'store_url = "{store_url}"\nbroker_client_id = "{client_id}"\n' + extra
     )
     r = Relay(d, f"http://127.0.0.1:{port}", conf)
@@ -188,7 +198,7 @@ class UnitPublisher:
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.control: list[bytes] = []
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"unit-{unit_id}",
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unit_id,  # = the cert's CN
                         protocol=mqtt.MQTTv5)
         ctx = ssl.create_default_context(cafile=str(b.pki["ca"]))
         ctx.load_cert_chain(str(b.pki["units"][unit_id].cert), str(b.pki["units"][unit_id].key))

@@ -31,6 +31,7 @@ class Services:
     uplink: Uplink | None
     loop: asyncio.AbstractEventLoop | None = None
     fleet_files: Any = None  # cloud_relay.api.fleet.Files, made on first use
+    transport: Any = None  # cloud_relay.revocation.Transport
 
     def assignments_changed(self) -> None:
         """From a worker thread: tell the live scribes to re-read their assignments."""

@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 from cloud_relay import pki
 from cloud_relay.api.deps import ConfigDep, InstallerUser, ServicesDep, refuse
 from cloud_relay.config import RelayConfig
+from cloud_relay.revocation import transport
 from cloud_relay.store import Store, User, now_us
 from scribelink import enrolcode
 
@@ -161,6 +162,7 @@ def enroll(body: EnrollBody, user: InstallerUser, svc: ServicesDep, cfg: ConfigD
                      "authority: the unit's signing key binding must come with the CSR "
                      "(update scripts/provision)")
     bound = check_binding(store, code_id, unit_id, body.binding)
+    sign_key_id = bound.key_id  # the unit signing key this certificate goes with
     if bound.key_id not in {b["key_id"] for b in store.trust.bindings(unit_id)}:
         store.trust.add_binding(unit_id, bound.key_id, body.binding)
         store.audit(user.id, "unit_key_bound", unit_id, {"key_id": bound.key_id,
@@ -185,6 +187,7 @@ def enroll(body: EnrollBody, user: InstallerUser, svc: ServicesDep, cfg: ConfigD
                         {"reason": "bad_csr", "code_id": code_id})
             raise refuse(400, "bad_csr", f"{e}; the code is still valid") from e
     fp = cert.fingerprint(hashes.SHA256()).hex()
+    transport(svc).issued(cert, unit_id, via="enrol", sign_key_id=sign_key_id)
     leaf = pki.cert_pem(cert).decode()
     until = now_us() + RESERVATION_TTL_S * 1_000_000
     # reserve atomically: of two units racing for one code, one gets it
@@ -226,17 +229,10 @@ def confirm(body: ConfirmBody, user: InstallerUser, svc: ServicesDep) -> dict:
                 {"code_id": code_id, "room": room, "cert_fingerprint":
                  body.fingerprint_sha256, "serial": row[6], "new_unit": created,
                  "replaces_certificates": replaced})
-    if replaced:
-        # TODO(revocation): docs/trust.md says re-enrolment revokes the old certificate.
-        # Certificate revocation (cloud_relay/pki.py, the broker's CRL) is another branch's
-        # work and not on this one: when it lands, revoke `replaced` here (and let the admin
-        # know the old signing key's binding wants an authority-signed revocation:
-        # `python -m scribelink.authority revoke`). Until then the old certificate stays
-        # valid to the broker until it expires.
-        log.warning("event=unit_reenrolled unit=%s replaces=%d old_certificates_revoked=no",
-                    unit_id, len(replaced))
     log.info("event=unit_enrolled unit=%s fingerprint=%s", unit_id,
              body.fingerprint_sha256[:16])
+    # this certificate is the unit's now; any other of the unit id (a re-enrolment) is revoked
+    transport(svc).enrolled(unit_id, body.fingerprint_sha256, user.id)
     if svc.uplink is not None and store.scribes_for(unit_id):
         svc.uplink.publish_assignment(unit_id)  # a re-enrolled unit gets its scribes again
     return {"unit": unit_id, "room": room, "code_id": code_id, "already_confirmed": False}

@@ -73,6 +73,9 @@ def unit_app(svc: Services) -> FastAPI:
     app = FastAPI(title="Scribelink relay: unit endpoints (mTLS)")
     app.state.services = svc
     app.include_router(unit_router)
+    from cloud_relay.api.transport import unit_router as renewal_router
+
+    app.include_router(renewal_router)  # certificate renewal
     return app
 
 

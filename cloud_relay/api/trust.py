@@ -18,6 +18,7 @@ import uuid
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from cloud_relay import pki
 from cloud_relay.api.deps import AdminUser, CurrentUser, InstallerUser, ServicesDep, refuse
 from cloud_relay.store import Store, now_us
 from scribelink import messages as msgs
@@ -280,7 +281,13 @@ def admin_revocations(body: StatementBody, user: AdminUser, svc: ServicesDep) ->
     if svc.uplink is not None:
         for u in store.units():
             svc.uplink.publish_assignment(u["id"])
-    return {"serial": new.serial}
+    # a revoked unit key takes its transport certificates with it: refused by the broker,
+    # its live connection ended (cloud_relay/revocation.py)
+    from cloud_relay.revocation import transport
+
+    transport_done = transport(svc).apply_authority(new, int(st.body.get("issued_us", 0)),
+                                                    user.id)
+    return {"serial": new.serial, "transport": transport_done}
 
 
 @router.get("/api/admin/units/{unit_id}/bindings")
@@ -303,8 +310,9 @@ def add_grant(body: GrantBody, user: AdminUser, svc: ServicesDep) -> dict:
     except trust.TrustError as e:
         raise refuse(400, "bad_grant", str(e)) from e
     unit_id = str(g.get("unit"))
-    if not topics.valid_unit_id(unit_id) or unit_id in ("relay", "broker", "admin"):
-        raise refuse(400, "bad_unit_id", "unit id: letters, digits, '.', '_', '-' only")
+    if not topics.valid_unit_id(unit_id) or pki.reserved_cn(unit_id):
+        raise refuse(400, "bad_unit_id", "unit id: letters, digits, '.', '_', '-' only "
+                     "(not broker, admin, relay or relay-<name>)")
     if int(g.get("expires_us", 0)) < now_us():
         raise refuse(400, "grant_expired", "this grant has expired already")
     code_id = store.trust.add_grant(body.proof_hash, unit_id, str(g.get("room") or ""),

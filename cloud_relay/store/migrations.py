@@ -209,6 +209,23 @@ STEPS: list[tuple[int, str, list[str]]] = [
             signed_us BIGINT
         )""",
     ]),
+    (6, "transport certificates by serial (revocation, renewal)", [
+        """CREATE TABLE transport_certs (
+            serial TEXT PRIMARY KEY,
+            cn TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            sign_key_id TEXT,
+            via TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('issued','active','revoked')),
+            issued_us BIGINT NOT NULL,
+            not_after_us BIGINT NOT NULL,
+            revoked_us BIGINT,
+            reason TEXT,
+            renews TEXT
+        )""",
+        "CREATE INDEX transport_certs_cn ON transport_certs(cn)",
+        "CREATE INDEX transport_certs_fingerprint ON transport_certs(fingerprint)",
+    ]),
 ]
 
 

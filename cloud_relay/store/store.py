@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from cloud_relay.store.certs import CertStore
 from cloud_relay.store.db import Db, connect
 from cloud_relay.store.migrations import migrate
 
@@ -517,6 +518,12 @@ class Store:
     @property
     def trust(self) -> TrustStore:
         return TrustStore(self)
+
+    # ------------------------------------------------------------------ transport certificates
+
+    @property
+    def certs(self) -> CertStore:
+        return CertStore(self)
 
     # ------------------------------------------------------------------ fleet updates
 

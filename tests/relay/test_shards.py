@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from relay_streams import RawScribe, open_message, sealed_chunks, unit_session, wait_until
-from support import Broker, UnitPublisher, make_relay, relay_clinic
+from support import RELAYS, Broker, UnitPublisher, make_relay, relay_clinic
 
 from cloud_relay import broker as broker_mod
 
@@ -15,7 +15,8 @@ from cloud_relay import broker as broker_mod
 def second_broker(tmp_path, first: Broker) -> Broker:
     port = broker_mod.free_port()
     conf = broker_mod.write_config(tmp_path / "broker2", port=port, ca=first.pki["ca"],
-                                   cert=first.pki["broker"].cert, key=first.pki["broker"].key)
+                                   cert=first.pki["broker"].cert, key=first.pki["broker"].key,
+                                   crl=first.pki["crl"], relay_identities=RELAYS)
     b = Broker(tmp_path / "broker2", port, conf, first.pki)
     b.start()
     return b
