@@ -8,6 +8,17 @@ import { Receiver } from "/console/js/receiver.js";
 
 const subtle = globalThis.crypto.subtle;
 const PKCS8_X25519_PREFIX = "302e020100300506032b656e04220420";
+const PKCS8_ED25519_PREFIX = "302e020100300506032b657004220420";
+
+/** An Ed25519 signing key (non-extractable) from a 32-byte seed: {privateKey, publicRaw, device}. */
+export async function signerFromSeed(seed) {
+  const pkcs8 = concat(fromHex(PKCS8_ED25519_PREFIX), seed);
+  const probe = await subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, true, ["sign"]);
+  const jwk = await subtle.exportKey("jwk", probe);
+  const publicRaw = b64decode(jwk.x.replace(/-/g, "+").replace(/_/g, "/") + "=");
+  const privateKey = await subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, false, ["sign"]);
+  return { privateKey, publicRaw, device: await keyId(publicRaw) };
+}
 
 /** An identity (as js/crypto.js loadOrCreateIdentity gives) from a raw 32-byte or PKCS#8 private key. */
 export async function identityFromPrivate(privateBytes) {
