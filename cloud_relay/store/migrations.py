@@ -209,6 +209,18 @@ STEPS: list[tuple[int, str, list[str]]] = [
             signed_us BIGINT
         )""",
     ]),
+    (6, "key shares between a scribe's devices (the scribe's shift)", [
+        """CREATE TABLE key_shares (
+            session TEXT NOT NULL,
+            to_device TEXT NOT NULL,
+            from_device TEXT NOT NULL,
+            unit_id TEXT NOT NULL,
+            share TEXT NOT NULL,
+            created_us BIGINT NOT NULL,
+            PRIMARY KEY (session, to_device)
+        )""",
+        "CREATE INDEX key_shares_device ON key_shares(to_device)",
+    ]),
 ]
 
 
