@@ -46,9 +46,10 @@ def _my_device(store: Store, user: User, device: str) -> dict:
     return d
 
 
-def _sealed_for(open_msg: dict, user: User) -> bool:
+def _sealed_for(open_msg: dict, user: User, added: list[dict] = ()) -> bool:
+    """Was the session's key wrapped to this scribe, at its open or since (a device joined)?"""
     return any(r.get("kind") == "scribe" and r.get("id") == user.id
-               for r in open_msg.get("recipients") or [])
+               for m in (open_msg, *added) for r in m.get("recipients") or [])
 
 
 def _holders(s: dict) -> list[str]:
@@ -83,8 +84,10 @@ def put_shares(body: SharesBody, user: CurrentUser, svc: ServicesDep) -> dict:
             if share.unit not in units:
                 raise trust.TrustError("not a session of your rooms")
             open_msg = store.session_open(share.session)
-            if open_msg is None or open_msg.get("unit") != share.unit or \
-                    not _sealed_for(open_msg, user):
+            if open_msg is None or open_msg.get("unit") != share.unit or not (
+                    _sealed_for(open_msg, user) or _sealed_for(
+                        open_msg, user, [m for m in store.session_meta(share.session)
+                                         if m.get("type") == "recipients_added"])):
                 raise trust.TrustError("no such session sealed for you")
         except trust.TrustError as e:
             refused.append({"session": str(d.get("session"))[:32], "why": str(e)})
@@ -118,7 +121,7 @@ def wanted(device: str, user: CurrentUser, svc: ServicesDep,
     _my_device(store, user, device)
     out = []
     sessions = [s for s in store.shift.sessions(store.units_for(user.id), limit=MAX_SESSIONS)
-                if _sealed_for(s["session_open"], user) and device not in _holders(s)]
+                if _sealed_for(s["session_open"], user, s["added"]) and device not in _holders(s)]
     shared = store.shift.shared_sessions(device, [s["session"] for s in sessions])
     for s in sessions:
         if s["session"] in shared:
@@ -167,7 +170,7 @@ def sessions(user: CurrentUser, svc: ServicesDep, unit: str | None = None,
             raise refuse(403, "not_assigned", "this room is not assigned to you")
         units = [unit]
     found = [s for s in store.shift.sessions(units, from_us=from_us, to_us=to_us, limit=limit)
-             if _sealed_for(s["session_open"], user)]
+             if _sealed_for(s["session_open"], user, s["added"])]
     shared = set()
     if device is not None:
         _my_device(store, user, device)

@@ -116,7 +116,7 @@
     sessions: () => [...desk().receiver.sessions.values()].map((s) => ({
       session: s.session, unit: s.unit, maxSeq: s.maxSeq, chunks: s.chunks.size, closed: !!s.close,
       events: s.events.map((e) => ({ kind: e.kind, seq: e.seq, cue_id: e.cue_id, t_s: e.t_s })),
-      chunkSamples: s.chunkSamples, sampleRate: s.sampleRate, lost: s.lostRanges.length, complete: s.complete,
+      chunkSamples: s.chunkSamples, sampleRate: s.sampleRate, lost: s.lostRanges.reduce((n, [a, b]) => n + Math.max(0, Math.min(b, s.maxSeq) - a + 1), 0), complete: s.complete,
       openedVia: s.openedVia, consent: s.consent, recipients: s.recipients.map((r) => r.device).filter(Boolean),
       replies: s.replies,
       live: [...s.chunks.values()].filter((c) => c.via === "live").length,

@@ -23,9 +23,9 @@ import httpx
 import numpy as np
 import pytest
 import websockets
+from clinic_admin import RelayClinic
 from console_support import open_console, poll, screenshot
 from support import PY, ROOT, make_broker, make_relay, random_multichannel, read_wav, write_wav
-from clinic_admin import RelayClinic
 from unit_sim import MqttUnit, SimSession, now_us
 
 from scribelink import envelope as env

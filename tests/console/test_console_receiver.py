@@ -20,7 +20,6 @@ from console_support import in_module
 from trustkit import Clinic
 
 from edge_agent.session import gap_message
-from scribelink import envelope as env
 from scribelink import messages as msgs
 from scribelink import trust
 

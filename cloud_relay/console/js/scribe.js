@@ -44,6 +44,7 @@ export class ScribeDesk {
     this.timers = [];
     this.stopped = false;
     this.sharesSeen = new Set(); // key shares for this device already applied
+    this.tried = new Set(); // sessions named by a unit's status that were fetched once
     this.myShares = new Map(); // session -> share for this device (to re-share onward)
     this.dirty = true; // the live strip and timeline need drawing on the next frame
     this.hoverT = null; // session time under the mouse on the timeline
@@ -372,9 +373,23 @@ export class ScribeDesk {
       if (store.unitStatus(f.unit, f.status, nowMs())) {
         this.dirty = true;
         this.view.rooms();
+        const sid = f.status?.session;
+        // a session this page has not met (it opened while the page could not read it)
+        if (sid && !this.receiver.sessions.has(sid) && !this.receiver.unopened.has(sid) && !this.receiver.refused.has(sid)
+            && !this.tried.has(sid)) {
+          this.tried.add(sid);
+          this.loadSession(sid);
+        }
       }
     } else if (["session_open", "session_close", "gap", "recipients_added", "cue_ack"].includes(f.type)) {
       this.receiver.sessionItem(f, "live");
+      if (f.type === "recipients_added" && (f.recipients || []).some((r) => r.key_id === this.device.identity.keyId)) {
+        // this device joined a running session whose open came before it could read the room's
+        // archive: fetch it (what is already here waits in the receiver)
+        this.receiver.chain.then(() => {
+          if (!this.receiver.sessions.has(f.session)) this.loadSession(f.session);
+        });
+      }
     } else if (f.type === "error") {
       this.onError({ error: `relay: ${f.error}` });
     } // anything else is from a newer relay, for a newer page

@@ -247,7 +247,7 @@ class ScribePlayer extends AudioWorkletProcessor {
     this.sinceReport += n;
     if (this.sinceReport >= REPORT_S * sampleRate) {
       this.port.postMessage({
-        type: "tick", pos: this.pos, buffered: this.buffered + this.stretch.pendingInput, target: this.target,
+        type: "tick", at: currentTime, pos: this.pos, buffered: this.buffered + this.stretch.pendingInput, target: this.target,
         playing: this.playing && !this.paused, peak: this.peak, rate: this.rate,
         rms: Math.sqrt(this.sumSq / Math.max(1, this.n)), underruns: this.underruns, dropped: this.dropped,
       });
