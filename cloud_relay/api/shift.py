@@ -113,15 +113,17 @@ def my_shares(device: str, user: CurrentUser, svc: ServicesDep) -> list[dict]:
 @router.get("/api/me/key-shares/wanted")
 def wanted(device: str, user: CurrentUser, svc: ServicesDep,
            limit: Annotated[int, Query(ge=1, le=MAX_SESSIONS)] = 100) -> list[dict]:
-    """Sessions sealed for the caller that `device` cannot open yet: the unit did not wrap
-    their key to it and no share for it is stored. Their session_open comes along, so the
-    sharing device can unwrap its own copy of the key."""
+    """Closed sessions sealed for the caller that `device` cannot open yet: the unit did not
+    wrap their key to it and no share for it is stored. Their session_open comes along, so
+    the sharing device can unwrap its own copy of the key."""
     _scribe(user)
     store = svc.store
     _my_device(store, user, device)
     out = []
+    # (a session still open is not shared: its unit adds the new device to it, signed)
     sessions = [s for s in store.shift.sessions(store.units_for(user.id), limit=MAX_SESSIONS)
-                if _sealed_for(s["session_open"], user, s["added"]) and device not in _holders(s)]
+                if s["closed_us"] is not None and _sealed_for(s["session_open"], user, s["added"])
+                and device not in _holders(s)]
     shared = store.shift.shared_sessions(device, [s["session"] for s in sessions])
     for s in sessions:
         if s["session"] in shared:

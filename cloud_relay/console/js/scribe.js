@@ -20,7 +20,7 @@ const TICK_MS = 500; // redraw, and chime again while cues wait
 const EVICT_MS = 5000;
 const ROOMS_REFRESH_MS = 15000; // assignment changes appear without a reload
 const DEVICES_REFRESH_MS = 10000; // siblings waiting for approval; revocations
-const SHARES_MS = 15000; // key shares to and from this scribe's other devices
+const SHARES_MS = 5000; // key shares to and from this scribe's other devices (cheap: a GET each)
 const APPROVAL_POLL_MS = 2000;
 const OUTAGE_NOTIFY_MS = 10000; // a hidden page hears of an outage after this long
 const REPLAY_BEFORE_CUE_S = 15;
@@ -255,11 +255,22 @@ export class ScribeDesk {
         this.myShares.set(share.session, share);
         this.store.sharedBy.set(share.session, sender.label);
         await this.receiver.sharedKey(share.session, raw);
+        this.markShared(share.session);
       } catch (e) {
         if (!(e instanceof TrustError)) throw e;
         this.onError({ error: "forged", detail: `key share: ${e.message}`, session: share.session });
       }
     }
+  }
+
+  /** A share for `session` reached this device: its list rows offer Open from now on. */
+  markShared(session) {
+    const { store } = this;
+    let hit = false;
+    for (const list of [...[...store.rooms.values()].map((r) => r.archive || []), store.search?.list || []]) {
+      for (const row of list) if (row.session === session && !row.shared) { row.shared = true; hit = true; }
+    }
+    if (hit) this.view.sessions();
   }
 
   /** Both ways: take shares made for this device, and make shares for the siblings. */
@@ -383,7 +394,14 @@ export class ScribeDesk {
       }
     } else if (["session_open", "session_close", "gap", "recipients_added", "cue_ack"].includes(f.type)) {
       this.receiver.sessionItem(f, "live");
-      if (f.type === "recipients_added" && (f.recipients || []).some((r) => r.key_id === this.device.identity.keyId)) {
+      const dev = this.device;
+      if (f.type === "recipients_added" && (f.recipients || []).some((r) => r.kind === "scribe" && r.id === dev.user
+          && r.device && r.device !== dev.id && !dev.mine.has(r.device))) {
+        // a device of this scribe this one has not met joined a session: it wants the keys of
+        // the earlier ones, so meet it and share now rather than at the next refresh
+        this.refreshDevices().then(() => this.syncShares()).catch(() => {});
+      }
+      if (f.type === "recipients_added" && (f.recipients || []).some((r) => r.key_id === dev.identity.keyId)) {
         // this device joined a running session whose open came before it could read the room's
         // archive: fetch it (what is already here waits in the receiver)
         this.receiver.chain.then(() => {
