@@ -69,6 +69,7 @@ class Bridge:
         self.rejected = 0
         self.lost_at: int | None = None
         self._known: set[str] = set()  # unit ids already registered from this connection
+        self._consent: dict[str, tuple[str | None, str | None]] = {}  # unit -> (session, state)
         self._topics: dict[bytes, tuple[str, str] | None] = {}
         ctx = ssl_context
         if ctx is None:
@@ -178,9 +179,22 @@ class Bridge:
             if m.get("unit") != unit_id:
                 raise ValueError("status names another unit")
             self._seen(unit_id)
+            self._audit_consent(unit_id, m)
             self.writer.put_status(unit_id, m)
             return None
         return None
+
+    def _audit_consent(self, unit_id: str, status: dict) -> None:
+        """Where the clinic requires consent, its state (pending, given, declined) goes to
+        the audit log as it changes: the unit's coarse status says it in clear; the signed,
+        sealed consent event in the session is the record the scribe sees."""
+        state, session = status.get("consent"), status.get("session")
+        if state not in ("pending", "given", "declined"):
+            return
+        if self._consent.get(unit_id) == (session, state):
+            return
+        self._consent[unit_id] = (session, state)
+        self.store.audit(unit_id, f"consent_{state}", (session or "")[:8])
 
     # ------------------------------------------------------------------ outbound
 

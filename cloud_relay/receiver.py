@@ -144,8 +144,9 @@ class Receiver:
             u = self.unopened.get(m.session)
             if u is not None and isinstance(m, msgs.RecipientsAdded):
                 self._joined(u, m, raw)
-            elif u is None:
-                # before its open (the relay may reorder); checked once the open is here
+            else:
+                # before its open (the relay may reorder), or before this device joined
+                # (a gap declared then still counts once it has): checked when it opens
                 q = self.pending_meta.setdefault(m.session, [])
                 if len(q) < MAX_PENDING_META and len(self.pending_meta) < MAX_UNOPENED:
                     q.append((m, raw))

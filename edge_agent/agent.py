@@ -94,6 +94,7 @@ class Agent:
                 codec=cfg.codec.settings(),
                 auto_open=cfg.session.auto_open,
                 privacy_auto_resume_s=cfg.session.privacy_auto_resume_s,
+                consent_required=cfg.session.consent_required,
                 stop_after_frames=cfg.file_input.stop_after_frames,
                 resume_input=cfg.file_input.resume_input,
                 exit_when_done=cfg.file_input.exit_when_done,
@@ -142,6 +143,7 @@ class Agent:
             self.cfg.puck.port,
             on_cue=lambda cue_id: self.inbox.put(c.PuckCue(cue_id)),
             on_privacy_toggle=lambda: self.inbox.put(c.PrivacyToggle()),
+            on_consent=lambda: self.inbox.put(c.PuckConsent()),
             on_connection=lambda up: log_event("info", "puck_connected" if up else "puck_lost",
                                                {}),
             # a 5 s hold is physical presence: the provisioning service may unlock
@@ -313,7 +315,10 @@ class Agent:
                 self.puck.show(e.state)
         elif isinstance(e, c.PuckCueSeen):
             if self.puck is not None:
-                self.puck.cue_seen(e.cue_id)
+                self.puck.cue_seen(e.cue_id, e.reply)
+        elif isinstance(e, c.WantConsent):
+            if self.puck is not None:
+                self.puck.want_consent(e.wanted)
         elif isinstance(e, c.PublishStatus):
             self._last_status = e.status.to_dict()
             self.uplink.set_status(self._last_status)

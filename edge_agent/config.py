@@ -67,6 +67,9 @@ class SessionConfig:
     auto_open: bool = True  # open a session as soon as a scribe is assigned
     # a privacy pause ends with the next hold, or after this many seconds (0: never)
     privacy_auto_resume_s: float = 0.0
+    # the clinic's option: a session captures nothing until consent is recorded (the
+    # physician's double press, or a scribe confirming the read-back)
+    consent_required: bool = False
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,11 @@ class PrivacyToggle:
 
 
 @dataclass(frozen=True)
+class PuckConsent:
+    """The physician's double press: the patient agreed (only while consent is wanted)."""
+
+
+@dataclass(frozen=True)
 class AudioCaptured:
     block: np.ndarray  # (frames, channels) int16
 
@@ -218,6 +223,13 @@ class PuckCueSeen:
 
 
 @dataclass(frozen=True)
+class WantConsent:
+    """The puck asks for consent (a double press gives it), or stops asking."""
+
+    wanted: bool
+
+
+@dataclass(frozen=True)
 class PublishStatus:
     status: msgs.Status
 
@@ -270,8 +282,8 @@ class InstallUpdate:
     """Between sessions, nothing unsent: hand the verified release to the installer."""
 
 
-Effect = (Spool | ShowLight | PuckCueSeen | PublishStatus | SaveAssignment | SaveConfig
-          | OpenCapture | CloseCapture | Replay | Log | Done | InstallUpdate)
+Effect = (Spool | ShowLight | PuckCueSeen | WantConsent | PublishStatus | SaveAssignment
+          | SaveConfig | OpenCapture | CloseCapture | Replay | Log | Done | InstallUpdate)
 
 
 # ---------------------------------------------------------------------------- settings
@@ -288,6 +300,10 @@ class CoreSettings:
     codec: codecs.CodecSettings = field(default_factory=codecs.CodecSettings)
     auto_open: bool = True
     privacy_auto_resume_s: float = 0.0
+    # the clinic's option: a session captures nothing until consent is recorded (the
+    # physician's double press, or a scribe confirming the read-back); a declined visit
+    # captures nothing at all
+    consent_required: bool = False
     # file-backed input (demo, tests): stop after this many frames; resume where sealed
     stop_after_frames: int = 0
     resume_input: bool = False
@@ -358,6 +374,10 @@ class UnitCore:
                                   and input_frames >= settings.stop_after_frames)
         self.cues_seen = list(cues_seen or [])
         self.privacy_paused = False
+        # consent, when the clinic requires it: None (no session, or not required),
+        # "pending" (nothing captured), "given", "declined"
+        self.consent: str | None = None
+        self._consent_hold = False  # declined: no new session until the next visit starts
         self._paused_at_frames = 0
         self._paused_since: float | None = None
         self._last_pause_mark = float("-inf")
@@ -428,7 +448,8 @@ class UnitCore:
         update_hold = self._update_gate(e.health, now, out)
         hold = self._trial_holding(now, out) or update_hold
         if self.session is None and not self.captured_done and self.s.auto_open \
-                and self.assigned is not None and self.assigned.devices and not hold:
+                and self.assigned is not None and self.assigned.devices and not hold \
+                and not self._consent_hold:
             self._open_session(now, out)
         if hold and self.session is None and self.capture in ("open", "opening"):
             # between encounters: free the device for the next release (a file-backed
@@ -436,7 +457,7 @@ class UnitCore:
             out.append(CloseCapture())
             self.capture = "closed"
         if self.session is not None and self.capture == "failed" and \
-                now.mono_s >= self._capture_retry_at:
+                self.consent != "pending" and now.mono_s >= self._capture_retry_at:
             self.capture = "opening"
             out.append(OpenCapture(self._resume_skip()))
         if self.captured_done and self.s.exit_when_done and e.health.spool_empty \
@@ -589,6 +610,8 @@ class UnitCore:
     def _on_SessionControlReceived(self, e: SessionControlReceived, now: Now, out: list) -> None:
         if e.action == "close" and self.session is not None:
             self._close_session("closed_by_relay", now, out)
+        elif e.action == "open" and self._consent_hold:
+            self._next_visit("session_control", out)
 
     def _on_CueAckReceived(self, e: CueAckReceived, now: Now, out: list) -> None:
         s, m = self.session, e.message
@@ -606,12 +629,19 @@ class UnitCore:
             out.append(Log("warning", "cue_reply_rejected", {"why": str(err)}))
             return
         reply = str(body["reply"])
-        if reply not in msgs.CUE_REPLIES:
+        if reply not in msgs.CUE_REPLIES and reply not in msgs.CONSENT_REPLIES:
             out.append(Log("warning", "cue_reply_rejected", {"why": "unknown reply"}))
             return
         if device.kind != "person":
-            # only a person's reply lights the physician's puck
+            # only a person's reply lights the physician's puck, or records consent
             out.append(Log("info", "cue_reply_from_robot", {"cue_id": body["cue_id"]}))
+            return
+        if reply in msgs.CONSENT_REPLIES:
+            # a scribe confirmed the consent read-back (or that the patient declined)
+            if self.consent != "pending":
+                out.append(Log("info", "consent_reply_ignored", {"consent": self.consent}))
+                return
+            self._record_consent(reply == "consent_given", "scribe", now, out)
             return
         out.append(Log("info", "cue_reply", {"cue_id": body["cue_id"], "reply": reply}))
         out.append(PuckCueSeen(int(body["cue_id"]), reply))
@@ -624,6 +654,11 @@ class UnitCore:
     def _on_PuckCue(self, e: PuckCue, now: Now, out: list) -> None:
         if e.cue_id in self.cues_seen:
             return  # the same press again (the puck retransmits across an agent restart)
+        if self.session is None and self._consent_hold:
+            # after a declined visit, the physician's next press starts the next one
+            self.cues_seen = (self.cues_seen + [e.cue_id])[-CUE_MEMORY:]
+            self._next_visit("press", out)
+            return
         if self.session is None:
             out.append(Log("warning", "cue_without_session", {"cue_id": e.cue_id}))
             return
@@ -634,7 +669,50 @@ class UnitCore:
         out.append(Log("info", "cue", {"cue_id": e.cue_id, "seq": seq}))
 
     def _on_PrivacyToggle(self, e: PrivacyToggle, now: Now, out: list) -> None:
+        if self.consent == "pending":
+            # the privacy gesture while the unit asks for consent: the patient declined
+            self._record_consent(False, "physician", now, out)
+            return
         self._toggle_privacy(now, out)
+
+    def _on_PuckConsent(self, e: PuckConsent, now: Now, out: list) -> None:
+        if self.consent != "pending":
+            out.append(Log("info", "consent_press_ignored", {"consent": self.consent}))
+            return
+        self._record_consent(True, "physician", now, out)
+
+    # ------------------------------------------------------------------ consent
+
+    def _record_consent(self, given: bool, by: str, now: Now, out: list) -> None:
+        """Consent recorded: a signed, sealed event in the record, then capture starts (from
+        this moment: nothing before it was captured), or the visit ends with nothing."""
+        s = self.session
+        assert s is not None and self.consent == "pending"
+        state = "given" if given else "declined"
+        fields = {"audio_seq": s.next_audio_seq} if given else {}
+        seq, sealed = s.seal_event("consent", now.wall_us, state=state, by=by, **fields)
+        self._spool(out, [self._rec(topics.EVENT, sealed, "event", seq=seq)])
+        self.consent = state
+        out.append(WantConsent(False))
+        out.append(Log("info", "consent", {"state": state, "by": by}))
+        if not given:
+            self._close_session("consent_declined", now, out)
+            self._consent_hold = True  # the next visit starts with the physician's press
+            self.consent = "declined"
+            return
+        # capture times start true from here
+        self.chunker = Chunker(sample_rate=self.s.sample_rate, chunk_ms=self.s.chunk_ms,
+                               start_us=now.wall_us)
+        self.dsp = self._make_dsp()
+        self._dsp_in, self._dsp_in_frames = [], 0
+        if self.capture == "closed":
+            self.capture = "opening"
+            out.append(OpenCapture(self._resume_skip()))
+
+    def _next_visit(self, how: str, out: list) -> None:
+        self._consent_hold = False
+        self.consent = None
+        out.append(Log("info", "next_visit", {"by": how}))
 
     def _toggle_privacy(self, now: Now, out: list) -> None:
         s = self.session
@@ -725,8 +803,8 @@ class UnitCore:
             self._declare_gap(s.hex, "audio", first, first + chunks - 1, "capture_lost", now, out)
 
     def _on_AudioCaptured(self, e: AudioCaptured, now: Now, out: list) -> None:
-        if self.session is None or self.captured_done:
-            return
+        if self.session is None or self.captured_done or self.consent == "pending":
+            return  # (while consent is pending the device is closed: nothing gets here)
         block = e.block
         stop_after = self.s.stop_after_frames
         if stop_after:
@@ -764,12 +842,14 @@ class UnitCore:
             self.last_error = "Opus unavailable on this unit (install libopus0); sending PCM"
             out.append(Log("error", "opus_unavailable", {}))
             codec = replace(codec, codec="pcm_s16le")
+        pending = self.s.consent_required
         try:
             s = self.session = Session(
                 unit_id=self.s.unit_id, scribes=self.assigned.recipients(),
                 recovery=self.recovery, signer=self.signer, sample_rate=self.s.sample_rate,
                 chunk_ms=self.s.chunk_ms, started_us=now.wall_us, room=self.assigned.room,
-                codec=codec, session_id=self.rng(16), session_key=self.rng(32))
+                codec=codec, session_id=self.rng(16), session_key=self.rng(32),
+                consent="pending" if pending else "not_required")
         except ValueError as err:  # not one recipient could be wrapped to
             self.alarms["bad_recipient_key"] = now.wall_us
             out.append(Log("error", "session_not_opened", {"why": str(err)}))
@@ -781,10 +861,22 @@ class UnitCore:
         self._dsp_in, self._dsp_in_frames = [], 0
         self.privacy_paused = False
         seq, start = s.seal_event("session_start", now.wall_us)
-        self._spool(out, [self._rec(topics.SESSION, msgs.dumps(s.open_message()), "session"),
-                          self._rec(topics.EVENT, start, "event", seq=seq)],
-                    {"open_session": s.hex})
+        records = [self._rec(topics.SESSION, msgs.dumps(s.open_message()), "session"),
+                   self._rec(topics.EVENT, start, "event", seq=seq)]
+        if pending:
+            seq, asked = s.seal_event("consent", now.wall_us, state="pending", by="unit")
+            records.append(self._rec(topics.EVENT, asked, "event", seq=seq))
+        self._spool(out, records, {"open_session": s.hex})
         out.append(Log("info", "session_open", {"session": s.hex[:8]}))
+        if pending:
+            # nothing is captured until consent: the device stays closed until then
+            self.consent = "pending"
+            out.append(WantConsent(True))
+            if self.capture in ("open", "opening"):
+                out.append(CloseCapture())
+                self.capture = "closed"
+            return
+        self.consent = None
         if self._capture_lost_at_us is not None:
             self._capture_lost_at_us = now.wall_us  # this session misses from its start
         elif self.capture == "closed":
@@ -811,6 +903,9 @@ class UnitCore:
         self.session = None
         self.privacy_paused = False
         self._paused_since = None
+        if self.consent == "pending":
+            out.append(WantConsent(False))
+        self.consent = None
         out.append(Log("info", "session_close", {"session": s.hex[:8], "reason": reason}))
         if self.capture in ("open", "opening") and (self.captured_done or reason
                                                     == "input_complete"):
@@ -927,8 +1022,8 @@ class UnitCore:
         """What the physician's light must say: the unit's real state, nothing nicer."""
         if "spool_disk_full" in self.alarms or self._capture_lost_at_us is not None:
             return "fault"
-        if self.session is None:
-            return "idle"
+        if self.session is None or self.consent == "pending":
+            return "idle"  # nothing is being recorded (the puck asks for consent meanwhile)
         if self.privacy_paused:
             return "paused"
         return "live" if self.health.link_up else "offline_recording"
@@ -942,7 +1037,7 @@ class UnitCore:
     def capture_state(self) -> str:
         if self._capture_lost_at_us is not None:
             return "fault"
-        if self.session is None:
+        if self.session is None or self.consent == "pending":
             return "idle"
         return "paused" if self.privacy_paused else "live"
 
@@ -972,6 +1067,7 @@ class UnitCore:
                                                         "led": self.light},
             version=self.s.version or None,
             update=self._update_status(),
+            consent=self.consent,
         )
 
     def _update_status(self) -> dict | None:

@@ -44,11 +44,14 @@ class Puck:
         on_presence_hold: Callable[[], None] | None = None,
         on_connection: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_consent: Callable[[], None] | None = None,
     ) -> None:
         self.port = port or DEFAULT_PORT
         self._on_cue = on_cue
         self._on_privacy_toggle = on_privacy_toggle
         self._on_presence_hold = on_presence_hold
+        self._on_consent = on_consent
+        self._consent_wanted = False  # said again to a puck that rebooted
         self._on_connection = on_connection
         self._clock = clock
         self._lock = threading.Lock()
@@ -99,13 +102,22 @@ class Puck:
         with self._lock:
             self._link.set_state(SESSION_STATES.index(state), self._now_ms())
 
-    def cue_seen(self, cue_id: int) -> None:
-        """The scribe saw this cue: the puck shows "seen"."""
+    def cue_seen(self, cue_id: int, reply: str = "seen") -> None:
+        """A scribe replied to this cue (seen, got_it, repeat, see_me): the puck shows the
+        reply's own pattern."""
+        if reply not in pucklink.REPLIES:
+            raise ValueError(f"unknown reply {reply!r}; use one of {pucklink.REPLIES}")
         nonce, cue_no = pucklink.split_cue_id(cue_id)
         with self._lock:
-            body = struct.pack(">IH", nonce, cue_no)
+            body = struct.pack(">IHB", nonce, cue_no, pucklink.REPLIES.index(reply))
             if not self._link.send_reliable(pucklink.MSG_CUE_SEEN, body, self._now_ms()):
                 log.warning("event=puck_queue_full dropped=cue_seen")
+
+    def want_consent(self, wanted: bool) -> None:
+        """The session waits for consent (the ring asks for it; a double press gives it),
+        or no longer does."""
+        self._consent_wanted = wanted
+        self._send(pucklink.MSG_CONSENT_WANTED, bytes([1 if wanted else 0]))
 
     def identify(self, seconds: float) -> None:
         """Blink the ring's identify pattern for `seconds` (0 stops it)."""
@@ -238,6 +250,8 @@ class Puck:
         for ev in events:
             if ev.kind == pucklink.EV_PEER_RESET:
                 log.info("event=puck_boot nonce=%08x", self._link.peer_nonce)
+                if self._consent_wanted:  # a puck that rebooted forgot the request
+                    self._send(pucklink.MSG_CONSENT_WANTED, bytes([1]))
                 continue
             if ev.kind != pucklink.EV_MESSAGE:
                 continue
@@ -258,6 +272,11 @@ class Puck:
                     log.info("event=puck_presence_hold")
                     if self._on_presence_hold is not None:
                         self._on_presence_hold()
+                elif ev.mtype == pucklink.MSG_CONSENT and ev.body[:1] == bytes(
+                        [pucklink.CONSENT_GIVEN]):
+                    log.info("event=puck_consent")
+                    if self._on_consent is not None:
+                        self._on_consent()
             except Exception:
                 log.exception(
                     "event=puck_callback_failed type=%s", pucklink.MSG_NAMES.get(ev.mtype)

@@ -4,6 +4,8 @@
 
 RING_SIZE = 12
 CUE_SEEN_MS = 3000  # how long "seen" shows before the ring returns to the session state
+# how long each reply shows: "please repeat" and "see me after" ask for something, so longer
+REPLY_MS = {"cue_seen": 3000, "cue_got_it": 3000, "cue_repeat": 6000, "cue_see_me": 6000}
 CUE_SENT_MAX_MS = 60000  # a cue nobody marks seen stops showing after this
 PRESENCE_FILL_MS = 5000  # the presence hold the ring fills up over (press.PRESENCE_MS)
 # the longest an agent's identify or presence request shows, whatever it asked for
@@ -22,6 +24,10 @@ RED = (130, 0, 0)
 ICE = (40, 40, 120)
 WHITE = (60, 60, 60)
 LIME = (60, 120, 0)
+TEAL = (0, 110, 30)  # "got it"
+PINK = (120, 30, 60)  # "please repeat"
+VIOLET = (60, 0, 120)  # "see me after the visit"
+AMBER = (120, 90, 30)  # waiting for consent
 # identify: six hues around the ring, so a tech can pick this unit out of a corridor
 RAINBOW = (RED, YELLOW, GREEN, CYAN, BLUE, MAGENTA)
 
@@ -55,6 +61,20 @@ def render(state, t_ms, n=RING_SIZE, fill_ms=PRESENCE_FILL_MS):
     if state == "cue_seen":  # magenta, full ring, two flashes then steady
         flashing = t_ms < 600 and (t_ms // 150) % 2 == 1
         return [OFF if flashing else MAGENTA] * n
+    if state == "cue_got_it":  # teal ring filling clockwise in 0.6 s, then steady: done
+        lit = min(n, 1 + t_ms * n // 600)
+        return [TEAL if i < lit else OFF for i in range(n)]
+    if state == "cue_repeat":  # pink halves swapping twice a second: say that again
+        side = (t_ms // 250) % 2
+        return [PINK if (i * 2 // n) == side else OFF for i in range(n)]
+    if state == "cue_see_me":  # violet, four dots pulsing once a second: see me after
+        phase = t_ms % 1000
+        level = phase if phase < 500 else 1000 - phase  # 0..500
+        return [_scale(VIOLET, 200 + level * 800 // 500, 1000) if i % 3 == 0 else OFF
+                for i in range(n)]
+    if state == "consent_wanted":  # amber, every other dot, stepping round (2 steps/s)
+        shift = (t_ms // 500) % 2
+        return [AMBER if (i + shift) % 2 == 0 else OFF for i in range(n)]
     if state == "hold_armed":  # pale blue ring filling up while the button is held
         lit = min(n, 1 + t_ms // 250)
         return [ICE if i < lit else OFF for i in range(n)]
@@ -79,8 +99,9 @@ class LedScheduler:
     """Chooses the one state the ring shows, so that it always tells the truth.
 
     Priority: connecting (no agent heartbeat) > identify > presence_release >
-    presence_holding > presence_wanted > fault > hold_armed > cue_seen > cue_sent > the
-    session state the agent sent (idle, live, paused, offline_recording). Identify,
+    presence_holding > presence_wanted > fault > hold_armed > a scribe's reply (cue_seen,
+    cue_got_it, cue_repeat, cue_see_me) > cue_sent > consent_wanted > the session state the
+    agent sent (idle, live, paused, offline_recording). Identify,
     presence_wanted and presence_holding show only while the agent asks for them (each
     request has a time limit); presence_release shows whenever the button has been held
     for a whole presence hold, since letting go then toggles nothing.
@@ -100,6 +121,8 @@ class LedScheduler:
         self._cues_sent = {}  # cue_no -> ms when the agent acked it
         self._recently_seen = []  # a "seen" may overtake the ack of its own cue
         self._seen_until_ms = None
+        self._seen_state = "cue_seen"  # which reply shows until _seen_until_ms
+        self.consent_wanted = False  # the agent's session waits for consent
         self._shown = None
         self._shown_since_ms = 0
 
@@ -107,8 +130,9 @@ class LedScheduler:
         if cue_no not in self._recently_seen:
             self._cues_sent[cue_no] = now_ms
 
-    def cue_seen(self, cue_no, now_ms):
-        """Returns True if this cue was one we were showing as sent."""
+    def cue_seen(self, cue_no, now_ms, reply_state="cue_seen"):
+        """The scribe replied (reply_state: cue_seen, cue_got_it, cue_repeat, cue_see_me).
+        Returns True if this cue was one we were showing as sent."""
         known = cue_no in self._cues_sent
         if known:
             del self._cues_sent[cue_no]
@@ -116,7 +140,11 @@ class LedScheduler:
             self._recently_seen.append(cue_no)
             if len(self._recently_seen) > 8:
                 self._recently_seen.pop(0)
-        self._seen_until_ms = now_ms + self.cue_seen_ms
+        if reply_state not in REPLY_MS:
+            reply_state = "cue_seen"
+        self._seen_state = reply_state
+        shows = self.cue_seen_ms if reply_state == "cue_seen" else REPLY_MS[reply_state]
+        self._seen_until_ms = now_ms + shows
         return known
 
     def forget_cues(self):
@@ -161,9 +189,11 @@ class LedScheduler:
         if self.armed:
             return "hold_armed"
         if self._seen_until_ms is not None:
-            return "cue_seen"
+            return self._seen_state
         if self._cues_sent:
             return "cue_sent"
+        if self.consent_wanted:
+            return "consent_wanted"
         return self.session_state
 
     def frame(self, now_ms, n=RING_SIZE):

@@ -1,14 +1,17 @@
 # Button debouncing and press classification: short press = cue, hold = privacy toggle,
-# long hold = presence hold. Pure; times are non-wrapping milliseconds passed in.
+# long hold = presence hold; while the agent waits for consent, a double press = consent.
+# Pure; times are non-wrapping milliseconds passed in.
 
 DEBOUNCE_MS = 30
 HOLD_MS = 1500
 PRESENCE_MS = 5000
+DOUBLE_MS = 400  # the second press of a double press starts within this of the first's end
 
 PRESS_CUE = "cue"
 PRESS_PRIVACY_TOGGLE = "privacy_toggle"
 PRESS_PRESENCE_HOLD = "presence_hold"
 PRESS_HOLD_RELEASED = "hold_released"
+PRESS_DOUBLE = "double"
 
 
 class Debouncer:
@@ -56,13 +59,21 @@ class PressClassifier:
     Release before hold_ms: a cue. Release between hold_ms and presence_ms: a privacy
     toggle (decided on release, so a long hold for presence never also toggles). Holding
     to presence_ms reports a presence hold at once; its release reports the full length.
+
+    While `want_double` is set (the agent waits for consent), a short press is held back
+    for double_ms: a second short press within it makes a double press (consent), none
+    makes it the cue it was. Otherwise a cue is reported at once, as always.
     """
 
-    def __init__(self, hold_ms=HOLD_MS, presence_ms=PRESENCE_MS):
+    def __init__(self, hold_ms=HOLD_MS, presence_ms=PRESENCE_MS, double_ms=DOUBLE_MS):
         self.hold_ms = hold_ms
         self.presence_ms = presence_ms
+        self.double_ms = double_ms
+        self.want_double = False
         self._down_ms = None
         self._presence_sent = False
+        self._first_up_ms = None  # a short press waiting to see if a second one follows
+        self._first_held_ms = 0
 
     def pressed(self):
         return self._down_ms is not None
@@ -87,20 +98,35 @@ class PressClassifier:
         held = t_ms - self._down_ms
         events = self.tick(t_ms)
         self._down_ms = None
+        short = not self._presence_sent and held < self.hold_ms
+        if self._first_up_ms is not None:
+            first, self._first_up_ms = self._first_held_ms, None
+            if short:
+                events.append((PRESS_DOUBLE, held))
+                self._presence_sent = False
+                return events
+            events.append((PRESS_CUE, first))  # a press, then a hold: the press was a cue
         if self._presence_sent:
             events.append((PRESS_HOLD_RELEASED, held))
         elif held >= self.hold_ms:
             events.append((PRESS_PRIVACY_TOGGLE, held))
+        elif self.want_double:
+            self._first_up_ms, self._first_held_ms = t_ms, held  # decided by the next press
         else:
             events.append((PRESS_CUE, held))
         self._presence_sent = False
         return events
 
     def tick(self, now_ms):
+        events = []
+        if self._first_up_ms is not None and self._down_ms is None and (
+                not self.want_double or now_ms - self._first_up_ms > self.double_ms):
+            events.append((PRESS_CUE, self._first_held_ms))  # no second press came
+            self._first_up_ms = None
         if self._down_ms is None or self._presence_sent:
-            return []
+            return events
         held = now_ms - self._down_ms
         if held >= self.presence_ms:
             self._presence_sent = True
-            return [(PRESS_PRESENCE_HOLD, held)]
-        return []
+            events.append((PRESS_PRESENCE_HOLD, held))
+        return events

@@ -30,11 +30,12 @@ class PuckApp:
         hold_ms=press.HOLD_MS,
         presence_ms=press.PRESENCE_MS,
         debounce_ms=press.DEBOUNCE_MS,
+        double_ms=press.DOUBLE_MS,
     ):
         self.board = board
         self.link = pucklink.Link(nonce)
         self.debouncer = press.Debouncer(debounce_ms, board.button_level())
-        self.classifier = press.PressClassifier(hold_ms, presence_ms)
+        self.classifier = press.PressClassifier(hold_ms, presence_ms, double_ms)
         self.leds = ledring.LedScheduler(presence_ms=presence_ms)
         self.cue_no = 0
         self._ticks_last = board.ticks_ms()
@@ -52,6 +53,8 @@ class PuckApp:
         for t in board.take_edges():
             self.debouncer.edge(now - board.ticks_diff(self._ticks_last, t))
         events = []
+        # a double press means consent only while the agent waits for it
+        self.classifier.want_double = self.leds.consent_wanted
         transition = self.debouncer.poll(now, board.button_level())
         if transition is not None:
             level, at_ms = transition
@@ -82,6 +85,8 @@ class PuckApp:
             self.cue_no = (self.cue_no + 1) & 0xFFFF
             body = struct.pack(">H", self.cue_no)
             self.link.send_reliable(pucklink.MSG_CUE, body, now)
+        elif kind == press.PRESS_DOUBLE:
+            self.link.send_reliable(pucklink.MSG_CONSENT, bytes([pucklink.CONSENT_GIVEN]), now)
         else:
             body = struct.pack(">I", held_ms & 0xFFFFFFFF)
             self.link.send_reliable(_PRESS_MESSAGES[kind], body, now)
@@ -95,6 +100,7 @@ class PuckApp:
             return
         if ev.kind == pucklink.EV_PEER_RESET:
             self.leds.forget_requests()
+            self.leds.consent_wanted = False  # a new agent says again if it still waits
             self.board.event("agent", "new")
             return
         if ev.mtype == pucklink.MSG_HEARTBEAT:
@@ -103,8 +109,13 @@ class PuckApp:
                 self.leds.session_state = pucklink.AGENT_STATES[code]
         elif ev.mtype == pucklink.MSG_CUE_SEEN and len(ev.body) >= 6:
             nonce, cue_no = struct.unpack(">IH", ev.body[:6])
-            if nonce == self.link.nonce:  # not a cue from before this puck's last boot
-                self.leds.cue_seen(cue_no, now)
+            code = ev.body[6] if len(ev.body) >= 7 else 0  # an older agent: "seen"
+            reply = pucklink.REPLY_STATES[code] if code < len(pucklink.REPLY_STATES) else None
+            if nonce == self.link.nonce and reply is not None:
+                # (not a cue from before this puck's last boot, nor a reply it cannot show)
+                self.leds.cue_seen(cue_no, now, reply)
+        elif ev.mtype == pucklink.MSG_CONSENT_WANTED and len(ev.body) >= 1:
+            self.leds.consent_wanted = ev.body[0] == 1
         elif ev.mtype == pucklink.MSG_IDENTIFY and len(ev.body) >= 4:
             (duration_ms,) = struct.unpack(">I", ev.body[:4])
             self.leds.identify(duration_ms, now)

@@ -36,8 +36,10 @@ EVENT_KINDS = ("cue", "privacy_pause", "privacy_resume", "session_start", "sessi
 # device failed and that stretch of the session was never captured
 GAP_REASONS = ("spool_full", "spool_age", "capture_lost")
 CLOSE_REASONS = ("ended", "input_complete", "reassigned", "closed_by_relay", "agent_stopped",
-                 "unit_restart", "update", "reconfigured")
+                 "unit_restart", "update", "reconfigured", "consent_declined")
 CUE_REPLIES = ("seen", "got_it", "repeat", "see_me")
+# the scribe confirming the consent read-back, sent as a sealed reply (cue_id 0)
+CONSENT_REPLIES = ("consent_given", "consent_declined")
 
 
 class MessageError(ValueError):

@@ -26,9 +26,13 @@ MSG_CUE = 0x10  # puck -> agent, reliable; body: cue_no u16
 MSG_PRIVACY_TOGGLE = 0x11  # puck -> agent, reliable; body: held_ms u32
 MSG_PRESENCE_HOLD = 0x12  # puck -> agent, reliable; body: held_ms u32
 MSG_HOLD_RELEASED = 0x13  # puck -> agent, reliable; body: held_ms u32 (after a presence hold)
-MSG_CUE_SEEN = 0x20  # agent -> puck, reliable; body: puck_nonce u32, cue_no u16
+MSG_CONSENT = 0x14  # puck -> agent, reliable; body: state u8 (1: the physician's double press)
+# agent -> puck, reliable; body: puck_nonce u32, cue_no u16[, reply u8 (REPLIES; absent: seen)]
+MSG_CUE_SEEN = 0x20
 MSG_IDENTIFY = 0x21  # agent -> puck, reliable; body: duration_ms u32 (0 stops)
 MSG_PRESENCE_WANTED = 0x22  # agent -> puck, reliable; body: timeout_ms u32 (0 ends)
+# agent -> puck, reliable; body: wanted u8 (1: the session waits for consent; 0: no more)
+MSG_CONSENT_WANTED = 0x23
 
 MSG_NAMES = {
     MSG_HEARTBEAT: "heartbeat",
@@ -40,12 +44,21 @@ MSG_NAMES = {
     MSG_PRIVACY_TOGGLE: "privacy_toggle",
     MSG_PRESENCE_HOLD: "presence_hold",
     MSG_HOLD_RELEASED: "hold_released",
+    MSG_CONSENT: "consent",
     MSG_CUE_SEEN: "cue_seen",
     MSG_IDENTIFY: "identify",
     MSG_PRESENCE_WANTED: "presence_wanted",
+    MSG_CONSENT_WANTED: "consent_wanted",
 }
 
-# LED states. The agent sets 0..4 (the session's truth); the puck adds 5..12 itself.
+# A scribe's reply to a cue (scribelink.messages.CUE_REPLIES), by its code in MSG_CUE_SEEN,
+# and the ring state that shows it.
+REPLIES = ("seen", "got_it", "repeat", "see_me")
+REPLY_STATES = ("cue_seen", "cue_got_it", "cue_repeat", "cue_see_me")
+CONSENT_GIVEN = 1
+
+# LED states. The agent sets 0..4 (the session's truth); the puck adds 5.. itself (new
+# states go at the end: the codes are on the wire).
 STATE_NAMES = (
     "idle",
     "live",
@@ -60,6 +73,10 @@ STATE_NAMES = (
     "presence_wanted",
     "presence_holding",
     "presence_release",
+    "cue_got_it",
+    "cue_repeat",
+    "cue_see_me",
+    "consent_wanted",
 )
 AGENT_STATES = STATE_NAMES[:5]
 

@@ -55,15 +55,21 @@ def unit_view(u: dict, open_sessions: dict[str, str]) -> dict:
             "open_session": open_sessions.get(u["id"])}
 
 
-def wrapped_for(open_msg: dict | None, user: User) -> bool:
-    """Was this session's key wrapped for this scribe (by id or by current key)?"""
+def wrapped_for(open_msg: dict | None, user: User, added: list[dict] = ()) -> bool:
+    """Was this session's key wrapped for this scribe (by id or by current key), at its open
+    or by a `recipients_added` since (a device of the scribe's that joined it)?"""
     if not open_msg:
         return False
     kid = env.key_id(user.public_key) if user.public_key else None
-    for r in open_msg.get("recipients", []):
-        if r.get("kind") == "scribe" and (r.get("id") == user.id or r.get("key_id") == kid):
-            return True
+    for m in (open_msg, *added):
+        for r in m.get("recipients", []):
+            if r.get("kind") == "scribe" and (r.get("id") == user.id or r.get("key_id") == kid):
+                return True
     return False
+
+
+def _added(store: Store, session: str) -> list[dict]:
+    return [m for m in store.session_meta(session) if m.get("type") == "recipients_added"]
 
 
 def scribe_session(store: Store, session: str, user: User) -> tuple[dict, dict]:
@@ -75,7 +81,7 @@ def scribe_session(store: Store, session: str, user: User) -> tuple[dict, dict]:
         store.audit(user.id, "archive_denied", session[:8], {"unit": row["unit"]})
         raise HTTPException(403, "this room is not assigned to you")
     open_msg = store.session_open(session)
-    if not wrapped_for(open_msg, user):
+    if not wrapped_for(open_msg, user) and not wrapped_for(open_msg, user, _added(store, session)):
         store.audit(user.id, "archive_denied", session[:8], {"reason": "not_wrapped"})
         raise HTTPException(403, "this session was not sealed for you")
     return row, open_msg  # type: ignore[return-value]
@@ -104,7 +110,8 @@ def sessions(unit_id: str, user: CurrentUser, store: StoreDep) -> list[dict]:
     out = []
     for s in reversed(store.sessions(unit_id)):
         open_msg = store.session_open(s["session"])
-        if not wrapped_for(open_msg, user):
+        if not wrapped_for(open_msg, user) and not wrapped_for(open_msg, user,
+                                                               _added(store, s["session"])):
             continue
         c = store.session_counts(s["session"])
         out.append({**s, "unit": unit_id, "room": (open_msg or {}).get("room"),

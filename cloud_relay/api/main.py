@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from cloud_relay.api import admin, archive, auth, enroll, fleet, scribe, transport, trust
+from cloud_relay.api import admin, archive, auth, enroll, fleet, scribe, shift, transport, trust
 from cloud_relay.api.deps import ServicesDep
 
 health_router = APIRouter(tags=["health"])
@@ -19,5 +19,5 @@ def healthz(svc: ServicesDep) -> dict:
 
 api_router = APIRouter()
 for _r in (health_router, auth.router, admin.router, scribe.router, enroll.router,
-           archive.router, fleet.router, trust.router, transport.router):
+           archive.router, fleet.router, trust.router, transport.router, shift.router):
     api_router.include_router(_r)

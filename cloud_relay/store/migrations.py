@@ -226,6 +226,18 @@ STEPS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX transport_certs_cn ON transport_certs(cn)",
         "CREATE INDEX transport_certs_fingerprint ON transport_certs(fingerprint)",
     ]),
+    (9, "key shares between a scribe's devices (the scribe's shift)", [
+        """CREATE TABLE key_shares (
+            session TEXT NOT NULL,
+            to_device TEXT NOT NULL,
+            from_device TEXT NOT NULL,
+            unit_id TEXT NOT NULL,
+            share TEXT NOT NULL,
+            created_us BIGINT NOT NULL,
+            PRIMARY KEY (session, to_device)
+        )""",
+        "CREATE INDEX key_shares_device ON key_shares(to_device)",
+    ]),
 ]
 
 

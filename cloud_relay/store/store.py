@@ -447,6 +447,7 @@ class Store:
                     "LIMIT ?", (cutoff_us, max_sessions))]
                 for s in old:
                     tx.execute("DELETE FROM stream WHERE session=?", (s,))
+                    tx.execute("DELETE FROM key_shares WHERE session=?", (s,))
                     tx.execute("DELETE FROM sessions WHERE session=?", (s,))
             total += len(old)
             if len(old) < max_sessions:
@@ -524,6 +525,12 @@ class Store:
     @property
     def certs(self) -> CertStore:
         return CertStore(self)
+
+    # ------------------------------------------------------------------ the scribe's shift
+
+    @property
+    def shift(self) -> ShiftStore:
+        return ShiftStore(self)
 
     # ------------------------------------------------------------------ fleet updates
 
@@ -807,3 +814,68 @@ class TrustStore:
         return self.db.execute("UPDATE token_requests SET statement=?, signed_by=?, "
                                "signed_us=? WHERE id=? AND statement IS NULL",
                                (json.dumps(statement), by, now_us(), request_id)) == 1
+
+
+class ShiftStore:
+    """What the console needs across a scribe's shift (cloud_relay/api/shift.py): key shares
+    between a scribe's devices (opaque to the relay: sealed to the receiving device, signed
+    by the sharing one) and the archive's sessions by room and time."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.db = store, store.db
+
+    def put_shares(self, rows: Sequence[tuple[str, str, str, str, str]]) -> int:
+        """(session, to_device, from_device, unit, share JSON): the first share of a session
+        to a device stays. Returns how many were new."""
+        n = 0
+        with self.db.transaction() as tx:
+            for session, to_device, from_device, unit_id, share in rows:
+                n += tx.execute("INSERT INTO key_shares(session,to_device,from_device,unit_id,"
+                                "share,created_us) VALUES(?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                                (session, to_device, from_device, unit_id, share, now_us()))
+        return n
+
+    def shares_for(self, device: str, unit_ids: Sequence[str], limit: int = 1000) -> list[dict]:
+        """Shares to `device` of sessions in these units, newest first."""
+        if not unit_ids:
+            return []
+        marks = ",".join("?" * len(unit_ids))
+        return [json.loads(r[0]) for r in self.store._q(
+            f"SELECT share FROM key_shares WHERE to_device=? AND unit_id IN ({marks}) "
+            "ORDER BY created_us DESC LIMIT ?", (device, *unit_ids, limit))]
+
+    def shared_sessions(self, device: str, sessions: Sequence[str]) -> set[str]:
+        if not sessions:
+            return set()
+        marks = ",".join("?" * len(sessions))
+        return {r[0] for r in self.store._q(
+            f"SELECT session FROM key_shares WHERE to_device=? AND session IN ({marks})",
+            (device, *sessions))}
+
+    def sessions(self, unit_ids: Sequence[str], *, from_us: int = 0, to_us: int = 2**62,
+                 limit: int = 200) -> list[dict]:
+        """Sessions of these units that opened in [from_us, to_us), newest first, with their
+        session_open, the devices added to them since, and their counts."""
+        if not unit_ids:
+            return []
+        marks = ",".join("?" * len(unit_ids))
+        rows = self.store._q(
+            f"SELECT s.session, s.unit_id, s.opened_us, s.closed_us, o.payload FROM sessions s "
+            f"JOIN stream o ON o.session=s.session AND o.kind='session_open' "
+            f"WHERE s.unit_id IN ({marks}) AND s.opened_us>=? AND s.opened_us<? "
+            "ORDER BY s.opened_us DESC LIMIT ?", (*unit_ids, from_us, to_us, limit))
+        out = {r[0]: {"session": r[0], "unit": r[1], "opened_us": r[2], "closed_us": r[3],
+                      "session_open": json.loads(bytes(r[4])), "added": []} for r in rows}
+        if not out:
+            return []
+        smarks = ",".join("?" * len(out))
+        for session, payload in self.store._q(
+                f"SELECT session, payload FROM stream WHERE kind='recipients_added' AND "
+                f"session IN ({smarks}) ORDER BY id", list(out)):
+            out[session]["added"].append(json.loads(bytes(payload)))
+        for session, kind, n, top in self.store._q(
+                f"SELECT session, kind, COUNT(*), MAX(seq) FROM stream WHERE session IN "
+                f"({smarks}) AND kind IN ('audio','event') GROUP BY session, kind", list(out)):
+            out[session][f"{kind}_count"] = n
+            out[session][f"{kind}_max_seq"] = top
+        return list(out.values())

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from console_support import CHROMIUM, CHROMIUM_ARGS, StaticConsole
 
 

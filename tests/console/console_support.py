@@ -18,9 +18,11 @@ PROBE = Path(__file__).resolve().parent / "probe.js"
 SCREENSHOTS = Path(os.environ.get("SCRIBELINK_SCREENSHOTS_DIR") or ROOT / "run" / "screenshots")
 
 
-def open_console(context, base_url: str, user: str | None = None, password: str | None = None):
+def open_console(context, base_url: str, user: str | None = None, password: str | None = None,
+                 *, ready: bool = True):
     """Open /console with the tests' probe (probe.js: window.__probe) installed before the
-    page's scripts; sign in if a user is given."""
+    page's scripts; sign in if a user is given (and, with `ready`, wait until the desk runs:
+    a device the clinic has not approved yet shows its waiting page instead)."""
     page = context.new_page()
     page.on("pageerror", lambda e: print("pageerror:", e))
     page.add_init_script(path=str(PROBE))
@@ -30,7 +32,8 @@ def open_console(context, base_url: str, user: str | None = None, password: str 
         page.fill("#signin-user", user)
         page.fill("#signin-password", password or "")
         page.click("#signin-submit")
-        poll(page, "() => window.__probe.ready()", 15)
+        poll(page, "() => window.__probe.ready()" if ready else
+             "() => window.__probe.ready() || window.__probe.waiting()", 15)
     return page
 
 

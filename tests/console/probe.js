@@ -4,7 +4,10 @@
 //   - what the player feeds its AudioWorklet (MessagePort.postMessage of "push" blocks),
 //   - chimes started (OscillatorNode.start), the cue banner painted (its data-cue),
 //   - decoded live audio (a spy on ScribeDesk.prototype.onAudio: capture -> decoded latency),
-//   - the running console through the entry module's export (js/app.js `app`).
+//   - the running console through the entry module's export (js/app.js `app`),
+//   - system notifications the page raises (a spy on the Notification constructor; the real
+//     one still runs), and the page's visibility, which a test may set to "hidden" as if the
+//     EHR window were in front (document.hidden is what the page reads).
 // Tests call it as window.__probe.<name>(...) through page.evaluate.
 
 (() => {
@@ -18,6 +21,8 @@
     lastChime: 0, // Date.now() of the last chime tone started
     latencyMs: [], // live chunks: unit capture clock -> decoded here (one box in tests)
     painted: new Map(), // cue key -> first animation frame with it on the banner
+    notifications: [], // {title, body, tag, n}: what the page raised, newest last
+    hidden: false,
   };
   window.__probe = probe;
 
@@ -36,6 +41,27 @@
     }
     return post.call(this, m, ...rest);
   };
+
+  // the page hidden, as when another window is in front
+  Object.defineProperty(Document.prototype, "hidden", { configurable: true, get: () => probe.hidden });
+  Object.defineProperty(Document.prototype, "visibilityState", { configurable: true, get: () => (probe.hidden ? "hidden" : "visible") });
+  probe.setHidden = (hidden) => {
+    probe.hidden = hidden;
+    document.dispatchEvent(new Event("visibilitychange"));
+  };
+
+  if (window.Notification) {
+    const Real = window.Notification;
+    const Spy = function Notification(title, options = {}) {
+      const n = new Real(title, options);
+      probe.notifications.push({ title, body: options.body, tag: options.tag, n });
+      return n;
+    };
+    Object.defineProperty(Spy, "permission", { get: () => Real.permission });
+    Spy.requestPermission = (...a) => Real.requestPermission(...a);
+    Spy.prototype = Real.prototype;
+    window.Notification = Spy;
+  }
 
   const startTone = OscillatorNode.prototype.start;
   OscillatorNode.prototype.start = function (...args) {
@@ -78,13 +104,21 @@
   }
 
   Object.assign(probe, {
-    ready: () => !!probe.app && (probe.app.phase === "scribe" || probe.app.phase === "admin"),
+    ready: () => !!probe.app && (probe.app.phase === "admin" || (probe.app.phase === "scribe" && !!probe.app.desk?.receiver)),
+    waiting: () => !!document.getElementById("waiting-approval"),
+    device: () => probe.app.desk?.device ? { id: probe.app.desk.device.id, endorsed: probe.app.desk.device.endorsed,
+      siblings: probe.app.desk.device.siblings().map((d) => d.device), pending: probe.app.desk.device.pending.map((d) => d.device) } : null,
+    shown: () => ({ unit: probe.app.store.selectedUnit, session: probe.app.store.selectedSession }),
+    notified: () => probe.notifications.map(({ title, body, tag }) => ({ title, body, tag })),
+    clickNotification: (i) => probe.notifications.at(i).n.dispatchEvent(new Event("click")),
     linkUp: () => document.getElementById("link-state").classList.contains("ok"),
 
     sessions: () => [...desk().receiver.sessions.values()].map((s) => ({
       session: s.session, unit: s.unit, maxSeq: s.maxSeq, chunks: s.chunks.size, closed: !!s.close,
       events: s.events.map((e) => ({ kind: e.kind, seq: e.seq, cue_id: e.cue_id, t_s: e.t_s })),
-      chunkSamples: s.chunkSamples, sampleRate: s.sampleRate, lost: s.lostAudio.size,
+      chunkSamples: s.chunkSamples, sampleRate: s.sampleRate, lost: s.lostRanges.reduce((n, [a, b]) => n + Math.max(0, Math.min(b, s.maxSeq) - a + 1), 0), complete: s.complete,
+      openedVia: s.openedVia, consent: s.consent, recipients: s.recipients.map((r) => r.device).filter(Boolean),
+      replies: s.replies,
       live: [...s.chunks.values()].filter((c) => c.via === "live").length,
       decoded: [...s.chunks.values()].filter((c) => c.pcm).length,
     })),
@@ -122,9 +156,11 @@
 
     playback() {
       const p = desk().player;
-      return { mode: p.mode, session: p.session?.session, paused: p.paused, positionS: p.positionS,
-        playedSample: p.playedSample, stats: p.stats, level: p.level };
+      return { mode: p.mode, session: p.session?.session, unit: p.session?.unit, paused: p.paused, positionS: p.positionS,
+        playedSample: p.playedSample, stats: p.stats, level: p.level, speed: p.speed, volume: p.volume, behindS: p.behindS };
     },
+    refused: () => Object.fromEntries(desk().receiver.refused),
+    unopened: () => [...desk().receiver.unopened.keys()],
 
     /** The first n samples the current replay fed the worklet, with where they start. */
     async playbackHash(n) {

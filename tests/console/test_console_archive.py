@@ -8,22 +8,26 @@ import sqlite3
 import time
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from clinic_admin import RelayClinic
 from support import random_multichannel
 from unit_sim import MqttUnit, SimSession
 
 from cloud_relay.console_api import room_state
 from scribelink import envelope as env
+from scribelink import trust
 
 
-def scribe_with_key(relay, uid: str) -> tuple[X25519PrivateKey, dict]:
+def scribe_device(relay, clinic: RelayClinic, uid: str):
+    """A scribe with one device the clinic endorsed: (its X25519 key, auth headers)."""
     relay.add_user(uid, "scribe", f"{uid}-password")
-    key = X25519PrivateKey.generate()
+    dev = clinic.clinic.device(uid)
     h = {"Authorization": f"Bearer {relay.token(uid)}"}
-    httpx.put(relay.url + "/api/me/key", headers=h, timeout=10,
-              json={"public_key": base64.b64encode(env.public_key_raw(key)).decode()}
-              ).raise_for_status()
-    return key, h
+    httpx.put(relay.url + "/api/me/device", headers=h, timeout=10,
+              json={"enc_key": trust.b64(env.public_key_raw(dev.enc)),
+                    "sign_key": trust.b64(trust.ed25519_raw(dev.sign)), "label": "test",
+                    "kind": "person"}).raise_for_status()
+    clinic.endorse(next(d for d in clinic.devices(pending=True) if d["user"] == uid))
+    return dev.enc, h
 
 
 def restart_with(relay, **settings) -> None:
@@ -36,11 +40,11 @@ def restart_with(relay, **settings) -> None:
 def test_archive_pages_open_with_the_scribes_key_and_retention_purges(relay, broker):
     # retention of 5 s, checked every 0.5 s: long enough to read a session, short to test
     restart_with(relay, retention_days=5 / 86400, purge_interval_s=0.5)
-    key, h = scribe_with_key(relay, "scribe-arc")
-    relay.api("POST", "/api/admin/units", json={"id": "unit-a", "room": "Exam 1"})
-    relay.api("PUT", "/api/admin/assignments", json={"unit": "unit-a", "scribes": ["scribe-arc"]}
-              ).raise_for_status()
-    unit = MqttUnit(broker, "unit-a")
+    clinic = RelayClinic(relay, auto_endorse=set())
+    key, h = scribe_device(relay, clinic, "scribe-arc")
+    clinic.call("POST", "/api/admin/units", json={"id": "unit-a", "room": "Exam 1"})
+    clinic.assign("unit-a", ["scribe-arc"], "Exam 1")
+    unit = MqttUnit(broker, "unit-a", clinic.clinic)
     pcm = random_multichannel(3, channels=1, seed=3)[:, 0]
     sim = SimSession(unit, pcm, room="Exam 1")
     sim.audio(2.0, pace=0)
@@ -72,6 +76,11 @@ def test_archive_pages_open_with_the_scribes_key_and_retention_purges(relay, bro
         listed = httpx.get(f"{relay.url}/api/console/units/unit-a/sessions", headers=h).json()
         assert [s["session"] for s in listed] == [sim.hex]
         assert listed[0]["audio_chunks"] == 50 and listed[0]["events"] == 3
+        # the shift's list says the same, and which devices the unit sealed it to
+        shift = httpx.get(f"{relay.url}/api/console/sessions?unit=unit-a", headers=h).json()
+        assert [(x["session"], x["audio_chunks"], x["events"]) for x in shift] == [
+            (sim.hex, 50, 3)]
+        assert shift[0]["devices"] == sorted(sim.session.devices)
 
         # retention: the closed session goes, stream rows and all, and the purge is audited
         deadline = time.monotonic() + 15
@@ -93,6 +102,7 @@ def test_archive_pages_open_with_the_scribes_key_and_retention_purges(relay, bro
         assert health["archive"]["retention_days"] == 5 / 86400
     finally:
         unit.close()
+        clinic.stop()
 
 
 def test_console_is_served_with_a_strict_policy(relay):

@@ -38,7 +38,8 @@ def test_demo_prints_the_console_and_its_room_is_live(tmp_path, context):
         page = open_console(context, url.removesuffix("/console/"), "scribe-demo",
                             "demo-scribe-pass")
         page.click('.room-item[data-unit="unit-exam-1"]')
-        # signing in here registered this browser's key: the unit re-keys the room to it
+        # signing in here registered this browser as a device; the demo's clinic admin approves
+        # it, and the unit adds it to the running session (no new session)
         poll(page, """() => window.__probe.sessions().some(
             s => s.unit === 'unit-exam-1' && s.chunks > 25)""", 30)
         page.click("#play")

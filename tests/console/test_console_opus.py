@@ -18,7 +18,7 @@ from console_support import open_console, poll
 from speech_material import delay_removed, recorded_speech
 from support import read_wav
 from test_console_live import AGENT_SECONDS, REFERENCE, SCRIBE, System, js, wait_for
-from unit_sim import MqttUnit, SimSession
+from unit_sim import SimSession
 
 from scribelink import codec as codecs
 
@@ -45,9 +45,9 @@ def test_an_opus_room_plays_live_and_fills_in_from_the_archive(system, scribe_pa
     from pesq import pesq
 
     page = scribe_page
-    wait_for(lambda: system.users()[SCRIBE[0]]["has_key"], 10, "the browser's key")
+    wait_for(lambda: system.devices(SCRIBE[0]), 10, "the browser's device endorsed")
     ref_dir = system.start_reference_client()
-    wait_for(lambda: system.users()[REFERENCE[0]]["has_key"], 15, "the reference key")
+    wait_for(lambda: system.devices(REFERENCE[0]), 15, "the reference client's device")
     agent = system.start_agent()
     page.click('.room-item[data-unit="unit-a"]')
     sess = wait_for(lambda: [s for s in js(page, "window.__probe.sessions()")
@@ -93,7 +93,7 @@ def test_an_opus_room_plays_live_and_fills_in_from_the_archive(system, scribe_pa
 
 def test_cues_gaps_and_backfill_in_an_opus_session(system, scribe_page):
     page = scribe_page
-    unit = MqttUnit(system.broker, "unit-b")
+    unit = system.make_sim_unit("unit-b")
     speech = recorded_speech(20)
     sim = SimSession(unit, speech, room="Exam 2",
                      codec=codecs.CodecSettings(codec="opus", bitrate=24000))

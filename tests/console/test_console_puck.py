@@ -28,7 +28,7 @@ def rig(tmp_path, chromium):
     sim = None
     try:
         page = open_console(ctx, system.relay.url, *SCRIBE)
-        wait_for(lambda: system.users()[SCRIBE[0]]["has_key"], 10, "the browser's key")
+        wait_for(lambda: system.devices(SCRIBE[0]), 10, "the browser's device endorsed")
         sim = PuckSim(tmp_path / "scribelink-puck")
         yield system, page, sim
     finally:

@@ -43,8 +43,8 @@ def test_state_words(module_page):
         {"state": "live", "buffered_s": 0}, {"state": "paused", "buffered_s": 0},
         {"state": "catching_up", "buffered_s": 42.4}, {"state": "offline", "buffered_s": 0.2},
         {"state": "offline", "buffered_s": 12, "estimate": True}, {"state": "idle", "buffered_s": 0}])
-    assert got == ["Live", "Privacy pause", "Catching up · 42 s to go", "Offline",
-                   "Offline · ~12 s buffered on unit", "Idle"]
+    assert got == ["Live", "Privacy pause", "Catching up · 42 s to go", "Unit offline",
+                   "Offline · recording on the unit · ~12 s buffered", "Idle"]
 
 
 def test_a_recording_room_that_drops_offline_estimates_its_growing_backlog(module_page):
@@ -63,16 +63,25 @@ def test_a_recording_room_that_drops_offline_estimates_its_growing_backlog(modul
         const idle = m.newRoom({id: "unit-b", status: null, status_age_s: null}, 0);
         m.noteStatus(idle, {online: true, link: "up", capture: "idle"}, 0);
         m.noteStatus(idle, {online: false, link: "lost"}, 1000);
+        // the relay itself unreachable: the page knows only what the room was doing
+        const noRelay = m.roomInfo(r, 27000, {sinceMs: 26900});
+        const consent = m.newRoom({id: "unit-c", status: null, status_age_s: null}, 0);
+        m.noteStatus(consent, {online: true, link: "up", capture: "idle", consent: "pending", session: arg.s}, 0);
         return {never, live, at15, at25, back, open: r.openSession, idle: m.roomInfo(idle, 20000),
-                text: m.stateText(at15)};""", {"s": S1})
+                text: m.stateText(at15), noRelay, noRelayText: m.stateText(noRelay),
+                consent: m.roomInfo(consent, 500), consentText: m.stateText(m.roomInfo(consent, 500))};""", {"s": S1})
     assert got["never"] == {"state": "offline", "buffered_s": 0, "reason": "never seen"}
     assert got["live"]["state"] == "live" and got["open"] == S1
     # offline since 5 s with 1 s spooled: the unit has kept recording for 10 s, then 20 s
     assert got["at15"] == {"state": "offline", "buffered_s": 11, "reason": "lost", "estimate": True}
     assert got["at25"]["buffered_s"] == 21
-    assert got["text"] == "Offline · ~11 s buffered on unit"
+    assert got["text"] == "Offline · recording on the unit · ~11 s buffered"
     assert got["back"] == {"state": "live", "buffered_s": 0}
     assert got["idle"] == {"state": "offline", "buffered_s": 0, "reason": "lost"}  # not recording
+    assert got["noRelay"] == {"state": "no_relay", "buffered_s": 0, "wasRecording": True}
+    assert got["noRelayText"] == "Relay unreachable · the unit keeps recording"
+    assert got["consent"]["state"] == "consent"
+    assert got["consentText"] == "Waiting for consent · nothing recorded yet"
 
 
 # ---------------------------------------------------------------------- the store
@@ -83,10 +92,11 @@ STORE = """
     const { SessionState } = await import('/console/js/receiver.js');
     const session = (id, unit, startedUs, chunks = 0) => {
       const s = new SessionState({session: id, unit, sample_rate: 16000, chunk_ms: 40,
-                                  started_us: startedUs}, null);
+                                  started_us: startedUs}, null, {});
       for (let q = 0; q < chunks; q++) s.chunks.set(q, {pcm: new Int16Array(640), n: 640,
                                                       captureUs: startedUs + q * 40000, via: "live"});
       s.maxSeq = chunks - 1;
+      s.newestSeq = chunks - 1;
       return s;
     };
     const units = [{id: "unit-a", room: "Exam 1", status: null, status_age_s: null, open_session: null},
@@ -164,55 +174,108 @@ def test_a_new_live_session_is_shown_and_followed_only_when_listening_live(modul
     assert got["stranger"] is None
 
 
-def test_cues_alert_once_and_acks_are_kept(module_page):
+def test_rooms_are_in_natural_order(module_page):
+    got = in_module(module_page, "state.js", STORE + """
+        const st = new Store();
+        const mk = (id, room) => ({id, room, status: null, status_age_s: null, open_session: null});
+        st.setRooms([mk("u3", "Exam 10"), mk("u1", "exam 2"), mk("u2", "Exam 1"), mk("u4", "Consult B"),
+                     mk("u5", null)], null, 0);
+        const first = st.orderedRooms().map((r) => r.room);
+        const selected = st.selectedUnit;
+        st.mergeRooms([mk("u3", "Exam 10"), mk("u1", "exam 2"), mk("u2", "Exam 1"), mk("u6", "Exam 3")], 0);
+        return {first, selected, merged: st.orderedRooms().map((r) => r.room)};""")
+    assert got["first"] == ["Consult B", "Exam 1", "exam 2", "Exam 10", "u5"]
+    assert got["selected"] == "u4"  # the first room as shown
+    assert got["merged"] == ["Exam 1", "exam 2", "Exam 3", "Exam 10"]
+
+
+def test_cues_alert_once_and_replies_are_the_rooms(module_page):
     got = in_module(module_page, "state.js", STORE + """
         const now = 1_800_000_000_000;  // ms
-        const st = new Store({acked: [arg.s1 + ":9"]});
+        const st = new Store();
         st.setRooms(units, "unit-a", now);
         const sa = session(arg.s1, "unit-a", 0), sb = session(arg.s2, "unit-b", 0);
         const cue = (id, atMs) => ({kind: "cue", cue_id: id, seq: id, at_us: atMs * 1000, t_s: id});
+        const person = (id, reply = "got_it") => ({cue_id: id, reply, at_us: now * 1000, device: "d1", kind: "person", scribe: "scribe-2", label: "Laptop"});
+        const robot = (id) => ({cue_id: id, reply: "seen", at_us: now * 1000, device: "r1", kind: "robot", scribe: "rec", label: "Recorder"});
         const live1 = st.addCue(sa, cue(1, now - 10), "live", now);
         const again = st.addCue(sa, cue(1, now - 10), "archive", now);
         const oldArchived = st.addCue(sa, cue(2, now - 130000), "archive", now);
         const youngArchived = st.addCue(sa, cue(3, now - 60000), "archive", now);
-        const seenBefore = st.addCue(sa, cue(9, now - 1), "live", now);
+        // a reply that came before its cue (the archive's order): the cue comes in answered
+        sa.replies.push(person(9, "repeat"));
+        const answeredBefore = st.addCue(sa, cue(9, now - 1), "live", now);
         const otherRoom = st.addCue(sb, cue(4, now - 5), "live", now);
         const open = st.openCues().map((c) => c.cue_id);
         const openA = st.openCues("unit-a").map((c) => c.cue_id);
         const replay = st.cueToReplay().cue_id;
-        const acked = st.ack(live1, now + 5), twice = st.ack(live1, now + 6);
-        for (const c of st.openCues()) st.ack(c, now + 7);
+        // a recorder's reply is noted, and the cue stays open; a person's (any device, any scribe on the room) closes it
+        const byRobot = st.replied(sb, robot(4), now + 1);
+        const stillOpen = !st.cues.get(arg.s2 + ":4").acked;
+        const byPerson = st.replied(sb, person(4), now + 2);
+        const twice = st.replied(sb, person(4), now + 3);
+        const sent = st.ack(live1, "see_me", now + 5), sentTwice = st.ack(live1, "seen", now + 6);
+        for (const c of st.openCues()) st.ack(c, "seen", now + 7);
         const replayAfter = st.cueToReplay().cue_id;
-        const many = new Store({acked: Array.from({length: 600}, (_, i) => "k" + i)});
-        const kept = many.ackedToKeep();
+        const c4 = st.cues.get(arg.s2 + ":4");
         return {live1: live1 && live1.key, room: live1.room, again, oldArchived,
                 oldAcked: st.cues.get(arg.s1 + ":2").acked, youngArchived: !!youngArchived,
-                seenBefore, otherRoom: otherRoom.room, open, openA, replay, acked, twice,
-                ackedMs: live1.acked_ms, replayAfter, left: st.openCues().length,
-                keptN: kept.length, keptFirst: kept[0], keptLast: kept[kept.length - 1]};""",
+                answeredBefore, answered9: st.cues.get(arg.s1 + ":9").replies.map((r) => r.reply),
+                otherRoom: otherRoom.room, open, openA, replay, byRobot: !!byRobot, stillOpen,
+                byPerson: !!byPerson, twice, c4: [c4.acked, c4.replies.length, c4.acked_ms],
+                sent, sentTwice, sentReply: live1.sent, ackedMs: live1.acked_ms, replayAfter, left: st.openCues().length};""",
         {"s1": S1, "s2": S2})
     assert got["live1"] == f"{S1}:1" and got["room"] == "Exam 1"
     assert got["again"] is None  # the same cue from the archive: no second alert
     assert got["oldArchived"] is None and got["oldAcked"]  # over 2 min old: history, no alert
     assert got["youngArchived"]  # a minute old, met on a reload: still alerts
-    assert got["seenBefore"] is None  # acknowledged in this browser before the reload
+    assert got["answeredBefore"] is None and got["answered9"] == ["repeat"]
     assert got["otherRoom"] == "unit-b"  # a room without a name goes by its unit id
     assert got["open"] == [3, 1, 4]  # oldest first
     assert got["openA"] == [3, 1]
     assert got["replay"] == 4  # R: the newest open cue
-    assert got["acked"] is True and got["twice"] is False and got["ackedMs"] == 1_800_000_000_005
+    assert got["byRobot"] and got["stillOpen"]  # noted, but a recorder never closes a cue
+    assert got["byPerson"] and got["twice"] is None
+    assert got["c4"] == [True, 2, 1_800_000_000_002]
+    assert got["sent"] is True and got["sentTwice"] is False and got["sentReply"] == "see_me"
+    assert got["ackedMs"] == 1_800_000_000_005
     assert got["replayAfter"] == 9 and got["left"] == 0  # none open: the newest of all
-    assert (got["keptN"], got["keptFirst"], got["keptLast"]) == (500, "k100", "k599")
 
 
-def test_errors_are_capped_and_unreadable_sessions_remembered(module_page):
+def test_errors_are_capped_and_forgeries_kept_in_words(module_page):
     got = in_module(module_page, "state.js", STORE + """
         const st = new Store();
-        st.recordError({error: "session_not_wrapped_for_me", session: arg.s1}, 1);
+        st.recordError({error: "forged", unit: "unit-a", session: arg.s1, detail: "session_open refused: unit x's key k is revoked"}, 1);
         for (let i = 0; i < 250; i++) st.recordError({error: "tampered", seq: i}, 2 + i);
-        return {n: st.errors.length, last: st.errors[st.errors.length - 1].seq,
-                unreadable: st.unreadable.has(arg.s1)};""", {"s1": S1})
-    assert got == {"n": 200, "last": 249, "unreadable": True}
+        return {n: st.errors.length, last: st.errors[st.errors.length - 1].seq, forged: st.forged};""", {"s1": S1})
+    assert got["n"] == 200 and got["last"] == 249
+    assert got["forged"] == [{"at": 1, "unit": "unit-a", "session": S1,
+                              "why": "session_open refused: unit x's key k is revoked"}]
+
+
+def test_an_outage_remembers_what_each_room_did_and_what_the_scribe_missed(module_page):
+    got = in_module(module_page, "state.js", STORE + """
+        const st = new Store();
+        st.setRooms(units, "unit-a", 0);
+        const s = session(arg.s1, "unit-a", 0, 100);
+        st.sessions.set(s.session, s);
+        st.rooms.get("unit-a").openSession = s.session;
+        st.rooms.get("unit-a").recording = true;
+        const player = {mode: "live", session: s};
+        const blip0 = st.linkDown(1000, player), blip = st.linkUp(2000);  // a blip: no banner
+        st.linkDown(10_000, player);
+        const shownEarly = st.outageShown(11_000), shown = st.outageShown(14_000);
+        const down = st.relayDown;
+        const missed = st.linkUp(41_000);
+        return {blip, shownEarly, shown, rooms: down.rooms.map((r) => [r.room, r.wasRecording]),
+                missed, after: st.relayDown};""", {"s1": S1})
+    assert got["blip"] is None
+    assert got["shownEarly"] is False and got["shown"] is True
+    assert got["rooms"] == [["Exam 1", True], ["unit-b", False]]
+    m = got["missed"]
+    assert (m["unit"], m["room"], m["session"], m["seconds"]) == ("unit-a", "Exam 1", S1, 31)
+    assert m["fromSample"] == 100 * 640  # from the first chunk after what had arrived
+    assert got["after"] is None
 
 
 def test_eviction_keeps_the_live_edge_and_around_the_playhead(module_page):
@@ -280,16 +343,21 @@ def test_keyboard_commands(module_page):
         input.addEventListener("keydown", (e) => { typed = m.commandFor(e); });
         input.dispatchEvent(new KeyboardEvent("keydown", {key: "a", bubbles: true}));
         input.remove();
-        return {typed, keys: [" ", "a", "R", "l", "ArrowLeft", "ArrowRight", "3", "?", "Escape",
-                               "t", "x"].map((k) => key(k)),
-                shifted: key("ArrowRight", {shiftKey: true})};""")
+        return {typed, keys: [" ", "a", "g", "P", "m", "R", "l", "c", "n", "f", "[", "]", "=", "-",
+                               "ArrowLeft", "ArrowRight", "3", "?", "Escape", "t", "x"].map((k) => key(k)),
+                shifted: key("ArrowRight", {shiftKey: true}), ctrl: key("r", {ctrlKey: true})};""")
     assert got["typed"] is None  # typing in a field is not a shortcut
     assert got["keys"] == [
-        {"cmd": "playPause", "preventDefault": True}, {"cmd": "ack"}, {"cmd": "replayCue"},
-        {"cmd": "live"}, {"cmd": "seekBy", "arg": -5, "preventDefault": True},
+        {"cmd": "playPause", "preventDefault": True}, {"cmd": "ack"},
+        {"cmd": "reply", "arg": "got_it"}, {"cmd": "reply", "arg": "repeat"},
+        {"cmd": "reply", "arg": "see_me"}, {"cmd": "replayCue"}, {"cmd": "live"},
+        {"cmd": "catchUp"}, {"cmd": "hearing"}, {"cmd": "search", "preventDefault": True},
+        {"cmd": "speed", "arg": -1}, {"cmd": "speed", "arg": 1}, {"cmd": "volume", "arg": 0.1},
+        {"cmd": "volume", "arg": -0.1}, {"cmd": "seekBy", "arg": -5, "preventDefault": True},
         {"cmd": "seekBy", "arg": 5, "preventDefault": True}, {"cmd": "room", "arg": 2},
         {"cmd": "help"}, {"cmd": "closeHelp"}, {"cmd": "theme"}, None]
     assert got["shifted"] == {"cmd": "seekBy", "arg": 15, "preventDefault": True}
+    assert got["ctrl"] is None  # the browser's own shortcuts stay the browser's
 
 
 # ---------------------------------------------------------------------- one owner per contract

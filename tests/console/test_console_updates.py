@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from release_support import make_release, make_update_relay, rewrite
 from support import wait_for
+from trustkit import Clinic
 
 import scribelink
 from scribelink import diagnostics
@@ -42,6 +43,9 @@ def system(tmp_path_factory):
     pub = tmp / "release.pub"
     pub.write_text(rel.public_key_text(key))
     p = broker.pki
+    # what enrolment leaves on the unit (its signing key, bound under the clinic's authority)
+    clinic = Clinic()
+    keys = clinic.unit("unit-a", "Exam 1").write(tmp / "keys", clinic.authority)
     conf = tmp / "agent.toml"
     conf.write_text(
         f'unit_id = "unit-a"\nstate_dir = "{tmp / "state"}"\n'
@@ -50,7 +54,8 @@ def system(tmp_path_factory):
         f'[broker]\nurl = "{broker.url}"\nca_file = "{p["ca"]}"\n'
         f'cert_file = "{p["units"]["unit-a"].cert}"\nkey_file = "{p["units"]["unit-a"].key}"\n'
         f'[updates]\nrelay_url = "https://127.0.0.1:{unit_port}"\n'
-        f'release_public_key_file = "{pub}"\ninstaller_state_dir = "{tmp / "installer"}"\n')
+        f'release_public_key_file = "{pub}"\ninstaller_state_dir = "{tmp / "installer"}"\n'
+        "[keys]\n" + "".join(f'{k} = "{v}"\n' for k, v in keys.items()))
     log = open(tmp / "agent.log", "wb")  # noqa: SIM115 (the agent process writes it)
     agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(conf)],
                              stdout=log, stderr=subprocess.STDOUT, cwd=tmp,

@@ -6,7 +6,6 @@ vectors' shapes, its refusals are the vectors' frames and close codes)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import threading
 import time
@@ -16,11 +15,12 @@ import httpx
 import numpy as np
 import pytest
 import websockets
+from clinic_admin import RelayClinic
 from console_support import in_module
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from unit_sim import MqttUnit, SimSession
+from unit_sim import MqttUnit, SimSession, now_us
 
 from scribelink import envelope as env
+from scribelink import trust
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "scribe_ws.json").read_text())
 BUILDERS = {"hello": "hello", "cue_ack": "cueAck"}
@@ -131,21 +131,26 @@ def _in_thread(coro_fn):
 
 def test_the_relay_speaks_the_vectors(relay, broker):
     relay.add_user("scribe-ws", "scribe", "scribe-ws-password")
-    key = X25519PrivateKey.generate()
+    clinic = RelayClinic(relay, auto_endorse=set())
     token = relay.token("scribe-ws")
-    httpx.put(relay.url + "/api/me/key", headers={"Authorization": f"Bearer {token}"}, timeout=10,
-              json={"public_key": base64.b64encode(env.public_key_raw(key)).decode()}
-              ).raise_for_status()
+    # a device of the scribe's, registered and endorsed by the clinic
+    dev = clinic.clinic.device("scribe-ws")
+    httpx.put(relay.url + "/api/me/device", headers={"Authorization": f"Bearer {token}"},
+              timeout=10, json={"enc_key": trust.b64(env.public_key_raw(dev.enc)),
+                                "sign_key": trust.b64(trust.ed25519_raw(dev.sign)),
+                                "label": "test device", "kind": "person"}).raise_for_status()
+    clinic.endorse(clinic.devices(pending=True)[0])
     for unit in ("unit-a", "unit-b"):
-        relay.api("POST", "/api/admin/units", json={"id": unit, "room": unit}).raise_for_status()
-    relay.api("PUT", "/api/admin/assignments", json={"unit": "unit-a", "scribes": ["scribe-ws"]}
-              ).raise_for_status()
-    unit = MqttUnit(broker, "unit-a")
+        clinic.call("POST", "/api/admin/units", json={"id": unit, "room": unit}).raise_for_status()
+    clinic.assign("unit-a", ["scribe-ws"], "unit-a")
+    unit = MqttUnit(broker, "unit-a", clinic.clinic)
     url = relay.url.replace("http", "ws", 1) + "/ws"
     codes = VECTORS["close_codes"]
     try:
         sim = SimSession(unit, np.zeros(16000, "<i2"), room="unit-a")
         sim.audio(0.2, pace=0)
+        sealed = trust.seal_reply(sim.key, unit="unit-a", session_hex=sim.hex, cue_id=3,
+                                  reply="got_it", at_us=now_us(), device_key=dev.sign)
 
         async def talk() -> dict:
             got: dict = {"binary": []}
@@ -161,8 +166,15 @@ def test_the_relay_speaks_the_vectors(relay, broker):
                     else:
                         f = json.loads(m)
                         got.setdefault(f["type"], f)
-                ack = {**client("cue_ack")["frame"], "session": sim.hex}
+                ack = {**client("cue_ack")["frame"], "unit": "unit-a", "session": sim.hex,
+                       "sealed": sealed}
                 await ws.send(json.dumps(ack))
+                # the reply comes back in the room's stream, for every device on the room
+                while "cue_ack" not in got:
+                    m = await asyncio.wait_for(ws.recv(), 10)
+                    if isinstance(m, str):
+                        f = json.loads(m)
+                        got.setdefault(f["type"], f)
             for name, h in (("unauthorized", {**hello, "token": "forged"}),
                             ("forbidden", {**client("hello resuming")["frame"], "token": token,
                                            "units": ["unit-b"]})):
@@ -186,6 +198,8 @@ def test_the_relay_speaks_the_vectors(relay, broker):
         assert got["unit_status"].keys() == status.keys() and got["unit_status"]["unit"] == "unit-a"
         assert isinstance(got["unit_status"]["status"], dict)
         assert shape(got["session_open"]) == shape(server("session_open"))
+        assert shape(got["cue_ack"]) == shape(server("cue_ack"))
+        assert got["cue_ack"]["sealed"] == sealed  # carried, unread
         for frame in got["binary"]:
             cursor = int.from_bytes(frame[:8], "big")
             assert cursor > 0
@@ -195,13 +209,13 @@ def test_the_relay_speaks_the_vectors(relay, broker):
         assert got["forbidden"] == server("error: forbidden")  # its units: ["unit-b"]
         assert got["forbidden_code"] == codes["forbidden"]
         assert got["bad_hello_code"] == codes["bad_hello"]
-        # the vectors' cue_ack reaches the unit as the relay's control message
-        want = client("cue_ack")["frame"]
+        # the reply reaches the unit, which opens it and checks the device that signed it
         deadline = time.monotonic() + 10
-        while not unit.acks() and time.monotonic() < deadline:
+        while not sim.replies() and time.monotonic() < deadline:
             time.sleep(0.05)
-        ack = unit.acks()[0]
-        assert (ack["unit"], ack["session"], ack["cue_id"], ack["event_seq"], ack["scribe"]) == (
-            want["unit"], sim.hex, want["cue_id"], want["event_seq"], "scribe-ws")
+        (r,) = sim.replies()
+        assert (r["cue_id"], r["reply"], r["scribe"], r["kind"]) == (3, "got_it", "scribe-ws",
+                                                                      "person")
     finally:
         unit.close()
+        clinic.stop()

@@ -343,6 +343,31 @@ def test_classifier_timings_configurable():
     assert c.up(400) == [(press.PRESS_PRIVACY_TOGGLE, 400)]
 
 
+def test_classifier_double_press_only_while_consent_is_wanted():
+    c = press.PressClassifier(1500, 5000, 400)
+    c.down(0)
+    assert c.up(120) == [(press.PRESS_CUE, 120)]  # not wanted: a cue at once
+    c.want_double = True
+    c.down(1000)
+    assert c.up(1100) == []  # held back: is a second press coming?
+    assert c.tick(1300) == []
+    c.down(1350)
+    assert c.up(1450) == [(press.PRESS_DOUBLE, 100)]
+    assert c.tick(3000) == []  # nothing left over
+    c.down(4000)
+    assert c.up(4100) == []
+    assert c.tick(4450) == []
+    assert c.tick(4501) == [(press.PRESS_CUE, 100)]  # no second press: the cue it was
+    c.down(5000)
+    assert c.up(5100) == []
+    c.down(5200)  # a press, then a hold: a cue, then the privacy toggle (consent declined)
+    assert c.up(7000) == [(press.PRESS_CUE, 100), (press.PRESS_PRIVACY_TOGGLE, 1800)]
+    c.down(8000)
+    assert c.up(8100) == []
+    c.want_double = False  # consent came another way: the press is a cue after all
+    assert c.tick(8150) == [(press.PRESS_CUE, 100)]
+
+
 # -- LED ring ------------------------------------------------------------------------
 
 
@@ -438,6 +463,29 @@ def test_scheduler_identify_and_presence_requests():
     assert s.state(20) == "hold_armed"
     s.held_ms = 5000
     assert s.state(30) == "presence_release"
+
+
+def test_scheduler_shows_each_reply_for_its_time_and_consent_below_cues():
+    s = ledring.LedScheduler(cue_seen_ms=3000)
+    s.agent_present = True
+    s.session_state = "idle"
+    s.consent_wanted = True
+    assert s.state(0) == "consent_wanted"
+    s.consent_wanted = False
+    s.session_state = "live"
+    for i, (reply, shows) in enumerate((("cue_got_it", 3000), ("cue_repeat", 6000),
+                                        ("cue_see_me", 6000), ("cue_seen", 3000))):
+        t = 100000 * (i + 1)
+        s.cue_sent(i, t)
+        assert s.cue_seen(i, t + 10, reply)
+        assert s.state(t + 10) == reply
+        assert s.state(t + 10 + shows - 1) == reply
+        assert s.state(t + 10 + shows) == "live"
+    s.cue_seen(9, 1000000, "cue_bogus")  # an unknown reply shows as plain "seen"
+    assert s.state(1000000) == "cue_seen"
+    s.consent_wanted = True
+    s.cue_sent(10, 2000000)
+    assert s.state(2000000) == "cue_sent"  # a cue outranks the consent request
 
 
 def test_scheduler_seen_overtaking_ack():
@@ -581,6 +629,65 @@ def test_app_shows_presence_progress_and_identify_when_the_agent_asks():
     assert board.shown[-1] == "identify"
     run(1000)
     assert board.shown[-1] == "idle"
+
+
+def test_app_shows_the_replies_and_sends_consent_on_a_double_press():
+    board = ScriptedBoard()
+    app = puckapp.PuckApp(board, 0x7171)
+    agent = pucklink.Link(0x9999)
+    agent.set_state(1, 0)
+    got = []
+    now = [0]
+
+    def run(ms):
+        for _ in range(ms // 5):
+            app.step()
+            for ev in agent.receive(bytes(board.tx), now[0]):
+                if ev.kind == pucklink.EV_MESSAGE and ev.mtype in (pucklink.MSG_CUE,
+                                                                   pucklink.MSG_CONSENT):
+                    got.append((pucklink.MSG_NAMES[ev.mtype], bytes(ev.body)))
+            board.tx = bytearray()
+            board.rx.extend(agent.poll(now[0]))
+            board.t += 5
+            now[0] += 5
+
+    def click(ms=100):
+        board.set_button(True)
+        run(ms)
+        board.set_button(False)
+
+    run(200)
+    assert board.shown[-1] == "live"
+    for cue_no, code, state in ((1, 1, "cue_got_it"), (2, 2, "cue_repeat"), (3, 3, "cue_see_me"),
+                                (4, 0, "cue_seen")):
+        click()
+        run(300)
+        agent.send_reliable(pucklink.MSG_CUE_SEEN, struct.pack(">IHB", 0x7171, cue_no, code),
+                            now[0])
+        run(100)
+        assert board.shown[-1] == state, (state, board.shown[-6:])
+        run(6500)
+    assert [g for g in got if g[0] == "cue"] == [("cue", struct.pack(">H", n)) for n in (1, 2, 3, 4)]
+    # a reply this firmware has no pattern for shows nothing wrong: it is ignored
+    click()
+    run(300)
+    agent.send_reliable(pucklink.MSG_CUE_SEEN, struct.pack(">IHB", 0x7171, 5, 9), now[0])
+    run(200)
+    assert board.shown[-1] == "cue_sent"
+    run(61000)
+    # the agent waits for consent: the ring asks, and a double press gives it
+    agent.send_reliable(pucklink.MSG_CONSENT_WANTED, bytes([1]), now[0])
+    run(100)
+    assert board.shown[-1] == "consent_wanted"
+    got.clear()
+    click()
+    run(150)
+    click()
+    run(300)
+    assert got == [("consent", bytes([pucklink.CONSENT_GIVEN]))]
+    agent.send_reliable(pucklink.MSG_CONSENT_WANTED, bytes([0]), now[0])
+    run(100)
+    assert board.shown[-1] == "live"
 
 
 def _run_all():

@@ -23,6 +23,7 @@ def agent(sim):
         on_privacy_toggle=rec.on_privacy_toggle,
         on_presence_hold=rec.on_presence_hold,
         on_connection=rec.on_connection,
+        on_consent=rec.on_consent,
     )
     puck.start()
     wait_until(lambda: puck.connected, 10, "agent connected to the puck")

@@ -104,6 +104,7 @@ class Recorder:
         self.cues: list[int] = []
         self.toggles = 0
         self.presence = 0
+        self.consents = 0
         self.connection: list[bool] = []
 
     def on_cue(self, cue_id: int) -> None:
@@ -114,6 +115,9 @@ class Recorder:
 
     def on_presence_hold(self) -> None:
         self.presence += 1
+
+    def on_consent(self) -> None:
+        self.consents += 1
 
     def on_connection(self, up: bool) -> None:
         self.connection.append(up)

@@ -237,3 +237,40 @@ def test_a_burst_of_presses_arrives_complete_in_order_and_once(sim, agent):
     assert [pucklink.split_cue_id(c)[1] for c in rec.cues] == list(range(1, 9))
     ok = sim.cmd("state")
     assert ok["dropped_up"] == 3 and ok["dropped_down"] == 3
+
+
+def test_each_scribe_reply_shows_its_own_pattern_for_its_time(sim, agent):
+    puck, rec = agent
+    for n, (reply, state, shows_s) in enumerate((("got_it", "cue_got_it", 3),
+                                                  ("repeat", "cue_repeat", 6),
+                                                  ("see_me", "cue_see_me", 6)), start=1):
+        sim.cmd("press")
+        wait_until(lambda n=n: len(rec.cues) == n, 5, f"cue {n}")
+        mark = sim.mark()
+        puck.cue_seen(rec.cues[-1], reply)
+        shown = sim.wait_led(state, timeout=5, start=mark)
+        back = sim.wait_led("live", timeout=shows_s + 3, start=mark)
+        assert shows_s - 0.5 <= (back["t"] - shown["t"]) / 1000 <= shows_s + 1.0, (reply, back)
+        assert not any(m.get("led") == "cue_seen" for m in sim.lines[mark:])  # its own, not "seen"
+
+
+def test_a_double_press_gives_consent_only_while_the_unit_asks(sim, agent):
+    puck, rec = agent
+    mark = sim.mark()
+    puck.want_consent(True)
+    sim.wait_led("consent_wanted", timeout=5, start=mark)
+    double_press(sim)
+    wait_until(lambda: rec.consents == 1, 5, "consent")
+    assert rec.cues == []  # a double press is consent, not two cues
+    puck.want_consent(False)
+    sim.wait_led("live", timeout=5, start=mark)
+    double_press(sim)
+    wait_until(lambda: len(rec.cues) == 2, 5, "two cues")  # not asked: two presses, two cues
+    assert rec.consents == 1
+
+
+def double_press(sim) -> None:
+    """Two brief presses, as a finger makes them: 100 ms each, 120 ms apart."""
+    sim.cmd("press 100")
+    time.sleep(0.12)  # the finger's time between presses (not a wait for a result)
+    sim.cmd("press 100")

@@ -32,8 +32,16 @@ def decode_body(mtype, body):
     ):
         return {"held_ms": struct.unpack(">I", body)[0]}
     if mtype == pucklink.MSG_CUE_SEEN:
-        n, c = struct.unpack(">IH", body)
-        return {"puck_nonce": n, "cue_no": c}
+        n, c = struct.unpack(">IH", body[:6])
+        if len(body) == 6:  # an agent from before replies: "seen"
+            return {"puck_nonce": n, "cue_no": c}
+        (code,) = struct.unpack(">B", body[6:])
+        return {"puck_nonce": n, "cue_no": c, "reply": pucklink.REPLIES[code]}
+    if mtype == pucklink.MSG_CONSENT_WANTED:
+        return {"wanted": body == b"\x01"}
+    if mtype == pucklink.MSG_CONSENT:
+        assert body == bytes([pucklink.CONSENT_GIVEN])
+        return {"state": "given"}
     if mtype == pucklink.MSG_IDENTIFY:
         return {"duration_ms": struct.unpack(">I", body)[0]}
     if mtype == pucklink.MSG_PRESENCE_WANTED:

@@ -568,3 +568,83 @@ def test_a_unit_without_libopus_records_pcm_and_says_so(monkeypatch):
     assert u.session_msgs("session_open")[0]["codec"] == "pcm_s16le"
     assert np.array_equal(u.pcm(), sent)
     assert "Opus unavailable" in u.core.status(u.now()).last_error
+
+
+# ---------------------------------------------------------------------------- consent
+
+
+def test_with_consent_required_nothing_is_captured_until_the_physicians_double_press():
+    u = Unit(consent_required=True)
+    u.assign()
+    u.tick()
+    s = u.core.session
+    assert s is not None and not u.of(c.OpenCapture)  # the microphone is not even opened
+    assert u.of(c.WantConsent) == [c.WantConsent(True)]  # the puck asks
+    assert u.session_msgs("session_open")[0]["consent"] == "pending"
+    status = u.core.status(u.now())
+    assert (status.consent, status.capture) == ("pending", "idle")
+    assert u.lights()[-1] == "idle"  # nothing recorded: the light does not say live
+    u.audio(1.0)  # (a device left open would deliver this: it is dropped)
+    u.feed(c.PuckCue(7))  # a cue is still a cue
+    u.advance(2.0)
+    consent_us = u.wall_us
+    u.feed(c.PuckConsent())
+    assert u.of(c.WantConsent)[-1] == c.WantConsent(False)
+    assert len(u.of(c.OpenCapture)) == 1
+    u.feed(c.CaptureOpened())
+    sent = u.audio(1.0)
+    u.tick()
+    assert u.lights()[-1] == "live" and u.core.status(u.now()).consent == "given"
+    u.feed(c.Stop())
+    assert np.array_equal(u.pcm(), sent)  # only what came after consent
+    first = u.opened("audio")[0][0]
+    assert first.seq == 0 and first.capture_us >= consent_us
+    ev = [e for e in u.events() if e["kind"] == "consent"]
+    assert [(e["state"], e["by"]) for e in ev] == [("pending", "unit"), ("given", "physician")]
+    assert ev[1]["audio_seq"] == 0
+    # the consent events are the unit's, signed over the session and their sequence number
+    key = trust.load_ed25519(trust.ed25519_raw(u.unit_key))
+    for (h, body) in u.opened("event"):
+        e = json.loads(body)
+        trust.verify_message("event", {**e, "session": s.hex, "seq": h.seq}, key)
+
+
+def test_a_declined_visit_captures_nothing_and_the_next_starts_with_a_press():
+    u = Unit(consent_required=True)
+    u.assign()
+    u.tick()
+    first = u.core.session.hex
+    u.advance(3.0)
+    u.feed(c.PrivacyToggle())  # the privacy gesture while the ring asks: declined
+    assert u.core.session is None and not u.of(c.OpenCapture)
+    close = u.session_msgs("session_close")[0]
+    assert (close["reason"], close["last_audio_seq"]) == ("consent_declined", -1)
+    assert u.core.status(u.now()).consent == "declined"
+    for _ in range(5):  # no new session opens by itself
+        u.advance(1.0)
+        u.tick()
+    assert u.core.session is None
+    assert not [r for r in u.records() if r.kind == "audio"]
+    ev = [e for e in u.events() if e["kind"] == "consent"]
+    assert [(e["state"], e["by"]) for e in ev] == [("pending", "unit"), ("declined", "physician")]
+    u.feed(c.PuckCue(99))  # the physician's press: the next visit
+    assert not [e for e in u.events() if e["kind"] == "cue"]
+    u.tick()
+    assert u.core.session is not None and u.core.session.hex != first
+    assert u.core.consent == "pending"
+
+
+def test_a_scribe_confirming_the_read_back_records_consent_and_a_recorder_cannot():
+    u = Unit(consent_required=True)
+    robot = Scribe(u.authority, "robot", kind="robot")
+    u.assign(robot)
+    u.tick()
+    u.feed(reply(u, robot, 0, "consent_given"))  # a recorder's word does not count
+    assert u.core.consent == "pending" and not u.of(c.OpenCapture)
+    u.feed(reply(u, u.dev, 0, "consent_given"))
+    assert u.core.consent == "given" and len(u.of(c.OpenCapture)) == 1
+    ev = [e for e in u.events() if e["kind"] == "consent"]
+    assert (ev[-1]["state"], ev[-1]["by"]) == ("given", "scribe")
+    u.feed(reply(u, u.dev, 0, "consent_declined"))  # too late: ignored, nothing changes
+    assert u.core.consent == "given" and u.core.session is not None
+    assert not u.of(c.PuckCueSeen)  # consent is not a reply to a cue

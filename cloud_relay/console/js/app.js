@@ -2,7 +2,7 @@
 // Everything audible is decrypted in this page; the relay only ever hands over sealed frames.
 
 import { ConsoleController } from "./controller.js";
-import { Alerts } from "./cues.js";
+import { Alerts, Notifier } from "./cues.js";
 import { Api } from "./net.js";
 import { Prefs } from "./prefs.js";
 import { Store } from "./state.js";
@@ -10,12 +10,12 @@ import { SignInView } from "./views/signin.js";
 import { TopBar } from "./views/topbar.js";
 
 const prefs = new Prefs(sessionStorage, localStorage);
-const store = new Store({ acked: prefs.acked });
+const store = new Store();
 const api = new Api({ token: prefs.token });
 
 // Exported so the running console can be looked at from devtools (and tests/console/probe.js);
 // nothing in the page reads it.
 export const app = new ConsoleController({
-  store, api, prefs, alerts: new Alerts(), signin: new SignInView(), topbar: new TopBar(),
+  store, api, prefs, alerts: new Alerts(), notifier: new Notifier(), signin: new SignInView(), topbar: new TopBar(),
 });
 app.boot();

@@ -1,6 +1,7 @@
-// Reading the relay's sealed archive: a session's metadata, events and audio pages, fed to
-// the receiver exactly as live frames are (still sealed until they reach it), and the list
-// of a room's sessions. Pages: GET /api/sessions/{session}/items (docs/console.md).
+// Reading the relay's sealed archive: a session's metadata, events, replies and audio pages,
+// fed to the receiver exactly as live frames are (still sealed and signed until it checks
+// them), and the sessions of a room or a day. Pages: GET /api/sessions/{session}/items;
+// lists: GET /api/console/sessions (docs/console.md).
 
 import { b64decode } from "./crypto.js";
 
@@ -8,25 +9,16 @@ const PAGE = 1000; // audio chunks per page: 40 s of 40 ms chunks
 const REFETCH_PAGE = 500; // for a seek: start playing sooner
 
 export class Archive {
-  /** `onUnreadable(session)`: the session was not sealed for this browser's key. */
-  constructor({ api, receiver, onUnreadable }) {
+  /** `device`: this device's id (the lists say which sessions it was given a key share of). */
+  constructor({ api, receiver, device }) {
     this.api = api;
     this.receiver = receiver;
-    this.onUnreadable = onUnreadable;
+    this.device = device;
   }
 
   /** Open a session from the archive, and page in the audio the live stream did not bring. */
   async loadSession(session) {
-    let first;
-    try {
-      first = await this.api.call("GET", `/api/sessions/${session}/items?from_seq=0&limit=${PAGE}`);
-    } catch (e) {
-      if (e.status === 403) {
-        this.onUnreadable(session);
-        return;
-      }
-      throw e;
-    }
+    const first = await this.api.call("GET", `/api/sessions/${session}/items?from_seq=0&limit=${PAGE}`);
     await this.feed(first, true);
     let next = first.next_seq;
     while (next !== null && next !== undefined) {
@@ -56,8 +48,15 @@ export class Archive {
     for (let q = fromSeq; q < first; q++) if (!s.chunks.get(q)?.pcm) s.skipped.add(q);
   }
 
-  /** The sessions of a room sealed for this scribe, newest first (as the relay lists them). */
-  listSessions(unitId) {
-    return this.api.call("GET", `/api/console/units/${unitId}/sessions`);
+  /**
+   * Sessions sealed for this scribe, newest first: of one room (`unit`, or every room) that
+   * opened in [fromUs, toUs). Each says which devices the unit wrapped its key to and whether
+   * a key share for this device is stored.
+   */
+  listSessions({ unit = null, fromUs = 0, toUs = null } = {}) {
+    const q = new URLSearchParams({ device: this.device, from_us: String(Math.floor(fromUs)) });
+    if (unit) q.set("unit", unit);
+    if (toUs !== null) q.set("to_us", String(Math.floor(toUs)));
+    return this.api.call("GET", `/api/console/sessions?${q}`);
   }
 }

@@ -10,11 +10,12 @@ import { ScribeDesk } from "./scribe.js";
 const EXPIRED = "Your sign-in expired. Sign in again.";
 
 export class ConsoleController {
-  constructor({ store, api, prefs, alerts, signin, topbar }) {
+  constructor({ store, api, prefs, alerts, notifier, signin, topbar }) {
     this.store = store;
     this.api = api;
     this.prefs = prefs;
     this.alerts = alerts;
+    this.notifier = notifier;
     this.signin = signin;
     this.topbar = topbar;
     this.phase = "signed_out";
@@ -30,7 +31,11 @@ export class ConsoleController {
   boot() {
     this.topbar.theme(this.prefs.theme);
     this.signin.bind((creds) => this.signIn(creds));
-    this.topbar.bind({ onSignOut: () => this.signOut(), onTheme: () => this.toggleTheme() });
+    this.topbar.bind({
+      onSignOut: () => this.signOut(), onTheme: () => this.toggleTheme(),
+      onNotify: () => this.notifier.ask().then(() => this.topbar.notifications(this.notifier.permission)),
+      onHearing: () => this.desk?.jumpToHearing(),
+    });
     document.addEventListener("keydown", (e) => this.onKey(e));
     window.addEventListener("resize", () => this.desk?.redraw());
     const msg = this.prefs.takeMessage();
@@ -41,6 +46,7 @@ export class ConsoleController {
   async signIn({ user, password }) {
     this.signin.error("");
     this.alerts.unlock(); // a user gesture: the chime may sound later without one
+    this.notifier.ask().then(() => this.topbar.notifications(this.notifier.permission));
     try {
       const r = await this.api.call("POST", "/api/login", { user, password });
       this.api.token = r.token;
@@ -79,13 +85,13 @@ export class ConsoleController {
       this.phase = "other";
       return;
     }
+    this.topbar.notifications(this.notifier.permission);
     this.desk = new ScribeDesk({
-      store: this.store, api: this.api, topbar: this.topbar, alerts: this.alerts,
-      saveAcked: (keys) => { this.prefs.acked = keys; },
-      onRefused: () => this.signOut(EXPIRED),
+      store: this.store, api: this.api, topbar: this.topbar, alerts: this.alerts, notifier: this.notifier,
+      prefs: this.prefs, onRefused: () => this.signOut(EXPIRED),
     });
-    await this.desk.start(me, location.hash.slice(1));
     this.phase = "scribe";
+    await this.desk.start(me, location.hash.slice(1));
   }
 
   onKey(e) {
@@ -94,7 +100,7 @@ export class ConsoleController {
     if (c.cmd === "help") this.topbar.toggleHelp();
     else if (c.cmd === "closeHelp") this.topbar.toggleHelp(false);
     else if (c.cmd === "theme") this.toggleTheme();
-    else if (this.phase === "scribe") {
+    else if (this.phase === "scribe" && this.desk.receiver) {
       if (c.preventDefault) e.preventDefault();
       this.desk.command(c.cmd, c.arg);
     }

@@ -1,7 +1,8 @@
 // The browser's half of the sealed-envelope contract (scribelink/envelope.py is the owner):
 // parse the clear header, open a wrapped session key with HPKE (RFC 9180 base mode,
 // DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM, single-shot) and open chunks with
-// AES-256-GCM, all on WebCrypto. The scribe's private key never leaves a CryptoKey.
+// AES-256-GCM, all on WebCrypto; and HPKE seal, for key shares between a scribe's devices
+// (js/trust.js). The device's private key never leaves a CryptoKey (js/device.js keeps it).
 
 const subtle = globalThis.crypto.subtle;
 const te = new TextEncoder();
@@ -167,6 +168,19 @@ const labeledExtract = (suite, salt, label, ikm) =>
 const labeledExpand = (suite, prk, label, info, length) =>
   hkdfExpand(prk, concat(i2osp(length, 2), HPKE_V1, suite, te.encode(label), info), length);
 
+/** The HPKE key schedule for base mode: {key (AES-GCM CryptoKey), nonce}. */
+async function keySchedule(dh, enc, pkR, info, usage) {
+  const eaePrk = await labeledExtract(SUITE_KEM, EMPTY, "eae_prk", dh);
+  const shared = await labeledExpand(SUITE_KEM, eaePrk, "shared_secret", concat(enc, pkR), 32);
+  const pskIdHash = await labeledExtract(SUITE_HPKE, EMPTY, "psk_id_hash", EMPTY);
+  const infoHash = await labeledExtract(SUITE_HPKE, EMPTY, "info_hash", info);
+  const context = concat(Uint8Array.of(0), pskIdHash, infoHash);
+  const secret = await labeledExtract(SUITE_HPKE, shared, "secret", EMPTY);
+  const key = await labeledExpand(SUITE_HPKE, secret, "key", context, 32);
+  const nonce = await labeledExpand(SUITE_HPKE, secret, "base_nonce", context, 12);
+  return { key: await subtle.importKey("raw", key, { name: "AES-GCM" }, false, [usage]), nonce };
+}
+
 /**
  * HPKE base-mode single-shot open. `privateKey`: X25519 CryptoKey (may be non-extractable);
  * `publicRaw`: its 32-byte public key (pkRm, part of the KEM context); `wrapped`: enc || ct.
@@ -183,20 +197,31 @@ export async function hpkeOpen(privateKey, publicRaw, wrapped, info, aad = EMPTY
     throw new OpenError("HPKE decapsulation failed (bad enc)");
   }
   if (dh.every((b) => b === 0)) throw new OpenError("HPKE: all-zero shared secret");
-  const eaePrk = await labeledExtract(SUITE_KEM, EMPTY, "eae_prk", dh);
-  const shared = await labeledExpand(SUITE_KEM, eaePrk, "shared_secret", concat(enc, publicRaw), 32);
-  const pskIdHash = await labeledExtract(SUITE_HPKE, EMPTY, "psk_id_hash", EMPTY);
-  const infoHash = await labeledExtract(SUITE_HPKE, EMPTY, "info_hash", info);
-  const context = concat(Uint8Array.of(0), pskIdHash, infoHash);
-  const secret = await labeledExtract(SUITE_HPKE, shared, "secret", EMPTY);
-  const key = await labeledExpand(SUITE_HPKE, secret, "key", context, 32);
-  const nonce = await labeledExpand(SUITE_HPKE, secret, "base_nonce", context, 12);
-  const aead = await subtle.importKey("raw", key, { name: "AES-GCM" }, false, ["decrypt"]);
+  const { key, nonce } = await keySchedule(dh, enc, publicRaw, info, "decrypt");
   try {
-    return new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: nonce, additionalData: aad }, aead, ct));
+    return new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: nonce, additionalData: aad }, key, ct));
   } catch (e) {
     throw new OpenError("session key does not open with this private key");
   }
+}
+
+/**
+ * HPKE base-mode single-shot seal to `recipientRaw` (a 32-byte X25519 public key): enc || ct.
+ * The ephemeral key lives only for this call. Opens with scribelink.envelope's suite.
+ */
+export async function hpkeSeal(recipientRaw, plaintext, info, aad = EMPTY) {
+  const pkR = await subtle.importKey("raw", recipientRaw, { name: "X25519" }, false, []);
+  const eph = await subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]);
+  const enc = new Uint8Array(await subtle.exportKey("raw", eph.publicKey));
+  let dh;
+  try {
+    dh = new Uint8Array(await subtle.deriveBits({ name: "X25519", public: pkR }, eph.privateKey, 256));
+  } catch (e) {
+    throw new OpenError("HPKE: the recipient's key is not usable (low-order point)");
+  }
+  const { key, nonce } = await keySchedule(dh, enc, recipientRaw, info, "encrypt");
+  const ct = new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv: nonce, additionalData: aad }, key, plaintext));
+  return concat(enc, ct);
 }
 
 // ------------------------------------------------------------------ scribe keys
@@ -211,42 +236,14 @@ export function wrapInfo(unitId, sessionId, recipientKeyId) {
     sessionId, te.encode("|"), te.encode(recipientKeyId));
 }
 
-export async function unwrapSessionKey(identity, wrapped, unitId, sessionId) {
+/** The raw 32-byte session key a unit wrapped to `identity` (X25519: {privateKey, publicRaw, keyId}). */
+export async function unwrapSessionKeyRaw(identity, wrapped, unitId, sessionId) {
   const info = wrapInfo(unitId, sessionId, identity.keyId);
   const raw = await hpkeOpen(identity.privateKey, identity.publicRaw, wrapped, info);
   if (raw.length !== 32) throw new OpenError("wrapped session key has the wrong length");
-  return importSessionKey(raw);
+  return raw;
 }
 
-// The scribe's key pair lives in IndexedDB as a non-extractable CryptoKey, per user.
-const DB_NAME = "scribelink-console";
-
-function idb() {
-  return new Promise((resolve, reject) => {
-    const req = indexedDB.open(DB_NAME, 1);
-    req.onupgradeneeded = () => req.result.createObjectStore("keys");
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
-  });
-}
-
-async function idbDo(mode, fn) {
-  const db = await idb();
-  return new Promise((resolve, reject) => {
-    const tx = db.transaction("keys", mode);
-    const req = fn(tx.objectStore("keys"));
-    tx.oncomplete = () => { db.close(); resolve(req.result); };
-    tx.onerror = () => { db.close(); reject(tx.error); };
-  });
-}
-
-export async function loadOrCreateIdentity(userId) {
-  let rec = await idbDo("readonly", (s) => s.get(userId));
-  if (!rec) {
-    const kp = await subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]);
-    const publicRaw = new Uint8Array(await subtle.exportKey("raw", kp.publicKey));
-    rec = { privateKey: kp.privateKey, publicRaw, created: Date.now() };
-    await idbDo("readwrite", (s) => s.put(rec, userId));
-  }
-  return { privateKey: rec.privateKey, publicRaw: rec.publicRaw, keyId: await keyId(rec.publicRaw) };
+export async function unwrapSessionKey(identity, wrapped, unitId, sessionId) {
+  return importSessionKey(await unwrapSessionKeyRaw(identity, wrapped, unitId, sessionId));
 }

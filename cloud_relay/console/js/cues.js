@@ -55,3 +55,47 @@ export class Alerts {
     }
   }
 }
+
+/**
+ * System notifications (the Notification API) while the page is hidden (the EHR in front): a
+ * cue, an outage, the relay back. A click brings the console forward and jumps to the room.
+ * Nothing is shown while the page is visible: the banner and the chime are there.
+ */
+export class Notifier {
+  constructor(win = window) {
+    this.win = win;
+    this.shown = new Map(); // tag -> Notification, so an update replaces the last one
+  }
+
+  get available() {
+    return "Notification" in this.win;
+  }
+
+  get permission() {
+    return this.available ? this.win.Notification.permission : "unsupported";
+  }
+
+  /** Ask once, from a user gesture (the sign-in click, or the top bar's bell). */
+  async ask() {
+    if (this.permission !== "default") return this.permission;
+    try {
+      return await this.win.Notification.requestPermission();
+    } catch (e) {
+      return "denied";
+    }
+  }
+
+  /** `onClick(unit, session)`: what a click on it does (after focusing the page). */
+  notify(title, body, { tag, unit = null, session = null, onClick = () => {} } = {}) {
+    if (!this.win.document.hidden || this.permission !== "granted") return null;
+    this.shown.get(tag)?.close();
+    const n = new this.win.Notification(title, { body, tag, renotify: true, requireInteraction: true });
+    n.addEventListener("click", () => {
+      this.win.focus();
+      onClick(unit, session);
+      n.close();
+    });
+    this.shown.set(tag, n);
+    return n;
+  }
+}

@@ -28,7 +28,10 @@ export class Api {
     if (r.status === 401 && this.onExpired()) throw new ApiError("signed out", 401);
     if (!r.ok) {
       let detail = r.statusText;
-      try { detail = (await r.json()).detail || detail; } catch (e) { /* not JSON */ }
+      try {
+        const d = (await r.json()).detail;
+        detail = (d && typeof d === "object" ? d.message || d.error : d) || detail;
+      } catch (e) { /* not JSON */ }
       throw new ApiError(`${method} ${path}: ${detail}`, r.status);
     }
     return r.json();

@@ -1,17 +1,27 @@
-// Playback controller: one AudioContext at the session's rate, one worklet, two modes.
-// "live" plays the selected session's newest chunks as they arrive; "replay" plays from a
-// position in the session's decoded store, fetching from the archive what is not here yet,
-// and falls back to live when it catches up with the live edge.
+// Playback controller: one AudioContext at the session's rate, one worklet, a volume, and two
+// modes. "live" plays the heard session's newest chunks as they arrive; "replay" plays from a
+// position in the session's decoded store at the chosen speed (1x-2x, pitch kept by the
+// worklet), fetching from the archive what is not here yet, and falls back to live at 1x
+// when it catches up with the live edge. The player is independent of the room on screen:
+// the scribe can look at another room while this one keeps playing.
 
 const AHEAD_S = 1.0;
 const PUMP_MS = 40;
+// a replay within this much of the last sample fed, with nothing newer to feed, is at the
+// live edge (the stretcher holds back about a frame it cannot finish without more input)
+const CAUGHT_UP_S = 0.15;
+export const SPEEDS = Object.freeze([1, 1.25, 1.5, 1.75, 2]);
 
 export class Player {
-  constructor({ onTick, fetchRange }) {
+  constructor({ onTick, fetchRange, onCaughtUp = () => {} }) {
     this.onTick = onTick;
     this.fetchRange = fetchRange; // (session, fromSeq) -> Promise
+    this.onCaughtUp = onCaughtUp; // (session): a replay reached the live edge and went live
     this.ctx = null;
     this.node = null;
+    this.gain = null;
+    this.volume = 1;
+    this.speed = 1; // replay speed; live is always 1x
     this.session = null;
     this.mode = "stopped"; // stopped | live | replay
     this.paused = false;
@@ -19,7 +29,7 @@ export class Player {
     this.playedSample = 0;
     this.lastLiveSeq = -1;
     this.level = { peak: 0, rms: 0 };
-    this.stats = { buffered: 0, target: 0, underruns: 0, dropped: 0 };
+    this.stats = { buffered: 0, target: 0, underruns: 0, dropped: 0, rate: 1 };
     this.pumpTimer = null;
     this.fetching = false;
   }
@@ -33,7 +43,9 @@ export class Player {
     this.ctx = new AudioContext({ sampleRate, latencyHint: "interactive" });
     await this.ctx.audioWorklet.addModule(new URL("./worklet.js", import.meta.url));
     this.node = new AudioWorkletNode(this.ctx, "scribe-player", { outputChannelCount: [1] });
-    this.node.connect(this.ctx.destination);
+    this.gain = this.ctx.createGain();
+    this.gain.gain.value = this.volume;
+    this.node.connect(this.gain).connect(this.ctx.destination);
     this.node.port.onmessage = (e) => this._tick(e.data);
     await this.ctx.resume();
   }
@@ -42,7 +54,7 @@ export class Player {
     if (m.type !== "tick") return;
     if (m.pos >= 0) this.playedSample = m.pos;
     this.level = { peak: m.peak, rms: m.rms };
-    this.stats = { buffered: m.buffered, target: m.target, underruns: m.underruns, dropped: m.dropped, playing: m.playing };
+    this.stats = { buffered: m.buffered, target: m.target, underruns: m.underruns, dropped: m.dropped, playing: m.playing, rate: m.rate };
     this.onTick?.(this);
   }
 
@@ -51,6 +63,27 @@ export class Player {
     const s = this.session;
     const seq = Math.floor(this.playedSample / s.chunkSamples);
     return s.timeOfSeq(seq) + (this.playedSample - seq * s.chunkSamples) / s.sampleRate;
+  }
+
+  /** Seconds behind the live edge of an open session being replayed (0 when live). */
+  get behindS() {
+    const s = this.session;
+    if (!s || this.mode !== "replay" || s.close) return 0;
+    return Math.max(0, s.liveEdgeS - this.positionS);
+  }
+
+  setVolume(v) {
+    this.volume = Math.min(1, Math.max(0, v));
+    if (this.gain) this.gain.gain.setTargetAtTime(this.volume, this.ctx.currentTime, 0.02);
+  }
+
+  /** The replay speed (1x-2x): applies now if replaying, else to the next replay. */
+  async setSpeed(speed) {
+    this.speed = Math.min(2, Math.max(1, speed));
+    if (this.mode === "replay" && this.session) {
+      const s = this.session;
+      await this.replay(s, Math.floor(this.playedSample / s.chunkSamples) * s.chunkSamples, this.speed);
+    }
   }
 
   async live(session) {
@@ -77,16 +110,18 @@ export class Player {
     this.node.port.postMessage({ type: "push", data: toFloat(pcm), pos });
   }
 
-  /** Play from session sample `startSample` (chunk-aligned by the caller). */
-  async replay(session, startSample) {
+  /** Play from session sample `startSample` (chunk-aligned by the caller) at `speed`. */
+  async replay(session, startSample, speed = this.speed) {
     await this.ensure(session.sampleRate);
     this._stopPump();
+    this.speed = Math.min(2, Math.max(1, speed));
     this.session = session;
     this.mode = "replay";
     this.paused = false;
     this.fedSample = startSample;
     this.playedSample = startSample;
     this.node.port.postMessage({ type: "reset", mode: "replay" });
+    this.node.port.postMessage({ type: "rate", rate: this.speed });
     this.node.port.postMessage({ type: "pause", paused: false });
     this.pumpTimer = setInterval(() => this._pump(), PUMP_MS);
     await this._pump();
@@ -96,10 +131,11 @@ export class Player {
     const s = this.session;
     if (this.mode !== "replay" || !s || this.paused) return;
     const ahead = this.fedSample - this.playedSample;
-    if (ahead > AHEAD_S * s.sampleRate) return;
+    const aheadWant = AHEAD_S * this.speed * s.sampleRate;
+    if (ahead > aheadWant) return;
     const seq = Math.floor(this.fedSample / s.chunkSamples);
     const off = this.fedSample - seq * s.chunkSamples;
-    const want = Math.ceil((AHEAD_S * s.sampleRate) / s.chunkSamples) + 1;
+    const want = Math.ceil(aheadWant / s.chunkSamples) + 1;
     const got = s.samplesFrom(seq, want);
     for (const [i, c] of got.entries()) {
       const pcm = i === 0 && c.seq === seq ? c.pcm.subarray(off) : c.pcm;
@@ -116,8 +152,9 @@ export class Player {
       } finally {
         this.fetching = false;
       }
-    } else if (got.length === 0 && nextSeq > s.maxSeq && !s.close) {
-      await this.live(s); // caught up with the live edge
+    } else if (got.length === 0 && nextSeq > s.maxSeq && !s.close && this.fedSample - this.playedSample <= CAUGHT_UP_S * s.sampleRate) {
+      await this.live(s); // caught up with the live edge: live again, at 1x
+      this.onCaughtUp(s);
     }
   }
 
@@ -130,6 +167,7 @@ export class Player {
   stop() {
     this._stopPump();
     this.mode = "stopped";
+    this.session = null;
     this.node?.port.postMessage({ type: "reset" });
   }
 

@@ -30,9 +30,12 @@ export function roomState(status, ageS) {
 export function stateText(r) {
   const st = r.state;
   if (st === "offline") {
-    return r.buffered_s > 0.5 ? `Offline · ${r.estimate ? "~" : ""}${r.buffered_s.toFixed(0)} s buffered on unit` : "Offline";
+    if (r.estimate) return `Offline · recording on the unit · ~${r.buffered_s.toFixed(0)} s buffered`;
+    return r.buffered_s > 0.5 ? `Offline · ${r.buffered_s.toFixed(0)} s buffered on the unit` : "Unit offline";
   }
   if (st === "catching_up") return `Catching up · ${r.buffered_s.toFixed(0)} s to go`;
+  if (st === "no_relay") return r.wasRecording ? "Relay unreachable · the unit keeps recording" : "Relay unreachable";
+  if (st === "consent") return "Waiting for consent · nothing recorded yet";
   return STATE_LABEL[st] || st;
 }
 
@@ -66,14 +69,24 @@ export function noteStatus(room, status, nowMs) {
   if (st.session && st.session !== room.openSession && st.capture !== "idle") room.openSession = st.session;
 }
 
-/** roomState for a tracked room; offline while recording, the backlog is an estimate. */
-export function roomInfo(room, nowMs) {
+/**
+ * roomState for a tracked room, as the page shows it: offline while recording, the backlog
+ * is an estimate; while the relay itself is unreachable (`relayDown`), what the room was
+ * doing is all the page knows; a session waiting for consent records nothing yet.
+ */
+export function roomInfo(room, nowMs, relayDown = null) {
+  if (relayDown) {
+    return { state: "no_relay", buffered_s: 0, wasRecording: !!room.recording && !!room.openSession };
+  }
   const age = room.statusAtMs === null ? null : (nowMs - room.statusAtMs) / 1000;
   const st = roomState(room.status, age);
   if (st.state === "offline" && room.recording && room.offlineSinceMs) {
     // the unit keeps recording into its spool while the link is down
     st.buffered_s = Math.max(st.buffered_s, (room.lastSpoolS || 0) + (nowMs - room.offlineSinceMs) / 1000);
     st.estimate = true;
+  }
+  if (room.status && room.status.consent === "pending" && (st.state === "idle" || st.state === "live")) {
+    return { state: "consent", buffered_s: st.buffered_s };
   }
   return st;
 }

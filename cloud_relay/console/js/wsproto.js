@@ -1,12 +1,13 @@
 // The scribe WebSocket protocol (docs/protocol.md, "Scribe WebSocket"), the page's one owner:
 // builds what the console sends (hello, cue_ack) and checks what the relay sends (welcome,
-// error, unit_status, session items as text; cursor || envelope as binary). Nothing else in
+// error, unit_status, session items and replies as text; cursor || envelope as binary). Nothing else in
 // the page writes or reads a frame by hand. tests/vectors/scribe_ws.json holds the frames.
 // Pure: no socket here (js/net.js has it).
 
 export const CLOSE = Object.freeze({ BAD_HELLO: 4400, UNAUTHORIZED: 4401, FORBIDDEN: 4403 });
 const CURSOR_BYTES = 8; // binary frames: cursor (u64, big-endian) || sealed envelope
-const SESSION_ITEMS = new Set(["session_open", "session_close", "gap"]);
+// the unit's signed session items, and replies to cues kept in the room's stream
+const SESSION_ITEMS = new Set(["session_open", "session_close", "gap", "recipients_added", "cue_ack"]);
 const SESSION_HEX = /^[0-9a-f]{32}$/;
 
 export class WsProtoError extends Error {}
@@ -34,13 +35,17 @@ export function hello({ token, cursor, units }) {
   return frame;
 }
 
-/** The scribe has seen cue `cue_id` (sealed event `event_seq`) of `session` in `unit`'s room. */
-export function cueAck({ unit, session, cue_id, event_seq }) {
+/**
+ * A reply to a cue in `session` of `unit`'s room: `sealed` is the reply js/trust.js sealed
+ * under the session key and signed with this device's key (the relay reads none of it).
+ */
+export function cueAck({ unit, session, sealed }) {
   if (!isName(unit)) fail("cue_ack: unit must be a unit id");
   if (typeof session !== "string" || !SESSION_HEX.test(session)) fail("cue_ack: session must be 32 lowercase hex digits");
-  if (!isCount(cue_id)) fail("cue_ack: cue_id must be a non-negative integer");
-  if (!isCount(event_seq)) fail("cue_ack: event_seq must be a non-negative integer");
-  return { type: "cue_ack", unit, session, cue_id, event_seq };
+  if (typeof sealed !== "string" || !sealed.length || sealed.length > 4096 || !/^[A-Za-z0-9+/]+={0,2}$/.test(sealed)) {
+    fail("cue_ack: sealed must be the sealed reply, base64 (at most 4096 characters)");
+  }
+  return { type: "cue_ack", unit, session, sealed };
 }
 
 export const encode = (frame) => JSON.stringify(frame);
