@@ -34,7 +34,10 @@ DEFAULT_MEMORY_LIMIT = 2 << 30  # bytes of heap for the whole broker (see above)
 
 
 def write_config(conf_dir: Path, *, port: int, ca: Path, cert: Path, key: Path,
-                 bind: str = "127.0.0.1", memory_limit: int = DEFAULT_MEMORY_LIMIT) -> Path:
+                 bind: str = "127.0.0.1", memory_limit: int = DEFAULT_MEMORY_LIMIT,
+                 crl: Path | None = None) -> Path:
+    """mosquitto.conf and its ACL in conf_dir. `crl`: the CA's revocation list (units
+    whose certificates it names are refused)."""
     conf_dir.mkdir(parents=True, exist_ok=True)
     (conf_dir / "data").mkdir(exist_ok=True)
     acl = conf_dir / "acl"
@@ -74,6 +77,7 @@ require_certificate true
 use_identity_as_username true
 tls_version tlsv1.2
 """
+        + (f"crlfile {crl}\n" if crl is not None else "")
     )
     return conf
 

@@ -185,3 +185,27 @@ def make_local_pki(out_dir: Path, units: list[str], hosts: list[str] | None = No
         "units": {u: write_identity(ca, out_dir, u) for u in units},
     }
     return result
+
+
+def make_crl(ca: CA, serials: list[int], *, days: int = 30) -> x509.CertificateRevocationList:
+    """The CA's revocation list naming `serials` (the broker refuses those certificates).
+    Renewed whenever it changes; `days` bounds how stale a copy may be."""
+    now = _now()
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(ca.cert.subject)
+               .last_update(now - dt.timedelta(minutes=5))
+               .next_update(now + dt.timedelta(days=days)))
+    for serial in sorted(set(serials)):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def write_crl(ca: CA, path: Path, serials: list[int]) -> None:
+    """Write the revocation list atomically (a reader never sees half a file)."""
+    data = make_crl(ca, serials).public_bytes(serialization.Encoding.PEM)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
