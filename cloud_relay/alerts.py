@@ -48,7 +48,7 @@ def unit_alerts(u: dict, now_us: int) -> list[Alert]:
     unit, room = u["id"], u.get("room")
     status = u.get("status") or {}
     if u.get("state") == "offline" and (status or u.get("enrolled_us")):
-        seen = u.get("status_at_us")
+        seen = u.get("status_at_us") if status else None
         out.append(Alert("unit_offline", "critical", unit, room,
                          "offline since the last status" if seen else
                          "enrolled but has never connected", seen))

@@ -28,7 +28,11 @@ export class Api {
     if (r.status === 401 && this.onExpired()) throw new ApiError("signed out", 401);
     if (!r.ok) {
       let detail = r.statusText;
-      try { detail = (await r.json()).detail || detail; } catch (e) { /* not JSON */ }
+      try {
+        const d = (await r.json()).detail || detail;
+        // the relay's refusals are {error, message}; validation errors a list of problems
+        detail = typeof d === "string" ? d : d.message || (Array.isArray(d) ? d.map((x) => `${(x.loc || []).slice(1).join(".")}: ${x.msg}`).join("; ") : JSON.stringify(d));
+      } catch (e) { /* not JSON */ }
       throw new ApiError(`${method} ${path}: ${detail}`, r.status);
     }
     return r.json();
