@@ -16,12 +16,12 @@ CERT_WARN_DAYS = 30
 CERT_CRITICAL_DAYS = 7
 # alarms a unit raises that clinic IT must act on (docs/protocol.md, unit status)
 ALARMS = {
-    "spool_disk_full": ("critical", "the unit's disk is full: it is dropping the oldest "
-                        "audio it could not send"),
+    "spool_disk_full": ("critical", ("the unit's disk is full: it is dropping the oldest "
+                                     "audio it could not send")),
     "capture_fault": ("critical", "the microphone array stopped delivering audio"),
     "capture_overrun": ("warning", "the unit could not keep up with the microphones"),
-    "assignment_rejected": ("warning", "the unit refused its assignment (not signed by the "
-                            "clinic authority it pinned)"),
+    "assignment_rejected": ("warning", ("the unit refused its assignment (not signed by "
+                                        "the clinic authority it pinned)")),
     "bad_recipient_key": ("warning", "a scribe device key was refused"),
 }
 

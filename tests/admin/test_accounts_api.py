@@ -14,7 +14,6 @@ import time
 import httpx
 import pytest
 import websockets
-
 from support import wait_for
 
 

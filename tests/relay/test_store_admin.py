@@ -39,7 +39,7 @@ def test_tokens_are_found_by_hash_slide_and_end(store):
     a.add_token("tok-1", "s1", expires_us=now + 10_000_000, max_us=now + 100_000_000)
     a.add_token("tok-2", "s1", expires_us=now + 10_000_000, max_us=now + 100_000_000)
     assert store.db.query("SELECT COUNT(*) FROM tokens WHERE token_hash='tok-1'")[0][0] == 0
-    user, expires, max_us = a.token("tok-1")
+    user, _expires, max_us = a.token("tok-1")
     assert user.id == "s1" and max_us == now + 100_000_000
     a.extend_token("tok-1", now + 50_000_000)
     assert a.token("tok-1")[1] == now + 50_000_000

@@ -27,8 +27,8 @@ export function renderAdmin(root, { api, fetchRaw = (path) => fetch(path), me = 
   const model = new AdminModel(api);
   const panes = Object.fromEntries(TABS.map(([id]) => [id, h("div", { class: "tab-pane", id: `tab-${id}`, hidden: id !== "overview" })]));
   const tabButtons = TABS.map(([id, label]) => h("button", { "data-tab": id, class: id === "overview" ? "active" : "", onclick: () => select(id) }, label,
-    id === "overview" ? h("span", { class: "badge", id: "tab-alerts" }) : null,
-    id === "people" ? h("span", { class: "badge", id: "tab-pending" }) : null));
+    id === "overview" ? h("span", { class: "tab-count", id: "tab-alerts" }) : null,
+    id === "people" ? h("span", { class: "tab-count", id: "tab-pending" }) : null));
   root.replaceChildren(h("div", { class: "admin", id: "admin" },
     h("div", { id: "authority" }),
     h("div", { class: "admin-messages" },
