@@ -6,7 +6,7 @@
     python -m cloud_relay add-user --config FILE --id ID --name N --role R [--password-file F]
     python -m cloud_relay set-password --config FILE --id ID --password-file F
     python -m cloud_relay backup --config FILE --out FILE.tar.gz
-    python -m cloud_relay restore --config FILE --from FILE.tar.gz
+    python -m cloud_relay restore --from FILE.tar.gz --to DIR    (DIR absent or empty)
 
 Exit status: 0 done, 1 refused (the message says why and what to do), 2 bad settings.
 """
@@ -49,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                        "settings, keys included (keep it safe)")
     b.add_argument("--config", required=True)
     b.add_argument("--out", required=True)
-    r = sub.add_parser("restore", help="put a backup back (the relay must be stopped)")
-    r.add_argument("--config", required=True)
+    r = sub.add_parser("restore", help="unpack a backup into an empty directory (the "
+                       "relay's own path, moved aside first; relay and broker stopped)")
     r.add_argument("--from", dest="source", required=True)
+    r.add_argument("--to", dest="target", required=True)
     args = p.parse_args(argv)
     os.umask(0o077)  # whatever the relay writes is its own: keys, database, releases
 
@@ -60,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "init":
         logging.getLogger("cloud_relay.store").setLevel(logging.WARNING)
         return init_cmd.run(args)
+    if args.cmd == "restore":
+        from cloud_relay import backup
+
+        try:
+            print(backup.restore(Path(args.source), Path(args.target)))
+        except backup.BackupError as e:
+            print(f"cloud_relay restore: {e}", file=sys.stderr)
+            return 1
+        return 0
 
     from cloud_relay.config import ConfigError, broker_settings_missing, load
 
@@ -81,14 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd in ("add-user", "set-password"):
         return _accounts(args, cfg)
-    if args.cmd in ("backup", "restore"):
+    if args.cmd == "backup":
         from cloud_relay import backup
 
         try:
-            if args.cmd == "backup":
-                print(backup.backup(cfg, Path(args.config), Path(args.out)))
-            else:
-                print(backup.restore(cfg, Path(args.config), Path(args.source)))
+            print(backup.backup(cfg, Path(args.config), Path(args.out)))
         except backup.BackupError as e:
             print(f"cloud_relay {args.cmd}: {e}", file=sys.stderr)
             return 1

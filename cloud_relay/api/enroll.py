@@ -135,7 +135,7 @@ def create_code(body: CodeBody, request: Request, user: InstallerUser, svc: Serv
                      "(not relay/broker/admin)")
     ca(cfg)  # refuse now, not when the tech is standing at the unit
     relay_url = (body.relay_url or str(request.base_url)).rstrip("/")
-    broker_url = body.broker_url or cfg.broker_url
+    broker_url = body.broker_url or cfg.unit_broker_url
     if urlparse(relay_url).scheme not in ("https", "http") or \
             urlparse(broker_url).scheme != "mqtts":
         raise refuse(400, "bad_url", "relay_url must be https://HOST[:PORT] and "
