@@ -246,8 +246,8 @@ class ScribeClient:
         delay = 0.2
         while not self.done.is_set():
             try:
-                if self.token is None:
-                    await asyncio.to_thread(self.sign_in)
+                if self.token is None or self.receiver is None:  # a sign-in that failed
+                    await asyncio.to_thread(self.sign_in)      # part way is done again
                 # sealed frames do not compress: no permessage-deflate
                 async with websockets.connect(ws_url, max_size=2**21, compression=None,
                                               ssl=tls) as sock:
@@ -308,7 +308,8 @@ class ScribeClient:
             self.wav.close()
         if self.latency_log is not None:
             self.latency_log.close()
-        c = self.receiver.counters if self.receiver else {}
+        c = self.receiver.counters if self.receiver else dict.fromkeys(
+            ("chunks", "events", "tampered", "replayed", "malformed"), 0)
         log.info("event=stopped chunks=%d events=%d tampered=%d replayed=%d malformed=%d",
                  c["chunks"], c["events"], c["tampered"], c["replayed"], c["malformed"])
         if self.events is not None:

@@ -12,7 +12,6 @@ import os
 import pty
 import select
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -22,45 +21,20 @@ from pathlib import Path
 import httpx
 import pytest
 from console_support import CHROMIUM, CHROMIUM_ARGS, poll, screenshot
-
-from cloud_relay import broker as brk
+from deploykit import PASSWORD, init
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
-PASSWORD = "the first admin's long password"
 
 
-def init(d: Path, port: int, broker_port: int, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "cloud_relay", "init", str(d), "--host", "relay.test",
-                           "--port", str(port), "--broker-port", str(broker_port),
-                           "--bind", "127.0.0.1"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})}, check=False)
+@pytest.fixture
+def clinic_relay(clinic_relay_for):
+    return clinic_relay_for("relay.test")
 
 
 def snapshot(d: Path) -> dict:
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(d.rglob("*"))
             if p.is_file() and "data" not in p.relative_to(d).parts}
-
-
-@pytest.fixture
-def clinic_relay(tmp_path):
-    """init, then the broker and the relay as init configured them."""
-    d = tmp_path / "relay"
-    port, broker_port = brk.free_port(), brk.free_port()
-    r = init(d, port, broker_port, {"SCRIBELINK_ADMIN_PASSWORD": PASSWORD})
-    assert r.returncode == 0, r.stderr
-    assert PASSWORD not in r.stdout + r.stderr
-    mosq = brk.start(d / "broker" / "mosquitto.conf", broker_port, tmp_path / "mosquitto.log")
-    log = open(tmp_path / "relay.log", "ab")  # noqa: SIM115 (the relay writes it)
-    relay = subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config",
-                              str(d / "relay.toml")], cwd=ROOT, stdout=log,
-                             stderr=subprocess.STDOUT)
-    brk.wait_port(port, 20)
-    yield d, port, broker_port, r
-    relay.send_signal(signal.SIGTERM)
-    relay.wait(15)
-    mosq.terminate()
-    mosq.wait(10)
 
 
 def https(d: Path, port: int) -> httpx.Client:

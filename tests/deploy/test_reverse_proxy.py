@@ -21,17 +21,17 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from support import make_relay
 
 from cloud_relay import broker as brk
 from cloud_relay import pki
-from support import make_relay
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "deploy.md").read_text()
 
 
 def doc_block(kind: str) -> str:
-    m = re.search(rf"<!-- deploy: {kind} -->\n```\w*\n(.*?)\n```", DOC, re.S)
+    m = re.search(rf"<!-- deploy: {kind} -->\n```\w*\n(.*?)\n```", DOC, re.DOTALL)
     assert m, f"docs/deploy.md has no {kind} block"
     return m.group(1)
 
@@ -92,7 +92,7 @@ SNI = {"sni_hostname": "relay.test"}
 
 
 def test_the_console_and_api_answer_through_the_proxy(proxied):
-    relay, nginx_port, ctx, public = proxied
+    _relay, nginx_port, ctx, public = proxied
     with via_proxy(ctx, nginx_port) as c:
         r = c.get("/console/", extensions=SNI)
         assert r.status_code == 200 and "Scribelink console" in r.text
