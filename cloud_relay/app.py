@@ -17,9 +17,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from cloud_relay.accounts import Accounts
 from cloud_relay.adopt import PeerAdopter
 from cloud_relay.api import fleet
 from cloud_relay.api.deps import Services
@@ -27,6 +28,7 @@ from cloud_relay.api.main import api_router
 from cloud_relay.bridge import Uplink
 from cloud_relay.config import RelayConfig
 from cloud_relay.hub import Hub
+from cloud_relay.passwords import Hasher
 from cloud_relay.revocation import PASS_INTERVAL_S as REVOCATION_PASS_S
 from cloud_relay.revocation import Transport
 from cloud_relay.store import Store, now_us
@@ -38,6 +40,7 @@ log = logging.getLogger("cloud_relay")
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 HEARTBEAT_S = 1.0
+HSTS = "max-age=31536000"
 
 # The page holds the scribe's key: it runs only its own scripts and talks only to its relay.
 CONSOLE_HEADERS = {
@@ -58,8 +61,12 @@ class ConsoleFiles(StaticFiles):
 
 
 def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
+    hasher = Hasher(weak_for_tests=cfg.test_only_weak_password_hash)
+    if hasher.weak_for_tests:
+        log.warning("event=weak_password_hash what=\"test_only_weak_password_hash is on: "
+                    "for the test suite only\"")
     store = Store.open(cfg.store_url, cfg.data_dir, pool_size=cfg.store_pool_size,
-                       origin=cfg.broker_client_id)
+                       origin=cfg.broker_client_id, passwords=hasher)
     hub = Hub(store, max_queue_frames=cfg.ws_queue_frames, max_queue_bytes=cfg.ws_queue_bytes,
               max_total_bytes=cfg.ws_queue_total_bytes, poll_s=cfg.stream_poll_s)
     writer = StreamWriter(store, on_commit=hub.committed_threadsafe,
@@ -70,7 +77,10 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
                         cert_file=cfg.broker_cert_file, key_file=cfg.broker_key_file,
                         client_id=cfg.broker_client_id, share_group=cfg.share_group)
     svc = Services(cfg=cfg, store=store, hub=hub, writer=writer, uplink=uplink,
-                   transport=Transport(cfg, store))
+                   transport=Transport(cfg, store),
+                   accounts=Accounts(store, hasher=hasher, token_idle_s=cfg.token_idle_s,
+                                     token_max_s=cfg.token_max_s,
+                                     invite_ttl_s=cfg.invite_ttl_s))
     adopter = PeerAdopter(svc) if uplink is not None and cfg.relay_peers else None
 
     @asynccontextmanager
@@ -110,9 +120,23 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
             await hub.stop()
             store.close()
 
-    app = FastAPI(title="Scribelink relay", lifespan=lifespan)
+    # No public /docs (its assets come from a CDN, and it would describe the API to
+    # anyone): admins read GET /api/admin/openapi.json, which the admin view shows.
+    app = FastAPI(title="Scribelink relay", lifespan=lifespan, openapi_url=None,
+                  docs_url=None, redoc_url=None)
     app.state.services = svc
     app.include_router(api_router)
+    if cfg.tls or cfg.behind_proxy:
+        @app.middleware("http")
+        async def _hsts(request, call_next):
+            response = await call_next(request)
+            # browsers that saw the relay over HTTPS never try plain HTTP for it again
+            response.headers["Strict-Transport-Security"] = HSTS
+            return response
+
+    @app.get("/", include_in_schema=False)
+    def _root():
+        return RedirectResponse("/console/")
     # the unit routes (release downloads, update reports, diagnostics uploads) are served
     # only by the mTLS listener (cloud_relay.unit_https), from their own app
     app.state.unit_app = fleet.unit_app(svc)
@@ -126,11 +150,16 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
 
 
 async def _purge_loop(svc: Services) -> None:
+    from cloud_relay.api.admin import retention_days
+
     cfg = svc.cfg
     while True:
-        cutoff = now_us() - int(cfg.retention_days * 86400 * 1e6)
         try:
+            days = await asyncio.to_thread(retention_days, svc)
+            cutoff = now_us() - int(days * 86400 * 1e6)
             n = await asyncio.to_thread(svc.store.purge_before, cutoff)
+            await asyncio.to_thread(svc.store.accounts.forget_counters,
+                                    now_us() - int(86400 * 1e6))
             if n:
                 await asyncio.to_thread(svc.store.audit, "relay", "archive_purged", None,
                                         {"sessions": n})

@@ -22,6 +22,7 @@ from any thread.
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import threading
@@ -47,6 +48,28 @@ MAX_TOPICS_CACHED = 200_000
 _SEALED = {topics.AUDIO: env.TYPE_AUDIO, topics.EVENT: env.TYPE_EVENT}
 
 
+def explain_failure(reason: str, url: str) -> str:
+    """What a failed broker connection most likely means, and what to check."""
+    host, port = host_port(url)
+    r = reason.lower()
+    if "refused the connection" in r:
+        return ("the broker refused the relay's session: check the ACL gives the relay's "
+                "certificate name its topics")
+    if "connectionrefused" in r:
+        return f"nothing listens at {host}:{port}: is the broker running?"
+    if "gaierror" in r or "name or service not known" in r:
+        return f"{host} does not resolve: check broker_url"
+    if "certificate verify failed" in r or "certificateverify" in r:
+        return ("the broker's certificate does not verify against broker_ca_file, or does "
+                f"not name {host}")
+    if "alert" in r or "certificate" in r:
+        return ("the broker refused the relay's TLS identity: broker_cert_file must come "
+                "from the broker's CA")
+    if "timeout" in r or "timed out" in r:
+        return f"no answer from {host}:{port}: a firewall, or the wrong address"
+    return "see the reason; the relay keeps retrying"
+
+
 def host_port(url: str) -> tuple[str, int]:
     u = urlparse(url)
     return u.hostname or "127.0.0.1", u.port or 8883
@@ -68,6 +91,7 @@ class Bridge:
         self.on_connect_cb = on_connect
         self.rejected = 0
         self.lost_at: int | None = None
+        self._up_since_loss = False
         self._known: set[str] = set()  # unit ids already registered from this connection
         self._consent: dict[str, tuple[str | None, str | None]] = {}  # unit -> (session, state)
         self._topics: dict[bytes, tuple[str, str] | None] = {}
@@ -92,6 +116,7 @@ class Bridge:
         return self.client.taken_over
 
     def start(self) -> None:
+        log.info("event=broker_connecting broker=%s client_id=%s", self.url, self.client_id)
         self.client.start()
 
     def stop(self) -> None:
@@ -108,15 +133,20 @@ class Bridge:
             self.client.unsubscribe(shared)
 
     def _on_connect(self, session_present: bool) -> None:
+        self._up_since_loss = True
         log.info("event=broker_connected broker=%s client_id=%s session_present=%s", self.url,
                  self.client_id, session_present)
         if self.on_connect_cb is not None:
             self.on_connect_cb(self, session_present)
 
     def _on_disconnect(self, reason: str) -> None:
+        was_up = self.lost_at is None or self._up_since_loss
         self.lost_at = now_us()
-        log.warning("event=broker_disconnected broker=%s client_id=%s reason=%s", self.url,
-                    self.client_id, reason)
+        self._up_since_loss = False
+        log.warning("event=%s broker=%s client_id=%s reason=%s what=%s retrying=true",
+                    "broker_disconnected" if was_up else "broker_connect_failed", self.url,
+                    self.client_id, reason.replace(" ", "_")[:200],
+                    json.dumps(explain_failure(reason, self.url)))
 
     # ------------------------------------------------------------------ inbound
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cloud_relay.receiver import Receiver, SessionState, now_us
 from scribelink import envelope as env
 from scribelink import messages as msgs
-from scribelink import trust
+from scribelink import relayurl, trust
 
 log = logging.getLogger("scribe_client")
 
@@ -188,7 +188,7 @@ class ScribeClient:
 
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         r = httpx.request(method, self.args.relay.rstrip("/") + path, json=body,
-                          headers=headers, timeout=10)
+                          headers=headers, timeout=10, verify=relayurl.verify(self.args.ca_file))
         if r.status_code >= 400:
             raise RuntimeError(f"{method} {path}: HTTP {r.status_code} {r.text[:200]}")
         return r.json()
@@ -237,13 +237,20 @@ class ScribeClient:
         import websockets
 
         ws_url = self.args.relay.replace("http", "ws", 1).rstrip("/") + "/ws"
+        tls = None
+        if ws_url.startswith("wss://"):
+            import ssl
+
+            v = relayurl.verify(self.args.ca_file)
+            tls = ssl.create_default_context(cafile=v if isinstance(v, str) else None)
         delay = 0.2
         while not self.done.is_set():
             try:
-                if self.token is None:
-                    await asyncio.to_thread(self.sign_in)
+                if self.token is None or self.receiver is None:  # a sign-in that failed
+                    await asyncio.to_thread(self.sign_in)      # part way is done again
                 # sealed frames do not compress: no permessage-deflate
-                async with websockets.connect(ws_url, max_size=2**21, compression=None) as sock:
+                async with websockets.connect(ws_url, max_size=2**21, compression=None,
+                                              ssl=tls) as sock:
                     await sock.send(json.dumps({"type": "hello", "token": self.token,
                                                 "cursor": self.cursor}))
                     delay = 0.2
@@ -301,7 +308,8 @@ class ScribeClient:
             self.wav.close()
         if self.latency_log is not None:
             self.latency_log.close()
-        c = self.receiver.counters if self.receiver else {}
+        c = self.receiver.counters if self.receiver else dict.fromkeys(
+            ("chunks", "events", "tampered", "replayed", "malformed"), 0)
         log.info("event=stopped chunks=%d events=%d tampered=%d replayed=%d malformed=%d",
                  c["chunks"], c["events"], c["tampered"], c["replayed"], c["malformed"])
         if self.events is not None:
@@ -311,7 +319,11 @@ class ScribeClient:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cloud_relay.scribe_client")
-    p.add_argument("--relay", required=True, help="relay base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--relay", required=True, help="relay base URL, e.g. "
+                   "https://relay.clinic.example (plain http:// only to this machine)")
+    p.add_argument("--ca-file", help="the clinic's ca.pem, if the relay's certificate is "
+                   f"from the clinic's own CA (default: ${relayurl.CA_FILE_ENV}, else the "
+                   "system's trust store)")
     p.add_argument("--user", required=True)
     p.add_argument("--password-file", required=True)
     p.add_argument("--key", required=True, help="scribe private key (PEM); created if missing")
@@ -332,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exit-when-complete", action="store_true",
                    help="exit once a session that ended with its input complete is whole")
     args = p.parse_args(argv)
+    try:
+        args.relay = relayurl.check(args.relay)
+    except relayurl.InsecureRelayUrl as e:
+        p.error(str(e))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     client = ScribeClient(args)

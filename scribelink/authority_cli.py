@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from scribelink import trust
+from scribelink import relayurl, trust
 from scribelink.authority import ClinicAuthority
 
 
@@ -49,18 +49,22 @@ def passphrase(confirm: bool = False) -> str:
     return p
 
 
+def relay_url(url: str) -> str:
+    """https://, or plain http:// to this machine only (scribelink.relayurl)."""
+    try:
+        return relayurl.check(url)
+    except relayurl.InsecureRelayUrl as e:
+        raise Failed(str(e)) from None
+
+
 class Relay:
     """The relay's admin API, signed in as a clinic admin."""
 
     def __init__(self, url: str, user: str, password_file: str | None) -> None:
         import httpx
 
-        self.url = url.rstrip("/")
-        if not self.url.startswith("https://") and not self.url.startswith(
-                ("http://127.0.0.1", "http://localhost", "http://[::1]")):
-            raise Failed("the relay must be reached over https:// (plain http only on this "
-                         "machine)")
-        self.http = httpx.Client(timeout=30, verify=os.environ.get("SCRIBELINK_CA_FILE", True))
+        self.url = relay_url(url)
+        self.http = httpx.Client(timeout=30, verify=relayurl.verify())
         pw = Path(password_file).read_text().strip() if password_file else getpass.getpass(
             f"{user}'s relay password: ")
         r = self.http.post(self.url + "/api/login", json={"user": user, "password": pw})
@@ -141,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         pub = trust.ed25519_raw(trust.authority_public(doc))
         print(f"fingerprint: {trust.fingerprint(pub)}\npublic key: {trust.b64(pub)}")
         return 0
+    relay_url(args.relay)  # refused before the passphrase is asked for
     auth = ClinicAuthority.load(key_path, passphrase())
     relay = Relay(args.relay, args.user, args.password_file)
     if args.cmd == "register":

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, HTTPException
 from starlette.requests import HTTPConnection
 
+from cloud_relay.accounts import Accounts
 from cloud_relay.bridge import Uplink
 from cloud_relay.config import RelayConfig
 from cloud_relay.hub import Hub
@@ -29,6 +30,7 @@ class Services:
     hub: Hub
     writer: StreamWriter
     uplink: Uplink | None
+    accounts: Accounts = None  # type: ignore[assignment]  # made with the app
     loop: asyncio.AbstractEventLoop | None = None
     fleet_files: Any = None  # cloud_relay.api.fleet.Files, made on first use
     transport: Any = None  # cloud_relay.revocation.Transport
@@ -67,9 +69,15 @@ def get_uplink(svc: ServicesDep) -> Uplink | None:
 UplinkDep = Annotated["Uplink | None", Depends(get_uplink)]
 
 
-def current_user(store: StoreDep, authorization: Annotated[str, Header()] = "") -> User:
-    token = authorization.removeprefix("Bearer ").strip()
-    user = store.user_for_token(token) if token else None
+def bearer_token(authorization: Annotated[str, Header()] = "") -> str:
+    return authorization.removeprefix("Bearer ").strip()
+
+
+BearerToken = Annotated[str, Depends(bearer_token)]
+
+
+def current_user(svc: ServicesDep, token: BearerToken) -> User:
+    user = svc.accounts.authenticate(token) if token else None
     if user is None:
         raise HTTPException(401, "sign in first (missing or expired token)")
     return user
@@ -99,3 +107,16 @@ def installer_user(user: CurrentUser) -> User:
 
 
 InstallerUser = Annotated[User, Depends(installer_user)]
+
+
+def origin_allowed(origin: str, conn: HTTPConnection, cfg: RelayConfig) -> bool:
+    """May a page from `origin` use this connection? Its own origin (the scheme and Host it
+    came in on), the configured public_url, or one of allowed_origins. Browsers always
+    send Origin on a WebSocket; a page on another site cannot make it lie."""
+    want = origin.strip().lower().rstrip("/")
+    scheme = "https" if conn.url.scheme in ("https", "wss") else "http"
+    host = conn.headers.get("host", "").lower()
+    allowed = {f"{scheme}://{host}", *(o.lower().rstrip("/") for o in cfg.allowed_origins)}
+    if cfg.public_url:
+        allowed.add(cfg.public_url.lower().rstrip("/"))
+    return want in allowed

@@ -18,7 +18,7 @@ from asyncio import to_thread
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from cloud_relay.api.deps import Services, ServicesDep
+from cloud_relay.api.deps import Services, ServicesDep, origin_allowed
 from cloud_relay.hub import Subscriber, wire
 from cloud_relay.store import Frame, User, now_us
 from scribelink import messages as msgs
@@ -34,6 +34,12 @@ ASSIGNMENT_RECHECK_S = 5.0
 @router.websocket("/ws")
 async def ws(sock: WebSocket, svc: ServicesDep) -> None:
     store, hub = svc.store, svc.hub
+    origin = sock.headers.get("origin")
+    if origin is not None and not origin_allowed(origin, sock, svc.cfg):
+        # a page on another site trying to use a scribe's browser: refuse the handshake
+        await to_thread(store.audit, "ws", "ws_origin_refused", None, {"origin": origin[:100]})
+        await sock.close(code=4403)
+        return
     await sock.accept()
     try:
         hello = json.loads(await asyncio.wait_for(sock.receive_text(), 10))
@@ -46,7 +52,7 @@ async def ws(sock: WebSocket, svc: ServicesDep) -> None:
         await sock.close(code=4400)
         return
     token = str(hello.get("token", "")) if isinstance(hello, dict) else ""
-    user = await to_thread(store.user_for_token, token) if token else None
+    user = await to_thread(svc.accounts.authenticate, token) if token else None
     if user is None:
         await sock.send_text(json.dumps({"type": "error", "error": "unauthorized"}))
         await sock.close(code=4401)
@@ -68,7 +74,8 @@ async def ws(sock: WebSocket, svc: ServicesDep) -> None:
     sub = hub.subscribe(user.id, units, cursor)
     tasks = [asyncio.create_task(_pump(sock, sub, svc), name="ws-pump"),
              asyncio.create_task(_read(sock, user, svc), name="ws-read"),
-             asyncio.create_task(_follow_assignments(sub, user, only, svc), name="ws-assign")]
+             asyncio.create_task(_follow_assignments(sock, sub, user, token, only, svc),
+                                 name="ws-assign")]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for t in done:
@@ -115,11 +122,17 @@ async def _pump(sock: WebSocket, sub: Subscriber, svc: Services) -> None:
                        else {"type": "websocket.send", "text": frame})
 
 
-async def _follow_assignments(sub: Subscriber, user: User, only: list[str] | None,
-                              svc: Services) -> None:
-    """Keep the subscriber's units equal to the scribe's assignments (∩ its filter)."""
+async def _follow_assignments(sock: WebSocket, sub: Subscriber, user: User, token: str,
+                              only: list[str] | None, svc: Services) -> None:
+    """Keep the subscriber's units equal to the scribe's assignments (∩ its filter), and
+    end the stream when the sign-in ends (signed out, password reset, disabled)."""
     while not sub.closed:
         await svc.hub.assignments_wait(ASSIGNMENT_RECHECK_S)
+        if await to_thread(svc.accounts.authenticate, token) is None:
+            await to_thread(svc.store.audit, user.id, "ws_sign_in_ended")
+            await sock.send_text(json.dumps({"type": "error", "error": "unauthorized"}))
+            await sock.close(code=4401)
+            return
         units = await to_thread(svc.store.units_for, user.id)
         if only is not None:
             units = [u for u in only if u in units]

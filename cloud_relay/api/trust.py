@@ -319,7 +319,7 @@ def add_grant(body: GrantBody, user: AdminUser, svc: ServicesDep) -> dict:
                                     user.id, int(g["expires_us"]), st.to_dict())
     store.audit(user.id, "enroll_code_created", unit_id,
                 {"code_id": code_id, "room": g.get("room"), "granted_by_authority": True})
-    return {"code_id": code_id, "unit": unit_id, "broker_url": cfg.broker_url,
+    return {"code_id": code_id, "unit": unit_id, "broker_url": cfg.unit_broker_url,
             "expires_us": g["expires_us"]}
 
 

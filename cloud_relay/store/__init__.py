@@ -2,6 +2,8 @@
 migrations (`migrations.py`), the SQLite/PostgreSQL connections (`db.py`) and the batching
 stream writer (`writer.py`)."""
 
+from cloud_relay.store.accounts import UserExists
+from cloud_relay.store.clinic import RoomExists
 from cloud_relay.store.db import StoreUnavailable
 from cloud_relay.store.store import (
     Batch,
@@ -9,10 +11,8 @@ from cloud_relay.store.store import (
     Store,
     StreamRow,
     User,
-    check_password,
-    hash_password,
     now_us,
 )
 
-__all__ = ["Batch", "Frame", "Store", "StoreUnavailable", "StreamRow", "User",
-           "check_password", "hash_password", "now_us"]
+__all__ = ["Batch", "Frame", "RoomExists", "Store", "StoreUnavailable", "StreamRow", "User",
+           "UserExists", "now_us"]

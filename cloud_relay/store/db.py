@@ -74,8 +74,9 @@ class SqliteDb:
     dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
+        _private(path)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -156,6 +157,25 @@ class SqliteDb:
                 c.close()
             except sqlite3.Error:
                 pass
+
+
+def _private(path: Path) -> None:
+    """The database readable by the relay's user only: created 0600 (SQLite gives its WAL
+    and shared-memory files the same mode), and an older world-readable one tightened."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise StoreUnavailable(f"cannot create SQLite store {path}: {e.strerror}; check the "
+                               "relay's data_dir exists and is writable") from e
+    os.close(fd)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if p.stat().st_mode & 0o077:
+                p.chmod(0o600)
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------- PostgreSQL

@@ -226,6 +226,53 @@ STEPS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX transport_certs_cn ON transport_certs(cn)",
         "CREATE INDEX transport_certs_fingerprint ON transport_certs(fingerprint)",
     ]),
+    (7, ("running the clinic: rooms, disabled users, sign-in sessions, failed sign-ins, "
+         "invitations, unit revocation, settings, audit filters"), [
+        """CREATE TABLE rooms (
+            name TEXT PRIMARY KEY,
+            created_us BIGINT NOT NULL
+        )""",
+        ("INSERT INTO rooms(name, created_us) SELECT room, MIN(created_us) FROM units "
+         "WHERE room IS NOT NULL AND room <> '' GROUP BY room"),
+        "ALTER TABLE users ADD COLUMN disabled_us BIGINT",
+        "ALTER TABLE users ADD COLUMN password_changed_us BIGINT",
+        "ALTER TABLE users ADD COLUMN last_login_us BIGINT",
+        # a token's sliding deadline stays expires_us; max_us is the sign-in's hard end
+        # (NULL for tokens from before: they keep their fixed expires_us)
+        "ALTER TABLE tokens ADD COLUMN issued_us BIGINT",
+        "ALTER TABLE tokens ADD COLUMN max_us BIGINT",
+        "CREATE INDEX tokens_user ON tokens(user_id)",
+        """CREATE TABLE login_failures (
+            key TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            last_us BIGINT NOT NULL
+        )""",
+        """CREATE TABLE login_trusted (
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            address TEXT NOT NULL,
+            last_us BIGINT NOT NULL,
+            PRIMARY KEY (user_id, address)
+        )""",
+        """CREATE TABLE user_invites (
+            code_hash TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_us BIGINT NOT NULL,
+            expires_us BIGINT NOT NULL,
+            used_us BIGINT
+        )""",
+        "ALTER TABLE units ADD COLUMN revoked_us BIGINT",
+        "ALTER TABLE units ADD COLUMN revoked_by TEXT",
+        """CREATE TABLE settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated_us BIGINT NOT NULL
+        )""",
+        "CREATE INDEX audit_at ON audit(at_us)",
+        "CREATE INDEX audit_target ON audit(target)",
+        "CREATE INDEX enroll_codes_unit ON enroll_codes(unit_id)",
+    ]),
     (9, "key shares between a scribe's devices (the scribe's shift)", [
         """CREATE TABLE key_shares (
             session TEXT NOT NULL,

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from cloud_relay.passwords import Hasher
+from cloud_relay.store.accounts import AccountStore
 from cloud_relay.store.certs import CertStore
+from cloud_relay.store.clinic import ClinicStore
 from cloud_relay.store.db import Db, connect
 from cloud_relay.store.migrations import migrate
 
-TOKEN_TTL_S = 12 * 3600
 # A scribe may work from a few places (the console in two browsers, a headless client):
 # sessions are sealed to each of their most recent keys; older ones stop opening new ones.
 MAX_KEYS_PER_USER = 4
@@ -37,20 +38,6 @@ NOTIFY_CHANNEL = "sl_stream"
 
 def now_us() -> int:
     return time.time_ns() // 1000
-
-
-def hash_password(password: str, salt: bytes | None = None) -> str:
-    salt = salt or secrets.token_bytes(16)
-    dk = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
-    return f"scrypt${salt.hex()}${dk.hex()}"
-
-
-def check_password(password: str, stored: str) -> bool:
-    try:
-        _, salt_hex, _dk_hex = stored.split("$")
-    except ValueError:
-        return False
-    return secrets.compare_digest(hash_password(password, bytes.fromhex(salt_hex)), stored)
 
 
 @dataclass(frozen=True)
@@ -118,15 +105,17 @@ def _stream_row(r: Sequence) -> StreamRow:
 
 
 class Store:
-    def __init__(self, db: Db, *, origin: str = "") -> None:
+    def __init__(self, db: Db, *, origin: str = "", passwords: Hasher | None = None) -> None:
         self.db = db
         self.origin = origin  # who commits: notifications say it (a relay skips its own)
+        self.passwords = passwords or Hasher()
         self.schema_version = migrate(db)
 
     @classmethod
     def open(cls, store_url: str, data_dir: str, *, pool_size: int = 8,
-             origin: str = "") -> Store:
-        return cls(connect(store_url, data_dir, pool_size=pool_size), origin=origin)
+             origin: str = "", passwords: Hasher | None = None) -> Store:
+        return cls(connect(store_url, data_dir, pool_size=pool_size), origin=origin,
+                   passwords=passwords)
 
     @property
     def dialect(self) -> str:
@@ -159,10 +148,9 @@ class Store:
     # ------------------------------------------------------------------ users
 
     def add_user(self, user_id: str, name: str, role: str, password: str) -> None:
-        self.db.execute(
-            "INSERT INTO users(id,name,role,pw_hash,created_us) VALUES(?,?,?,?,?) "
-            "ON CONFLICT(id) DO UPDATE SET name=excluded.name, role=excluded.role, "
-            "pw_hash=excluded.pw_hash", (user_id, name, role, hash_password(password), now_us()))
+        """A new user with a password (tools and tests; the API goes through
+        cloud_relay.accounts). UserExists if the id is taken."""
+        self.accounts.create_user(user_id, name, role, self.passwords.hash(password))
 
     def user(self, user_id: str) -> User | None:
         r = self._one("SELECT id,name,role,public_key FROM users WHERE id=?", (user_id,))
@@ -179,23 +167,13 @@ class Store:
                            f"({','.join('?' * len(ids))}) ORDER BY id", ids)
         return [User(r[0], r[1], r[2], _b(r[3])) for r in rows]
 
-    def login(self, user_id: str, password: str) -> str | None:
-        r = self._one("SELECT pw_hash FROM users WHERE id=?", (user_id,))
-        if r is None or not check_password(password, r[0]):
-            return None
-        token = secrets.token_urlsafe(32)
-        self.db.execute("INSERT INTO tokens(token_hash,user_id,expires_us) VALUES(?,?,?)",
-                        (hashlib.sha256(token.encode()).hexdigest(), user_id,
-                         now_us() + TOKEN_TTL_S * 1_000_000))
-        return token
-
     def user_for_token(self, token: str) -> User | None:
-        r = self._one("SELECT u.id,u.name,u.role,u.public_key,t.expires_us FROM tokens t "
-                      "JOIN users u ON u.id=t.user_id WHERE t.token_hash=?",
-                      (hashlib.sha256(token.encode()).hexdigest(),))
-        if r is None or r[4] < now_us():
+        """The enabled user a token signs in, if the token is still valid (no renewal:
+        cloud_relay.accounts.Accounts.authenticate slides the deadline)."""
+        got = self.accounts.token(token)
+        if got is None or got[1] < now_us():
             return None
-        return User(r[0], r[1], r[2], _b(r[3]))
+        return got[0]
 
     def set_public_key(self, user_id: str, raw: bytes) -> bool:
         """Register one of the user's keys (the newest becomes `public_key`). Returns True
@@ -513,6 +491,16 @@ class Store:
     def units_audio(self) -> dict[str, dict]:
         return {r[0]: {"codec": r[1], "bitrate": r[2]}
                 for r in self._q("SELECT unit_id, codec, bitrate FROM unit_audio")}
+
+    # ------------------------------------------------------------------ accounts, clinic admin
+
+    @property
+    def accounts(self) -> AccountStore:
+        return AccountStore(self)
+
+    @property
+    def clinic(self) -> ClinicStore:
+        return ClinicStore(self)
 
     # ------------------------------------------------------------------ trust statements
 

@@ -148,7 +148,8 @@ def make_update_relay(tmp: Path, b) -> tuple:
         f'broker_key_file = "{b.pki["relay"].key}"\n'
         f'ca_cert_file = "{b.pki["ca"]}"\nca_key_file = "{b.pki["ca_key"]}"\n'
         f'unit_https_port = {unit_port}\nunit_https_cert_file = "{server.cert}"\n'
-        f'unit_https_key_file = "{server.key}"\n')
+        f'unit_https_key_file = "{server.key}"\n'
+        'test_only_weak_password_hash = true\n')
     r = Relay(d, f"http://127.0.0.1:{port}", conf)
     r.add_user("admin", "admin", "admin-password")
     r.start()

@@ -5,6 +5,7 @@ import { ConsoleController } from "./controller.js";
 import { Alerts, Notifier } from "./cues.js";
 import { Api } from "./net.js";
 import { Prefs } from "./prefs.js";
+import { secureContextProblem, showProblem } from "./secure.js";
 import { Store } from "./state.js";
 import { SignInView } from "./views/signin.js";
 import { TopBar } from "./views/topbar.js";
@@ -18,4 +19,6 @@ const api = new Api({ token: prefs.token });
 export const app = new ConsoleController({
   store, api, prefs, alerts: new Alerts(), notifier: new Notifier(), signin: new SignInView(), topbar: new TopBar(),
 });
-app.boot();
+const problem = secureContextProblem(globalThis);
+if (problem) showProblem(document, problem);
+else app.boot();

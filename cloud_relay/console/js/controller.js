@@ -59,6 +59,8 @@ export class ConsoleController {
 
   /** Forget the token and start afresh (a reload drops every key and decoded sample). */
   signOut(message = "") {
+    // end the sign-in on the relay too (a copied token stops working); the page does not wait
+    if (this.api.token) fetch("/api/logout", { method: "POST", keepalive: true, headers: { Authorization: `Bearer ${this.api.token}` } }).catch(() => {});
     this.prefs.token = null;
     this.api.token = null;
     this.store.me = null;
@@ -76,7 +78,11 @@ export class ConsoleController {
     this.topbar.who(me);
     if (me.role === "admin") {
       this.topbar.adminMode();
-      renderAdmin($("view"), { api: (method, path, body) => this.api.call(method, path, body) });
+      renderAdmin($("view"), {
+        api: (method, path, body) => this.api.call(method, path, body),
+        fetchRaw: (path) => fetch(path, { headers: { Authorization: `Bearer ${this.api.token}` } }),
+        me: me.user,
+      });
       this.phase = "admin";
       return;
     }

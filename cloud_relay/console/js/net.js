@@ -29,8 +29,9 @@ export class Api {
     if (!r.ok) {
       let detail = r.statusText;
       try {
-        const d = (await r.json()).detail;
-        detail = (d && typeof d === "object" ? d.message || d.error : d) || detail;
+        const d = (await r.json()).detail || detail;
+        // the relay's refusals are {error, message}; validation errors a list of problems
+        detail = typeof d === "string" ? d : d.message || (Array.isArray(d) ? d.map((x) => `${(x.loc || []).slice(1).join(".")}: ${x.msg}`).join("; ") : JSON.stringify(d));
       } catch (e) { /* not JSON */ }
       throw new ApiError(`${method} ${path}: ${detail}`, r.status);
     }
