@@ -143,9 +143,9 @@ def _accounts(args, cfg) -> int:
 
 def _serve(cfg) -> int:
     import uvicorn
+
     from cloud_relay.app import create_app
     from cloud_relay.config import ConfigError
-    from cloud_relay.app import create_app
 
     try:
         app = create_app(cfg)
