@@ -76,3 +76,13 @@ def relay(tmp_path, broker, relay_store):
     r = make_relay(tmp_path, broker, store_url=relay_store)
     yield r
     r.stop()
+
+
+@pytest.fixture(scope="session")
+def playwright():
+    """One Playwright driver per test process: its sync API runs an event loop in this
+    thread, so a second `sync_playwright()` beside it would refuse to start."""
+    from playwright import sync_api  # the dev extra
+
+    with sync_api.sync_playwright() as p:
+        yield p

@@ -14,6 +14,8 @@ from adminkit import enrol_with_secret, grant_code, now_us, register_authority
 from cryptography import x509
 from support import UnitPublisher, make_relay, wait_for
 
+from cloud_relay import pki
+
 from scribelink import trust
 
 
@@ -42,8 +44,8 @@ def test_rooms_are_added_renamed_and_removed_when_empty(relay):
 
 
 def test_a_unit_is_enrolled_seen_and_revoked_down_to_the_broker_crl(broker, tmp_path):
-    crl = tmp_path / "crl.pem"
-    relay = make_relay(tmp_path, broker, extra=f'broker_crl_file = "{crl}"\n')
+    crl = broker.pki["crl"]  # the broker's CRL, which the relay rewrites
+    relay = make_relay(tmp_path, broker)
     try:
         relay.add_user("tech1", "tech", "tech-password-1")
         auth = register_authority(relay)
@@ -55,7 +57,7 @@ def test_a_unit_is_enrolled_seen_and_revoked_down_to_the_broker_crl(broker, tmp_
         got = enrol_with_secret(relay.url, relay.token("tech1"), grant, secret, "exam-1")
         u = relay.api("GET", "/api/admin/fleet").json()[0]
         days = (u["cert_not_after_us"] - now_us()) / 86400e6
-        assert 800 < days < 830 and u["enrolled_by"] == "tech1" and u["codes"] == []
+        assert pki.UNIT_CERT_DAYS - 1 < days <= pki.UNIT_CERT_DAYS and u["enrolled_by"] == "tech1" and u["codes"] == []
         assert u["bindings"] == [got["key_id"]] and u["revoked_us"] is None
 
         # a list that does not name the unit's signing key is refused: the unit would stay

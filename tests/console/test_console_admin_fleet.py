@@ -29,8 +29,8 @@ PASSPHRASE = "the clinic's long passphrase"
 
 @pytest.fixture
 def clinic(tmp_path, broker):
-    crl = tmp_path / "crl.pem"
-    relay = make_relay(tmp_path, broker, extra=f'broker_crl_file = "{crl}"\n')
+    crl = broker.pki["crl"]  # the broker's CRL, which the relay rewrites
+    relay = make_relay(tmp_path, broker)
     relay.add_user("tech1", "tech", "tech-password-1")
     auth = ClinicAuthority.create()
     key_file = tmp_path / "clinic-authority.json"

@@ -547,10 +547,12 @@ def test_admin_view_shows_health_and_audit(system, chromium):
     sim.status("live", spool_seconds=0.3)
     try:
         page = open_console(ctx, system.relay.url, "admin", "admin-password")
-        page.wait_for_selector('#units tr[data-unit="unit-b"]')
+        page.click('#admin-tabs button[data-tab="audit"]')
         page.wait_for_selector("#audit tbody tr")
-        text = page.inner_text("#admin")
-        assert "Exam 2" in text and "cue ack" in text
+        assert "cue ack" in page.inner_text("#admin")
+        page.click('#admin-tabs button[data-tab="units"]')
+        page.wait_for_selector('#units tr[data-unit="unit-b"]')
+        assert "Exam 2" in page.inner_text("#admin")
         row = page.inner_text('#units tr[data-unit="unit-b"]')
         assert "unit-b" in row
         wait_for(lambda: "Live" in page.inner_text('#units tr[data-unit="unit-b"]'), 10,

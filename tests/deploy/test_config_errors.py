@@ -125,14 +125,14 @@ def test_an_unreachable_broker_is_logged_with_its_reason_and_retried(tls, tmp_pa
         assert f"nothing listens at 127.0.0.1:{port}: is the broker running?" in text
         assert "retrying=true" in text
         # a broker whose certificate names another host: said so
-        conf_b = brk.write_config(tmp_path / "broker", port=port, ca=tls["ca"],
+        conf_b = brk.write_config(tmp_path / "broker", port=port, ca=tls["ca"], crl=None,
                                   cert=tls["wrong_cert"], key=tls["wrong_key"])
         mosq = brk.start(conf_b, port, tmp_path / "mosquitto.log")
         wait_for(lambda: "does not name 127.0.0.1" in log.read_text(), 30, "the TLS reason")
         mosq.terminate()
         mosq.wait(10)
         # the right broker comes up: the relay gets there by itself
-        conf_b = brk.write_config(tmp_path / "broker", port=port, ca=tls["ca"],
+        conf_b = brk.write_config(tmp_path / "broker", port=port, ca=tls["ca"], crl=None,
                                   cert=tls["cert"], key=tls["key"])
         mosq = brk.start(conf_b, port, tmp_path / "mosquitto.log")
         wait_for(lambda: "event=broker_connected" in log.read_text(), 30, "the relay connects")
