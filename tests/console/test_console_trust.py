@@ -73,11 +73,17 @@ def test_chains_and_statements_get_pythons_verdicts(module_page):
         const bad = [];
         for (const x of arg.bindings.bad) bad.push(await verdict(() => t.verifyBinding(auth, x.binding)));
         const other = await t.verifyBinding(auth, arg.bindings.other_unit);
+        // a unit key in a hardware token: ECDSA P-256, its messages checked as Ed25519 ones are
+        const p = arg.bindings.p256;
+        const p256 = await t.verifyBinding(auth, p.binding);
+        await t.verifyMessage(p.domain, p.message, p256.signKey);
+        const altered = await verdict(() => t.verifyMessage(p.domain, {...p.message, last_seq: 8}, p256.signKey));
         return {view, rejected: rejected.length, revoked, a, aForged, aOther,
                 rv: {serial: rv.serial, revoked: rv.unitRevoked(arg.assignment.unit, arg.revocations.unit_key_id, arg.revocations.after_us),
                      before: rv.unitRevoked(arg.assignment.unit, arg.revocations.unit_key_id, arg.revocations.after_us - 1),
                      devices: [...rv.devices]},
-                good: [good.unit, good.keyId], bad, other: other.unit};""",
+                good: [good.unit, good.keyId], bad, other: other.unit,
+                p256: [p256.keyType, p256.keyId], altered};""",
               {"auth": V["authority"]["public"], "devices": V["devices"],
                "assignment": V["assignment"], "revocations": V["revocations"],
                "bindings": V["bindings"]})
@@ -95,6 +101,8 @@ def test_chains_and_statements_get_pythons_verdicts(module_page):
     assert got["good"] == [V["bindings"]["unit"], V["bindings"]["unit_key_id"]]
     assert all(x.startswith("TrustError") for x in got["bad"]), got["bad"]
     assert got["other"] != V["bindings"]["unit"]
+    assert got["p256"] == ["ecdsa-p256", V["bindings"]["p256"]["key_id"]]
+    assert got["altered"].startswith("TrustError") and "does not verify" in got["altered"]
 
 
 def test_cue_replies_seal_in_either_and_open_in_the_other(module_page):

@@ -121,8 +121,11 @@ export async function ed25519Key(rawOrB64) {
 }
 
 async function ed25519Verify(publicKey, sig, data) {
+  // (a unit's key may be ECDSA P-256 instead: see verifyBinding)
+  const alg = publicKey.algorithm && publicKey.algorithm.name === "ECDSA"
+    ? { name: "ECDSA", hash: "SHA-256" } : { name: "Ed25519" };
   try {
-    return await subtle.verify({ name: "Ed25519" }, publicKey, sig, data);
+    return await subtle.verify(alg, publicKey, sig, data);
   } catch (e) {
     return false;
   }
@@ -271,8 +274,25 @@ export async function verifyBinding(authorityRaw, d) {
   const b = await verifyStatement(st, unb64(g.code_key, "code_key", 32), BINDING);
   const unit = str(b, "unit", 64);
   if (unit !== g.unit) fail("binding names another unit than its grant");
-  const raw = unb64(b.sign_key, "sign_key", 32);
-  return { unit, signKey: await ed25519Key(raw), keyId: await keyId(raw), issuedUs: int(b, "issued_us") };
+  // bindings made before key types existed name none: theirs is Ed25519
+  const keyType = b.key_type === undefined ? "ed25519" : b.key_type;
+  let raw, signKey;
+  if (keyType === "ed25519") {
+    raw = unb64(b.sign_key, "sign_key", 32);
+    signKey = await ed25519Key(raw);
+  } else if (keyType === "ecdsa-p256") {
+    // a unit whose key lives in a hardware token (ATECC608, TPM): P-256, signatures r||s
+    raw = unb64(b.sign_key, "sign_key", 65);
+    if (raw[0] !== 4) fail("an ecdsa-p256 key is a 65-byte uncompressed point");
+    try {
+      signKey = await subtle.importKey("raw", raw, { name: "ECDSA", namedCurve: "P-256" }, true, ["verify"]);
+    } catch (e) {
+      fail("ecdsa-p256 key is not a point on P-256");
+    }
+  } else {
+    fail(`unknown unit key type ${JSON.stringify(keyType)}`);
+  }
+  return { unit, signKey, keyId: await keyId(raw), issuedUs: int(b, "issued_us"), keyType };
 }
 
 export async function verifyAssignment(authorityRaw, d, unit) {
