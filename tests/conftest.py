@@ -19,7 +19,7 @@ _WORKTREE_BEFORE: set[str] | None = None
 def _worktree_changes() -> set[str] | None:
     try:
         out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=30)
+                             cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return set(out.stdout.splitlines()) if out.returncode == 0 else None
@@ -50,6 +50,16 @@ def broker(tmp_path):
     b = make_broker(tmp_path, UNITS)
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def playwright_driver():
+    """Playwright's driver, once per run: a second sync_playwright() in the same run fails
+    ("Sync API inside the asyncio loop"), so every Chromium fixture launches from this."""
+    from playwright import sync_api  # the dev extra
+
+    with sync_api.sync_playwright() as p:
+        yield p
 
 
 @pytest.fixture(scope="session")

@@ -6,20 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from console_support import CHROMIUM, CHROMIUM_ARGS, StaticConsole
 
 
 @pytest.fixture(scope="session")
-def chromium():
-    from playwright import sync_api  # the dev extra
-
+def chromium(playwright_driver):
     if not Path(CHROMIUM).exists():  # make setup installs Debian's chromium
         pytest.fail(f"no Chromium at {CHROMIUM}: run `make setup` (or set SCRIBELINK_CHROMIUM)")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
