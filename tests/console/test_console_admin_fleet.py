@@ -207,6 +207,7 @@ def trust_now() -> int:
 def test_a_wrong_passphrase_says_so_and_unlocks_nothing(clinic, context):
     relay, auth, key_file, _ = clinic
     page = open_console(context, relay.url, "admin", "admin-password")
+    page.wait_for_selector("#kpis .kpi")  # the first refresh drew the view: no redraw races
     page.set_input_files("#authority-file", str(key_file))
     page.fill("#authority-passphrase", "not the passphrase")
     page.click("#authority-unlock-button")
