@@ -40,6 +40,7 @@ log = logging.getLogger("cloud_relay")
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 HEARTBEAT_S = 1.0
+FIRST_BROKER_ATTEMPT_S = 5.0  # the relay serves after this even if the broker is silent
 HSTS = "max-age=31536000"
 
 # The page holds the scribe's key: it runs only its own scripts and talks only to its relay.
@@ -97,6 +98,9 @@ def create_app(cfg: RelayConfig, *, start_bridge: bool = True) -> FastAPI:
                              daemon=True).start()
         if uplink is not None:
             uplink.start()
+            # serve once the broker answered or failed (a refused connection fails at once;
+            # a silent one no longer than this)
+            await asyncio.to_thread(uplink.wait_first_attempt, FIRST_BROKER_ATTEMPT_S)
         tasks = [asyncio.create_task(_purge_loop(svc)),
                  asyncio.create_task(_heartbeat_loop(svc)),
                  asyncio.create_task(_revocation_loop(svc))]

@@ -92,6 +92,7 @@ class Bridge:
         self.rejected = 0
         self.lost_at: int | None = None
         self._up_since_loss = False
+        self.first_attempt = threading.Event()  # connected, or failed with its reason
         self._known: set[str] = set()  # unit ids already registered from this connection
         self._consent: dict[str, tuple[str | None, str | None]] = {}  # unit -> (session, state)
         self._topics: dict[bytes, tuple[str, str] | None] = {}
@@ -134,19 +135,21 @@ class Bridge:
 
     def _on_connect(self, session_present: bool) -> None:
         self._up_since_loss = True
+        self.first_attempt.set()
         log.info("event=broker_connected broker=%s client_id=%s session_present=%s", self.url,
                  self.client_id, session_present)
         if self.on_connect_cb is not None:
             self.on_connect_cb(self, session_present)
 
     def _on_disconnect(self, reason: str) -> None:
-        was_up = self.lost_at is None or self._up_since_loss
+        was_up = self._up_since_loss  # else this attempt never got through (start included)
         self.lost_at = now_us()
         self._up_since_loss = False
         log.warning("event=%s broker=%s client_id=%s reason=%s what=%s retrying=true",
                     "broker_disconnected" if was_up else "broker_connect_failed", self.url,
                     self.client_id, reason.replace(" ", "_")[:200],
                     json.dumps(explain_failure(reason, self.url)))
+        self.first_attempt.set()
 
     # ------------------------------------------------------------------ inbound
 
@@ -278,6 +281,13 @@ class Uplink:
     def start(self) -> None:
         for b in self.bridges:
             b.start()
+
+    def wait_first_attempt(self, timeout_s: float) -> None:
+        """Until each broker connection has connected or failed once (at most timeout_s):
+        so the relay's first /healthz already tells whether the broker is there."""
+        deadline = time.monotonic() + timeout_s
+        for b in self.bridges:
+            b.first_attempt.wait(max(0.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
         for b in self.bridges:

@@ -19,7 +19,7 @@ _WORKTREE_BEFORE: set[str] | None = None
 def _worktree_changes() -> set[str] | None:
     try:
         out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=30)
+                             cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return set(out.stdout.splitlines()) if out.returncode == 0 else None
@@ -53,6 +53,16 @@ def broker(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def playwright_driver():
+    """Playwright's driver, once per run: a second sync_playwright() in the same run fails
+    ("Sync API inside the asyncio loop"), so every Chromium fixture launches from this."""
+    from playwright import sync_api  # the dev extra
+
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
 def pg_cluster():
     """A PostgreSQL cluster for the whole run, started only if a test asks for it."""
     c = PgCluster()
@@ -76,13 +86,3 @@ def relay(tmp_path, broker, relay_store):
     r = make_relay(tmp_path, broker, store_url=relay_store)
     yield r
     r.stop()
-
-
-@pytest.fixture(scope="session")
-def playwright():
-    """One Playwright driver per test process: its sync API runs an event loop in this
-    thread, so a second `sync_playwright()` beside it would refuse to start."""
-    from playwright import sync_api  # the dev extra
-
-    with sync_api.sync_playwright() as p:
-        yield p

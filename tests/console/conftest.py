@@ -10,10 +10,10 @@ from console_support import CHROMIUM, CHROMIUM_ARGS, StaticConsole
 
 
 @pytest.fixture(scope="session")
-def chromium(playwright):
+def chromium(playwright_driver):
     if not Path(CHROMIUM).exists():  # make setup installs Debian's chromium
         pytest.fail(f"no Chromium at {CHROMIUM}: run `make setup` (or set SCRIBELINK_CHROMIUM)")
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
     browser.close()
 

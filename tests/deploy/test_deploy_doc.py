@@ -98,8 +98,11 @@ def run_block(kind: str, body: str, env: dict, cwd: Path, stdin: str = "") -> st
                        input=stdin, capture_output=True, text=True, timeout=240,
                        start_new_session=True, check=False)
     out = r.stdout + r.stderr
-    assert r.returncode == 0, f"docs/deploy.md {kind} block failed ({r.returncode}):\n{body}\n" \
-                              f"---\n{out[-3000:]}"
+    if r.returncode != 0:
+        units = "".join(f"\n--- {log.name}\n{log.read_text(errors='replace')[-2000:]}"
+                        for log in sorted(Path(env["SHIM_STATE"]).glob("*.log")))
+        pytest.fail(f"docs/deploy.md {kind} block failed ({r.returncode}):\n{body}\n"
+                    f"---\n{out[-3000:]}{units}")
     return out
 
 

@@ -21,15 +21,18 @@ from pathlib import Path
 import httpx
 import pytest
 from console_support import CHROMIUM, CHROMIUM_ARGS, poll, screenshot
-from deploykit import PASSWORD, init
+from deploykit import PASSWORD, clinic_relay_running, init
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
 
-@pytest.fixture
-def clinic_relay(clinic_relay_for):
-    return clinic_relay_for("relay.test")
+@pytest.fixture(scope="module")
+def clinic_relay(tmp_path_factory):
+    """One init'd relay host for this module's tests: they read it, and the one that
+    re-runs init leaves it as init would (same CA, same settings)."""
+    with clinic_relay_running(tmp_path_factory.mktemp("clinic"), "relay.test") as r:
+        yield r
 
 
 def snapshot(d: Path) -> dict:
@@ -147,7 +150,7 @@ def test_the_password_asked_for_on_a_terminal_is_not_echoed(tmp_path):
 
 
 @pytest.fixture
-def chromium_trusting(tmp_path, playwright):
+def chromium_trusting(tmp_path, playwright_driver):
     """Chromium with relay.test mapped to this machine and a HOME whose NSS database
     trusts the given CA (as a clinic installs ca.pem on its machines)."""
     if not shutil.which("certutil"):
@@ -161,10 +164,10 @@ def chromium_trusting(tmp_path, playwright):
         if ca is not None:
             subprocess.run(["certutil", "-d", f"sql:{nss}", "-A", "-t", "C,,", "-n",
                             "clinic", "-i", str(ca)], check=True)
-        return playwright.chromium.launch(
+        return playwright_driver.chromium.launch(
             executable_path=CHROMIUM, env={**os.environ, "HOME": str(home)},
             args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP relay.test 127.0.0.1"])
-    yield launch
+    return launch
 
 
 def test_chromium_opens_the_console_over_https_through_the_clinic_ca(clinic_relay,

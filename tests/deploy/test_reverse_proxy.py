@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from support import make_relay
+from support import make_broker, make_relay
 
 from cloud_relay import broker as brk
 from cloud_relay import pki
@@ -36,10 +36,14 @@ def doc_block(kind: str) -> str:
     return m.group(1)
 
 
-@pytest.fixture
-def proxied(tmp_path, broker):
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    """The relay with the doc's settings, behind nginx with the doc's site, for this
+    module's tests (each signs in as its own user or from its own address)."""
     if not shutil.which("nginx"):
         pytest.fail("nginx missing: run `make setup` (Debian's nginx)")
+    tmp_path = tmp_path_factory.mktemp("proxied")
+    broker = make_broker(tmp_path, ["unit-a"])
     nginx_port = brk.free_port()
     public = f"https://relay.test:{nginx_port}"
     relay = make_relay(tmp_path, broker, start=False)
@@ -80,6 +84,7 @@ def proxied(tmp_path, broker):
     proc.send_signal(signal.SIGQUIT)
     proc.wait(10)
     relay.stop()
+    broker.stop()
 
 
 def via_proxy(ctx, nginx_port: int, source: str = "127.0.0.1") -> httpx.Client:

@@ -57,8 +57,12 @@ export function renderAuthorityPanel(root, model, { report, note }) {
     }, report);
   }
 
+  // the relay's state changed: redraw, but never under the admin's hands -- a focused
+  // field, or a key file or passphrase already given (redrawing would drop them)
+  const unlocking = () => document.getElementById("authority-file")?.files.length > 0
+    || Boolean(document.getElementById("authority-passphrase")?.value);
   model.onChange(() => {
-    if (!root.contains(document.activeElement)) render();
+    if (!root.contains(document.activeElement) && !unlocking()) render();
   });
   render();
 }
