@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -104,12 +105,16 @@ def make(seconds: float, seed: int = 7) -> np.ndarray:
 
 
 def write_wav(path: Path, x: np.ndarray) -> None:
+    """Whole or not at all: several demos (parallel tests) may make the cached file at
+    once, and a reader must never open half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with wave.open(str(tmp), "wb") as w:
         w.setnchannels(x.shape[1])
         w.setsampwidth(2)
         w.setframerate(RATE)
         w.writeframes(x.tobytes())
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
