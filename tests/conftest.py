@@ -27,7 +27,10 @@ def _worktree_changes() -> set[str] | None:
 
 def pytest_sessionstart(session):
     global _WORKTREE_BEFORE
-    if os.environ.get("SCRIBELINK_CHECK_WORKTREE") == "1":
+    # (with pytest-xdist the controller checks the whole run; a worker would see files
+    # another worker's test has open for the moment)
+    if os.environ.get("SCRIBELINK_CHECK_WORKTREE") == "1" and \
+            "PYTEST_XDIST_WORKER" not in os.environ:
         _WORKTREE_BEFORE = _worktree_changes()
 
 
