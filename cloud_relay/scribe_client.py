@@ -255,7 +255,7 @@ class ScribeClient:
                                                 "cursor": self.cursor}))
                     delay = 0.2
                     await self._session(sock)
-            except (OSError, RuntimeError, asyncio.TimeoutError) as e:
+            except (TimeoutError, OSError, RuntimeError) as e:
                 log.warning("event=relay_unreachable error=%s", e)
             except websockets.ConnectionClosed as e:
                 if e.rcvd is not None and e.rcvd.code == 4401:
@@ -273,7 +273,7 @@ class ScribeClient:
             while not self.done.is_set():
                 try:
                     msg = await asyncio.wait_for(sock.recv(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self.receiver.tick()
                     if time.monotonic() - self._trust_at > TRUST_REFRESH_S:
                         await asyncio.to_thread(self._refresh_trust)

@@ -35,9 +35,8 @@ from edge_agent.spool import Spool
 from edge_agent.updater import Updater
 from edge_agent.uplink import Uplink
 from scribelink import envelope as env
-from scribelink import fleet, topics
+from scribelink import fleet, topics, trust
 from scribelink import messages as msgs
-from scribelink import trust
 
 log = logging.getLogger("edge_agent")
 

@@ -37,9 +37,8 @@ from paho.mqtt.properties import Properties
 from edge_agent.config import BrokerConfig
 from edge_agent.schedule import LiveFirst
 from edge_agent.spool import Spool
-from scribelink import fleet
+from scribelink import fleet, topics
 from scribelink import messages as msgs
-from scribelink import topics
 
 log = logging.getLogger("edge_agent.uplink")
 

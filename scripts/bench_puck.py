@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import record_section
 
 ROOT = Path(__file__).resolve().parent.parent

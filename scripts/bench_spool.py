@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import record_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,8 +94,9 @@ def sqlite_write(seconds_audio: float) -> dict:
 
 
 def system(cut_s: float, tail_s: float, codec: str = "pcm") -> dict:
-    from cloud_relay.broker import free_port
     from support import TcpProxy, random_multichannel, write_wav
+
+    from cloud_relay.broker import free_port
 
     seconds = 5 + cut_s + tail_s
     with tempfile.TemporaryDirectory() as d:

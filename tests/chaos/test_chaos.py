@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from support import ROOT, TcpProxy, jsonl, random_multichannel, read_wav, wait_for, write_wav
 
 from cloud_relay.broker import free_port
-from support import ROOT, TcpProxy, jsonl, random_multichannel, read_wav, wait_for, write_wav
 
 CHUNK = 640  # 40 ms at 16 kHz
 

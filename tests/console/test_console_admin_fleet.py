@@ -11,18 +11,18 @@ authority's public key. Screenshots: admin-*.png (docs/screenshots via scripts/s
 from __future__ import annotations
 
 import csv
-import time
 import io
+import time
 
 import httpx
 import pytest
 from adminkit import enrol_with_secret
 from console_support import open_console, poll, screenshot
+from support import make_relay
 
 from cloud_relay.store import Store
 from scribelink import enrolcode, trust
 from scribelink.authority import ClinicAuthority
-from support import make_relay
 
 PASSPHRASE = "the clinic's long passphrase"
 

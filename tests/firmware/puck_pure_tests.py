@@ -8,6 +8,7 @@ import struct
 import ledring
 import press
 import puckapp
+
 try:
     import pucklink  # MicroPython: staged beside the firmware
 except ImportError:
