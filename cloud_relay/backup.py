@@ -90,7 +90,7 @@ def restore(source: Path, target: Path) -> str:
         raise BackupError(f"{target} is not empty: restore into a new directory (move the "
                           "old one aside first; stop the relay and broker before)")
     try:
-        tar = tarfile.open(source, "r:gz")
+        tar = tarfile.open(source, "r:gz")  # noqa: SIM115 (closed by `with tar` below)
     except (OSError, tarfile.TarError) as e:
         raise BackupError(f"cannot read {source}: {e}") from e
     with tar:

@@ -147,7 +147,7 @@ def wait_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -> No
 
 
 def start(conf: Path, port: int, log_path: Path) -> subprocess.Popen:
-    logf = open(log_path, "ab")
+    logf = open(log_path, "ab")  # noqa: SIM115 (the broker process writes it)
     proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=logf,
                             stderr=subprocess.STDOUT)
     try:

@@ -100,7 +100,7 @@ class WavSink:
         f = self._files.get(s.session)
         if f is None:
             part = self.path.with_name(f".{self.path.name}.{s.session[:12]}.part")
-            f = open(part, "wb")
+            f = open(part, "wb")  # noqa: SIM115 (open across chunks; closed in close())
             self._files[s.session] = f
             self.parts[s.session] = (s.started_us, part)
         f.write(pcm)  # type: ignore[attr-defined]
@@ -135,8 +135,12 @@ class ScribeClient:
         self.sign_key = load_or_create_signing_key(Path(args.key + ".sign"))
         self.device = trust.key_id(trust.ed25519_raw(self.sign_key))
         self.wav = WavSink(Path(args.wav)) if args.wav else None
-        self.events = open(args.events, "a", buffering=1) if args.events else None
-        self.latency_log = open(args.latency_log, "a") if args.latency_log else None
+        self.events = (
+            open(args.events, "a", buffering=1) if args.events else None  # noqa: SIM115 (closed in close())
+        )
+        self.latency_log = (
+            open(args.latency_log, "a") if args.latency_log else None  # noqa: SIM115 (closed in close())
+        )
         self.authority: Ed25519PublicKey | None = (
             trust.load_ed25519(Path(args.authority).read_text().strip()) if args.authority
             else None)

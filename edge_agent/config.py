@@ -215,7 +215,7 @@ def from_dict(raw: dict) -> AgentConfig:
         raise ConfigError(f"unit_id {cfg.unit_id!r}: letters, digits, '.', '_', '-' only")
     if cfg.dsp.mode not in ("on", "off"):
         raise ConfigError("[dsp] mode must be 'on' or 'off'")
-    cfg.broker.host_port  # validates the URL
+    _ = cfg.broker.host_port  # validates the URL
     try:
         cfg.codec.settings().check_chunk_ms(cfg.session.chunk_ms)
     except ValueError as e:

@@ -656,13 +656,13 @@ class UnitCore:
             return  # the same press again (the puck retransmits across an agent restart)
         if self.session is None and self._consent_hold:
             # after a declined visit, the physician's next press starts the next one
-            self.cues_seen = (self.cues_seen + [e.cue_id])[-CUE_MEMORY:]
+            self.cues_seen = [*self.cues_seen, e.cue_id][-CUE_MEMORY:]
             self._next_visit("press", out)
             return
         if self.session is None:
             out.append(Log("warning", "cue_without_session", {"cue_id": e.cue_id}))
             return
-        self.cues_seen = (self.cues_seen + [e.cue_id])[-CUE_MEMORY:]
+        self.cues_seen = [*self.cues_seen, e.cue_id][-CUE_MEMORY:]
         seq, sealed = self.session.seal_event("cue", now.wall_us, cue_id=e.cue_id)
         self._spool(out, [self._rec(topics.EVENT, sealed, "event", seq=seq)],
                     {"cues_seen": ",".join(map(str, self.cues_seen))})

@@ -1363,8 +1363,8 @@ class Unit:
         body = self._token(cmd, args)
         if body is None:
             return
-        used = self._used_tokens() + [{"id": body["token_id"], "expires_us": body["expires_us"],
-                                       "action": body["action"]}]
+        used = [*self._used_tokens(), {"id": body["token_id"], "expires_us": body["expires_us"],
+                                        "action": body["action"]}]
         self.live.mkdir_private(ANCHOR)
         _write_atomic(self.live.anchor(USED_TOKENS), json.dumps(
             {"used": used[-MAX_USED_TOKENS:]}).encode(), 0o600)

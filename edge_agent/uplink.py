@@ -242,7 +242,7 @@ class Uplink:
                 )
                 info.wait_for_publish(1.0)
             self._client.disconnect()
-        except Exception:
+        except Exception:  # noqa: BLE001 (stopping: a broken link must not stop the stop)
             pass
         self._client.loop_stop()
         self._write_link(False, "stopped")

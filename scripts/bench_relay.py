@@ -109,7 +109,7 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
     else:
         store_url = f"sqlite:///{tmp / 'relay.db'}"
     confs, urls = [], []
-    for i, cid in enumerate(ids):
+    for cid in ids:
         d = tmp / cid
         d.mkdir()
         port = free_port()
@@ -136,7 +136,7 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
                                           stderr=subprocess.STDOUT))
     sysm = System(tmp, bproc, procs, urls, p, bport, pg, store_url)
     deadline = time.monotonic() + 30
-    for url, proc in zip(urls, procs):
+    for url, proc in zip(urls, procs, strict=True):
         while True:
             try:
                 if httpx.get(url + "/healthz", timeout=1).json().get("broker"):
@@ -214,7 +214,7 @@ class LoopClient:
 
     async def _misc(self) -> None:
         while self.client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
-            await asyncio.sleep(1)
+            await asyncio.sleep(1)  # noqa: ASYNC110 (paho's keepalive wants a call each second)
 
 
 @dataclass
@@ -392,7 +392,7 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
     units = await connect_units(loop, sysm, uids)
     tally, stop = Tally(), asyncio.Event()
     readies, tasks = [], []
-    for j, (sid, tok) in enumerate(sorted(tokens.items())):
+    for j, (_sid, tok) in enumerate(sorted(tokens.items())):
         ev = asyncio.Event()
         readies.append(ev)
         tasks.append(asyncio.create_task(scribe(sysm.urls[j % len(sysm.urls)], tok, tally,
@@ -471,7 +471,7 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and sum(1 for k in window if k in tally.first) < len(
             window):
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # noqa: ASYNC110 (polls a count the scribes' tasks update)
     gc.enable()
     hubs = await asyncio.to_thread(relay_hub_stats, sysm.urls)
     stop.set()

@@ -28,9 +28,10 @@ CHUNK_BYTES = 1280 + 70  # 40 ms of 16 kHz mono int16, plus header and tag
 
 
 def wchar() -> int:
-    for line in open("/proc/self/io"):
-        if line.startswith("wchar"):
-            return int(line.split()[1])
+    with open("/proc/self/io") as io_stats:
+        for line in io_stats:
+            if line.startswith("wchar"):
+                return int(line.split()[1])
     return 0
 
 

@@ -328,7 +328,7 @@ class ArrayPipeline:
             frame_power = self._power_scale * np.einsum("tk,tk,tk->t", gains, gains, powers)
             scales = np.empty(count)
             for j, (p, fp, depth) in enumerate(
-                zip(presence.tolist(), frame_power.tolist(), depths.tolist())
+                zip(presence.tolist(), frame_power.tolist(), depths.tolist(), strict=True)
             ):
                 wanted = self._pause_gain**depth if p < self._pause_presence else 1.0
                 self._gate += self._gate_rate * (wanted - self._gate)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -190,7 +191,7 @@ def test_the_admin_runs_the_fleet_and_every_step_is_audited(clinic, context):
     assert page.inner_text("#audit tbody").count("exam-3-unit") == 1
     with page.expect_download() as dl:
         page.click("#audit-csv")
-    rows = list(csv.DictReader(io.StringIO(open(dl.value.path()).read())))
+    rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
     assert [r["action"] for r in rows] == ["unit_revoked"]
     assert rows[0]["target"] == "exam-3-unit" and rows[0]["actor"] == "admin"
 
@@ -205,7 +206,7 @@ def trust_now() -> int:
 
 
 def test_a_wrong_passphrase_says_so_and_unlocks_nothing(clinic, context):
-    relay, auth, key_file, _ = clinic
+    relay, _auth, key_file, _ = clinic
     page = open_console(context, relay.url, "admin", "admin-password")
     page.set_input_files("#authority-file", str(key_file))
     page.fill("#authority-passphrase", "not the passphrase")

@@ -20,8 +20,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
 from test_install_sandbox import (
     MEMORY_MAX,
     NOBODY,
@@ -29,6 +27,8 @@ from test_install_sandbox import (
     MemoryCgroup,
     sandbox_argv,
 )
+
+HERE = Path(__file__).resolve().parent
 
 VENV_PYTHON = HERE.parents[1] / ".venv" / "bin" / "python"
 

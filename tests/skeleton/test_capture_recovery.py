@@ -109,7 +109,7 @@ def test_capture_device_unplugged_mid_session_faults_declares_and_recovers(tmp_p
         f'cert_file = "{p["units"]["unit-a"].cert}"\nkey_file = "{p["units"]["unit-a"].key}"\n'
         f'[puck]\nport = "{tmp_path / "puck"}"\n'
         '[keys]\n' + keys_toml(clinic.unit_keys("unit-a", tmp_path / "keys")))
-    log = open(tmp_path / "agent.log", "wb")
+    log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115 (the agent process writes it)
     agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
                               str(agent_conf)], stdout=log, stderr=subprocess.STDOUT,
                              env={**os.environ, "ALSA_CONFIG_PATH": str(conf)}, cwd=tmp_path)

@@ -289,7 +289,7 @@ def test_capture_loss_shows_the_fault_declares_the_gap_and_recovers():
     seqs = [h.seq for h, _ in u.opened("audio")]
     assert seqs == list(range(25)) + list(range(200, 225))  # nothing else missing
     first_after = [h for h, _ in u.opened("audio")][25]
-    assert first_after.capture_us - [h for h, _ in u.opened("audio")][0].capture_us == 8_000_000
+    assert first_after.capture_us - next(h for h, _ in u.opened("audio")).capture_us == 8_000_000
 
 
 def test_overruns_are_reported():
