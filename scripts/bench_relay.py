@@ -213,8 +213,9 @@ class LoopClient:
         self.loop.remove_writer(sock)
 
     async def _misc(self) -> None:
-        while self.client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
-            await asyncio.sleep(1)  # noqa: ASYNC110 (paho's keepalive wants a call each second)
+        # paho's keepalive wants a call each second
+        while self.client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
+            await asyncio.sleep(1)
 
 
 @dataclass
@@ -469,9 +470,10 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
     pg_end = pg_cpu(sysm)
     # let the tail arrive (not counted in the rates)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and sum(1 for k in window if k in tally.first) < len(
-            window):
-        await asyncio.sleep(0.1)  # noqa: ASYNC110 (polls a count the scribes' tasks update)
+    # polls a count the scribes' tasks update, with a deadline
+    while time.monotonic() < deadline and sum(  # noqa: ASYNC110
+            1 for k in window if k in tally.first) < len(window):
+        await asyncio.sleep(0.1)
     gc.enable()
     hubs = await asyncio.to_thread(relay_hub_stats, sysm.urls)
     stop.set()
