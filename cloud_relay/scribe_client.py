@@ -158,6 +158,7 @@ class ScribeClient:
         if self.wav is not None:
             self.wav.write(s, pcm)
         if self.latency_log is not None:
+            assert self.receiver is not None  # it is the receiver that hands us audio
             self.latency_log.write(f"{s.session[:12]} {header.seq} {header.capture_us} "
                                    f"{self.receiver.last_arrival_us}"
                                    "\n")
@@ -272,6 +273,7 @@ class ScribeClient:
         return 0
 
     async def _session(self, sock) -> None:
+        assert self.receiver is not None  # made at sign-in, before any session
         sender = asyncio.create_task(self._send_acks(sock))
         try:
             while not self.done.is_set():

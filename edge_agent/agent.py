@@ -169,7 +169,8 @@ class Agent:
         """The transport certificate's renewal over the relay's unit mTLS listener
         (edge_agent/renew.py); None where the unit has no relay link."""
         b = self.cfg.broker
-        if self.updater.relay is None or not b.cert_file:
+        updater_relay = self.updater.relay
+        if updater_relay is None or not b.cert_file:
             return None
         from edge_agent.relay_https import RelayHttps
         from edge_agent.renew import Renewer
@@ -179,7 +180,7 @@ class Agent:
 
         def reload_identity() -> None:  # the new certificate, everywhere the unit shows it
             relay.reload_identity()
-            self.updater.relay.reload_identity()
+            updater_relay.reload_identity()
             self.uplink.reload_identity()
 
         return Renewer(unit_id=self.cfg.unit_id, cert_file=b.cert_file, key_file=b.key_file,
@@ -355,8 +356,8 @@ class Agent:
             if e.send_direct_if_refused:
                 # not even a declared gap fits: send it straight from memory when the
                 # link allows, so the scribe still learns of the loss
-                for r in records:
-                    self.uplink.send_direct(r["topic"], r["payload"])
+                for r in e.records:
+                    self.uplink.send_direct(topics.unit_topic(self.cfg.unit_id, r.leaf), r.payload)
                 return []
             return [c.SpoolRefused(e.records, err.strerror or str(err))]
         follow: list = []

@@ -1043,7 +1043,7 @@ class UnitCore:
 
     def status(self, now: Now) -> msgs.Status:
         h = self.health
-        dsp = self.dsp.stats() if self.dsp is not None else {}
+        dsp: dict = self.dsp.stats() if self.dsp is not None else {}
         return msgs.Status(
             unit=self.s.unit_id,
             at_us=now.wall_us,

@@ -941,6 +941,7 @@ class Unit:
                 return self.staged.signing_key(), True
             self.staged.mkdir_private("tls")
             self.staged.binding.unlink(missing_ok=True)  # it bound another key, if any
+            key: unitkey.UnitKey
             if self.s.signing_key:
                 key = unitkey.generate_pkcs11(unitkey.Pkcs11Uri.parse(self.s.signing_key),
                                               self.s.signing_key_type)
@@ -1436,6 +1437,8 @@ class Unit:
             elif k == "ca_sha256":
                 pem = args.get("ca_pem")
                 try:
+                    if not isinstance(pem, str):
+                        raise ValueError("ca_pem is not text")
                     ca = x509.load_pem_x509_certificate(pem.encode())
                     bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
                 except (AttributeError, ValueError, x509.ExtensionNotFound) as e:

@@ -301,7 +301,8 @@ class Renewer:
         cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if len(cns) != 1 or cns[0].value != self.unit_id:
             raise RenewalError("the renewed certificate names another unit")
-        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
             raise RenewalError("the renewed certificate is not for the new key")
         if cert.not_valid_after_utc.timestamp() < self._validity()[1]:
             raise RenewalError("the renewed certificate expires before the current one")

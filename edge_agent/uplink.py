@@ -42,6 +42,9 @@ from scribelink import messages as msgs
 
 log = logging.getLogger("edge_agent.uplink")
 
+# what the control topic carries: the unit<->relay messages and fleet's offers and requests
+Control = msgs.Message | fleet.ReleaseOffer | fleet.DiagnosticsRequest
+
 SESSION_EXPIRY_S = 24 * 3600
 LINK_FILE = "link.json"  # in the agent's state dir: the link's state (selftest.py reads it)
 
@@ -65,7 +68,7 @@ class Uplink:
         unit_id: str,
         spool: Spool,
         *,
-        on_control: Callable[[msgs.Message], None],
+        on_control: Callable[[Control], None],
         link_file: Path | None = None,
     ) -> None:
         self.cfg = cfg
@@ -160,6 +163,7 @@ class Uplink:
     def _on_message(self, client, userdata, message) -> None:
         try:
             raw = msgs.loads(message.payload, what="control message")
+            ctl: Control | None
             if raw.get("type") in fleet.CONTROL_KINDS:
                 # offers, diagnostics requests (scribelink/fleet.py)
                 ctl = fleet.parse_control(raw)
@@ -167,6 +171,8 @@ class Uplink:
                 ctl = msgs.control_message(raw)
         except (msgs.MessageError, ValueError) as e:
             log.warning("event=control_rejected error=%s", e)
+            return
+        if ctl is None:  # not reached: CONTROL_KINDS are the kinds parse_control parses
             return
         try:
             self.on_control(ctl)

@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -341,6 +341,10 @@ def check_x25519(raw: bytes) -> bytes:
 # ---------------------------------------------------------------------------- bodies and chains
 
 
+@overload
+def _str(body: dict, k: str, *, max_len: int = 128) -> str: ...
+@overload
+def _str(body: dict, k: str, *, max_len: int = 128, optional: bool) -> str | None: ...
 def _str(body: dict, k: str, *, max_len: int = 128, optional: bool = False) -> str | None:
     v = body.get(k)
     if v is None and optional:
