@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from cloud_relay.store import Batch, Store, StreamRow
+from scribelink import scribews
 
 log = logging.getLogger("cloud_relay.hub")
 
@@ -241,7 +242,7 @@ class Hub:
         for unit_id, st in statuses.items():
             subs = self.by_unit.get(unit_id)
             if subs:
-                frame = json.dumps({"type": "unit_status", "unit": unit_id, "status": st})
+                frame = json.dumps(scribews.UnitStatus(unit_id, st).to_dict())
                 for sub in subs:
                     sub.push(-1, unit_id, frame)
 

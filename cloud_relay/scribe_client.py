@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cloud_relay.receiver import Receiver, SessionState, now_us
 from scribelink import envelope as env
 from scribelink import messages as msgs
-from scribelink import relayurl, trust
+from scribelink import relayurl, scribews, trust
 
 log = logging.getLogger("scribe_client")
 
@@ -253,11 +253,12 @@ class ScribeClient:
             try:
                 if self.token is None or self.receiver is None:  # a sign-in that failed
                     await asyncio.to_thread(self.sign_in)      # part way is done again
+                assert self.token is not None  # sign_in set it, or raised
                 # sealed frames do not compress: no permessage-deflate
                 async with websockets.connect(ws_url, max_size=2**21, compression=None,
                                               ssl=tls) as sock:
-                    await sock.send(json.dumps({"type": "hello", "token": self.token,
-                                                "cursor": self.cursor}))
+                    hello = scribews.Hello(token=self.token, cursor=self.cursor)
+                    await sock.send(json.dumps(hello.to_dict()))
                     delay = 0.2
                     await self._session(sock)
             except (TimeoutError, OSError, RuntimeError) as e:

@@ -49,7 +49,7 @@ from paho.mqtt.properties import Properties
 from cloud_relay import broker, pki
 from edge_agent.session import Session, Signer
 from scribelink import messages as msgs
-from scribelink import topics
+from scribelink import scribews, topics
 from scribelink.authority import ClinicAuthority
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,7 +272,7 @@ async def scribe(url: str, token: str, tally: Tally, ready: asyncio.Event,
                  stop: asyncio.Event) -> None:
     ws_url = url.replace("http", "ws", 1) + "/ws"
     async with websockets.connect(ws_url, max_size=2**21, compression=None) as sock:
-        await sock.send(json.dumps({"type": "hello", "token": token, "cursor": 0}))
+        await sock.send(json.dumps(scribews.Hello(token=token).to_dict()))
         await sock.recv()
         ready.set()
         first, now_ns = tally.first, time.time_ns
