@@ -49,7 +49,7 @@ from paho.mqtt.properties import Properties
 from cloud_relay import broker, pki
 from edge_agent.session import Session, Signer
 from scribelink import messages as msgs
-from scribelink import scribews, topics
+from scribelink import scribews, tomlconf, topics
 from scribelink.authority import ClinicAuthority
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,13 +114,14 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
         d.mkdir()
         port = free_port()
         c = d / "relay.toml"
-        c.write_text(
-            f'data_dir = "{d}"\nhttp_port = {port}\nbroker_url = "mqtts://127.0.0.1:{bport}"\n'
-            f'broker_ca_file = "{p["ca"]}"\nbroker_cert_file = "{p["relays"][cid].cert}"\n'
-            f'broker_key_file = "{p["relays"][cid].key}"\nbroker_client_id = "{cid}"\n'
-            f'store_url = "{store_url}"\nstore_batch_ms = {batch_ms}\n'
-            f'relay_peers = {json.dumps(ids)}\n' +
-            ('share_group = "relays"\n' if k > 1 else ""))
+        conf = {"data_dir": str(d), "http_port": port,
+                "broker_url": f"mqtts://127.0.0.1:{bport}", "broker_ca_file": str(p["ca"]),
+                "broker_cert_file": str(p["relays"][cid].cert),
+                "broker_key_file": str(p["relays"][cid].key), "broker_client_id": cid,
+                "store_url": store_url, "store_batch_ms": batch_ms, "relay_peers": list(ids)}
+        if k > 1:
+            conf["share_group"] = "relays"
+        c.write_text(tomlconf.dumps(conf))
         confs.append(c)
         urls.append(f"http://127.0.0.1:{port}")
     pw = tmp / "admin.pw"

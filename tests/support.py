@@ -18,6 +18,7 @@ import numpy as np
 
 from cloud_relay import broker, pki
 from cloud_relay.store.pgtemp import PgCluster  # noqa: F401 (tests/conftest.py)
+from scribelink import tomlconf
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -408,7 +409,8 @@ def relay_clinic(relay: Relay) -> RelayClinic:
 
 
 def keys_toml(keys: dict[str, str]) -> str:
-    return "".join(f'{k} = "{v}"\n' for k, v in keys.items())
+    """The [keys] table's lines (after a `[keys]` header the caller writes)."""
+    return tomlconf.dumps(keys)
 
 
 def client_device(d: Path, scribe: str):
