@@ -34,8 +34,8 @@ from cloud_relay import mqtt5
 from cloud_relay.store import Frame, Store, now_us
 from cloud_relay.store.writer import StreamWriter
 from scribelink import envelope as env
+from scribelink import logfmt, topics
 from scribelink import messages as msgs
-from scribelink import topics
 
 log = logging.getLogger("cloud_relay.bridge")
 
@@ -166,7 +166,7 @@ class Bridge:
                 frame = self.frame(unit_id, leaf, payload)
             except (env.EnvelopeError, msgs.MessageError, ValueError) as e:
                 self.rejected += 1
-                log.warning("event=rejected unit=%s topic=%s error=%s", unit_id, leaf, e)
+                log.warning("event=rejected unit=%s topic=%s error=%s", unit_id, leaf, logfmt.q(e))
         if frame is None:
             if ack is not None:  # nothing to store (refused, or status): ack with the batch
                 self.writer.put_ack(ack)

@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from cloud_relay.store import Batch, Store, StreamRow
-from scribelink import scribews
+from scribelink import logfmt, scribews
 
 log = logging.getLogger("cloud_relay.hub")
 
@@ -268,7 +268,7 @@ class Hub:
                         self._dispatch([r for r in v.rows if r.id > self.horizon])
                         self.horizon = max(self.horizon, v.head)
             except Exception as e:  # noqa: BLE001 (the store is unreachable: the poll retries)
-                log.error("event=hub_fill_failed error=%r", str(e)[:200])
+                log.error("event=hub_fill_failed error=%s", logfmt.q(str(e)[:200]))
 
     async def _fill(self, upto: int) -> None:
         """Dispatch rows (horizon, upto] that another relay stored."""
@@ -306,7 +306,7 @@ class Hub:
             try:
                 head = await asyncio.to_thread(self.store.head)
             except Exception as e:  # noqa: BLE001
-                log.warning("event=hub_poll_failed error=%r", str(e)[:200])
+                log.warning("event=hub_poll_failed error=%s", logfmt.q(str(e)[:200]))
                 continue
             if head > self.horizon:
                 self._events.put_nowait(("remote", head))

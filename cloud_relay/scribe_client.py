@@ -29,6 +29,7 @@ from cloud_relay.receiver import Receiver, SessionState, now_us
 from scribelink import envelope as env
 from scribelink import messages as msgs
 from scribelink import relayurl, scribews, trust
+from scribelink.logfmt import q
 
 log = logging.getLogger("scribe_client")
 
@@ -81,7 +82,7 @@ def pinned_authority(path: Path, offered_b64: str | None) -> Ed25519PublicKey:
     key = trust.load_ed25519(offered_b64)
     path.write_text(offered_b64 + "\n")
     log.warning("event=authority_pinned fingerprint=%s path=%s",
-                trust.fingerprint(trust.ed25519_raw(key)).replace(" ", ""), path)
+                trust.fingerprint(trust.ed25519_raw(key)).replace(" ", ""), q(path))
     return key
 
 
@@ -262,7 +263,7 @@ class ScribeClient:
                     delay = 0.2
                     await self._session(sock)
             except (TimeoutError, OSError, RuntimeError) as e:
-                log.warning("event=relay_unreachable error=%s", e)
+                log.warning("event=relay_unreachable error=%s", q(e))
             except websockets.ConnectionClosed as e:
                 if e.rcvd is not None and e.rcvd.code == 4401:
                     self.token = None

@@ -41,6 +41,7 @@ from urllib.parse import urlparse
 
 from scribelink import __version__, tomlconf, topics, trust
 from scribelink import provisioning as p
+from scribelink.logfmt import q
 
 log = logging.getLogger("edge_agent.provision")
 
@@ -1578,7 +1579,7 @@ def serve_forever(server: Server, port: str, baud: int, stop: Callable[[], bool]
                                             write_timeout=5)
                 log.info("event=port_open port=%s", port)
             except (OSError, ValueError) as e:
-                log.debug("event=port_open_failed port=%s error=%s", port, e)
+                log.debug("event=port_open_failed port=%s error=%s", port, q(e))
                 time.sleep(0.5)
                 continue
         try:

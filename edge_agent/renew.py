@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from scribelink.logfmt import q
+
 log = logging.getLogger("edge_agent.renew")
 
 RENEW_PATH = "/unit/v1/certificate/renew"
@@ -346,7 +348,7 @@ class Renewer:
             try:
                 d = self.step()
             except (OSError, ValueError) as e:  # the certificate file unreadable: say so
-                log.error("event=certificate_unreadable error=%s", e)
+                log.error("event=certificate_unreadable error=%s", q(e))
                 d = Decision("wait")
             if d.action == "stop":
                 wait = self.check_every_s

@@ -39,6 +39,7 @@ from edge_agent.schedule import LiveFirst
 from edge_agent.spool import Spool
 from scribelink import fleet, topics
 from scribelink import messages as msgs
+from scribelink.logfmt import q
 
 log = logging.getLogger("edge_agent.uplink")
 
@@ -130,7 +131,7 @@ class Uplink:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused connection: {reason_code}"
-            log.error("event=connect_refused reason=%s", reason_code)
+            log.error("event=connect_refused reason=%s", q(reason_code))
             self._write_link(False, self.last_error)
             return
         assigned = getattr(properties, "AssignedClientIdentifier", None)
@@ -146,7 +147,7 @@ class Uplink:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected:
-            log.warning("event=disconnected reason=%s", reason_code)
+            log.warning("event=disconnected reason=%s", q(reason_code))
             self._disconnected_at = time.time()
             self.connected = False
             self._write_link(False, str(reason_code))
@@ -170,7 +171,7 @@ class Uplink:
             else:
                 ctl = msgs.control_message(raw)
         except (msgs.MessageError, ValueError) as e:
-            log.warning("event=control_rejected error=%s", e)
+            log.warning("event=control_rejected error=%s", q(e))
             return
         if ctl is None:  # not reached: CONTROL_KINDS are the kinds parse_control parses
             return
@@ -221,7 +222,7 @@ class Uplink:
             tmp.write_text(json.dumps(doc))
             os.replace(tmp, self.link_file)
         except OSError as e:
-            log.warning("event=link_file_unwritable error=%s", e.strerror)
+            log.warning("event=link_file_unwritable error=%s", q(e.strerror))
 
     def wake(self) -> None:
         self._wake.set()
@@ -302,7 +303,7 @@ class Uplink:
             else:
                 # the broker refused this message (e.g. not authorised): keep it, say so
                 self.last_error = f"broker refused publish: {reason}"
-                log.error("event=publish_refused spool_id=%s reason=%s", rid, reason)
+                log.error("event=publish_refused spool_id=%s reason=%s", rid, q(reason))
             self.spool.in_flight.release(rid)
             self._backlog_ids.discard(handed)
             self._backlog_ids.discard(rid)

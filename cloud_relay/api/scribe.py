@@ -23,6 +23,7 @@ from cloud_relay.hub import Subscriber, wire
 from cloud_relay.store import Frame, User, now_us
 from scribelink import messages as msgs
 from scribelink import scribews
+from scribelink.logfmt import q
 
 log = logging.getLogger("cloud_relay.scribe")
 
@@ -81,7 +82,7 @@ async def ws(sock: WebSocket, svc: ServicesDep) -> None:
         for t in done:
             if not t.cancelled() and t.exception() is not None and not isinstance(
                     t.exception(), (WebSocketDisconnect, RuntimeError, OSError)):
-                log.error("event=ws_failed user=%s error=%r", user.id, t.exception())
+                log.error("event=ws_failed user=%s error=%s", user.id, q(t.exception()))
     finally:
         hub.unsubscribe(sub)
         for t in tasks:
