@@ -348,7 +348,8 @@ WantedBy=multi-user.target
         print(f"""
 Next:
   1. Start the broker and the relay (as root), then check them:
-       install -m 0644 {d}/systemd/scribelink-broker.service {d}/systemd/scribelink-relay.service /etc/systemd/system/
+       install -m 0644 {d}/systemd/scribelink-broker.service \\
+           {d}/systemd/scribelink-relay.service /etc/systemd/system/
        systemctl daemon-reload && systemctl enable --now scribelink-broker scribelink-relay
        curl --cacert {d}/ca.pem {url}/healthz
   2. Browsers, tools and units trust {d}/ca.pem: install it on the clinic's admin and
@@ -356,7 +357,8 @@ Next:
   3. On the clinic admin's own machine -- never on this relay host -- make the clinic
      authority and tell the relay its public key:
        python -m scribelink.authority create --key clinic-authority.json
-       SCRIBELINK_CA_FILE=ca.pem python -m scribelink.authority register --key clinic-authority.json --relay {url} --user {a.admin}
+       SCRIBELINK_CA_FILE=ca.pem python -m scribelink.authority register \\
+           --key clinic-authority.json --relay {url} --user {a.admin}
   4. Sign in at {url}/console/ as {a.admin}: add rooms, units and people (docs/deploy.md).""")
 
 

@@ -404,7 +404,8 @@ class Agent:
 
     def _start_selfcheck(self) -> None:
         trial = self._trial or {}
-        log_event("info", "selfcheck_start", {"version": self.version, "trial": trial.get("trial_id")})
+        log_event("info", "selfcheck_start",
+                  {"version": self.version, "trial": trial.get("trial_id")})
         self._selfcheck = SelfCheck(
             expected_version=str(trial.get("to")), running_version=self.version,
             deadline_s=self.cfg.updates.health_deadline_s, probe_capture=self._probe_capture,

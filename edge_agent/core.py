@@ -756,7 +756,8 @@ class UnitCore:
             self.capture_error = None
             self.alarms.pop("capture_fault", None)
             self._declare_capture_loss(was_lost, now, out)
-            out.append(Log("info", "capture_resumed", {"lost_ms": (now.wall_us - was_lost) // 1000}))
+            lost_ms = (now.wall_us - was_lost) // 1000
+            out.append(Log("info", "capture_resumed", {"lost_ms": lost_ms}))
 
     def _on_CaptureFailed(self, e: CaptureFailed, now: Now, out: list) -> None:
         first = self._capture_lost_at_us is None

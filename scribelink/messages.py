@@ -370,7 +370,7 @@ class Event:
         return cls.from_dict(loads(body, what="event"))
 
 
-# ---------------------------------------------------------------------------- control (relay -> unit)
+# -------------------------------------------------------------------------- control (relay -> unit)
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,7 @@ def unit_public_raw(key: Any) -> tuple[str, bytes]:
     raise TrustError("a unit signing key is Ed25519 or ECDSA P-256")
 
 
-# ---------------------------------------------------------------------------- the authority key file
+# --------------------------------------------------------------------------- the authority key file
 
 KDF_ITERATIONS = 600_000  # PBKDF2-HMAC-SHA256, OWASP's 2023 guidance; WebCrypto has it
 FILE_KIND = "scribelink-clinic-authority"
@@ -575,7 +575,7 @@ def verify_token(authority: Ed25519PublicKey, d: dict, *, unit: str, action: str
     return body
 
 
-# ---------------------------------------------------------------------------- cue replies, end to end
+# -------------------------------------------------------------------------- cue replies, end to end
 
 REPLY_DOMAIN = "cue_reply"
 

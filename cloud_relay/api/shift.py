@@ -154,7 +154,7 @@ def room_devices(unit_id: str, user: CurrentUser, svc: ServicesDep) -> dict:
                                                                        pending=False)]}
 
 
-# ---------------------------------------------------------------------------- sessions by room and day
+# ------------------------------------------------------------------------- sessions by room and day
 
 
 @router.get("/api/console/sessions")
