@@ -130,8 +130,8 @@ def test_agent_unit_has_the_required_restrictions():
         "StateDirectory": ["scribelink scribelink/spool"],
         "ExecStart": [
             (
-                "/opt/scribelink/current/venv/bin/python -m edge_agent run --config /etc/scribelink/agent.toml"
-                " --config /var/lib/scribelink/provisioned.toml"
+                "/opt/scribelink/current/venv/bin/python -m edge_agent run --config "
+                "/etc/scribelink/agent.toml --config /var/lib/scribelink/provisioned.toml"
             )
         ],
         "ConditionPathExists": ["/var/lib/scribelink/provisioned.toml"],
