@@ -315,7 +315,8 @@ def render(
                     "decile of Δ."
                 ),
                 "",
-                "| system | SI-SDR dB | Δ mean | Δ worst 10 % | STOI | Δ mean | Δ worst 10 % | PESQ-wb | Δ mean | Δ worst 10 % |",
+                "| system | SI-SDR dB | Δ mean | Δ worst 10 % | STOI | Δ mean | Δ worst 10 % "
+                "| PESQ-wb | Δ mean | Δ worst 10 % |",
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for system in systems:
@@ -344,7 +345,8 @@ def render(
                     rows = _rows(results, system, split, speech, snr)
                     cells.append(
                         f"{_mean([r['si_sdr'] for r in rows]):.1f} / "
-                        f"{_mean([r['stoi'] for r in rows]):.3f} / {_mean([r['pesq'] for r in rows]):.2f}"
+                        f"{_mean([r['stoi'] for r in rows]):.3f} / "
+                        f"{_mean([r['pesq'] for r in rows]):.2f}"
                         if rows
                         else "—"
                     )
@@ -402,7 +404,8 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
     ]
     at0 = _mean(_deltas(results, OURS, split, speech, "si_sdr", 0))
     return (
-        f"Ours vs raw ({speech}): {at0:+.1f} dB SI-SDR at 0 dB SNR; SNR bands where ours is below the raw mic: "
+        f"Ours vs raw ({speech}): {at0:+.1f} dB SI-SDR at 0 dB SNR; "
+        "SNR bands where ours is below the raw mic: "
         + (", ".join(below) if below else "none")
         + "; bands where PESQ-wb is below WebRTC NS: "
         + (", ".join(f"{s} dB" for s in pesq_below) if pesq_below else "none")
@@ -521,16 +524,16 @@ def _preamble() -> str:
         "physician who walks and in half a relative who talks too; 1-4 noise sources among HVAC, "
         "hallway babble through a door, equipment beeps, paper and keyboard, a fan and a monitor "
         "alarm; SNR -5 to 30 dB at the reference mic; 10 s each, scored from a cold start against "
-        "the reverberant image of the in-room talkers at the reference mic. Recorded speech: Asterisk's wideband "
-        "prompts (five voices), Codec2's and alsa-utils' recordings; synthetic: espeak-ng. TEST "
-        "uses other seeds, speakers, espeak voices and sentences than TUNE. The anchors run on the "
-        "reference mic (noisereduce: defaults, whole clip at once, not causal; WebRTC NS level 3 "
-        "of 0-4, AGC off; RNNoise resampled to its 48 kHz and back); their constant delay is "
-        "removed by cross-correlation with the clean reference before scoring, which can only "
-        "flatter them. Ours is scored exactly as `python -m edge_agent process` writes it. RNNoise "
-        "through pyrnnoise scores about -3 dB SI-SDR even on clean speech here (its output is "
-        "barely coherent with its input at any level we fed it), so read its row as a broken anchor, "
-        "not as RNNoise's quality.\n\n"
+        "the reverberant image of the in-room talkers at the reference mic. Recorded speech: "
+        "Asterisk's wideband prompts (five voices), Codec2's and alsa-utils' recordings; "
+        "synthetic: espeak-ng. TEST uses other seeds, speakers, espeak voices and sentences than "
+        "TUNE. The anchors run on the reference mic (noisereduce: defaults, whole clip at once, "
+        "not causal; WebRTC NS level 3 of 0-4, AGC off; RNNoise resampled to its 48 kHz and back); "
+        "their constant delay is removed by cross-correlation with the clean reference before "
+        "scoring, which can only flatter them. Ours is scored exactly as `python -m edge_agent "
+        "process` writes it. RNNoise through pyrnnoise scores about -3 dB SI-SDR even on clean "
+        "speech here (its output is barely coherent with its input at any level we fed it), so "
+        "read its row as a broken anchor, not as RNNoise's quality.\n\n"
     )
 
 

@@ -231,7 +231,8 @@ class UnitPublisher:
         self.c.loop_stop()
 
 
-def start_scribe_client(tmp: Path, relay: Relay, uid: str, *extra: str) -> tuple[subprocess.Popen, Path]:
+def start_scribe_client(tmp: Path, relay: Relay, uid: str,
+                        *extra: str) -> tuple[subprocess.Popen, Path]:
     relay_clinic(relay)  # the clinic's authority is known before the client pins it
     d = tmp / f"scribe-{uid}"
     d.mkdir(parents=True, exist_ok=True)

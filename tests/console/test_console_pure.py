@@ -42,7 +42,8 @@ def test_state_words(module_page):
         return arg.map((r) => m.stateText(r));""", [
         {"state": "live", "buffered_s": 0}, {"state": "paused", "buffered_s": 0},
         {"state": "catching_up", "buffered_s": 42.4}, {"state": "offline", "buffered_s": 0.2},
-        {"state": "offline", "buffered_s": 12, "estimate": True}, {"state": "idle", "buffered_s": 0}])
+        {"state": "offline", "buffered_s": 12, "estimate": True},
+        {"state": "idle", "buffered_s": 0}])
     assert got == ["Live", "Privacy pause", "Catching up · 42 s to go", "Unit offline",
                    "Offline · recording on the unit · ~12 s buffered", "Idle"]
 

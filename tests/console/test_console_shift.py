@@ -368,7 +368,8 @@ def test_with_consent_required_nothing_before_consent_and_a_declined_visit_leave
     spool = b"".join(p.read_bytes() for p in (system.tmp / "unit-a-consent" / "spool").rglob("*")
                      if p.is_file())
     sid = bytes.fromhex(first)
-    assert not re.search(b"SL\x01\x01.{4}" + re.escape(sid), spool, re.DOTALL)  # no audio on the unit
+    # no audio on the unit
+    assert not re.search(b"SL\x01\x01.{4}" + re.escape(sid), spool, re.DOTALL)
     assert puck.led() == "idle" and not any(m.get("led") == "live" for m in puck.lines[mark:])
 
     # the next visit starts with a press; the scribe confirms the read-back

@@ -21,7 +21,8 @@ def pressed(tmp_path_factory):
     x = random_multichannel(22.0, channels=4, seed=55)
     write_wav(d / "X.wav", x)
     rec = d / "rec"
-    r = run_demo(["--headless", "--seconds", "22", "--dsp", "off", "--person-acks", "--input", str(d / "X.wav"),
+    r = run_demo(["--headless", "--seconds", "22", "--dsp", "off", "--person-acks",
+                  "--input", str(d / "X.wav"),
                   "--press-at", "5", "--hold-at", "10:2,16:2", "--record-dir", str(rec)],
                  timeout=240)
     assert r.returncode == 0, r.stdout[-3000:]

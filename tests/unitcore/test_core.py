@@ -451,9 +451,9 @@ def test_a_revoked_device_ends_the_session_and_is_left_out_of_the_next():
 
 def test_a_low_order_key_is_skipped_with_an_alarm_and_capture_goes_on():
     u = Unit()
-    body = {"scribe": "s1", "device": trust.key_id(bytes(range(32))), "enc_key": trust.b64(bytes(32)),
-            "sign_key": trust.b64(bytes(range(32))), "label": "bad", "kind": "person",
-            "issued_us": 1}
+    body = {"scribe": "s1", "device": trust.key_id(bytes(range(32))),
+            "enc_key": trust.b64(bytes(32)), "sign_key": trust.b64(bytes(range(32))),
+            "label": "bad", "kind": "person", "issued_us": 1}
     bad = trust.sign(trust.DEVICE, body, u.authority.key).to_dict()
     u.feed(c.AssignmentReceived(u.assignment(["s1"], [bad, u.dev.endorsement])))
     u.tick()
