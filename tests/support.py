@@ -76,10 +76,10 @@ class Relay:
     users: dict = field(default_factory=dict)
 
     def start(self) -> None:
-        log = open(self.dir / "relay.log", "ab")  # noqa: SIM115 (the relay process writes it)
-        self.proc = subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config",
-                                      str(self.config)], stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT)
+        with open(self.dir / "relay.log", "ab") as log:  # the relay keeps its own copy
+            self.proc = subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config",
+                                          str(self.config)], stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -238,12 +238,12 @@ def start_scribe_client(tmp: Path, relay: Relay, uid: str,
     d.mkdir(parents=True, exist_ok=True)
     pw = d / "pw"
     pw.write_text(relay.users[uid])
-    proc = subprocess.Popen(
-        [PY, "-m", "cloud_relay.scribe_client", "--relay", relay.url, "--user", uid,
-         "--password-file", str(pw), "--key", str(d / "key.pem"), "--wav", str(d / "out.wav"),
-         "--events", str(d / "events.jsonl"), *extra],
-        cwd=ROOT, stdout=open(d / "log", "ab"),  # noqa: SIM115 (the client process writes it)
-        stderr=subprocess.STDOUT)
+    with open(d / "log", "ab") as log:  # the client keeps its own copy
+        proc = subprocess.Popen(
+            [PY, "-m", "cloud_relay.scribe_client", "--relay", relay.url, "--user", uid,
+             "--password-file", str(pw), "--key", str(d / "key.pem"), "--wav", str(d / "out.wav"),
+             "--events", str(d / "events.jsonl"), *extra],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     return proc, d
 
 
