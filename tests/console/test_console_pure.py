@@ -71,8 +71,8 @@ def test_a_recording_room_that_drops_offline_estimates_its_growing_backlog(modul
             session: arg.s}, 0);
         return {never, live, at15, at25, back, open: r.openSession, idle: m.roomInfo(idle, 20000),
                 text: m.stateText(at15), noRelay, noRelayText: m.stateText(noRelay),
-                consent: m.roomInfo(consent, 500), consentText: m.stateText(m.roomInfo(consent,
-                    500))};""", {"s": S1})
+                consent: m.roomInfo(consent, 500),
+                consentText: m.stateText(m.roomInfo(consent, 500))};""", {"s": S1})
     assert got["never"] == {"state": "offline", "buffered_s": 0, "reason": "never seen"}
     assert got["live"]["state"] == "live" and got["open"] == S1
     # offline since 5 s with 1 s spooled: the unit has kept recording for 10 s, then 20 s
@@ -184,13 +184,12 @@ def test_rooms_are_in_natural_order(module_page):
     got = in_module(module_page, "state.js", STORE + """
         const st = new Store();
         const mk = (id, room) => ({id, room, status: null, status_age_s: null, open_session: null});
-        st.setRooms([mk("u3", "Exam 10"), mk("u1", "exam 2"), mk("u2", "Exam 1"), mk("u4",
-            "Consult B"),
-                     mk("u5", null)], null, 0);
+        st.setRooms([mk("u3", "Exam 10"), mk("u1", "exam 2"), mk("u2", "Exam 1"),
+                     mk("u4", "Consult B"), mk("u5", null)], null, 0);
         const first = st.orderedRooms().map((r) => r.room);
         const selected = st.selectedUnit;
-        st.mergeRooms([mk("u3", "Exam 10"), mk("u1", "exam 2"), mk("u2", "Exam 1"), mk("u6",
-            "Exam 3")], 0);
+        st.mergeRooms([mk("u3", "Exam 10"), mk("u1", "exam 2"), mk("u2", "Exam 1"),
+                       mk("u6", "Exam 3")], 0);
         return {first, selected, merged: st.orderedRooms().map((r) => r.room)};""")
     assert got["first"] == ["Consult B", "Exam 1", "exam 2", "Exam 10", "u5"]
     assert got["selected"] == "u4"  # the first room as shown
@@ -340,8 +339,8 @@ def test_timeline_geometry(module_page):
                 roundTrip: g.t(g.x(42.5)),
                 steps: [30, 103, 1000, 50000].map(m.tickStep),
                 bands: m.pauseBands([{kind: "privacy_pause", t_s: 2}, {kind: "cue", t_s: 3},
-                                     {kind: "privacy_resume", t_s: 4}, {kind: "privacy_pause",
-                                         t_s: 8}], 11)};""")
+                                     {kind: "privacy_resume", t_s: 4},
+                                     {kind: "privacy_pause", t_s: 8}], 11)};""")
     assert (got["span"], got["x0"], got["x30"]) == (30, 8, 208)
     assert abs(got["span2"] - 123.6) < 1e-9  # the last event, with a little room after it
     assert abs(got["roundTrip"] - 42.5) < 1e-9
@@ -360,8 +359,8 @@ def test_keyboard_commands(module_page):
         input.dispatchEvent(new KeyboardEvent("keydown", {key: "a", bubbles: true}));
         input.remove();
         return {typed, keys: [" ", "a", "g", "P", "m", "R", "l", "c", "n", "f", "[", "]", "=", "-",
-                               "ArrowLeft", "ArrowRight", "3", "?", "Escape", "t", "x"].map((k) =>
-                                   key(k)),
+                               "ArrowLeft", "ArrowRight", "3", "?", "Escape", "t", "x"]
+                              .map((k) => key(k)),
                 shifted: key("ArrowRight", {shiftKey: true}), ctrl: key("r", {ctrlKey: true})};""")
     assert got["typed"] is None  # typing in a field is not a shortcut
     assert got["keys"] == [

@@ -144,8 +144,8 @@ def test_receive_rules(module_page, signed):
     got = feed(module_page, b64(dev.enc.private_bytes_raw()), steps,
                authority=clinic.authority.public_b64(), devices=[dev.endorsement], extra="""
         const s = rx.sessions.get(arg.steps[1][1].session);
-        return {chunks: [...s.chunks.keys()].sort(), vias: [...s.chunks.values()].map((c) =>
-            c.via).sort(),
+        return {chunks: [...s.chunks.keys()].sort(),
+                vias: [...s.chunks.values()].map((c) => c.via).sort(),
                 maxSeq: s.maxSeq, ranges: s.lostRanges, gaps: s.gaps.length,
                     closed: s.close && s.close.reason,
                 events: s.events.map((e) => [e.seq, e.kind, e.t_s]), replies: s.replies,

@@ -247,8 +247,8 @@ def test_the_layout_works_beside_an_ehr(shift):
         a.wait_for_timeout(300)
         m = a.evaluate("""() => {
             const r = (id) => { const e = document.getElementById(id); if (!e) return null;
-                                const b = e.getBoundingClientRect(); return [b.left, b.right,
-                                    b.width]; };
+                                const b = e.getBoundingClientRect();
+                                return [b.left, b.right, b.width]; };
             const cut = [...document.querySelectorAll('#events td.detail, #archive td')]
               .filter((td) => td.scrollWidth > td.clientWidth + 1).length;
             return {scroll: document.documentElement.scrollWidth, meter: r('meter'),

@@ -79,8 +79,9 @@ def test_chains_and_statements_get_pythons_verdicts(module_page):
         const rv = await t.verifyRevocations(auth, arg.revocations.statement);
         const good = await t.verifyBinding(auth, arg.bindings.good);
         const bad = [];
-        for (const x of arg.bindings.bad) bad.push(await verdict(() => t.verifyBinding(auth,
-            x.binding)));
+        for (const x of arg.bindings.bad) {
+            bad.push(await verdict(() => t.verifyBinding(auth, x.binding)));
+        }
         const other = await t.verifyBinding(auth, arg.bindings.other_unit);
         return {view, rejected: rejected.length, revoked, a, aForged, aOther,
                 rv: {serial: rv.serial, revoked: rv.unitRevoked(arg.assignment.unit,
@@ -159,10 +160,10 @@ def test_key_shares_between_a_scribes_devices(module_page):
         const key = await t.openShare(arg.ks.share, idB);
         const verdict = async (fn) => { try { await fn(); return "accepted"; } catch (e) {
             return e.message; } };
-        const robot = await verdict(() => t.verifyShare(arg.ks.from_robot, {me: meB,
-            devices: devs}));
-        const altered = await verdict(() => t.verifyShare({...arg.ks.share, issued_us: 1}, {me: meB,
-            devices: devs}));
+        const robot = await verdict(
+            () => t.verifyShare(arg.ks.from_robot, {me: meB, devices: devs}));
+        const altered = await verdict(
+            () => t.verifyShare({...arg.ks.share, issued_us: 1}, {me: meB, devices: devs}));
         const meA = {device: arg.d.a.device, encKeyId: "x", scribe: "scribe-v"};
         const notMine = await verdict(() => t.verifyShare(arg.ks.share, {me: meA, devices: devs}));
         // device B shares the session key back to A, from the browser
