@@ -10,15 +10,22 @@ setup:
 demo: setup
 	@$(PY) scripts/demo $(ARGS)
 
-test: setup
+test: lint
 	@SCRIBELINK_CHECK_WORKTREE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench:
 	@bash scripts/setup --bench
 	@$(PY) scripts/bench $(ARGS)
 
+# the scripts without a .py suffix (ruff finds only *.py files in a folder by itself)
+SCRIPTS := $(shell grep -l '^\#!/usr/bin/env python' scripts/* | grep -v '\.py$$')
+
+# ruff (rules in pyproject.toml) over all Python; mypy over the packages (pyproject.toml)
+# and over firmware/ against the MicroPython rp2 stubs (scripts/mypy-firmware)
 lint: setup
-	@.venv/bin/ruff check scribelink edge_agent cloud_relay scripts tests
+	@.venv/bin/ruff check scribelink edge_agent cloud_relay firmware scripts tests $(SCRIPTS)
+	@$(PY) -m mypy
+	@$(PY) scripts/mypy-firmware
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from cloud_relay.bridge import Bridge
 from cloud_relay.store import now_us
+from scribelink.logfmt import q
 
 if TYPE_CHECKING:
     from cloud_relay.api.deps import Services
@@ -48,8 +49,8 @@ class PeerAdopter:
                 try:
                     await asyncio.to_thread(self._check, peer)
                 except Exception as e:  # noqa: BLE001
-                    log.warning("event=adoption_check_failed peer=%s error=%r", peer,
-                                str(e)[:200])
+                    log.warning("event=adoption_check_failed peer=%s error=%s", peer,
+                                q(str(e)[:200]))
 
     def _check(self, peer: str) -> None:
         cfg, store = self.svc.cfg, self.svc.store
@@ -105,7 +106,7 @@ class PeerAdopter:
         for b in bridges:
             b.stop()
         self.svc.store.release_adoption(peer, self.svc.cfg.broker_client_id)
-        log.info("event=relay_released peer=%s reason=%s", peer, why)
+        log.info("event=relay_released peer=%s reason=%s", peer, q(why))
 
     def stop(self) -> None:
         for peer in list(self.adopted):

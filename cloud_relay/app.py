@@ -35,6 +35,7 @@ from cloud_relay.store import Store, now_us
 from cloud_relay.store.store import NOTIFY_CHANNEL
 from cloud_relay.store.writer import StreamWriter
 from scribelink import messages as msgs
+from scribelink.logfmt import q
 
 log = logging.getLogger("cloud_relay")
 
@@ -169,7 +170,7 @@ async def _purge_loop(svc: Services) -> None:
                                         {"sessions": n})
                 log.info("event=archive_purged sessions=%d", n)
         except Exception as e:  # noqa: BLE001 (store down: the writer says so; next time)
-            log.warning("event=archive_purge_failed error=%r", str(e)[:200])
+            log.warning("event=archive_purge_failed error=%s", q(str(e)[:200]))
         await asyncio.sleep(cfg.purge_interval_s)
 
 
@@ -180,7 +181,7 @@ async def _revocation_loop(svc: Services) -> None:
         try:
             await asyncio.to_thread(svc.transport.periodic)
         except Exception as e:  # noqa: BLE001 (store or CA unreadable: said, tried again)
-            log.warning("event=revocation_pass_failed error=%r", str(e)[:200])
+            log.warning("event=revocation_pass_failed error=%s", q(str(e)[:200]))
         await asyncio.sleep(REVOCATION_PASS_S)
 
 
@@ -189,7 +190,7 @@ async def _heartbeat_loop(svc: Services) -> None:
         try:
             await asyncio.to_thread(svc.store.heartbeat, svc.cfg.broker_client_id)
         except Exception as e:  # noqa: BLE001
-            log.warning("event=heartbeat_failed error=%r", str(e)[:200])
+            log.warning("event=heartbeat_failed error=%s", q(str(e)[:200]))
         await asyncio.sleep(HEARTBEAT_S)
 
 
@@ -218,5 +219,5 @@ def _listen(store: Store, hub: Hub, stop: threading.Event) -> None:
                 if origin != store.origin:  # our own batches reach the hub directly
                     hub.remote_head_threadsafe(int(head))
         except Exception as e:  # noqa: BLE001 (the hub's poll covers the gap until we are back)
-            log.warning("event=store_listen_failed error=%r", str(e)[:200])
+            log.warning("event=store_listen_failed error=%s", q(str(e)[:200]))
             stop.wait(1.0)

@@ -34,8 +34,8 @@ from cloud_relay import mqtt5
 from cloud_relay.store import Frame, Store, now_us
 from cloud_relay.store.writer import StreamWriter
 from scribelink import envelope as env
+from scribelink import logfmt, topics
 from scribelink import messages as msgs
-from scribelink import topics
 
 log = logging.getLogger("cloud_relay.bridge")
 
@@ -155,8 +155,9 @@ class Bridge:
 
     def _on_publish(self, topic: bytes, payload: bytes, pid: int, acker: mqtt5.Acker) -> None:
         """The MQTT thread's whole per-message work: check, then queue for the writer."""
-        parsed = self._topics.get(topic, False)
-        if parsed is False:
+        if topic in self._topics:
+            parsed = self._topics[topic]
+        else:
             parsed = topics.parse(topic.decode("utf-8", "replace"))
             if len(self._topics) < MAX_TOPICS_CACHED:
                 self._topics[topic] = parsed
@@ -168,7 +169,7 @@ class Bridge:
                 frame = self.frame(unit_id, leaf, payload)
             except (env.EnvelopeError, msgs.MessageError, ValueError) as e:
                 self.rejected += 1
-                log.warning("event=rejected unit=%s topic=%s error=%s", unit_id, leaf, e)
+                log.warning("event=rejected unit=%s topic=%s error=%s", unit_id, leaf, logfmt.q(e))
         if frame is None:
             if ack is not None:  # nothing to store (refused, or status): ack with the batch
                 self.writer.put_ack(ack)
@@ -208,12 +209,12 @@ class Bridge:
                 seq = m.at_us  # several per session: each its own row
             return Frame(unit_id, m.session, kind, seq, bytes(payload))
         if leaf == topics.STATUS:
-            m = msgs.loads(payload, what="status")
-            if m.get("unit") != unit_id:
+            status = msgs.loads(payload, what="status")
+            if status.get("unit") != unit_id:
                 raise ValueError("status names another unit")
             self._seen(unit_id)
-            self._audit_consent(unit_id, m)
-            self.writer.put_status(unit_id, m)
+            self._audit_consent(unit_id, status)
+            self.writer.put_status(unit_id, status)
             return None
         return None
 

@@ -147,9 +147,9 @@ def wait_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -> No
 
 
 def start(conf: Path, port: int, log_path: Path) -> subprocess.Popen:
-    logf = open(log_path, "ab")
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=logf,
-                            stderr=subprocess.STDOUT)
+    with open(log_path, "ab") as logf:  # the broker keeps its own copy of the descriptor
+        proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=logf,
+                                stderr=subprocess.STDOUT)
     try:
         wait_port(port)
     except TimeoutError:

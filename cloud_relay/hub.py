@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from cloud_relay.store import Batch, Store, StreamRow
+from scribelink import logfmt, scribews
 
 log = logging.getLogger("cloud_relay.hub")
 
@@ -241,7 +242,7 @@ class Hub:
         for unit_id, st in statuses.items():
             subs = self.by_unit.get(unit_id)
             if subs:
-                frame = json.dumps({"type": "unit_status", "unit": unit_id, "status": st})
+                frame = json.dumps(scribews.UnitStatus(unit_id, st).to_dict())
                 for sub in subs:
                     sub.push(-1, unit_id, frame)
 
@@ -267,7 +268,7 @@ class Hub:
                         self._dispatch([r for r in v.rows if r.id > self.horizon])
                         self.horizon = max(self.horizon, v.head)
             except Exception as e:  # noqa: BLE001 (the store is unreachable: the poll retries)
-                log.error("event=hub_fill_failed error=%r", str(e)[:200])
+                log.error("event=hub_fill_failed error=%s", logfmt.q(str(e)[:200]))
 
     async def _fill(self, upto: int) -> None:
         """Dispatch rows (horizon, upto] that another relay stored."""
@@ -305,7 +306,7 @@ class Hub:
             try:
                 head = await asyncio.to_thread(self.store.head)
             except Exception as e:  # noqa: BLE001
-                log.warning("event=hub_poll_failed error=%r", str(e)[:200])
+                log.warning("event=hub_poll_failed error=%s", logfmt.q(str(e)[:200]))
                 continue
             if head > self.horizon:
                 self._events.put_nowait(("remote", head))

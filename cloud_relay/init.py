@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from cloud_relay import broker, pki
+from scribelink import tomlconf
 
 VERSION = 1
 ADMIN_PASSWORD_ENV = "SCRIBELINK_ADMIN_PASSWORD"
@@ -202,29 +203,31 @@ class Init:
         a = self.a
         (self.dir / "data").mkdir(mode=0o700, exist_ok=True)
         host = f"[{a.host}]" if ":" in a.host else a.host
-        path.write_text(f"""# The Scribelink relay for {a.host} (made by `python -m cloud_relay init`;
-# settings: docs/deploy.md). Paths are relative to this file's directory.
-data_dir = "data"
-http_host = "{a.bind}"
-http_port = {a.port}
-tls_cert_file = "tls/relay-https.pem"
-tls_key_file = "tls/relay-https.key"
-public_url = "{base_url(a.host, a.port)}"
-
-# this relay's own connection to the broker on this host, and what units are told
-broker_url = "mqtts://127.0.0.1:{a.broker_port}"
-units_broker_url = "mqtts://{host}:{a.broker_port}"
-broker_ca_file = "ca.pem"
-broker_cert_file = "tls/relay.pem"
-broker_key_file = "tls/relay.key"
-
-# the transport CA: issues enrolled units' certificates; revoked ones go in the broker's
-# CRL, which the broker re-reads when the relay signals it (same user, its pid file)
-ca_cert_file = "ca.pem"
-ca_key_file = "ca.key"
-broker_crl_file = "broker/crl.pem"
-broker_pid_file = "broker/mosquitto.pid"
-""")
+        doc = {
+            "data_dir": "data",
+            "http_host": a.bind,
+            "http_port": a.port,
+            "tls_cert_file": "tls/relay-https.pem",
+            "tls_key_file": "tls/relay-https.key",
+            "public_url": base_url(a.host, a.port),
+            "broker_url": f"mqtts://127.0.0.1:{a.broker_port}",
+            "units_broker_url": f"mqtts://{host}:{a.broker_port}",
+            "broker_ca_file": "ca.pem",
+            "broker_cert_file": "tls/relay.pem",
+            "broker_key_file": "tls/relay.key",
+            "ca_cert_file": "ca.pem",
+            "ca_key_file": "ca.key",
+            "broker_crl_file": "broker/crl.pem",
+            "broker_pid_file": "broker/mosquitto.pid",
+        }
+        path.write_text(tomlconf.dumps(doc, header=[
+            f"The Scribelink relay for {a.host} (made by `python -m cloud_relay init`;",
+            "settings: docs/deploy.md). Paths are relative to this file's directory.",
+            "broker_url is this relay's own connection to the broker on this host;",
+            "units_broker_url is what units are told. The transport CA (ca_*) issues",
+            "enrolled units' certificates; revoked ones go in the broker's CRL, which the",
+            "broker re-reads when the relay signals it (same user, its pid file).",
+        ]))
         path.chmod(0o640)
         self.note(True, "relay.toml")
 
@@ -345,7 +348,8 @@ WantedBy=multi-user.target
         print(f"""
 Next:
   1. Start the broker and the relay (as root), then check them:
-       install -m 0644 {d}/systemd/scribelink-broker.service {d}/systemd/scribelink-relay.service /etc/systemd/system/
+       install -m 0644 {d}/systemd/scribelink-broker.service \\
+           {d}/systemd/scribelink-relay.service /etc/systemd/system/
        systemctl daemon-reload && systemctl enable --now scribelink-broker scribelink-relay
        curl --cacert {d}/ca.pem {url}/healthz
   2. Browsers, tools and units trust {d}/ca.pem: install it on the clinic's admin and
@@ -353,7 +357,8 @@ Next:
   3. On the clinic admin's own machine -- never on this relay host -- make the clinic
      authority and tell the relay its public key:
        python -m scribelink.authority create --key clinic-authority.json
-       SCRIBELINK_CA_FILE=ca.pem python -m scribelink.authority register --key clinic-authority.json --relay {url} --user {a.admin}
+       SCRIBELINK_CA_FILE=ca.pem python -m scribelink.authority register \\
+           --key clinic-authority.json --relay {url} --user {a.admin}
   4. Sign in at {url}/console/ as {a.admin}: add rooms, units and people (docs/deploy.md).""")
 
 

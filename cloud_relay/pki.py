@@ -79,7 +79,7 @@ def cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def make_ca(name: str = "Scribelink Clinic CA", days: int = 3650) -> CA:

@@ -121,7 +121,7 @@ class Receiver:
         self.on_record = on_record  # (dict)
         self.sessions: dict[str, SessionState] = {}
         self.pending: dict[str, list[bytes]] = {}  # frames before their session's open
-        self.pending_meta: dict[str, list[msgs.Message]] = {}
+        self.pending_meta: dict[str, list[tuple[msgs.Message, dict]]] = {}
         self.unopened: dict[str, _Unopened] = {}
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.last_arrival_us = 0  # of the chunk on_audio is being called for

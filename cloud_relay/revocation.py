@@ -45,6 +45,7 @@ from cloud_relay import broker, mqtt5, pki
 from cloud_relay.bridge import host_port
 from cloud_relay.store import Store, now_us
 from cloud_relay.store.certs import ACTIVE, REVOKED
+from scribelink.logfmt import q
 
 if TYPE_CHECKING:
     from cloud_relay.api.deps import Services
@@ -188,7 +189,7 @@ class Transport:
             try:
                 out["reload"] = self._reload()
             except (NotConfigured, OSError, RuntimeError, subprocess.SubprocessError) as e:
-                log.error("event=broker_reload_failed error=%s", e)
+                log.error("event=broker_reload_failed error=%s", q(e))
                 return {**out, "in_force": False, "problem": str(e)}
             if canary is None:
                 return {**out, "in_force": None}
@@ -227,7 +228,7 @@ class Transport:
                     "serials": [s for s in newly if (self.store.certs.get(s) or {})
                                 .get("cn") == cn], "reason": reason})
             log.warning("event=transport_revoked cns=%s count=%d reason=%s", ",".join(cns),
-                        len(newly), reason)
+                        len(newly), q(reason))
             out: dict[str, Any] = {"revoked": newly, "broker": self.sync(prove=take_over)}
             if take_over and out["broker"].get("in_force"):
                 # (in force means the CA is configured: the takeover can mint)

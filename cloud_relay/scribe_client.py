@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cloud_relay.receiver import Receiver, SessionState, now_us
 from scribelink import envelope as env
 from scribelink import messages as msgs
-from scribelink import relayurl, trust
+from scribelink import relayurl, scribews, trust
+from scribelink.logfmt import q
 
 log = logging.getLogger("scribe_client")
 
@@ -81,7 +82,7 @@ def pinned_authority(path: Path, offered_b64: str | None) -> Ed25519PublicKey:
     key = trust.load_ed25519(offered_b64)
     path.write_text(offered_b64 + "\n")
     log.warning("event=authority_pinned fingerprint=%s path=%s",
-                trust.fingerprint(trust.ed25519_raw(key)).replace(" ", ""), path)
+                trust.fingerprint(trust.ed25519_raw(key)).replace(" ", ""), q(path))
     return key
 
 
@@ -100,7 +101,7 @@ class WavSink:
         f = self._files.get(s.session)
         if f is None:
             part = self.path.with_name(f".{self.path.name}.{s.session[:12]}.part")
-            f = open(part, "wb")
+            f = open(part, "wb")  # noqa: SIM115 (open across chunks; closed in close())
             self._files[s.session] = f
             self.parts[s.session] = (s.started_us, part)
         f.write(pcm)  # type: ignore[attr-defined]
@@ -135,8 +136,12 @@ class ScribeClient:
         self.sign_key = load_or_create_signing_key(Path(args.key + ".sign"))
         self.device = trust.key_id(trust.ed25519_raw(self.sign_key))
         self.wav = WavSink(Path(args.wav)) if args.wav else None
-        self.events = open(args.events, "a", buffering=1) if args.events else None
-        self.latency_log = open(args.latency_log, "a") if args.latency_log else None
+        self.events = (
+            open(args.events, "a", buffering=1) if args.events else None  # noqa: SIM115 (closed in close())
+        )
+        self.latency_log = (
+            open(args.latency_log, "a") if args.latency_log else None  # noqa: SIM115 (closed in close())
+        )
         self.authority: Ed25519PublicKey | None = (
             trust.load_ed25519(Path(args.authority).read_text().strip()) if args.authority
             else None)
@@ -154,6 +159,7 @@ class ScribeClient:
         if self.wav is not None:
             self.wav.write(s, pcm)
         if self.latency_log is not None:
+            assert self.receiver is not None  # it is the receiver that hands us audio
             self.latency_log.write(f"{s.session[:12]} {header.seq} {header.capture_us} "
                                    f"{self.receiver.last_arrival_us}"
                                    "\n")
@@ -248,15 +254,16 @@ class ScribeClient:
             try:
                 if self.token is None or self.receiver is None:  # a sign-in that failed
                     await asyncio.to_thread(self.sign_in)      # part way is done again
+                assert self.token is not None  # sign_in set it, or raised
                 # sealed frames do not compress: no permessage-deflate
                 async with websockets.connect(ws_url, max_size=2**21, compression=None,
                                               ssl=tls) as sock:
-                    await sock.send(json.dumps({"type": "hello", "token": self.token,
-                                                "cursor": self.cursor}))
+                    hello = scribews.Hello(token=self.token, cursor=self.cursor)
+                    await sock.send(json.dumps(hello.to_dict()))
                     delay = 0.2
                     await self._session(sock)
-            except (OSError, RuntimeError, asyncio.TimeoutError) as e:
-                log.warning("event=relay_unreachable error=%s", e)
+            except (TimeoutError, OSError, RuntimeError) as e:
+                log.warning("event=relay_unreachable error=%s", q(e))
             except websockets.ConnectionClosed as e:
                 if e.rcvd is not None and e.rcvd.code == 4401:
                     self.token = None
@@ -268,12 +275,13 @@ class ScribeClient:
         return 0
 
     async def _session(self, sock) -> None:
+        assert self.receiver is not None  # made at sign-in, before any session
         sender = asyncio.create_task(self._send_acks(sock))
         try:
             while not self.done.is_set():
                 try:
                     msg = await asyncio.wait_for(sock.recv(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self.receiver.tick()
                     if time.monotonic() - self._trust_at > TRUST_REFRESH_S:
                         await asyncio.to_thread(self._refresh_trust)

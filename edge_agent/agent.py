@@ -35,9 +35,8 @@ from edge_agent.spool import Spool
 from edge_agent.updater import Updater
 from edge_agent.uplink import Uplink
 from scribelink import envelope as env
-from scribelink import fleet, topics
+from scribelink import fleet, topics, trust
 from scribelink import messages as msgs
-from scribelink import trust
 
 log = logging.getLogger("edge_agent")
 
@@ -170,7 +169,8 @@ class Agent:
         """The transport certificate's renewal over the relay's unit mTLS listener
         (edge_agent/renew.py); None where the unit has no relay link."""
         b = self.cfg.broker
-        if self.updater.relay is None or not b.cert_file:
+        updater_relay = self.updater.relay
+        if updater_relay is None or not b.cert_file:
             return None
         from edge_agent.relay_https import RelayHttps
         from edge_agent.renew import Renewer
@@ -180,7 +180,7 @@ class Agent:
 
         def reload_identity() -> None:  # the new certificate, everywhere the unit shows it
             relay.reload_identity()
-            self.updater.relay.reload_identity()
+            updater_relay.reload_identity()
             self.uplink.reload_identity()
 
         return Renewer(unit_id=self.cfg.unit_id, cert_file=b.cert_file, key_file=b.key_file,
@@ -356,8 +356,8 @@ class Agent:
             if e.send_direct_if_refused:
                 # not even a declared gap fits: send it straight from memory when the
                 # link allows, so the scribe still learns of the loss
-                for r in records:
-                    self.uplink.send_direct(r["topic"], r["payload"])
+                for r in e.records:
+                    self.uplink.send_direct(topics.unit_topic(self.cfg.unit_id, r.leaf), r.payload)
                 return []
             return [c.SpoolRefused(e.records, err.strerror or str(err))]
         follow: list = []
@@ -404,7 +404,8 @@ class Agent:
 
     def _start_selfcheck(self) -> None:
         trial = self._trial or {}
-        log_event("info", "selfcheck_start", {"version": self.version, "trial": trial.get("trial_id")})
+        log_event("info", "selfcheck_start",
+                  {"version": self.version, "trial": trial.get("trial_id")})
         self._selfcheck = SelfCheck(
             expected_version=str(trial.get("to")), running_version=self.version,
             deadline_s=self.cfg.updates.health_deadline_s, probe_capture=self._probe_capture,

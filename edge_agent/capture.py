@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class AlsaCapture:
         self.period_frames = period_frames
         self.pace_realtime = pace_realtime
         self.speed = speed
-        self._pcm = None
+        self._pcm: Any = None  # an alsaaudio.PCM once open (alsaaudio has no types)
         self._t0 = 0.0
         self._frames = 0
         self.overruns = 0
@@ -70,8 +71,9 @@ class AlsaCapture:
                 f"({self.channels} ch, {self.sample_rate} Hz): {e}. "
                 "Check `arecord -L` and the unit's asound.conf."
             ) from e
-        got_rate = self._pcm.info().get("rate", self.sample_rate)
-        got_ch = self._pcm.info().get("channels", self.channels)
+        info = self._pcm.info()
+        got_rate = info.get("rate", self.sample_rate)
+        got_ch = info.get("channels", self.channels)
         if got_rate != self.sample_rate or got_ch != self.channels:
             raise CaptureError(
                 f"{self.device!r} gave {got_ch} ch at {got_rate} Hz, "

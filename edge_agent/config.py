@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from scribelink import codec as codecs
+from scribelink import tomlconf
 from scribelink.topics import valid_unit_id
 
 
@@ -189,20 +190,15 @@ def _build(cls, data: dict, where: str):
 def load(*paths: str | Path) -> AgentConfig:
     """Load one or more TOML files; later files override earlier ones key by key
     (site defaults in /etc/scribelink/agent.toml, then what provisioning wrote)."""
-    merged: dict = {}
+    layers = []
     for path in paths:
         try:
-            raw = tomllib.loads(Path(path).read_text())
+            layers.append(tomllib.loads(Path(path).read_text()))
         except FileNotFoundError as e:
             raise ConfigError(f"config file {path} not found") from e
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: {e}") from e
-        for k, v in raw.items():
-            if isinstance(v, dict) and isinstance(merged.get(k), dict):
-                merged[k] = {**merged[k], **v}
-            else:
-                merged[k] = v
-    return from_dict(merged)
+    return from_dict(tomlconf.layered(*layers))
 
 
 def from_dict(raw: dict) -> AgentConfig:
@@ -215,7 +211,7 @@ def from_dict(raw: dict) -> AgentConfig:
         raise ConfigError(f"unit_id {cfg.unit_id!r}: letters, digits, '.', '_', '-' only")
     if cfg.dsp.mode not in ("on", "off"):
         raise ConfigError("[dsp] mode must be 'on' or 'off'")
-    cfg.broker.host_port  # validates the URL
+    _ = cfg.broker.host_port  # validates the URL
     try:
         cfg.codec.settings().check_chunk_ms(cfg.session.chunk_ms)
     except ValueError as e:

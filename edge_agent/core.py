@@ -656,13 +656,13 @@ class UnitCore:
             return  # the same press again (the puck retransmits across an agent restart)
         if self.session is None and self._consent_hold:
             # after a declined visit, the physician's next press starts the next one
-            self.cues_seen = (self.cues_seen + [e.cue_id])[-CUE_MEMORY:]
+            self.cues_seen = [*self.cues_seen, e.cue_id][-CUE_MEMORY:]
             self._next_visit("press", out)
             return
         if self.session is None:
             out.append(Log("warning", "cue_without_session", {"cue_id": e.cue_id}))
             return
-        self.cues_seen = (self.cues_seen + [e.cue_id])[-CUE_MEMORY:]
+        self.cues_seen = [*self.cues_seen, e.cue_id][-CUE_MEMORY:]
         seq, sealed = self.session.seal_event("cue", now.wall_us, cue_id=e.cue_id)
         self._spool(out, [self._rec(topics.EVENT, sealed, "event", seq=seq)],
                     {"cues_seen": ",".join(map(str, self.cues_seen))})
@@ -756,7 +756,8 @@ class UnitCore:
             self.capture_error = None
             self.alarms.pop("capture_fault", None)
             self._declare_capture_loss(was_lost, now, out)
-            out.append(Log("info", "capture_resumed", {"lost_ms": (now.wall_us - was_lost) // 1000}))
+            lost_ms = (now.wall_us - was_lost) // 1000
+            out.append(Log("info", "capture_resumed", {"lost_ms": lost_ms}))
 
     def _on_CaptureFailed(self, e: CaptureFailed, now: Now, out: list) -> None:
         first = self._capture_lost_at_us is None
@@ -1043,7 +1044,7 @@ class UnitCore:
 
     def status(self, now: Now) -> msgs.Status:
         h = self.health
-        dsp = self.dsp.stats() if self.dsp is not None else {}
+        dsp: dict = self.dsp.stats() if self.dsp is not None else {}
         return msgs.Status(
             unit=self.s.unit_id,
             at_us=now.wall_us,

@@ -451,8 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"update: installed {version} at {layout.release_dir(version)}")
         return 0
     if args.cmd == "recover":
-        inst = Installer(layout=layout, state_dir=args.state_dir, agent_updates=Path("/nonexistent"),
-                         public_key_file=args.public_key, services=AgentNotStarted())
+        inst = Installer(layout=layout, state_dir=args.state_dir,
+                         agent_updates=Path("/nonexistent"), public_key_file=args.public_key,
+                         services=AgentNotStarted())
         inst.state_dir.mkdir(parents=True, exist_ok=True)
         inst.recover()
         return 0

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from scribelink import __version__, topics, trust
+from scribelink import __version__, tomlconf, topics, trust
 from scribelink import provisioning as p
+from scribelink.logfmt import q
 
 log = logging.getLogger("edge_agent.provision")
 
@@ -239,10 +240,6 @@ def _shred(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
-
-
-def _toml_str(s: str) -> str:
-    return json.dumps(s, ensure_ascii=True)  # a JSON string is a valid TOML basic string
 
 
 def default_serial_number() -> str:
@@ -941,6 +938,7 @@ class Unit:
                 return self.staged.signing_key(), True
             self.staged.mkdir_private("tls")
             self.staged.binding.unlink(missing_ok=True)  # it bound another key, if any
+            key: unitkey.UnitKey
             if self.s.signing_key:
                 key = unitkey.generate_pkcs11(unitkey.Pkcs11Uri.parse(self.s.signing_key),
                                               self.s.signing_key_type)
@@ -1194,32 +1192,28 @@ class Unit:
         """The agent's overlay: what the committed files are, under their live paths
         (`signing_key`: the key file's path or the token key's pkcs11: URI)."""
         live = self.live
-        lines = [
-            "# Written by the unit's provisioning service (edge_agent/provision.py).",
-            f"# clinic: {json.dumps(st['clinic'])}  room: {json.dumps(st['room'])}",
-            ("# Layered on the site config: python -m edge_agent run --config "
-             "/etc/scribelink/agent.toml --config THIS"),
-            f"unit_id = {_toml_str(st['unit_id'])}",
-            "",
-            "[broker]",
-            f"url = {_toml_str(st['broker_url'])}",
-            f"ca_file = {_toml_str(str(live.ca.resolve()))}",
-            f"cert_file = {_toml_str(str(live.cert.resolve()))}",
-            f"key_file = {_toml_str(str(live.key.resolve()))}",
-            "",
-            "# the trust root (docs/trust.md): the pinned clinic authority, the unit's signing",
-            "# key and its binding to this unit id",
-            "[keys]",
-            f"authority_public_key_file = {_toml_str(str(live.anchor('authority.pub').resolve()))}",
-            f"signing_key_file = {_toml_str(signing_key)}",
-            f"binding_file = {_toml_str(str(live.binding.resolve()))}",
-        ]
+        # [keys] is the trust root (docs/trust.md): the pinned clinic authority, the unit's
+        # signing key and its binding to this unit id
+        keys = {"authority_public_key_file": str(live.anchor("authority.pub").resolve()),
+                "signing_key_file": signing_key,
+                "binding_file": str(live.binding.resolve())}
         if self._merged(f"{ANCHOR}/recovery.pub") is not None:
-            recovery = _toml_str(str(live.anchor("recovery.pub").resolve()))
-            lines.append(f"recovery_public_key_file = {recovery}")
+            keys["recovery_public_key_file"] = str(live.anchor("recovery.pub").resolve())
+        doc: dict = {
+            "unit_id": st["unit_id"],
+            "broker": {"url": st["broker_url"], "ca_file": str(live.ca.resolve()),
+                       "cert_file": str(live.cert.resolve()),
+                       "key_file": str(live.key.resolve())},
+            "keys": keys,
+        }
         if self.s.puck_port:
-            lines += ["", "[puck]", f"port = {_toml_str(self.s.puck_port)}"]
-        return "\n".join(lines) + "\n"
+            doc["puck"] = {"port": self.s.puck_port}
+        return tomlconf.dumps(doc, header=[
+            "Written by the unit's provisioning service (edge_agent/provision.py).",
+            f"clinic: {json.dumps(st['clinic'])}  room: {json.dumps(st['room'])}",
+            "Layered on the site config: python -m edge_agent run --config "
+            "/etc/scribelink/agent.toml --config THIS",
+        ])
 
     def _next_anchors(self, st: dict) -> Anchors:
         """The anchors a commit of the staged enrolment pins; on an anchored unit they must
@@ -1271,11 +1265,7 @@ class Unit:
         try:  # the agent must start with exactly what is written
             base = tomllib.loads(Path(self.s.site_config).read_text()) if self.s.site_config \
                 else {}
-            merged = dict(base)
-            for k, v in tomllib.loads(overlay).items():
-                merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(
-                    merged.get(k), dict) else v
-            agent_config.from_dict(merged)
+            agent_config.from_dict(tomlconf.layered(base, tomllib.loads(overlay)))
         except (OSError, tomllib.TOMLDecodeError, agent_config.ConfigError, TypeError) as e:
             raise Refused(p.E_INVALID_CONFIG, f"the agent would not accept the configuration: "
                           f"{e}", "fix the site config (--site-config) or the settings") from e
@@ -1363,8 +1353,8 @@ class Unit:
         body = self._token(cmd, args)
         if body is None:
             return
-        used = self._used_tokens() + [{"id": body["token_id"], "expires_us": body["expires_us"],
-                                       "action": body["action"]}]
+        used = [*self._used_tokens(), {"id": body["token_id"], "expires_us": body["expires_us"],
+                                        "action": body["action"]}]
         self.live.mkdir_private(ANCHOR)
         _write_atomic(self.live.anchor(USED_TOKENS), json.dumps(
             {"used": used[-MAX_USED_TOKENS:]}).encode(), 0o600)
@@ -1436,6 +1426,8 @@ class Unit:
             elif k == "ca_sha256":
                 pem = args.get("ca_pem")
                 try:
+                    if not isinstance(pem, str):
+                        raise ValueError("ca_pem is not text")
                     ca = x509.load_pem_x509_certificate(pem.encode())
                     bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
                 except (AttributeError, ValueError, x509.ExtensionNotFound) as e:
@@ -1587,7 +1579,7 @@ def serve_forever(server: Server, port: str, baud: int, stop: Callable[[], bool]
                                             write_timeout=5)
                 log.info("event=port_open port=%s", port)
             except (OSError, ValueError) as e:
-                log.debug("event=port_open_failed port=%s error=%s", port, e)
+                log.debug("event=port_open_failed port=%s error=%s", port, q(e))
                 time.sleep(0.5)
                 continue
         try:

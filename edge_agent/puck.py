@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scribelink import pucklink
+from scribelink.logfmt import q
 
 log = logging.getLogger("scribelink.puck")
 
@@ -299,7 +300,7 @@ class Puck:
             ser.exclusive = True
             ser.open()
         except (OSError, ValueError) as exc:
-            log.debug("event=puck_open_failed port=%s error=%s", self.port, exc)
+            log.debug("event=puck_open_failed port=%s error=%s", self.port, q(exc))
             return False
         log.info("event=puck_port_open port=%s", self.port)
         self._serial = ser

@@ -128,7 +128,8 @@ class RelayHttps:
                 f.flush()
                 os.fsync(f.fileno())
         except (OSError, http.client.HTTPException, ssl.SSLError) as e:
-            raise FetchError(f"download interrupted at {part.stat().st_size if part.exists() else 0}"
+            got = part.stat().st_size if part.exists() else 0
+            raise FetchError(f"download interrupted at {got}"
                              f" of {size} bytes ({e}); it resumes from there") from e
         finally:
             conn.close()

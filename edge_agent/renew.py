@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from scribelink.logfmt import q
+
 log = logging.getLogger("edge_agent.renew")
 
 RENEW_PATH = "/unit/v1/certificate/renew"
@@ -301,7 +303,8 @@ class Renewer:
         cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if len(cns) != 1 or cns[0].value != self.unit_id:
             raise RenewalError("the renewed certificate names another unit")
-        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
             raise RenewalError("the renewed certificate is not for the new key")
         if cert.not_valid_after_utc.timestamp() < self._validity()[1]:
             raise RenewalError("the renewed certificate expires before the current one")
@@ -345,7 +348,7 @@ class Renewer:
             try:
                 d = self.step()
             except (OSError, ValueError) as e:  # the certificate file unreadable: say so
-                log.error("event=certificate_unreadable error=%s", e)
+                log.error("event=certificate_unreadable error=%s", q(e))
                 d = Decision("wait")
             if d.action == "stop":
                 wait = self.check_every_s

@@ -34,7 +34,8 @@ _HEAD = struct.Struct("<4sII")
 _META = struct.Struct("<QQqQHBBHB")
 KINDS = ("audio", "event", "session", "status", "state", "ack")
 PUBLISHED = {"audio", "event", "session", "status"}
-NEVER_EVICTED = {"session"}  # session open/close/gap: tiny, and a session is unreadable without its open
+# session open/close/gap: tiny, and a session is unreadable without its open
+NEVER_EVICTED = {"session"}
 MAX_RECORD = 2 << 20
 SEGMENT_BYTES = 4 << 20
 ACK_GRACE_S = 30.0

@@ -30,6 +30,7 @@ from edge_agent import update_gate
 from edge_agent.relay_https import FetchError, RelayHttps
 from scribelink import fleet
 from scribelink import release as rel
+from scribelink.logfmt import q
 
 log = logging.getLogger("edge_agent.updater")
 
@@ -142,7 +143,7 @@ class Updater:
             try:
                 self.relay.post_json("/unit/v1/update-reports", self._outbox[0])
             except FetchError as e:
-                log.warning("event=update_report_failed error=%s", e)
+                log.warning("event=update_report_failed error=%s", q(e))
                 self._next_report_try = time.monotonic() + REPORT_RETRY_S
                 return
             self._outbox.pop(0)

@@ -37,11 +37,14 @@ from paho.mqtt.properties import Properties
 from edge_agent.config import BrokerConfig
 from edge_agent.schedule import LiveFirst
 from edge_agent.spool import Spool
-from scribelink import fleet
+from scribelink import fleet, topics
 from scribelink import messages as msgs
-from scribelink import topics
+from scribelink.logfmt import q
 
 log = logging.getLogger("edge_agent.uplink")
+
+# what the control topic carries: the unit<->relay messages and fleet's offers and requests
+Control = msgs.Message | fleet.ReleaseOffer | fleet.DiagnosticsRequest
 
 SESSION_EXPIRY_S = 24 * 3600
 LINK_FILE = "link.json"  # in the agent's state dir: the link's state (selftest.py reads it)
@@ -66,7 +69,7 @@ class Uplink:
         unit_id: str,
         spool: Spool,
         *,
-        on_control: Callable[[msgs.Message], None],
+        on_control: Callable[[Control], None],
         link_file: Path | None = None,
     ) -> None:
         self.cfg = cfg
@@ -128,7 +131,7 @@ class Uplink:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused connection: {reason_code}"
-            log.error("event=connect_refused reason=%s", reason_code)
+            log.error("event=connect_refused reason=%s", q(reason_code))
             self._write_link(False, self.last_error)
             return
         assigned = getattr(properties, "AssignedClientIdentifier", None)
@@ -144,7 +147,7 @@ class Uplink:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected:
-            log.warning("event=disconnected reason=%s", reason_code)
+            log.warning("event=disconnected reason=%s", q(reason_code))
             self._disconnected_at = time.time()
             self.connected = False
             self._write_link(False, str(reason_code))
@@ -161,13 +164,16 @@ class Uplink:
     def _on_message(self, client, userdata, message) -> None:
         try:
             raw = msgs.loads(message.payload, what="control message")
+            ctl: Control | None
             if raw.get("type") in fleet.CONTROL_KINDS:
                 # offers, diagnostics requests (scribelink/fleet.py)
                 ctl = fleet.parse_control(raw)
             else:
                 ctl = msgs.control_message(raw)
         except (msgs.MessageError, ValueError) as e:
-            log.warning("event=control_rejected error=%s", e)
+            log.warning("event=control_rejected error=%s", q(e))
+            return
+        if ctl is None:  # not reached: CONTROL_KINDS are the kinds parse_control parses
             return
         try:
             self.on_control(ctl)
@@ -216,7 +222,7 @@ class Uplink:
             tmp.write_text(json.dumps(doc))
             os.replace(tmp, self.link_file)
         except OSError as e:
-            log.warning("event=link_file_unwritable error=%s", e.strerror)
+            log.warning("event=link_file_unwritable error=%s", q(e.strerror))
 
     def wake(self) -> None:
         self._wake.set()
@@ -243,7 +249,7 @@ class Uplink:
                 )
                 info.wait_for_publish(1.0)
             self._client.disconnect()
-        except Exception:
+        except Exception:  # noqa: BLE001 (stopping: a broken link must not stop the stop)
             pass
         self._client.loop_stop()
         self._write_link(False, "stopped")
@@ -297,7 +303,7 @@ class Uplink:
             else:
                 # the broker refused this message (e.g. not authorised): keep it, say so
                 self.last_error = f"broker refused publish: {reason}"
-                log.error("event=publish_refused spool_id=%s reason=%s", rid, reason)
+                log.error("event=publish_refused spool_id=%s reason=%s", rid, q(reason))
             self.spool.in_flight.release(rid)
             self._backlog_ids.discard(handed)
             self._backlog_ids.discard(rid)

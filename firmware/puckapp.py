@@ -6,6 +6,7 @@ import struct
 
 import ledring
 import press
+
 try:
     import pucklink  # on the puck: flashed beside this file
 except ImportError:

@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from scribelink import relayurl, trust
 from scribelink.authority import ClinicAuthority
@@ -72,7 +73,8 @@ class Relay:
             raise Failed(f"sign-in to {self.url} as {user} failed: HTTP {r.status_code}")
         self.http.headers["Authorization"] = f"Bearer {r.json()['token']}"
 
-    def call(self, method: str, path: str, body: dict | None = None) -> dict | list:
+    def call(self, method: str, path: str, body: dict | None = None) -> Any:
+        """The endpoint's JSON answer: an object or a list, as that endpoint documents."""
         r = self.http.request(method, self.url + path, json=body)
         if r.status_code >= 400:
             try:
@@ -188,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
               f"{code}")
     elif args.cmd == "revoke":
         current = relay.call("GET", "/api/trust").get("revocations")
-        body = current["body"] if current else {"serial": 0, "units": [], "devices": []}
+        body: dict[str, Any] = (current["body"] if current
+                                else {"serial": 0, "units": [], "devices": []})
         units = list(body["units"])
         for u in args.unit:
             for b in relay.call("GET", f"/api/admin/units/{u}/bindings"):

@@ -3,8 +3,8 @@ X25519 key of the admin who asked (HPKE, the suite scribelink.envelope wraps ses
 with); the relay stores and forwards it and cannot read it; the admin opens it with
 `scripts/diagnostics open`.
 
-    bundle = "SLDIAG1" || HPKE single-shot seal(gzip(JSON), recipient,
-                                                 info="scribelink/v1 diagnostics|" || unit || "|" || request_id)
+    bundle = "SLDIAG1" || HPKE single-shot seal(gzip(JSON), recipient, info)
+    info = "scribelink/v1 diagnostics|" || unit || "|" || request_id
 
 The info binds a bundle to its unit and request: a relay cannot pass one unit's bundle off
 as another's, or answer a request with an old bundle.

@@ -139,9 +139,9 @@ def parse_header(frame: bytes) -> tuple[Header, int]:
         unit = frame[FIXED_LEN:end].decode("ascii")
     except UnicodeDecodeError as e:
         raise EnvelopeError("unit id is not ASCII") from e
-    if typ == TYPE_AUDIO and codec == CODEC_PCM_S16LE:
-        if len(frame) - end - TAG_LEN != 2 * count * max(channels, 1):
-            raise EnvelopeError("sample count does not match body length")
+    pcm = typ == TYPE_AUDIO and codec == CODEC_PCM_S16LE
+    if pcm and len(frame) - end - TAG_LEN != 2 * count * max(channels, 1):
+        raise EnvelopeError("sample count does not match body length")
     if typ == TYPE_AUDIO and codec == CODEC_OPUS and not (count and len(frame) - end > TAG_LEN):
         raise EnvelopeError("an Opus chunk needs samples and a body")
     if (typ == TYPE_EVENT) != (codec == CODEC_NONE):

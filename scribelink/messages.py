@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 from scribelink import envelope as env
 
@@ -106,6 +106,10 @@ def _unit(d: dict) -> str:
     return _str(d, "unit", max_len=env.MAX_UNIT_ID_LEN)
 
 
+@overload
+def _dict(d: dict, k: str) -> dict: ...
+@overload
+def _dict(d: dict, k: str, *, optional: bool) -> dict | None: ...
 def _dict(d: dict, k: str, *, optional: bool = False) -> dict | None:
     v = d.get(k)
     if v is None and optional:
@@ -297,7 +301,7 @@ def wrapped_key_for(open_msg: dict | SessionOpen, key_id: str) -> bytes | None:
     return None if r is None else r.wrapped()
 
 
-SESSION_MESSAGES: dict[str, type] = {
+SESSION_MESSAGES: dict[str, type[SessionOpen | SessionClose | Gap | RecipientsAdded]] = {
     "session_open": SessionOpen, "session_close": SessionClose, "gap": Gap,
     "recipients_added": RecipientsAdded,
 }
@@ -366,7 +370,7 @@ class Event:
         return cls.from_dict(loads(body, what="event"))
 
 
-# ---------------------------------------------------------------------------- control (relay -> unit)
+# -------------------------------------------------------------------------- control (relay -> unit)
 
 
 @dataclass(frozen=True)
@@ -463,7 +467,7 @@ class Config(Message):
         return cls(unit=_unit(d), audio=audio, issued_us=_int(d, "issued_us", default=0))
 
 
-CONTROL_MESSAGES: dict[str, type] = {
+CONTROL_MESSAGES: dict[str, type[Assignment | SessionControl | CueAck | Replay | Config]] = {
     "assignment": Assignment, "session_control": SessionControl, "cue_ack": CueAck,
     "replay": Replay, "config": Config,
 }

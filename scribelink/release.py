@@ -221,7 +221,8 @@ def parse_manifest(doc: Any) -> Manifest:
         digest, size = f.get("sha256"), f.get("size")
         if not isinstance(digest, str) or not _SHA256.match(digest):
             raise ReleaseError("malformed", f"manifest: {path}: sha256 must be 64 hex digits")
-        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_RELEASE_BYTES:
+        if isinstance(size, bool) or not isinstance(size, int) or \
+                not 0 <= size <= MAX_RELEASE_BYTES:
             raise ReleaseError("malformed", f"manifest: {path}: bad size")
         if path in seen:
             raise ReleaseError("malformed", f"manifest lists {path} twice")

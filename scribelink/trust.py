@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -261,7 +261,7 @@ def unit_public_raw(key: Any) -> tuple[str, bytes]:
     raise TrustError("a unit signing key is Ed25519 or ECDSA P-256")
 
 
-# ---------------------------------------------------------------------------- the authority key file
+# --------------------------------------------------------------------------- the authority key file
 
 KDF_ITERATIONS = 600_000  # PBKDF2-HMAC-SHA256, OWASP's 2023 guidance; WebCrypto has it
 FILE_KIND = "scribelink-clinic-authority"
@@ -341,6 +341,10 @@ def check_x25519(raw: bytes) -> bytes:
 # ---------------------------------------------------------------------------- bodies and chains
 
 
+@overload
+def _str(body: dict, k: str, *, max_len: int = 128) -> str: ...
+@overload
+def _str(body: dict, k: str, *, max_len: int = 128, optional: bool) -> str | None: ...
 def _str(body: dict, k: str, *, max_len: int = 128, optional: bool = False) -> str | None:
     v = body.get(k)
     if v is None and optional:
@@ -571,7 +575,7 @@ def verify_token(authority: Ed25519PublicKey, d: dict, *, unit: str, action: str
     return body
 
 
-# ---------------------------------------------------------------------------- cue replies, end to end
+# -------------------------------------------------------------------------- cue replies, end to end
 
 REPLY_DOMAIN = "cue_reply"
 

@@ -315,7 +315,8 @@ def render(
                     "decile of Δ."
                 ),
                 "",
-                "| system | SI-SDR dB | Δ mean | Δ worst 10 % | STOI | Δ mean | Δ worst 10 % | PESQ-wb | Δ mean | Δ worst 10 % |",
+                "| system | SI-SDR dB | Δ mean | Δ worst 10 % | STOI | Δ mean | Δ worst 10 % "
+                "| PESQ-wb | Δ mean | Δ worst 10 % |",
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for system in systems:
@@ -343,7 +344,8 @@ def render(
                 for snr in SNRS_DB:
                     rows = _rows(results, system, split, speech, snr)
                     cells.append(
-                        f"{_mean([r['si_sdr'] for r in rows]):.1f} / {_mean([r['stoi'] for r in rows]):.3f} / "
+                        f"{_mean([r['si_sdr'] for r in rows]):.1f} / "
+                        f"{_mean([r['stoi'] for r in rows]):.3f} / "
                         f"{_mean([r['pesq'] for r in rows]):.2f}"
                         if rows
                         else "—"
@@ -358,12 +360,12 @@ def render(
         lines += [
             (
                 f"Cost (one core): {costs['minutes']:.0f} minutes of 4-channel audio through one "
-                f"`process` call: real-time factor {costs['rtf_one_call']:.4f}, peak working memory "
-                f"{costs['peak_mb_one_call']:.0f} MB (the mono int16 output alone is "
+                f"`process` call: real-time factor {costs['rtf_one_call']:.4f}, peak working "
+                f"memory {costs['peak_mb_one_call']:.0f} MB (the mono int16 output alone is "
                 f"{costs['output_mb']:.0f} MB); in 40 ms blocks: real-time factor "
-                f"{costs['rtf_40ms']:.4f}; state between calls {costs['state_kb']:.0f} kB. Latency: "
-                f"an impulse comes out {costs['impulse_ms']:.0f} ms late; with the hop a live caller "
-                f"waits for, {costs['frame_ms']:.0f} ms algorithmic latency."
+                f"{costs['rtf_40ms']:.4f}; state between calls {costs['state_kb']:.0f} kB. "
+                f"Latency: an impulse comes out {costs['impulse_ms']:.0f} ms late; with the hop a "
+                f"live caller waits for, {costs['frame_ms']:.0f} ms algorithmic latency."
             ),
             "",
         ]
@@ -402,7 +404,8 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
     ]
     at0 = _mean(_deltas(results, OURS, split, speech, "si_sdr", 0))
     return (
-        f"Ours vs raw ({speech}): {at0:+.1f} dB SI-SDR at 0 dB SNR; SNR bands where ours is below the raw mic: "
+        f"Ours vs raw ({speech}): {at0:+.1f} dB SI-SDR at 0 dB SNR; "
+        "SNR bands where ours is below the raw mic: "
         + (", ".join(below) if below else "none")
         + "; bands where PESQ-wb is below WebRTC NS: "
         + (", ".join(f"{s} dB" for s in pesq_below) if pesq_below else "none")
@@ -516,21 +519,21 @@ def main(argv: list[str]) -> int:
 def _preamble() -> str:
     return (
         "Simulated exam rooms drawn at random (scripts/bench_dsp_scenes.py): room 2.5-6 m, RT60 "
-        "0.2-0.9 s (hybrid image-source + ray tracing), the 4-mic HAT on a wall, desk or ceiling at any "
-        "rotation, physician and patient 0.5-3 m away taking turns, in half the scenes a physician who "
-        "walks and in half a relative who talks too; 1-4 noise sources among HVAC, hallway babble "
-        "through a door, equipment beeps, paper and keyboard, a fan and a monitor alarm; SNR -5 to "
-        "30 dB at the reference mic; 10 s each, scored from a cold start against the reverberant "
-        "image of the in-room talkers at the reference mic. Recorded speech: Asterisk's wideband "
-        "prompts (five voices), Codec2's and alsa-utils' recordings; synthetic: espeak-ng. TEST uses "
-        "other seeds, speakers, espeak voices and sentences than TUNE. The anchors run on the "
-        "reference mic (noisereduce: defaults, whole clip at once, not causal; WebRTC NS level 3 of "
-        "0-4, AGC off; RNNoise resampled to its 48 kHz and back); their constant delay is removed "
-        "by cross-correlation with the clean reference before scoring, which can only flatter "
-        "them. Ours is scored exactly as `python -m edge_agent process` writes it. RNNoise through "
-        "pyrnnoise scores about -3 dB SI-SDR even on clean speech here (its output is barely "
-        "coherent with its input at any level we fed it), so read its row as a broken anchor, "
-        "not as RNNoise's quality.\n\n"
+        "0.2-0.9 s (hybrid image-source + ray tracing), the 4-mic HAT on a wall, desk or ceiling "
+        "at any rotation, physician and patient 0.5-3 m away taking turns, in half the scenes a "
+        "physician who walks and in half a relative who talks too; 1-4 noise sources among HVAC, "
+        "hallway babble through a door, equipment beeps, paper and keyboard, a fan and a monitor "
+        "alarm; SNR -5 to 30 dB at the reference mic; 10 s each, scored from a cold start against "
+        "the reverberant image of the in-room talkers at the reference mic. Recorded speech: "
+        "Asterisk's wideband prompts (five voices), Codec2's and alsa-utils' recordings; "
+        "synthetic: espeak-ng. TEST uses other seeds, speakers, espeak voices and sentences than "
+        "TUNE. The anchors run on the reference mic (noisereduce: defaults, whole clip at once, "
+        "not causal; WebRTC NS level 3 of 0-4, AGC off; RNNoise resampled to its 48 kHz and back); "
+        "their constant delay is removed by cross-correlation with the clean reference before "
+        "scoring, which can only flatter them. Ours is scored exactly as `python -m edge_agent "
+        "process` writes it. RNNoise through pyrnnoise scores about -3 dB SI-SDR even on clean "
+        "speech here (its output is barely coherent with its input at any level we fed it), so "
+        "read its row as a broken anchor, not as RNNoise's quality.\n\n"
     )
 
 

@@ -211,7 +211,8 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
 def mount_array(
     board: np.ndarray, dims: np.ndarray, rng: np.random.Generator
 ) -> tuple[str, np.ndarray, np.ndarray]:
-    """Place the board (mics in its x-y plane) in the room; return mount, centre, (3, M) mic positions."""
+    """Place the board (mics in its x-y plane) in the room; return mount, centre and the
+    (3, M) mic positions."""
     mount = str(rng.choice(["wall", "desk", "ceiling"], p=[0.45, 0.35, 0.2]))
     spin = _rotation(np.array([0.0, 0.0, 1.0]), rng.uniform(0, 2 * np.pi))  # in the board's plane
     tilt = _rotation(rng.standard_normal(3), np.deg2rad(rng.uniform(0, 15)))

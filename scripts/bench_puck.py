@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import record_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +39,8 @@ def main(argv: list[str]) -> int:
         cues = [json.loads(line) for line in (rec / "events.jsonl").read_text().splitlines()
                 if '"kind": "cue"' in line]
     n = min(len(presses), len(cues))
-    lat_ms = np.array([(c["recv_us"] - p["wall_us"]) / 1000 for p, c in zip(presses, cues)])
+    lat_ms = np.array([(c["recv_us"] - p["wall_us"]) / 1000
+                       for p, c in zip(presses, cues, strict=False)])
     rows = [("presses", f"{len(presses)}"), ("cues at the scribe", f"{len(cues)}"),
             ("p50 (ms)", f"{np.percentile(lat_ms, 50):.1f}"),
             ("p95 (ms)", f"{np.percentile(lat_ms, 95):.1f}"),

@@ -49,7 +49,7 @@ from paho.mqtt.properties import Properties
 from cloud_relay import broker, pki
 from edge_agent.session import Session, Signer
 from scribelink import messages as msgs
-from scribelink import topics
+from scribelink import scribews, tomlconf, topics
 from scribelink.authority import ClinicAuthority
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,18 +109,19 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
     else:
         store_url = f"sqlite:///{tmp / 'relay.db'}"
     confs, urls = [], []
-    for i, cid in enumerate(ids):
+    for cid in ids:
         d = tmp / cid
         d.mkdir()
         port = free_port()
         c = d / "relay.toml"
-        c.write_text(
-            f'data_dir = "{d}"\nhttp_port = {port}\nbroker_url = "mqtts://127.0.0.1:{bport}"\n'
-            f'broker_ca_file = "{p["ca"]}"\nbroker_cert_file = "{p["relays"][cid].cert}"\n'
-            f'broker_key_file = "{p["relays"][cid].key}"\nbroker_client_id = "{cid}"\n'
-            f'store_url = "{store_url}"\nstore_batch_ms = {batch_ms}\n'
-            f'relay_peers = {json.dumps(ids)}\n' +
-            ('share_group = "relays"\n' if k > 1 else ""))
+        conf = {"data_dir": str(d), "http_port": port,
+                "broker_url": f"mqtts://127.0.0.1:{bport}", "broker_ca_file": str(p["ca"]),
+                "broker_cert_file": str(p["relays"][cid].cert),
+                "broker_key_file": str(p["relays"][cid].key), "broker_client_id": cid,
+                "store_url": store_url, "store_batch_ms": batch_ms, "relay_peers": list(ids)}
+        if k > 1:
+            conf["share_group"] = "relays"
+        c.write_text(tomlconf.dumps(conf))
         confs.append(c)
         urls.append(f"http://127.0.0.1:{port}")
     pw = tmp / "admin.pw"
@@ -136,7 +137,7 @@ def start_system(tmp: Path, units: list[str], k: int, store: str, batch_ms: floa
                                           stderr=subprocess.STDOUT))
     sysm = System(tmp, bproc, procs, urls, p, bport, pg, store_url)
     deadline = time.monotonic() + 30
-    for url, proc in zip(urls, procs):
+    for url, proc in zip(urls, procs, strict=True):
         while True:
             try:
                 if httpx.get(url + "/healthz", timeout=1).json().get("broker"):
@@ -213,7 +214,8 @@ class LoopClient:
         self.loop.remove_writer(sock)
 
     async def _misc(self) -> None:
-        while self.client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
+        # paho's keepalive wants a call each second
+        while self.client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
             await asyncio.sleep(1)
 
 
@@ -271,7 +273,7 @@ async def scribe(url: str, token: str, tally: Tally, ready: asyncio.Event,
                  stop: asyncio.Event) -> None:
     ws_url = url.replace("http", "ws", 1) + "/ws"
     async with websockets.connect(ws_url, max_size=2**21, compression=None) as sock:
-        await sock.send(json.dumps({"type": "hello", "token": token, "cursor": 0}))
+        await sock.send(json.dumps(scribews.Hello(token=token).to_dict()))
         await sock.recv()
         ready.set()
         first, now_ns = tally.first, time.time_ns
@@ -392,7 +394,7 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
     units = await connect_units(loop, sysm, uids)
     tally, stop = Tally(), asyncio.Event()
     readies, tasks = [], []
-    for j, (sid, tok) in enumerate(sorted(tokens.items())):
+    for j, (_sid, tok) in enumerate(sorted(tokens.items())):
         ev = asyncio.Event()
         readies.append(ev)
         tasks.append(asyncio.create_task(scribe(sysm.urls[j % len(sysm.urls)], tok, tally,
@@ -469,8 +471,9 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
     pg_end = pg_cpu(sysm)
     # let the tail arrive (not counted in the rates)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and sum(1 for k in window if k in tally.first) < len(
-            window):
+    # polls a count the scribes' tasks update, with a deadline
+    while time.monotonic() < deadline and sum(  # noqa: ASYNC110
+            1 for k in window if k in tally.first) < len(window):
         await asyncio.sleep(0.1)
     gc.enable()
     hubs = await asyncio.to_thread(relay_hub_stats, sysm.urls)

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import record_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,9 +28,10 @@ CHUNK_BYTES = 1280 + 70  # 40 ms of 16 kHz mono int16, plus header and tag
 
 
 def wchar() -> int:
-    for line in open("/proc/self/io"):
-        if line.startswith("wchar"):
-            return int(line.split()[1])
+    with open("/proc/self/io") as io_stats:
+        for line in io_stats:
+            if line.startswith("wchar"):
+                return int(line.split()[1])
     return 0
 
 
@@ -95,8 +95,9 @@ def sqlite_write(seconds_audio: float) -> dict:
 
 
 def system(cut_s: float, tail_s: float, codec: str = "pcm") -> dict:
-    from cloud_relay.broker import free_port
     from support import TcpProxy, random_multichannel, write_wav
+
+    from cloud_relay.broker import free_port
 
     seconds = 5 + cut_s + tail_s
     with tempfile.TemporaryDirectory() as d:
@@ -162,13 +163,20 @@ def main(argv: list[str]) -> int:
     table = "\n".join([
         "| measure | value | budget |",
         "|---|---|---|",
-        f"| spool append throughput | {w['puts_per_s']:,.0f} chunks/s ({w['mb_per_s']:.1f} MB/s) | ≥ 25 chunks/s |",
-        f"| bytes written per audio-hour, segment log (ours) | {w['mb_per_hour']:.0f} MB ({w['amplification']:.2f}× the sealed audio) | SD-card friendly |",
-        f"| bytes written per audio-hour, SQLite WAL outbox (for comparison) | {q['mb_per_hour']:.0f} MB ({q['amplification']:.1f}×) | |",
-        f"| capture → scribe, live, p50 / p95 | {s['live_p50']:.0f} / {s['live_p95']:.0f} ms (includes the 40 ms chunk) | p95 ≤ 120 ms |",
-        f"| backlog after a {args.cut_s:.0f} s cut (+ reconnect backoff) | {s['backlog_s']:.0f} s of audio | |",
+        f"| spool append throughput | {w['puts_per_s']:,.0f} chunks/s "
+        f"({w['mb_per_s']:.1f} MB/s) | ≥ 25 chunks/s |",
+        f"| bytes written per audio-hour, segment log (ours) | {w['mb_per_hour']:.0f} MB "
+        f"({w['amplification']:.2f}× the sealed audio) | SD-card friendly |",
+        f"| bytes written per audio-hour, SQLite WAL outbox (for comparison) | "
+        f"{q['mb_per_hour']:.0f} MB ({q['amplification']:.1f}×) | |",
+        f"| capture → scribe, live, p50 / p95 | {s['live_p50']:.0f} / {s['live_p95']:.0f} ms "
+        "(includes the 40 ms chunk) | p95 ≤ 120 ms |",
+        f"| backlog after a {args.cut_s:.0f} s cut (+ reconnect backoff) | "
+        f"{s['backlog_s']:.0f} s of audio | |",
         f"| drain | {s['drain_s']:.2f} s → {s['drain_x']:.0f}× real time | ≥ 30× |",
-        f"| live latency while draining, p50 / p95 / max ({s['during_n']} chunks) | {s['during_p50']:.0f} / {s['during_p95']:.0f} / {s['during_max']:.0f} ms | p95 ≤ 120 ms |",
+        f"| live latency while draining, p50 / p95 / max ({s['during_n']} chunks) | "
+        f"{s['during_p50']:.0f} / {s['during_p95']:.0f} / {s['during_max']:.0f} ms "
+        "| p95 ≤ 120 ms |",
     ])
     print(table)
     if not args.no_record:

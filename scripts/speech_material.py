@@ -1,6 +1,6 @@
-"""Recorded human speech for the tests and benchmarks that judge audio quality: Codec2's 16 kHz reference
-recording (Debian's codec2-examples, fetched once with `apt-get download` into the bench
-cache, never installed) and the alsa-utils channel-test voices. Nobody here wrote or
+"""Recorded human speech for the tests and benchmarks that judge audio quality: Codec2's
+16 kHz reference recording (Debian's codec2-examples, fetched once with `apt-get download`
+into the bench cache, never installed) and the alsa-utils channel-test voices. Nobody here wrote or
 tuned either; scripts/bench_dsp_material.py fetches and caches them."""
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import numpy as np
 
 from cloud_relay import broker, pki
 from cloud_relay.store.pgtemp import PgCluster  # noqa: F401 (tests/conftest.py)
+from scribelink import tomlconf
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -75,10 +76,10 @@ class Relay:
     users: dict = field(default_factory=dict)
 
     def start(self) -> None:
-        log = open(self.dir / "relay.log", "ab")
-        self.proc = subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config",
-                                      str(self.config)], stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT)
+        with open(self.dir / "relay.log", "ab") as log:  # the relay keeps its own copy
+            self.proc = subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config",
+                                          str(self.config)], stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -230,17 +231,19 @@ class UnitPublisher:
         self.c.loop_stop()
 
 
-def start_scribe_client(tmp: Path, relay: Relay, uid: str, *extra: str) -> tuple[subprocess.Popen, Path]:
+def start_scribe_client(tmp: Path, relay: Relay, uid: str,
+                        *extra: str) -> tuple[subprocess.Popen, Path]:
     relay_clinic(relay)  # the clinic's authority is known before the client pins it
     d = tmp / f"scribe-{uid}"
     d.mkdir(parents=True, exist_ok=True)
     pw = d / "pw"
     pw.write_text(relay.users[uid])
-    proc = subprocess.Popen(
-        [PY, "-m", "cloud_relay.scribe_client", "--relay", relay.url, "--user", uid,
-         "--password-file", str(pw), "--key", str(d / "key.pem"), "--wav", str(d / "out.wav"),
-         "--events", str(d / "events.jsonl"), *extra],
-        cwd=ROOT, stdout=open(d / "log", "ab"), stderr=subprocess.STDOUT)
+    with open(d / "log", "ab") as log:  # the client keeps its own copy
+        proc = subprocess.Popen(
+            [PY, "-m", "cloud_relay.scribe_client", "--relay", relay.url, "--user", uid,
+             "--password-file", str(pw), "--key", str(d / "key.pem"), "--wav", str(d / "out.wav"),
+             "--events", str(d / "events.jsonl"), *extra],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     return proc, d
 
 
@@ -407,7 +410,8 @@ def relay_clinic(relay: Relay) -> RelayClinic:
 
 
 def keys_toml(keys: dict[str, str]) -> str:
-    return "".join(f'{k} = "{v}"\n' for k, v in keys.items())
+    """The [keys] table's lines (after a `[keys]` header the caller writes)."""
+    return tomlconf.dumps(keys)
 
 
 def client_device(d: Path, scribe: str):

@@ -10,6 +10,7 @@ session's wrapped key, gets them; nobody here can open them.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
@@ -55,7 +56,7 @@ def unit_view(u: dict, open_sessions: dict[str, str]) -> dict:
             "open_session": open_sessions.get(u["id"])}
 
 
-def wrapped_for(open_msg: dict | None, user: User, added: list[dict] = ()) -> bool:
+def wrapped_for(open_msg: dict | None, user: User, added: Sequence[dict] = ()) -> bool:
     """Was this session's key wrapped for this scribe (by id or by current key), at its open
     or by a `recipients_added` since (a device of the scribe's that joined it)?"""
     if not open_msg:

@@ -22,6 +22,8 @@ from cloud_relay.api.deps import Services, ServicesDep, origin_allowed
 from cloud_relay.hub import Subscriber, wire
 from cloud_relay.store import Frame, User, now_us
 from scribelink import messages as msgs
+from scribelink import scribews
+from scribelink.logfmt import q
 
 log = logging.getLogger("cloud_relay.scribe")
 
@@ -38,7 +40,7 @@ async def ws(sock: WebSocket, svc: ServicesDep) -> None:
     if origin is not None and not origin_allowed(origin, sock, svc.cfg):
         # a page on another site trying to use a scribe's browser: refuse the handshake
         await to_thread(store.audit, "ws", "ws_origin_refused", None, {"origin": origin[:100]})
-        await sock.close(code=4403)
+        await sock.close(code=scribews.CLOSE_FORBIDDEN)
         return
     await sock.accept()
     try:
@@ -49,27 +51,26 @@ async def ws(sock: WebSocket, svc: ServicesDep) -> None:
                                      all(isinstance(u, str) for u in only)):
             raise ValueError("units must be a list of unit ids")
     except (TimeoutError, ValueError, TypeError, AttributeError, WebSocketDisconnect):
-        await sock.close(code=4400)
+        await sock.close(code=scribews.CLOSE_BAD_HELLO)
         return
     token = str(hello.get("token", "")) if isinstance(hello, dict) else ""
     user = await to_thread(svc.accounts.authenticate, token) if token else None
     if user is None:
-        await sock.send_text(json.dumps({"type": "error", "error": "unauthorized"}))
-        await sock.close(code=4401)
+        await sock.send_text(json.dumps(scribews.Error("unauthorized").to_dict()))
+        await sock.close(code=scribews.CLOSE_UNAUTHORIZED)
         return
     units = await to_thread(store.units_for, user.id)
     if only is not None:
         denied = [u for u in only if u not in units]
         if denied:
             await to_thread(store.audit, user.id, "ws_denied", ",".join(denied))
-            await sock.send_text(json.dumps({"type": "error", "error": "forbidden",
-                                             "units": denied}))
-            await sock.close(code=4403)
+            await sock.send_text(json.dumps(scribews.Error("forbidden", tuple(denied)).to_dict()))
+            await sock.close(code=scribews.CLOSE_FORBIDDEN)
             return
         units = list(only)
     head = await to_thread(store.head)
-    await sock.send_text(json.dumps({"type": "welcome", "user": user.id, "units": units,
-                                     "cursor": cursor, "head": head}))
+    welcome = scribews.Welcome(user=user.id, units=tuple(units), cursor=cursor, head=head)
+    await sock.send_text(json.dumps(welcome.to_dict()))
     await to_thread(store.audit, user.id, "ws_connected", None, {"cursor": cursor})
     sub = hub.subscribe(user.id, units, cursor)
     tasks = [asyncio.create_task(_pump(sock, sub, svc), name="ws-pump"),
@@ -81,7 +82,7 @@ async def ws(sock: WebSocket, svc: ServicesDep) -> None:
         for t in done:
             if not t.cancelled() and t.exception() is not None and not isinstance(
                     t.exception(), (WebSocketDisconnect, RuntimeError, OSError)):
-                log.error("event=ws_failed user=%s error=%r", user.id, t.exception())
+                log.error("event=ws_failed user=%s error=%s", user.id, q(t.exception()))
     finally:
         hub.unsubscribe(sub)
         for t in tasks:
@@ -130,8 +131,8 @@ async def _follow_assignments(sock: WebSocket, sub: Subscriber, user: User, toke
         await svc.hub.assignments_wait(ASSIGNMENT_RECHECK_S)
         if await to_thread(svc.accounts.authenticate, token) is None:
             await to_thread(svc.store.audit, user.id, "ws_sign_in_ended")
-            await sock.send_text(json.dumps({"type": "error", "error": "unauthorized"}))
-            await sock.close(code=4401)
+            await sock.send_text(json.dumps(scribews.Error("unauthorized").to_dict()))
+            await sock.close(code=scribews.CLOSE_UNAUTHORIZED)
             return
         units = await to_thread(svc.store.units_for, user.id)
         if only is not None:

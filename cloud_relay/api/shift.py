@@ -16,6 +16,7 @@ pages (docs/console.md, "The scribe's shift"):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -46,7 +47,7 @@ def _my_device(store: Store, user: User, device: str) -> dict:
     return d
 
 
-def _sealed_for(open_msg: dict, user: User, added: list[dict] = ()) -> bool:
+def _sealed_for(open_msg: dict, user: User, added: Sequence[dict] = ()) -> bool:
     """Was the session's key wrapped to this scribe, at its open or since (a device joined)?"""
     return any(r.get("kind") == "scribe" and r.get("id") == user.id
                for m in (open_msg, *added) for r in m.get("recipients") or [])
@@ -153,7 +154,7 @@ def room_devices(unit_id: str, user: CurrentUser, svc: ServicesDep) -> dict:
                                                                        pending=False)]}
 
 
-# ---------------------------------------------------------------------------- sessions by room and day
+# ------------------------------------------------------------------------- sessions by room and day
 
 
 @router.get("/api/console/sessions")

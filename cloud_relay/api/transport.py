@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
@@ -95,7 +96,8 @@ def renew(body: CsrBody, request: Request, svc: ServicesDep) -> dict:
                      ) from e
     except NotConfigured as e:
         raise refuse(503, "no_transport_ca", str(e)) from e
-    if new.public_key().public_numbers() == cert.public_key().public_numbers():
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if new.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki):
         raise refuse(400, "same_key", "a renewal needs a new key")
     # one renewal outstanding at a time: an earlier unconfirmed one is revoked, so a unit
     # cannot pile up valid certificates by asking again and again

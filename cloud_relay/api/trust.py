@@ -208,7 +208,7 @@ def admin_endorse(body: StatementBody, user: AdminUser, svc: ServicesDep) -> dic
     return {"device": d["device"], "endorsed": True}
 
 
-# ---------------------------------------------------------------------------- assignments, revocations
+# ------------------------------------------------------------------------- assignments, revocations
 
 
 def assignment_message(store: Store, unit_id: str) -> msgs.Assignment | None:

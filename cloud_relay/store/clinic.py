@@ -133,7 +133,8 @@ class ClinicStore:
               until_us: int | None = None, before_id: int | None = None,
               limit: int = 200) -> list[dict]:
         """The audit log, newest first, filtered. `action` ending in "*" is a prefix."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         if actor:
             where.append("actor=?")
             args.append(actor)

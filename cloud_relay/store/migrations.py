@@ -169,7 +169,8 @@ STEPS: list[tuple[int, str, list[str]]] = [
     ]),
     (5, "the clinic authority's statements: devices, assignments, revocations, grants, "
         "bindings, provisioning tokens", [
-        "CREATE TABLE trust (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_us BIGINT NOT NULL)",
+        "CREATE TABLE trust (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
+        "updated_us BIGINT NOT NULL)",
         """CREATE TABLE devices (
             device TEXT PRIMARY KEY,
             user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,

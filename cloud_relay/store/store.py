@@ -285,7 +285,7 @@ class Store:
                                 (" FOR UPDATE" if self.dialect == "postgres" else ""))[0][0])
             ids = self._insert_stream(tx, params) if params else []
             rows: list[StreamRow] = []
-            for f, rid in zip(frames, ids):
+            for f, rid in zip(frames, ids, strict=False):
                 if rid is None:
                     continue
                 rows.append(StreamRow(rid, f.unit_id, f.session, f.kind, f.seq, f.payload, at))

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from cloud_relay.store.store import Batch, Frame, Store
+from scribelink import logfmt
 
 log = logging.getLogger("cloud_relay.writer")
 
@@ -108,8 +109,8 @@ class StreamWriter:
                 break
             except Exception as e:  # noqa: BLE001 (database down or refusing: keep them)
                 self.failing = True
-                log.error("event=store_write_failed frames=%d error=%r retry_s=%.1f",
-                          len(frames), str(e)[:200], delay)
+                log.error("event=store_write_failed frames=%d error=%s retry_s=%.1f",
+                          len(frames), logfmt.q(str(e)[:200]), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.failing = False

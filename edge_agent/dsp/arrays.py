@@ -45,7 +45,8 @@ def load_array(name: str | None = None, arrays_dir: Path = ARRAYS_DIR) -> ArrayG
     path = arrays_dir / f"{name}.json"
     if not path.is_file():
         raise ValueError(
-            f"unknown mic array {name!r}: no {path}; known arrays: {', '.join(available_arrays(arrays_dir))}"
+            f"unknown mic array {name!r}: no {path}; "
+            f"known arrays: {', '.join(available_arrays(arrays_dir))}"
         )
     spec = json.loads(path.read_text())
     positions = np.asarray(spec["mics_m"], dtype=np.float64)

@@ -73,7 +73,8 @@ def main(argv: list[str]) -> int:
         return 2
     if samples.shape[1] != geometry.capture_channels:
         print(
-            f"process: {args.input} has {samples.shape[1]} channels but array {args.array!r} captures "
+            f"process: {args.input} has {samples.shape[1]} channels "
+            f"but array {args.array!r} captures "
             f"{geometry.capture_channels} (mics on channels {list(geometry.mic_channels)}); "
             "pass the matching --array or record all capture channels",
             file=sys.stderr,

@@ -1,4 +1,5 @@
-"""How deep the enhancement goes: the long-term SNR of one frequency band, and the depth (0..1) it maps to.
+"""How deep the enhancement goes: the long-term SNR of one frequency band, and the depth
+(0..1) it maps to.
 
 The noise floor is the minimum of the band's lightly smoothed power over the last
 `floor_window_s` (sub-window minimum tracking): true pauses between turns reach it,

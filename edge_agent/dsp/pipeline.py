@@ -209,10 +209,10 @@ class ArrayPipeline:
     # -- internals -------------------------------------------------------------------
     def _update_depth(self, power: np.ndarray) -> float:
         """Set the enhancement depth from the speech band's long-term SNR (depth.py) and
-        return the depth of the high-pass (below ~100 Hz). The post-filter's floor, the frame gates and the
-        beamformer's departure from the reference mic all scale with the depth: in a clean
-        room the front end is transparent, since there is nothing a scribe would hear to
-        remove and every gain that moves distorts."""
+        return the depth of the high-pass (below ~100 Hz). The post-filter's floor, the frame
+        gates and the beamformer's departure from the reference mic all scale with the depth:
+        in a clean room the front end is transparent, since there is nothing a scribe would
+        hear to remove and every gain that moves distorts."""
         self.depth = self.room.update(float(power[self._band].sum()))
         self.snr_db = self.room.snr_db
         self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
@@ -328,7 +328,7 @@ class ArrayPipeline:
             frame_power = self._power_scale * np.einsum("tk,tk,tk->t", gains, gains, powers)
             scales = np.empty(count)
             for j, (p, fp, depth) in enumerate(
-                zip(presence.tolist(), frame_power.tolist(), depths.tolist())
+                zip(presence.tolist(), frame_power.tolist(), depths.tolist(), strict=True)
             ):
                 wanted = self._pause_gain**depth if p < self._pause_presence else 1.0
                 self._gate += self._gate_rate * (wanted - self._gate)

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from support import ROOT, TcpProxy, jsonl, random_multichannel, read_wav, wait_for, write_wav
 
 from cloud_relay.broker import free_port
-from support import ROOT, TcpProxy, jsonl, random_multichannel, read_wav, wait_for, write_wav
 
 CHUNK = 640  # 40 ms at 16 kHz
 
@@ -40,8 +40,8 @@ class Run:
                 "--speed", str(speed), "--timeout", "240", *(extra or [])]
         if self.scribe_proxy:
             args += ["--scribe-relay-url", f"http://127.0.0.1:{self.scribe_proxy.port}"]
-        self.log = open(tmp / "demo.out", "w")
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        with open(tmp / "demo.out", "w") as log:  # the demo keeps its own copy
+            self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: (self.rec / "events.jsonl").exists() and any(
             e["type"] == "session_open" for e in jsonl(self.rec / "events.jsonl")),
             timeout=60, what="the session to open")

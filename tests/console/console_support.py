@@ -66,7 +66,8 @@ def poll(page, fn: str, timeout_s: float = 10.0, interval_s: float = 0.05):
 
 
 # the static server's URL prefixes: the console, and the tests' own modules (testkit.js)
-STATIC_MOUNTS = (("/console/", ROOT / "cloud_relay" / "console"), ("/tests/", Path(__file__).parent))
+STATIC_MOUNTS = (("/console/", ROOT / "cloud_relay" / "console"),
+                 ("/tests/", Path(__file__).parent))
 
 
 class _ConsoleFiles(SimpleHTTPRequestHandler):

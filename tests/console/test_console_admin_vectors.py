@@ -29,7 +29,8 @@ def test_canonical_json_is_pythons(module_page):
     for v in VECTORS["canonical"]:  # and the vectors are trust.canonical's own
         assert trust.canonical(v["body"]).decode() == v["canonical"]
     refused = in_module(module_page, "admin/canon.js", """
-        return arg.map((b) => { try { m.canonical(b); return null; } catch (e) { return e.message; } });""",
+        return arg.map((b) => { try { m.canonical(b); return null; } catch (e) { return e.message;
+            } });""",
                         VECTORS["refused"])
     assert "floats" in refused[0] and "53 bits" in refused[1]
 
@@ -38,7 +39,8 @@ def test_the_key_file_opens_with_its_passphrase_only(module_page):
     got = in_module(module_page, "admin/authority.js", """
         const a = await m.Authority.unlock(arg.key_file, arg.passphrase);
         let wrong = null;
-        try { await m.Authority.unlock(arg.key_file, arg.passphrase + "x"); } catch (e) { wrong = e.message; }
+        try { await m.Authority.unlock(arg.key_file, arg.passphrase + "x"); } catch (e) {
+            wrong = e.message; }
         let bent = null;
         const doc = structuredClone(arg.key_file);
         doc.public_key = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));
@@ -107,7 +109,8 @@ def test_a_fresh_enrolment_grants_what_the_code_proves(module_page):
         const auth = await import("/console/js/admin/authority.js");
         const a = await auth.Authority.unlock(arg.key_file, arg.passphrase);
         const e = await m.makeEnrolment({ authority: a, unit: "exam-9", room: "Exam 9",
-          clinic: "Clinic", relayUrl: "https://relay.test:8443", ttlS: 600, nowUs: 1800000000000000 });
+          clinic: "Clinic", relayUrl: "https://relay.test:8443", ttlS: 600,
+              nowUs: 1800000000000000 });
         return { request: e.request, text: e.text("mqtts://relay.test:8883") };""", A)
     pub = trust.load_ed25519(A["public_key"])
     body = trust.Statement.from_dict(got["request"]["grant"]).verify(pub, t=trust.GRANT)

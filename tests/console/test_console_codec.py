@@ -83,7 +83,8 @@ def test_the_receiver_stores_decoded_audio_and_counts_an_undecodable_body(module
         const crypto = await import('/console/js/crypto.js');
         const key = await crypto.importSessionKey(crypto.fromHex(arg.key));
         const rx = new m.Receiver({ keyId: 'x' }, {});
-        const open = { session: arg.session, unit: arg.unit, sample_rate: 16000, chunk_ms: 40, started_us: 1 };
+        const open = { session: arg.session, unit: arg.unit, sample_rate: 16000, chunk_ms: 40,
+            started_us: 1 };
         // a session the trust checks have let in (js/receiver.js _start does the same)
         const s = new m.SessionState(open, key, { via: 'wrap' });
         rx.sessions.set(s.session, s);

@@ -431,7 +431,10 @@ def test_a_scribe_cannot_list_or_open_rooms_not_assigned(system):
     sess = system.agent_session
     assert sess
     other = {"Authorization": f"Bearer {r.token(OTHER[0])}"}
-    g = lambda path: httpx.get(r.url + path, headers=other, timeout=10)
+
+    def g(path):
+        return httpx.get(r.url + path, headers=other, timeout=10)
+
     assert g("/api/console/rooms").json()["units"] == []
     assert g("/api/me/units").json() == []
     assert g("/api/console/units/unit-a/sessions").status_code == 403

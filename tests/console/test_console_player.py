@@ -13,7 +13,8 @@ def render(page, static_console: str, *, rate: float, seconds: float, tone_hz: f
            out_s: float) -> dict:
     return page.evaluate("""async (a) => {
         const sr = 16000;
-        const ctx = new OfflineAudioContext({numberOfChannels: 1, length: Math.round(a.out_s * sr), sampleRate: sr});
+        const ctx = new OfflineAudioContext({numberOfChannels: 1, length: Math.round(a.out_s * sr),
+            sampleRate: sr});
         await ctx.audioWorklet.addModule(a.base + '/console/js/worklet.js');
         const node = new AudioWorkletNode(ctx, 'scribe-player', {outputChannelCount: [1]});
         node.connect(ctx.destination);
@@ -27,7 +28,9 @@ def render(page, static_console: str, *, rate: float, seconds: float, tone_hz: f
           const n = Math.round(a.seconds * sr);
           const x = new Float32Array(n);
           for (let i = 0; i < n; i++) x[i] = 0.5 * Math.sin(2 * Math.PI * a.tone * i / sr);
-          for (let o = 0; o < n; o += 640) node.port.postMessage({type: 'push', data: x.slice(o, o + 640), pos: o});
+          for (let o = 0; o < n; o += 640) {
+            node.port.postMessage({type: 'push', data: x.slice(o, o + 640), pos: o});
+          }
           await new Promise((r) => setTimeout(r, 300));
           await ctx.resume();
         });

@@ -32,7 +32,7 @@ def test_room_state_rule_in_the_page_matches_the_vectors(module_page):
 
 
 def test_room_state_rule_in_the_relay_matches_the_vectors():
-    assert STALE_STATUS_S == ROOM_VECTORS["stale_status_s"]
+    assert ROOM_VECTORS["stale_status_s"] == STALE_STATUS_S
     for case in ROOM_VECTORS["cases"]:
         assert room_state(case["status"], case["age_s"]) == case["want"], case["name"]
 
@@ -42,7 +42,8 @@ def test_state_words(module_page):
         return arg.map((r) => m.stateText(r));""", [
         {"state": "live", "buffered_s": 0}, {"state": "paused", "buffered_s": 0},
         {"state": "catching_up", "buffered_s": 42.4}, {"state": "offline", "buffered_s": 0.2},
-        {"state": "offline", "buffered_s": 12, "estimate": True}, {"state": "idle", "buffered_s": 0}])
+        {"state": "offline", "buffered_s": 12, "estimate": True},
+        {"state": "idle", "buffered_s": 0}])
     assert got == ["Live", "Privacy pause", "Catching up · 42 s to go", "Unit offline",
                    "Offline · recording on the unit · ~12 s buffered", "Idle"]
 
@@ -66,10 +67,12 @@ def test_a_recording_room_that_drops_offline_estimates_its_growing_backlog(modul
         // the relay itself unreachable: the page knows only what the room was doing
         const noRelay = m.roomInfo(r, 27000, {sinceMs: 26900});
         const consent = m.newRoom({id: "unit-c", status: null, status_age_s: null}, 0);
-        m.noteStatus(consent, {online: true, link: "up", capture: "idle", consent: "pending", session: arg.s}, 0);
+        m.noteStatus(consent, {online: true, link: "up", capture: "idle", consent: "pending",
+            session: arg.s}, 0);
         return {never, live, at15, at25, back, open: r.openSession, idle: m.roomInfo(idle, 20000),
                 text: m.stateText(at15), noRelay, noRelayText: m.stateText(noRelay),
-                consent: m.roomInfo(consent, 500), consentText: m.stateText(m.roomInfo(consent, 500))};""", {"s": S1})
+                consent: m.roomInfo(consent, 500),
+                consentText: m.stateText(m.roomInfo(consent, 500))};""", {"s": S1})
     assert got["never"] == {"state": "offline", "buffered_s": 0, "reason": "never seen"}
     assert got["live"]["state"] == "live" and got["open"] == S1
     # offline since 5 s with 1 s spooled: the unit has kept recording for 10 s, then 20 s
@@ -94,13 +97,16 @@ STORE = """
       const s = new SessionState({session: id, unit, sample_rate: 16000, chunk_ms: 40,
                                   started_us: startedUs}, null, {});
       for (let q = 0; q < chunks; q++) s.chunks.set(q, {pcm: new Int16Array(640), n: 640,
-                                                      captureUs: startedUs + q * 40000, via: "live"});
+                                                      captureUs: startedUs + q * 40000,
+                                                          via: "live"});
       s.maxSeq = chunks - 1;
       s.newestSeq = chunks - 1;
       return s;
     };
-    const units = [{id: "unit-a", room: "Exam 1", status: null, status_age_s: null, open_session: null},
-                   {id: "unit-b", room: null, status: null, status_age_s: null, open_session: null}];
+    const units = [{id: "unit-a", room: "Exam 1", status: null, status_age_s: null,
+        open_session: null},
+                   {id: "unit-b", room: null, status: null, status_age_s: null,
+                       open_session: null}];
 """
 
 
@@ -178,11 +184,12 @@ def test_rooms_are_in_natural_order(module_page):
     got = in_module(module_page, "state.js", STORE + """
         const st = new Store();
         const mk = (id, room) => ({id, room, status: null, status_age_s: null, open_session: null});
-        st.setRooms([mk("u3", "Exam 10"), mk("u1", "exam 2"), mk("u2", "Exam 1"), mk("u4", "Consult B"),
-                     mk("u5", null)], null, 0);
+        st.setRooms([mk("u3", "Exam 10"), mk("u1", "exam 2"), mk("u2", "Exam 1"),
+                     mk("u4", "Consult B"), mk("u5", null)], null, 0);
         const first = st.orderedRooms().map((r) => r.room);
         const selected = st.selectedUnit;
-        st.mergeRooms([mk("u3", "Exam 10"), mk("u1", "exam 2"), mk("u2", "Exam 1"), mk("u6", "Exam 3")], 0);
+        st.mergeRooms([mk("u3", "Exam 10"), mk("u1", "exam 2"), mk("u2", "Exam 1"),
+                       mk("u6", "Exam 3")], 0);
         return {first, selected, merged: st.orderedRooms().map((r) => r.room)};""")
     assert got["first"] == ["Consult B", "Exam 1", "exam 2", "Exam 10", "u5"]
     assert got["selected"] == "u4"  # the first room as shown
@@ -196,8 +203,10 @@ def test_cues_alert_once_and_replies_are_the_rooms(module_page):
         st.setRooms(units, "unit-a", now);
         const sa = session(arg.s1, "unit-a", 0), sb = session(arg.s2, "unit-b", 0);
         const cue = (id, atMs) => ({kind: "cue", cue_id: id, seq: id, at_us: atMs * 1000, t_s: id});
-        const person = (id, reply = "got_it") => ({cue_id: id, reply, at_us: now * 1000, device: "d1", kind: "person", scribe: "scribe-2", label: "Laptop"});
-        const robot = (id) => ({cue_id: id, reply: "seen", at_us: now * 1000, device: "r1", kind: "robot", scribe: "rec", label: "Recorder"});
+        const person = (id, reply = "got_it") => ({cue_id: id, reply, at_us: now * 1000,
+            device: "d1", kind: "person", scribe: "scribe-2", label: "Laptop"});
+        const robot = (id) => ({cue_id: id, reply: "seen", at_us: now * 1000, device: "r1",
+            kind: "robot", scribe: "rec", label: "Recorder"});
         const live1 = st.addCue(sa, cue(1, now - 10), "live", now);
         const again = st.addCue(sa, cue(1, now - 10), "archive", now);
         const oldArchived = st.addCue(sa, cue(2, now - 130000), "archive", now);
@@ -209,7 +218,8 @@ def test_cues_alert_once_and_replies_are_the_rooms(module_page):
         const open = st.openCues().map((c) => c.cue_id);
         const openA = st.openCues("unit-a").map((c) => c.cue_id);
         const replay = st.cueToReplay().cue_id;
-        // a recorder's reply is noted, and the cue stays open; a person's (any device, any scribe on the room) closes it
+        // a recorder's reply is noted, and the cue stays open; a person's (any device, any scribe
+        // on the room) closes it
         const byRobot = st.replied(sb, robot(4), now + 1);
         const stillOpen = !st.cues.get(arg.s2 + ":4").acked;
         const byPerson = st.replied(sb, person(4), now + 2);
@@ -223,7 +233,8 @@ def test_cues_alert_once_and_replies_are_the_rooms(module_page):
                 answeredBefore, answered9: st.cues.get(arg.s1 + ":9").replies.map((r) => r.reply),
                 otherRoom: otherRoom.room, open, openA, replay, byRobot: !!byRobot, stillOpen,
                 byPerson: !!byPerson, twice, c4: [c4.acked, c4.replies.length, c4.acked_ms],
-                sent, sentTwice, sentReply: live1.sent, ackedMs: live1.acked_ms, replayAfter, left: st.openCues().length};""",
+                sent, sentTwice, sentReply: live1.sent, ackedMs: live1.acked_ms, replayAfter,
+                    left: st.openCues().length};""",
         {"s1": S1, "s2": S2})
     assert got["live1"] == f"{S1}:1" and got["room"] == "Exam 1"
     assert got["again"] is None  # the same cue from the archive: no second alert
@@ -245,9 +256,11 @@ def test_cues_alert_once_and_replies_are_the_rooms(module_page):
 def test_errors_are_capped_and_forgeries_kept_in_words(module_page):
     got = in_module(module_page, "state.js", STORE + """
         const st = new Store();
-        st.recordError({error: "forged", unit: "unit-a", session: arg.s1, detail: "session_open refused: unit x's key k is revoked"}, 1);
+        st.recordError({error: "forged", unit: "unit-a", session: arg.s1,
+            detail: "session_open refused: unit x's key k is revoked"}, 1);
         for (let i = 0; i < 250; i++) st.recordError({error: "tampered", seq: i}, 2 + i);
-        return {n: st.errors.length, last: st.errors[st.errors.length - 1].seq, forged: st.forged};""", {"s1": S1})
+        return {n: st.errors.length, last: st.errors[st.errors.length - 1].seq,
+            forged: st.forged};""", {"s1": S1})
     assert got["n"] == 200 and got["last"] == 249
     assert got["forged"] == [{"at": 1, "unit": "unit-a", "session": S1,
                               "why": "session_open refused: unit x's key k is revoked"}]
@@ -326,7 +339,8 @@ def test_timeline_geometry(module_page):
                 roundTrip: g.t(g.x(42.5)),
                 steps: [30, 103, 1000, 50000].map(m.tickStep),
                 bands: m.pauseBands([{kind: "privacy_pause", t_s: 2}, {kind: "cue", t_s: 3},
-                                     {kind: "privacy_resume", t_s: 4}, {kind: "privacy_pause", t_s: 8}], 11)};""")
+                                     {kind: "privacy_resume", t_s: 4},
+                                     {kind: "privacy_pause", t_s: 8}], 11)};""")
     assert (got["span"], got["x0"], got["x30"]) == (30, 8, 208)
     assert abs(got["span2"] - 123.6) < 1e-9  # the last event, with a little room after it
     assert abs(got["roundTrip"] - 42.5) < 1e-9
@@ -336,7 +350,8 @@ def test_timeline_geometry(module_page):
 
 def test_keyboard_commands(module_page):
     got = in_module(module_page, "keys.js", """
-        const key = (k, extra = {}) => m.commandFor(new KeyboardEvent("keydown", {key: k, ...extra}));
+        const key = (k, extra = {}) => m.commandFor(new KeyboardEvent("keydown", {key: k,
+            ...extra}));
         const input = document.createElement("input");
         document.body.append(input);
         let typed = "unset";
@@ -344,7 +359,8 @@ def test_keyboard_commands(module_page):
         input.dispatchEvent(new KeyboardEvent("keydown", {key: "a", bubbles: true}));
         input.remove();
         return {typed, keys: [" ", "a", "g", "P", "m", "R", "l", "c", "n", "f", "[", "]", "=", "-",
-                               "ArrowLeft", "ArrowRight", "3", "?", "Escape", "t", "x"].map((k) => key(k)),
+                               "ArrowLeft", "ArrowRight", "3", "?", "Escape", "t", "x"]
+                              .map((k) => key(k)),
                 shifted: key("ArrowRight", {shiftKey: true}), ctrl: key("r", {ctrlKey: true})};""")
     assert got["typed"] is None  # typing in a field is not a shortcut
     assert got["keys"] == [

@@ -144,8 +144,10 @@ def test_receive_rules(module_page, signed):
     got = feed(module_page, b64(dev.enc.private_bytes_raw()), steps,
                authority=clinic.authority.public_b64(), devices=[dev.endorsement], extra="""
         const s = rx.sessions.get(arg.steps[1][1].session);
-        return {chunks: [...s.chunks.keys()].sort(), vias: [...s.chunks.values()].map((c) => c.via).sort(),
-                maxSeq: s.maxSeq, ranges: s.lostRanges, gaps: s.gaps.length, closed: s.close && s.close.reason,
+        return {chunks: [...s.chunks.keys()].sort(),
+                vias: [...s.chunks.values()].map((c) => c.via).sort(),
+                maxSeq: s.maxSeq, ranges: s.lostRanges, gaps: s.gaps.length,
+                    closed: s.close && s.close.reason,
                 events: s.events.map((e) => [e.seq, e.kind, e.t_s]), replies: s.replies,
                 afterPause: s.seqAtTime(5.2), inPause: s.seqAtTime(2.0), duration: s.durationS,
                 complete: s.complete, lost6: s.isLost(6), lost2: s.isLost(2)};""")

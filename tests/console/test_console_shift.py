@@ -247,7 +247,8 @@ def test_the_layout_works_beside_an_ehr(shift):
         a.wait_for_timeout(300)
         m = a.evaluate("""() => {
             const r = (id) => { const e = document.getElementById(id); if (!e) return null;
-                                const b = e.getBoundingClientRect(); return [b.left, b.right, b.width]; };
+                                const b = e.getBoundingClientRect();
+                                return [b.left, b.right, b.width]; };
             const cut = [...document.querySelectorAll('#events td.detail, #archive td')]
               .filter((td) => td.scrollWidth > td.clientWidth + 1).length;
             return {scroll: document.documentElement.scrollWidth, meter: r('meter'),
@@ -367,7 +368,8 @@ def test_with_consent_required_nothing_before_consent_and_a_declined_visit_leave
     spool = b"".join(p.read_bytes() for p in (system.tmp / "unit-a-consent" / "spool").rglob("*")
                      if p.is_file())
     sid = bytes.fromhex(first)
-    assert not re.search(b"SL\x01\x01.{4}" + re.escape(sid), spool, re.DOTALL)  # no audio on the unit
+    # no audio on the unit
+    assert not re.search(b"SL\x01\x01.{4}" + re.escape(sid), spool, re.DOTALL)
     assert puck.led() == "idle" and not any(m.get("led") == "live" for m in puck.lines[mark:])
 
     # the next visit starts with a press; the scribe confirms the read-back

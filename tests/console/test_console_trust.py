@@ -34,7 +34,8 @@ def js(page, body: str, arg=None):
 def test_canonical_text_is_pythons(module_page):
     got = js(module_page, """
         const ok = arg.ok.map((v) => t.canonical(v));
-        const bad = arg.bad.map((v) => { try { t.canonical(v); return null; } catch (e) { return e.constructor.name; } });
+        const bad = arg.bad.map((v) => { try { t.canonical(v); return null; } catch (e) {
+            return e.constructor.name; } });
         return {ok, bad};""", {"ok": [c["value"] for c in V["canonical"]],
                                "bad": [c["value"] for c in V["not_canonical"]]})
     assert got["ok"] == [c["canonical"] for c in V["canonical"]]
@@ -46,7 +47,8 @@ def test_statements_sign_and_verify_byte_for_byte(module_page):
     got = js(module_page, """
         const a = await k.signerFromSeed(c.b64decode(arg.seed));
         const st = await t.signStatement(arg.t, arg.body, a.privateKey, a.publicRaw);
-        return {st, bytes: c.b64encode(t.signedBytes(arg.t, arg.body)), kid: await t.keyId(a.publicRaw),
+        return {st, bytes: c.b64encode(t.signedBytes(arg.t, arg.body)),
+            kid: await t.keyId(a.publicRaw),
                 fp: await t.fingerprint(a.publicRaw)};""",
               {"seed": V["authority"]["seed"], "t": sv["t"], "body": sv["body"]})
     assert got["bytes"] == sv["signed_bytes"]
@@ -61,17 +63,25 @@ def test_chains_and_statements_get_pythons_verdicts(module_page):
         const rejected = [];
         const devs = await t.endorsedDevices(auth, arg.devices.statements, new Set(), rejected);
         const view = {};
-        for (const [id, d] of devs) view[id] = {scribe: d.scribe, kind: d.kind, endorsed_by: d.endorsedBy,
+        for (const [id, d] of devs) view[id] = {scribe: d.scribe, kind: d.kind,
+            endorsed_by: d.endorsedBy,
                                                 sign_key: c.b64encode(d.signKey), label: d.label};
-        const revoked = [...(await t.endorsedDevices(auth, arg.devices.statements, new Set([arg.devices.a.device]))).keys()].sort();
-        const verdict = async (fn) => { try { return await fn(); } catch (e) { return `${e.constructor.name}: ${e.message}`; } };
-        const a = await verdict(async () => (await t.verifyAssignment(auth, arg.assignment.statement, arg.assignment.unit)).scribes);
-        const aForged = await verdict(() => t.verifyAssignment(auth, arg.assignment.forged, arg.assignment.unit));
-        const aOther = await verdict(() => t.verifyAssignment(auth, arg.assignment.statement, "unit-else"));
+        const revoked = [...(await t.endorsedDevices(auth, arg.devices.statements,
+            new Set([arg.devices.a.device]))).keys()].sort();
+        const verdict = async (fn) => { try { return await fn(); } catch (e) {
+            return `${e.constructor.name}: ${e.message}`; } };
+        const a = await verdict(async () => (await t.verifyAssignment(auth,
+            arg.assignment.statement, arg.assignment.unit)).scribes);
+        const aForged = await verdict(() => t.verifyAssignment(auth, arg.assignment.forged,
+            arg.assignment.unit));
+        const aOther = await verdict(() => t.verifyAssignment(auth, arg.assignment.statement,
+            "unit-else"));
         const rv = await t.verifyRevocations(auth, arg.revocations.statement);
         const good = await t.verifyBinding(auth, arg.bindings.good);
         const bad = [];
-        for (const x of arg.bindings.bad) bad.push(await verdict(() => t.verifyBinding(auth, x.binding)));
+        for (const x of arg.bindings.bad) {
+            bad.push(await verdict(() => t.verifyBinding(auth, x.binding)));
+        }
         const other = await t.verifyBinding(auth, arg.bindings.other_unit);
         // a unit key in a hardware token: ECDSA P-256, its messages checked as Ed25519 ones are
         const p = arg.bindings.p256;
@@ -79,8 +89,10 @@ def test_chains_and_statements_get_pythons_verdicts(module_page):
         await t.verifyMessage(p.domain, p.message, p256.signKey);
         const altered = await verdict(() => t.verifyMessage(p.domain, {...p.message, last_seq: 8}, p256.signKey));
         return {view, rejected: rejected.length, revoked, a, aForged, aOther,
-                rv: {serial: rv.serial, revoked: rv.unitRevoked(arg.assignment.unit, arg.revocations.unit_key_id, arg.revocations.after_us),
-                     before: rv.unitRevoked(arg.assignment.unit, arg.revocations.unit_key_id, arg.revocations.after_us - 1),
+                rv: {serial: rv.serial, revoked: rv.unitRevoked(arg.assignment.unit,
+                    arg.revocations.unit_key_id, arg.revocations.after_us),
+                     before: rv.unitRevoked(arg.assignment.unit, arg.revocations.unit_key_id,
+                         arg.revocations.after_us - 1),
                      devices: [...rv.devices]},
                 good: [good.unit, good.keyId], bad, other: other.unit,
                 p256: [p256.keyType, p256.keyId], altered};""",
@@ -111,18 +123,25 @@ def test_cue_replies_seal_in_either_and_open_in_the_other(module_page):
         const sk = c.b64decode(arg.r.session_key);
         const key = await t.replyKey(sk);
         const devs = await t.endorsedDevices(c.b64decode(arg.auth), arg.statements);
-        const opened = await t.openReply(key, {unit: arg.r.unit, session: arg.r.session, sealed: arg.r.sealed});
-        const verified = await t.verifyReply(opened, {unit: arg.r.unit, session: arg.r.session, device: devs.get(arg.a.device)});
+        const opened = await t.openReply(key, {unit: arg.r.unit, session: arg.r.session,
+            sealed: arg.r.sealed});
+        const verified = await t.verifyReply(opened, {unit: arg.r.unit, session: arg.r.session,
+            device: devs.get(arg.a.device)});
         let wrongDevice;
-        try { await t.verifyReply(opened, {unit: arg.r.unit, session: arg.r.session, device: devs.get(arg.r_device)}); }
+        try { await t.verifyReply(opened, {unit: arg.r.unit, session: arg.r.session,
+            device: devs.get(arg.r_device)}); }
         catch (e) { wrongDevice = e.message; }
         let otherSession;
-        try { await t.openReply(key, {unit: arg.r.unit, session: "00".repeat(16), sealed: arg.r.sealed}); }
+        try { await t.openReply(key, {unit: arg.r.unit, session: "00".repeat(16),
+            sealed: arg.r.sealed}); }
         catch (e) { otherSession = e.message; }
         const signer = await k.signerFromSeed(c.b64decode(arg.a.sign_seed));
-        const sealed = await t.sealReply(key, {unit: arg.r.unit, session: arg.r.session, cueId: 9, reply: "repeat",
-                                               atUs: 1790000000500000, signKey: signer.privateKey, device: signer.device});
-        return {keyBytes: c.b64encode(await t.replyKeyBytes(sk)), verified, wrongDevice, otherSession, sealed};""",
+        const sealed = await t.sealReply(key, {unit: arg.r.unit, session: arg.r.session, cueId: 9,
+            reply: "repeat",
+                                               atUs: 1790000000500000, signKey: signer.privateKey,
+                                                   device: signer.device});
+        return {keyBytes: c.b64encode(await t.replyKeyBytes(sk)), verified, wrongDevice,
+            otherSession, sealed};""",
               {"r": r, "auth": V["authority"]["public"], "statements": V["devices"]["statements"],
                "a": V["devices"]["a"], "r_device": V["devices"]["r"]["device"]})
     assert got["keyBytes"] == r["key"]
@@ -143,20 +162,26 @@ def test_key_shares_between_a_scribes_devices(module_page):
     got = js(module_page, """
         const devs = await t.endorsedDevices(c.b64decode(arg.auth), arg.statements);
         const idB = await k.identityFromPrivate(c.b64decode(arg.d.b.enc_private));
-        const meB = {device: arg.d.b.device, encKeyId: idB.keyId, scribe: devs.get(arg.d.b.device).scribe};
+        const meB = {device: arg.d.b.device, encKeyId: idB.keyId,
+            scribe: devs.get(arg.d.b.device).scribe};
         const sender = await t.verifyShare(arg.ks.share, {me: meB, devices: devs});
         const key = await t.openShare(arg.ks.share, idB);
-        const verdict = async (fn) => { try { await fn(); return "accepted"; } catch (e) { return e.message; } };
-        const robot = await verdict(() => t.verifyShare(arg.ks.from_robot, {me: meB, devices: devs}));
-        const altered = await verdict(() => t.verifyShare({...arg.ks.share, issued_us: 1}, {me: meB, devices: devs}));
+        const verdict = async (fn) => { try { await fn(); return "accepted"; } catch (e) {
+            return e.message; } };
+        const robot = await verdict(
+            () => t.verifyShare(arg.ks.from_robot, {me: meB, devices: devs}));
+        const altered = await verdict(
+            () => t.verifyShare({...arg.ks.share, issued_us: 1}, {me: meB, devices: devs}));
         const meA = {device: arg.d.a.device, encKeyId: "x", scribe: "scribe-v"};
         const notMine = await verdict(() => t.verifyShare(arg.ks.share, {me: meA, devices: devs}));
         // device B shares the session key back to A, from the browser
         const signerB = await k.signerFromSeed(c.b64decode(arg.d.b.sign_seed));
         const made = await t.makeShare(key, {unit: arg.ks.share.unit, session: arg.ks.share.session,
-            to: devs.get(arg.d.a.device), signKey: signerB.privateKey, fromDevice: signerB.device, issuedUs: 1790000000900000});
+            to: devs.get(arg.d.a.device), signKey: signerB.privateKey, fromDevice: signerB.device,
+                issuedUs: 1790000000900000});
         return {sender: sender.device, key: c.b64encode(key), robot, altered, notMine, made,
-                info: c.b64encode(t.shareInfo(arg.ks.share.unit, arg.ks.share.session, arg.ks.share.key_id))};""",
+                info: c.b64encode(t.shareInfo(arg.ks.share.unit, arg.ks.share.session,
+                    arg.ks.share.key_id))};""",
               {"ks": ks, "d": d, "auth": V["authority"]["public"], "statements": d["statements"]})
     assert got["sender"] == d["a"]["device"]
     assert got["key"] == ks["session_key"]

@@ -22,7 +22,8 @@ from unit_sim import MqttUnit, SimSession, now_us
 from scribelink import envelope as env
 from scribelink import trust
 
-VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "scribe_ws.json").read_text())
+VECTORS = json.loads(
+    (Path(__file__).resolve().parents[1] / "vectors" / "scribe_ws.json").read_text())
 BUILDERS = {"hello": "hello", "cue_ack": "cueAck"}
 
 

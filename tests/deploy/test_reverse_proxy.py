@@ -76,9 +76,9 @@ def proxied(tmp_path_factory):
                             stderr=open(n / "stderr", "wb"))  # noqa: SIM115
     try:
         brk.wait_port(nginx_port, 10)
-    except TimeoutError:
+    except TimeoutError as e:
         proc.kill()
-        raise AssertionError((n / "stderr").read_text() + (n / "error.log").read_text())
+        raise AssertionError((n / "stderr").read_text() + (n / "error.log").read_text()) from e
     ctx = ssl.create_default_context(cafile=str(broker.pki["ca"]))
     yield relay, nginx_port, ctx, public
     proc.send_signal(signal.SIGQUIT)

@@ -168,7 +168,7 @@ def test_stats_hold_channel_health_only_and_speech_presence_follows_the_talker(s
     assert make_stage("off", channels=4, sample_rate=FS).stats() == stats
     assert quiet < 0.2
     assert max(presences) > 0.5
-    assert 0.0 <= min(presences) and max(presences) <= 1.0
+    assert min(presences) >= 0.0 and max(presences) <= 1.0
 
 
 def test_usb_array_uses_only_its_four_mics() -> None:

@@ -8,6 +8,7 @@ import struct
 import ledring
 import press
 import puckapp
+
 try:
     import pucklink  # MicroPython: staged beside the firmware
 except ImportError:
@@ -667,7 +668,8 @@ def test_app_shows_the_replies_and_sends_consent_on_a_double_press():
         run(100)
         assert board.shown[-1] == state, (state, board.shown[-6:])
         run(6500)
-    assert [g for g in got if g[0] == "cue"] == [("cue", struct.pack(">H", n)) for n in (1, 2, 3, 4)]
+    cues = [g for g in got if g[0] == "cue"]
+    assert cues == [("cue", struct.pack(">H", n)) for n in (1, 2, 3, 4)]
     # a reply this firmware has no pattern for shows nothing wrong: it is ignored
     click()
     run(300)

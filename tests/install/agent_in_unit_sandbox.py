@@ -20,8 +20,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
 from test_install_sandbox import (
     MEMORY_MAX,
     NOBODY,
@@ -30,25 +28,11 @@ from test_install_sandbox import (
     sandbox_argv,
 )
 
+from scribelink import tomlconf
+
+HERE = Path(__file__).resolve().parent
+
 VENV_PYTHON = HERE.parents[1] / ".venv" / "bin" / "python"
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return repr(value)
-
-
-def dump_toml(doc: dict) -> str:
-    top = [f"{k} = {toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
-    sections = [
-        f"[{name}]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in table.items())
-        for name, table in doc.items()
-        if isinstance(table, dict)
-    ]
-    return "\n".join(top) + "\n\n" + "\n\n".join(sections) + "\n"
 
 
 def prepare(config_path: Path) -> tuple[Path, list[Path], list[Path]]:
@@ -82,7 +66,7 @@ def prepare(config_path: Path) -> tuple[Path, list[Path], list[Path]]:
     etc = config_path.parent / "etc-scribelink"  # /etc/scribelink: read-only to the agent
     etc.mkdir(exist_ok=True)
     unit_config = etc / "agent.toml"
-    unit_config.write_text(dump_toml(doc))
+    unit_config.write_text(tomlconf.dumps(doc))
     unit_config.chmod(0o644)
 
     exposed = [unit_config]

@@ -5,8 +5,8 @@ systemd is not PID 1 here; both commands still work offline. `verify` loads the 
 against the staged tree (--root), which must hold the distribution's own units
 (sysinit.target...) and an executable at the ExecStart path, so the test copies
 /usr/lib/systemd/system into the stage and puts a stub at
-/opt/scribelink/current/venv/bin/python (the venv itself is built on the unit). verify exits 0 even on warnings such as an
-unknown key, so the test also demands silence on stderr.
+/opt/scribelink/current/venv/bin/python (the venv itself is built on the unit). verify exits 0
+even on warnings such as an unknown key, so the test also demands silence on stderr.
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def test_agent_unit_has_the_required_restrictions():
         "StateDirectory": ["scribelink scribelink/spool"],
         "ExecStart": [
             (
-                "/opt/scribelink/current/venv/bin/python -m edge_agent run --config /etc/scribelink/agent.toml"
-                " --config /var/lib/scribelink/provisioned.toml"
+                "/opt/scribelink/current/venv/bin/python -m edge_agent run --config "
+                "/etc/scribelink/agent.toml --config /var/lib/scribelink/provisioned.toml"
             )
         ],
         "ConditionPathExists": ["/var/lib/scribelink/provisioned.toml"],

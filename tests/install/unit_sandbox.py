@@ -70,7 +70,9 @@ _libc.mount.argtypes = [
 def _mount(
     source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
 ) -> None:
-    enc = lambda s: None if s is None else s.encode()
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else s.encode()
+
     if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {source} -> {target}: {os.strerror(err)}")
@@ -275,7 +277,7 @@ def seccomp_program() -> list[tuple[int, int, int, int]]:
             (_JEQ, 0, 1, bits),
             (_RET, 0, 0, _errno(EPERM)),
         ]
-    return prog + [(_RET, 0, 0, _ALLOW)]
+    return [*prog, (_RET, 0, 0, _ALLOW)]
 
 
 def install_seccomp() -> None:

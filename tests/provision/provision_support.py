@@ -1,6 +1,6 @@
-"""Real parts for the provisioning tests (fixtures in conftest.py): a serial "cable" made of two real ptys joined
-master to master (the unit's service opens one end, the tech's CLI the other), the
-provisioning service as its own process, ALSA file-plugin capture devices, and the
+"""Real parts for the provisioning tests (fixtures in conftest.py): a serial "cable" made of
+two real ptys joined master to master (the unit's service opens one end, the tech's CLI the
+other), the provisioning service as its own process, ALSA file-plugin capture devices, and the
 simulated puck (the real firmware on MicroPython, scripts/puck-sim)."""
 
 from __future__ import annotations

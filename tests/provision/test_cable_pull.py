@@ -174,7 +174,8 @@ def test_the_cable_pulled_at_every_step_then_the_same_command_finishes(
     try:
         with ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(on_a_free_bench, i, pull) for i, pull in enumerate(PULLS)]
-            outcomes = {f"{d} {c} {k}": f.result() for (d, c, k), f in zip(PULLS, futures)}
+            outcomes = {f"{d} {c} {k}": f.result()
+                        for (d, c, k), f in zip(PULLS, futures, strict=True)}
     finally:
         second[0].close()
         second[1].close()

@@ -33,8 +33,8 @@ json_values = st.recursive(
                                                                  max_size=4),
     max_leaves=12)
 requests = st.fixed_dictionaries(
-    {"cmd": st.sampled_from(list(p.COMMANDS) + ["nope", ""]) | st.text(max_size=10)},
-    optional={"args": st.dictionaries(st.sampled_from(list(p.SETTINGS) + ["timeout_s", "x"]),
+    {"cmd": st.sampled_from([*p.COMMANDS, "nope", ""]) | st.text(max_size=10)},
+    optional={"args": st.dictionaries(st.sampled_from([*p.SETTINGS, "timeout_s", "x"]),
                                       json_values, max_size=4) | json_values})
 
 

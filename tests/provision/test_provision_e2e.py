@@ -310,7 +310,7 @@ def test_wrong_codes_missing_parts_and_a_wrong_clock_are_refused_before_anything
         ("the unit's clock 10 min off", {"extra": ["--clock-offset-s", "600"]}, good,
          ["FAIL     clock", "+600 s off the laptop's", "set the unit's clock"]),
     ]
-    for i, (what, unit, code, expect) in enumerate(cases):
+    for i, (_what, unit, code, expect) in enumerate(cases):
         state = tmp_path / f"unit-{i}"
         svc = Service(cable, state, alsa_conf, device=unit.get("device", "sl_good"),
                       puck_port=unit.get("puck", puck), extra=unit.get("extra"), selftest_s=0.1)

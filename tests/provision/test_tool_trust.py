@@ -58,7 +58,7 @@ def test_the_grant_must_be_the_codes_authoritys_for_this_unit_and_code():
     other_code, _ = clinic.authority.grant(unit="exam-3", room="x", clinic="x",
                                            now_us=time.time_ns() // 1000)
     e_expired, expired = enrolment(clinic, ago_s=10, ttl_s=1)
-    for what, g, why in (("another authority", forged, "signed by"),
+    for _what, g, why in (("another authority", forged, "signed by"),
                          ("another unit", other_unit, "for unit 'exam-4'"),
                          ("another code", other_code, "another code key"),
                          ("junk", {"t": "unit_grant"}, "{t, body, signer, sig}")):

@@ -3,7 +3,6 @@
 
 
 import pytest
-
 from puck_harness import Puck, PuckSim, Recorder, wait_until
 
 

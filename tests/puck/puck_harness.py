@@ -10,9 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from edge_agent.puck import Puck
+
+ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["Puck", "PuckSim", "Recorder", "wait_until"]
 

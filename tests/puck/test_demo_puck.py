@@ -9,10 +9,10 @@ import sqlite3
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
+from support import jsonl, random_multichannel, read_wav, run_demo, write_wav
 
 from scribelink import envelope as env
 from scribelink import messages as msgs
-from support import jsonl, random_multichannel, read_wav, run_demo, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,8 @@ def pressed(tmp_path_factory):
     x = random_multichannel(22.0, channels=4, seed=55)
     write_wav(d / "X.wav", x)
     rec = d / "rec"
-    r = run_demo(["--headless", "--seconds", "22", "--dsp", "off", "--person-acks", "--input", str(d / "X.wav"),
+    r = run_demo(["--headless", "--seconds", "22", "--dsp", "off", "--person-acks",
+                  "--input", str(d / "X.wav"),
                   "--press-at", "5", "--hold-at", "10:2,16:2", "--record-dir", str(rec)],
                  timeout=240)
     assert r.returncode == 0, r.stdout[-3000:]
@@ -82,6 +83,6 @@ def test_no_audio_of_the_paused_interval_exists_in_the_archive(pressed):
         "SELECT payload FROM stream WHERE kind='audio' ORDER BY seq"))
     got = read_wav(rec / "scribe.wav")[:, 0]
     assert sealed == got.tobytes()  # the archive holds exactly what the scribe heard
-    paused = x[int(13 * 16000):int(17 * 16000), 0].tobytes()
+    paused = x[(13 * 16000):(17 * 16000), 0].tobytes()
     for off in range(0, len(paused) - 64, 3200):
         assert paused[off:off + 64] not in sealed

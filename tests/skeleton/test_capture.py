@@ -73,7 +73,8 @@ def test_paced_capture_follows_the_sample_clock(tmp_path):
 
 def test_unknown_device_gives_an_actionable_error(tmp_path):
     code = ("from edge_agent.capture import AlsaCapture, CaptureError\n"
-            "try:\n AlsaCapture('no_such_pcm', sample_rate=16000, channels=4, period_frames=320).open()\n"
+            "try:\n AlsaCapture('no_such_pcm', sample_rate=16000, channels=4,"
+            " period_frames=320).open()\n"
             "except CaptureError as e: print(e)")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True)
     assert "no_such_pcm" in out.stdout and "arecord -L" in out.stdout

@@ -109,10 +109,10 @@ def test_capture_device_unplugged_mid_session_faults_declares_and_recovers(tmp_p
         f'cert_file = "{p["units"]["unit-a"].cert}"\nkey_file = "{p["units"]["unit-a"].key}"\n'
         f'[puck]\nport = "{tmp_path / "puck"}"\n'
         '[keys]\n' + keys_toml(clinic.unit_keys("unit-a", tmp_path / "keys")))
-    log = open(tmp_path / "agent.log", "wb")
-    agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
-                              str(agent_conf)], stdout=log, stderr=subprocess.STDOUT,
-                             env={**os.environ, "ALSA_CONFIG_PATH": str(conf)}, cwd=tmp_path)
+    with open(tmp_path / "agent.log", "wb") as log:  # the agent keeps its own copy
+        agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
+                                  str(agent_conf)], stdout=log, stderr=subprocess.STDOUT,
+                                 env={**os.environ, "ALSA_CONFIG_PATH": str(conf)}, cwd=tmp_path)
     try:
         sim.wait_led("live", 30)
         time.sleep(3)  # three seconds of the encounter are captured

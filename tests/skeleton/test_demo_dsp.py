@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
+from support import ROOT, read_wav, run_demo
 
 from edge_agent.dsp.pipeline import make_array_pipeline
-from support import ROOT, read_wav, run_demo
 
 
 def test_demo_with_dsp_on_delivers_the_pipeline_output(tmp_path):

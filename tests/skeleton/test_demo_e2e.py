@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from support import jsonl, random_multichannel, read_wav, run_demo, write_wav
 
 from scribelink import envelope as env
 from scribelink import messages as msgs
-from support import jsonl, random_multichannel, read_wav, run_demo, write_wav
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,7 @@ def test_tampered_chunk_is_rejected_counted_and_the_stream_goes_on(broker, relay
 
 
 def test_relay_refuses_a_frame_naming_another_unit(broker, relay, assigned):
-    proc, d = assigned
+    _proc, d = assigned
     unit = UnitPublisher(broker, "unit-a")
     s = unit_session(relay, "unit-b", [client_device(d, "s1")])
     _, frame = s.seal_audio(np.zeros(640, dtype=np.int16), 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -97,7 +98,7 @@ def test_kill_9_loses_nothing_that_was_spooled(tmp_path):
     p.wait()
     seqs = [r.seq for r in Spool(tmp_path).pending(10**6)]
     assert seqs[: confirmed + 1] == list(range(confirmed + 1))
-    assert all(b == a + 1 for a, b in zip(seqs, seqs[1:]))
+    assert all(b == a + 1 for a, b in itertools.pairwise(seqs))
 
 
 def test_full_spool_evicts_oldest_first_and_declares_exactly_what_it_dropped(tmp_path):

@@ -289,7 +289,7 @@ def test_capture_loss_shows_the_fault_declares_the_gap_and_recovers():
     seqs = [h.seq for h, _ in u.opened("audio")]
     assert seqs == list(range(25)) + list(range(200, 225))  # nothing else missing
     first_after = [h for h, _ in u.opened("audio")][25]
-    assert first_after.capture_us - [h for h, _ in u.opened("audio")][0].capture_us == 8_000_000
+    assert first_after.capture_us - next(h for h, _ in u.opened("audio")).capture_us == 8_000_000
 
 
 def test_overruns_are_reported():
@@ -451,9 +451,9 @@ def test_a_revoked_device_ends_the_session_and_is_left_out_of_the_next():
 
 def test_a_low_order_key_is_skipped_with_an_alarm_and_capture_goes_on():
     u = Unit()
-    body = {"scribe": "s1", "device": trust.key_id(bytes(range(32))), "enc_key": trust.b64(bytes(32)),
-            "sign_key": trust.b64(bytes(range(32))), "label": "bad", "kind": "person",
-            "issued_us": 1}
+    body = {"scribe": "s1", "device": trust.key_id(bytes(range(32))),
+            "enc_key": trust.b64(bytes(32)), "sign_key": trust.b64(bytes(range(32))),
+            "label": "bad", "kind": "person", "issued_us": 1}
     bad = trust.sign(trust.DEVICE, body, u.authority.key).to_dict()
     u.feed(c.AssignmentReceived(u.assignment(["s1"], [bad, u.dev.endorsement])))
     u.tick()

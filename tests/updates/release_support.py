@@ -124,7 +124,7 @@ def make_installable_release(tmp: Path, key, version: str, pip_wheel: Path,
     return out
 
 
-# ---------------------------------------------------------------------- a relay with a unit listener
+# --------------------------------------------------------------------- a relay with a unit listener
 
 
 def make_update_relay(tmp: Path, b) -> tuple:
