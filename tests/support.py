@@ -80,7 +80,7 @@ class Relay:
             self.proc = subprocess.Popen([PY, "-m", "cloud_relay", "serve", "--config",
                                           str(self.config)], stdout=log,
                                          stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a loaded CI machine starts Python slowly
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).json().get("broker"):
