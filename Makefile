@@ -10,6 +10,11 @@ setup:
 demo: setup
 	@$(PY) scripts/demo $(ARGS)
 
+# Three test processes (pytest-xdist) on the machine's cores: most tests wait on real
+# brokers, relays and browsers. A file's tests stay in one process (module fixtures,
+# tests that build on the one before). PYTEST_ARGS="-n 0" runs them one at a time.
+PYTEST_ARGS ?= -n 3 --dist loadfile
+
 test: lint
 	@SCRIBELINK_CHECK_WORKTREE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
