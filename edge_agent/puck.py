@@ -2,6 +2,10 @@
 puck up (unplug, replug, garbage, silence) and turns its messages into callbacks.
 
 The protocol itself lives in scribelink/pucklink.py, the one file both sides run.
+
+Concurrency: one "puck" thread owns the serial port and the link; the callbacks run on
+it (keep them short, hand work to the agent). `show` and the other calls from the
+agent's threads only change state under `_lock` and wake the puck thread.
 """
 
 from __future__ import annotations

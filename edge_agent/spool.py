@@ -13,6 +13,10 @@ Record on disk (little-endian):
 
 Kinds: audio, event, session, status (published) and state, ack (internal). Ids are
 consecutive across the log, so a segment is (first id, offsets[]) and nothing else.
+
+Concurrency: the capture thread appends, the uplink's pump thread reads, marks in
+flight and acks; every public method takes the spool's one lock, and nothing blocks on
+the network while holding it.
 """
 
 from __future__ import annotations
