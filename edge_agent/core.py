@@ -222,6 +222,13 @@ class PuckCueSeen:
 
 
 @dataclass(frozen=True)
+class PuckCueNotSent:
+    """That press reached no scribe (it started the next visit): the ring stops saying so."""
+
+    cue_id: int
+
+
+@dataclass(frozen=True)
 class WantConsent:
     """The puck asks for consent (a double press gives it), or stops asking."""
 
@@ -281,7 +288,7 @@ class InstallUpdate:
     """Between sessions, nothing unsent: hand the verified release to the installer."""
 
 
-Effect = (Spool | ShowLight | PuckCueSeen | WantConsent | PublishStatus | SaveAssignment
+Effect = (Spool | ShowLight | PuckCueSeen | PuckCueNotSent | WantConsent | PublishStatus | SaveAssignment
           | SaveConfig | OpenCapture | CloseCapture | Replay | Log | Done | InstallUpdate)
 
 
@@ -657,6 +664,9 @@ class UnitCore:
             # after a declined visit, the physician's next press starts the next one
             self.cues_seen = (self.cues_seen + [e.cue_id])[-CUE_MEMORY:]
             self._next_visit("press", out)
+            # no scribe hears of that press: the ring must not show a cue waiting (it would
+            # also hide the consent request of the visit it starts)
+            out.append(PuckCueNotSent(e.cue_id))
             return
         if self.session is None:
             out.append(Log("warning", "cue_without_session", {"cue_id": e.cue_id}))

@@ -629,6 +629,8 @@ def test_a_declined_visit_captures_nothing_and_the_next_starts_with_a_press():
     assert [(e["state"], e["by"]) for e in ev] == [("pending", "unit"), ("declined", "physician")]
     u.feed(c.PuckCue(99))  # the physician's press: the next visit
     assert not [e for e in u.events() if e["kind"] == "cue"]
+    assert u.of(c.PuckCueNotSent) == [c.PuckCueNotSent(99)]  # the ring shows no cue waiting
+    assert not u.of(c.PuckCueSeen)
     u.tick()
     assert u.core.session is not None and u.core.session.hex != first
     assert u.core.consent == "pending"
