@@ -708,7 +708,9 @@ class UnitCore:
             self._close_session("consent_declined", now, out)
             self._consent_hold = True  # the next visit starts with the physician's press
             self.consent = "declined"
+            out.append(PublishStatus(self.status(now)))  # the room's state changed: say it now
             return
+        out.append(PublishStatus(self.status(now)))
         # capture times start true from here
         self.chunker = Chunker(sample_rate=self.s.sample_rate, chunk_ms=self.s.chunk_ms,
                                start_us=now.wall_us)

@@ -615,8 +615,12 @@ def test_a_declined_visit_captures_nothing_and_the_next_starts_with_a_press():
     u.tick()
     first = u.core.session.hex
     u.advance(3.0)
+    n = len(u.effects)
     u.feed(c.PrivacyToggle())  # the privacy gesture while the ring asks: declined
     assert u.core.session is None and not u.of(c.OpenCapture)
+    # said at once, not at the next status tick (the relay audits it; the console shows it)
+    assert [e.status.consent for e in u.effects[n:] if isinstance(e, c.PublishStatus)] == [
+        "declined"]
     close = u.session_msgs("session_close")[0]
     assert (close["reason"], close["last_audio_seq"]) == ("consent_declined", -1)
     assert u.core.status(u.now()).consent == "declined"
