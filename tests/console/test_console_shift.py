@@ -17,6 +17,7 @@ audio anywhere.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import threading
@@ -31,6 +32,9 @@ from test_console_live import SCRIBE, System, js, wait_for
 from unit_sim import SimSession
 
 AGENT_SECONDS = 45.0
+# a relay outage this long (s): the issue says 30; the logic does not depend on it (the
+# broker queues without bound, the page pages 40 s at a time), so the default run is shorter
+OUTAGE_S = float(os.environ.get("SCRIBELINK_OUTAGE_S") or 14.0)
 
 
 class Shift:
@@ -168,6 +172,32 @@ def cue_key(page, n: int) -> str:
                     f"cue {n} on the page")["key"]
 
 
+def answered_on(page, key: str, reply: str, words: str) -> None:
+    """The cue `key` shows as answered on `page`: banner gone, the events row seen, by whom."""
+    wait_for(lambda: page.is_hidden("#cue-banner"), 10, "the cue answered on another device")
+    cue = next(x for x in js(page, "window.__probe.cues()") if x["key"] == key)
+    assert cue["acked"] and [(r["reply"], r["kind"]) for r in cue["replies"]] == [
+        (reply, "person")]
+    row = page.locator(f'#events tr[data-cue="{key.split(":")[1]}"]')
+    assert row.get_attribute("data-acked") == "1"
+    assert "seen ✓" in row.inner_text() and f"{words} — scribe-alex" in row.inner_text()
+
+
+def test_a_cue_acknowledged_on_one_device_shows_seen_on_the_others_and_on_the_puck(shift):
+    a, b, c, puck = shift.a, shift.b, shift.c, shift.puck
+    n = len(js(a, "window.__probe.cues()")) + 1
+    puck.cmd("press")
+    key = cue_key(a, n)
+    for page in (a, b, c):
+        wait_for(lambda page=page: page.is_visible(f'#cue-banner[data-cue="{key}"]'), 10,
+                 "the cue banner on every device")
+    mark = puck.mark()
+    a.click("#banner-ack")  # device A: "seen"
+    puck.wait_led("cue_seen", 10, start=mark)  # the physician sees it
+    for page in (b, c):
+        answered_on(page, key, "seen", "seen")
+
+
 def test_a_reply_on_one_device_shows_on_the_others_and_on_the_puck(shift):
     a, b, c, puck = shift.a, shift.b, shift.c, shift.puck
     n = len(js(a, "window.__probe.cues()")) + 1
@@ -180,13 +210,7 @@ def test_a_reply_on_one_device_shows_on_the_others_and_on_the_puck(shift):
     a.keyboard.press("g")  # device A: "got it"
     shown = puck.wait_led("cue_got_it", 10, start=mark)  # the physician sees it
     for page in (b, c):
-        wait_for(lambda page=page: page.is_hidden("#cue-banner"), 10,
-                 "the cue answered on the other devices")
-        cue = next(x for x in js(page, "window.__probe.cues()") if x["key"] == key)
-        assert cue["acked"] and [(r["reply"], r["kind"]) for r in cue["replies"]] == [
-            ("got_it", "person")]
-        row = page.inner_text(f'#events tr[data-cue="{key.split(":")[1]}"]')
-        assert "got it — scribe-alex" in row
+        answered_on(page, key, "got_it", "got it")
     assert "got it" in a.inner_text(f'#events tr[data-cue="{key.split(":")[1]}"]')
     puck.wait_led("live", 6, start=mark)
     assert shown
@@ -265,68 +289,116 @@ def test_the_layout_works_beside_an_ehr(shift):
 # ---------------------------------------------------------------------- a relay outage
 
 
-def test_a_relay_outage_shows_a_banner_and_the_missed_audio_plays_at_1_5x_until_live(shift):
-    a, system = shift.a, shift.system
+def test_the_recording_is_the_same_on_every_device(shift):
+    """The agent's whole session, as each of the three devices decoded it, is the input's
+    reference channel sample for sample (dsp off): B and C joined it, and lack nothing."""
+    system = shift.system
     wait_for(lambda: shift.agent.poll() is not None, AGENT_SECONDS + 60, "the agent to finish")
-    sim = SimSession(shift.unit_b, np.tile(system.sim_pcm, 3), room="Exam 2")
+    assert shift.agent.returncode == 0
+    want = hashlib.sha256(system.input[:, 0].astype("<i2").tobytes()).hexdigest()
+    for page, name in ((shift.a, "A"), (shift.b, "B"), (shift.c, "C")):
+        got = wait_for(lambda page=page: (lambda h: h["contiguous"] and next(
+            x for x in sessions(page) if x["session"] == shift.session)["closed"] and h)(
+            js(page, "(s) => window.__probe.sessionHash(s)", shift.session)), 20,
+            f"the whole session on device {name}")
+        assert got["sha256"] == want, name
+
+
+def test_a_relay_outage_shows_a_banner_and_the_missed_audio_plays_at_1_5x_until_live(shift):
+    """OUTAGE_S long (14 s by default; SCRIBELINK_OUTAGE_S=30 runs the issue's 30 s: nothing in
+    the page or the relay depends on the length, the broker queues without bound)."""
+    a, system = shift.a, shift.system
+    pcm = np.tile(system.sim_pcm, 4)  # 160 s: more than the outage and the catch-up need
+    sim = SimSession(shift.unit_b, pcm, room="Exam 2")
     sim.status("live")
-    done = threading.Event()
-    runner = threading.Thread(target=lambda: (sim.audio(110.0), done.set()), daemon=True)
+    stop = threading.Event()
+
+    def unit_records():  # in real time, until the test has seen what it needs
+        while not stop.is_set() and sim.pos + 16000 <= len(pcm):
+            sim.audio(1.0)
+
+    runner = threading.Thread(target=unit_records, daemon=True)
     runner.start()
+    try:
+        _outage_and_catch_up(a, system, sim)
+    finally:
+        stop.set()
+        runner.join(10)
+    sim.close()
+
+
+def _outage_and_catch_up(a, system: System, sim: SimSession) -> None:
     a.click('.room-item[data-unit="unit-b"]')
     wait_for(lambda: any(x["session"] == sim.hex and x["chunks"] > 10
                          for x in sessions(a, "unit-b")), 10, "the room live")
     a.click("#play")
     wait_for(lambda: js(a, "window.__probe.playback()")["session"] == sim.hex
              and js(a, "window.__probe.playback()")["mode"] == "live", 5, "playing live")
-    time.sleep(2)  # listening live for a moment before the outage
+    wait_for(lambda: js(a, "window.__probe.playback()")["level"]["peak"] > 0, 5, "hearing it")
+    js(a, "() => window.__probe.setHidden(true)")  # the EHR in front during the outage
+    seen = len(js(a, "window.__probe.notified()"))
     system.relay.stop()
     down_at = time.monotonic()
     a.wait_for_selector('#outage[data-state="down"]', timeout=10000)
     text = a.inner_text("#outage")
     assert "relay is unreachable" in text and "Exam 2" in text and "nothing is lost" in text
     assert js(a, "window.__probe.playback()")["mode"] == "live"
-    time.sleep(max(0.0, 30.0 - (time.monotonic() - down_at)))  # the outage lasts 30 s
+    # the hidden page hears of it (after 10 s, so a blip does not pop up)
+    note = wait_for(lambda: next((x for x in js(a, "window.__probe.notified()")[seen:]
+                                  if x["title"] == "Relay unreachable"), None),
+                    max(5.0, OUTAGE_S - (time.monotonic() - down_at)), "the outage notification")
+    assert "Exam 2" in note["body"] and "Nothing is lost" in note["body"]
+    time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))  # the outage lasts OUTAGE_S
     system.relay.start()
     a.wait_for_selector('#outage[data-state="missed"]', timeout=20000)
-    assert re.search(r"You missed 0:3\d of Exam 2", a.inner_text("#outage"))
+    m = re.search(r"You missed (\d+):(\d\d) of Exam 2", a.inner_text("#outage"))
+    assert m, a.inner_text("#outage")
+    missed_s = int(m[1]) * 60 + int(m[2])
+    assert OUTAGE_S - 1 <= missed_s <= OUTAGE_S + 10, (missed_s, OUTAGE_S)
+    back = wait_for(lambda: next((x for x in js(a, "window.__probe.notified()")[seen:]
+                                  if x["title"] == "Relay back"), None), 5, "the notification")
+    assert "Exam 2" in back["body"]
+    js(a, "() => window.__probe.setHidden(false)")
     assert a.input_value("#missed-speed") == "1.5"
     missed_from = js(a, "window.__probe.app.store.missed.fromSample")
     # everything the unit recorded meanwhile reaches the page first (as backfill)
     wait_for(lambda: js(a, "(s) => window.__probe.sessionHash(s)", sim.hex)["contiguous"]
              and js(a, "(s) => window.__probe.sessions().find((x) => x.session === s).maxSeq",
-                    sim.hex) * 640 > missed_from + 30 * 16000, 30, "the missed audio here")
+                    sim.hex) * 640 > missed_from + (OUTAGE_S - 1) * 16000, 30,
+             "the missed audio here")
     a.click("#play-missed")
     t0 = time.monotonic()
+
     def catching_up():
         p = js(a, "window.__probe.playback()")
         return p if p["mode"] == "replay" and p["speed"] == 1.5 and \
             p["playedSample"] > missed_from else None
 
     p0 = wait_for(catching_up, 5, "the catch-up playing")
-    assert p0["behindS"] > 25  # it starts where the outage began
-    n = 10 * 16000
+    assert p0["behindS"] > OUTAGE_S - 2  # it starts where the outage began
+    n = int(min(10.0, OUTAGE_S - 2) * 16000)
+
     def fed():
         r = js(a, "(n) => window.__probe.playbackHash(n)", n)
         return r if r and r["samples"] >= n else None
 
-    out = wait_for(fed, 15, "10 s of missed audio fed")
-    assert out["startSample"] == missed_from
-    want = np.tile(system.sim_pcm, 3)[missed_from:missed_from + n]
+    out = wait_for(fed, 15, "the missed audio fed")
+    assert out["startSample"] == missed_from  # from where the outage began, what the unit said
+    want = sim.pcm[missed_from:missed_from + n]
     assert out["sha256"] == hashlib.sha256(want.astype("<i2").tobytes()).hexdigest()
-    time.sleep(5)
+    wait_for(lambda: time.monotonic() - t0 > 5, 6, "5 s of catching up")
     p1 = js(a, "window.__probe.playback()")
-    rate = (p1["playedSample"] - p0["playedSample"]) / 16000 / (time.monotonic() - t0 - 0.0)
+    rate = (p1["playedSample"] - p0["playedSample"]) / 16000 / (time.monotonic() - t0)
     assert 1.3 < rate < 1.6, rate  # 1.5x, pitch kept (tests/console/test_console_player.py)
     a.wait_for_selector("#behind:has-text('behind live')", timeout=5000)
     # ... until it catches up with live, and plays live (at 1x) from there
-    wait_for(lambda: js(a, "window.__probe.playback()")["mode"] == "live", 90,
-             "caught up with live", interval=0.5)
+    wait_for(lambda: js(a, "window.__probe.playback()")["mode"] == "live",
+             3 * p0["behindS"] + 20, "caught up with live", interval=0.5)
     took = time.monotonic() - t0
-    assert 40 < took < 80, took  # ~32 s behind, gaining 0.5 s a second: about a minute
-    assert js(a, "window.__probe.playback()")["session"] == sim.hex
-    runner.join(120)
-    sim.close()
+    expect = p0["behindS"] / 0.5  # gaining 0.5 s a second
+    assert 0.7 * expect < took < 1.4 * expect + 5, (took, expect)
+    p2 = js(a, "window.__probe.playback()")
+    assert p2["session"] == sim.hex and p2["speed"] == 1.0, p2
 
 
 # ---------------------------------------------------------------------- consent
