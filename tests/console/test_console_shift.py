@@ -6,12 +6,13 @@ simulated unit for a second room, and up to three headless Chromium browsers of 
 In order, on one system: during one recording the scribe signs in on two more browsers (one
 approved by the first browser, one by the clinic): the room keeps one session, each device
 hears it from the start, and each opens the scribe's earlier session through a key share;
-a reply on one device shows on the others and on the puck, as its own light pattern; a cue
-in a room the scribe is not looking at raises a system notification that jumps there while
-the audio carries on; the layout holds at 720 px and on a 1366x768 laptop; a 30 s relay
-outage shows a banner, and afterwards the missed audio plays at 1.5x until live; and with
-the clinic requiring consent, nothing is captured before it and a declined visit leaves no
-audio anywhere.
+an ack on one device shows as seen on the others and on the puck, and a reply as its own
+light pattern; a cue in a room the scribe is not looking at raises a system notification
+that jumps there while the audio carries on; the layout holds at 720 px and on a 1366x768
+laptop (screenshots in run/screenshots); the recording is the same on all three devices; a
+relay outage (OUTAGE_S) shows a banner and notifies a hidden page, and afterwards the
+missed audio plays at 1.5x until live; and with the clinic requiring consent, nothing
+is captured before it and a declined visit leaves no audio anywhere.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def test_one_encounter_stays_one_session_on_three_devices(shift):
     shift.earlier = earlier
     wait_for(lambda: any(x["session"] == earlier.hex and x["complete"]
                          for x in sessions(a, "unit-b")), 15, "the earlier session on device A")
-    want = js(a, "(s) => window.__probe.sessionHash(s)", earlier.hex)
+    n = earlier.pos  # what it said, sample for sample
+    want = hashlib.sha256(system.sim_pcm[:n].astype("<i2").tobytes()).hexdigest()
 
     # the recording in Exam 1, with the physician's puck
     shift.agent = system.start_agent(puck_link=shift.puck.link)
@@ -159,8 +161,17 @@ def test_one_encounter_stays_one_session_on_three_devices(shift):
                                         None), 30, f"the earlier session on device {name}")
         assert next(x for x in sessions(page, "unit-b")
                     if x["session"] == earlier.hex)["openedVia"] == "share"
-        assert js(page, "(s) => window.__probe.sessionHash(s)", earlier.hex) == want
+        page.click("#play")  # it plays from its start: what the unit said
+        out = wait_for(lambda page=page: (lambda r: r if r and r["samples"] >= n else None)(
+            js(page, "(n) => window.__probe.playbackHash(n)", n)), 10,
+            f"the earlier session played on device {name}")
+        assert (out["startSample"], out["sha256"]) == (0, want)
+        # back to the room's live audio
         page.click('.room-item[data-unit="unit-a"]')
+        page.click("#play")
+        wait_for(lambda page=page: js(page, "window.__probe.playback()")["mode"] == "live"
+                 and js(page, "window.__probe.playback()")["session"] == shift.session, 5,
+                 f"device {name} live again")
 
 
 # ---------------------------------------------------------------------- shared replies, the puck
@@ -286,12 +297,10 @@ def test_the_layout_works_beside_an_ehr(shift):
     a.set_viewport_size({"width": 1440, "height": 900})
 
 
-# ---------------------------------------------------------------------- a relay outage
-
-
 def test_the_recording_is_the_same_on_every_device(shift):
     """The agent's whole session, as each of the three devices decoded it, is the input's
-    reference channel sample for sample (dsp off): B and C joined it, and lack nothing."""
+    reference channel sample for sample (dsp off): B and C joined it, and lack nothing. (All
+    three still play it: a page keeps the decoded audio of what it plays.)"""
     system = shift.system
     wait_for(lambda: shift.agent.poll() is not None, AGENT_SECONDS + 60, "the agent to finish")
     assert shift.agent.returncode == 0
@@ -302,6 +311,9 @@ def test_the_recording_is_the_same_on_every_device(shift):
             js(page, "(s) => window.__probe.sessionHash(s)", shift.session)), 20,
             f"the whole session on device {name}")
         assert got["sha256"] == want, name
+
+
+# ---------------------------------------------------------------------- a relay outage
 
 
 def test_a_relay_outage_shows_a_banner_and_the_missed_audio_plays_at_1_5x_until_live(shift):
