@@ -78,6 +78,20 @@ def sessions(page, unit: str | None = None) -> list[dict]:
     return [x for x in js(page, "window.__probe.sessions()") if unit is None or x["unit"] == unit]
 
 
+def played(page, n: int) -> dict | None:
+    """The hash of the first n samples the current replay fed the player, once it has n."""
+    r = js(page, "(n) => window.__probe.playbackHash(n)", n)
+    return r if r and r["samples"] >= n else None
+
+
+def whole(page, session: str) -> dict | None:
+    """The hash of a closed session's audio on the page, once it has every chunk."""
+    if not next(x for x in sessions(page) if x["session"] == session)["closed"]:
+        return None
+    h = js(page, "(s) => window.__probe.sessionHash(s)", session)
+    return h if h["contiguous"] else None
+
+
 def relay_sessions(system: System, unit: str) -> list[dict]:
     return system.relay.api("GET", f"/api/console/sessions?unit={unit}", uid=SCRIBE[0]).json()
 
@@ -162,9 +176,8 @@ def test_one_encounter_stays_one_session_on_three_devices(shift):
         assert next(x for x in sessions(page, "unit-b")
                     if x["session"] == earlier.hex)["openedVia"] == "share"
         page.click("#play")  # it plays from its start: what the unit said
-        out = wait_for(lambda page=page: (lambda r: r if r and r["samples"] >= n else None)(
-            js(page, "(n) => window.__probe.playbackHash(n)", n)), 10,
-            f"the earlier session played on device {name}")
+        out = wait_for(lambda page=page: played(page, n), 10,
+                       f"the earlier session played on device {name}")
         assert (out["startSample"], out["sha256"]) == (0, want)
         # back to the room's live audio
         page.click('.room-item[data-unit="unit-a"]')
@@ -306,10 +319,8 @@ def test_the_recording_is_the_same_on_every_device(shift):
     assert shift.agent.returncode == 0
     want = hashlib.sha256(system.input[:, 0].astype("<i2").tobytes()).hexdigest()
     for page, name in ((shift.a, "A"), (shift.b, "B"), (shift.c, "C")):
-        got = wait_for(lambda page=page: (lambda h: h["contiguous"] and next(
-            x for x in sessions(page) if x["session"] == shift.session)["closed"] and h)(
-            js(page, "(s) => window.__probe.sessionHash(s)", shift.session)), 20,
-            f"the whole session on device {name}")
+        got = wait_for(lambda page=page: whole(page, shift.session), 20,
+                       f"the whole session on device {name}")
         assert got["sha256"] == want, name
 
 
@@ -390,11 +401,7 @@ def _outage_and_catch_up(a, system: System, sim: SimSession) -> None:
     assert p0["behindS"] > OUTAGE_S - 2  # it starts where the outage began
     n = int(min(10.0, OUTAGE_S - 2) * 16000)
 
-    def fed():
-        r = js(a, "(n) => window.__probe.playbackHash(n)", n)
-        return r if r and r["samples"] >= n else None
-
-    out = wait_for(fed, 15, "the missed audio fed")
+    out = wait_for(lambda: played(a, n), 15, "the missed audio fed")
     assert out["startSample"] == missed_from  # from where the outage began, what the unit said
     want = sim.pcm[missed_from:missed_from + n]
     assert out["sha256"] == hashlib.sha256(want.astype("<i2").tobytes()).hexdigest()
@@ -451,7 +458,9 @@ def test_with_consent_required_nothing_before_consent_and_a_declined_visit_leave
     spool = b"".join(p.read_bytes() for p in (system.tmp / "unit-a-consent" / "spool").rglob("*")
                      if p.is_file())
     sid = bytes.fromhex(first)
-    assert not re.search(b"SL\x01\x01.{4}" + re.escape(sid), spool, re.DOTALL)  # no audio on the unit
+    # envelopes carry the session in clear after magic, version, type (1 audio, 2 event)
+    assert re.search(b"SL\x01\x02.{4}" + re.escape(sid), spool, re.DOTALL)  # its events: yes
+    assert not re.search(b"SL\x01\x01.{4}" + re.escape(sid), spool, re.DOTALL)  # audio: none
     assert puck.led() == "idle" and not any(m.get("led") == "live" for m in puck.lines[mark:])
 
     # the next visit starts with a press; the scribe confirms the read-back
