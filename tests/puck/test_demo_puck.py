@@ -9,10 +9,10 @@ import sqlite3
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
+from support import jsonl, random_multichannel, read_wav, run_demo, wrapped_key_for, write_wav
 
 from scribelink import envelope as env
 from scribelink import messages as msgs
-from support import jsonl, random_multichannel, read_wav, run_demo, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_no_audio_of_the_paused_interval_exists_in_the_archive(pressed):
         "SELECT payload FROM stream WHERE kind='session_open'").fetchone()[0])
     scribe = serialization.load_pem_private_key((rec / "scribe.key").read_bytes(), None)
     key = env.unwrap_session_key(
-        msgs.wrapped_key_for(open_msg, env.key_id(env.public_key_raw(scribe))), scribe,
+        wrapped_key_for(open_msg, env.key_id(env.public_key_raw(scribe))), scribe,
         open_msg["unit"], bytes.fromhex(open_msg["session"]))
     sealed = b"".join(env.open_envelope(bytes(f), key)[1] for (f,) in db.execute(
         "SELECT payload FROM stream WHERE kind='audio' ORDER BY seq"))

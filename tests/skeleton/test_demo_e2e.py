@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from support import jsonl, random_multichannel, read_wav, run_demo, wrapped_key_for, write_wav
 
 from scribelink import envelope as env
 from scribelink import messages as msgs
-from support import jsonl, random_multichannel, read_wav, run_demo, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_relay_holds_no_plaintext_and_no_key(demo_run):
         "SELECT payload FROM stream WHERE kind='session_open'").fetchone()[0])
     scribe = serialization.load_pem_private_key((rec / "scribe.key").read_bytes(), None)
     assert isinstance(scribe, X25519PrivateKey)
-    wrapped = msgs.wrapped_key_for(open_msg, env.key_id(env.public_key_raw(scribe)))
+    wrapped = wrapped_key_for(open_msg, env.key_id(env.public_key_raw(scribe)))
     session_key = env.unwrap_session_key(wrapped, scribe, open_msg["unit"],
                                          bytes.fromhex(open_msg["session"]))
     # the archive is real: the scribe's key opens what the relay stored
