@@ -1,4 +1,5 @@
-"""Helpers for relay tests: sealed frames from a real unit session, and a scribe that reads
+"""Helpers for relay tests: sealed frames from a real unit session (signed by a unit the
+tests' clinic authority bound), assignments that authority signs, and a scribe that reads
 the raw WebSocket stream (so duplicates are counted, not hidden by a receiver's dedupe)."""
 
 from __future__ import annotations
@@ -11,17 +12,31 @@ import time
 
 import numpy as np
 import websockets
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from trustkit import Clinic, UnitKeys, now_us
 
 from edge_agent.session import Session
 from scribelink import envelope as env
 from scribelink import messages as msgs
 
+# One clinic authority for the relay tests: it binds the units and signs the assignments
+# (the key stays here, as a clinic's admin keeps it; the relay is given its public half).
+CLINIC = Clinic()
+_UNITS: dict[str, UnitKeys] = {}
+
 
 def unit_session(unit_id: str, scribe_id: str = "s1") -> Session:
-    key = X25519PrivateKey.generate().public_key()
-    return Session(unit_id=unit_id, scribes=[(scribe_id, key)], recovery=None,
-                   sample_rate=16000, chunk_ms=40, started_us=1)
+    if unit_id not in _UNITS:
+        _UNITS[unit_id] = CLINIC.unit(unit_id, unit_id)
+    return CLINIC.session(_UNITS[unit_id], [CLINIC.device(scribe_id)], started_us=1)
+
+
+def assign(relay, unit: str, scribes: list[str], room: str | None = None):
+    """The clinic's signed assignment of `scribes` to `unit`, put to `relay` (its authority
+    registered first, as the clinic's admin does once). Returns the response."""
+    relay.api("PUT", "/api/admin/authority",
+              json={"public_key": CLINIC.authority.public_b64()}).raise_for_status()
+    st = CLINIC.authority.assign(unit=unit, room=room or unit, scribes=scribes, now_us=now_us())
+    return relay.api("PUT", "/api/admin/assignments", json={"statement": st.to_dict()})
 
 
 def sealed_chunks(s: Session, n: int, first: int = 0) -> list[bytes]:
