@@ -267,9 +267,15 @@ def test_an_outage_remembers_what_each_room_did_and_what_the_scribe_missed(modul
         st.linkDown(10_000, player);
         const shownEarly = st.outageShown(11_000), shown = st.outageShown(14_000);
         const down = st.relayDown;
-        const missed = st.linkUp(41_000);
+        const missed = {...st.linkUp(41_000)};
+        const after = st.relayDown;
+        // the link drops again before the scribe played what they missed: it still starts
+        // where the first outage began
+        s.newestSeq = 900;
+        st.linkDown(50_000, player);
+        const again = st.linkUp(55_000);
         return {blip, shownEarly, shown, rooms: down.rooms.map((r) => [r.room, r.wasRecording]),
-                missed, after: st.relayDown};""", {"s1": S1})
+                missed, after, again};""", {"s1": S1})
     assert got["blip"] is None
     assert got["shownEarly"] is False and got["shown"] is True
     assert got["rooms"] == [["Exam 1", True], ["unit-b", False]]
@@ -277,6 +283,7 @@ def test_an_outage_remembers_what_each_room_did_and_what_the_scribe_missed(modul
     assert (m["unit"], m["room"], m["session"], m["seconds"]) == ("unit-a", "Exam 1", S1, 31)
     assert m["fromSample"] == 100 * 640  # from the first chunk after what had arrived
     assert got["after"] is None
+    assert (got["again"]["fromSample"], got["again"]["seconds"]) == (100 * 640, 36)
 
 
 def test_eviction_keeps_the_live_edge_and_around_the_playhead(module_page):

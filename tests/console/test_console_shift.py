@@ -464,11 +464,16 @@ def test_with_consent_required_nothing_before_consent_and_a_declined_visit_leave
     assert puck.led() == "idle" and not any(m.get("led") == "live" for m in puck.lines[mark:])
 
     # the next visit starts with a press; the scribe confirms the read-back
+    mark = puck.mark()
     puck.cmd("press")
     second = wait_for(lambda: next((x for x in sessions(a, "unit-a")
                                     if x["session"] not in (shift.session, first)), None), 15,
                       "the next visit's session")["session"]
     a.wait_for_selector("#consent-given", timeout=10000)
+    # the ring asks the new visit for consent, and keeps asking: that press reached no scribe,
+    # so no "cue sent" hides the request
+    puck.wait_led("consent_wanted", 10, start=mark)
+    assert puck.led() == "consent_wanted"
     a.click("#consent-given")
     wait_for(lambda: next(x for x in sessions(a, "unit-a") if x["session"] == second)["chunks"]
              > 25, 15, "audio after consent")
