@@ -203,6 +203,12 @@ class Bridge:
                 raise ValueError("session message names another unit")
             self._seen(unit_id)
             kind, seq = m.TYPE, 0
+            # consent in the unit's signed clear metadata: asked for at the open, declined at
+            # the close (the status below says it too, but a status can be overtaken)
+            if isinstance(m, msgs.SessionOpen) and m.consent == "pending":
+                self._audit_consent(unit_id, {"consent": "pending", "session": m.session})
+            elif isinstance(m, msgs.SessionClose) and m.reason == "consent_declined":
+                self._audit_consent(unit_id, {"consent": "declined", "session": m.session})
             if isinstance(m, msgs.Gap):
                 kind, seq = f"gap_{m.stream}", m.first_seq
             elif isinstance(m, msgs.RecipientsAdded):
@@ -225,6 +231,8 @@ class Bridge:
         state, session = status.get("consent"), status.get("session")
         if state not in ("pending", "given", "declined"):
             return
+        # a declined visit's session is closed: the status names none, it is the last one's
+        session = session or (self._consent.get(unit_id) or (None, None))[0]
         if self._consent.get(unit_id) == (session, state):
             return
         self._consent[unit_id] = (session, state)

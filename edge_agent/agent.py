@@ -316,6 +316,9 @@ class Agent:
         elif isinstance(e, c.PuckCueSeen):
             if self.puck is not None:
                 self.puck.cue_seen(e.cue_id, e.reply)
+        elif isinstance(e, c.PuckCueNotSent):
+            if self.puck is not None:
+                self.puck.cue_not_sent(e.cue_id)
         elif isinstance(e, c.WantConsent):
             if self.puck is not None:
                 self.puck.want_consent(e.wanted)

@@ -223,6 +223,13 @@ class PuckCueSeen:
 
 
 @dataclass(frozen=True)
+class PuckCueNotSent:
+    """That press reached no scribe (it started the next visit): the ring stops saying so."""
+
+    cue_id: int
+
+
+@dataclass(frozen=True)
 class WantConsent:
     """The puck asks for consent (a double press gives it), or stops asking."""
 
@@ -282,8 +289,9 @@ class InstallUpdate:
     """Between sessions, nothing unsent: hand the verified release to the installer."""
 
 
-Effect = (Spool | ShowLight | PuckCueSeen | WantConsent | PublishStatus | SaveAssignment
-          | SaveConfig | OpenCapture | CloseCapture | Replay | Log | Done | InstallUpdate)
+Effect = (Spool | ShowLight | PuckCueSeen | PuckCueNotSent | WantConsent | PublishStatus
+          | SaveAssignment | SaveConfig | OpenCapture | CloseCapture | Replay | Log | Done
+          | InstallUpdate)
 
 
 # ---------------------------------------------------------------------------- settings
@@ -658,6 +666,9 @@ class UnitCore:
             # after a declined visit, the physician's next press starts the next one
             self.cues_seen = [*self.cues_seen, e.cue_id][-CUE_MEMORY:]
             self._next_visit("press", out)
+            # no scribe hears of that press: the ring must not show a cue waiting (it would
+            # also hide the consent request of the visit it starts)
+            out.append(PuckCueNotSent(e.cue_id))
             return
         if self.session is None:
             out.append(Log("warning", "cue_without_session", {"cue_id": e.cue_id}))
@@ -699,7 +710,9 @@ class UnitCore:
             self._close_session("consent_declined", now, out)
             self._consent_hold = True  # the next visit starts with the physician's press
             self.consent = "declined"
+            out.append(PublishStatus(self.status(now)))  # the room's state changed: say it now
             return
+        out.append(PublishStatus(self.status(now)))
         # capture times start true from here
         self.chunker = Chunker(sample_rate=self.s.sample_rate, chunk_ms=self.s.chunk_ms,
                                start_us=now.wall_us)

@@ -118,6 +118,15 @@ class Puck:
             if not self._link.send_reliable(pucklink.MSG_CUE_SEEN, body, self._now_ms()):
                 log.warning("event=puck_queue_full dropped=cue_seen")
 
+    def cue_not_sent(self, cue_id: int) -> None:
+        """That press reached no scribe (it started the next visit): the puck stops showing
+        it as a cue sent, and shows no reply."""
+        nonce, cue_no = pucklink.split_cue_id(cue_id)
+        with self._lock:
+            body = struct.pack(">IHB", nonce, cue_no, pucklink.CUE_NOT_SENT)
+            if not self._link.send_reliable(pucklink.MSG_CUE_SEEN, body, self._now_ms()):
+                log.warning("event=puck_queue_full dropped=cue_not_sent")
+
     def want_consent(self, wanted: bool) -> None:
         """The session waits for consent (the ring asks for it; a double press gives it),
         or no longer does."""

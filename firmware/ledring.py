@@ -147,6 +147,15 @@ class LedScheduler:
         self._seen_until_ms = now_ms + shows
         return known
 
+    def forget_cue(self, cue_no):
+        """That press reached no scribe: stop showing it as sent (and show no reply)."""
+        if cue_no in self._cues_sent:
+            del self._cues_sent[cue_no]
+        if cue_no not in self._recently_seen:  # (this may overtake the ack of the press)
+            self._recently_seen.append(cue_no)
+            if len(self._recently_seen) > 8:
+                self._recently_seen.pop(0)
+
     def forget_cues(self):
         self._cues_sent = {}
         self._seen_until_ms = None

@@ -112,7 +112,9 @@ class PuckApp:
             nonce, cue_no = struct.unpack(">IH", ev.body[:6])
             code = ev.body[6] if len(ev.body) >= 7 else 0  # an older agent: "seen"
             reply = pucklink.REPLY_STATES[code] if code < len(pucklink.REPLY_STATES) else None
-            if nonce == self.link.nonce and reply is not None:
+            if nonce == self.link.nonce and code == pucklink.CUE_NOT_SENT:
+                self.leds.forget_cue(cue_no)  # the press started a visit: no scribe has it
+            elif nonce == self.link.nonce and reply is not None:
                 # (not a cue from before this puck's last boot, nor a reply it cannot show)
                 self.leds.cue_seen(cue_no, now, reply)
         elif ev.mtype == pucklink.MSG_CONSENT_WANTED and len(ev.body) >= 1:

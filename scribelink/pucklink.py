@@ -55,6 +55,9 @@ MSG_NAMES = {
 # and the ring state that shows it.
 REPLIES = ("seen", "got_it", "repeat", "see_me")
 REPLY_STATES = ("cue_seen", "cue_got_it", "cue_repeat", "cue_see_me")
+# The reply code for a press that reached no scribe (after a declined visit, the physician's
+# press starts the next visit): the puck stops showing it as sent and shows no reply.
+CUE_NOT_SENT = 0x80
 CONSENT_GIVEN = 1
 
 # LED states. The agent sets 0..4 (the session's truth); the puck adds 5.. itself (new

@@ -3,6 +3,7 @@ the relay as a process, WAV helpers. Used by tests/conftest.py fixtures."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -179,6 +180,13 @@ def run_demo(args: list[str], timeout: float = 180) -> subprocess.CompletedProce
     return subprocess.run([PY, str(ROOT / "scripts" / "demo"), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wrapped_key_for(open_msg: dict, key_id: str) -> bytes | None:
+    """The session key as wrapped to the X25519 key `key_id` in a session_open (a dict as
+    stored), or None: what a receiver picks before it unwraps."""
+    return next((base64.b64decode(r["wrapped_key"]) for r in open_msg.get("recipients") or []
+                 if r.get("key_id") == key_id), None)
 
 
 def jsonl(path: Path) -> list[dict]:

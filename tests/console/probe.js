@@ -99,7 +99,8 @@
   async function pcmOf(session) {
     const { concat } = await cryptoJs();
     const s = desk().receiver.sessions.get(session);
-    const seqs = [...s.chunks.keys()].sort((a, b) => a - b);
+    // (decoded chunks only: the page drops decoded audio it is unlikely to play, js/state.js evict)
+    const seqs = [...s.chunks.keys()].filter((q) => s.chunks.get(q).pcm).sort((a, b) => a - b);
     return { s, seqs, pcm: concat(...seqs.map((q) => new Uint8Array(s.chunks.get(q).pcm.buffer))) };
   }
 

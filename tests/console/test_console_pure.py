@@ -1,7 +1,8 @@
 """The console's pure modules, in headless Chromium on a static page (no relay): the
 room-state rule (held, with the relay's Python copy, to tests/vectors/room_state.json),
 room tracking, the store's rules (rooms, selection, cues, memory), reconnect backoff,
-timeline geometry and keyboard commands. Each call is a few milliseconds."""
+timeline geometry, keyboard commands, and why a session cannot be opened on this device
+(the sessions list then offers no Open button). Each call is a few milliseconds."""
 
 from __future__ import annotations
 
@@ -279,9 +280,15 @@ def test_an_outage_remembers_what_each_room_did_and_what_the_scribe_missed(modul
         st.linkDown(10_000, player);
         const shownEarly = st.outageShown(11_000), shown = st.outageShown(14_000);
         const down = st.relayDown;
-        const missed = st.linkUp(41_000);
+        const missed = {...st.linkUp(41_000)};
+        const after = st.relayDown;
+        // the link drops again before the scribe played what they missed: it still starts
+        // where the first outage began
+        s.newestSeq = 900;
+        st.linkDown(50_000, player);
+        const again = st.linkUp(55_000);
         return {blip, shownEarly, shown, rooms: down.rooms.map((r) => [r.room, r.wasRecording]),
-                missed, after: st.relayDown};""", {"s1": S1})
+                missed, after, again};""", {"s1": S1})
     assert got["blip"] is None
     assert got["shownEarly"] is False and got["shown"] is True
     assert got["rooms"] == [["Exam 1", True], ["unit-b", False]]
@@ -289,6 +296,7 @@ def test_an_outage_remembers_what_each_room_did_and_what_the_scribe_missed(modul
     assert (m["unit"], m["room"], m["session"], m["seconds"]) == ("unit-a", "Exam 1", S1, 31)
     assert m["fromSample"] == 100 * 640  # from the first chunk after what had arrived
     assert got["after"] is None
+    assert (got["again"]["fromSample"], got["again"]["seconds"]) == (100 * 640, 36)
 
 
 def test_eviction_keeps_the_live_edge_and_around_the_playhead(module_page):
@@ -395,3 +403,43 @@ def test_only_wsproto_builds_or_splits_websocket_frames():
             offenders.append(f"{path.relative_to(CONSOLE_JS)} (a second socket)")
     assert not offenders, f"WebSocket frames handled outside js/wsproto.js: {offenders}"
     assert frame_literal.search((CONSOLE_JS / "wsproto.js").read_text())  # the check can see one
+
+
+# ------------------------------------------------------- sessions this device cannot open
+
+
+def test_a_session_this_device_cannot_open_says_why_and_offers_no_open_button(module_page):
+    got = in_module(module_page, "views/desk.js", """
+        const { Store } = await import('/console/js/state.js');
+        const { SessionList } = await import('/console/js/views/sessions.js');
+        const view = new m.DeskView(new Store(), {});
+        view.receiver = {sessions: new Map([[arg.s[0], {}]]), unopened: new Map([[arg.s[5], {}]]),
+                         refused: new Map([[arg.s[4], {unit: "unit-a", why: "bad signature"}]])};
+        view.device = {id: "dev-here", siblings: () => [{device: "dev-laptop", label: "Laptop"}]};
+        const row = (i, devices, shared = false) => ({session: arg.s[i], unit: "unit-a",
+            started_us: 1.7e15 + i * 1e6, closed_us: 1.7e15 + i * 2e6, audio_max_seq: 99,
+            chunk_ms: 40, events: 1, devices, shared});
+        const rows = [row(0, []), row(1, ["dev-here"]), row(2, ["dev-laptop"], true),
+                      row(3, ["dev-laptop"]), row(4, ["dev-here"]), row(6, ["dev-gone"])];
+        const why = rows.map((r) => view.why(r));
+        why.push(view.why({session: arg.s[5]}));  // known to the receiver only
+        const el = document.createElement("div");
+        new SessionList(() => {}, () => {}).render(el, {unitId: "unit-a", list: rows,
+            selected: null, local: () => null, why: (r) => view.why(r), rooms: [], search: null});
+        const open = [...el.querySelectorAll("tr[data-session]")].map((tr) =>
+            [!!tr.querySelector(".actions button"),
+             tr.querySelector("[data-why]")?.textContent || null]);
+        return {why, open};""", {"s": [f"{i}{i}" * 16 for i in range(7)]})
+    why, open_ = got["why"], got["open"]
+    # opened here, wrapped to this device, shared with it: no reason, an Open button
+    assert why[:3] == [None, None, None]
+    # a sibling holds it: it says who shares it, in plain words
+    assert why[3] == ("Sealed before this browser was approved. “Laptop” shares it with this one "
+                      "the next time it is open.")
+    assert why[4].startswith("Refused: bad signature.")
+    assert why[5] == ("Sealed for devices of yours that are no longer approved: it cannot be "
+                      "opened here.")
+    assert "another of your devices shares it" in why[6]
+    # the list: Open where the device can open it; elsewhere the reason, and no Open button
+    assert [o[0] for o in open_] == [True, True, True, False, False, False], open_
+    assert [o[1] for o in open_] == why[:6]

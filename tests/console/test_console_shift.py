@@ -6,17 +6,19 @@ simulated unit for a second room, and up to three headless Chromium browsers of 
 In order, on one system: during one recording the scribe signs in on two more browsers (one
 approved by the first browser, one by the clinic): the room keeps one session, each device
 hears it from the start, and each opens the scribe's earlier session through a key share;
-a reply on one device shows on the others and on the puck, as its own light pattern; a cue
-in a room the scribe is not looking at raises a system notification that jumps there while
-the audio carries on; the layout holds at 720 px and on a 1366x768 laptop; a 30 s relay
-outage shows a banner, and afterwards the missed audio plays at 1.5x until live; and with
-the clinic requiring consent, nothing is captured before it and a declined visit leaves no
-audio anywhere.
+an ack on one device shows as seen on the others and on the puck, and a reply as its own
+light pattern; a cue in a room the scribe is not looking at raises a system notification
+that jumps there while the audio carries on; the layout holds at 720 px and on a 1366x768
+laptop (screenshots in run/screenshots); the recording is the same on all three devices; a
+relay outage (OUTAGE_S) shows a banner and notifies a hidden page, and afterwards the
+missed audio plays at 1.5x until live; and with the clinic requiring consent, nothing
+is captured before it and a declined visit leaves no audio anywhere.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import threading
@@ -31,6 +33,9 @@ from test_console_live import SCRIBE, System, js, wait_for
 from unit_sim import SimSession
 
 AGENT_SECONDS = 45.0
+# a relay outage this long (s): the issue says 30; the logic does not depend on it (the
+# broker queues without bound, the page pages 40 s at a time), so the default run is shorter
+OUTAGE_S = float(os.environ.get("SCRIBELINK_OUTAGE_S") or 14.0)
 
 
 class Shift:
@@ -73,6 +78,20 @@ def sessions(page, unit: str | None = None) -> list[dict]:
     return [x for x in js(page, "window.__probe.sessions()") if unit is None or x["unit"] == unit]
 
 
+def played(page, n: int) -> dict | None:
+    """The hash of the first n samples the current replay fed the player, once it has n."""
+    r = js(page, "(n) => window.__probe.playbackHash(n)", n)
+    return r if r and r["samples"] >= n else None
+
+
+def whole(page, session: str) -> dict | None:
+    """The hash of a closed session's audio on the page, once it has every chunk."""
+    if not next(x for x in sessions(page) if x["session"] == session)["closed"]:
+        return None
+    h = js(page, "(s) => window.__probe.sessionHash(s)", session)
+    return h if h["contiguous"] else None
+
+
 def relay_sessions(system: System, unit: str) -> list[dict]:
     return system.relay.api("GET", f"/api/console/sessions?unit={unit}", uid=SCRIBE[0]).json()
 
@@ -91,7 +110,8 @@ def test_one_encounter_stays_one_session_on_three_devices(shift):
     shift.earlier = earlier
     wait_for(lambda: any(x["session"] == earlier.hex and x["complete"]
                          for x in sessions(a, "unit-b")), 15, "the earlier session on device A")
-    want = js(a, "(s) => window.__probe.sessionHash(s)", earlier.hex)
+    n = earlier.pos  # what it said, sample for sample
+    want = hashlib.sha256(system.sim_pcm[:n].astype("<i2").tobytes()).hexdigest()
 
     # the recording in Exam 1, with the physician's puck
     shift.agent = system.start_agent(puck_link=shift.puck.link)
@@ -155,8 +175,16 @@ def test_one_encounter_stays_one_session_on_three_devices(shift):
                                         None), 30, f"the earlier session on device {name}")
         assert next(x for x in sessions(page, "unit-b")
                     if x["session"] == earlier.hex)["openedVia"] == "share"
-        assert js(page, "(s) => window.__probe.sessionHash(s)", earlier.hex) == want
+        page.click("#play")  # it plays from its start: what the unit said
+        out = wait_for(lambda page=page: played(page, n), 10,
+                       f"the earlier session played on device {name}")
+        assert (out["startSample"], out["sha256"]) == (0, want)
+        # back to the room's live audio
         page.click('.room-item[data-unit="unit-a"]')
+        page.click("#play")
+        wait_for(lambda page=page: js(page, "window.__probe.playback()")["mode"] == "live"
+                 and js(page, "window.__probe.playback()")["session"] == shift.session, 5,
+                 f"device {name} live again")
 
 
 # ---------------------------------------------------------------------- shared replies, the puck
@@ -166,6 +194,32 @@ def cue_key(page, n: int) -> str:
     return wait_for(lambda: (js(page, "window.__probe.cues()") or [None])[-1]
                     if len(js(page, "window.__probe.cues()")) >= n else None, 10,
                     f"cue {n} on the page")["key"]
+
+
+def answered_on(page, key: str, reply: str, words: str) -> None:
+    """The cue `key` shows as answered on `page`: banner gone, the events row seen, by whom."""
+    wait_for(lambda: page.is_hidden("#cue-banner"), 10, "the cue answered on another device")
+    cue = next(x for x in js(page, "window.__probe.cues()") if x["key"] == key)
+    assert cue["acked"] and [(r["reply"], r["kind"]) for r in cue["replies"]] == [
+        (reply, "person")]
+    row = page.locator(f'#events tr[data-cue="{key.split(":")[1]}"]')
+    assert row.get_attribute("data-acked") == "1"
+    assert "seen ✓" in row.inner_text() and f"{words} — scribe-alex" in row.inner_text()
+
+
+def test_a_cue_acknowledged_on_one_device_shows_seen_on_the_others_and_on_the_puck(shift):
+    a, b, c, puck = shift.a, shift.b, shift.c, shift.puck
+    n = len(js(a, "window.__probe.cues()")) + 1
+    puck.cmd("press")
+    key = cue_key(a, n)
+    for page in (a, b, c):
+        wait_for(lambda page=page: page.is_visible(f'#cue-banner[data-cue="{key}"]'), 10,
+                 "the cue banner on every device")
+    mark = puck.mark()
+    a.click("#banner-ack")  # device A: "seen"
+    puck.wait_led("cue_seen", 10, start=mark)  # the physician sees it
+    for page in (b, c):
+        answered_on(page, key, "seen", "seen")
 
 
 def test_a_reply_on_one_device_shows_on_the_others_and_on_the_puck(shift):
@@ -180,13 +234,7 @@ def test_a_reply_on_one_device_shows_on_the_others_and_on_the_puck(shift):
     a.keyboard.press("g")  # device A: "got it"
     shown = puck.wait_led("cue_got_it", 10, start=mark)  # the physician sees it
     for page in (b, c):
-        wait_for(lambda page=page: page.is_hidden("#cue-banner"), 10,
-                 "the cue answered on the other devices")
-        cue = next(x for x in js(page, "window.__probe.cues()") if x["key"] == key)
-        assert cue["acked"] and [(r["reply"], r["kind"]) for r in cue["replies"]] == [
-            ("got_it", "person")]
-        row = page.inner_text(f'#events tr[data-cue="{key.split(":")[1]}"]')
-        assert "got it — scribe-alex" in row
+        answered_on(page, key, "got_it", "got it")
     assert "got it" in a.inner_text(f'#events tr[data-cue="{key.split(":")[1]}"]')
     puck.wait_led("live", 6, start=mark)
     assert shown
@@ -246,9 +294,9 @@ def test_the_layout_works_beside_an_ehr(shift):
         a.set_viewport_size({"width": w, "height": h})
         a.wait_for_timeout(300)
         m = a.evaluate("""() => {
-            const r = (id) => { const e = document.getElementById(id); if (!e) return null;
-                                const b = e.getBoundingClientRect();
-                                return [b.left, b.right, b.width]; };
+            const r = (id) => {
+              const e = document.getElementById(id); if (!e) return null;
+              const b = e.getBoundingClientRect(); return [b.left, b.right, b.width]; };
             const cut = [...document.querySelectorAll('#events td.detail, #archive td')]
               .filter((td) => td.scrollWidth > td.clientWidth + 1).length;
             return {scroll: document.documentElement.scrollWidth, meter: r('meter'),
@@ -263,71 +311,117 @@ def test_the_layout_works_beside_an_ehr(shift):
     a.set_viewport_size({"width": 1440, "height": 900})
 
 
+def test_the_recording_is_the_same_on_every_device(shift):
+    """The agent's whole session, as each of the three devices decoded it, is the input's
+    reference channel sample for sample (dsp off): B and C joined it, and lack nothing. (All
+    three still play it: a page keeps the decoded audio of what it plays.)"""
+    system = shift.system
+    wait_for(lambda: shift.agent.poll() is not None, AGENT_SECONDS + 60, "the agent to finish")
+    assert shift.agent.returncode == 0
+    want = hashlib.sha256(system.input[:, 0].astype("<i2").tobytes()).hexdigest()
+    for page, name in ((shift.a, "A"), (shift.b, "B"), (shift.c, "C")):
+        got = wait_for(lambda page=page: whole(page, shift.session), 20,
+                       f"the whole session on device {name}")
+        assert got["sha256"] == want, name
+
+
 # ---------------------------------------------------------------------- a relay outage
 
 
 def test_a_relay_outage_shows_a_banner_and_the_missed_audio_plays_at_1_5x_until_live(shift):
+    """OUTAGE_S long (14 s by default; SCRIBELINK_OUTAGE_S=30 runs the issue's 30 s: nothing in
+    the page or the relay depends on the length, the broker queues without bound)."""
     a, system = shift.a, shift.system
-    wait_for(lambda: shift.agent.poll() is not None, AGENT_SECONDS + 60, "the agent to finish")
-    sim = SimSession(shift.unit_b, np.tile(system.sim_pcm, 3), room="Exam 2")
+    pcm = np.tile(system.sim_pcm, 4)  # 160 s: more than the outage and the catch-up need
+    sim = SimSession(shift.unit_b, pcm, room="Exam 2")
     sim.status("live")
-    done = threading.Event()
-    runner = threading.Thread(target=lambda: (sim.audio(110.0), done.set()), daemon=True)
+    stop = threading.Event()
+
+    def unit_records():  # in real time, until the test has seen what it needs
+        while not stop.is_set() and sim.pos + 16000 <= len(pcm):
+            sim.audio(1.0)
+
+    runner = threading.Thread(target=unit_records, daemon=True)
     runner.start()
+    try:
+        _outage_and_catch_up(a, system, sim)
+    finally:
+        stop.set()
+        runner.join(10)
+    sim.close()
+
+
+def _outage_and_catch_up(a, system: System, sim: SimSession) -> None:
     a.click('.room-item[data-unit="unit-b"]')
     wait_for(lambda: any(x["session"] == sim.hex and x["chunks"] > 10
                          for x in sessions(a, "unit-b")), 10, "the room live")
     a.click("#play")
     wait_for(lambda: js(a, "window.__probe.playback()")["session"] == sim.hex
              and js(a, "window.__probe.playback()")["mode"] == "live", 5, "playing live")
-    time.sleep(2)  # listening live for a moment before the outage
+    wait_for(lambda: js(a, "window.__probe.playback()")["level"]["peak"] > 0, 5, "hearing it")
+    js(a, "() => window.__probe.setHidden(true)")  # the EHR in front during the outage
+    seen = len(js(a, "window.__probe.notified()"))
     system.relay.stop()
     down_at = time.monotonic()
     a.wait_for_selector('#outage[data-state="down"]', timeout=10000)
     text = a.inner_text("#outage")
     assert "relay is unreachable" in text and "Exam 2" in text and "nothing is lost" in text
     assert js(a, "window.__probe.playback()")["mode"] == "live"
-    time.sleep(max(0.0, 30.0 - (time.monotonic() - down_at)))  # the outage lasts 30 s
+    # the hidden page hears of it (after 10 s, so a blip does not pop up)
+    note = wait_for(lambda: next((x for x in js(a, "window.__probe.notified()")[seen:]
+                                  if x["title"] == "Relay unreachable"), None),
+                    max(5.0, OUTAGE_S - (time.monotonic() - down_at)), "the outage notification")
+    assert "Exam 2" in note["body"] and "Nothing is lost" in note["body"]
+    time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))  # the outage lasts OUTAGE_S
     system.relay.start()
-    a.wait_for_selector('#outage[data-state="missed"]', timeout=20000)
-    assert re.search(r"You missed 0:3\d of Exam 2", a.inner_text("#outage"))
+    a.wait_for_selector('#outage[data-state="missed"]', timeout=30000)
+    back_after_s = time.monotonic() - down_at  # the relay's restart and the page's reconnect
+    m = re.search(r"You missed (\d+):(\d\d) of Exam 2", a.inner_text("#outage"))
+    assert m, a.inner_text("#outage")
+    missed_s = int(m[1]) * 60 + int(m[2])
+    # the whole time the page could not hear the room (longer than the outage on a slow
+    # machine: the restart and the reconnect's backoff count too), and no more
+    assert OUTAGE_S - 1 <= missed_s <= back_after_s + 1, (missed_s, OUTAGE_S, back_after_s)
+    back = wait_for(lambda: next((x for x in js(a, "window.__probe.notified()")[seen:]
+                                  if x["title"] == "Relay back"), None), 5, "the notification")
+    assert "Exam 2" in back["body"]
+    js(a, "() => window.__probe.setHidden(false)")
     assert a.input_value("#missed-speed") == "1.5"
     missed_from = js(a, "window.__probe.app.store.missed.fromSample")
     # everything the unit recorded meanwhile reaches the page first (as backfill)
     wait_for(lambda: js(a, "(s) => window.__probe.sessionHash(s)", sim.hex)["contiguous"]
              and js(a, "(s) => window.__probe.sessions().find((x) => x.session === s).maxSeq",
-                    sim.hex) * 640 > missed_from + 30 * 16000, 30, "the missed audio here")
+                    sim.hex) * 640 > missed_from + (OUTAGE_S - 1) * 16000, 30,
+             "the missed audio here")
     a.click("#play-missed")
     t0 = time.monotonic()
+
     def catching_up():
         p = js(a, "window.__probe.playback()")
         return p if p["mode"] == "replay" and p["speed"] == 1.5 and \
             p["playedSample"] > missed_from else None
 
     p0 = wait_for(catching_up, 5, "the catch-up playing")
-    assert p0["behindS"] > 25  # it starts where the outage began
-    n = 10 * 16000
-    def fed():
-        r = js(a, "(n) => window.__probe.playbackHash(n)", n)
-        return r if r and r["samples"] >= n else None
+    assert p0["behindS"] > OUTAGE_S - 2  # it starts where the outage began
+    n = int(min(10.0, OUTAGE_S - 2) * 16000)
 
-    out = wait_for(fed, 15, "10 s of missed audio fed")
-    assert out["startSample"] == missed_from
-    want = np.tile(system.sim_pcm, 3)[missed_from:missed_from + n]
+    out = wait_for(lambda: played(a, n), 15, "the missed audio fed")
+    assert out["startSample"] == missed_from  # from where the outage began, what the unit said
+    want = sim.pcm[missed_from:missed_from + n]
     assert out["sha256"] == hashlib.sha256(want.astype("<i2").tobytes()).hexdigest()
-    time.sleep(5)
+    wait_for(lambda: time.monotonic() - t0 > 5, 6, "5 s of catching up")
     p1 = js(a, "window.__probe.playback()")
-    rate = (p1["playedSample"] - p0["playedSample"]) / 16000 / (time.monotonic() - t0 - 0.0)
+    rate = (p1["playedSample"] - p0["playedSample"]) / 16000 / (time.monotonic() - t0)
     assert 1.3 < rate < 1.6, rate  # 1.5x, pitch kept (tests/console/test_console_player.py)
     a.wait_for_selector("#behind:has-text('behind live')", timeout=5000)
     # ... until it catches up with live, and plays live (at 1x) from there
-    wait_for(lambda: js(a, "window.__probe.playback()")["mode"] == "live", 90,
-             "caught up with live", interval=0.5)
+    wait_for(lambda: js(a, "window.__probe.playback()")["mode"] == "live",
+             3 * p0["behindS"] + 20, "caught up with live", interval=0.5)
     took = time.monotonic() - t0
-    assert 40 < took < 80, took  # ~32 s behind, gaining 0.5 s a second: about a minute
-    assert js(a, "window.__probe.playback()")["session"] == sim.hex
-    runner.join(120)
-    sim.close()
+    expect = p0["behindS"] / 0.5  # gaining 0.5 s a second
+    assert 0.7 * expect < took < 1.4 * expect + 5, (took, expect)
+    p2 = js(a, "window.__probe.playback()")
+    assert p2["session"] == sim.hex and p2["speed"] == 1.0, p2
 
 
 # ---------------------------------------------------------------------- consent
@@ -368,16 +462,22 @@ def test_with_consent_required_nothing_before_consent_and_a_declined_visit_leave
     spool = b"".join(p.read_bytes() for p in (system.tmp / "unit-a-consent" / "spool").rglob("*")
                      if p.is_file())
     sid = bytes.fromhex(first)
-    # no audio on the unit
-    assert not re.search(b"SL\x01\x01.{4}" + re.escape(sid), spool, re.DOTALL)
+    # envelopes carry the session in clear after magic, version, type (1 audio, 2 event)
+    assert re.search(b"SL\x01\x02.{4}" + re.escape(sid), spool, re.DOTALL)  # its events: yes
+    assert not re.search(b"SL\x01\x01.{4}" + re.escape(sid), spool, re.DOTALL)  # audio: none
     assert puck.led() == "idle" and not any(m.get("led") == "live" for m in puck.lines[mark:])
 
     # the next visit starts with a press; the scribe confirms the read-back
+    mark = puck.mark()
     puck.cmd("press")
     second = wait_for(lambda: next((x for x in sessions(a, "unit-a")
                                     if x["session"] not in (shift.session, first)), None), 15,
                       "the next visit's session")["session"]
     a.wait_for_selector("#consent-given", timeout=10000)
+    # the ring asks the new visit for consent, and keeps asking: that press reached no scribe,
+    # so no "cue sent" hides the request
+    puck.wait_led("consent_wanted", 10, start=mark)
+    assert puck.led() == "consent_wanted"
     a.click("#consent-given")
     wait_for(lambda: next(x for x in sessions(a, "unit-a") if x["session"] == second)["chunks"]
              > 25, 15, "audio after consent")

@@ -690,6 +690,16 @@ def test_app_shows_the_replies_and_sends_consent_on_a_double_press():
     agent.send_reliable(pucklink.MSG_CONSENT_WANTED, bytes([0]), now[0])
     run(100)
     assert board.shown[-1] == "live"
+    # a press that reached no scribe (it started the next visit): no "cue sent", no reply
+    click()
+    run(300)
+    assert board.shown[-1] == "cue_sent"
+    mark = len(board.shown)
+    agent.send_reliable(pucklink.MSG_CUE_SEEN,
+                        struct.pack(">IHB", 0x7171, 6, pucklink.CUE_NOT_SENT), now[0])
+    run(200)
+    assert board.shown[-1] == "live", board.shown[-6:]
+    assert not [s for s in board.shown[mark:] if s.startswith("cue_")]
 
 
 def _run_all():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from support import wrapped_key_for
 
 from scribelink import envelope as env
-from scribelink import messages as msgs
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "envelope.json").read_text())
 
@@ -22,7 +22,7 @@ def _key(name: str) -> X25519PrivateKey:
 
 def _session_key(priv: X25519PrivateKey) -> bytes:
     m = VECTORS["session_open"]
-    wrapped = msgs.wrapped_key_for(m, env.key_id(env.public_key_raw(priv)))
+    wrapped = wrapped_key_for(m, env.key_id(env.public_key_raw(priv)))
     assert wrapped is not None
     return env.unwrap_session_key(wrapped, priv, m["unit"], bytes.fromhex(m["session"]))
 
@@ -42,7 +42,7 @@ def test_every_recipient_opens_every_vector_chunk(who):
 def test_unrelated_key_cannot_open_the_session():
     m = VECTORS["session_open"]
     other = _key("unrelated_private_key")
-    assert msgs.wrapped_key_for(m, env.key_id(env.public_key_raw(other))) is None
+    assert wrapped_key_for(m, env.key_id(env.public_key_raw(other))) is None
     wrapped = base64.b64decode(m["recipients"][0]["wrapped_key"])
     with pytest.raises(env.OpenError):
         env.unwrap_session_key(wrapped, other, m["unit"], bytes.fromhex(m["session"]))
@@ -51,7 +51,7 @@ def test_unrelated_key_cannot_open_the_session():
 def test_wrapped_key_is_bound_to_its_session():
     m = VECTORS["session_open"]
     scribe = _key("scribe_private_key")
-    wrapped = msgs.wrapped_key_for(m, env.key_id(env.public_key_raw(scribe)))
+    wrapped = wrapped_key_for(m, env.key_id(env.public_key_raw(scribe)))
     with pytest.raises(env.OpenError):
         env.unwrap_session_key(wrapped, scribe, m["unit"], bytes(16))
 

@@ -615,8 +615,12 @@ def test_a_declined_visit_captures_nothing_and_the_next_starts_with_a_press():
     u.tick()
     first = u.core.session.hex
     u.advance(3.0)
+    n = len(u.effects)
     u.feed(c.PrivacyToggle())  # the privacy gesture while the ring asks: declined
     assert u.core.session is None and not u.of(c.OpenCapture)
+    # said at once, not at the next status tick (the relay audits it; the console shows it)
+    assert [e.status.consent for e in u.effects[n:] if isinstance(e, c.PublishStatus)] == [
+        "declined"]
     close = u.session_msgs("session_close")[0]
     assert (close["reason"], close["last_audio_seq"]) == ("consent_declined", -1)
     assert u.core.status(u.now()).consent == "declined"
@@ -629,6 +633,8 @@ def test_a_declined_visit_captures_nothing_and_the_next_starts_with_a_press():
     assert [(e["state"], e["by"]) for e in ev] == [("pending", "unit"), ("declined", "physician")]
     u.feed(c.PuckCue(99))  # the physician's press: the next visit
     assert not [e for e in u.events() if e["kind"] == "cue"]
+    assert u.of(c.PuckCueNotSent) == [c.PuckCueNotSent(99)]  # the ring shows no cue waiting
+    assert not u.of(c.PuckCueSeen)
     u.tick()
     assert u.core.session is not None and u.core.session.hex != first
     assert u.core.consent == "pending"

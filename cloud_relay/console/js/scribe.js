@@ -49,6 +49,7 @@ export class ScribeDesk {
     this.dirty = true; // the live strip and timeline need drawing on the next frame
     this.hoverT = null; // session time under the mouse on the timeline
     this.missedSpeed = prefs?.missedSpeed || 1.5;
+    this.chosenSpeed = 1; // the scribe's replay speed (a catch-up runs at missedSpeed)
     this.view = new DeskView(store, {
       selectRoom: (unit, session) => this.selectRoom(unit, session),
       replayBefore: (cue) => this.replayBefore(cue),
@@ -146,10 +147,15 @@ export class ScribeDesk {
     this.player = new Player({
       onTick: () => { this.dirty = true; },
       fetchRange: (s, seq) => this.archive.fetchRange(s, seq),
-      onCaughtUp: () => { this.dirty = true; this.view.all(); },
+      onCaughtUp: () => {
+        // live again: "play what you missed" ran at its own speed; the scribe's stays theirs
+        this.player.speed = this.chosenSpeed;
+        this.dirty = true;
+        this.view.all();
+      },
     });
     this.player.volume = this.prefs?.volume ?? 1;
-    this.player.speed = this.prefs?.speed ?? 1;
+    this.player.speed = this.chosenSpeed = this.prefs?.speed ?? 1;
     const rooms = await this.api.call("GET", "/api/console/rooms");
     store.setRooms(rooms.units, wantedUnit, nowMs());
     this.renderAll();
@@ -589,6 +595,7 @@ export class ScribeDesk {
 
   async setSpeed(v) {
     await this.player.setSpeed(v);
+    this.chosenSpeed = this.player.speed;
     if (this.prefs) this.prefs.speed = this.player.speed;
     this.dirty = true;
     this.view.transport();

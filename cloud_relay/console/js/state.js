@@ -246,7 +246,15 @@ export class Store {
     this.relayDown = null;
     if (!down || nowMs - down.sinceMs < OUTAGE_BANNER_MS || !down.hearing) return null;
     const r = this.rooms.get(down.hearing.unit);
-    this.missed = { ...down.hearing, room: r?.room || down.hearing.unit, seconds: (nowMs - down.sinceMs) / 1000, sinceMs: down.sinceMs };
+    const seconds = (nowMs - down.sinceMs) / 1000;
+    const prev = this.missed;
+    if (prev && prev.session === down.hearing.session && prev.fromSample <= down.hearing.fromSample) {
+      // another outage before the scribe played the last one: what they missed still starts
+      // where the first began (playing from there runs through both until live)
+      this.missed = { ...prev, seconds: prev.seconds + seconds };
+      return this.missed;
+    }
+    this.missed = { ...down.hearing, room: r?.room || down.hearing.unit, seconds, sinceMs: down.sinceMs };
     return this.missed;
   }
 

@@ -88,9 +88,9 @@ export function renderConsent(el, s, onConsent) {
       h("strong", {}, "Waiting for consent — nothing is recorded yet"),
       h("div", { class: "muted" }, "The physician double-presses the button when the patient agrees. Or, after the consent read-back, confirm it here:")),
     h("div", { class: "spacer" }),
-    sent ? h("span", { class: "muted", id: "consent-sent" }, `Sent: ${sent === "given" ? "the patient agreed" : "the patient declined"} — waiting for the unit`)
+    ...(sent ? [h("span", { class: "muted", id: "consent-sent" }, `Sent: ${sent === "given" ? "the patient agreed" : "the patient declined"} — waiting for the unit`)]
       : [h("button", { class: "primary", id: "consent-given", onclick: () => onConsent(s, true) }, "The patient agreed"),
-        h("button", { id: "consent-declined", onclick: () => onConsent(s, false) }, "The patient declined")]);
+        h("button", { id: "consent-declined", onclick: () => onConsent(s, false) }, "The patient declined")]));
 }
 
 /**
