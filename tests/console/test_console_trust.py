@@ -88,7 +88,7 @@ def test_chains_and_statements_get_pythons_verdicts(module_page):
         const p256 = await t.verifyBinding(auth, p.binding);
         await t.verifyMessage(p.domain, p.message, p256.signKey);
         const altered = await verdict(
-          () => t.verifyMessage(p.domain, {...p.message, last_seq: 8}, p256.signKey));
+          () => t.verifyMessage(p.domain, {...p.message, last_audio_seq: 8}, p256.signKey));
         return {view, rejected: rejected.length, revoked, a, aForged, aOther,
                 rv: {serial: rv.serial, revoked: rv.unitRevoked(arg.assignment.unit,
                     arg.revocations.unit_key_id, arg.revocations.after_us),
