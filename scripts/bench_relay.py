@@ -40,15 +40,17 @@ import paho.mqtt.client as mqtt
 import psutil
 import websockets
 from bench_common import record_section
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_relay import broker, pki
-from edge_agent.session import Session
+from edge_agent.session import Session, Signer
 from scribelink import messages as msgs
 from scribelink import topics
+from scribelink.authority import ClinicAuthority
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -153,15 +155,20 @@ def setup_registry(url: str, units: list[str]) -> dict[str, str]:
     h = {"Authorization": "Bearer " + httpx.post(url + "/api/login", json={
         "user": "admin", "password": "admin-password"}).json()["token"]}
     tokens = {}
+    authority = ClinicAuthority.create()  # the clinic's signing key (never the relay's)
     with httpx.Client(base_url=url, headers=h, timeout=30) as c:
+        c.put("/api/admin/authority",
+              json={"public_key": authority.public_b64()}).raise_for_status()
         for j in range(0, len(units), UNITS_PER_SCRIBE):
             sid = f"scribe-{j // UNITS_PER_SCRIBE:04d}"
             c.post("/api/admin/users", json={"id": sid, "name": sid, "role": "scribe",
                                              "password": "scribe-password"}).raise_for_status()
             for u in units[j:j + UNITS_PER_SCRIBE]:
                 c.post("/api/admin/units", json={"id": u, "room": u}).raise_for_status()
+                st = authority.assign(unit=u, room=u, scribes=[sid],
+                                      now_us=time.time_ns() // 1000)
                 c.put("/api/admin/assignments",
-                      json={"unit": u, "scribes": [sid]}).raise_for_status()
+                      json={"statement": st.to_dict()}).raise_for_status()
             tokens[sid] = httpx.post(url + "/api/login", json={
                 "user": sid, "password": "scribe-password"}).json()["token"]
     return tokens
@@ -230,6 +237,9 @@ class Tally:
 
 async def connect_units(loop, sysm: System, uids: list[str]) -> list[Unit]:
     scribe_key = X25519PrivateKey.generate().public_key()
+    # the load's units sign with a key no authority bound: the relay stores and forwards
+    # what units sign without judging it (receivers do), so the load is the same
+    signer = Signer(Ed25519PrivateKey.generate(), None)
     units = []
     for uid in uids:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=uid, protocol=mqtt.MQTTv5)
@@ -239,8 +249,9 @@ async def connect_units(loop, sysm: System, uids: list[str]) -> list[Unit]:
         c.tls_set_context(ctx)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
-        s = Session(unit_id=uid, scribes=[("scribe", scribe_key)], recovery=None,
-                    sample_rate=16000, chunk_ms=40, started_us=time.time_ns() // 1000)
+        s = Session(unit_id=uid, scribes=[("scribe", "bench-device", scribe_key)],
+                    recovery=None, signer=signer, sample_rate=16000, chunk_ms=40,
+                    started_us=time.time_ns() // 1000)
         u = Unit(uid, c, s, topics.unit_topic(uid, topics.AUDIO),
                  topics.unit_topic(uid, topics.STATUS))
         c.on_connect = lambda cl, ud, fl, rc, pr, u=u: loop.call_soon(u.connected.set)
@@ -446,9 +457,9 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
         sdue = int((now - t0) * n)  # a status per unit per second
         while status_j < sdue:
             u = units[status_j % n]
-            u.client.publish(u.topic_status, msgs.dumps(msgs.status(
-                unit_id=u.uid, online=True, at_us=time.time_ns() // 1000, capture="live",
-                link="up")), qos=0, retain=True)
+            u.client.publish(u.topic_status, msgs.dumps(msgs.Status(
+                unit=u.uid, online=True, at_us=time.time_ns() // 1000, capture="live",
+                link="up").to_dict()), qos=0, retain=True)
             status_j += 1
         if measuring and now >= next_rss:
             rss.append(sum(p.memory_info().rss for p in relays) / 2**20)
