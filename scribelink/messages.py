@@ -288,6 +288,13 @@ class Gap(Message):
         return g
 
 
+def wrapped_key_for(open_msg: dict | SessionOpen, key_id: str) -> bytes | None:
+    """The session key as wrapped to the X25519 key `key_id`, if this session has it."""
+    m = open_msg if isinstance(open_msg, SessionOpen) else SessionOpen.from_dict(open_msg)
+    r = m.recipient_for(key_id)
+    return None if r is None else r.wrapped()
+
+
 SESSION_MESSAGES: dict[str, type] = {
     "session_open": SessionOpen, "session_close": SessionClose, "gap": Gap,
     "recipients_added": RecipientsAdded,

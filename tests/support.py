@@ -219,6 +219,7 @@ class UnitPublisher:
 
 
 def start_scribe_client(tmp: Path, relay: Relay, uid: str, *extra: str) -> tuple[subprocess.Popen, Path]:
+    relay_clinic(relay)  # the clinic's authority is known before the client pins it
     d = tmp / f"scribe-{uid}"
     d.mkdir(parents=True, exist_ok=True)
     pw = d / "pw"
@@ -320,3 +321,100 @@ class TcpProxy:
         self._stop.set()
         self.cut()
         self.listener.close()
+
+
+class RelayClinic:
+    """The clinic's admin with the clinic authority, in a test (docs/trust.md): registers
+    the authority with the relay, endorses scribe devices as they register, signs
+    assignments, and makes the keys enrolment leaves on a unit."""
+
+    def __init__(self, relay: Relay) -> None:
+        from trustkit import Clinic
+
+        self.relay = relay
+        self.clinic = Clinic()
+        self.authority = self.clinic.authority
+        r = relay.api("PUT", "/api/admin/authority",
+                      json={"public_key": self.authority.public_b64()})
+        r.raise_for_status()
+        self.units: dict[str, object] = {}
+
+    def endorse(self, user: str, timeout: float = 20.0) -> list[str]:
+        """Wait for `user`'s device(s) to register, endorse them; returns their ids."""
+        from trustkit import now_us
+
+        from scribelink import trust
+
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [d for d in self.relay.api("GET", "/api/admin/devices",
+                                                 params={"pending": "true"}).json()
+                       if d["user"] == user]
+            for d in pending:
+                st = self.authority.endorse_device(
+                    scribe=user, enc_key=trust.unb64(d["enc_key"]),
+                    sign_key=trust.unb64(d["sign_key"]), label=d["label"], kind=d["kind"],
+                    now_us=now_us())
+                self.relay.api("POST", "/api/admin/endorsements",
+                               json={"statement": st.to_dict()}).raise_for_status()
+            done = [d["device"] for d in self.relay.api(
+                "GET", "/api/admin/devices", params={"pending": "false"}).json()
+                if d["user"] == user]
+            if done:
+                return done
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{user}'s device never registered")
+            time.sleep(0.1)
+
+    def assign(self, unit: str, scribes: list[str], room: str | None = None
+               ) -> httpx.Response:
+        from trustkit import now_us
+
+        st = self.authority.assign(unit=unit, room=room, scribes=scribes, now_us=now_us())
+        return self.relay.api("PUT", "/api/admin/assignments", json={"statement": st.to_dict()})
+
+    def unit_keys(self, unit: str, directory: Path) -> dict[str, str]:
+        """The [keys] settings enrolment leaves on a unit (signing key, binding, authority)."""
+        keys = self.units.get(unit)
+        if keys is None:
+            keys = self.units[unit] = self.clinic.unit(unit)
+        return keys.write(directory, self.authority)  # type: ignore[attr-defined]
+
+    def unit_signer(self, unit: str):
+        keys = self.units.get(unit)
+        if keys is None:
+            keys = self.units[unit] = self.clinic.unit(unit)
+        return keys.signer  # type: ignore[attr-defined]
+
+
+def relay_clinic(relay: Relay) -> RelayClinic:
+    """The relay's clinic (made, and its authority registered, on first use)."""
+    if getattr(relay, "_clinic", None) is None:
+        relay._clinic = RelayClinic(relay)  # type: ignore[attr-defined]
+    return relay._clinic  # type: ignore[attr-defined]
+
+
+def keys_toml(keys: dict[str, str]) -> str:
+    return "".join(f'{k} = "{v}"\n' for k, v in keys.items())
+
+
+def client_device(d: Path, scribe: str):
+    """(scribe, device id, X25519 public key) of a reference client's keys in `d`."""
+    from cryptography.hazmat.primitives import serialization
+
+    from scribelink import trust
+
+    enc = serialization.load_pem_private_key((d / "key.pem").read_bytes(), None)
+    sign = serialization.load_pem_private_key((d / "key.pem.sign").read_bytes(), None)
+    return scribe, trust.key_id(trust.ed25519_raw(sign)), enc.public_key()  # type: ignore
+
+
+def unit_session(relay: Relay, unit: str, devices: list, **kw):
+    """A session as unit `unit` would open it: signed with the unit's bound key, wrapped to
+    these devices ((scribe, device, X25519 key))."""
+    from edge_agent.session import Session
+
+    return Session(unit_id=unit, scribes=devices, recovery=None,
+                   signer=relay_clinic(relay).unit_signer(unit),
+                   sample_rate=kw.pop("sample_rate", 16000), chunk_ms=kw.pop("chunk_ms", 40),
+                   started_us=kw.pop("started_us", 1), **kw)

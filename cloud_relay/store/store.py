@@ -346,7 +346,13 @@ class Store:
                                "ON CONFLICT DO NOTHING", (f.session, f.unit_id, at))
                     tx.execute("INSERT INTO audit(at_us,actor,action,target,detail) "
                                "VALUES(?,?,?,?,?)",
-                               (at, f.unit_id, "session_open", f.session[:8], "{}"))
+                               (at, f.unit_id, "session_open", f.session[:8],
+                                _recipients_detail(f.payload)))
+                elif f.kind == "recipients_added":
+                    tx.execute("INSERT INTO audit(at_us,actor,action,target,detail) "
+                               "VALUES(?,?,?,?,?)",
+                               (at, f.unit_id, "recipients_added", f.session[:8],
+                                _recipients_detail(f.payload)))
                 elif f.kind == "session_close":
                     tx.execute("UPDATE sessions SET closed_us=? WHERE session=?", (at, f.session))
             head = prev
@@ -715,6 +721,18 @@ class Store:
     def release_adoption(self, peer: str, me: str) -> None:
         self.db.execute("UPDATE relays SET adopted_by=NULL, adopted_until_us=NULL "
                         "WHERE client_id=? AND adopted_by=?", (peer, me))
+
+
+def _recipients_detail(payload: bytes) -> str:
+    """Who a session's key was wrapped to, as the unit said (signed; the relay only reads
+    it): every session's recipients are in the audit log."""
+    try:
+        m = json.loads(payload)
+        return json.dumps({"recipients": [
+            {"kind": r.get("kind"), "scribe": r.get("id"), "device": r.get("device")}
+            for r in m.get("recipients", [])[:64] if isinstance(r, dict)]}, sort_keys=True)
+    except (ValueError, AttributeError):
+        return "{}"
 
 
 def _b(v) -> bytes | None:

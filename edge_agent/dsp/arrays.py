@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_ARRAY = "respeaker-4mic-pi"
-ARRAYS_DIR = Path(__file__).resolve().parents[2] / "hardware" / "arrays"
+# hardware/arrays/*.json, shipped inside the package (links in geometries/, which a wheel
+# turns into files), so an installed unit finds them without the source tree
+ARRAYS_DIR = Path(__file__).resolve().parent / "geometries"
 
 
 @dataclass(frozen=True)

@@ -64,13 +64,20 @@ def prepare(config_path: Path) -> tuple[Path, list[Path], list[Path]]:
         if src.parent != tls:
             shutil.copyfile(src, tls / name)
             doc["broker"][key] = str(tls / name)
-    recovery = doc.get("keys", {}).get("recovery_public_key_file")
-    if recovery and Path(recovery).parent != state:
-        shutil.copyfile(recovery, state / "recovery.pub")
-        doc["keys"]["recovery_public_key_file"] = str(state / "recovery.pub")
+    # what provisioning leaves in the state dir: the recovery key, the pinned authority,
+    # the unit's signing key and its binding (docs/trust.md)
+    for key, name in (("recovery_public_key_file", "recovery.pub"),
+                      ("authority_public_key_file", "authority.pub"),
+                      ("signing_key_file", "tls/sign.key"), ("binding_file", "binding.json")):
+        src = doc.get("keys", {}).get(key)
+        if src and Path(src).parent != state:
+            shutil.copyfile(src, state / name)
+            doc["keys"][key] = str(state / name)
     for path in [state, *state.rglob("*"), spool, *spool.rglob("*")]:
         os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
     (tls / "unit.key").chmod(0o600)
+    if (tls / "sign.key").exists():
+        (tls / "sign.key").chmod(0o600)
 
     etc = config_path.parent / "etc-scribelink"  # /etc/scribelink: read-only to the agent
     etc.mkdir(exist_ok=True)

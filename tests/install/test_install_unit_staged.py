@@ -59,7 +59,8 @@ SCHEMA = {
     "session": {"chunk_ms": int},
     "spool": {"dir": str, "max_bytes": int, "max_age_s": int, "max_audio_s": int},
     "broker": {"url": str, "ca_file": str, "cert_file": str, "key_file": str},
-    "keys": {"recovery_public_key_file": str},
+    "keys": {"recovery_public_key_file": str, "authority_public_key_file": str,
+             "signing_key_file": str, "binding_file": str},
     "puck": {"port": str},
 }
 

@@ -45,6 +45,16 @@ def test_installed_unit_imports_every_module_from_outside_the_checkout(installed
         real = str(Path(path).resolve())
         assert real.startswith(str(root / "opt/scribelink/releases")), (mod, path)
         assert not path.startswith(str(REPO)), (mod, path)
+    # the DSP's array geometries ship inside the package: the front end builds for each
+    code = ("from edge_agent.dsp import make_stage\nfrom edge_agent.dsp.arrays import "
+            "available_arrays, load_array\nnames = available_arrays()\nassert len(names) >= 4\n"
+            "for n in names:\n    g = load_array(n)\n"
+            "    make_stage('on', channels=g.capture_channels, sample_rate=16000, array=n)\n"
+            "print(' '.join(names))")
+    proc = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "respeaker-4mic-pi" in proc.stdout
 
 
 def test_installed_agent_streams_through_the_demo_with_its_puck(installed, tmp_path):

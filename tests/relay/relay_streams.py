@@ -11,16 +11,20 @@ import time
 
 import numpy as np
 import websockets
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from edge_agent.session import Session
+from edge_agent.session import Session, Signer
 from scribelink import envelope as env
 from scribelink import messages as msgs
 
 
 def unit_session(unit_id: str, scribe_id: str = "s1") -> Session:
+    """A well-formed session (the relay routes on clear headers; it checks no signature:
+    the receivers do, and these tests read the raw stream)."""
     key = X25519PrivateKey.generate().public_key()
-    return Session(unit_id=unit_id, scribes=[(scribe_id, key)], recovery=None,
+    return Session(unit_id=unit_id, scribes=[(scribe_id, "dev", key)], recovery=None,
+                   signer=Signer(Ed25519PrivateKey.generate(), None),
                    sample_rate=16000, chunk_ms=40, started_us=1)
 
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 
 from relay_streams import RawScribe, open_message, sealed_chunks, unit_session, wait_until
-from support import UnitPublisher, make_relay
+from support import UnitPublisher, make_relay, relay_clinic
 
 
 def assign(relay, unit: str, scribe: str) -> None:
     if scribe not in relay.users:
         relay.add_user(scribe, "scribe", f"{scribe}-password")
     assert relay.api("POST", "/api/admin/units", json={"id": unit, "room": unit}).is_success
-    assert relay.api("PUT", "/api/admin/assignments",
-                     json={"unit": unit, "scribes": [scribe]}).is_success
+    assert relay_clinic(relay).assign(unit, [scribe]).is_success
 
 
 def test_resume_by_cursor_gets_the_rest_exactly_once(broker, relay):
@@ -77,13 +76,11 @@ def test_a_new_assignment_reaches_a_connected_scribe_and_a_revoked_one_stops(bro
         ub.publish("audio", c)
     wait_until(lambda: "session_open" in scribe.kinds(), 10, "unit-a's session")
     assert {f[1] for f in scribe.frames} == {sa.session_id.hex()}  # not unit-b's
-    assert relay.api("PUT", "/api/admin/assignments",
-                     json={"unit": "unit-b", "scribes": ["s1"]}).is_success
+    assert relay_clinic(relay).assign("unit-b", ["s1"]).is_success
     # unit-b's stream after the scribe's cursor now reaches it, from the store
     wait_until(lambda: sum(1 for f in scribe.frames if f[1] == sb.session_id.hex()) >= 6, 10,
                "unit-b's frames after the assignment")
-    assert relay.api("PUT", "/api/admin/assignments",
-                     json={"unit": "unit-a", "scribes": []}).is_success
+    assert relay_clinic(relay).assign("unit-a", []).is_success
     def followed():
         hub = relay.api("GET", "/api/admin/health").json()["relay"]["hub"]
         return [f["units"] for f in hub["followers"] if f["user"] == "s1"]

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from relay_streams import RawScribe, open_message, sealed_chunks, unit_session, wait_until
-from support import UnitPublisher, make_relay
+from support import UnitPublisher, make_relay, relay_clinic
 
 RATE_HZ = 25
 
@@ -43,8 +43,7 @@ def test_one_relay_dying_or_stopping_loses_and_duplicates_nothing(broker, tmp_pa
     try:
         a.add_user("s1", "scribe", "s1-password")
         assert a.api("POST", "/api/admin/units", json={"id": "unit-a", "room": "A"}).is_success
-        assert a.api("PUT", "/api/admin/assignments",
-                     json={"unit": "unit-a", "scribes": ["s1"]}).is_success
+        assert relay_clinic(a).assign("unit-a", ["s1"]).is_success
         unit = UnitPublisher(broker, "unit-a")
         s = unit_session("unit-a")
         n = 300  # 12 s at 25 chunks/s

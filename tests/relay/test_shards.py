@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from relay_streams import RawScribe, open_message, sealed_chunks, unit_session, wait_until
-from support import Broker, UnitPublisher, make_relay
+from support import Broker, UnitPublisher, make_relay, relay_clinic
 
 from cloud_relay import broker as broker_mod
 
@@ -39,8 +39,7 @@ def test_a_relay_serves_units_on_two_broker_shards(broker, tmp_path, relay_store
             "GET", "/api/admin/units").json()} == {"unit-a": broker.url, "unit-b": b2.url},
             10, "both units' brokers recorded")
         for u in ("unit-a", "unit-b"):
-            assert relay.api("PUT", "/api/admin/assignments",
-                             json={"unit": u, "scribes": ["s1"]}).is_success
+            assert relay_clinic(relay).assign(u, ["s1"]).is_success
         for c in sealed_chunks(sa, 20):
             ua.publish("audio", c)
         for c in sealed_chunks(sb, 20):

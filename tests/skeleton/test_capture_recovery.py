@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 from puck_harness import PuckSim
 from support import (
-    ROOT,
     jsonl,
+    keys_toml,
     random_multichannel,
     read_wav,
+    relay_clinic,
     start_scribe_client,
     wait_for,
     write_wav,
@@ -88,11 +89,11 @@ def test_capture_device_unplugged_mid_session_faults_declares_and_recovers(tmp_p
     alsa_conf(conf, raw, tap.path, present=True)
 
     relay.add_user("s1", "scribe", "s1-password-123")
+    clinic = relay_clinic(relay)
     scribe, sd = start_scribe_client(tmp_path, relay, "s1", "--exit-when-complete")
-    wait_for(lambda: any(u["id"] == "s1" and u["has_key"]
-                         for u in relay.api("GET", "/api/admin/users").json()), 20, "s1's key")
+    clinic.endorse("s1")
     relay.api("POST", "/api/admin/units", json={"id": "unit-a", "room": "Exam 2"})
-    relay.api("PUT", "/api/admin/assignments", json={"unit": "unit-a", "scribes": ["s1"]})
+    assert clinic.assign("unit-a", ["s1"]).is_success
 
     sim = PuckSim(tmp_path / "puck")
     p = broker.pki
@@ -106,7 +107,8 @@ def test_capture_device_unplugged_mid_session_faults_declares_and_recovers(tmp_p
         f'[spool]\ndir = "{tmp_path / "spool"}"\n'
         f'[broker]\nurl = "{broker.url}"\nca_file = "{p["ca"]}"\n'
         f'cert_file = "{p["units"]["unit-a"].cert}"\nkey_file = "{p["units"]["unit-a"].key}"\n'
-        f'[puck]\nport = "{tmp_path / "puck"}"\n')
+        f'[puck]\nport = "{tmp_path / "puck"}"\n'
+        '[keys]\n' + keys_toml(clinic.unit_keys("unit-a", tmp_path / "keys")))
     log = open(tmp_path / "agent.log", "wb")
     agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
                               str(agent_conf)], stdout=log, stderr=subprocess.STDOUT,

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import signal
 
 import numpy as np
 import pytest
 import websockets
-from cryptography.hazmat.primitives import serialization
-from support import UnitPublisher, jsonl, read_wav, start_scribe_client, wait_for
+from support import (
+    UnitPublisher,
+    client_device,
+    jsonl,
+    read_wav,
+    relay_clinic,
+    start_scribe_client,
+    unit_session,
+    wait_for,
+)
 
-from edge_agent.session import Session
-from scribelink import envelope as env
 from scribelink import messages as msgs
+from scribelink import trust
 
 # the same tests on both stores (tests/conftest.py `relay_store`)
 pytestmark = pytest.mark.parametrize("relay_store", ["sqlite", "postgres"], indirect=True)
@@ -30,23 +36,16 @@ def run_async(coro_fn):
         return ex.submit(lambda: asyncio.run(coro_fn())).result(60)
 
 
-def _scribe_pub(d):
-    key = serialization.load_pem_private_key((d / "key.pem").read_bytes(), None)
-    return key.public_key()
-
-
 @pytest.fixture
 def assigned(relay, tmp_path):
     """unit-a assigned to scribe s1; s1's real client is running and registered."""
     relay.add_user("s1", "scribe", "s1-password")
     relay.add_user("s2", "scribe", "s2-password")
     assert relay.api("POST", "/api/admin/units", json={"id": "unit-a", "room": "Exam A"}).is_success
+    clinic = relay_clinic(relay)
     proc, d = start_scribe_client(tmp_path, relay, "s1", "--ack-cues")
-    wait_for(lambda: (d / "key.pem").exists() and any(
-        u["id"] == "s1" and u["has_key"] for u in relay.api("GET", "/api/admin/users").json()),
-        what="scribe key registration")
-    assert relay.api("PUT", "/api/admin/assignments",
-                     json={"unit": "unit-a", "scribes": ["s1"]}).is_success
+    clinic.endorse("s1")
+    assert clinic.assign("unit-a", ["s1"]).is_success
     yield proc, d
     proc.send_signal(signal.SIGTERM)
     proc.wait(10)
@@ -55,14 +54,16 @@ def assigned(relay, tmp_path):
 def test_tampered_chunk_is_rejected_counted_and_the_stream_goes_on(broker, relay, assigned):
     proc, d = assigned
     unit = UnitPublisher(broker, "unit-a")
-    # the relay told the unit whom to seal for: the assignment carries s1's key
+    # the relay hands the unit the authority's assignment and the endorsement of s1's device
     wait_for(lambda: any(json.loads(c)["type"] == "assignment" for c in unit.control),
              what="assignment on the unit's control topic")
-    a = [json.loads(c) for c in unit.control if json.loads(c)["type"] == "assignment"][-1]
-    assert a["scribes"][0]["public_key"] == base64.b64encode(
-        env.public_key_raw(_scribe_pub(d))).decode()
-    s = Session(unit_id="unit-a", scribes=[("s1", _scribe_pub(d))], recovery=None,
-                sample_rate=16000, chunk_ms=40, started_us=1)
+    a = msgs.Assignment.from_dict([json.loads(c) for c in unit.control
+                                   if json.loads(c)["type"] == "assignment"][-1])
+    pub = relay_clinic(relay).clinic.public
+    assert trust.verify_assignment(pub, a.assignment, "unit-a")["scribes"] == ["s1"]
+    device = client_device(d, "s1")
+    assert list(trust.endorsed_devices(pub, list(a.devices))) == [device[1]]
+    s = unit_session(relay, "unit-a", [device])
     pcm = [np.full(640, i * 100, dtype=np.int16) for i in range(10)]
     frames = [s.seal_audio(p, 1 + i * 40_000)[1] for i, p in enumerate(pcm)]
     unit.publish("session", msgs.dumps(s.open_message()))
@@ -87,8 +88,7 @@ def test_tampered_chunk_is_rejected_counted_and_the_stream_goes_on(broker, relay
 def test_relay_refuses_a_frame_naming_another_unit(broker, relay, assigned):
     proc, d = assigned
     unit = UnitPublisher(broker, "unit-a")
-    s = Session(unit_id="unit-b", scribes=[("s1", _scribe_pub(d))], recovery=None,
-                sample_rate=16000, chunk_ms=40, started_us=1)
+    s = unit_session(relay, "unit-b", [client_device(d, "s1")])
     _, frame = s.seal_audio(np.zeros(640, dtype=np.int16), 1)
     unit.publish("audio", frame)  # unit-b's header on unit-a's topic
     unit.publish("audio", b"garbage that is not an envelope, long enough to parse" * 2)

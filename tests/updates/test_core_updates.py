@@ -7,12 +7,10 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from trustkit import Clinic
 
 from edge_agent import core as c
 from edge_agent import update_gate as g
-from scribelink import envelope as env
-from scribelink import messages as msgs
 
 RATE = 16000
 
@@ -20,9 +18,11 @@ RATE = 16000
 class Unit:
     def __init__(self, **settings) -> None:
         counter = itertools.count(1)
+        self.clinic = Clinic()
         self.core = c.UnitCore(
             c.CoreSettings(unit_id="unit-t", channels=1, dsp_mode="off", version="1.0.0",
                            **settings),
+            signer=self.clinic.unit("unit-t").signer, authority=self.clinic.public,
             rng=lambda n: next(counter).to_bytes(n, "big"))
         self.wall_us = 1_700_000_000_000_000
         self.mono = 1000.0
@@ -44,9 +44,8 @@ class Unit:
                                          minute_of_day=minute)))
 
     def assign(self) -> None:
-        raw = env.public_key_raw(X25519PrivateKey.generate())
-        self.feed(c.AssignmentReceived(msgs.check_control(msgs.assignment(
-            unit_id="unit-t", room="Exam 9", scribes=[("s1", raw)], issued_us=1))))
+        self.feed(c.AssignmentReceived(self.clinic.assignment(
+            "unit-t", [self.clinic.device("s1")], room="Exam 9")))
 
     def audio(self, seconds: float) -> None:
         pcm = np.zeros((320, 1), np.int16)
@@ -143,7 +142,7 @@ def test_a_release_on_trial_records_only_once_healthy():
     for _ in range(20):
         u.tick()
     assert u.core.session is None
-    assert u.core.status(u.now())["update"]["trial"] == "pending"
+    assert u.core.status(u.now()).to_dict()["update"]["trial"] == "pending"
     u.feed(c.TrialVerdict("pass"))
     u.tick()
     assert u.core.session is not None
@@ -166,6 +165,6 @@ def test_status_carries_version_and_update_state():
     u = in_session()
     u.feed(c.UpdatePhase(g.READY))
     u.feed(c.Tick(c.Health(update={"phase": "ready", "to": "1.1.0"})))
-    st = u.core.status(u.now())
+    st = u.core.status(u.now()).to_dict()
     assert st["version"] == "1.0.0"
     assert st["update"]["to"] == "1.1.0" and "session is open" in st["update"]["gate"]
