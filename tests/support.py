@@ -258,6 +258,7 @@ class TcpProxy:
         self.port = self.listener.getsockname()[1]
         self.up = threading.Event()
         self.up.set()
+        self.upstream_bytes = 0  # client -> target, as forwarded (TLS records and all)
         self._conns: list = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -282,16 +283,18 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, up in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, up), daemon=True).start()
 
-    def _pipe(self, a, b) -> None:
+    def _pipe(self, a, b, up: bool = False) -> None:
         try:
             while True:
                 data = a.recv(65536)
                 if not data or not self.up.is_set():
                     break
                 b.sendall(data)
+                if up:
+                    self.upstream_bytes += len(data)  # one thread per direction and link
         except OSError:
             pass
         finally:

@@ -344,9 +344,8 @@ def test_old_format_spools_are_read_and_new_records_go_to_the_new_format(tmp_pat
     with open(tmp_path / f"seg-{1:016d}.log", "wb") as f:
         f.write(sp_mod._encode_v1(1, {"payload": b'{"open_session": "s1"}', "kind": "state"},
                                   now_us))
-        for i in range(5):
-            f.write(sp_mod._encode_v1(2 + i, {**_audio(i), "input_end": 640 * (i + 1)},
-                                      now_us + i))
+        f.writelines(sp_mod._encode_v1(2 + i, {**_audio(i), "input_end": 640 * (i + 1)},
+                                       now_us + i) for i in range(5))
         f.write(sp_mod._encode_v1(7, {"payload": b"3", "kind": "ack"}, now_us + 9))
     sp = Spool(tmp_path)
     assert sp.get_state("open_session") == "s1"
