@@ -72,7 +72,7 @@ def _frames(relay_dir: Path) -> list[bytes]:
         st.db.close()  # read only: no vacuum, nothing changed
 
 
-def run_live(x_wav: Path, work: Path, bitrate: int, codec: str) -> dict:
+def run_live(x_wav: Path, work: Path, bitrate: int, codec: str, chunk_ms: int) -> dict:
     """The issue's command; the unit's upload counted on the way."""
     from support import TcpProxy, read_wav
 
@@ -80,7 +80,7 @@ def run_live(x_wav: Path, work: Path, bitrate: int, codec: str) -> dict:
 
     bport = free_port()
     proxy = TcpProxy(bport)
-    rec = work / f"live-{codec}-{bitrate}"
+    rec = work / f"live-{codec}-{bitrate}-{chunk_ms}"
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
 
@@ -91,7 +91,8 @@ def run_live(x_wav: Path, work: Path, bitrate: int, codec: str) -> dict:
 
     threading.Thread(target=sample, daemon=True).start()
     p = _demo(["--seconds", str(SECONDS), "--codec", codec, "--bitrate", str(bitrate),
-               "--input", str(x_wav), "--record-dir", str(rec), "--broker-port", str(bport),
+               "--chunk-ms", str(chunk_ms), "--input", str(x_wav), "--record-dir", str(rec),
+               "--broker-port", str(bport),
                "--unit-broker-url", f"mqtts://127.0.0.1:{proxy.port}"])
     try:
         _wait(p)
@@ -118,8 +119,14 @@ def run_live(x_wav: Path, work: Path, bitrate: int, codec: str) -> dict:
     x = read_wav(x_wav)[:, 0]
     got = read_wav(rec / "scribe.wav")[:, 0]
     ref, dec, _lag = delay_removed(x, got)
+    import sqlite3
+
+    db = sqlite3.connect(rec / "relay" / "relay.db")
+    status = max(len(r[0] or "") for r in db.execute("SELECT status_json FROM units"))
+    db.close()
     return {
-        "codec": codec, "bitrate": bitrate, "chunks": len(frames),
+        "codec": codec, "bitrate": bitrate, "chunk_ms": chunk_ms, "chunks": len(frames),
+        "status_bytes": status,
         "relay_Bps": relay_bytes / SECONDS, "relay_bytes": relay_bytes,
         "payload_Bps": sum(bodies) / SECONDS, "sealed_Bps": sum(map(len, frames)) / SECONDS,
         "wire_total_kbps": proxy.upstream_bytes * 8 / SECONDS / 1000,
@@ -128,7 +135,8 @@ def run_live(x_wav: Path, work: Path, bitrate: int, codec: str) -> dict:
     }
 
 
-def run_offline(x_wav: Path, work: Path, bitrate: int, codec: str, seconds: int) -> dict:
+def run_offline(x_wav: Path, work: Path, bitrate: int, codec: str, chunk_ms: int,
+                seconds: int) -> dict:
     """The link cut from the start: the spool's growth while it holds everything."""
     from support import TcpProxy
 
@@ -136,8 +144,10 @@ def run_offline(x_wav: Path, work: Path, bitrate: int, codec: str, seconds: int)
 
     bport = free_port()
     proxy = TcpProxy(bport)
-    rec, spool = work / f"off-{codec}-{bitrate}", work / f"spool-{codec}-{bitrate}"
+    rec, spool = (work / f"off-{codec}-{bitrate}-{chunk_ms}",
+                  work / f"spool-{codec}-{bitrate}-{chunk_ms}")
     p = _demo(["--seconds", str(seconds), "--codec", codec, "--bitrate", str(bitrate),
+               "--chunk-ms", str(chunk_ms),
                "--input", str(x_wav), "--record-dir", str(rec), "--broker-port", str(bport),
                "--unit-broker-url", f"mqtts://127.0.0.1:{proxy.port}",
                "--spool-dir", str(spool)])
@@ -163,8 +173,9 @@ def run_offline(x_wav: Path, work: Path, bitrate: int, codec: str, seconds: int)
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench sizes")
-    ap.add_argument("--bitrates", default="12000,16000,24000",
-                    help="Opus bitrates to run (b/s, comma-separated)")
+    ap.add_argument("--bitrates", default="12000,16000,24000,16000@60",
+                    help="Opus bitrates to run, b/s, comma-separated; BITRATE@MS also sets "
+                         "the chunk length (default 40 ms)")
     ap.add_argument("--offline-seconds", type=int, default=30)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
@@ -185,9 +196,11 @@ def main(argv: list[str]) -> int:
         speech = recorded_speech(max(SECONDS, args.offline_seconds))
         x = np.stack([speech, np.roll(speech, 41) // 2], axis=1)
         write_wav(work / "X.wav", x)
-        for br in [int(b) for b in args.bitrates.split(",")]:
-            r = run_live(work / "X.wav", work, br, "opus")
-            r.update(run_offline(work / "X.wav", work, br, "opus", args.offline_seconds))
+        for spec in args.bitrates.split(","):
+            br, _, ms = spec.partition("@")
+            br, ms = int(br), int(ms or CHUNK_MS)
+            r = run_live(work / "X.wav", work, br, "opus", ms)
+            r.update(run_offline(work / "X.wav", work, br, "opus", ms, args.offline_seconds))
             print(json.dumps(r), flush=True)
             rows.append(r)
     table = render(rows, codecs.DEFAULT_BITRATE)
@@ -216,26 +229,29 @@ def preamble() -> str:
 
 
 def render(rows: list[dict], default: int) -> str:
-    head = ("| Opus | payload B/s | sealed B/s | relay B/s (bar 4,000) | wire kb/s, steady "
+    head = ("| Opus, chunk | payload B/s | sealed B/s | relay B/s (bar 4,000) | wire kb/s, steady "
             "(whole run) (budget 32) | spool MB per 8 h (budget 100) | PESQ-wb (>= 3.5) | "
             "STOI (>= 0.95) |\n|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
-        name = f"{r['bitrate'] // 1000} kb/s" + (" (default)" if r["bitrate"] == default
-                                                  else "")
+        name = f"{r['bitrate'] // 1000} kb/s, {r['chunk_ms']} ms" + (
+            " (default)" if r["bitrate"] == default and r["chunk_ms"] == CHUNK_MS else "")
         lines.append(
             f"| {name} | {r['payload_Bps']:.0f} | {r['sealed_Bps']:.0f} | "
             f"{r['relay_Bps']:.0f} | {r['wire_steady_kbps']:.1f} ({r['wire_total_kbps']:.1f}) "
             f"| {r['spool_8h_MB']:.0f} | {r['pesq']:.2f} | {r['stoi']:.3f} |")
-    per_chunk = [(r["wire_steady_kbps"] * 1000 / 8 - r["sealed_Bps"]) / (1000 / CHUNK_MS)
-                 for r in rows]
+    forty = [r for r in rows if r["chunk_ms"] == CHUNK_MS]
+    status_Bps = np.mean([r["status_bytes"] + 11 + 22 for r in forty])  # one a second
+    per_chunk = np.mean([(r["wire_steady_kbps"] * 1000 / 8 - status_Bps - r["sealed_Bps"])
+                         / (1000 / CHUNK_MS) for r in forty])
     return head + "\n".join(lines) + (
-        "\n\nWhere a chunk's bytes go at 40 ms chunks (25 a second): the sealed envelope adds "
-        "76 bytes to the Opus payload (a 60-byte clear header with an 11-character unit id, "
-        "and the 16-byte GCM tag), MQTT and TLS add "
-        f"{np.mean(per_chunk):.0f} more on the wire (a PUBLISH with a topic alias: ~11 "
-        "bytes; a TLS 1.3 record: 22). That is "
-        f"{(76 + np.mean(per_chunk)) * 25 * 8 / 1000:.1f} kb/s before any audio.")
+        "\n\nWhere the upload goes at 40 ms chunks (25 a second): the sealed envelope adds "
+        "76 bytes to each chunk's Opus payload (a 60-byte clear header with an 11-character "
+        f"unit id, and the 16-byte GCM tag); MQTT and TLS add {per_chunk:.0f} more on the "
+        "wire (a PUBLISH with a topic alias: 11 bytes; a TLS 1.3 record: 22): "
+        f"{(76 + per_chunk) * 25 * 8 / 1000:.1f} kb/s before any audio. The unit's status "
+        f"({np.mean([r['status_bytes'] for r in forty]):.0f} bytes of JSON, every second) is "
+        f"another {status_Bps * 8 / 1000:.1f} kb/s.")
 
 
 if __name__ == "__main__":
