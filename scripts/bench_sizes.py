@@ -216,8 +216,8 @@ def preamble() -> str:
     return (
         "Real runs of `scripts/demo --headless --seconds 20 --dsp off --codec opus --bitrate B "
         "--input X.wav --record-dir D` (issue 17's command), X = recorded speech nobody here "
-        "wrote (Codec2's reference recording, the ALSA voices), 40 ms chunks, unit id "
-        "`unit-exam-1`. **Relay**: every byte under `D/relay/` after the run, per second of "
+        "wrote (Codec2's reference recording, the ALSA voices), 40 ms chunks unless the row "
+        "says otherwise, unit id `unit-exam-1`. **Relay**: every byte under `D/relay/` after the run, per second of "
         "input (the SQLite store, schema and all). **Wire**: the unit's upload as a TCP proxy "
         "between unit and broker forwards it (TLS 1.3 records with the MQTT 5 packets in "
         "them; TCP/IP headers not counted); *whole run* includes the TLS handshake with "
