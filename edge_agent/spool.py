@@ -5,7 +5,7 @@ broker that crashes before it passed a message on can be given it again). Holds
 ciphertext and clear metadata only. docs/spool.md explains the design and why it is a
 segment log and not SQLite (SD-card write amplification, measured), and the format.
 
-Segment file, format 2 (what this code writes):
+Segment file `seg-<first id>.sl2`, format 2 (what this code writes):
 
     "SLS2" | first_id u64 | base_ms u64 | crc32 u32 (of the 20 bytes before) | record*
     record = length uv | crc32 u32 (of body) | body
@@ -23,8 +23,8 @@ topic, the session id and the 60-byte clear header, every time). Decoding a reco
 only its segment's contexts (kept in memory), never the records before it: reads stay
 random access. The envelope is rebuilt byte for byte (`header_join`).
 
-Format 1 segments ("SLR1" records with the meta spelled out, `_encode_v1`) are still
-read, so a unit updated with unsent audio in its spool sends all of it; new records always
+Format 1 segments (`seg-<first id>.log`: "SLR1" records with the meta spelled out,
+`_encode_v1`) are still read, so a unit updated with unsent audio in its spool sends all of it; new records always
 go to a format-2 segment.
 
 Kinds: audio, event, session, status (published) and state, ack (internal).
@@ -509,11 +509,16 @@ class Spool:
     # ------------------------------------------------------------------ load and recover
 
     def _load(self) -> None:
-        files = sorted(self.dir.glob("seg-*.log"))
+        # format-1 files end in .log, format-2 ones in .sl2: an agent rolled back to a
+        # release that knows only format 1 leaves the newer files alone (it would take
+        # them for torn ones and cut them), and ids sort them into one log either way
+        files = sorted([*self.dir.glob("seg-*.log"), *self.dir.glob("seg-*.sl2")])
         ack_mark = 0
         for path in files:
             data = path.read_bytes()
             seg, off = self._open_file(path, data)
+            state: dict[str, str] = {}
+            acks, seqs = 0, []
             while seg is not None and off < len(data):
                 got = seg.decode(data, off, seg.last_id + 1, learn=True)
                 if got is None:
@@ -530,17 +535,23 @@ class Spool:
                     break  # not the log we wrote: stop trusting this segment here
                 seg.add(rec, off, end - off)
                 if rec.kind == "state":
-                    self.state.update(json.loads(rec.payload))
+                    state.update(json.loads(rec.payload))
                 elif rec.kind == "audio" and rec.input_end:
-                    self.state["input_frames"] = str(rec.input_end)
+                    state["input_frames"] = str(rec.input_end)
                 elif rec.kind == "ack":
-                    ack_mark = max(ack_mark, int(rec.payload))
-                self._note_seq(rec.session, rec.kind, rec.seq)
+                    acks = max(acks, int(rec.payload))
+                seqs.append((rec.session, rec.kind, rec.seq))
                 off = end
             if seg is None or not len(seg.offsets) or (
                     self.segments and seg.first_id <= self.segments[-1].last_id):
+                # nothing in it, or ids the log already has (a release rolled back and
+                # forth wrote both): what it says must not count (its acks least of all)
                 path.unlink()
                 continue
+            self.state.update(state)
+            ack_mark = max(ack_mark, acks)
+            for q in seqs:
+                self._note_seq(*q)
             self.segments.append(seg)
         if self.segments:
             self.next_id = self.segments[-1].last_id + 1
@@ -575,7 +586,7 @@ class Spool:
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)
-        path = self.dir / f"seg-{self.next_id:016d}.log"
+        path = self.dir / f"seg-{self.next_id:016d}.sl2"
         # a file of this name holds no record the log knows (_load removed it, or it is
         # a head torn at creation): start it afresh
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)

@@ -55,7 +55,7 @@ def test_torn_or_corrupt_tail_is_cut_back_to_the_last_good_record(tmp_path, dama
     for i in range(10):
         sp.put_many([_audio(i)])
     sp.close()
-    seg = max(tmp_path.glob("seg-*.log"), key=lambda p: p.stat().st_size)
+    seg = max(tmp_path.glob("seg-*"), key=lambda p: p.stat().st_size)
     data = bytearray(seg.read_bytes())
     if damage == "truncate":
         seg.write_bytes(bytes(data[:-700]))  # a power cut in the middle of the last write
@@ -146,7 +146,7 @@ def test_acked_records_stay_for_the_grace_period_then_go(tmp_path):
     sp.put_many([_audio(10)])
     sp.sync()
     assert sp.recently_acked(0) == []
-    assert len(list(tmp_path.glob("seg-*.log"))) <= 2
+    assert len(list(tmp_path.glob("seg-*"))) <= 2
 
 
 @pytest.fixture
@@ -268,7 +268,7 @@ def test_state_survives_restarts_after_its_segments_are_collected(tmp_path):
         sp.put_many([], {"health_probe": "x"})
         sp.sync()
         sp.close()
-    assert len(list(tmp_path.glob("seg-*.log"))) == 1  # the old segments were collected
+    assert len(list(tmp_path.glob("seg-*"))) == 1  # the old segments were collected
     sp = Spool(tmp_path)
     assert sp.get_state("input_frames") == "64000"
     assert sp.get_state("cues_seen") == "7"
@@ -354,8 +354,9 @@ def test_old_format_spools_are_read_and_new_records_go_to_the_new_format(tmp_pat
     rid = sp.put_many([_audio(5)])[0]
     assert rid > 7  # ids go on (the new segment starts with the state)
     sp.close()
-    files = sorted(tmp_path.glob("seg-*.log"))
-    assert [p.read_bytes()[:4] for p in files] == [b"SLR1", b"SLS2"]
+    files = sorted(tmp_path.glob("seg-*"))
+    assert [(p.suffix, p.read_bytes()[:4]) for p in files] == [(".log", b"SLR1"),
+                                                              (".sl2", b"SLS2")]
     again = Spool(tmp_path)
     got = again.pending(100)
     assert [r.seq for r in got] == [2, 3, 4, 5]
@@ -367,7 +368,7 @@ def test_a_segment_torn_at_its_creation_holds_nothing_and_the_log_goes_on(tmp_pa
     for i in range(6):
         sp.put_many([_audio(i)])
     sp.close()
-    newest = max(tmp_path.glob("seg-*.log"))
+    newest = max(tmp_path.glob("seg-*"))
     newest.write_bytes(newest.read_bytes()[:10])  # power cut inside the file's head
     again = Spool(tmp_path)
     seqs = [r.seq for r in again.pending(100)]
@@ -375,3 +376,25 @@ def test_a_segment_torn_at_its_creation_holds_nothing_and_the_log_goes_on(tmp_pa
     again.put_many([_audio(len(seqs))])
     again.close()
     assert [r.seq for r in Spool(tmp_path).pending(100)] == list(range(len(seqs) + 1))
+
+
+def test_files_of_a_release_rolled_back_and_forth_never_ack_what_was_not_sent(tmp_path):
+    """An update's trial writes format 2 (`.sl2`); rolled back, the old release ignores
+    those files and goes on in format 1 (`.log`) from the ids it knows. Updated again, the
+    log keeps the old release's records and drops the trial's overlapping file, whose ack
+    mark must not count: it would mark the old release's unsent audio as sent."""
+    import time
+
+    from edge_agent import spool as sp_mod
+
+    now_us = int(time.time() * 1e6)
+    with open(tmp_path / f"seg-{1:016d}.log", "wb") as f:  # before the update
+        f.writelines(sp_mod._encode_v1(1 + i, _audio(i), now_us) for i in range(3))
+    trial = sp_mod.Segment(tmp_path / f"seg-{4:016d}.sl2", 4, base_ms=now_us // 1000)
+    trial.path.write_bytes(trial.file_head() + trial.encode(
+        {"payload": b"99", "kind": "ack"}, now_us, []))
+    with open(tmp_path / f"seg-{4:016d}.log", "wb") as f:  # after the rollback
+        f.writelines(sp_mod._encode_v1(4 + i, _audio(3 + i), now_us) for i in range(3))
+    sp = Spool(tmp_path)
+    assert [r.seq for r in sp.pending(100)] == list(range(6))
+    assert not (tmp_path / f"seg-{4:016d}.sl2").exists()
