@@ -179,7 +179,7 @@ class SqliteDb:
         finally:
             conn.close()
 
-    def close(self) -> None:
+    def close(self, *, compact: bool = True) -> None:
         if self._closed:
             return
         self._closed = True
@@ -190,6 +190,8 @@ class SqliteDb:
                 c.close()
             except sqlite3.Error:
                 pass
+        if not compact:
+            return
         try:  # a stopped relay with a small store leaves a file of what it holds
             self.vacuum(max_bytes=VACUUM_AT_CLOSE_MAX_BYTES)
         except (sqlite3.Error, OSError) as e:

@@ -162,8 +162,12 @@ class Store:
     def dialect(self) -> str:
         return self.db.dialect
 
-    def close(self) -> None:
-        self.db.close()
+    def close(self, *, compact: bool = True) -> None:
+        """`compact=False`: a reader done with a store others still use (SQLite: no VACUUM)."""
+        if self.db.dialect == "sqlite":
+            self.db.close(compact=compact)
+        else:
+            self.db.close()
 
     def _q(self, sql: str, args: Sequence = ()) -> list[tuple]:
         return self.db.query(sql, args)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import serial
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from provision_support import ROOT, Service, cli, cli_popen, info, snapshot
+from support import archived_frames
 
 from edge_agent import config as agent_config
 from scribelink import enrolcode
@@ -162,10 +162,7 @@ def test_one_code_enrols_tests_and_locks_a_blank_unit_which_then_streams_and_res
         assert agent.returncode == 0, agent_log.read_text()[-3000:]
         sessions = relay.api("GET", f"/api/units/{UNIT}/sessions", "admin").json()
         assert sessions and sessions[0]["closed_us"] is not None
-        db = sqlite3.connect(relay.dir / "data" / "relay.db")
-        audio = db.execute("SELECT COUNT(*) FROM stream WHERE unit_id=? AND kind='audio'",
-                           (UNIT,)).fetchone()[0]
-        db.close()
+        audio = len(archived_frames(relay.dir / "data", unit=UNIT))
         assert audio >= 70  # 3 s of 40 ms chunks
 
         # --- someone else with a cable: a locked unit refuses to be re-pointed
