@@ -93,10 +93,11 @@ def measure(speech: np.ndarray, codec: str, bitrate: int) -> dict:
                       "seq": q, "audio_ms": 40} for q, f in enumerate(frames)])
         sp.close()
         spool_bytes = sum(p.stat().st_size for p in (Path(d) / "spool").iterdir())
-        st = Store(Path(d) / "relay" / "relay.db")
+        (Path(d) / "relay").mkdir()
+        st = Store.open("", str(Path(d) / "relay"))
         st.close()
         empty = _dir_bytes(Path(d) / "relay")
-        st = Store(Path(d) / "relay" / "relay.db")
+        st = Store.open("", str(Path(d) / "relay"))
         for q, f in enumerate(frames):
             st.append(UNIT, s.hex, "audio", q, f)
         st.pack(st.pack_candidates())  # at rest: what the relay's writer does after 40 s
