@@ -209,7 +209,7 @@ def _zz(out: bytearray, n: int) -> None:
     _uv(out, n << 1 if n >= 0 else ((-n) << 1) - 1)
 
 
-def _read_uv(b: bytes, i: int) -> tuple[int, int]:
+def _read_uv(b: bytes | memoryview, i: int) -> tuple[int, int]:
     n = shift = 0
     while True:
         if i >= len(b) or shift > 63:
@@ -222,7 +222,7 @@ def _read_uv(b: bytes, i: int) -> tuple[int, int]:
         shift += 7
 
 
-def _read_zz(b: bytes, i: int) -> tuple[int, int]:
+def _read_zz(b: bytes | memoryview, i: int) -> tuple[int, int]:
     n, i = _read_uv(b, i)
     return (n >> 1) if not n & 1 else -((n + 1) >> 1), i
 
@@ -663,7 +663,9 @@ class Spool:
             self._open_segment()
             seg = self.segments[-1]
         now_us = int(self._clock() * 1e6)
-        ids, blobs, contexts = [], [], []
+        ids: list[int] = []
+        blobs: list[bytes] = []
+        contexts: list[_Context] = []
         for i, r in enumerate(recs):
             blobs.append(seg.encode(r, now_us, contexts))
             ids.append(self.next_id + i)

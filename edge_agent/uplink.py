@@ -316,12 +316,13 @@ class Uplink:
         with self._alias_lock:
             alias = self._aliases.get(topic)
             if alias is None and self.connected and len(self._aliases) < self._alias_max:
+                alias = len(self._aliases) + 1
                 props = Properties(PacketTypes.PUBLISH)
-                props.TopicAlias = len(self._aliases) + 1
+                props.TopicAlias = alias
                 info = self._client.publish(topic, payload, qos=qos, retain=retain,
                                             properties=props)
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                    self._aliases[topic] = props.TopicAlias
+                    self._aliases[topic] = alias
                 return info
             if alias is None:
                 return self._client.publish(topic, payload, qos=qos, retain=retain)
