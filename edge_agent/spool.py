@@ -3,16 +3,31 @@
 Written before publish, released only after PUBACK (and a short grace period, so a
 broker that crashes before it passed a message on can be given it again). Holds
 ciphertext and clear metadata only. docs/spool.md explains the design and why it is a
-segment log and not SQLite (SD-card write amplification, measured).
+segment log and not SQLite (SD-card write amplification, measured), and the format.
 
-Record on disk (little-endian):
+Segment file `seg-<first id>.sl2`, format 2 (what this code writes):
 
-    magic "SLR1" | length u32 (meta + payload) | crc32 u32 (meta + payload) | meta | payload
-    meta = id u64 | created_us u64 | seq i64 (-1: none) | input_end u64 | audio_ms u16
-           | kind u8 | retain u8 | topic_len u16 | session_len u8 | topic | session
+    "SLS2" | first_id u64 | base_ms u64 | crc32 u32 (of the 20 bytes before) | record*
+    record = length uv | crc32 u32 (of body) | body
+    body   = ctrl u8 | context | [created zz] | [seq zz] | [audio_ms uv] | [input_end zz]
+             | [flags uv | envelope seq zz | capture zz | sample_count zz] | payload
 
-Kinds: audio, event, session, status (published) and state, ack (internal). Ids are
-consecutive across the log, so a segment is (first id, offsets[]) and nothing else.
+A record's id is the segment's first id plus its index. `context` is either the index of
+a context the segment defined earlier (uv) or, with CTRL_NEW_CONTEXT, a new one: topic,
+session and (for a sealed envelope) the constant part of its clear header
+(`envelope.header_split`), each as `uv length | bytes`; the record that defines a context
+is its base. Every number is kept relative to the context's base and to what the base
+predicts (seq + n, capture time + n chunks, created + n x audio_ms), so a chunk of live
+audio costs about 15 bytes beside its ciphertext, where format 1 spent about 110 (the
+topic, the session id and the 60-byte clear header, every time). Decoding a record needs
+only its segment's contexts (kept in memory), never the records before it: reads stay
+random access. The envelope is rebuilt byte for byte (`header_join`).
+
+Format 1 segments (`seg-<first id>.log`: "SLR1" records with the meta spelled out,
+`_encode_v1`) are still read, so a unit updated with unsent audio in its spool sends
+all of it; new records always go to a format-2 segment.
+
+Kinds: audio, event, session, status (published) and state, ack (internal).
 
 Concurrency: the capture thread appends, the uplink's pump thread reads, marks in
 flight and acks; every public method takes the spool's one lock, and nothing blocks on
@@ -33,9 +48,14 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-MAGIC = b"SLR1"
+from scribelink import envelope as env
+
+MAGIC = b"SLR1"  # format 1 records
 _HEAD = struct.Struct("<4sII")
 _META = struct.Struct("<QQqQHBBHB")
+FILE_MAGIC = b"SLS2"  # format 2 segment files
+_FILE_HEAD = struct.Struct("<4sQQI")
+_CRC = struct.Struct("<I")
 KINDS = ("audio", "event", "session", "status", "state", "ack")
 PUBLISHED = {"audio", "event", "session", "status"}
 # session open/close/gap: tiny, and a session is unreadable without its open
@@ -134,7 +154,9 @@ class InFlight:
             return rid
 
 
-def encode(rid: int, r: dict, created_us: int) -> bytes:
+def _encode_v1(rid: int, r: dict, created_us: int) -> bytes:
+    """A format-1 record (what units wrote before format 2; kept so the reader stays
+    tested against real old files)."""
     topic = r.get("topic", "").encode()
     session = (r.get("session") or "").encode()
     seq = r.get("seq")
@@ -145,8 +167,8 @@ def encode(rid: int, r: dict, created_us: int) -> bytes:
     return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
 
 
-def decode(buf: bytes | memoryview, off: int) -> tuple[Record, int] | None:
-    """The record at `off` and the offset after it, or None if absent/torn/corrupt."""
+def _decode_v1(buf: bytes | memoryview, off: int) -> tuple[Record, int] | None:
+    """The format-1 record at `off` and the offset after it, or None if absent/torn/corrupt."""
     if off + _HEAD.size > len(buf):
         return None
     magic, length, crc = _HEAD.unpack_from(buf, off)
@@ -167,16 +189,94 @@ def decode(buf: bytes | memoryview, off: int) -> tuple[Record, int] | None:
                   None if seq < 0 else seq, audio_ms, created, input_end), end
 
 
+# ------------------------------------------------------------------ format 2
+
+# ctrl: kind in the low 3 bits, then what the body holds
+_KIND_MASK = 0x07
+CTRL_RETAIN, CTRL_SEQ, CTRL_NEW_CONTEXT, CTRL_ENVELOPE, CTRL_INPUT_END = (
+    0x08, 0x10, 0x20, 0x40, 0x80)
+
+
+class _Corrupt(ValueError):
+    pass
+
+
+def _uv(out: bytearray, n: int) -> None:
+    if n < 0:
+        raise ValueError("unsigned varint of a negative number")
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _zz(out: bytearray, n: int) -> None:
+    _uv(out, n << 1 if n >= 0 else ((-n) << 1) - 1)
+
+
+def _read_uv(b: bytes | memoryview, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        if i >= len(b) or shift > 63:
+            raise _Corrupt("varint")
+        c = b[i]
+        i += 1
+        n |= (c & 0x7F) << shift
+        if c < 0x80:
+            return n, i
+        shift += 7
+
+
+def _read_zz(b: bytes | memoryview, i: int) -> tuple[int, int]:
+    n, i = _read_uv(b, i)
+    return (n >> 1) if not n & 1 else -((n + 1) >> 1), i
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What the records of one (topic, session, clear-header template) in a segment share;
+    the values of the record that defined it are the base the others are coded against."""
+
+    topic: str
+    session: str | None
+    template: bytes  # b"": the payloads are not envelopes (kept whole)
+    created_ms: int
+    seq: int
+    input_end: int
+    capture_us: int
+    sample_count: int
+    sample_rate: int
+
+    def predict_capture(self, seq: int) -> int:
+        if not self.sample_rate:
+            return self.capture_us
+        return self.capture_us + (seq - self.seq) * self.sample_count * 1_000_000 // \
+            self.sample_rate
+
+    def predict_created(self, seq: int, audio_ms: int) -> int:
+        return self.created_ms + (seq - self.seq) * audio_ms
+
+    def predict_input_end(self, seq: int) -> int:
+        return self.input_end + (seq - self.seq) * self.sample_count
+
+
 class Segment:
-    def __init__(self, path: Path, first_id: int) -> None:
+    """One file of the log and its in-memory index (offsets, kinds, audio ms, created
+    times; for format 2 also its contexts)."""
+
+    def __init__(self, path: Path, first_id: int, *, fmt: int = 2, base_ms: int = 0) -> None:
         self.path = path
         self.first_id = first_id
+        self.fmt = fmt
+        self.base_ms = base_ms
         self.offsets = array("Q")
         self.audio_ms = array("H")
         self.kinds = array("B")
         self.created_us = array("Q")
         self.size = 0
         self.last_ack_s = 0.0
+        self.contexts: list[_Context] = []
+        self._context_at: dict[tuple[str, str | None, bytes], int] = {}
 
     @property
     def last_id(self) -> int:
@@ -188,6 +288,180 @@ class Segment:
         self.kinds.append(KINDS.index(rec.kind))
         self.created_us.append(rec.created_us)
         self.size = off + size
+
+    # -------------------------------------------------------------- format 2 codec
+
+    def file_head(self) -> bytes:
+        head = _FILE_HEAD.pack(FILE_MAGIC, self.first_id, self.base_ms, 0)[:-4]
+        return head + _CRC.pack(zlib.crc32(head))
+
+    @staticmethod
+    def read_file_head(data: bytes) -> tuple[int, int] | None:
+        """(first_id, base_ms) of a format-2 file, or None if its head is torn or wrong."""
+        if len(data) < _FILE_HEAD.size:
+            return None
+        magic, first_id, base_ms, crc = _FILE_HEAD.unpack_from(data)
+        if magic != FILE_MAGIC or zlib.crc32(data[:_FILE_HEAD.size - 4]) != crc:
+            return None
+        return first_id, base_ms
+
+    def encode(self, r: dict, created_us: int, new: list[_Context]) -> bytes:
+        """Record `r` in this segment's format 2; contexts it defines are appended to `new`
+        (the caller adopts them once the bytes are written: a refused write must leave
+        the in-memory contexts as the file has them)."""
+        topic, session = r.get("topic", ""), r.get("session") or None
+        payload, seq = r["payload"], r.get("seq")
+        audio_ms, input_end = r.get("audio_ms", 0), r.get("input_end", 0)
+        created_ms = created_us // 1000
+        parts = env.header_split(payload)
+        template = parts.template if parts is not None else b""
+        key = (topic, session, template)
+        index = self._context_at.get(key)
+        if index is None:
+            index = next((len(self.contexts) + i for i, c in enumerate(new)
+                          if (c.topic, c.session, c.template) == key), None)
+        ctrl = KINDS.index(r["kind"]) | (CTRL_RETAIN if r.get("retain") else 0)
+        out = bytearray(1)
+        s = seq or 0
+        if index is None:  # this record is the context's base: its numbers as they are
+            ctrl |= CTRL_NEW_CONTEXT
+            new.append(_Context(topic, session, template, created_ms, s, input_end,
+                                parts.capture_us if parts else 0,
+                                parts.sample_count if parts else 0,
+                                parts.sample_rate if parts else 0))
+            for field in (topic.encode(), (session or "").encode(), template):
+                _uv(out, len(field))
+                out += field
+            pred_created, pred_seq, pred_input, pred_count = self.base_ms, 0, 0, 0
+            pred_capture = 0
+        else:
+            ctx = (self.contexts[index] if index < len(self.contexts)
+                   else new[index - len(self.contexts)])
+            _uv(out, index)
+            if seq is None:
+                s = ctx.seq
+            pred_created = ctx.predict_created(s, audio_ms)
+            pred_seq, pred_input, pred_count = ctx.seq, ctx.predict_input_end(s), \
+                ctx.sample_count
+            pred_capture = ctx.predict_capture(parts.seq) if parts else 0
+        _zz(out, created_ms - pred_created)
+        if seq is not None:
+            ctrl |= CTRL_SEQ
+            _zz(out, seq - pred_seq)
+        _uv(out, audio_ms)
+        if input_end:
+            ctrl |= CTRL_INPUT_END
+            _zz(out, input_end - pred_input)
+        if parts is not None:
+            ctrl |= CTRL_ENVELOPE
+            _uv(out, parts.flags)
+            _zz(out, parts.seq - s)
+            _zz(out, parts.capture_us - pred_capture)
+            _zz(out, parts.sample_count - pred_count)
+            out += memoryview(payload)[parts.body_at:]
+        else:
+            out += payload
+        out[0] = ctrl
+        head = bytearray()
+        _uv(head, len(out))
+        return bytes(head) + _CRC.pack(zlib.crc32(out)) + out
+
+    def adopt(self, new: list[_Context]) -> None:
+        for c in new:
+            self._context_at[(c.topic, c.session, c.template)] = len(self.contexts)
+            self.contexts.append(c)
+
+    def decode(self, buf: bytes | memoryview, off: int, rid: int | None = None, *,
+               learn: bool = False) -> tuple[Record, int] | None:
+        """The record at `off` of `buf` and the offset after it, or None if absent, torn or
+        corrupt. `learn`: the record is read for the first time, in file order (`_load`),
+        so a context it defines becomes the segment's."""
+        if self.fmt == 1:
+            return _decode_v1(buf, off)
+        try:
+            length, i = _read_uv(buf, off)
+        except _Corrupt:
+            return None
+        end = i + 4 + length
+        if length < 2 or length > MAX_RECORD or end > len(buf):
+            return None
+        crc = _CRC.unpack_from(buf, i)[0]
+        body = bytes(buf[i + 4:end])
+        if zlib.crc32(body) != crc:
+            return None
+        try:
+            rec, new = self._decode_body(body, rid)
+        except (_Corrupt, IndexError, UnicodeDecodeError, ValueError):
+            return None
+        if learn and new is not None:
+            self.adopt([new])
+        return rec, end
+
+    def _decode_body(self, b: bytes, rid: int | None) -> tuple[Record, _Context | None]:
+        ctrl = b[0]
+        kind = ctrl & _KIND_MASK
+        if kind >= len(KINDS):
+            raise _Corrupt("kind")
+        i = 1
+        ctx: _Context | None = None
+        if ctrl & CTRL_NEW_CONTEXT:
+            fields = []
+            for _ in range(3):
+                n, i = _read_uv(b, i)
+                if i + n > len(b):
+                    raise _Corrupt("context")
+                fields.append(b[i:i + n])
+                i += n
+        else:
+            index, i = _read_uv(b, i)
+            ctx = self.contexts[index]
+        created_d, i = _read_zz(b, i)
+        seq_d = 0
+        if ctrl & CTRL_SEQ:
+            seq_d, i = _read_zz(b, i)
+        audio_ms, i = _read_uv(b, i)
+        input_d = 0
+        if ctrl & CTRL_INPUT_END:
+            input_d, i = _read_zz(b, i)
+        hdr = None
+        if ctrl & CTRL_ENVELOPE:
+            flags, i = _read_uv(b, i)
+            eseq_d, i = _read_zz(b, i)
+            cap_d, i = _read_zz(b, i)
+            count_d, i = _read_zz(b, i)
+            hdr = (flags, eseq_d, cap_d, count_d)
+        new = None
+        if ctx is None:  # the context's base: its numbers are its own
+            template = fields[2]
+            rate = 0
+            if hdr is not None:
+                if len(template) < env.FIXED_LEN:
+                    raise _Corrupt("template")
+                rate = struct.unpack_from(">I", template, 40)[0]
+            s = seq_d
+            ctx = new = _Context(fields[0].decode(), fields[1].decode() or None, template,
+                                 self.base_ms + created_d, s, input_d,
+                                 hdr[2] if hdr else 0, hdr[3] if hdr else 0, rate)
+            created_ms, input_end = ctx.created_ms, input_d
+            envelope = None if hdr is None else (hdr[0], s + hdr[1], hdr[2], hdr[3])
+        else:
+            s = ctx.seq + seq_d if ctrl & CTRL_SEQ else ctx.seq
+            created_ms = ctx.predict_created(s, audio_ms) + created_d
+            input_end = ctx.predict_input_end(s) + input_d
+            envelope = None
+            if hdr is not None:
+                eseq = s + hdr[1]
+                envelope = (hdr[0], eseq, ctx.predict_capture(eseq) + hdr[2],
+                            ctx.sample_count + hdr[3])
+        if envelope is None:
+            payload = b[i:]
+        else:
+            if not ctx.template:
+                raise _Corrupt("an envelope in a context without a header")
+            payload = env.header_join(ctx.template, *envelope) + b[i:]
+        return Record(-1 if rid is None else rid, ctx.topic, payload, bool(ctrl & CTRL_RETAIN),
+                      KINDS[kind], ctx.session, s if ctrl & CTRL_SEQ else None, audio_ms,
+                      created_ms * 1000, input_end if ctrl & CTRL_INPUT_END else 0), new
 
 
 class Spool:
@@ -240,14 +514,18 @@ class Spool:
     # ------------------------------------------------------------------ load and recover
 
     def _load(self) -> None:
-        files = sorted(self.dir.glob("seg-*.log"))
+        # format-1 files end in .log, format-2 ones in .sl2: an agent rolled back to a
+        # release that knows only format 1 leaves the newer files alone (it would take
+        # them for torn ones and cut them), and ids sort them into one log either way
+        files = sorted([*self.dir.glob("seg-*.log"), *self.dir.glob("seg-*.sl2")])
         ack_mark = 0
         for path in files:
             data = path.read_bytes()
-            seg: Segment | None = None
-            off = 0
-            while off < len(data):
-                got = decode(data, off)
+            seg, off = self._open_file(path, data)
+            state: dict[str, str] = {}
+            acks, seqs = 0, []
+            while seg is not None and off < len(data):
+                got = seg.decode(data, off, seg.last_id + 1, learn=True)
                 if got is None:
                     # torn or corrupt: cut the segment back to its last good record
                     self.corrupt_records_cut += 1
@@ -256,22 +534,29 @@ class Spool:
                         os.fsync(f.fileno())
                     break
                 rec, end = got
-                if seg is None:
-                    seg = Segment(path, rec.id)
-                elif rec.id != seg.last_id + 1:
+                if seg.fmt == 1 and not len(seg.offsets):
+                    seg.first_id = rec.id
+                elif seg.fmt == 1 and rec.id != seg.last_id + 1:
                     break  # not the log we wrote: stop trusting this segment here
                 seg.add(rec, off, end - off)
                 if rec.kind == "state":
-                    self.state.update(json.loads(rec.payload))
+                    state.update(json.loads(rec.payload))
                 elif rec.kind == "audio" and rec.input_end:
-                    self.state["input_frames"] = str(rec.input_end)
+                    state["input_frames"] = str(rec.input_end)
                 elif rec.kind == "ack":
-                    ack_mark = max(ack_mark, int(rec.payload))
-                self._note_seq(rec.session, rec.kind, rec.seq)
+                    acks = max(acks, int(rec.payload))
+                seqs.append((rec.session, rec.kind, rec.seq))
                 off = end
-            if seg is None or (self.segments and seg.first_id <= self.segments[-1].last_id):
+            if seg is None or not len(seg.offsets) or (
+                    self.segments and seg.first_id <= self.segments[-1].last_id):
+                # nothing in it, or ids the log already has (a release rolled back and
+                # forth wrote both): what it says must not count (its acks least of all)
                 path.unlink()
                 continue
+            self.state.update(state)
+            ack_mark = max(ack_mark, acks)
+            for q in seqs:
+                self._note_seq(*q)
             self.segments.append(seg)
         if self.segments:
             self.next_id = self.segments[-1].last_id + 1
@@ -291,33 +576,62 @@ class Spool:
         self._advance_watermark()
         self._open_segment()
 
+    @staticmethod
+    def _open_file(path: Path, data: bytes) -> tuple[Segment | None, int]:
+        """The segment a file holds (records not read yet) and where its records start;
+        None for a file without a readable head (torn at its creation: it held nothing)."""
+        if data[:4] == MAGIC:
+            return Segment(path, 0, fmt=1), 0
+        head = Segment.read_file_head(data)
+        if head is None:
+            return None, 0
+        return Segment(path, head[0], base_ms=head[1]), _FILE_HEAD.size
+
     def _open_segment(self) -> None:
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)
-        path = self.dir / f"seg-{self.next_id:016d}.log"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        seg = Segment(path, self.next_id)
-        seg.size = os.fstat(self._fd).st_size
+        path = self.dir / f"seg-{self.next_id:016d}.sl2"
+        # a file of this name holds no record the log knows (_load removed it, or it is
+        # a head torn at creation): start it afresh
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        # the file's head goes out with its first record (one write: a full medium
+        # refuses both, and a file that is still empty holds nothing)
+        seg = Segment(path, self.next_id, base_ms=int(self._clock() * 1000))
         self.segments.append(seg)
         if self.state:
             # every segment starts with the whole state, so collecting the older ones (all
             # acked) never loses it: what a restart resumes from (input_frames, the open
             # session, the cues seen) survives any number of restarts
-            now_us = int(self._clock() * 1e6)
-            blob = encode(self.next_id, {"payload": json.dumps(self.state).encode(),
-                                         "kind": "state"}, now_us)
-            os.write(self._fd, blob)
-            seg.add(Record(self.next_id, "", b"", False, "state", None, None, 0, now_us),
-                    seg.size, len(blob))
-            self._acked_above.add(self.next_id)
-            self.next_id += 1
-            self.bytes_written += len(blob)
+            self._write_internal({"payload": json.dumps(self.state).encode(), "kind": "state"})
         dfd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+    def _write_internal(self, r: dict) -> None:
+        """Append one internal record (state, ack) to the newest segment."""
+        assert self._fd is not None
+        seg = self.segments[-1]
+        now_us = int(self._clock() * 1e6)
+        new: list = []
+        head = seg.file_head() if seg.size == 0 else b""
+        blob = seg.encode(r, now_us, new)
+        start = seg.size
+        try:
+            if os.write(self._fd, head + blob) != len(head) + len(blob):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError:
+            os.ftruncate(self._fd, start)
+            raise
+        seg.adopt(new)
+        seg.add(Record(self.next_id, "", b"", False, r["kind"], None, None, 0,
+                       now_us // 1000 * 1000), start + len(head), len(blob))
+        self.bytes_written += len(head)
+        self._acked_above.add(self.next_id)
+        self.next_id += 1
+        self.bytes_written += len(blob)
 
     # ------------------------------------------------------------------ writes
 
@@ -354,11 +668,14 @@ class Spool:
             self._open_segment()
             seg = self.segments[-1]
         now_us = int(self._clock() * 1e6)
-        ids, blobs = [], []
+        ids: list[int] = []
+        blobs: list[bytes] = []
+        contexts: list[_Context] = []
         for i, r in enumerate(recs):
-            blobs.append(encode(self.next_id + i, r, now_us))
+            blobs.append(seg.encode(r, now_us, contexts))
             ids.append(self.next_id + i)
-        buf = b"".join(blobs)
+        head = seg.file_head() if seg.size == 0 else b""
+        buf = head + b"".join(blobs)
         start = seg.size
         try:
             written = os.write(self._fd, buf)
@@ -367,7 +684,9 @@ class Spool:
         except OSError:
             os.ftruncate(self._fd, start)  # never leave a torn record behind
             raise
-        off = start
+        seg.adopt(contexts)
+        now_us = now_us // 1000 * 1000  # what the segment keeps
+        off = start + len(head)
         for rid, r, blob in zip(ids, recs, blobs, strict=True):
             self._note_seq(r.get("session"), r["kind"], r.get("seq"))
             if r["kind"] == "audio" and r.get("input_end"):
@@ -407,16 +726,8 @@ class Spool:
             if self._fd is None:
                 return
             if self.watermark and self.watermark != self._synced_mark:
-                body = str(self.watermark).encode()
-                blob = encode(self.next_id, {"payload": body, "kind": "ack"},
-                              int(self._clock() * 1e6))
-                seg = self.segments[-1]
-                os.write(self._fd, blob)
-                seg.add(Record(self.next_id, "", b"", False, "ack", None, None, 0, 0),
-                        seg.size, len(blob))
-                self._acked_above.add(self.next_id)
-                self.next_id += 1
-                self.bytes_written += len(blob)
+                self._write_internal({"payload": str(self.watermark).encode(),
+                                      "kind": "ack"})
                 self._synced_mark = self.watermark
             os.fsync(self._fd)
             self._dirty = False
@@ -512,7 +823,7 @@ class Spool:
             rid = seg.first_id + i
             if rid <= self.watermark or rid in self._acked_above:
                 continue
-            got = decode(data, off)
+            got = seg.decode(data, off, rid)
             if got is None:
                 continue
             rec = got[0]
@@ -604,7 +915,7 @@ class Spool:
                 if wanted:
                     data, base = self._read_span(seg, wanted[0], wanted[-1])
                     for i in wanted:
-                        got = decode(data, seg.offsets[i] - base)
+                        got = seg.decode(data, seg.offsets[i] - base, seg.first_id + i)
                         if got is not None:
                             out.append(got[0])
                 if len(out) >= limit or (before_id is not None and seg.last_id >= before_id - 1):
@@ -621,7 +932,7 @@ class Spool:
                 with open(seg.path, "rb") as f:
                     data = f.read()
                 for rid in want:
-                    got = decode(data, seg.offsets[rid - seg.first_id])
+                    got = seg.decode(data, seg.offsets[rid - seg.first_id], rid)
                     if got is not None and got[0].kind in PUBLISHED:
                         out.append(got[0])
         return out

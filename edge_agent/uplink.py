@@ -11,6 +11,15 @@ drop the duplicates). The live/backlog choice is `edge_agent.schedule.LiveFirst`
 spool hands records out reserved in its `InFlight` registry, which this releases on
 PUBACK.
 
+Topic aliases (MQTT 5, 3.3.2.3.4): when the broker allows them (its CONNACK's Topic
+Alias Maximum; mosquitto's default is 10), a spool record's topic goes out in full once
+per connection and after that as a two-byte alias: 40 ms chunks spend ~30 bytes less
+each, about 6 kb/s of a room's upload (bench:sizes); the unit's status (every second)
+too. An alias lives as long as its connection, and paho would resend an unacknowledged
+alias- only PUBLISH on the next one, where the broker does not know it; so at each
+connect the messages paho still holds are taken back (`drop_out_messages`, paho's
+documented way) and offered again with their full topics.
+
 Concurrency: paho's network thread runs the callbacks and only hands over (queues, an
 event); the pump thread (`_pump`) owns the in-flight bookkeeping and the scheduler. Other
 threads call only `wake`, `set_status`, `send_direct`, `replay_since` and `stop`.
@@ -96,6 +105,11 @@ class Uplink:
         self._reconnected = False  # set by paho's thread, consumed by the pump
         self._direct: list[tuple[str, bytes]] = []
         self._thread: threading.Thread | None = None
+        # topic aliases of the current connection (both threads: under _alias_lock)
+        self._alias_lock = threading.Lock()
+        self._alias_max = 0
+        self._aliases: dict[str, int] = {}
+        self._taken_back: queue.Queue[list] = queue.Queue()  # paho's thread -> the pump
         self._client = self._make_client()
 
     # ------------------------------------------------------------------ paho
@@ -137,10 +151,21 @@ class Uplink:
         assigned = getattr(properties, "AssignedClientIdentifier", None)
         if assigned and assigned != self.unit_id:
             log.warning("event=client_id_assigned assigned=%s", assigned)
+        with self._alias_lock:
+            # before paho resends what it holds (it does so when this returns)
+            taken = self._client.drop_out_messages() if self._aliases else []
+            self._aliases = {}
+            try:
+                self._alias_max = int(properties.TopicAliasMaximum or 0)
+            except AttributeError:
+                self._alias_max = 0
+        if taken:
+            self._taken_back.put(taken)
         self._reconnected = True
         self.connected = True
         self.last_error = None
-        log.info("event=connected session_present=%s", flags.session_present)
+        log.info("event=connected session_present=%s topic_aliases=%d",
+                 flags.session_present, self._alias_max)
         self._write_link(True)
         client.subscribe(topics.control_topic(self.unit_id), qos=1)
         self._wake.set()
@@ -278,9 +303,8 @@ class Uplink:
                 self._on_link_up()
             if self._status is not None and self._status is not last_status_sent:
                 last_status_sent = self._status
-                self._client.publish(
-                    topics.unit_topic(self.unit_id, topics.STATUS),
-                    msgs.dumps(self._status), qos=0, retain=True)
+                self._publish_aliased(topics.unit_topic(self.unit_id, topics.STATUS),
+                                      msgs.dumps(self._status), True, qos=0)
             while self._direct:
                 topic, payload = self._direct.pop(0)
                 self._client.publish(topic, payload, qos=1)
@@ -312,6 +336,21 @@ class Uplink:
         """What was sealed while the link was down is backlog from now on."""
         self._live_from = self.spool.next_id
         self._live_cursor = max(self._live_cursor, self._live_from - 1)
+        again: list[int] = []
+        while not self._taken_back.empty():
+            for m in self._taken_back.get_nowait():
+                handed = self._inflight.pop(m.mid, None)
+                if handed is not None:  # a spool record: offered again, first of all
+                    rid = self.spool.in_flight.resolve(handed)
+                    self.spool.in_flight.release(rid)
+                    self._backlog_ids.discard(handed)
+                    self._backlog_ids.discard(rid)
+                    again.append(rid)
+                elif m.qos and m.topic:  # a gap sent from memory
+                    self._direct.append((m.topic, m.payload))
+        if again:
+            self._replay[:0] = sorted(again)
+            log.info("event=resend_after_reconnect count=%d", len(again))
         if self._disconnected_at is not None:
             since = self._disconnected_at - self.spool.ack_grace_s
             again = self.spool.recently_acked(since)
@@ -333,13 +372,34 @@ class Uplink:
 
     def _hand(self, rec) -> bool:
         """Give one reserved record to paho. False: not taken (reservation released)."""
-        info = self._client.publish(rec.topic, rec.payload, qos=1, retain=rec.retain)
+        info = self._publish_aliased(rec.topic, rec.payload, rec.retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             self.spool.in_flight.release(rec.id)
             return False  # tried again on the next fill
         # NO_CONN: paho keeps the message and sends it once reconnected
         self._inflight[info.mid] = rec.id
         return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def _publish_aliased(self, topic: str, payload: bytes, retain: bool, qos: int = 1
+                         ) -> mqtt.MQTTMessageInfo:
+        """Publish with the topic as an alias when this connection has one for it (the
+        first publish of a topic on a connection sets it up)."""
+        with self._alias_lock:
+            alias = self._aliases.get(topic)
+            if alias is None and self.connected and len(self._aliases) < self._alias_max:
+                alias = len(self._aliases) + 1
+                props = Properties(PacketTypes.PUBLISH)
+                props.TopicAlias = alias
+                info = self._client.publish(topic, payload, qos=qos, retain=retain,
+                                            properties=props)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self._aliases[topic] = alias
+                return info
+            if alias is None:
+                return self._client.publish(topic, payload, qos=qos, retain=retain)
+            props = Properties(PacketTypes.PUBLISH)
+            props.TopicAlias = alias
+            return self._client.publish("", payload, qos=qos, retain=retain, properties=props)
 
     def _hand_all(self, records: list) -> int:
         """Hand records in order until paho stops taking them; release the rest."""

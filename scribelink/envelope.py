@@ -150,6 +150,56 @@ def parse_header(frame: bytes) -> tuple[Header, int]:
     return header, end
 
 
+# The fields of a clear header that change from chunk to chunk of one session (flags, seq,
+# capture_us, sample_count), at their offsets in the fixed part; every other byte is the
+# same for all of a session's envelopes of one type. Stores keep the constant part once
+# (`header_template`) and these per chunk, and rebuild the exact bytes (`header_join`):
+# the header is the AEAD's associated data, so it must come back byte for byte.
+_FLAGS_AT, _SEQ_AT, _COUNT_AT = 6, 24, 44
+_U16, _Q2, _U32 = struct.Struct(">H"), struct.Struct(">QQ"), struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderParts:
+    template: bytes  # the clear header with flags, seq, capture_us, sample_count zeroed
+    flags: int
+    seq: int
+    capture_us: int
+    sample_count: int
+    sample_rate: int
+    body_at: int  # where the ciphertext starts (= len(template))
+
+
+def header_split(frame: bytes) -> HeaderParts | None:
+    """A frame's clear header as its constant part and the fields that vary per chunk, or
+    None when the frame is too short to hold the header it claims (or is no envelope).
+    Pure byte surgery, no validation: `header_join` gives back exactly these bytes."""
+    if len(frame) < FIXED_LEN or frame[:2] != MAGIC:
+        return None
+    end = FIXED_LEN + frame[FIXED_LEN - 1]
+    if len(frame) < end:
+        return None
+    t = bytearray(frame[:end])
+    flags = _U16.unpack_from(t, _FLAGS_AT)[0]
+    seq, cap = _Q2.unpack_from(t, _SEQ_AT)
+    count = _U32.unpack_from(t, _COUNT_AT)[0]
+    rate = _U32.unpack_from(t, _COUNT_AT - 4)[0]
+    t[_FLAGS_AT:_FLAGS_AT + 2] = b"\0\0"
+    t[_SEQ_AT:_SEQ_AT + 16] = bytes(16)
+    t[_COUNT_AT:_COUNT_AT + 4] = bytes(4)
+    return HeaderParts(bytes(t), flags, seq, cap, count, rate, end)
+
+
+def header_join(template: bytes, flags: int, seq: int, capture_us: int,
+                sample_count: int) -> bytes:
+    """The clear header `header_split` took apart (the template with the varying fields)."""
+    h = bytearray(template)
+    _U16.pack_into(h, _FLAGS_AT, flags)
+    _Q2.pack_into(h, _SEQ_AT, seq, capture_us)
+    _U32.pack_into(h, _COUNT_AT, sample_count)
+    return bytes(h)
+
+
 def seal(header: Header, plaintext: bytes, session_key: bytes) -> bytes:
     """Header in clear, body AES-256-GCM under the session key with the header as AAD."""
     aad = header.pack()

@@ -346,19 +346,20 @@ def pg_cpu(sysm: System) -> dict[int, float]:
 
 
 def stored_times(sysm: System) -> dict[bytes, int]:
-    """session id + seq (as in the envelope header) -> when the relay stored the chunk."""
-    sql = "SELECT session, seq, received_us FROM stream WHERE kind='audio'"
-    if sysm.store_url.startswith("sqlite:///"):
-        import sqlite3
+    """session id + seq (as in the envelope header) -> when the relay stored the chunk: rows
+    and packed segments alike (docs/archive.md), read through the relay's Store."""
+    from cloud_relay.store import Store
 
-        with sqlite3.connect(sysm.store_url.removeprefix("sqlite://")) as db:
-            rows = db.execute(sql).fetchall()
-    else:
-        import psycopg
-
-        with psycopg.connect(sysm.store_url) as db:
-            rows = db.execute(sql).fetchall()
-    return {bytes.fromhex(s) + q.to_bytes(8, "big"): r for s, q, r in rows}
+    with tempfile.TemporaryDirectory() as d:
+        st = Store.open(sysm.store_url, d, pool_size=1)
+        try:
+            out = {}
+            for (session,) in st.db.query("SELECT session FROM sessions"):
+                for _, seq, _, at in st.sealed(session, "audio", 0, 10**8):
+                    out[bytes.fromhex(session) + seq.to_bytes(8, "big")] = at
+            return out
+        finally:
+            st.close(compact=False)
 
 
 def relay_hub_stats(urls: list[str]) -> list[dict]:

@@ -265,6 +265,27 @@ def wait_for(pred, timeout: float = 15.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def archived_frames(data_dir, kind: str = "audio", *, store_url: str = "",
+                    session: str | None = None, unit: str | None = None
+                    ) -> list[tuple[str, int, bytes, int]]:
+    """(session, seq, frame, received_us) of what a relay archived, by session and seq: rows
+    and packed segments alike (docs/archive.md), read through the relay's Store."""
+    from cloud_relay.store import Store
+
+    st = Store.open(store_url, str(data_dir), pool_size=1)
+    try:
+        if session:
+            sessions = [session]
+        else:
+            where, args = (" WHERE unit_id=?", (unit,)) if unit else ("", ())
+            sessions = [r[0] for r in st.db.query(
+                "SELECT session FROM sessions" + where + " ORDER BY opened_us", args)]
+        return [(s, seq, payload, at) for s in sessions
+                for _, seq, payload, at in st.sealed(s, kind, 0, 10**7)]
+    finally:
+        st.close(compact=False)
+
+
 class TcpProxy:
     """A loopback TCP proxy the test can cut: `cut()` drops every connection and refuses
     new ones (the unit sees a dead network), `restore()` lets traffic through again."""
@@ -281,6 +302,7 @@ class TcpProxy:
         self.port = self.listener.getsockname()[1]
         self.up = threading.Event()
         self.up.set()
+        self.upstream_bytes = 0  # client -> target, as forwarded (TLS records and all)
         self._conns: list = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -305,16 +327,18 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, up in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, up), daemon=True).start()
 
-    def _pipe(self, a, b) -> None:
+    def _pipe(self, a, b, up: bool = False) -> None:
         try:
             while True:
                 data = a.recv(65536)
                 if not data or not self.up.is_set():
                     break
                 b.sendall(data)
+                if up:
+                    self.upstream_bytes += len(data)  # one thread per direction and link
         except OSError:
             pass
         finally:

@@ -8,6 +8,7 @@ connection pool (psycopg_pool), one connection per call or transaction.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -18,9 +19,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+log = logging.getLogger("cloud_relay.store")
+
 Row = tuple[Any, ...]
-WAL_CHECKPOINT_PAGES = 8000  # 32 MiB of WAL at SQLite's 4 KiB pages
+WAL_CHECKPOINT_BYTES = 32 << 20
 CHECKPOINT_S = 30.0
+# A new SQLite store is made with the smallest page: every table and index costs one page
+# however empty (~35 of them), and the archive's rows are packed blobs that page size does
+# not matter to (docs/archive.md has the numbers). An existing file keeps its pages.
+NEW_PAGE_SIZE = 512
+# Freed pages (rows packed into segments, sessions purged) are reused by the next rows; a
+# store this small is also rebuilt tight when the relay stops (VACUUM: milliseconds to a
+# second), so a small relay's file is what it holds. A bigger one keeps its free pages for
+# reuse: `python -m cloud_relay vacuum` with the relay stopped gives them back.
+VACUUM_AT_CLOSE_MAX_BYTES = 64 << 20
 
 
 class StoreUnavailable(RuntimeError):
@@ -34,6 +46,8 @@ class Tx(Protocol):
 
     def execute(self, sql: str, args: Sequence = ()) -> int: ...
 
+    def executemany(self, sql: str, rows: Sequence[Sequence]) -> int: ...
+
 
 class Db(Protocol):
     dialect: str  # "sqlite" | "postgres"
@@ -44,7 +58,7 @@ class Db(Protocol):
 
     def transaction(self, *, lock: str | None = None) -> Any: ...
 
-    def close(self) -> None: ...
+    def close(self, *, compact: bool = True) -> None: ...
 
 
 # ---------------------------------------------------------------------- SQLite
@@ -81,6 +95,7 @@ class SqliteDb:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self.created = False  # this process made the file (migrate() compacts it after)
         self._conn()  # fail now, not on the first frame
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
                                               name="sqlite-checkpoint")
@@ -88,7 +103,7 @@ class SqliteDb:
 
     def _checkpoint_loop(self) -> None:
         """Copy the WAL into the database in the background, every CHECKPOINT_S or sooner
-        when it passes WAL_CHECKPOINT_PAGES (PASSIVE: never blocks readers or the writer).
+        when it passes WAL_CHECKPOINT_BYTES (PASSIVE: never blocks readers or the writer).
         Rare checkpoints also copy the pages every batch rewrites (index leaves, the stream
         head) fewer times: measured relay CPU per 1,000 msg/s 7.2-7.5 % against 7.9-8.4 %
         with SQLite's default of one per 1,000 pages, and no commit stalls in the p99."""
@@ -100,7 +115,7 @@ class SqliteDb:
                 size = wal.stat().st_size
             except OSError:
                 continue
-            if size < WAL_CHECKPOINT_PAGES * 4096 and time.monotonic() - last < CHECKPOINT_S:
+            if size < WAL_CHECKPOINT_BYTES and time.monotonic() - last < CHECKPOINT_S:
                 continue
             last = time.monotonic()
             try:
@@ -116,6 +131,9 @@ class SqliteDb:
             try:
                 conn = sqlite3.connect(str(self.path), check_same_thread=False,
                                        isolation_level=None, timeout=30)
+                if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file
+                    conn.execute(f"PRAGMA page_size={NEW_PAGE_SIZE}")
+                    self.created = True
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
@@ -148,7 +166,23 @@ class SqliteDb:
             raise
         conn.execute("COMMIT")
 
-    def close(self) -> None:
+    def vacuum(self, *, max_bytes: int | None = None, timeout_s: float = 2.0) -> bool:
+        """Rebuild the file tight (free pages given back), if it has free pages and is no
+        bigger than max_bytes. Needs every other connection to the file idle."""
+        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=timeout_s)
+        try:
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            size = self.path.stat().st_size
+            if not free or (max_bytes is not None and size > max_bytes):
+                return False
+            conn.execute("VACUUM")
+            return True
+        finally:
+            conn.close()
+
+    def close(self, *, compact: bool = True) -> None:
+        if self._closed:
+            return
         self._closed = True
         with self._lock:
             conns, self._all = self._all, []
@@ -157,6 +191,12 @@ class SqliteDb:
                 c.close()
             except sqlite3.Error:
                 pass
+        if not compact:
+            return
+        try:  # a stopped relay with a small store leaves a file of what it holds
+            self.vacuum(max_bytes=VACUUM_AT_CLOSE_MAX_BYTES)
+        except (sqlite3.Error, OSError) as e:
+            log.warning("event=vacuum_skipped path=%s error=%r", self.path, str(e)[:200])
 
 
 def _private(path: Path) -> None:
@@ -199,6 +239,14 @@ class _PgTx:
 
     def execute(self, sql: str, args: Sequence = ()) -> int:
         return self.conn.execute(_pg(sql), args).rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Sequence]) -> int:
+        """Run sql for each row (psycopg pipelines them); how many rows it changed."""
+        if not rows:
+            return 0
+        with self.conn.cursor() as cur:
+            cur.executemany(_pg(sql), rows)
+            return cur.rowcount
 
     def once_per_connection(self, sql: str) -> None:
         """Run sql the first time this pooled connection is used for it (temp tables)."""
@@ -265,7 +313,8 @@ class PostgresDb:
                     if stop.is_set():
                         return
 
-    def close(self) -> None:
+    def close(self, *, compact: bool = True) -> None:
+        """(`compact` is SQLite's: PostgreSQL compacts by itself.)"""
         self.pool.close()
 
 

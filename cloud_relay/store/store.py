@@ -10,6 +10,15 @@ where duplicate deliveries from the broker stop. The digest (SHA-256 of the fram
 the key because the relay cannot authenticate a frame: a corrupted copy must not shadow the
 genuine one, so both go to the scribe, whose client keeps the one that opens.
 
+Sealed frames (audio, events) live as rows only while they are recent: `pack` moves them,
+ids and all, into per-session segments (`stream_segments`, laid out by `segments.py`)
+once they are past the live window or their session has closed, keeping the clear
+header's constant part once per session (`sessions.audio_header`, `event_header`). Every
+read (`rows_after`, `sealed`) sees rows and segments in one statement, so a frame being
+packed is never seen twice or missed, and gives back exactly the bytes that came in.
+Duplicates of a packed frame (a replay later than the live window) are dropped when they
+are packed in turn.
+
 Concurrency: every method may be called from any thread (never from the event loop: the
 API runs them in worker threads).
 """
@@ -24,11 +33,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from cloud_relay.passwords import Hasher
+from cloud_relay.store import segments as seg
 from cloud_relay.store.accounts import AccountStore
 from cloud_relay.store.certs import CertStore
 from cloud_relay.store.clinic import ClinicStore
 from cloud_relay.store.db import Db, connect
-from cloud_relay.store.migrations import migrate
+from cloud_relay.store.migrations import TYPES, migrate
 
 # A scribe may work from a few places (the console in two browsers, a headless client):
 # sessions are sealed to each of their most recent keys; older ones stop opening new ones.
@@ -104,12 +114,34 @@ def _stream_row(r: Sequence) -> StreamRow:
     return StreamRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6])
 
 
+NO_BOUND = 1 << 62
+_SEALED = tuple(seg.KINDS)
+_SEALED_IN = "(" + ",".join(f"'{k}'" for k in _SEALED) + ")"
+# a segment's header template: its own, or (NULL) its session's for that kind
+_HEADER = ("COALESCE(s.header, CASE s.kind WHEN 'audio' THEN x.audio_header ELSE "
+           "x.event_header END)")
+_SEGMENTS = "stream_segments s LEFT JOIN sessions x ON x.session=s.session"
+_SEGMENT = f"s.first_id, s.first_seq, s.received_us, {_HEADER}, s.body FROM {_SEGMENTS}"
+MAX_CACHED = 20_000  # (session, kind) entries the packer remembers
+
+
+def _unpack(r: Sequence) -> list[seg.Stored]:
+    """A segment row (first_id, first_seq, received_us, header, body) -> its frames."""
+    return seg.unpack(bytes(r[4]), None if r[3] is None else bytes(r[3]), first_id=r[0],
+                      first_seq=r[1], received_us=r[2])
+
+
 class Store:
     def __init__(self, db: Db, *, origin: str = "", passwords: Hasher | None = None) -> None:
         self.db = db
         self.origin = origin  # who commits: notifications say it (a relay skips its own)
         self.passwords = passwords or Hasher()
         self.schema_version = migrate(db)
+        self._blob = TYPES[db.dialect]["BLOB"]
+        # what the packer knows (this process): (session, kind) -> the session's header
+        # template, and (unit, session, kind) -> the highest seq already in a segment
+        self._templates: dict[tuple[str, str], bytes] = {}
+        self._packed_seq: dict[tuple[str, str, str], int] = {}
 
     @classmethod
     def open(cls, store_url: str, data_dir: str, *, pool_size: int = 8,
@@ -121,8 +153,9 @@ class Store:
     def dialect(self) -> str:
         return self.db.dialect
 
-    def close(self) -> None:
-        self.db.close()
+    def close(self, *, compact: bool = True) -> None:
+        """`compact=False`: a reader done with a store others still use (SQLite: no VACUUM)."""
+        self.db.close(compact=compact)
 
     def _q(self, sql: str, args: Sequence = ()) -> list[tuple]:
         return self.db.query(sql, args)
@@ -276,7 +309,7 @@ class Store:
         """Store frames (and unit statuses) in one transaction; duplicate frames are
         ignored. Returns the ids the batch took and the rows it stored. Session opens and
         closes update `sessions` in the same transaction."""
-        at = now_us()
+        at = now_us() // 1000 * 1000  # to the millisecond: what the archive keeps
         sha256 = hashlib.sha256
         params = [(f.unit_id, f.session, f.kind, f.seq, f.payload, sha256(f.payload).digest(),
                    at) for f in frames]
@@ -348,15 +381,39 @@ class Store:
 
     def rows_after(self, cursor: int, unit_ids: Sequence[str], limit: int = 500,
                    upto: int | None = None) -> list[StreamRow]:
-        """Rows of these units with cursor < id (<= upto), in id order."""
+        """Rows of these units with cursor < id (<= upto), in id order: stored rows and
+        packed frames, read in one statement (one snapshot), merged by id."""
         if not unit_ids:
             return []
+        upto = NO_BOUND if upto is None else upto
         marks = ",".join("?" * len(unit_ids))
-        bound = "" if upto is None else " AND id<=?"
-        args = [cursor, *([] if upto is None else [upto]), *unit_ids, limit]
-        rows = self._q(f"SELECT {_ROW} FROM stream WHERE id>?{bound} AND unit_id IN ({marks}) "
-                       "ORDER BY id LIMIT ?", args)
-        return [_stream_row(r) for r in rows]
+        # every segment reaching past the cursor comes before the first one that does not
+        # fit the page: at most a few per (unit, session, kind) straddle the cursor
+        seg_page = 16 + 4 * len(unit_ids)
+        rows = self._q(
+            f"SELECT * FROM (SELECT 0 AS src, {_ROW}, CAST(NULL AS {self._blob}) AS hdr "
+            f"FROM stream WHERE id>? AND id<=? AND unit_id IN ({marks}) ORDER BY id LIMIT ?) "
+            f"AS l UNION ALL SELECT * FROM (SELECT 1, s.first_id, s.unit_id, s.session, "
+            f"s.kind, s.first_seq, s.body, s.received_us, {_HEADER} FROM {_SEGMENTS} "
+            f"WHERE s.unit_id IN ({marks}) AND s.first_id>? AND s.first_id<=? "
+            f"AND s.last_id>? ORDER BY s.first_id LIMIT ?) AS g",
+            [cursor, upto, *unit_ids, limit, *unit_ids, cursor - seg.MAX_ID_SPAN, upto, cursor,
+             seg_page])
+        live = [_stream_row(r[1:8]) for r in rows if r[0] == 0]
+        packed = [r for r in rows if r[0] == 1]
+        bound = upto
+        if len(live) == limit:
+            bound = min(bound, live[-1].id)
+        if len(packed) == seg_page:  # frames past the last segment's start may be in others
+            bound = min(bound, packed[-1][1])
+        out = [r for r in live if r.id <= bound]
+        for p in packed:
+            unit_id, session, kind = p[2], p[3], p[4]
+            out += [StreamRow(f.id, unit_id, session, kind, f.seq, f.payload, f.received_us)
+                    for f in _unpack((p[1], p[5], p[7], p[8], p[6]))
+                    if cursor < f.id <= bound]
+        out.sort(key=lambda r: r.id)
+        return out[:limit]
 
     # ------------------------------------------------------------------ archive
 
@@ -398,21 +455,148 @@ class Store:
         return out
 
     def sealed(self, session: str, kind: str, from_seq: int, limit: int) -> list[tuple]:
-        """(id, seq, payload, received_us) of one session's sealed frames, by seq."""
-        return [(r[0], r[1], bytes(r[2]), r[3]) for r in self._q(
-            "SELECT id,seq,payload,received_us FROM stream WHERE session=? AND kind=? AND "
-            "seq>=? ORDER BY seq LIMIT ?", (session, kind, from_seq, limit))]
+        """(id, seq, payload, received_us) of one session's sealed frames, by seq: stored
+        rows and packed frames, read in one statement."""
+        seg_page = 8 + limit // 50
+        rows = self._q(
+            f"SELECT * FROM (SELECT 0 AS src, id, seq, received_us, "
+            f"CAST(NULL AS {self._blob}) AS hdr, payload FROM stream WHERE session=? AND "
+            f"kind=? AND seq>=? ORDER BY seq, id LIMIT ?) AS l UNION ALL SELECT * FROM "
+            f"(SELECT 1, {_SEGMENT} WHERE s.session=? AND s.kind=? AND s.first_seq>? AND "
+            f"s.last_seq>=? ORDER BY s.first_seq, s.first_id LIMIT ?) AS g",
+            (session, kind, from_seq, limit, session, kind, from_seq - seg.MAX_SEQ_SPAN,
+             from_seq, seg_page))
+        live = [(r[1], r[2], bytes(r[5]), r[3]) for r in rows if r[0] == 0]
+        packed = [r[1:] for r in rows if r[0] == 1]
+        bound = NO_BOUND
+        if len(live) == limit:
+            bound = live[-1][1]
+        if len(packed) == seg_page:
+            bound = min(bound, max(packed[-1][1], from_seq))
+        out = [x for x in live if x[1] <= bound]
+        for p in packed:
+            out += [(f.id, f.seq, f.payload, f.received_us) for f in _unpack(p)
+                    if from_seq <= f.seq <= bound]
+        out.sort(key=lambda x: (x[1], x[0]))
+        return out[:limit]
 
     def session_counts(self, session: str) -> dict:
         rows = self._q("SELECT kind, COUNT(*), MAX(seq) FROM stream WHERE session=? "
-                       "GROUP BY kind", (session,))
-        return {k: {"count": n, "max_seq": m} for k, n, m in rows}
+                       "GROUP BY kind UNION ALL SELECT kind, SUM(frames), MAX(last_seq) FROM "
+                       "stream_segments WHERE session=? GROUP BY kind", (session, session))
+        out: dict = {}
+        for k, n, m in rows:
+            c = out.setdefault(k, {"count": 0, "max_seq": None})
+            c["count"] += int(n)
+            c["max_seq"] = m if c["max_seq"] is None else max(c["max_seq"], m)
+        return out
 
     def archive_stats(self) -> dict:
+        """Sessions, items (rows and packed frames) and the bytes they take (as stored)."""
         n_sessions = self._q("SELECT COUNT(*), MIN(opened_us) FROM sessions")[0]
         n_stream = self._q("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0) FROM stream")[0]
+        n_packed = self._q("SELECT COALESCE(SUM(frames),0), COALESCE(SUM(LENGTH(body)),0) "
+                           "FROM stream_segments")[0]
         return {"sessions": n_sessions[0], "oldest_opened_us": n_sessions[1],
-                "items": n_stream[0], "bytes": int(n_stream[1])}
+                "items": int(n_stream[0]) + int(n_packed[0]),
+                "bytes": int(n_stream[1]) + int(n_packed[1])}
+
+    # ------------------------------------------------------------------ packing
+
+    def pack_candidates(self, *, upto: int | None = None,
+                        sessions: Sequence[str] = ()) -> list[tuple[str, str, str]]:
+        """(unit, session, kind) of stored sealed frames to pack: those with id <= upto,
+        or those of these sessions."""
+        if sessions:
+            marks = ",".join("?" * len(sessions))
+            rows = self._q(f"SELECT DISTINCT unit_id, session, kind FROM stream WHERE session "
+                           f"IN ({marks}) AND kind IN {_SEALED_IN}", list(sessions))
+        else:
+            rows = self._q(f"SELECT DISTINCT unit_id, session, kind FROM stream WHERE id<=? "
+                           f"AND kind IN {_SEALED_IN}", (NO_BOUND if upto is None else upto,))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def pack(self, groups: Sequence[tuple[str, str, str]], *, upto: int | None = None) -> int:
+        """Move the stored sealed frames of these (unit, session, kind) groups (with id <=
+        upto) into segments, in one transaction; a frame equal to one already packed is
+        dropped. Returns how many frames were packed. Safe beside other relays doing the
+        same: each frame is taken by one DELETE ... RETURNING."""
+        upto = NO_BOUND if upto is None else upto
+        moved = 0
+        with self.db.transaction() as tx:
+            for unit_id, session, kind in groups:
+                taken = tx.query("DELETE FROM stream WHERE unit_id=? AND session=? AND kind=? "
+                                 "AND id<=? RETURNING id, seq, payload, received_us",
+                                 (unit_id, session, kind, upto))
+                if not taken:
+                    continue
+                frames = [seg.Stored(r[0], r[1], bytes(r[2]), r[3]) for r in taken]
+                frames = self._drop_packed(tx, unit_id, session, kind, frames)
+                if not frames:
+                    continue
+                runs = seg.plan(frames)
+                template = self._session_template(tx, session, kind, runs)
+                rows = []
+                for t, run in runs:
+                    p = seg.pack(t, run)
+                    rows.append((session, kind, p.first_seq, p.first_id, p.last_seq, p.last_id,
+                                 unit_id, p.frames, p.received_us,
+                                 None if t == template else t, p.body))
+                tx.executemany("INSERT INTO stream_segments(session,kind,first_seq,first_id,"
+                               "last_seq,last_id,unit_id,frames,received_us,header,body) "
+                               "VALUES(?,?,?,?,?,?,?,?,?,?,?)", rows)
+                key = (unit_id, session, kind)
+                if len(self._packed_seq) >= MAX_CACHED:
+                    self._packed_seq.clear()
+                self._packed_seq[key] = max(self._packed_seq.get(key, -1),
+                                            max(f.seq for f in frames))
+                moved += len(frames)
+        return moved
+
+    def _drop_packed(self, tx, unit_id: str, session: str, kind: str,
+                     frames: list[seg.Stored]) -> list[seg.Stored]:
+        """The frames not already in a segment (byte for byte, at the same seq)."""
+        lo = min(f.seq for f in frames)
+        known = self._packed_seq.get((unit_id, session, kind))
+        if known is not None and lo > known:
+            return frames  # all newer than anything this relay packed: the usual case
+        hi = max(f.seq for f in frames)
+        have: set[tuple[int, bytes]] = set()
+        for r in tx.query(f"SELECT {_SEGMENT} WHERE s.session=? AND s.kind=? AND "
+                          "s.unit_id=? AND s.first_seq>? AND s.first_seq<=? AND "
+                          "s.last_seq>=?", (session, kind, unit_id,
+                                            lo - seg.MAX_SEQ_SPAN, hi, lo)):
+            have.update((f.seq, f.payload) for f in _unpack(r))
+        out = []
+        for f in frames:
+            if (f.seq, f.payload) not in have:
+                have.add((f.seq, f.payload))
+                out.append(f)
+        return out
+
+    def _session_template(self, tx, session: str, kind: str, runs: list) -> bytes | None:
+        """The header template kept once for (session, kind) in its session row: the first
+        one packed. None (every segment keeps its own) for a session without a row."""
+        key = (session, kind)
+        t = self._templates.get(key)
+        if t is not None:
+            return t
+        col = "audio_header" if kind == "audio" else "event_header"
+        r = tx.query(f"SELECT {col} FROM sessions WHERE session=?", (session,))
+        if not r:
+            return None
+        if r[0][0] is None:
+            first = next((t for t, _ in runs if t), None)
+            if first is None:
+                return None
+            tx.execute(f"UPDATE sessions SET {col}=? WHERE session=? AND {col} IS NULL",
+                       (first, session))
+            r = tx.query(f"SELECT {col} FROM sessions WHERE session=?", (session,))
+        t = bytes(r[0][0])
+        if len(self._templates) >= MAX_CACHED:
+            self._templates.clear()
+        self._templates[key] = t
+        return t
 
     def purge_before(self, cutoff_us: int, *, max_sessions: int = 100) -> int:
         """Retention: drop sessions (and their sealed stream) that ended before cutoff, a few
@@ -426,6 +610,7 @@ class Store:
                 for s in old:
                     tx.execute("DELETE FROM stream WHERE session=?", (s,))
                     tx.execute("DELETE FROM key_shares WHERE session=?", (s,))
+                    tx.execute("DELETE FROM stream_segments WHERE session=?", (s,))
                     tx.execute("DELETE FROM sessions WHERE session=?", (s,))
             total += len(old)
             if len(old) < max_sessions:

@@ -1,5 +1,6 @@
 """The stream writer: stores inbound frames in batches, one transaction per few
 milliseconds, and only then acknowledges them to the broker and hands them to the hub.
+Between batches it packs sealed frames into the archive's segments (`Packer`).
 
 Concurrency: one thread of its own. `put` and `put_status` are called from the MQTT
 client threads; `on_commit` and the acks run in the writer thread, after the commit, so a
@@ -12,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from cloud_relay.store.store import Batch, Frame, Store
@@ -23,12 +25,98 @@ log = logging.getLogger("cloud_relay.writer")
 Ack = tuple[Callable[[list[int]], None], int]
 _STOP = object()
 
+# Sealed frames stay rows this long: longer than a unit's ack grace (30 s, docs/spool.md)
+# plus the relay's replay margin (10 s, bridge.py), so what a unit offers again after a
+# broker restart still meets its original at the unique key and stops there.
+PACK_AFTER_S = 40.0
+PACK_EVERY_S = 8.0  # one round per this long: ~200 chunks of a room per segment
+PACK_GROUPS_PER_STEP = 8  # (unit, session, kind) per transaction: a few ms between batches
+PACK_AT_STOP_S = 3.0
+
+
+class Packer:
+    """When to pack what (store.pack does the moving): a closed session's frames at once,
+    and every PACK_EVERY_S what has been stored for PACK_AFTER_S, in small steps so the
+    writer's batches never wait long. Runs in the writer thread; `clock` is monotonic."""
+
+    def __init__(self, store: Store, *, after_s: float = PACK_AFTER_S,
+                 every_s: float = PACK_EVERY_S, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.store = store
+        self.after_s, self.every_s = after_s, every_s
+        self.clock = clock
+        self._heads: deque[tuple[float, int]] = deque()  # (when, head) after commits
+        self._closed: set[str] = set()
+        self._todo: deque[tuple[tuple[str, str, str], int | None]] = deque()
+        self._next_round = clock() + every_s
+        self._round_upto: int | None = None
+        self.packed = 0
+        self.failures = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._todo or self._closed)
+
+    def committed(self, batch: Batch) -> None:
+        now = self.clock()
+        if batch.head and (not self._heads or now - self._heads[-1][0] >= 0.5):
+            self._heads.append((now, batch.head))
+        for r in batch.rows:
+            if r.kind == "session_close":
+                self._closed.add(r.session)
+
+    def _due_upto(self, now: float) -> int | None:
+        """The head as it was PACK_AFTER_S ago (None: nothing that old)."""
+        upto = None
+        while self._heads and now - self._heads[0][0] >= self.after_s:
+            upto = self._heads.popleft()[1]
+        if upto is not None:  # keep it: the next round starts from there at least
+            self._heads.appendleft((now - self.after_s, upto))
+        return upto
+
+    def step(self, *, stopping: bool = False) -> None:
+        """Do one bounded piece of packing work, if any is due."""
+        now = self.clock()
+        try:
+            if self._closed:
+                sessions, self._closed = sorted(self._closed), set()
+                self._todo.extendleft((g, None) for g in
+                                      self.store.pack_candidates(sessions=sessions))
+            elif not self._todo and now >= self._next_round and not stopping:
+                self._next_round = now + self.every_s
+                upto = self._due_upto(now)
+                if upto is not None:
+                    self._todo.extend((g, upto) for g in
+                                      self.store.pack_candidates(upto=upto))
+                    self._round_upto = upto
+            if not self._todo:
+                return
+            by_upto: dict[int | None, list] = {}
+            for _ in range(min(PACK_GROUPS_PER_STEP, len(self._todo))):
+                g, upto = self._todo.popleft()
+                by_upto.setdefault(upto, []).append(g)
+            for upto, groups in by_upto.items():
+                self.packed += self.store.pack(groups, upto=upto)
+        except Exception as e:  # noqa: BLE001 (store down or refusing: the rows stay rows)
+            self.failures += 1
+            self._todo.clear()
+            log.error("event=pack_failed error=%r", str(e)[:200])
+
+    def finish(self) -> None:
+        """At stop: pack what closed sessions left (bounded in time; the rest waits for
+        the next start)."""
+        deadline = self.clock() + PACK_AT_STOP_S
+        self._todo = deque((g, u) for g, u in self._todo if u is None)
+        while self.busy and self.clock() < deadline:
+            self.step(stopping=True)
+
 
 class StreamWriter:
     def __init__(self, store: Store, *, on_commit: Callable[[Batch, dict[str, dict]], None],
                  batch_ms: float = 8.0, max_batch: int = 2000,
-                 status_write_s: float = 0.0) -> None:
+                 status_write_s: float = 0.0, packer: Packer | None = None) -> None:
         self.store = store
+        self.packer = packer if packer is not None else Packer(store)
         self.on_commit = on_commit
         self.batch_s = batch_ms / 1000
         self.max_batch = max_batch
@@ -62,11 +150,12 @@ class StreamWriter:
     # ------------------------------------------------------------------ thread
 
     def _run(self) -> None:
-        q, stopping = self._q, False
+        q, stopping, packer = self._q, False, self.packer
         while not stopping:
-            try:
-                first = q.get(timeout=1.0)
+            try:  # packing work waits only for an empty queue
+                first = q.get_nowait() if packer.busy else q.get(timeout=1.0)
             except queue.Empty:
+                packer.step()
                 continue
             items = [first]
             if first is not _STOP and self.batch_s > 0:
@@ -91,6 +180,9 @@ class StreamWriter:
                 else:
                     statuses[it[0]] = it[1]
             self._commit(frames, acks, statuses)
+            if not stopping:
+                packer.step()
+        packer.finish()
 
     def _commit(self, frames: list[Frame], acks: list[Ack],
                 statuses: dict[str, dict]) -> None:
@@ -121,5 +213,6 @@ class StreamWriter:
             acker(pids)
         self.batches += 1
         self.frames += len(frames)
+        self.packer.committed(batch)
         if batch.rows or statuses:
             self.on_commit(batch, statuses)

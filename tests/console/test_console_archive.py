@@ -94,6 +94,8 @@ def test_archive_pages_open_with_the_scribes_key_and_retention_purges(relay, bro
         db = sqlite3.connect(str(relay.dir / "data" / "relay.db"))
         assert db.execute("SELECT COUNT(*) FROM stream WHERE session=?", (sim.hex,)
                           ).fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM stream_segments WHERE session=?", (sim.hex,)
+                          ).fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
         db.close()
         audit = relay.api("GET", "/api/admin/audit?limit=500").json()

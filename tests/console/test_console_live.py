@@ -13,7 +13,6 @@ import base64
 import hashlib
 import json
 import os
-import sqlite3
 import subprocess
 import threading
 import time
@@ -25,7 +24,16 @@ import pytest
 import websockets
 from clinic_admin import RelayClinic
 from console_support import open_console, poll, screenshot
-from support import PY, ROOT, make_broker, make_relay, random_multichannel, read_wav, write_wav
+from support import (
+    PY,
+    ROOT,
+    archived_frames,
+    make_broker,
+    make_relay,
+    random_multichannel,
+    read_wav,
+    write_wav,
+)
 from unit_sim import MqttUnit, SimSession, now_us
 
 from scribelink import envelope as env
@@ -528,15 +536,13 @@ def test_the_relay_holds_no_plaintext_and_no_key(system):
     raw = ref_key.private_bytes_raw()
     assert raw not in blobs and base64.b64encode(raw) not in blobs
     # the database has sealed envelopes, each of which opens only with the session key
-    db = sqlite3.connect(str(data / "relay.db"))
-    rows = db.execute("SELECT payload FROM stream WHERE session=? AND kind='audio' LIMIT 5",
-                      (system.sim.hex,)).fetchall()
-    for (payload,) in rows:
+    rows = archived_frames(data, session=system.sim.hex)[:5]
+    assert rows
+    for _, _, payload, _ in rows:
         env.parse_header(bytes(payload))
         env.open_envelope(bytes(payload), key)  # authentic ...
         with pytest.raises(env.OpenError):
             env.open_envelope(bytes(payload), b"\x00" * 32)  # ... and useless without it
-    db.close()
 
 
 # ---------------------------------------------------------------------- admin view

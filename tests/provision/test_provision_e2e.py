@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from provision_support import (
     snapshot,
     wait_for,
 )
+from support import archived_frames
 from trustkit import Clinic
 
 from edge_agent import config as agent_config
@@ -206,10 +206,7 @@ def test_one_code_enrols_tests_and_locks_a_blank_unit_whose_signed_sessions_are_
         counters = next(r for r in records_seen if r["type"] == "counters")
         assert counters["forged"] == 0 and counters["tampered"] == 0, counters
         assert counters["chunks"] >= 70  # 3 s of 40 ms chunks
-        db = sqlite3.connect(relay.dir / "data" / "relay.db")
-        audio = db.execute("SELECT COUNT(*) FROM stream WHERE unit_id=? AND kind='audio'",
-                           (UNIT,)).fetchone()[0]
-        db.close()
+        audio = len(archived_frames(relay.dir / "data", unit=UNIT))
         assert audio >= 70
 
         # --- someone else with a cable: a locked unit refuses to be re-pointed

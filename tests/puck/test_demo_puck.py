@@ -9,7 +9,7 @@ import sqlite3
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
-from support import jsonl, random_multichannel, read_wav, run_demo, write_wav
+from support import archived_frames, jsonl, random_multichannel, read_wav, run_demo, write_wav
 
 from scribelink import envelope as env
 from scribelink import messages as msgs
@@ -79,8 +79,8 @@ def test_no_audio_of_the_paused_interval_exists_in_the_archive(pressed):
     key = env.unwrap_session_key(
         msgs.wrapped_key_for(open_msg, env.key_id(env.public_key_raw(scribe))), scribe,
         open_msg["unit"], bytes.fromhex(open_msg["session"]))
-    sealed = b"".join(env.open_envelope(bytes(f), key)[1] for (f,) in db.execute(
-        "SELECT payload FROM stream WHERE kind='audio' ORDER BY seq"))
+    sealed = b"".join(env.open_envelope(f, key)[1]
+                      for _, _, f, _ in archived_frames(rec / "relay"))
     got = read_wav(rec / "scribe.wav")[:, 0]
     assert sealed == got.tobytes()  # the archive holds exactly what the scribe heard
     paused = x[(13 * 16000):(17 * 16000), 0].tobytes()

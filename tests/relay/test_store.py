@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -152,3 +153,85 @@ def test_retention_purge_drops_old_closed_sessions_in_small_transactions(store):
     assert store.purge_before(cutoff, max_sessions=3) == 7
     assert [s["session"] for s in store.sessions("u1")] == [keep]
     assert {r.session for r in store.rows_after(0, ["u1"], 1000)} == {keep}
+
+
+def _sealed_frames(n: int) -> tuple[str, list[bytes], bytes]:
+    """n real sealed Opus chunks of one session (the unit's own code) and one event."""
+    import numpy as np
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from edge_agent.session import Session, Signer
+    from scribelink import codec as codecs
+
+    s = Session(unit_id="unit-exam-1",
+                scribes=[("s", "dev", X25519PrivateKey.generate().public_key())],
+                recovery=None, signer=Signer(Ed25519PrivateKey.generate(), None),
+                sample_rate=16000, chunk_ms=40, started_us=1_700_000_000_000_000,
+                codec=codecs.CodecSettings(codec="opus", bitrate=16000))
+    rng = np.random.default_rng(3)
+    pcm = (rng.normal(0, 2000, 640 * n)).astype(np.int16)
+    out = [s.seal_audio(pcm[i * 640:(i + 1) * 640], s.started_us + i * 40_000 + (i % 3))[1]
+           for i in range(n)]
+    return s.hex, out, s.seal_event("cue", s.started_us + 10**6, cue_id=1)[1]
+
+
+def test_packing_keeps_every_frame_byte_for_byte_and_every_cursor(store):
+    """Sealed frames move from rows into per-session segments (the archive's packed form,
+    cloud_relay/store/segments.py): every read gives back the same rows -- ids (the scribes'
+    cursors), seqs, exact bytes, arrival times -- before and after, and a redelivery of
+    a packed frame is dropped when it is packed in turn."""
+    sid, audio, event = _sealed_frames(120)
+    store.append_batch([Frame("unit-exam-1", sid, "session_open", 0, b'{"type":"x"}')])
+    for i in range(0, 120, 7):  # batches interleaved with another unit's raw frames
+        store.append_batch([Frame("unit-exam-1", sid, "audio", q, audio[q])
+                            for q in range(i, min(i + 7, 120))]
+                           + frames("u2", "s2", 2, first=i))
+    store.append_batch([Frame("unit-exam-1", sid, "event", 0, event)])
+    units = ["unit-exam-1", "u2"]
+    before = store.rows_after(0, units, 10_000)
+    sealed_before = store.sealed(sid, "audio", 0, 1000)
+    head = store.head()
+    assert store.pack(store.pack_candidates(upto=head)) == 120 + 1 + 2 * 18
+    assert store.db.query("SELECT COUNT(*) FROM stream WHERE kind IN ('audio','event')"
+                          )[0][0] == 0
+    assert store.rows_after(0, units, 10_000) == before
+    for cursor in (0, before[5].id, before[77].id, before[-2].id):  # a scribe resuming
+        page = store.rows_after(cursor, units, 25)
+        assert page == [r for r in before if r.id > cursor][:25]
+    assert store.rows_after(before[3].id, units, 10, upto=before[9].id) == before[4:10]
+    assert store.sealed(sid, "audio", 0, 1000) == sealed_before
+    assert store.sealed(sid, "audio", 50, 7) == sealed_before[50:57]
+    assert [x[2] for x in store.sealed(sid, "event", 0, 10)] == [event]
+    assert store.session_counts(sid)["audio"] == {"count": 120, "max_seq": 119}
+    # a late redelivery of packed frames: stored once more, then dropped by the packer
+    again = store.append_batch([Frame("unit-exam-1", sid, "audio", q, audio[q])
+                                for q in (3, 4)])
+    assert len(again.rows) == 2
+    assert store.pack(store.pack_candidates(upto=store.head())) == 0
+    assert store.sealed(sid, "audio", 0, 1000) == sealed_before
+    packed = store.db.query("SELECT COALESCE(SUM(LENGTH(body)),0) FROM stream_segments "
+                            "WHERE kind='audio' AND session=?", (sid,))[0][0]
+    bodies = sum(len(f) - 60 for f in audio)  # ciphertext and tag
+    assert packed < bodies + 6 * len(audio), (packed, bodies)  # the header is kept once
+
+
+def test_closing_a_session_packs_it_through_the_writer(store):
+    """The relay's writer packs a session's frames when its close is committed."""
+    from cloud_relay.store.writer import StreamWriter
+
+    sid, audio, _ = _sealed_frames(30)
+    w = StreamWriter(store, on_commit=lambda batch, statuses: None)
+    w.start()
+    try:
+        for q, f in enumerate(audio):
+            w.put(Frame("unit-exam-1", sid, "audio", q, f), None)
+        w.put(Frame("unit-exam-1", sid, "session_close", 0, b'{"type":"session_close"}'),
+              None)
+        deadline = time.monotonic() + 20
+        while store.db.query("SELECT COUNT(*) FROM stream WHERE kind='audio'")[0][0]:
+            assert time.monotonic() < deadline, "the closed session was not packed"
+            time.sleep(0.05)
+    finally:
+        w.stop()
+    assert [x[2] for x in store.sealed(sid, "audio", 0, 100)] == audio

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from support import jsonl, random_multichannel, read_wav, run_demo, write_wav
+from support import archived_frames, jsonl, random_multichannel, read_wav, run_demo, write_wav
 
 from scribelink import envelope as env
 from scribelink import messages as msgs
@@ -66,7 +66,7 @@ def test_relay_holds_no_plaintext_and_no_key(demo_run):
     session_key = env.unwrap_session_key(wrapped, scribe, open_msg["unit"],
                                          bytes.fromhex(open_msg["session"]))
     # the archive is real: the scribe's key opens what the relay stored
-    frame = db.execute("SELECT payload FROM stream WHERE kind='audio' AND seq=100").fetchone()[0]
+    [frame] = [f for _, q, f, _ in archived_frames(rec / "relay") if q == 100]
     _, body = env.open_envelope(bytes(frame), session_key)
     assert body == x[100 * 640:101 * 640, 0].tobytes()
 

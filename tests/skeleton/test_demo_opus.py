@@ -4,8 +4,6 @@ what the scribe hears scores as near-transparent, and the relay holds Opus, not 
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 import pytest
 from speech_material import delay_removed, recorded_speech
@@ -45,14 +43,23 @@ def test_the_scribe_hears_channel_0_through_opus_at_pesq_and_stoi(opus_run):
     assert p >= 3.5 and s >= 0.95, (p, s)
 
 
-def test_the_relay_stores_opus_chunks(opus_run):
+def test_the_relay_stores_opus_chunks_in_at_most_4000_bytes_per_second(opus_run):
+    """Issue 17: everything under D/relay/ after the run, at most 4,000 bytes per second of
+    input; the archive gives back every chunk, Opus, exactly as sealed."""
+    from cloud_relay.store import Store
+
     _, rec = opus_run
-    db = sqlite3.connect(rec / "relay" / "relay.db")
-    frames = [bytes(r[0]) for r in db.execute("SELECT payload FROM stream WHERE kind='audio'")]
-    db.close()
+    relay_bytes = sum(p.stat().st_size for p in (rec / "relay").rglob("*") if p.is_file())
+    print(f"relay {relay_bytes / SECONDS:.0f} B/s")
+    assert relay_bytes <= 4000 * SECONDS, relay_bytes
+    st = Store.open("", str(rec / "relay"))
+    try:
+        [session] = [r[0] for r in st.db.query("SELECT session FROM sessions")]
+        frames = [f[2] for f in st.sealed(session, "audio", 0, 10**6)]
+    finally:
+        st.close()
     assert len(frames) == SECONDS * 25
     headers = [env.parse_header(f)[0] for f in frames]
+    assert [h.seq for h in headers] == list(range(len(frames)))
     assert {h.codec for h in headers} == {env.CODEC_OPUS}
     assert {h.sample_count for h in headers} == {640}
-    per_s = sum(len(f) for f in frames) / SECONDS
-    assert per_s < 32000 / 5, per_s  # PCM's body alone is 32,000 B/s
