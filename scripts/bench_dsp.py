@@ -146,8 +146,9 @@ def score(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
 
 def _dsp_version() -> str:
     h = hashlib.sha1()
-    for path in sorted((ROOT / "edge_agent" / "dsp").glob("*.py")):
-        h.update(path.read_bytes())
+    for pattern in ("*.py", "*.npz"):  # the code and the trained mask's weights
+        for path in sorted((ROOT / "edge_agent" / "dsp").glob(pattern)):
+            h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 

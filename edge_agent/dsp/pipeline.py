@@ -1,5 +1,11 @@
 """The array front end: high-pass -> adaptive beamformer -> post-filter -> AGC -> limiter.
 
+A small trained speech mask (mask.py) reads the reference mic and tells the beamformer, per
+frame and bin, how much is talker and how much noise: that drives its covariances (a
+mask-based multichannel Wiener filter). The post-filter, the pause gate and the enhancement
+depth are the signal-processing ones (noise.py, depth.py); using the mask for those too is
+an option the bench measured and did not adopt (docs/dsp.md).
+
 Streaming and causal. Input is cut into hops of 256 samples on a fixed grid, analysed
 with a 512-sample sqrt-Hann STFT (50 % overlap), so the output lags the input by
 `latency_samples` = 256 samples (16 ms): out[i] is the processed in[i - 256]. A caller
@@ -18,15 +24,27 @@ import numpy as np
 from edge_agent.dsp.agc import PeakLimiter, SpeechAgc
 from edge_agent.dsp.arrays import ArrayGeometry, load_array
 from edge_agent.dsp.beamformer import WienerBeamformer
-from edge_agent.dsp.depth import BandSnr
+from edge_agent.dsp.depth import BandSnr, MaskSnr
 from edge_agent.dsp.health import ChannelHealth
+from edge_agent.dsp.mask import SpeechMask
 from edge_agent.dsp.noise import NoiseTracker, PostFilter
 
 _MAX_FRAMES_PER_PASS = 64  # bounds memory when a whole file arrives in one block
 
 
 class ArrayPipeline:
-    """Multichannel int16 blocks in, mono int16 out (see the module docstring)."""
+    """Multichannel int16 blocks in, mono int16 out (see the module docstring).
+
+    The keyword arguments after `settle_s` are the trained mask's (docs/dsp.md has the
+    bench's ablations of each): `mask` runs it (False: the front end as it was, the
+    beamformer taught by its spatial SPP); `mask_mwf` makes the beamformer a mask-based MWF
+    (talker and noise covariances over `mask_time_constant_s`, each bin held at the
+    reference mic until it has `evidence` of both); `mask_gain` makes the mask the
+    post-filter too (floored at `mask_floor_db`), with the depth from `depth_source`:
+    "band" (the noise floor, depth.py's BandSnr), "mask" (MaskSnr: the room's SNR as the
+    mask splits it, 1 at `mask_noisy_snr_db`, 0 at `mask_clean_snr_db`), or "min"/"max"
+    of the two.
+    """
 
     def __init__(
         self,
@@ -48,6 +66,20 @@ class ArrayPipeline:
         tracker_ceiling: float | None = None,
         start_depth: float = 0.0,
         settle_s: float = 6.0,
+        mask: bool = True,
+        mask_weights: str | None = None,
+        mask_gain: bool = False,
+        mask_floor_db: float = -12.0,
+        mask_mwf: bool = True,
+        mask_time_constant_s: float = 1.0,
+        spatial_only: bool = True,
+        max_restore: float = 4.0,
+        depth_source: str = "band",
+        mask_clean_snr_db: float = 20.0,
+        mask_noisy_snr_db: float = 10.0,
+        mask_snr_time_constant_s: float = 3.0,
+        mask_settle_s: float = 1.0,
+        evidence: float = 0.15,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -84,7 +116,21 @@ class ArrayPipeline:
         self._bf_bins = int(beamform_max_hz * frame_len / sample_rate) + 1
         self._beamform = beamform
         self._ref = ref
-        self.beamformer = WienerBeamformer(self._bf_bins, mics, ref, hop_s=hop_s)
+        self._mask = SpeechMask(mask_weights, hop_s=hop_s) if mask else None
+        self._mask_gain = mask and mask_gain
+        self._mask_floor_db = mask_floor_db
+        self.beamformer = WienerBeamformer(
+            self._bf_bins,
+            mics,
+            ref,
+            hop_s=hop_s,
+            caller_presence=mask,
+            mask_mwf=mask and mask_mwf,
+            mask_time_constant_s=mask_time_constant_s,
+            evidence=evidence,
+            spatial_only=spatial_only,
+            max_restore=max_restore,
+        )
         self.tracker = NoiseTracker(bins, ceiling_over_minimum=tracker_ceiling)
         # Which frames teach the beamformer "noise" is decided by the multichannel SPP
         # (spatial, see beamformer.py); until its statistics exist (~1 s) by the SPP of
@@ -133,6 +179,14 @@ class ArrayPipeline:
             silence_power=self._quantum_power * self._low_bins,
         )
         self.depth = 1.0 if not adaptive_depth else self.room.depth
+        self._depth_source = depth_source
+        self.mask_room = MaskSnr(
+            hop_s=hop_s,
+            time_constant_s=mask_snr_time_constant_s,
+            clean_snr_db=mask_clean_snr_db,
+            noisy_snr_db=mask_noisy_snr_db,
+            settle_s=mask_settle_s,
+        )
 
         # A frame gain on top of the post-filter, eased in and out over ~50 ms so it cannot
         # click: frames without speech drop a further 6 dB x depth (quieter pauses). A
@@ -281,6 +335,20 @@ class ArrayPipeline:
         removed_low = spectra[:, :low, self._ref] * (1.0 - self._highpass_gain[:low])
         spectra *= self._highpass_gain[:, None]
 
+        if self._mask is not None:
+            # the mask listens to the reference mic, or to the first live mic if it is dead
+            alive = np.flatnonzero(~self.health.dead)
+            listen = self._ref if alive.size == 0 or not self.health.dead[self._ref] else alive[0]
+            ref_spec = spectra[:, :, listen]
+            ref_power = ref_spec.real**2 + ref_spec.imag**2
+            talker_mask = self._mask(ref_power)
+            if self._mask_gain and self._depth_source != "band":
+                # the talkers' and the noise's power in the speech band, as the mask splits it
+                in_band = talker_mask[:, self._band]
+                band_power = ref_power[:, self._band]
+                mask_speech = np.einsum("tk,tk,tk->t", in_band, in_band, band_power).tolist()
+                in_band = 1.0 - in_band
+                mask_noise = np.einsum("tk,tk,tk->t", in_band, in_band, band_power).tolist()
         out_spectra = np.empty(spectra.shape[:2], complex)
         presences = []
         band, band_scale = self._band, self._band_scale
@@ -300,31 +368,55 @@ class ArrayPipeline:
             )  # (frames, K)
             powers = beam.real**2 + beam.imag**2
             array_spps = None
-            if self._beamform and not beamformer.spatial_presence_ready:
+            if self._mask is not None:
+                array_spps = talker_mask[start:stop, : self._bf_bins]
+            elif self._beamform and not beamformer.spatial_presence_ready:
                 # bootstrap: SPP of the mean periodogram over the mics
                 array_powers = np.einsum("tkm,tkm->tk", segment.real, segment.real) + np.einsum(
                     "tkm,tkm->tk", segment.imag, segment.imag
                 )
                 array_spps = np.stack([self.array_tracker.update(pw) for pw in array_powers])
             count = stop - start
-            spps = np.empty((count, powers.shape[1]))
-            gains = np.empty_like(spps)
             depths = np.empty(count)
             low_kept = np.zeros(count)
-            for j in range(count):  # the recursive per-bin part, frame by frame
-                tracker.update(powers[j], out=spps[j])
-                if self._adaptive_depth:
-                    low_kept[j] = 1.0 - self._update_depth(powers[j])
-                # the depth is also how far the tracker's noise is believed: in a clean
-                # room what it calls noise is mostly reverberant speech
-                noise_psd = tracker.noise_psd
-                if self.depth < 1.0:
-                    noise_psd = noise_psd * max(self.depth, 1e-6)
-                postfilter.gain(powers[j], noise_psd, out=gains[j])
-                depths[j] = self.depth
-            # the rest per frame is vectorised over the segment
-            # share of speech-band bins confidently holding speech: ~0.01 in steady noise
-            presence = np.minimum((spps[:, band] > 0.9).sum(axis=1) * (band_scale * 4.0), 1.0)
+            if self._mask_gain:
+                for j in range(count):  # the room's SNR, frame by frame (scalars)
+                    if self._adaptive_depth:
+                        low_kept[j] = 1.0 - self._update_depth(powers[j])
+                        if self._depth_source != "band":
+                            d = self.mask_room.update(mask_speech[start + j], mask_noise[start + j])
+                            if self._depth_source == "mask":
+                                self.depth = d
+                            elif self._depth_source == "max":
+                                self.depth = max(d, self.depth)
+                            else:
+                                self.depth = min(d, self.depth)
+                    depths[j] = self.depth
+                # the trained mask is the post-filter: floored at mask_floor_db x depth and
+                # blended toward 1 by the depth, so a clean room passes untouched
+                talker = talker_mask[start:stop]
+                floors = 10 ** (depths * (self._mask_floor_db / 20))
+                gains = np.maximum(talker, floors[:, None])
+                gains -= 1.0
+                gains *= depths[:, None]
+                gains += 1.0
+                presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
+            else:
+                spps = np.empty((count, powers.shape[1]))
+                gains = np.empty_like(spps)
+                for j in range(count):  # the recursive per-bin part, frame by frame
+                    tracker.update(powers[j], out=spps[j])
+                    if self._adaptive_depth:
+                        low_kept[j] = 1.0 - self._update_depth(powers[j])
+                    # the depth is also how far the tracker's noise is believed: in a clean
+                    # room what it calls noise is mostly reverberant speech
+                    noise_psd = tracker.noise_psd
+                    if self.depth < 1.0:
+                        noise_psd = noise_psd * max(self.depth, 1e-6)
+                    postfilter.gain(powers[j], noise_psd, out=gains[j])
+                    depths[j] = self.depth
+                # share of speech-band bins confidently holding speech: ~0.01 in steady noise
+                presence = np.minimum((spps[:, band] > 0.9).sum(axis=1) * (band_scale * 4.0), 1.0)
             frame_power = self._power_scale * np.einsum("tk,tk,tk->t", gains, gains, powers)
             scales = np.empty(count)
             for j, (p, fp, depth) in enumerate(
