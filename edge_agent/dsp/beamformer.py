@@ -63,7 +63,7 @@ class WienerBeamformer:
         noise_update_power: float = 3.0,
         spatial_only: bool = True,
         max_restore: float = 4.0,
-        caller_presence: bool = False,
+        caller_presence: bool | Callable[[np.ndarray], np.ndarray] = False,
         mask_mwf: bool = False,
         mask_time_constant_s: float = 1.0,
         evidence: float = 0.15,
@@ -76,8 +76,11 @@ class WienerBeamformer:
         self._absence_power = noise_update_power
         self._spatial_only = spatial_only
         self._max_restore = max_restore
-        #: the caller's presence (the trained mask) decides, always: no spatial SPP
-        self._caller_presence = caller_presence
+        #: the caller's presence (the trained mask) decides, always: no spatial SPP. If it
+        #: is a callable, observe() is given what it needs (power spectra) and it is called
+        #: once per group of `update_frames`, vectorised, when the covariances are updated
+        self._caller_presence = bool(caller_presence)
+        self._presence_of = caller_presence if callable(caller_presence) else None
         # mask-based MWF: talker and noise covariances, each weighted by the mask (m and
         # 1 - m) and normalised by its accumulated weight, one time constant for both
         self._mask_mwf = mask_mwf
@@ -133,6 +136,8 @@ class WienerBeamformer:
             x_group = np.concatenate(self._group_x)
             if self._caller_presence:
                 spp_group = np.concatenate(self._group_spp)
+                if self._presence_of is not None:
+                    spp_group = self._presence_of(spp_group)[:, : self.bins]
             elif self.spatial_presence_ready:  # the SPP of the whole group in one go
                 spp_group = self._spatial_presence(x_group)
             else:

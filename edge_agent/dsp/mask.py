@@ -156,23 +156,45 @@ class SpeechMask:
         self.b_hh = np.asarray(params["gru_b_hh"], f)
         self.w_out = np.asarray(params["out_w"], f).T.copy()  # (H, bins)
         self.b_out = np.asarray(params["out_b"], f)
-        self.hidden_size = self.w_hh.shape[0]
+        size = self.hidden_size = self.w_hh.shape[0]
+        # the recurrence runs once per frame, so it is arranged to cost few numpy calls:
+        # sigmoid(a) = (1 + tanh(a / 2)) / 2, with the 1/2 folded into the r and z weights,
+        # and every bias that can go into the vectorised input projection goes there
+        self._w_hh_half = self.w_hh.copy()
+        self._w_hh_half[:, : 2 * size] *= 0.5
+        self._b_gates = np.concatenate(
+            [0.5 * (self.b_ih[: 2 * size] + self.b_hh[: 2 * size]), self.b_ih[2 * size :]]
+        )
+        self._b_hn = self.b_hh[2 * size :]
+        self._gate_scale = np.concatenate([np.full(2 * size, 0.5), np.ones(size)])
+        del self.w_hh, self.b_ih, self.b_hh  # folded into the arrays above
         self.features = MaskFeatures(hop_s)
-        self.h = np.zeros(self.hidden_size)
+        self.h = np.zeros(size)
 
     def __call__(self, power: np.ndarray) -> np.ndarray:
         x = np.tanh(self.features(power) @ self.w_in + self.b_in)
-        gates_in = x @ self.w_ih + self.b_ih  # (T, 3H), all frames at once
-        size = self.hidden_size
+        gates_in = x @ self.w_ih  # (T, 3H), all frames at once
+        gates_in *= self._gate_scale
+        gates_in += self._b_gates
+        size, twice = self.hidden_size, 2 * self.hidden_size
         hs = np.empty((x.shape[0], size))
-        h, w_hh, b_hh = self.h, self.w_hh, self.b_hh
+        h, w_hh, b_hn = self.h, self._w_hh_half, self._b_hn
         for t in range(x.shape[0]):
             gi = gates_in[t]
-            gh = h @ w_hh + b_hh
-            rz = _sigmoid(gi[: 2 * size] + gh[: 2 * size])
-            n = np.tanh(gi[2 * size :] + rz[:size] * gh[2 * size :])
-            z = rz[size:]
-            h = n + z * (h - n)  # (1 - z) n + z h
+            gh = h @ w_hh
+            rz = gh[:twice]
+            rz += gi[:twice]
+            np.tanh(rz, out=rz)  # 2 sigmoid(r, z) - 1
+            rz += 1.0
+            rz *= 0.5
+            n = gh[twice:]
+            n += b_hn
+            n *= rz[:size]
+            n += gi[twice:]
+            np.tanh(n, out=n)
+            h = h - n
+            h *= rz[size:]
+            h += n  # (1 - z) n + z h
             hs[t] = h
         self.h = h
         return _sigmoid(hs @ self.w_out + self.b_out)

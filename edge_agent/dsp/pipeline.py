@@ -124,7 +124,10 @@ class ArrayPipeline:
             mics,
             ref,
             hop_s=hop_s,
-            caller_presence=mask,
+            # the mask is needed only when the covariances are updated: computed then, for
+            # the whole group at once, however the caller cut its blocks (unless it is the
+            # post-filter too, which needs it every frame)
+            caller_presence=(self._mask if not self._mask_gain else True) if mask else False,
             mask_mwf=mask and mask_mwf,
             mask_time_constant_s=mask_time_constant_s,
             evidence=evidence,
@@ -341,6 +344,7 @@ class ArrayPipeline:
             listen = self._ref if alive.size == 0 or not self.health.dead[self._ref] else alive[0]
             ref_spec = spectra[:, :, listen]
             ref_power = ref_spec.real**2 + ref_spec.imag**2
+        if self._mask_gain:
             talker_mask = self._mask(ref_power)
             if self._mask_gain and self._depth_source != "band":
                 # the talkers' and the noise's power in the speech band, as the mask splits it
@@ -368,8 +372,10 @@ class ArrayPipeline:
             )  # (frames, K)
             powers = beam.real**2 + beam.imag**2
             array_spps = None
-            if self._mask is not None:
+            if self._mask_gain:
                 array_spps = talker_mask[start:stop, : self._bf_bins]
+            elif self._mask is not None:
+                array_spps = ref_power[start:stop]  # the beamformer runs the mask on them
             elif self._beamform and not beamformer.spatial_presence_ready:
                 # bootstrap: SPP of the mean periodogram over the mics
                 array_powers = np.einsum("tkm,tkm->tk", segment.real, segment.real) + np.einsum(
