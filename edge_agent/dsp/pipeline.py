@@ -59,26 +59,28 @@ class ArrayPipeline:
         agc: bool = True,
         beamform: bool = True,
         clean_snr_db: float = 20.0,
-        noisy_snr_db: float = 5.0,
+        noisy_snr_db: float = 12.0,
         adaptive_depth: bool = True,
         agc_dead_band_db: float = 20.0,
         floor_window_s: float = 6.0,
         tracker_ceiling: float | None = None,
         start_depth: float = 0.0,
-        settle_s: float = 6.0,
+        settle_s: float = 2.0,
         mask: bool = True,
         mask_weights: str | None = None,
-        mask_gain: bool = False,
-        mask_floor_db: float = -12.0,
+        mask_gain: bool = True,
+        mask_floor_db: float = -18.0,
         mask_mwf: bool = True,
         mask_time_constant_s: float = 1.0,
         spatial_only: bool = True,
         max_restore: float = 4.0,
-        depth_source: str = "band",
-        mask_clean_snr_db: float = 20.0,
+        depth_source: str = "early",
+        mask_clean_snr_db: float = 16.0,
         mask_noisy_snr_db: float = 10.0,
-        mask_snr_time_constant_s: float = 3.0,
+        mask_snr_time_constant_s: float = 5.0,
         mask_settle_s: float = 1.0,
+        mask_snr_split: float | None = 0.2,
+        mask_or_wiener: bool = True,
         evidence: float = 0.15,
     ) -> None:
         if frame_len % 2:
@@ -118,6 +120,9 @@ class ArrayPipeline:
         self._ref = ref
         self._mask = SpeechMask(mask_weights, hop_s=hop_s) if mask else None
         self._mask_gain = mask and mask_gain
+        # the mask is needed every frame if it is the post-filter or reads the room's SNR;
+        # otherwise only when the beamformer's covariances are updated
+        self._mask_every_frame = mask and (mask_gain or depth_source != "band")
         self._mask_floor_db = mask_floor_db
         self.beamformer = WienerBeamformer(
             self._bf_bins,
@@ -127,7 +132,7 @@ class ArrayPipeline:
             # the mask is needed only when the covariances are updated: computed then, for
             # the whole group at once, however the caller cut its blocks (unless it is the
             # post-filter too, which needs it every frame)
-            caller_presence=(self._mask if not self._mask_gain else True) if mask else False,
+            caller_presence=(self._mask if not self._mask_every_frame else True) if mask else False,
             mask_mwf=mask and mask_mwf,
             mask_time_constant_s=mask_time_constant_s,
             evidence=evidence,
@@ -183,6 +188,11 @@ class ArrayPipeline:
         )
         self.depth = 1.0 if not adaptive_depth else self.room.depth
         self._depth_source = depth_source
+        self._mask_snr_split = mask_snr_split
+        self._mask_or_wiener = mask_or_wiener
+        #: "early": the mask's reading caps the floor's depth until the floor has seen a
+        #: whole window (before that it may be speech and read a clean room as noisy)
+        self._early_frames = floor_window_s / hop_s
         self.mask_room = MaskSnr(
             hop_s=hop_s,
             time_constant_s=mask_snr_time_constant_s,
@@ -276,6 +286,18 @@ class ArrayPipeline:
         # the low band is noisy if the room is, or if rumble buries its own low end
         return max(self.depth, self.low_room.update(float(power[: self._low_bins].sum())))
 
+    def _combine_depth(self, speech: list, noise: list, weights: list, j: int) -> None:
+        """Combine the noise floor's depth (set by _update_depth) with the mask's reading of
+        the room's SNR for frame j, as `depth_source` says."""
+        d = self.mask_room.update(speech[j], noise[j], *weights[j])
+        if self._depth_source == "mask":
+            self.depth = d
+        elif self._depth_source == "max":
+            self.depth = max(d, self.depth)
+        elif self._depth_source == "min" or self.mask_room.frames < self._early_frames:
+            self.depth = min(d, self.depth)
+        self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
+
     def _dc_offsets(self, hop_means: np.ndarray) -> np.ndarray:
         """Each mic's DC offset after each hop (T, M), from the hops' means: their running
         mean over the first 2 s, a one-pole average over 2 s after that."""
@@ -344,15 +366,28 @@ class ArrayPipeline:
             listen = self._ref if alive.size == 0 or not self.health.dead[self._ref] else alive[0]
             ref_spec = spectra[:, :, listen]
             ref_power = ref_spec.real**2 + ref_spec.imag**2
-        if self._mask_gain:
+        if self._mask_every_frame:
             talker_mask = self._mask(ref_power)
-            if self._mask_gain and self._depth_source != "band":
+            if self._depth_source != "band":
                 # the talkers' and the noise's power in the speech band, as the mask splits it
                 in_band = talker_mask[:, self._band]
                 band_power = ref_power[:, self._band]
-                mask_speech = np.einsum("tk,tk,tk->t", in_band, in_band, band_power).tolist()
-                in_band = 1.0 - in_band
-                mask_noise = np.einsum("tk,tk,tk->t", in_band, in_band, band_power).tolist()
+                if self._mask_snr_split is None:
+                    mask_speech = np.einsum("tk,tk,tk->t", in_band, in_band, band_power).tolist()
+                    in_band = 1.0 - in_band
+                    mask_noise = np.einsum("tk,tk,tk->t", in_band, in_band, band_power).tolist()
+                    mask_weights = [(1.0, 1.0)] * in_band.shape[0]
+                else:
+                    # hard decisions: the mean power of the bins the mask is sure hold talkers
+                    # against that of the bins it is sure hold noise
+                    below = self._mask_snr_split
+                    above = 1.0 - below
+                    sure_speech, sure_noise = in_band > above, in_band < below
+                    mask_speech = (band_power * sure_speech).sum(axis=1).tolist()
+                    mask_noise = (band_power * sure_noise).sum(axis=1).tolist()
+                    mask_weights = list(
+                        zip(sure_speech.sum(axis=1).tolist(), sure_noise.sum(axis=1).tolist())
+                    )
         out_spectra = np.empty(spectra.shape[:2], complex)
         presences = []
         band, band_scale = self._band, self._band_scale
@@ -372,7 +407,7 @@ class ArrayPipeline:
             )  # (frames, K)
             powers = beam.real**2 + beam.imag**2
             array_spps = None
-            if self._mask_gain:
+            if self._mask_every_frame:
                 array_spps = talker_mask[start:stop, : self._bf_bins]
             elif self._mask is not None:
                 array_spps = ref_power[start:stop]  # the beamformer runs the mask on them
@@ -386,21 +421,27 @@ class ArrayPipeline:
             depths = np.empty(count)
             low_kept = np.zeros(count)
             if self._mask_gain:
+                talker = talker_mask[start:stop]
+                if self._mask_or_wiener:
+                    wiener = np.empty_like(talker)
+                    spp = np.empty(powers.shape[1])
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
                         low_kept[j] = 1.0 - self._update_depth(powers[j])
                         if self._depth_source != "band":
-                            d = self.mask_room.update(mask_speech[start + j], mask_noise[start + j])
-                            if self._depth_source == "mask":
-                                self.depth = d
-                            elif self._depth_source == "max":
-                                self.depth = max(d, self.depth)
-                            else:
-                                self.depth = min(d, self.depth)
+                            self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                     depths[j] = self.depth
+                    if self._mask_or_wiener:
+                        tracker.update(powers[j], out=spp)
+                        postfilter.floor = 0.0
+                        postfilter.gain(powers[j], tracker.noise_psd, out=wiener[j])
+                if self._mask_or_wiener:
+                    # where the signal stands clear of the tracked noise floor the Wiener
+                    # gain is ~1: it overrules a mask unsure of weak speech (reverberant
+                    # tails, soft syllables), which is what costs clean rooms
+                    talker = np.maximum(talker, wiener)
                 # the trained mask is the post-filter: floored at mask_floor_db x depth and
                 # blended toward 1 by the depth, so a clean room passes untouched
-                talker = talker_mask[start:stop]
                 floors = 10 ** (depths * (self._mask_floor_db / 20))
                 gains = np.maximum(talker, floors[:, None])
                 gains -= 1.0
@@ -414,6 +455,8 @@ class ArrayPipeline:
                     tracker.update(powers[j], out=spps[j])
                     if self._adaptive_depth:
                         low_kept[j] = 1.0 - self._update_depth(powers[j])
+                        if self._depth_source != "band":
+                            self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                     # the depth is also how far the tracker's noise is believed: in a clean
                     # room what it calls noise is mostly reverberant speech
                     noise_psd = tracker.noise_psd
