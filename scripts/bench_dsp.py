@@ -413,17 +413,19 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
 
 # what each piece of the trained mask gives: ours with pipeline overrides, on TEST
 ABLATIONS = {
-    "shipped: the mask drives the beamformer (mask-based MWF)": {},
-    "no mask (the front end before it: spatial SPP)": {"mask": False},
-    "the mask drives the MWF the old way (as its SPP, unnormalised)": {"mask_mwf": False},
-    "+ the mask as the post-filter, depth from the noise floor": {"mask_gain": True},
-    "+ the mask as the post-filter, depth from the mask's SNR": {
-        "mask_gain": True,
-        "depth_source": "mask",
+    "shipped": {},
+    "the mask alone as the post-filter (no Wiener overrule)": {"mask_or_wiener": False},
+    "depth from the noise floor alone (no cap from the mask's room SNR)": {"depth_source": "band"},
+    "the previous front end: mask-based MWF, Wiener post-filter, depth over 6 s, full at 5 dB": {
+        "mask_gain": False,
+        "depth_source": "band",
+        "settle_s": 6.0,
+        "noisy_snr_db": 5.0,
     },
-    "+ the mask as the post-filter, depth the lower of the two": {
-        "mask_gain": True,
-        "depth_source": "min",
+    "no mask: spatial SPP, Wiener post-filter, depth as the previous": {
+        "mask": False,
+        "settle_s": 6.0,
+        "noisy_snr_db": 5.0,
     },
 }
 

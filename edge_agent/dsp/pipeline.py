@@ -1,10 +1,13 @@
 """The array front end: high-pass -> adaptive beamformer -> post-filter -> AGC -> limiter.
 
-A small trained speech mask (mask.py) reads the reference mic and tells the beamformer, per
-frame and bin, how much is talker and how much noise: that drives its covariances (a
-mask-based multichannel Wiener filter). The post-filter, the pause gate and the enhancement
-depth are the signal-processing ones (noise.py, depth.py); using the mask for those too is
-an option the bench measured and did not adopt (docs/dsp.md).
+A small trained speech mask (mask.py) reads the reference mic and says, per frame and bin,
+how much is talker. It drives the beamformer's covariances (a mask-based multichannel
+Wiener filter) and is the post-filter, floored at -18 dB and overruled by a Wiener gain
+wherever the signal stands clear of the tracked noise floor (so weak speech the mask is
+unsure of is kept). How deep all of it goes (the depth, 0..1) follows the room's SNR as
+the noise floor reads it (depth.py); until the floor has seen a whole window, the mask's
+own reading of the room's SNR caps it, since a floor that has not yet seen a pause reads
+a clean room as noisy. docs/dsp.md has the bench's ablations of each choice.
 
 Streaming and causal. Input is cut into hops of 256 samples on a fixed grid, analysed
 with a 512-sample sqrt-Hann STFT (50 % overlap), so the output lags the input by
@@ -36,14 +39,17 @@ class ArrayPipeline:
     """Multichannel int16 blocks in, mono int16 out (see the module docstring).
 
     The keyword arguments after `settle_s` are the trained mask's (docs/dsp.md has the
-    bench's ablations of each): `mask` runs it (False: the front end as it was, the
-    beamformer taught by its spatial SPP); `mask_mwf` makes the beamformer a mask-based MWF
-    (talker and noise covariances over `mask_time_constant_s`, each bin held at the
-    reference mic until it has `evidence` of both); `mask_gain` makes the mask the
-    post-filter too (floored at `mask_floor_db`), with the depth from `depth_source`:
-    "band" (the noise floor, depth.py's BandSnr), "mask" (MaskSnr: the room's SNR as the
-    mask splits it, 1 at `mask_noisy_snr_db`, 0 at `mask_clean_snr_db`), or "min"/"max"
-    of the two.
+    bench's ablations of each): `mask` runs it (False: the front end before it, the
+    beamformer taught by its spatial SPP and a Wiener post-filter); `mask_mwf` makes the
+    beamformer a mask-based MWF (talker and noise covariances over `mask_time_constant_s`,
+    each bin held at the reference mic until it has `evidence` of both); `mask_gain` makes
+    the mask the post-filter (floored at `mask_floor_db`; with `mask_or_wiener`, the larger
+    of it and the Wiener gain). `depth_source` says where the depth comes from: "band"
+    (the noise floor, depth.py's BandSnr), "mask" (MaskSnr: the room's SNR as the mask
+    reads it, 1 at `mask_noisy_snr_db`, 0 at `mask_clean_snr_db`; with `mask_snr_split` s,
+    from the bins it is surer than s of, talker or noise, else from its soft split),
+    "min"/"max" of the two, or "early": the floor's, capped by the mask's until the floor
+    has seen `floor_window_s`.
     """
 
     def __init__(
@@ -123,6 +129,7 @@ class ArrayPipeline:
         # the mask is needed every frame if it is the post-filter or reads the room's SNR;
         # otherwise only when the beamformer's covariances are updated
         self._mask_every_frame = mask and (mask_gain or depth_source != "band")
+        self._mask_depth = mask and depth_source != "band"
         self._mask_floor_db = mask_floor_db
         self.beamformer = WienerBeamformer(
             self._bf_bins,
@@ -368,7 +375,7 @@ class ArrayPipeline:
             ref_power = ref_spec.real**2 + ref_spec.imag**2
         if self._mask_every_frame:
             talker_mask = self._mask(ref_power)
-            if self._depth_source != "band":
+            if self._mask_depth:
                 # the talkers' and the noise's power in the speech band, as the mask splits it
                 in_band = talker_mask[:, self._band]
                 band_power = ref_power[:, self._band]
@@ -428,7 +435,7 @@ class ArrayPipeline:
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
                         low_kept[j] = 1.0 - self._update_depth(powers[j])
-                        if self._depth_source != "band":
+                        if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                     depths[j] = self.depth
                     if self._mask_or_wiener:
@@ -455,7 +462,7 @@ class ArrayPipeline:
                     tracker.update(powers[j], out=spps[j])
                     if self._adaptive_depth:
                         low_kept[j] = 1.0 - self._update_depth(powers[j])
-                        if self._depth_source != "band":
+                        if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                     # the depth is also how far the tracker's noise is believed: in a clean
                     # room what it calls noise is mostly reverberant speech
