@@ -141,7 +141,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class SpeechMask:
     """Streaming mask estimator: power spectra (T, bins) in, mask (T, bins) in 0..1 out."""
 
-    def __init__(self, weights: Path | dict | None = None, hop_s: float = 0.016) -> None:
+    def __init__(self, weights: str | Path | dict | None = None, hop_s: float = 0.016) -> None:
         params = (
             np.load(WEIGHTS if weights is None else weights)
             if not isinstance(weights, dict)

@@ -139,7 +139,9 @@ class ArrayPipeline:
             # the mask is needed only when the covariances are updated: computed then, for
             # the whole group at once, however the caller cut its blocks (unless it is the
             # post-filter too, which needs it every frame)
-            caller_presence=(self._mask if not self._mask_every_frame else True) if mask else False,
+            caller_presence=(
+                False if self._mask is None else (True if self._mask_every_frame else self._mask)
+            ),
             mask_mwf=mask and mask_mwf,
             mask_time_constant_s=mask_time_constant_s,
             evidence=evidence,
@@ -373,7 +375,7 @@ class ArrayPipeline:
             listen = self._ref if alive.size == 0 or not self.health.dead[self._ref] else alive[0]
             ref_spec = spectra[:, :, listen]
             ref_power = ref_spec.real**2 + ref_spec.imag**2
-        if self._mask_every_frame:
+        if self._mask_every_frame and self._mask is not None:
             talker_mask = self._mask(ref_power)
             if self._mask_depth:
                 # the talkers' and the noise's power in the speech band, as the mask splits it
