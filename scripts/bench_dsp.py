@@ -146,8 +146,9 @@ def score(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
 
 def _dsp_version() -> str:
     h = hashlib.sha1()
-    for path in sorted((ROOT / "edge_agent" / "dsp").glob("*.py")):
-        h.update(path.read_bytes())
+    for pattern in ("*.py", "*.npz"):  # the code and the trained mask's weights
+        for path in sorted((ROOT / "edge_agent" / "dsp").glob(pattern)):
+            h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -413,6 +414,66 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
     )
 
 
+# what each piece of the trained mask gives: ours with pipeline overrides, on TEST
+ABLATIONS = {
+    "shipped": {},
+    "the mask alone as the post-filter (no Wiener overrule)": {"mask_or_wiener": False},
+    "depth from the noise floor alone (no cap from the mask's room SNR)": {"depth_source": "band"},
+    "the previous front end: mask-based MWF, Wiener post-filter, depth over 6 s, full at 5 dB": {
+        "mask_gain": False,
+        "depth_source": "band",
+        "settle_s": 6.0,
+        "noisy_snr_db": 5.0,
+    },
+    "no mask: spatial SPP, Wiener post-filter, depth as the previous": {
+        "mask": False,
+        "settle_s": 6.0,
+        "noisy_snr_db": 5.0,
+    },
+}
+
+
+def ablations(pool, split: str, scenes: int) -> str:
+    """Ours under each ABLATIONS override on `split`: mean and worst-decile SI-SDR change,
+    STOI change, the change at 0 and at 30 dB SNR, and the bands below the raw mic."""
+    dsp = _dsp_version()
+    lines = [
+        (
+            f"Ablations ({split.upper()}, {scenes} scenes, recorded and synthetic speech "
+            "together; change from the raw reference mic):"
+        ),
+        "",
+        (
+            "| ours, with | SI-SDR Δ mean | Δ worst 10 % | STOI Δ mean | SI-SDR Δ at 0 dB | "
+            "at 30 dB | bands below raw (SI-SDR or STOI, either speech) |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    raw_jobs = [(split, i, RAW, {}, "1") for i in range(scenes)]
+    raw = list(pool.imap_unordered(evaluate, raw_jobs, chunksize=2))
+    for name, overrides in ABLATIONS.items():
+        jobs = [(split, i, OURS, overrides, dsp) for i in range(scenes)]
+        rows = raw + list(pool.imap_unordered(evaluate, jobs, chunksize=2))
+        d_sdr = _deltas(rows, OURS, split, None, "si_sdr")
+        d_stoi = _deltas(rows, OURS, split, None, "stoi")
+        below = [
+            f"{snr}{speech[0]}"
+            for speech in ("recorded", "synthetic")
+            for snr in SNRS_DB
+            if any(
+                _mean(_deltas(rows, OURS, split, speech, k, snr)) < 0 for k in ("si_sdr", "stoi")
+            )
+        ]
+        lines.append(
+            f"| {name} | {_mean(d_sdr):+.2f} | {_worst_decile(d_sdr):+.2f} | "
+            f"{_mean(d_stoi):+.3f} | {_mean(_deltas(rows, OURS, split, None, 'si_sdr', 0)):+.2f} | "
+            f"{_mean(_deltas(rows, OURS, split, None, 'si_sdr', 30)):+.2f} | "
+            f"{', '.join(below) or 'none'} |"
+        )
+    lines += ["", "(r = recorded, s = synthetic speech; e.g. 30r = the 30 dB recorded scenes.)"]
+    return "\n".join(lines)
+
+
 def _parse_overrides(text: str) -> dict:
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
@@ -447,6 +508,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--dump", type=Path, help="write per-scene rows as JSON here")
     parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="only the trained mask's ablations on TEST (a full run includes them)",
+    )
+    parser.add_argument(
         "--oracle",
         action="store_true",
         help="only the oracle study on TUNE at 0 dB (bench_dsp_oracle.py); a full run includes it",
@@ -457,6 +523,10 @@ def main(argv: list[str]) -> int:
         from bench_dsp_oracle import run as oracle_study
 
         print(oracle_study(args.scenes, 0.0, args.jobs))
+        return 0
+    if args.ablations:
+        with get_context("fork").Pool(args.jobs) as pool:
+            print(ablations(pool, "test", args.scenes))
         return 0
     splits = ["test", "tune"] if args.split == "both" else [args.split]
     overrides = _parse_overrides(args.ours)
@@ -495,6 +565,10 @@ def main(argv: list[str]) -> int:
             results.append(row)
             if (k + 1) % 50 == 0:
                 print(f"bench dsp: {k + 1}/{len(jobs)} scored", file=sys.stderr)
+        full = not args.no_write and not overrides and args.split == "both" and not wanted
+        ablation_table = (
+            ablations(pool, "test", args.scenes) if full and len(systems) == len(SYSTEMS) else ""
+        )
     if args.dump:
         args.dump.write_text(json.dumps(results))
     costs = None
@@ -505,11 +579,10 @@ def main(argv: list[str]) -> int:
     table = render(results, systems, splits, costs, args)
     if overrides:
         table = f"Ours with overrides {overrides}.\n\n" + table
-    full = not args.no_write and not overrides and args.split == "both"
     if full and len(systems) == len(SYSTEMS):
         from bench_dsp_oracle import run as oracle_study
 
-        table += "\n\n" + oracle_study(args.scenes, 0.0, args.jobs)
+        table += "\n\n" + ablation_table + "\n\n" + oracle_study(args.scenes, 0.0, args.jobs)
     print(table)
     if full and len(systems) == len(SYSTEMS):
         record_section("dsp", "DSP front end (`scripts/bench dsp`)", _preamble() + table)
@@ -519,21 +592,24 @@ def main(argv: list[str]) -> int:
 def _preamble() -> str:
     return (
         "Simulated exam rooms drawn at random (scripts/bench_dsp_scenes.py): room 2.5-6 m, RT60 "
-        "0.2-0.9 s (hybrid image-source + ray tracing), the 4-mic HAT on a wall, desk or ceiling "
-        "at any rotation, physician and patient 0.5-3 m away taking turns, in half the scenes a "
-        "physician who walks and in half a relative who talks too; 1-4 noise sources among HVAC, "
-        "hallway babble through a door, equipment beeps, paper and keyboard, a fan and a monitor "
-        "alarm; SNR -5 to 30 dB at the reference mic; 10 s each, scored from a cold start against "
-        "the reverberant image of the in-room talkers at the reference mic. Recorded speech: "
-        "Asterisk's wideband prompts (five voices), Codec2's and alsa-utils' recordings; "
-        "synthetic: espeak-ng. TEST uses other seeds, speakers, espeak voices and sentences than "
-        "TUNE. The anchors run on the reference mic (noisereduce: defaults, whole clip at once, "
-        "not causal; WebRTC NS level 3 of 0-4, AGC off; RNNoise resampled to its 48 kHz and back); "
-        "their constant delay is removed by cross-correlation with the clean reference before "
-        "scoring, which can only flatter them. Ours is scored exactly as `python -m edge_agent "
-        "process` writes it. RNNoise through pyrnnoise scores about -3 dB SI-SDR even on clean "
-        "speech here (its output is barely coherent with its input at any level we fed it), so "
-        "read its row as a broken anchor, not as RNNoise's quality.\n\n"
+        '0.2-0.9 s (hybrid image-source + ray tracing), the 4-mic HAT on a wall, desk or '
+        'ceiling at any rotation, physician and patient 0.5-3 m away taking turns, in half the '
+        'scenes a physician who walks and in half a relative who talks too; 1-4 noise sources '
+        'among HVAC, hallway babble through a door, equipment beeps, paper and keyboard, a fan '
+        'and a monitor alarm; SNR -5 to 30 dB at the reference mic; 10 s each, scored from a '
+        'cold start against the reverberant image of the in-room talkers at the reference mic. '
+        "Recorded speech: Asterisk's wideband prompts (five voices), Codec2's and alsa-utils' "
+        'recordings; synthetic: espeak-ng. TEST uses other seeds, speakers, espeak voices and '
+        'sentences than TUNE. The anchors run on the reference mic (noisereduce: defaults, '
+        'whole clip at once, not causal; WebRTC NS level 3 of 0-4, AGC off; RNNoise resampled '
+        'to its 48 kHz and back); their constant delay is removed by cross-correlation with the'
+        ' clean reference before scoring, which can only flatter them. Ours is scored exactly '
+        'as `python -m edge_agent process` writes it. RNNoise through pyrnnoise scores about -3'
+        ' dB SI-SDR even on clean speech here (its output is barely coherent with its input at '
+        "any level we fed it), so read its row as a broken anchor, not as RNNoise's quality. "
+        'Ours runs its trained speech mask (edge_agent/dsp/speech_mask.npz, trained by '
+        'scripts/train_dsp_mask.py on one-mic mixtures of TUNE speech and other noise, never on'
+        ' these scenes).\n\n'
     )
 
 

@@ -26,6 +26,15 @@ The pipeline sets `depth` (0..1) from the room's long-term SNR; the weights are
 `e_ref + depth (w - e_ref)`, so in a clean room the reference mic passes untouched (the
 noise covariance learned there is mostly leaked weak speech, and cancelling it distorts).
 
+With a trained mask (`caller_presence`, `mask_mwf`; the pipeline's default) the caller's
+mask m decides instead of the SPP: the noise covariance is the (1 - m)-weighted average
+and the second covariance the talkers' (m-weighted), both normalised by their accumulated
+weight over one time constant (Heymann et al. 2016's mask-based beamformer, here an MWF for
+the reference mic's image). A bin departs from the reference mic only as far as both
+averages have evidence (`evidence`: accumulated weight, 1 = a whole time constant of pure
+talker or pure noise): early on, and in a quiet room whose noise is barely seen, the
+statistics are a few frames and their solution is noise.
+
 Covariances and weights change on a fixed grid of `update_frames` frames (0.5 s), so
 the result does not depend on how the caller cut its blocks.
 """
@@ -54,6 +63,10 @@ class WienerBeamformer:
         noise_update_power: float = 3.0,
         spatial_only: bool = True,
         max_restore: float = 4.0,
+        caller_presence: bool | Callable[[np.ndarray], np.ndarray] = False,
+        mask_mwf: bool = False,
+        mask_time_constant_s: float = 1.0,
+        evidence: float = 0.15,
     ) -> None:
         self.bins, self.mics = bins, mics
         self._reference = reference
@@ -63,6 +76,17 @@ class WienerBeamformer:
         self._absence_power = noise_update_power
         self._spatial_only = spatial_only
         self._max_restore = max_restore
+        #: the caller's presence (the trained mask) decides, always: no spatial SPP. If it
+        #: is a callable, observe() is given what it needs (power spectra) and it is called
+        #: once per group of `update_frames`, vectorised, when the covariances are updated
+        self._caller_presence = bool(caller_presence)
+        self._presence_of = caller_presence if callable(caller_presence) else None
+        # mask-based MWF: talker and noise covariances, each weighted by the mask (m and
+        # 1 - m) and normalised by its accumulated weight, one time constant for both
+        self._mask_mwf = mask_mwf
+        self._alpha_mask = float(np.exp(-hop_s / mask_time_constant_s))
+        self._evidence = evidence
+        self._weights_acc = np.zeros((2, bins))  # accumulated update weight: noise, talker
         self.update_frames = update_frames
         self._loading = diagonal_loading
         self._max_norm = max_weight_norm
@@ -110,15 +134,28 @@ class WienerBeamformer:
         self._queued += x.shape[0]
         if self._queued == self.update_frames:
             x_group = np.concatenate(self._group_x)
-            if self.spatial_presence_ready:  # the SPP of the whole group in one go
+            if self._caller_presence:
+                spp_group = np.concatenate(self._group_spp)
+                if self._presence_of is not None:
+                    spp_group = self._presence_of(spp_group)[:, : self.bins]
+            elif self.spatial_presence_ready:  # the SPP of the whole group in one go
                 spp_group = self._spatial_presence(x_group)
             else:
                 spp_group = np.concatenate(self._group_spp)
-            absence = (1 - spp_group) ** self._absence_power
-            c = np.stack(
-                [(1 - self._alpha_noise) * absence, np.full_like(absence, 1 - self._alpha_noisy)]
-            )
+            if self._mask_mwf:
+                step = 1 - self._alpha_mask
+                c = np.stack([step * (1 - spp_group), step * spp_group])
+            else:
+                absence = (1 - spp_group) ** self._absence_power
+                c = np.stack(
+                    [
+                        (1 - self._alpha_noise) * absence,
+                        np.full_like(absence, 1 - self._alpha_noisy),
+                    ]
+                )
             self._fold(self._covariances, x_group, c)
+            if self._mask_mwf:
+                self._fold_weights(c)
             self._group_x.clear()
             self._group_spp.clear()
             self._queued = 0
@@ -141,6 +178,12 @@ class WienerBeamformer:
             xk[None] * b.transpose(0, 2, 1)[:, :, None, :], xk.conj().transpose(0, 2, 1)[None]
         )
 
+    def _fold_weights(self, c: np.ndarray) -> None:
+        acc = self._weights_acc
+        for t in range(c.shape[1]):
+            acc = (1.0 - c[:, t]) * acc + c[:, t]
+        self._weights_acc = acc
+
     def _solve(self) -> None:
         alive = self.alive
         if not alive.any():
@@ -149,7 +192,13 @@ class WienerBeamformer:
         mask = np.outer(alive, alive)
         noise = self._noise_cov * mask
         noisy = self._noisy_cov * mask
-        speech = noisy - noise
+        if self._mask_mwf:
+            acc = np.maximum(self._weights_acc, 1e-3)
+            noise = noise / acc[0][:, None, None]
+            speech = noisy / acc[1][:, None, None]  # the second covariance is the talkers'
+            noisy = noise + speech
+        else:
+            speech = noisy - noise
         level = np.einsum("kmm->k", noisy).real / int(alive.sum())
         load = (self._loading * level + 1e-14)[:, None, None] * self._eye
         load = load + (1e3 * (level + 1e-12))[:, None, None] * np.diag((~alive).astype(float))
@@ -170,18 +219,25 @@ class WienerBeamformer:
             w *= np.sqrt(np.clip(ratio, 1.0, self._max_restore**2))[:, None]
         norm = np.linalg.norm(w, axis=1, keepdims=True)
         w *= np.minimum(1.0, self._max_norm / np.maximum(norm, 1e-30))
-        if self.depth < 1.0:
-            # in a clean room, tend to the reference mic: w = e_ref + depth (w_mwf - e_ref)
-            w *= self.depth
-            w[:, ref] += 1.0 - self.depth
+        # how far to depart from the reference mic: the depth (a clean room gets the
+        # reference mic) and, for the mask-based MWF, per bin the evidence behind its
+        # statistics (a bin that has seen little talker or little noise keeps the mic)
+        trust = np.full(w.shape[0], self.depth)
+        if self._mask_mwf:
+            trust *= np.clip(self._weights_acc.min(axis=0) / self._evidence, 0.0, 1.0)
+        if (trust < 1.0).any():
+            w *= trust[:, None]
+            w[:, ref] += 1.0 - trust
         self.weights = w
         self._weights_conj = w.conj()
+        self._solved += 1
+        if self._caller_presence:
+            return  # the caller's mask decides which frames are noise: no spatial SPP
         # statistics of the multichannel SPP (Souden et al. 2010) for the next group
         inv = np.linalg.inv(noise + load)
         phi = inv @ speech
         self._mc_xi = np.clip(np.einsum("kmm->k", phi).real, 1e-3, 1e4)
         self._mc_a = phi @ inv
-        self._solved += 1
 
     def _spatial_presence(self, x: np.ndarray) -> np.ndarray:
         """Multichannel SPP of frames (T, K, M) from the last solve's spatial statistics."""

@@ -81,3 +81,62 @@ class BandSnr:
             # before a pause can have been seen the floor may be speech: trust it gradually
             self.depth *= self._frames / self._settle_frames
         return self.depth
+
+
+class MaskSnr:
+    """The room's SNR read from the trained mask: the talkers' and the noise's power in
+    one band as the mask splits it (m^2 |Y|^2 and (1 - m)^2 |Y|^2), each an exponential
+    average over `time_constant_s`, and the depth it implies (as BandSnr's).
+    Unlike a noise floor it is not fooled by noise that comes and goes (an alarm, the
+    hallway), which a floor reads as speech in a clean room."""
+
+    def __init__(
+        self,
+        *,
+        hop_s: float,
+        time_constant_s: float = 3.0,
+        clean_snr_db: float = 20.0,
+        noisy_snr_db: float = 10.0,
+        settle_s: float = 1.0,
+    ) -> None:
+        self._a = float(math.exp(-hop_s / time_constant_s))
+        self._speech = 0.0
+        self._noise = 0.0
+        self._speech_w = 0.0
+        self._noise_w = 0.0
+        self._clean, self._noisy = clean_snr_db, noisy_snr_db
+        self._settle_frames = settle_s / hop_s
+        self._frames = 0
+        self.snr_db = math.nan
+        self.depth = 0.0
+
+    @property
+    def frames(self) -> int:
+        """Frames seen so far."""
+        return self._frames
+
+    def update(
+        self,
+        speech_power: float,
+        noise_power: float,
+        speech_weight: float = 1.0,
+        noise_weight: float = 1.0,
+    ) -> float:
+        """Feed one frame's talker and noise power (and, for hard decisions, how many bins
+        each was summed over); return the depth."""
+        a = self._a
+        self._speech = a * self._speech + (1 - a) * speech_power
+        self._noise = a * self._noise + (1 - a) * noise_power
+        self._speech_w = a * self._speech_w + (1 - a) * speech_weight
+        self._noise_w = a * self._noise_w + (1 - a) * noise_weight
+        self._frames += 1
+        if self._speech <= 0.0 and self._noise <= 0.0:
+            return self.depth  # digital silence: nothing to say about the room
+        speech = self._speech / max(self._speech_w, 1e-30)
+        noise = self._noise / max(self._noise_w, 1e-30)
+        self.snr_db = 10 * math.log10(max(speech, 1e-30) / max(noise, 1e-30))
+        span = self._clean - self._noisy
+        self.depth = min(1.0, max(0.0, (self._clean - self.snr_db) / span))
+        if self._frames < self._settle_frames:
+            self.depth *= self._frames / self._settle_frames
+        return self.depth

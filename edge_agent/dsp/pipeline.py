@@ -1,5 +1,14 @@
 """The array front end: high-pass -> adaptive beamformer -> post-filter -> AGC -> limiter.
 
+A small trained speech mask (mask.py) reads the reference mic and says, per frame and bin,
+how much is talker. It drives the beamformer's covariances (a mask-based multichannel
+Wiener filter) and is the post-filter, floored at -18 dB and overruled by a Wiener gain
+wherever the signal stands clear of the tracked noise floor (so weak speech the mask is
+unsure of is kept). How deep all of it goes (the depth, 0..1) follows the room's SNR as
+the noise floor reads it (depth.py); until the floor has seen a whole window, the mask's
+own reading of the room's SNR caps it, since a floor that has not yet seen a pause reads
+a clean room as noisy. docs/dsp.md has the bench's ablations of each choice.
+
 Streaming and causal. Input is cut into hops of 256 samples on a fixed grid, analysed
 with a 512-sample sqrt-Hann STFT (50 % overlap), so the output lags the input by
 `latency_samples` = 256 samples (16 ms): out[i] is the processed in[i - 256]. A caller
@@ -18,15 +27,30 @@ import numpy as np
 from edge_agent.dsp.agc import PeakLimiter, SpeechAgc
 from edge_agent.dsp.arrays import ArrayGeometry, load_array
 from edge_agent.dsp.beamformer import WienerBeamformer
-from edge_agent.dsp.depth import BandSnr
+from edge_agent.dsp.depth import BandSnr, MaskSnr
 from edge_agent.dsp.health import ChannelHealth
+from edge_agent.dsp.mask import SpeechMask
 from edge_agent.dsp.noise import NoiseTracker, PostFilter
 
 _MAX_FRAMES_PER_PASS = 64  # bounds memory when a whole file arrives in one block
 
 
 class ArrayPipeline:
-    """Multichannel int16 blocks in, mono int16 out (see the module docstring)."""
+    """Multichannel int16 blocks in, mono int16 out (see the module docstring).
+
+    The keyword arguments after `settle_s` are the trained mask's (docs/dsp.md has the
+    bench's ablations of each): `mask` runs it (False: the front end before it, the
+    beamformer taught by its spatial SPP and a Wiener post-filter); `mask_mwf` makes the
+    beamformer a mask-based MWF (talker and noise covariances over `mask_time_constant_s`,
+    each bin held at the reference mic until it has `evidence` of both); `mask_gain` makes
+    the mask the post-filter (floored at `mask_floor_db`; with `mask_or_wiener`, the larger
+    of it and the Wiener gain). `depth_source` says where the depth comes from: "band"
+    (the noise floor, depth.py's BandSnr), "mask" (MaskSnr: the room's SNR as the mask
+    reads it, 1 at `mask_noisy_snr_db`, 0 at `mask_clean_snr_db`; with `mask_snr_split` s,
+    from the bins it is surer than s of, talker or noise, else from its soft split),
+    "min"/"max" of the two, or "early": the floor's, capped by the mask's until the floor
+    has seen `floor_window_s`.
+    """
 
     def __init__(
         self,
@@ -41,13 +65,29 @@ class ArrayPipeline:
         agc: bool = True,
         beamform: bool = True,
         clean_snr_db: float = 20.0,
-        noisy_snr_db: float = 5.0,
+        noisy_snr_db: float = 12.0,
         adaptive_depth: bool = True,
         agc_dead_band_db: float = 20.0,
         floor_window_s: float = 6.0,
         tracker_ceiling: float | None = None,
         start_depth: float = 0.0,
-        settle_s: float = 6.0,
+        settle_s: float = 2.0,
+        mask: bool = True,
+        mask_weights: str | None = None,
+        mask_gain: bool = True,
+        mask_floor_db: float = -18.0,
+        mask_mwf: bool = True,
+        mask_time_constant_s: float = 1.0,
+        spatial_only: bool = True,
+        max_restore: float = 4.0,
+        depth_source: str = "early",
+        mask_clean_snr_db: float = 16.0,
+        mask_noisy_snr_db: float = 10.0,
+        mask_snr_time_constant_s: float = 5.0,
+        mask_settle_s: float = 1.0,
+        mask_snr_split: float | None = 0.2,
+        mask_or_wiener: bool = True,
+        evidence: float = 0.15,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -84,7 +124,30 @@ class ArrayPipeline:
         self._bf_bins = int(beamform_max_hz * frame_len / sample_rate) + 1
         self._beamform = beamform
         self._ref = ref
-        self.beamformer = WienerBeamformer(self._bf_bins, mics, ref, hop_s=hop_s)
+        self._mask = SpeechMask(mask_weights, hop_s=hop_s) if mask else None
+        self._mask_gain = mask and mask_gain
+        # the mask is needed every frame if it is the post-filter or reads the room's SNR;
+        # otherwise only when the beamformer's covariances are updated
+        self._mask_every_frame = mask and (mask_gain or depth_source != "band")
+        self._mask_depth = mask and depth_source != "band"
+        self._mask_floor_db = mask_floor_db
+        self.beamformer = WienerBeamformer(
+            self._bf_bins,
+            mics,
+            ref,
+            hop_s=hop_s,
+            # the mask is needed only when the covariances are updated: computed then, for
+            # the whole group at once, however the caller cut its blocks (unless it is the
+            # post-filter too, which needs it every frame)
+            caller_presence=(
+                False if self._mask is None else (True if self._mask_every_frame else self._mask)
+            ),
+            mask_mwf=mask and mask_mwf,
+            mask_time_constant_s=mask_time_constant_s,
+            evidence=evidence,
+            spatial_only=spatial_only,
+            max_restore=max_restore,
+        )
         self.tracker = NoiseTracker(bins, ceiling_over_minimum=tracker_ceiling)
         # Which frames teach the beamformer "noise" is decided by the multichannel SPP
         # (spatial, see beamformer.py); until its statistics exist (~1 s) by the SPP of
@@ -133,6 +196,19 @@ class ArrayPipeline:
             silence_power=self._quantum_power * self._low_bins,
         )
         self.depth = 1.0 if not adaptive_depth else self.room.depth
+        self._depth_source = depth_source
+        self._mask_snr_split = mask_snr_split
+        self._mask_or_wiener = mask_or_wiener
+        #: "early": the mask's reading caps the floor's depth until the floor has seen a
+        #: whole window (before that it may be speech and read a clean room as noisy)
+        self._early_frames = floor_window_s / hop_s
+        self.mask_room = MaskSnr(
+            hop_s=hop_s,
+            time_constant_s=mask_snr_time_constant_s,
+            clean_snr_db=mask_clean_snr_db,
+            noisy_snr_db=mask_noisy_snr_db,
+            settle_s=mask_settle_s,
+        )
 
         # A frame gain on top of the post-filter, eased in and out over ~50 ms so it cannot
         # click: frames without speech drop a further 6 dB x depth (quieter pauses). A
@@ -219,6 +295,18 @@ class ArrayPipeline:
         # the low band is noisy if the room is, or if rumble buries its own low end
         return max(self.depth, self.low_room.update(float(power[: self._low_bins].sum())))
 
+    def _combine_depth(self, speech: list, noise: list, weights: list, j: int) -> None:
+        """Combine the noise floor's depth (set by _update_depth) with the mask's reading of
+        the room's SNR for frame j, as `depth_source` says."""
+        d = self.mask_room.update(speech[j], noise[j], *weights[j])
+        if self._depth_source == "mask":
+            self.depth = d
+        elif self._depth_source == "max":
+            self.depth = max(d, self.depth)
+        elif self._depth_source == "min" or self.mask_room.frames < self._early_frames:
+            self.depth = min(d, self.depth)
+        self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
+
     def _dc_offsets(self, hop_means: np.ndarray) -> np.ndarray:
         """Each mic's DC offset after each hop (T, M), from the hops' means: their running
         mean over the first 2 s, a one-pole average over 2 s after that."""
@@ -281,6 +369,35 @@ class ArrayPipeline:
         removed_low = spectra[:, :low, self._ref] * (1.0 - self._highpass_gain[:low])
         spectra *= self._highpass_gain[:, None]
 
+        if self._mask is not None:
+            # the mask listens to the reference mic, or to the first live mic if it is dead
+            alive = np.flatnonzero(~self.health.dead)
+            listen = self._ref if alive.size == 0 or not self.health.dead[self._ref] else alive[0]
+            ref_spec = spectra[:, :, listen]
+            ref_power = ref_spec.real**2 + ref_spec.imag**2
+        if self._mask_every_frame and self._mask is not None:
+            talker_mask = self._mask(ref_power)
+            if self._mask_depth:
+                # the talkers' and the noise's power in the speech band, as the mask splits it
+                in_band = talker_mask[:, self._band]
+                band_power = ref_power[:, self._band]
+                if self._mask_snr_split is None:
+                    mask_speech = np.einsum("tk,tk,tk->t", in_band, in_band, band_power).tolist()
+                    in_band = 1.0 - in_band
+                    mask_noise = np.einsum("tk,tk,tk->t", in_band, in_band, band_power).tolist()
+                    mask_weights = [(1.0, 1.0)] * in_band.shape[0]
+                else:
+                    # hard decisions: the mean power of the bins the mask is sure hold talkers
+                    # against that of the bins it is sure hold noise
+                    below = self._mask_snr_split
+                    above = 1.0 - below
+                    sure_speech, sure_noise = in_band > above, in_band < below
+                    mask_speech = (band_power * sure_speech).sum(axis=1).tolist()
+                    mask_noise = (band_power * sure_noise).sum(axis=1).tolist()
+                    mask_weights = list(
+                        zip(sure_speech.sum(axis=1).tolist(), sure_noise.sum(axis=1).tolist(),
+                            strict=True)
+                    )
         out_spectra = np.empty(spectra.shape[:2], complex)
         presences = []
         band, band_scale = self._band, self._band_scale
@@ -300,31 +417,65 @@ class ArrayPipeline:
             )  # (frames, K)
             powers = beam.real**2 + beam.imag**2
             array_spps = None
-            if self._beamform and not beamformer.spatial_presence_ready:
+            if self._mask_every_frame:
+                array_spps = talker_mask[start:stop, : self._bf_bins]
+            elif self._mask is not None:
+                array_spps = ref_power[start:stop]  # the beamformer runs the mask on them
+            elif self._beamform and not beamformer.spatial_presence_ready:
                 # bootstrap: SPP of the mean periodogram over the mics
                 array_powers = np.einsum("tkm,tkm->tk", segment.real, segment.real) + np.einsum(
                     "tkm,tkm->tk", segment.imag, segment.imag
                 )
                 array_spps = np.stack([self.array_tracker.update(pw) for pw in array_powers])
             count = stop - start
-            spps = np.empty((count, powers.shape[1]))
-            gains = np.empty_like(spps)
             depths = np.empty(count)
             low_kept = np.zeros(count)
-            for j in range(count):  # the recursive per-bin part, frame by frame
-                tracker.update(powers[j], out=spps[j])
-                if self._adaptive_depth:
-                    low_kept[j] = 1.0 - self._update_depth(powers[j])
-                # the depth is also how far the tracker's noise is believed: in a clean
-                # room what it calls noise is mostly reverberant speech
-                noise_psd = tracker.noise_psd
-                if self.depth < 1.0:
-                    noise_psd = noise_psd * max(self.depth, 1e-6)
-                postfilter.gain(powers[j], noise_psd, out=gains[j])
-                depths[j] = self.depth
-            # the rest per frame is vectorised over the segment
-            # share of speech-band bins confidently holding speech: ~0.01 in steady noise
-            presence = np.minimum((spps[:, band] > 0.9).sum(axis=1) * (band_scale * 4.0), 1.0)
+            if self._mask_gain:
+                talker = talker_mask[start:stop]
+                if self._mask_or_wiener:
+                    wiener = np.empty_like(talker)
+                    spp = np.empty(powers.shape[1])
+                for j in range(count):  # the room's SNR, frame by frame (scalars)
+                    if self._adaptive_depth:
+                        low_kept[j] = 1.0 - self._update_depth(powers[j])
+                        if self._mask_depth:
+                            self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
+                    depths[j] = self.depth
+                    if self._mask_or_wiener:
+                        tracker.update(powers[j], out=spp)
+                        postfilter.floor = 0.0
+                        postfilter.gain(powers[j], tracker.noise_psd, out=wiener[j])
+                if self._mask_or_wiener:
+                    # where the signal stands clear of the tracked noise floor the Wiener
+                    # gain is ~1: it overrules a mask unsure of weak speech (reverberant
+                    # tails, soft syllables), which is what costs clean rooms
+                    talker = np.maximum(talker, wiener)
+                # the trained mask is the post-filter: floored at mask_floor_db x depth and
+                # blended toward 1 by the depth, so a clean room passes untouched
+                floors = 10 ** (depths * (self._mask_floor_db / 20))
+                gains = np.maximum(talker, floors[:, None])
+                gains -= 1.0
+                gains *= depths[:, None]
+                gains += 1.0
+                presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
+            else:
+                spps = np.empty((count, powers.shape[1]))
+                gains = np.empty_like(spps)
+                for j in range(count):  # the recursive per-bin part, frame by frame
+                    tracker.update(powers[j], out=spps[j])
+                    if self._adaptive_depth:
+                        low_kept[j] = 1.0 - self._update_depth(powers[j])
+                        if self._mask_depth:
+                            self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
+                    # the depth is also how far the tracker's noise is believed: in a clean
+                    # room what it calls noise is mostly reverberant speech
+                    noise_psd = tracker.noise_psd
+                    if self.depth < 1.0:
+                        noise_psd = noise_psd * max(self.depth, 1e-6)
+                    postfilter.gain(powers[j], noise_psd, out=gains[j])
+                    depths[j] = self.depth
+                # share of speech-band bins confidently holding speech: ~0.01 in steady noise
+                presence = np.minimum((spps[:, band] > 0.9).sum(axis=1) * (band_scale * 4.0), 1.0)
             frame_power = self._power_scale * np.einsum("tk,tk,tk->t", gains, gains, powers)
             scales = np.empty(count)
             for j, (p, fp, depth) in enumerate(

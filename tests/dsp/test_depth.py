@@ -85,3 +85,29 @@ def test_a_dc_offset_is_removed_and_a_clean_rooms_low_end_kept() -> None:
         return float(10 * np.log10(((e - a * c) @ (e - a * c)) / ((a * c) @ (a * c))))
 
     assert error_db(out) <= error_db(raw) + 0.05
+
+
+def test_the_masks_room_snr_weighs_sure_talker_bins_against_sure_noise_bins() -> None:
+    """MaskSnr with hard decisions: the mean power of the bins the mask is sure hold talkers
+    against that of the bins it is sure hold noise, however many of each a frame has."""
+    from edge_agent.dsp.depth import MaskSnr
+
+    def room(snr_db: float, talker_bins: int) -> float:
+        meter = MaskSnr(hop_s=HOP_S, clean_snr_db=16.0, noisy_snr_db=10.0, time_constant_s=5.0)
+        rng = np.random.default_rng(9)
+        for _ in range(int(4.0 / HOP_S)):
+            talking = talker_bins * int(rng.random() < 0.7)
+            noise_bins = 100 - talking
+            meter.update(
+                talking * 10 ** (snr_db / 10) * rng.uniform(0.5, 1.5),
+                noise_bins * rng.uniform(0.8, 1.2),
+                talking,
+                noise_bins,
+            )
+        return meter.depth
+
+    assert room(30.0, talker_bins=5) == 0.0  # few talker bins, but far above the noise's
+    assert room(30.0, talker_bins=60) == 0.0
+    assert room(3.0, talker_bins=60) == 1.0
+    assert 0.0 < room(13.0, talker_bins=20) < 1.0
+    assert room(30.0, talker_bins=0) == 1.0  # never sure of a talker: a room buried in noise

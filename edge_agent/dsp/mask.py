@@ -1,0 +1,200 @@
+"""The trained speech mask: per frame and bin, how much of the reference mic is talker.
+
+A small causal GRU (scripts/train_dsp_mask.py trains it offline with PyTorch; its weights
+ship as `speech_mask.npz` beside this file) reads log-mel features of one mic's spectrum,
+one 16 ms frame at a time with no look-ahead, and outputs a mask in 0..1 per STFT bin: near
+1 where the talkers dominate, near 0 where noise does. It is what tells the beamformer
+which time-frequency points teach it "noise" and which "talker" -- the one thing the
+array's spatial statistics cannot say by themselves (docs/dsp.md, the oracle study).
+
+Inference is numpy only (the unit never has torch): the input projections and the
+output layer run vectorised over a block of frames, only the GRU's recurrence runs frame
+by frame. The result matches the torch model within float tolerance (tests/dsp).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+WEIGHTS = Path(__file__).with_name("speech_mask.npz")
+FRAME_LEN = 512
+SAMPLE_RATE = 16000
+MEL_BANDS = 64
+#: bins 2..97 (62-3000 Hz) also go in at full resolution: a voice's harmonics are resolved
+FINE_BINS = slice(2, 98)
+FEATURES = 3 * MEL_BANDS + (FINE_BINS.stop - FINE_BINS.start)
+#: each band's floor: the minimum of its smoothed log power over 6 sub-windows of 0.5 s
+FLOOR_SUBWINDOW_FRAMES = 31
+FLOOR_SUBWINDOWS = 6
+#: the per-band mean the features are taken relative to forgets over ~3 s
+NORM_TIME_CONSTANT_S = 3.0
+_EPS = 1e-9
+
+
+def mel_filterbank(
+    bands: int = MEL_BANDS, frame_len: int = FRAME_LEN, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """(bands, bins) triangular filters, equally spaced on the mel scale from 0 Hz to
+    Nyquist; a band narrower than a bin is widened to one bin so none is empty."""
+    bins = frame_len // 2 + 1
+    freqs = np.linspace(0, sample_rate / 2, bins)
+
+    def mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def hz(m):
+        return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    edges = hz(np.linspace(0, mel(sample_rate / 2), bands + 2))
+    step = freqs[1]
+    bank = np.zeros((bands, bins))
+    for b in range(bands):
+        lo, mid, hi = edges[b], edges[b + 1], edges[b + 2]
+        lo, hi = min(lo, mid - step), max(hi, mid + step)
+        rise = (freqs - lo) / (mid - lo)
+        fall = (hi - freqs) / (hi - mid)
+        bank[b] = np.clip(np.minimum(rise, fall), 0.0, None)
+    return bank
+
+
+class MaskFeatures:
+    """Log-mel features of a power spectrum, relative to two causal running means (each
+    band's own, so the steady noise's colour drops out, and the all-band level, so the
+    capture level drops out and the spectral shape stays) and to each band's floor (its
+    minimum over the last ~3 s: how far the frame stands above the noise, the classic cue
+    for speech presence that a GRU cannot easily compute itself); and the log power of the
+    bins up to 3 kHz relative to the level, where a voice's harmonics show. The means are
+    normalised exponential averages over ~3 s, so the first frame is its own mean and
+    nothing depends on a warm-up constant."""
+
+    def __init__(self, hop_s: float = 0.016) -> None:
+        self.bank = mel_filterbank().T.copy()  # (bins, bands)
+        self._a = float(np.exp(-hop_s / NORM_TIME_CONSTANT_S))
+        self._band_acc = np.zeros(MEL_BANDS)
+        self._weight = 0.0
+        self._smoothed: np.ndarray | None = None
+        self._current_min = np.full(MEL_BANDS, np.inf)
+        self._minima = np.full((FLOOR_SUBWINDOWS, MEL_BANDS), np.inf)
+        self._frames = 0
+
+    def __call__(self, power: np.ndarray) -> np.ndarray:
+        """(T, bins) |X|^2 -> (T, FEATURES) features; vectorised over the block, the same
+        as running the recursions frame by frame (tests/dsp/test_mask.py)."""
+        logmel = np.log(power @ self.bank + _EPS)
+        frames, bands = logmel.shape[0], MEL_BANDS
+        out = np.empty((frames, FEATURES))
+        if frames == 0:
+            return out
+        out[:, 3 * bands :] = np.log(power[:, FINE_BINS] + _EPS)
+        carry, spread = _recursion(self._a, frames)
+        acc = carry[:, None] * self._band_acc + spread @ logmel
+        weight = carry * self._weight + (1.0 - carry)
+        mean = acc / weight[:, None]
+        level = mean.mean(axis=1, keepdims=True)
+        self._band_acc, self._weight = acc[-1], float(weight[-1])
+        carry, spread = _recursion(0.7, frames)
+        before = logmel[0] if self._smoothed is None else self._smoothed
+        smoothed = carry[:, None] * before + spread @ logmel
+        self._smoothed = smoothed[-1]
+        floor = np.empty_like(smoothed)
+        current, minima = self._current_min, self._minima
+        lowest = minima.min(axis=0)
+        t = 0
+        while t < frames:
+            stop = min(frames, t + FLOOR_SUBWINDOW_FRAMES - self._frames % FLOOR_SUBWINDOW_FRAMES)
+            running = np.minimum.accumulate(np.vstack([current, smoothed[t:stop]]), axis=0)[1:]
+            np.minimum(running, lowest, out=floor[t:stop])
+            current = running[-1]
+            self._frames += stop - t
+            if self._frames % FLOOR_SUBWINDOW_FRAMES == 0:
+                minima = np.roll(minima, 1, axis=0)
+                minima[0] = current
+                current = smoothed[stop - 1]
+                lowest = minima.min(axis=0)
+                floor[stop - 1] = np.minimum(current, lowest)
+            t = stop
+        self._current_min, self._minima = current, minima
+        out[:, :bands] = logmel - mean
+        out[:, bands : 2 * bands] = logmel - level
+        out[:, 2 * bands : 3 * bands] = logmel - floor
+        out[:, 3 * bands :] -= level
+        out *= 0.25  # log units to about unit spread
+        return out
+
+
+@lru_cache(maxsize=256)
+def _recursion(a: float, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """y_t = a y_{t-1} + (1 - a) x_t over a block as y = carry * y_before + spread @ x."""
+    t = np.arange(frames)
+    lag = t[:, None] - t[None, :]
+    spread = np.where(lag >= 0, (1.0 - a) * a ** np.maximum(lag, 0), 0.0)
+    return a ** (t + 1.0), spread
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+class SpeechMask:
+    """Streaming mask estimator: power spectra (T, bins) in, mask (T, bins) in 0..1 out."""
+
+    def __init__(self, weights: str | Path | dict | None = None, hop_s: float = 0.016) -> None:
+        params = (
+            np.load(WEIGHTS if weights is None else weights)
+            if not isinstance(weights, dict)
+            else weights
+        )
+        f = np.float64
+        self.w_in = np.asarray(params["in_w"], f).T.copy()  # (features, inner)
+        self.b_in = np.asarray(params["in_b"], f)
+        self.w_ih = np.asarray(params["gru_w_ih"], f).T.copy()  # (in, 3H)
+        self.w_hh = np.asarray(params["gru_w_hh"], f).T.copy()  # (H, 3H)
+        self.b_ih = np.asarray(params["gru_b_ih"], f)
+        self.b_hh = np.asarray(params["gru_b_hh"], f)
+        self.w_out = np.asarray(params["out_w"], f).T.copy()  # (H, bins)
+        self.b_out = np.asarray(params["out_b"], f)
+        size = self.hidden_size = self.w_hh.shape[0]
+        # the recurrence runs once per frame, so it is arranged to cost few numpy calls:
+        # sigmoid(a) = (1 + tanh(a / 2)) / 2, with the 1/2 folded into the r and z weights,
+        # and every bias that can go into the vectorised input projection goes there
+        self._w_hh_half = self.w_hh.copy()
+        self._w_hh_half[:, : 2 * size] *= 0.5
+        self._b_gates = np.concatenate(
+            [0.5 * (self.b_ih[: 2 * size] + self.b_hh[: 2 * size]), self.b_ih[2 * size :]]
+        )
+        self._b_hn = self.b_hh[2 * size :]
+        self._gate_scale = np.concatenate([np.full(2 * size, 0.5), np.ones(size)])
+        del self.w_hh, self.b_ih, self.b_hh  # folded into the arrays above
+        self.features = MaskFeatures(hop_s)
+        self.h = np.zeros(size)
+
+    def __call__(self, power: np.ndarray) -> np.ndarray:
+        x = np.tanh(self.features(power) @ self.w_in + self.b_in)
+        gates_in = x @ self.w_ih  # (T, 3H), all frames at once
+        gates_in *= self._gate_scale
+        gates_in += self._b_gates
+        size, twice = self.hidden_size, 2 * self.hidden_size
+        hs = np.empty((x.shape[0], size))
+        h, w_hh, b_hn = self.h, self._w_hh_half, self._b_hn
+        for t in range(x.shape[0]):
+            gi = gates_in[t]
+            gh = h @ w_hh
+            rz = gh[:twice]
+            rz += gi[:twice]
+            np.tanh(rz, out=rz)  # 2 sigmoid(r, z) - 1
+            rz += 1.0
+            rz *= 0.5
+            n = gh[twice:]
+            n += b_hn
+            n *= rz[:size]
+            n += gi[twice:]
+            np.tanh(n, out=n)
+            h = h - n
+            h *= rz[size:]
+            h += n  # (1 - z) n + z h
+            hs[t] = h
+        self.h = h
+        return _sigmoid(hs @ self.w_out + self.b_out)

@@ -1,0 +1,514 @@
+#!/usr/bin/env python3
+"""Train the front end's speech mask (edge_agent/dsp/mask.py) offline, with PyTorch.
+
+    .venv/bin/pip install -e '.[bench,train]'      # torch: the CPU build (docs/dsp.md)
+    .venv/bin/python scripts/train_dsp_mask.py      # ~25 min on 2 cores; writes the weights
+
+Training data are one-mic mixtures made here, never the bench's scenes: TUNE speech only
+(the bench's TUNE recordings and espeak-ng voices and sentences, plus narrowband voices
+the bench does not use at all: Codec2's example recordings and Asterisk's Italian
+"Menardi" prompts), each talker convolved with its own synthetic room impulse response
+(exponential tails, RT60 0.15-1.1 s, direct-to-reverberant ratio from a random distance),
+and noise from the bench's generators seeded apart from its scenes (TUNE seed family,
+indices 100000 and up), hallway babble from TUNE speech, Asterisk's music on hold, ALSA's
+noise sample and procedural noises the bench does not have (coloured noise of any tilt,
+modulated noise, random tone complexes, clicks), at SNR -10..30 dB, capture levels -50..-12
+dBFS, random mic tilt. No TEST speaker, voice, sentence, room or seed is touched.
+
+The target is the ideal magnitude of the talkers' reverberant image (what the bench scores
+against); the loss is the squared error of power-law (0.3) compressed magnitudes of the
+masked mixture against it, per clip normalised by its level.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import _venv  # noqa: F401, I001  (first: re-executes under the project's .venv)
+import argparse
+import hashlib
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_dsp_material import (
+    ESPEAK_VOICES,
+    FS,
+    HALLWAY_LINES,
+    SENTENCES,
+    _deb_members,
+    active_normalise,
+    cache_dir,
+    espeak,
+    recorded_speakers,
+    to_16k,
+    trim,
+)
+from bench_dsp_scenes import (
+    SPLIT_SEEDS,
+    beeps,
+    fan_noise,
+    hvac_noise,
+    monitor_alarm,
+    paper_and_keys,
+)
+
+from edge_agent.dsp.mask import FEATURES, FRAME_LEN, WEIGHTS, MaskFeatures
+
+HOP = FRAME_LEN // 2
+WINDOW = np.sqrt(np.hanning(FRAME_LEN + 1)[:-1])
+CLIP_S = 6.0
+TRAIN_SEED = [SPLIT_SEEDS["tune"], 100_000]  # the TUNE seed family, far from its scene indices
+EXTRA_SENTENCES = [
+    "Can you tell me when this started?",
+    "I have been feeling dizzy in the afternoons.",
+    "Let me check your reflexes, just relax your leg.",
+    "We will call you with the results on Monday.",
+    "Is there any family history of diabetes?",
+    "I think it got worse after the weekend.",
+    "Take one tablet twice a day with food.",
+    "Point to where it hurts the most.",
+    "No, I haven't had any problems with that before.",
+    "The nurse will come in to take some blood.",
+]
+# espeak-ng voices for training: the bench's TUNE voices, and other languages with TUNE
+# variants (never a TEST base voice or a TEST variant)
+EXTRA_VOICES = ["de+m3", "es+f3", "it+m7", "nl+f2", "pt+Andy", "pl+Annie", "en-us+m1", "en+f1"]
+
+
+# -- material ----------------------------------------------------------------------------
+def _narrowband_voices() -> list[np.ndarray]:
+    import soundfile as sf
+
+    out = []
+    for package, under in (
+        ("codec2-examples", "codec2/wav/"),
+        ("asterisk-prompt-it-menardi-wav", "sounds/it_IT_f_Menardi/"),
+    ):
+        try:
+            members = _deb_members(package, ".wav", under)
+        except RuntimeError as err:
+            print(f"train: skipping {package}: {err}")
+            continue
+        for _name, data in sorted(members.items()):
+            x, rate = sf.read(io.BytesIO(data))
+            x = trim(to_16k(x, rate))
+            if x.size < FS:
+                continue
+            for k in range(0, x.size, 8 * FS):  # long recordings in turns of <= 8 s
+                piece = x[k : k + 8 * FS]
+                if piece.size >= FS:
+                    out.append(active_normalise(piece).astype(np.float32))
+    return out
+
+
+def _music() -> list[np.ndarray]:
+    import G722
+
+    out = []
+    try:
+        members = _deb_members("asterisk-moh-opsound-g722", ".g722", "moh/")
+    except RuntimeError as err:
+        print(f"train: skipping music on hold: {err}")
+        return out
+    for _, data in sorted(members.items()):
+        pcm = np.asarray(G722.G722(FS, 64000).decode(data), np.float64)
+        out.append((pcm / (np.sqrt(np.mean(pcm**2)) + 1e-9)).astype(np.float32))
+    return out
+
+
+def material() -> dict[str, list[np.ndarray]]:
+    """Speech and noise pools (cached): TUNE material and noise the bench does not use."""
+    path = cache_dir() / "train-mask-material-v1.npz"
+    if path.exists():
+        z = np.load(path)
+        pools: dict[str, list[np.ndarray]] = {}
+        for key in sorted(z.files, key=lambda k: (k.split("|")[0], int(k.split("|")[1]))):
+            pools.setdefault(key.split("|")[0], []).append(z[key])
+        return pools
+    rng = np.random.default_rng(TRAIN_SEED)
+    recorded = [u for us in recorded_speakers("tune").values() for u in us]
+    synthetic = []
+    voices = ESPEAK_VOICES["tune"] + EXTRA_VOICES
+    texts = SENTENCES["tune"] + HALLWAY_LINES + EXTRA_SENTENCES
+    for i in range(360):
+        x = espeak(
+            texts[i % len(texts)],
+            voices[int(rng.integers(len(voices)))],
+            speed=int(rng.integers(120, 200)),
+            pitch=int(rng.integers(20, 80)),
+        )
+        synthetic.append(active_normalise(trim(x)).astype(np.float32))
+    n = int(CLIP_S * FS)
+    noise = []
+    for i in range(300):
+        gen = np.random.default_rng([*TRAIN_SEED, i])
+        kind = i % 5
+        sig = [hvac_noise, fan_noise, paper_and_keys, beeps, monitor_alarm][kind](n, gen)
+        noise.append(sig.astype(np.float32))
+    pools = {
+        "recorded": recorded,
+        "synthetic": synthetic,
+        "narrowband": _narrowband_voices(),
+        "music": _music(),
+        "noise": noise,
+    }
+    np.savez(path, **{f"{k}|{i}": u for k, us in pools.items() for i, u in enumerate(us)})
+    return pools
+
+
+# -- rooms -------------------------------------------------------------------------------
+def room_response(rng: np.random.Generator, rt60: float, distance: float, volume: float):
+    """A synthetic RIR: the direct path, a few early reflections and an exponential tail
+    whose high band dies faster than its low band; energy ratio from the critical distance."""
+    length = int(min(1.3 * rt60, 1.2) * FS)
+    h = np.zeros(length)
+    h[0] = 1.0
+    early = int(rng.integers(4, 16))
+    taps = rng.integers(int(0.001 * FS), int(0.03 * FS), early)
+    h[taps] += rng.uniform(-0.7, 0.7, early)
+    t = np.arange(length) / FS
+    critical = 0.057 * np.sqrt(volume / rt60)
+    reverb_energy = (distance / critical) ** 2 * float((h[: int(0.03 * FS)] ** 2).sum())
+    start = int(rng.integers(int(0.002 * FS), int(0.01 * FS)))
+    tail = np.zeros(length)
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    cut = int(rng.uniform(800, 2500) / FS * length)
+    for part, scale in (
+        (slice(0, cut), rng.uniform(1.0, 1.3)),
+        (slice(cut, None), rng.uniform(0.6, 1.0)),
+    ):
+        band = np.zeros_like(spectrum)
+        band[part] = spectrum[part]
+        tail += np.fft.irfft(band, n=length) * np.exp(-6.9 * t / (rt60 * scale))
+    tail[:start] = 0
+    tail *= np.minimum(1.0, (np.arange(length) - start).clip(0) / (0.005 * FS))
+    tail *= np.sqrt(reverb_energy / ((tail**2).sum() + 1e-20))
+    return h + tail
+
+
+def convolve(x: np.ndarray, h: np.ndarray, n: int) -> np.ndarray:
+    size = 1 << int(np.ceil(np.log2(x.size + h.size)))
+    return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[:n]
+
+
+# -- noise the bench does not have -------------------------------------------------------
+def procedural_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    kind = int(rng.integers(4))
+    freqs = np.fft.rfftfreq(n, 1 / FS)
+    if kind == 0:  # coloured noise, any tilt
+        spec = np.fft.rfft(rng.standard_normal(n)) * np.maximum(freqs, 20.0) ** (
+            rng.uniform(-1.5, 0.5) / 2
+        )
+        x = np.fft.irfft(spec, n)
+    elif kind == 1:  # noise whose level moves (traffic, a cart going by)
+        base = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / np.maximum(freqs, 50) ** 0.5, n)
+        env = np.cumsum(rng.standard_normal(n // 1600 + 2))
+        env = np.interp(np.arange(n), np.arange(env.size) * 1600, env)
+        x = base * np.exp(rng.uniform(0.2, 0.8) * (env - env.mean()) / (env.std() + 1e-9))
+    elif kind == 2:  # a tone complex that switches on and off (a machine, a ringtone)
+        t = np.arange(n) / FS
+        x = sum(
+            np.sin(2 * np.pi * rng.uniform(150, 4000) * t + rng.uniform(0, 6)) * rng.uniform(0.2, 1)
+            for _ in range(int(rng.integers(1, 6)))
+        )
+        gate = (np.sin(2 * np.pi * rng.uniform(0.2, 2) * t) > rng.uniform(-1, 0.8)).astype(float)
+        x = x * np.convolve(gate, np.ones(80) / 80, "same")
+    else:  # clicks and knocks
+        x = np.zeros(n)
+        for _ in range(int(rng.integers(5, 60))):
+            i = int(rng.integers(n - 400))
+            length = int(rng.integers(20, 400))
+            x[i : i + length] += (
+                rng.standard_normal(length)
+                * np.exp(-np.arange(length) / rng.uniform(10, 150))
+                * rng.uniform(0.3, 3)
+            )
+    return x / (np.sqrt(np.mean(x**2)) + 1e-12)
+
+
+def babble(n: int, rng: np.random.Generator, speech: list[np.ndarray]) -> np.ndarray:
+    out = np.zeros(n)
+    for _ in range(int(rng.integers(2, 7))):
+        pos = int(rng.uniform(-1, 1) * FS)
+        while pos < n:
+            u = speech[int(rng.integers(len(speech)))]
+            start = max(pos, 0)
+            seg = u[start - pos :]
+            end = min(n, start + seg.size)
+            out[start:end] += seg[: end - start] * rng.uniform(0.4, 1.0)
+            pos = end + int(rng.uniform(0.1, 1.5) * FS)
+    if rng.random() < 0.6:  # through a door
+        spec = np.fft.rfft(out)
+        spec *= 1 / np.sqrt(1 + (np.fft.rfftfreq(n, 1 / FS) / rng.uniform(600, 2500)) ** 4)
+        out = np.fft.irfft(spec, n)
+    return out / (np.sqrt(np.mean(out**2)) + 1e-12)
+
+
+def clip_of(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if x.size >= n:
+        i = int(rng.integers(x.size - n + 1))
+        return x[i : i + n].astype(np.float64)
+    return np.resize(x, n).astype(np.float64)
+
+
+# -- one training clip -------------------------------------------------------------------
+def speech_track(n: int, rng: np.random.Generator, pools: dict) -> np.ndarray:
+    """One talker's dry turns: utterances with pauses, some leading silence; speed and
+    pitch perturbed by resampling (a different vocal tract length)."""
+    from scipy.signal import resample_poly
+
+    r = rng.random()
+    pool = pools["recorded"] if r < 0.45 else pools["synthetic"] if r < 0.8 else pools["narrowband"]
+    out = np.zeros(n)
+    pos = int(rng.uniform(0, 2.0) * FS) if rng.random() < 0.6 else 0
+    while pos < n - FS // 4:
+        u = pool[int(rng.integers(len(pool)))].astype(np.float64)
+        if rng.random() < 0.5:
+            up = int(rng.integers(85, 118))
+            u = resample_poly(u, up, 100)
+        end = min(n, pos + u.size)
+        out[pos:end] += u[: end - pos] * rng.uniform(0.6, 1.4)
+        pos = end + int(rng.uniform(0.1, 2.0) * FS)
+        if rng.random() < 0.25:
+            break
+    return out
+
+
+def make_clip(rng: np.random.Generator, pools: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(speech image, noise image) at one mic, float, capture scale."""
+    n = int(CLIP_S * FS)
+    rt60 = rng.uniform(0.15, 1.1)
+    volume = rng.uniform(25, 120)
+    speech = np.zeros(n)
+    talkers = 0 if rng.random() < 0.07 else int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
+    for _ in range(talkers):
+        dry = speech_track(n, rng, pools)
+        speech += convolve(dry, room_response(rng, rt60, rng.uniform(0.4, 3.2), volume), n) * (
+            rng.uniform(0.5, 1.5)
+        )
+    noise = np.zeros(n)
+    for _ in range(int(rng.integers(1, 4))):
+        r = rng.random()
+        if r < 0.35:
+            x = clip_of(pools["noise"][int(rng.integers(len(pools["noise"])))], n, rng)
+        elif r < 0.55:
+            x = procedural_noise(n, rng)
+        elif r < 0.75:
+            x = babble(n, rng, pools["recorded"] + pools["synthetic"])
+        elif r < 0.85 and pools["music"]:
+            x = clip_of(pools["music"][int(rng.integers(len(pools["music"])))], n, rng)
+        else:
+            x = procedural_noise(n, rng)
+        if rng.random() < 0.8:
+            x = convolve(x, room_response(rng, rt60, rng.uniform(0.5, 5.0), volume), n)
+        noise += x * 10 ** (rng.uniform(-10, 0) / 20)
+    snr_db = rng.uniform(-10, 30) if rng.random() < 0.85 else rng.uniform(-5, 10)
+    if talkers:
+        active = speech[np.abs(speech) > 0]
+        frames = speech[: n // 320 * 320].reshape(-1, 320)
+        power = (frames**2).mean(1)
+        speech_level = np.sqrt(power[power > power.max() * 1e-3].mean()) if active.size else 1.0
+        noise *= speech_level / (np.sqrt(np.mean(noise**2)) + 1e-12) / 10 ** (snr_db / 20)
+    else:
+        speech_level = np.sqrt(np.mean(noise**2)) * 10 ** (rng.uniform(-10, 20) / 20)
+    level = 10 ** (rng.uniform(-50, -12) / 20) / (speech_level + 1e-12)
+    speech *= level
+    noise *= level
+    noise += rng.standard_normal(n) * 10 ** (rng.uniform(-90, -68) / 20)  # mic self-noise
+    if rng.random() < 0.5:  # the mic's response: a gentle tilt
+        tilt = np.fft.rfftfreq(n, 1 / FS) / 4000.0
+        gain = 10 ** (rng.uniform(-3, 3) * np.tanh(tilt - 0.5) / 20)
+        speech = np.fft.irfft(np.fft.rfft(speech) * gain, n)
+        noise = np.fft.irfft(np.fft.rfft(noise) * gain, n)
+    peak = np.abs(speech + noise).max()
+    if peak > 0.99:
+        speech, noise = speech * 0.99 / peak, noise * 0.99 / peak
+    return speech, noise
+
+
+def stft(x: np.ndarray) -> np.ndarray:
+    """(n,) -> (T, bins): the pipeline's grid (sqrt-Hann 512, hop 256, half a frame of
+    zeros first)."""
+    padded = np.concatenate([np.zeros(FRAME_LEN - HOP), x])
+    frames = (padded.size - FRAME_LEN) // HOP + 1
+    index = np.arange(frames)[:, None] * HOP + np.arange(FRAME_LEN)
+    return np.fft.rfft(padded[index] * WINDOW, axis=-1)
+
+
+def make_batch(rng: np.random.Generator, pools: dict, count: int):
+    feats, noisy, clean = [], [], []
+    for _ in range(count):
+        s, v = make_clip(rng, pools)
+        y = stft(s + v)
+        power = y.real**2 + y.imag**2
+        feats.append(MaskFeatures()(power).astype(np.float32))
+        noisy.append(np.abs(y).astype(np.float32))
+        clean.append(np.abs(stft(s)).astype(np.float32))
+    return np.stack(feats), np.stack(noisy), np.stack(clean)
+
+
+# -- the model ---------------------------------------------------------------------------
+def build_model(hidden: int, inputs: int, bins: int, inner: int = 96):
+    """features -> Linear + tanh -> GRU -> Linear + sigmoid, one mask value per bin."""
+    import torch
+
+    class MaskNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = torch.nn.Linear(inputs, inner)
+            self.gru = torch.nn.GRU(inner, hidden, batch_first=True)
+            self.out = torch.nn.Linear(hidden, bins)
+
+        def forward(self, x):
+            h, _ = self.gru(torch.tanh(self.inp(x)))
+            return torch.sigmoid(self.out(h))
+
+    return MaskNet()
+
+
+#: torch parameter -> its name in the exported .npz (what edge_agent/dsp/mask.py reads)
+PARAM_NAMES = {
+    "inp.weight": "in_w",
+    "inp.bias": "in_b",
+    "gru.weight_ih_l0": "gru_w_ih",
+    "gru.weight_hh_l0": "gru_w_hh",
+    "gru.bias_ih_l0": "gru_b_ih",
+    "gru.bias_hh_l0": "gru_b_hh",
+    "out.weight": "out_w",
+    "out.bias": "out_b",
+}
+
+
+def export(model, path: Path) -> None:
+    """Float16 weights: half the size, and the numpy side computes in float64 from them."""
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    np.savez_compressed(path, **{v: state[k].astype(np.float16) for k, v in PARAM_NAMES.items()})
+
+
+VECTORS = Path(__file__).resolve().parents[1] / "tests" / "vectors" / "dsp_mask.npz"
+
+
+def check_and_write_vectors(weights: Path, hidden: int, vectors: Path = VECTORS) -> float:
+    """Load the exported (float16) weights into the torch model, run torch and the unit's
+    numpy inference on the same power spectra, and write both as the test vector the
+    numpy side is checked against (tests/dsp/test_mask.py). Returns the largest gap."""
+    import torch
+
+    from edge_agent.dsp.mask import SpeechMask
+
+    params = np.load(weights)
+    rng = np.random.default_rng([*TRAIN_SEED, 123])
+    s, v = make_clip(rng, material())
+    y = stft(s + v)[:32]
+    power = (y.real**2 + y.imag**2).astype(np.float32)
+    model = build_model(hidden, FEATURES, power.shape[1])
+    model.load_state_dict(
+        {k: torch.from_numpy(params[v].astype(np.float32)) for k, v in PARAM_NAMES.items()}
+    )
+    model.eval()
+    features = MaskFeatures()(power.astype(np.float64)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(features)[None])[0].numpy()
+    got = SpeechMask(weights)(power.astype(np.float64))
+    gap = float(np.abs(got - expected).max())
+    vectors.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(vectors, power=power, torch_mask=expected)
+    return gap
+
+
+def loss_fn(mask, noisy, clean):
+    """Compressed-magnitude error of the masked mixture, plus a little of the mask's own
+    error against the ideal ratio mask (so the mask is a calibrated speech presence too:
+    the beamformer's statistics and the room's SNR are read from it)."""
+    scale = noisy.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + 1e-9
+    est = (mask * noisy / scale + 1e-8).pow(0.3)
+    ref = (clean / scale + 1e-8).pow(0.3)
+    ideal = (clean / (noisy + 1e-9)).clamp(0.0, 1.0)
+    return (est - ref).pow(2).mean() + 0.1 * (mask - ideal).pow(2).mean()
+
+
+def _round(job: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    seed, index, count = job
+    return make_batch(np.random.default_rng([*TRAIN_SEED, 7, seed, index]), material(), count)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=70, help="rounds of fresh clips")
+    parser.add_argument("--clips-per-round", type=int, default=512)
+    parser.add_argument("--passes", type=int, default=4, help="passes over each round's clips")
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=WEIGHTS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    parser.add_argument("--init", type=Path, help="start from these exported weights")
+    args = parser.parse_args()
+
+    from multiprocessing import get_context
+
+    import torch
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)  # the other core makes the next round's clips
+    pools = material()
+    print("train: material", {k: len(v) for k, v in pools.items()}, flush=True)
+    val = make_batch(np.random.default_rng([*TRAIN_SEED, 99]), pools, 64)
+    val_t = [torch.from_numpy(a) for a in val]
+    model = build_model(args.hidden, val[0].shape[2], val[1].shape[2])
+    if args.init:
+        init = np.load(args.init)
+        model.load_state_dict(
+            {k: torch.from_numpy(init[v].astype(np.float32)) for k, v in PARAM_NAMES.items()}
+        )
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    start = time.monotonic()
+    best = float("inf")
+    jobs = [(args.seed, r, args.clips_per_round) for r in range(args.rounds)]
+    with get_context("fork").Pool(1) as pool:
+        for r, batch in enumerate(pool.imap(_round, jobs)):
+            feats, noisy, clean = (torch.from_numpy(a) for a in batch)
+            lr = args.lr * (0.03 + 0.97 * 0.5 * (1 + np.cos(np.pi * r / args.rounds)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            model.train()
+            gen = torch.Generator().manual_seed(args.seed * 1000 + r)
+            for _ in range(args.passes):
+                order = torch.randperm(feats.shape[0], generator=gen)
+                for i in range(0, feats.shape[0], args.batch):
+                    idx = order[i : i + args.batch]
+                    loss = loss_fn(model(feats[idx]), noisy[idx], clean[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    opt.step()
+            model.eval()
+            with torch.no_grad():
+                v = float(loss_fn(model(val_t[0]), val_t[1], val_t[2]))
+            print(
+                f"train: round {r + 1}/{args.rounds} {time.monotonic() - start:.0f}s "
+                f"lr {lr:.1e} train {float(loss):.4f} val {v:.4f}",
+                flush=True,
+            )
+            if v < best:
+                best = v
+                export(model, args.out)
+    gap = check_and_write_vectors(args.out, args.hidden)
+    print(f"train: numpy inference vs torch on the exported weights: max gap {gap:.2e}")
+    if gap > 1e-4:
+        raise SystemExit("train: the numpy inference does not match torch; not shipping")
+    digest = hashlib.sha1(args.out.read_bytes()).hexdigest()[:12]
+    print(
+        f"train: wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB, sha1 {digest}), "
+        f"best val {best:.4f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
