@@ -1046,9 +1046,15 @@ class ShiftStore:
                 f"SELECT session, payload FROM stream WHERE kind='recipients_added' AND "
                 f"session IN ({smarks}) ORDER BY id", list(out)):
             out[session]["added"].append(json.loads(bytes(payload)))
+        # stored rows and packed frames alike (Store.pack moves closed sessions' frames)
         for session, kind, n, top in self.store._q(
                 f"SELECT session, kind, COUNT(*), MAX(seq) FROM stream WHERE session IN "
-                f"({smarks}) AND kind IN ('audio','event') GROUP BY session, kind", list(out)):
-            out[session][f"{kind}_count"] = n
-            out[session][f"{kind}_max_seq"] = top
+                f"({smarks}) AND kind IN ('audio','event') GROUP BY session, kind "
+                f"UNION ALL SELECT session, kind, SUM(frames), MAX(last_seq) FROM "
+                f"stream_segments WHERE session IN ({smarks}) AND kind IN ('audio','event') "
+                f"GROUP BY session, kind", [*out, *out]):
+            o = out[session]
+            o[f"{kind}_count"] = o.get(f"{kind}_count", 0) + int(n)
+            prev = o.get(f"{kind}_max_seq")
+            o[f"{kind}_max_seq"] = top if prev is None else max(prev, top)
         return list(out.values())
