@@ -386,6 +386,7 @@ class UnitCore:
         # "pending" (nothing captured), "given", "declined"
         self.consent: str | None = None
         self._consent_hold = False  # declined: no new session until the next visit starts
+        self._holding = False  # an update or a trial holds the device (set every tick)
         self._paused_at_frames = 0
         self._paused_since: float | None = None
         self._last_pause_mark = float("-inf")
@@ -455,9 +456,8 @@ class UnitCore:
             self._toggle_privacy(now, out)
         update_hold = self._update_gate(e.health, now, out)
         hold = self._trial_holding(now, out) or update_hold
-        if self.session is None and not self.captured_done and self.s.auto_open \
-                and self.assigned is not None and self.assigned.devices and not hold \
-                and not self._consent_hold:
+        self._holding = hold
+        if self._may_open():
             self._open_session(now, out)
         if hold and self.session is None and self.capture in ("open", "opening"):
             # between encounters: free the device for the next release (a file-backed
@@ -615,9 +615,20 @@ class UnitCore:
             # a session has one codec (its session_open says which): start a new one
             self._close_session("reconfigured", now, out)
 
+    def _may_open(self) -> bool:
+        """Whether a session opens now by itself (auto_open, a scribe's device, no update
+        or trial holding the device, no declined visit waiting for the next one)."""
+        return (self.session is None and not self.captured_done and self.s.auto_open
+                and self.assigned is not None and bool(self.assigned.devices)
+                and not self._holding and not self._consent_hold)
+
     def _on_SessionControlReceived(self, e: SessionControlReceived, now: Now, out: list) -> None:
         if e.action == "close" and self.session is not None:
             self._close_session("closed_by_relay", now, out)
+            # the next encounter opens in the same step: audio captured meanwhile is never
+            # dropped between sessions (a relay closing sessions cannot make loss unseen)
+            if self._may_open():
+                self._open_session(now, out)
         elif e.action == "open" and self._consent_hold:
             self._next_visit("session_control", out)
 

@@ -180,6 +180,20 @@ def test_a_session_opens_on_assignment_and_seals_what_is_captured():
     assert u.lights() == ["idle", "live", "idle"]
 
 
+def test_a_session_the_relay_closes_is_followed_at_once_and_no_audio_falls_between():
+    u = Unit()
+    u.start_session()
+    first = u.audio(0.4)
+    u.feed(c.SessionControlReceived("close"))
+    closes = u.session_msgs("session_close")
+    assert [m["reason"] for m in closes] == ["closed_by_relay"]
+    second = u.audio(0.4)  # captured before the next tick
+    u.feed(c.Stop())
+    opens = u.session_msgs("session_open")
+    assert len(opens) == 2 and opens[0]["session"] != opens[1]["session"]
+    assert np.array_equal(u.pcm(), np.concatenate([first, second]))
+
+
 def test_a_cue_is_sealed_once_however_often_the_puck_resends_it():
     u = Unit()
     u.start_session()
