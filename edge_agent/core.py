@@ -626,8 +626,10 @@ class UnitCore:
         if e.action == "close" and self.session is not None:
             self._close_session("closed_by_relay", now, out)
             # the next encounter opens in the same step: audio captured meanwhile is never
-            # dropped between sessions (a relay closing sessions cannot make loss unseen)
-            if self._may_open():
+            # dropped between sessions (a relay closing sessions cannot make loss unseen).
+            # Not while an update or a trial may want this boundary: the next tick decides.
+            if self.update_phase == update_gate.NONE and \
+                    self.trial_state not in ("pending", "fail") and self._may_open():
                 self._open_session(now, out)
         elif e.action == "open" and self._consent_hold:
             self._next_visit("session_control", out)
