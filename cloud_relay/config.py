@@ -11,13 +11,14 @@ or behind a TLS-terminating reverse proxy on the same host, `behind_proxy`).
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import ssl
 import tomllib
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlparse
+
+from scribelink.relayurl import is_loopback
 
 
 class ConfigError(ValueError):
@@ -124,15 +125,6 @@ class RelayConfig:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert_file)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _host_port(url: str) -> tuple[str, int]:
