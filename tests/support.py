@@ -446,6 +446,23 @@ def keys_toml(keys: dict[str, str]) -> str:
     return tomlconf.dumps(keys)
 
 
+def file_agent_toml(tmp: Path, b: Broker, unit: str, frames: int, keys: str) -> str:
+    """A unit agent's config capturing 4 channels from the ALSA PCM "unit_mic" (the tests'
+    `file` plugin), paced in real time, stopping after `frames`, PCM, dsp off, puck on the
+    pty at tmp/puck; `keys`: keys_toml's [keys] body."""
+    return (f'unit_id = "{unit}"\nstate_dir = "{tmp / "state"}"\n'
+            '[capture]\ndevice = "unit_mic"\nchannels = 4\nperiod_frames = 320\n'
+            f'[file_input]\npace_realtime = true\nstop_after_frames = {frames}\n'
+            'resume_input = true\nexit_when_done = true\n'
+            '[dsp]\nmode = "off"\n[codec]\ncodec = "pcm_s16le"\n[session]\nchunk_ms = 40\n'
+            f'[spool]\ndir = "{tmp / "spool"}"\n'
+            f'[broker]\nurl = "{b.url}"\nca_file = "{b.pki["ca"]}"\n'
+            f'cert_file = "{b.pki["units"][unit].cert}"\n'
+            f'key_file = "{b.pki["units"][unit].key}"\n'
+            f'[puck]\nport = "{tmp / "puck"}"\n'
+            '[keys]\n' + keys)
+
+
 def client_device(d: Path, scribe: str):
     """(scribe, device id, X25519 public key) of a reference client's keys in `d`."""
     from cryptography.hazmat.primitives import serialization

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from puck_harness import PuckSim
 from support import (
+    file_agent_toml,
     jsonl,
     keys_toml,
     random_multichannel,
@@ -96,19 +97,9 @@ def test_capture_device_unplugged_mid_session_faults_declares_and_recovers(tmp_p
     assert clinic.assign("unit-a", ["s1"]).is_success
 
     sim = PuckSim(tmp_path / "puck")
-    p = broker.pki
     agent_conf = tmp_path / "agent.toml"
-    agent_conf.write_text(
-        f'unit_id = "unit-a"\nstate_dir = "{tmp_path / "state"}"\n'
-        '[capture]\ndevice = "unit_mic"\nchannels = 4\nperiod_frames = 320\n'
-        f'[file_input]\npace_realtime = true\nstop_after_frames = {len(x)}\n'
-        'resume_input = true\nexit_when_done = true\n'
-        '[dsp]\nmode = "off"\n[codec]\ncodec = "pcm_s16le"\n[session]\nchunk_ms = 40\n'
-        f'[spool]\ndir = "{tmp_path / "spool"}"\n'
-        f'[broker]\nurl = "{broker.url}"\nca_file = "{p["ca"]}"\n'
-        f'cert_file = "{p["units"]["unit-a"].cert}"\nkey_file = "{p["units"]["unit-a"].key}"\n'
-        f'[puck]\nport = "{tmp_path / "puck"}"\n'
-        '[keys]\n' + keys_toml(clinic.unit_keys("unit-a", tmp_path / "keys")))
+    agent_conf.write_text(file_agent_toml(tmp_path, broker, "unit-a", len(x), keys_toml(
+        clinic.unit_keys("unit-a", tmp_path / "keys"))))
     with open(tmp_path / "agent.log", "wb") as log:  # the agent keeps its own copy
         agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
                                   str(agent_conf)], stdout=log, stderr=subprocess.STDOUT,

@@ -53,6 +53,7 @@ from support import (
     UnitPublisher,
     archived_frames,
     client_device,
+    file_agent_toml,
     jsonl,
     keys_toml,
     random_multichannel,
@@ -254,19 +255,9 @@ def test_a_hostile_relay_gets_no_key_no_device_and_no_seen(tmp_path, broker, rel
         watcher.close()
 
     sim = PuckSim(tmp_path / "puck")
-    p = broker.pki
     conf = tmp_path / "agent.toml"
-    conf.write_text(
-        f'unit_id = "{UNIT}"\nstate_dir = "{tmp_path / "state"}"\n'
-        '[capture]\ndevice = "unit_mic"\nchannels = 4\nperiod_frames = 320\n'
-        f'[file_input]\npace_realtime = true\nstop_after_frames = {len(x)}\n'
-        'resume_input = true\nexit_when_done = true\n'
-        '[dsp]\nmode = "off"\n[codec]\ncodec = "pcm_s16le"\n[session]\nchunk_ms = 40\n'
-        f'[spool]\ndir = "{tmp_path / "spool"}"\n'
-        f'[broker]\nurl = "{broker.url}"\nca_file = "{p["ca"]}"\n'
-        f'cert_file = "{p["units"][UNIT].cert}"\nkey_file = "{p["units"][UNIT].key}"\n'
-        f'[puck]\nport = "{tmp_path / "puck"}"\n'
-        '[keys]\n' + keys_toml(clinic.unit_keys(UNIT, tmp_path / "keys")))
+    conf.write_text(file_agent_toml(tmp_path, broker, UNIT, len(x), keys_toml(
+        clinic.unit_keys(UNIT, tmp_path / "keys"))))
     with open(tmp_path / "agent.log", "wb") as log:  # the agent keeps its own copy
         agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
                                   str(conf)], stdout=log, stderr=subprocess.STDOUT,
