@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import struct
 import sys
 import time
 import wave
@@ -258,7 +257,7 @@ class ScribeClient:
                 # sealed frames do not compress: no permessage-deflate
                 async with websockets.connect(ws_url, max_size=2**21, compression=None,
                                               ssl=tls) as sock:
-                    hello = scribews.Hello(token=self.token, cursor=self.cursor)
+                    hello = scribews.Hello(token=self.token, cursor=self.cursor, batch=True)
                     await sock.send(json.dumps(hello.to_dict()))
                     delay = 0.2
                     await self._session(sock)
@@ -287,11 +286,14 @@ class ScribeClient:
                         await asyncio.to_thread(self._refresh_trust)
                     continue
                 if isinstance(msg, bytes):
-                    if len(msg) < 8:
-                        self.receiver._error("malformed", "short binary frame")
+                    try:
+                        frames = scribews.parse_binary(msg)
+                    except scribews.FrameError as e:
+                        self.receiver._error("malformed", str(e))
                         continue
-                    self.cursor = max(self.cursor, struct.unpack(">Q", msg[:8])[0])
-                    self.receiver.envelope(msg[8:])
+                    for cursor, envelope in frames:
+                        self.cursor = max(self.cursor, cursor)
+                        self.receiver.envelope(envelope)
                     continue
                 item = json.loads(msg)
                 if "cursor" in item:

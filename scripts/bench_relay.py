@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import numpy as np
 import paho.mqtt.client as mqtt
 import psutil
 import websockets
@@ -48,6 +47,8 @@ from paho.mqtt.properties import Properties
 
 from cloud_relay import broker, pki
 from edge_agent.session import Session, Signer
+from scribelink import codec as codecs
+from scribelink import envelope as env
 from scribelink import messages as msgs
 from scribelink import scribews, tomlconf, topics
 from scribelink.authority import ClinicAuthority
@@ -270,10 +271,10 @@ async def connect_units(loop, sysm: System, uids: list[str]) -> list[Unit]:
 
 
 async def scribe(url: str, token: str, tally: Tally, ready: asyncio.Event,
-                 stop: asyncio.Event) -> None:
+                 stop: asyncio.Event, batch: bool) -> None:
     ws_url = url.replace("http", "ws", 1) + "/ws"
     async with websockets.connect(ws_url, max_size=2**21, compression=None) as sock:
-        await sock.send(json.dumps(scribews.Hello(token=token).to_dict()))
+        await sock.send(json.dumps(scribews.Hello(token=token, batch=batch).to_dict()))
         await sock.recv()
         ready.set()
         first, now_ns = tally.first, time.time_ns
@@ -285,12 +286,14 @@ async def scribe(url: str, token: str, tally: Tally, ready: asyncio.Event,
                 continue
             if not isinstance(msg, bytes):
                 continue
-            tally.frames += 1
-            key = msg[16:40]  # session id + seq of the envelope after the 8-byte cursor
-            if key in first:
-                tally.dups += 1
-                continue
-            first[key] = now_ns() // 1000 - cap.unpack_from(msg, 40)[0]
+            at_us = now_ns() // 1000
+            for _, envelope in scribews.parse_binary(msg):
+                tally.frames += 1
+                key = envelope[8:32]  # session id + seq
+                if key in first:
+                    tally.dups += 1
+                    continue
+                first[key] = at_us - cap.unpack_from(envelope, 32)[0]
 
 
 @dataclass
@@ -319,6 +322,7 @@ class Result:
     p99_in: float = 0.0  # publish -> stored by the relay (generator, broker, relay in)
     p99_out: float = 0.0  # stored -> at the scribe (relay fan-out, WebSocket, generator)
     fills: int = 0  # queries a relay made for rows other relays stored
+    codec: str = "opus"  # what the chunks carry: Opus at the default bitrate, or PCM
 
     @property
     def cost(self) -> float:
@@ -388,8 +392,22 @@ def cpu_s(procs: list[psutil.Process], part: str = "") -> float:
     return t
 
 
+def chunk_bodies(codec: str, samples: int) -> list[tuple[bytes, int]]:
+    """What each chunk carries, encoded once before the run (encoding is the unit's cost,
+    not the relay's or the generator's): 10 s of recorded speech as the production Opus
+    encoder makes it, chunk by chunk, or silence as PCM (the relay cannot tell)."""
+    if codec == "pcm":
+        return [(bytes(2 * samples), samples)]
+    from speech_material import recorded_speech
+
+    enc = codecs.encoder_for(codecs.CodecSettings())
+    speech = recorded_speech(10)
+    return [(enc.encode(speech[i:i + samples]), samples)
+            for i in range(0, len(speech) - samples + 1, samples)]
+
+
 async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warmup: float,
-                profile: Path | None) -> Result:
+                profile: Path | None, codec: str, batch: bool) -> Result:
     loop = asyncio.get_running_loop()
     tokens = await asyncio.to_thread(setup_registry, sysm.urls[0], uids)
     units = await connect_units(loop, sysm, uids)
@@ -399,10 +417,11 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
         ev = asyncio.Event()
         readies.append(ev)
         tasks.append(asyncio.create_task(scribe(sysm.urls[j % len(sysm.urls)], tok, tally,
-                                                ev, stop)))
+                                                ev, stop, batch)))
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in readies)), 30)
 
-    pcm = np.zeros(640, dtype=np.int16)
+    bodies = chunk_bodies(codec, int(16000 / rate))
+    body_codec = env.CODEC_OPUS if codec == "opus" else env.CODEC_PCM_S16LE
     n = len(units)
     relays = [psutil.Process(p.pid) for p in sysm.relays]
     brk = psutil.Process(sysm.broker_proc.pid)
@@ -451,7 +470,12 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
             u = units[j % n]
             sess = u.session
             cap_us = time.time_ns() // 1000
-            _, frame = sess.seal_audio(pcm, cap_us)
+            body, count = bodies[j // n % len(bodies)]
+            frame = env.seal(env.Header(
+                type=env.TYPE_AUDIO, session_id=sess.session_id, seq=sess.next_audio_seq,
+                capture_us=cap_us, unit_id=u.uid, codec=body_codec, channels=1,
+                sample_rate=16000, sample_count=count), body, sess.key)
+            sess.next_audio_seq += 1
             u.client.publish(u.topic_audio, frame, qos=1)
             if measuring:
                 window[frame[8:32]] = cap_us
@@ -523,8 +547,9 @@ def run_once(args, n_units: int) -> Result:
     sysm = start_system(tmp, uids, args.relays, args.store, args.batch_ms)
     try:
         profile = Path(args.profile) if args.profile else None
-        r = asyncio.run(drive(sysm, uids, args.rate, args.seconds, args.warmup, profile))
-        r.store = args.store
+        r = asyncio.run(drive(sysm, uids, args.rate, args.seconds, args.warmup, profile,
+                              args.codec, not args.no_batch))
+        r.store, r.codec = args.store, args.codec
         return r
     finally:
         sysm.stop()
@@ -536,14 +561,14 @@ def run_once(args, n_units: int) -> Result:
 
 def table(results: list[Result]) -> str:
     lines = [
-        ("| rooms × chunks/s | relays, store | offered → delivered msg/s | lost | dup | "
+        ("| rooms × chunks/s | relays, store, codec | offered → delivered msg/s | lost | dup | "
          "added latency p50 / p95 / p99 | relay CPU (per 1,000 msg/s) | relay RSS | "
          "broker CPU | PostgreSQL CPU | generator CPU (max lag) | box load |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r.units} × {r.rate:g} | {r.relays}, {r.store} | {r.offered:,.0f} → "
+            f"| {r.units} × {r.rate:g} | {r.relays}, {r.store}, {r.codec} | {r.offered:,.0f} → "
             f"{r.delivered:,.0f} | {r.lost} | {r.dups} | {r.p50:.1f} / {r.p95:.1f} / "
             f"{r.p99:.1f} ms | {r.relay_cpu:.0f} % ({r.cost:.1f} %) | {r.relay_rss_mb:.0f} MB | "
             f"{r.broker_cpu:.0f} % | {f'{r.store_cpu:.0f} %' if r.store == 'postgres' else '-'} | "
@@ -562,6 +587,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--relays", type=int, default=1)
     ap.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--batch-ms", type=float, default=8.0, help="relay store_batch_ms")
+    ap.add_argument("--no-batch", action="store_true",
+                    help="scribes read one chunk per WebSocket message (no batch in hello)")
+    ap.add_argument("--codec", choices=["opus", "pcm"], default="opus",
+                    help="what the chunks carry: recorded speech as Opus at the production "
+                         "default bitrate (about 110 bytes a chunk), or PCM (1,349 bytes)")
     ap.add_argument("--ramp", help="comma-separated room counts to run in turn")
     ap.add_argument("--profile", help="py-spy profile of relay 0 (speedscope JSON) here")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
@@ -605,6 +635,9 @@ def record(results: list[Result]) -> None:
         for line in m.group(0).splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if line.startswith("| ") and len(cells) >= 2 and cells[0][:1].isdigit():
+                if cells[1].count(",") == 1:  # recorded before chunks could be Opus: PCM
+                    line = line.replace(f"| {cells[1]} |", f"| {cells[1]}, pcm |", 1)
+                    cells[1] += ", pcm"
                 rows[(cells[0], cells[1])] = line
     for line in table(results).splitlines()[2:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -612,8 +645,8 @@ def record(results: list[Result]) -> None:
 
     def order(key):
         units, rate = key[0].split(" × ")
-        relays, store = key[1].split(", ")
-        return (store, int(relays), int(units), float(rate))
+        relays, store, *codec = key[1].split(", ")
+        return (store, codec[0] if codec else "pcm", int(relays), int(units), float(rate))
 
     head = table([]).splitlines()
     body = (f"`scripts/bench relay` on this machine ({os.cpu_count()} cores shared by the load "

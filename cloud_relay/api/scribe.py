@@ -47,6 +47,7 @@ async def ws(sock: WebSocket, svc: ServicesDep) -> None:
         hello = json.loads(await asyncio.wait_for(sock.receive_text(), 10))
         cursor = int(hello.get("cursor", 0) or 0) if isinstance(hello, dict) else 0
         only = hello.get("units") if isinstance(hello, dict) else None
+        batch = isinstance(hello, dict) and hello.get("batch") is True
         if only is not None and not (isinstance(only, list) and
                                      all(isinstance(u, str) for u in only)):
             raise ValueError("units must be a list of unit ids")
@@ -73,7 +74,7 @@ async def ws(sock: WebSocket, svc: ServicesDep) -> None:
     await sock.send_text(json.dumps(welcome.to_dict()))
     await to_thread(store.audit, user.id, "ws_connected", None, {"cursor": cursor})
     sub = hub.subscribe(user.id, units, cursor)
-    tasks = [asyncio.create_task(_pump(sock, sub, svc), name="ws-pump"),
+    tasks = [asyncio.create_task(_pump(sock, sub, svc, batch), name="ws-pump"),
              asyncio.create_task(_read(sock, user, svc), name="ws-read"),
              asyncio.create_task(_follow_assignments(sock, sub, user, token, only, svc),
                                  name="ws-assign")]
@@ -89,9 +90,34 @@ async def ws(sock: WebSocket, svc: ServicesDep) -> None:
             t.cancel()
 
 
-async def _pump(sock: WebSocket, sub: Subscriber, svc: Services) -> None:
-    """Send the stream: catch up from the store while behind, then what the hub pushes."""
+async def _pump(sock: WebSocket, sub: Subscriber, svc: Services, batch: bool) -> None:
+    """Send the stream: catch up from the store while behind, then what the hub pushes.
+    For a client that reads batches, the binary frames between two text frames go out as
+    one message (scribelink.scribews.batch_message), in order."""
     send = sock.send
+    run: list[bytes] = []  # binary frames not sent yet (batching clients)
+    run_bytes = 0
+
+    async def flush() -> None:
+        nonlocal run, run_bytes
+        if run:
+            frames, run, run_bytes = run, [], 0
+            await send({"type": "websocket.send", "bytes": scribews.batch_message(frames)})
+
+    async def out(frame: bytes | str) -> None:
+        nonlocal run_bytes
+        if isinstance(frame, bytes):
+            if not batch:
+                await send({"type": "websocket.send", "bytes": frame})
+                return
+            run.append(frame)
+            run_bytes += len(frame)
+            if run_bytes >= scribews.BATCH_MAX_BYTES:
+                await flush()
+            return
+        await flush()  # a text frame keeps its place in the stream
+        await send({"type": "websocket.send", "text": frame})
+
     while not sub.closed:
         if sub.needs_catchup:
             sub.begin_catchup()  # from here on, new rows also queue: the overlap is skipped
@@ -102,11 +128,9 @@ async def _pump(sock: WebSocket, sub: Subscriber, svc: Services) -> None:
                     if row.id <= sub.cursor:
                         continue
                     if row.unit_id in sub.units:
-                        frame = wire(row)
-                        await send({"type": "websocket.send", "bytes": frame}
-                                   if isinstance(frame, bytes) else
-                                   {"type": "websocket.send", "text": frame})
+                        await out(wire(row))
                     sub.cursor = row.id
+                await flush()
                 if len(rows) < WS_BATCH:
                     break
             continue
@@ -119,8 +143,8 @@ async def _pump(sock: WebSocket, sub: Subscriber, svc: Services) -> None:
                 if rid <= sub.cursor:
                     continue  # already sent from the store during catch-up
                 sub.cursor = rid
-            await send({"type": "websocket.send", "bytes": frame} if isinstance(frame, bytes)
-                       else {"type": "websocket.send", "text": frame})
+            await out(frame)
+        await flush()
 
 
 async def _follow_assignments(sock: WebSocket, sub: Subscriber, user: User, token: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
 import threading
 import time
 
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from edge_agent.session import Session, Signer
 from scribelink import envelope as env
 from scribelink import messages as msgs
+from scribelink import scribews
 
 
 def unit_session(unit_id: str, scribe_id: str = "s1") -> Session:
@@ -35,12 +35,17 @@ def sealed_chunks(s: Session, n: int, first: int = 0) -> list[bytes]:
 
 class RawScribe:
     """Follows /ws on a list of relays (the next one when the current dies), resuming by
-    cursor, and records every frame as received: (kind, session, seq, cursor)."""
+    cursor, and records every frame as received: (kind, session, seq, cursor). With `batch`
+    it asks for batched binary frames, as the console does; `binary_messages` counts the
+    WebSocket messages those frames came in."""
 
-    def __init__(self, urls: list[str], token: str, cursor: int = 0) -> None:
+    def __init__(self, urls: list[str], token: str, cursor: int = 0, *,
+                 batch: bool = True) -> None:
         self.urls = urls
         self.token = token
         self.cursor = cursor
+        self.batch = batch
+        self.binary_messages = 0
         self.frames: list[tuple[str, str, int, int]] = []
         self.statuses: list[dict] = []
         self.connects: list[str] = []
@@ -71,8 +76,8 @@ class RawScribe:
             try:
                 async with websockets.connect(url, max_size=2**21, compression=None,
                                               open_timeout=3) as sock:
-                    await sock.send(json.dumps({"type": "hello", "token": self.token,
-                                                "cursor": self.cursor}))
+                    await sock.send(json.dumps(scribews.Hello(
+                        token=self.token, cursor=self.cursor, batch=self.batch).to_dict()))
                     welcome = json.loads(await sock.recv())
                     assert welcome["type"] == "welcome", welcome
                     self.connects.append(url)
@@ -89,11 +94,12 @@ class RawScribe:
     def _record(self, msg) -> None:
         with self.lock:
             if isinstance(msg, bytes):
-                cursor = struct.unpack(">Q", msg[:8])[0]
-                h, _ = env.parse_header(msg[8:])
-                assert cursor > self.cursor, f"cursor went back: {cursor} after {self.cursor}"
-                self.cursor = cursor
-                self.frames.append((h.type_name, h.session_hex, h.seq, cursor))
+                self.binary_messages += 1
+                for cursor, envelope in scribews.parse_binary(msg):
+                    h, _ = env.parse_header(envelope)
+                    assert cursor > self.cursor, f"cursor went back: {cursor} after {self.cursor}"
+                    self.cursor = cursor
+                    self.frames.append((h.type_name, h.session_hex, h.seq, cursor))
                 return
             item = json.loads(msg)
             if item.get("type") == "unit_status":

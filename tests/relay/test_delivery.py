@@ -38,6 +38,29 @@ def test_resume_by_cursor_gets_the_rest_exactly_once(broker, relay):
     unit.close()
 
 
+def test_batched_and_single_frame_scribes_get_the_same_stream(broker, relay):
+    """A scribe that reads batches (the console, the reference client) gets every chunk a
+    commit brought in one message, and exactly what a frame-at-a-time scribe gets."""
+    assign(relay, "unit-a", "s1")
+    unit = UnitPublisher(broker, "unit-a")
+    s = unit_session("unit-a")
+    batched = RawScribe([relay.url], relay.token("s1")).start()
+    single = RawScribe([relay.url], relay.token("s1"), batch=False).start()
+    wait_until(lambda: batched.connects and single.connects, 10, "both scribes to connect")
+    unit.publish("session", open_message(s))
+    for c in sealed_chunks(s, 300):
+        unit.c.publish("sl/v1/unit/unit-a/audio", c, qos=1)  # as fast as paho goes
+    wait_until(lambda: len(batched.audio_seqs()) >= 300 and len(single.audio_seqs()) >= 300,
+               30, "all 300 chunks at both scribes")
+    batched.stop()
+    single.stop()
+    assert batched.frames == single.frames  # same items, same cursors, same order
+    assert batched.audio_seqs() == list(range(300))
+    assert single.binary_messages == 300
+    assert batched.binary_messages < 300  # chunks committed together went out together
+    unit.close()
+
+
 def test_a_slow_scribe_falls_back_to_the_store_and_loses_nothing(broker, tmp_path,
                                                                    relay_store):
     # a live queue of 10 frames and 60 ms batches: every batch overflows the queue

@@ -26,7 +26,8 @@ def test_the_close_codes_are_the_vectors():
 def test_hello_builds_exactly_the_vector(case):
     a = case["args"]
     units = tuple(a["units"]) if "units" in a else None
-    hello = scribews.Hello(token=a["token"], cursor=a["cursor"], units=units)
+    hello = scribews.Hello(token=a["token"], cursor=a["cursor"], units=units,
+                           batch=a.get("batch", False))
     assert hello.to_dict() == case["frame"]
     assert scribews.Hello.from_dict(case["frame"]) == hello
 
@@ -56,3 +57,23 @@ def test_invalid_server_frames_are_refused(case):
 def test_invalid_hellos_are_refused(case):
     with pytest.raises(scribews.FrameError):
         scribews.Hello.from_dict({"type": "hello", **case["args"]})
+
+
+@pytest.mark.parametrize("case", V["binary"], ids=lambda c: c["name"])
+def test_binary_messages_read_as_the_vectors_frames(case):
+    got = scribews.parse_binary(bytes.fromhex(case["hex"]))
+    assert [{"cursor": c, "envelope_hex": e.hex()} for c, e in got] == case["frames"]
+
+
+@pytest.mark.parametrize("case", [c for c in V["binary"] if len(c["frames"]) > 1
+                                  or c["hex"].startswith("00")], ids=lambda c: c["name"])
+def test_the_relay_builds_exactly_the_vectors_messages(case):
+    frames = [scribews.binary_frame(f["cursor"], bytes.fromhex(f["envelope_hex"]))
+              for f in case["frames"]]
+    assert scribews.batch_message(frames).hex() == case["hex"]
+
+
+@pytest.mark.parametrize("case", V["binary_invalid"], ids=lambda c: c["name"])
+def test_invalid_binary_messages_are_refused_whole(case):
+    with pytest.raises(scribews.FrameError):
+        scribews.parse_binary(bytes.fromhex(case["hex"]))

@@ -90,7 +90,7 @@ export class Link {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     ws.onopen = () => {
-      ws.send(encode(hello({ token: this.token, cursor: this.cursor })));
+      ws.send(encode(hello({ token: this.token, cursor: this.cursor, batch: true })));
       this.state = LINK.HELLO_SENT;
     };
     ws.onmessage = (e) => this.receive(e.data);
@@ -113,9 +113,10 @@ export class Link {
     let frame;
     try {
       if (typeof data !== "string") {
-        const { cursor, envelope } = parseBinary(data);
-        this.cursor = Math.max(this.cursor, cursor);
-        this.h.onEnvelope(envelope);
+        for (const { cursor, envelope } of parseBinary(data)) {
+          this.cursor = Math.max(this.cursor, cursor);
+          this.h.onEnvelope(envelope);
+        }
         return;
       }
       frame = parseText(data);

@@ -6,6 +6,9 @@
 
 export const CLOSE = Object.freeze({ BAD_HELLO: 4400, UNAUTHORIZED: 4401, FORBIDDEN: 4403 });
 const CURSOR_BYTES = 8; // binary frames: cursor (u64, big-endian) || sealed envelope
+// a batch (asked for with hello's batch): 0xFF || (length u32 big-endian || frame)*; a
+// cursor never starts with 0xFF (stream ids are positive 63-bit integers)
+const BATCH = 0xff;
 // the unit's signed session items, and replies to cues kept in the room's stream
 const SESSION_ITEMS = new Set(["session_open", "session_close", "gap", "recipients_added", "cue_ack"]);
 const SESSION_HEX = /^[0-9a-f]{32}$/;
@@ -24,13 +27,17 @@ function checkUnits(units, frame) {
 // ------------------------------------------------------------------ console -> relay
 
 /** The first frame on a socket: who we are, and the stream position to resume after. */
-export function hello({ token, cursor, units }) {
+export function hello({ token, cursor, units, batch }) {
   if (!isName(token)) fail("hello: token must be the bearer token from POST /api/login");
   if (!isCount(cursor)) fail(`hello: cursor must be a non-negative integer, not ${JSON.stringify(cursor)}`);
   const frame = { type: "hello", token, cursor };
   if (units !== undefined) {
     checkUnits(units, "hello");
     frame.units = [...units];
+  }
+  if (batch !== undefined && batch !== false) {
+    if (batch !== true) fail("hello: batch must be true or false");
+    frame.batch = true;
   }
   return frame;
 }
@@ -88,9 +95,28 @@ export function parseText(text) {
   return m;
 }
 
-/** A binary frame from the relay: {cursor, envelope} (the envelope is a view, not a copy). */
+/** A binary message from the relay: its frames, [{cursor, envelope}] in stream order (one
+ * frame, or a batch); the envelopes are views, not copies. A message with any bad part is
+ * refused whole. */
 export function parseBinary(data) {
   const u8 = data instanceof Uint8Array ? data : new Uint8Array(data);
+  if (u8.length === 0 || u8[0] !== BATCH) return [oneFrame(u8)];
+  const dv = new DataView(u8.buffer, u8.byteOffset, u8.length);
+  const frames = [];
+  let i = 1;
+  while (i < u8.length) {
+    if (u8.length - i < 4) fail("batch truncated in a frame's length");
+    const size = dv.getUint32(i);
+    i += 4;
+    if (size > u8.length - i) fail(`batch frame of ${size} bytes runs past the message`);
+    frames.push(oneFrame(u8.subarray(i, i + size)));
+    i += size;
+  }
+  if (frames.length === 0) fail("batch without frames");
+  return frames;
+}
+
+function oneFrame(u8) {
   if (u8.length <= CURSOR_BYTES) fail(`binary frame too short (${u8.length} bytes)`);
   const cursor = new DataView(u8.buffer, u8.byteOffset, CURSOR_BYTES).getBigUint64(0);
   if (cursor > BigInt(Number.MAX_SAFE_INTEGER)) fail("binary frame cursor out of range");
