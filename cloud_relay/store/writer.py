@@ -111,10 +111,14 @@ class Packer:
             self.step(stopping=True)
 
 
+# A unit's unchanged status is stored at most this often (it is "stale" after 10 s: api/archive)
+STATUS_WRITE_S = 3.0
+
+
 class StreamWriter:
     def __init__(self, store: Store, *, on_commit: Callable[[Batch, dict[str, dict]], None],
                  batch_ms: float = 8.0, max_batch: int = 2000,
-                 status_write_s: float = 0.0, packer: Packer | None = None) -> None:
+                 status_write_s: float = STATUS_WRITE_S, packer: Packer | None = None) -> None:
         self.store = store
         self.packer = packer if packer is not None else Packer(store)
         self.on_commit = on_commit
@@ -122,7 +126,7 @@ class StreamWriter:
         self.max_batch = max_batch
         self.status_write_s = status_write_s
         self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._status_written: dict[str, float] = {}
+        self._status_written: dict[str, tuple[float, dict]] = {}  # unit -> (when, what)
         self._thread = threading.Thread(target=self._run, name="stream-writer", daemon=True)
         self.batches = 0
         self.frames = 0
@@ -184,14 +188,24 @@ class StreamWriter:
                 packer.step()
         packer.finish()
 
+    def _statuses_due(self, statuses: dict[str, dict]) -> dict[str, dict]:
+        """The statuses to store: a unit's status when it says something new, else at most
+        every status_write_s (units repeat theirs every second; the scribes get each one
+        live from on_commit, the store keeps the latest for the admin view and restarts)."""
+        now, due = time.monotonic(), {}
+        for u, st in statuses.items():
+            what = {k: v for k, v in st.items() if k != "at_us"}
+            when, last = self._status_written.get(u, (-1e9, None))
+            if what != last or now - when >= self.status_write_s:
+                due[u] = st
+                self._status_written[u] = (now, what)
+        return due
+
     def _commit(self, frames: list[Frame], acks: list[Ack],
                 statuses: dict[str, dict]) -> None:
         batch = Batch(0, 0, [], [])
         if statuses and self.status_write_s > 0:
-            now = time.monotonic()
-            statuses_due = {u: st for u, st in statuses.items()
-                            if now - self._status_written.get(u, 0.0) >= self.status_write_s}
-            self._status_written.update(dict.fromkeys(statuses_due, now))
+            statuses_due = self._statuses_due(statuses)
         else:
             statuses_due = statuses
         delay = 0.1

@@ -235,3 +235,39 @@ def test_closing_a_session_packs_it_through_the_writer(store):
     finally:
         w.stop()
     assert [x[2] for x in store.sealed(sid, "audio", 0, 100)] == audio
+
+
+def test_the_writer_stores_a_new_status_at_once_and_a_repeated_one_now_and_then(store):
+    """Units repeat their status every second: the writer stores what changed at once and an
+    unchanged status at most every status_write_s; every status still reaches on_commit."""
+    from cloud_relay.store.writer import StreamWriter
+
+    store.ensure_unit("unit-exam-1")
+    pushed: list[dict] = []
+    w = StreamWriter(store, on_commit=lambda batch, st: pushed.extend(st.values()),
+                     status_write_s=3600.0)
+    w.start()
+
+    def stored() -> dict:
+        return store.units(["unit-exam-1"])[0]["status"]
+
+    def put_and_wait(status: dict) -> None:
+        n = len(pushed)
+        w.put_status("unit-exam-1", status)
+        deadline = time.monotonic() + 10
+        while len(pushed) == n:
+            assert time.monotonic() < deadline, "the status never reached on_commit"
+            time.sleep(0.01)
+
+    try:
+        live = {"unit": "unit-exam-1", "online": True, "capture": "live", "at_us": 1}
+        put_and_wait(live)
+        assert stored() == live  # the first one is new
+        put_and_wait({**live, "at_us": 2})
+        assert stored() == live  # only the time changed: not stored again within the hour
+        paused = {**live, "capture": "paused", "at_us": 3}
+        put_and_wait(paused)
+        assert stored() == paused  # a change is stored at once
+        assert [p["at_us"] for p in pushed] == [1, 2, 3]  # the scribes got every one
+    finally:
+        w.stop()
