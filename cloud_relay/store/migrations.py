@@ -316,6 +316,12 @@ STEPS: list[tuple[int, str, list[Step]]] = [
         ){WITHOUT_ROWID}""",
         "CREATE INDEX key_shares_device ON key_shares(to_device)",
     ]),
+    # The live table holds ~40 s of chunks before they are packed into segments: a read by
+    # unit scans that id range (rows_after, the packer's candidates) as cheaply as an index
+    # would serve it, and the index cost every chunk a second b-tree insert (docs/scaling.md)
+    (10, "the live stream table without its per-unit index", [
+        "DROP INDEX IF EXISTS stream_unit",
+    ]),
 ]
 
 
