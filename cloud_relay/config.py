@@ -70,7 +70,9 @@ class RelayConfig:
     # empty: SQLite in data_dir; postgresql://user@host:port/db for several relays
     store_url: str = ""
     store_pool_size: int = 8
-    store_batch_ms: float = 8.0
+    # the writer's window: one transaction (and one WebSocket message per scribe) per window;
+    # longer costs latency, shorter costs CPU per chunk (docs/scaling.md has both measured)
+    store_batch_ms: float = 12.0
     stream_poll_s: float = 0.5
     # per-scribe live queue; past either bound the scribe catches up from the store
     ws_queue_frames: int = 2000

@@ -46,6 +46,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_relay import broker, pki
+from cloud_relay.config import RelayConfig
 from edge_agent.session import Session, Signer
 from scribelink import codec as codecs
 from scribelink import envelope as env
@@ -586,7 +587,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--relays", type=int, default=1)
     ap.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
-    ap.add_argument("--batch-ms", type=float, default=8.0, help="relay store_batch_ms")
+    ap.add_argument("--batch-ms", type=float, default=RelayConfig.store_batch_ms,
+                    help="relay store_batch_ms (default: the relay's)")
     ap.add_argument("--no-batch", action="store_true",
                     help="scribes read one chunk per WebSocket message (no batch in hello)")
     ap.add_argument("--codec", choices=["opus", "pcm"], default="opus",
