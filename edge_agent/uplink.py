@@ -162,11 +162,12 @@ class Uplink:
         if taken:
             self._taken_back.put(taken)
         self._reconnected = True
+        # the link file first: whoever sees `connected` finds the file saying so
+        self._write_link(True)
         self.connected = True
         self.last_error = None
         log.info("event=connected session_present=%s topic_aliases=%d",
                  flags.session_present, self._alias_max)
-        self._write_link(True)
         client.subscribe(topics.control_topic(self.unit_id), qos=1)
         self._wake.set()
 
