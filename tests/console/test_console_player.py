@@ -76,3 +76,41 @@ def test_faster_keeps_the_pitch_and_shortens_the_time(module_page, static_consol
     ticks = [(p, t) for p, t in got["ticks"] if 0 < p < 0.8 * seconds * 16000]
     (p0, t0), (p1, t1) = ticks[2], ticks[-1]
     assert abs((p1 - p0) / 16000 / (t1 - t0) - rate) < 0.1
+
+
+def test_ticks_from_before_a_reset_do_not_move_the_position(module_page, static_console):
+    """The worklet's position reports are asynchronous: one sent while live playback was
+    still running can arrive after the page has reset to a replay. Each tick carries the
+    epoch of the last reset the worklet took, and the player keeps only current ones
+    (a stale tick once put "play what you missed" at the live edge)."""
+    got = module_page.evaluate("""async (a) => {
+        const sr = 16000;
+        const ctx = new OfflineAudioContext({numberOfChannels: 1, length: sr, sampleRate: sr});
+        await ctx.audioWorklet.addModule(a.base + '/console/js/worklet.js');
+        const node = new AudioWorkletNode(ctx, 'scribe-player',
+            {outputChannelCount: [1], processorOptions: {epoch: 4}});
+        node.connect(ctx.destination);
+        const epochs = [];
+        node.port.onmessage = (e) => epochs.push(e.data.epoch);
+        const held = ctx.suspend(0.25).then(async () => {
+          node.port.postMessage({type: 'reset', mode: 'replay', epoch: 5});
+          node.port.postMessage({type: 'push', data: new Float32Array(8000), pos: 0});
+          await new Promise((r) => setTimeout(r, 300));
+          await ctx.resume();
+        });
+        await ctx.startRendering();
+        await held;
+        const {Player} = await import(a.base + '/console/js/player.js');
+        const p = new Player({onTick: () => {}, fetchRange: async () => {}});
+        p.epoch = 5;
+        p.playedSample = 100;
+        const tick = (epoch, pos) => p._tick({type: 'tick', epoch, pos, peak: 0, rms: 0});
+        tick(4, 90000);
+        const afterStale = p.playedSample;
+        tick(5, 200);
+        return {epochs, afterStale, afterCurrent: p.playedSample};
+    }""", {"base": static_console})
+    assert got["epochs"][0] == 4 and got["epochs"][-1] == 5  # the worklet's, then the reset's
+    assert got["epochs"] == sorted(got["epochs"])
+    assert got["afterStale"] == 100  # the stale tick changed nothing
+    assert got["afterCurrent"] == 200

@@ -25,6 +25,7 @@ export class Player {
     this.session = null;
     this.mode = "stopped"; // stopped | live | replay
     this.paused = false;
+    this.epoch = 0; // resets sent to the worklet: its ticks from before the last are stale
     this.fedSample = 0; // replay: session sample index of the next sample to feed
     this.playedSample = 0;
     this.lastLiveSeq = -1;
@@ -42,7 +43,8 @@ export class Player {
     if (this.ctx) await this.ctx.close();
     this.ctx = new AudioContext({ sampleRate, latencyHint: "interactive" });
     await this.ctx.audioWorklet.addModule(new URL("./worklet.js", import.meta.url));
-    this.node = new AudioWorkletNode(this.ctx, "scribe-player", { outputChannelCount: [1] });
+    this.node = new AudioWorkletNode(this.ctx, "scribe-player", {
+      outputChannelCount: [1], processorOptions: { epoch: this.epoch } });
     this.gain = this.ctx.createGain();
     this.gain.gain.value = this.volume;
     this.node.connect(this.gain).connect(this.ctx.destination);
@@ -51,7 +53,8 @@ export class Player {
   }
 
   _tick(m) {
-    if (m.type !== "tick") return;
+    // a tick sent before the worklet took our last reset speaks of what played before it
+    if (m.type !== "tick" || m.epoch !== this.epoch) return;
     if (m.pos >= 0) this.playedSample = m.pos;
     this.level = { peak: m.peak, rms: m.rms };
     this.stats = { buffered: m.buffered, target: m.target, underruns: m.underruns, dropped: m.dropped, playing: m.playing, rate: m.rate };
@@ -92,7 +95,7 @@ export class Player {
     this.session = session;
     this.mode = "live";
     this.paused = false;
-    this.node.port.postMessage({ type: "reset", mode: "live" });
+    this.node.port.postMessage({ type: "reset", mode: "live", epoch: ++this.epoch });
     this.node.port.postMessage({ type: "pause", paused: false });
     this.lastLiveSeq = session.maxSeq;
   }
@@ -120,7 +123,7 @@ export class Player {
     this.paused = false;
     this.fedSample = startSample;
     this.playedSample = startSample;
-    this.node.port.postMessage({ type: "reset", mode: "replay" });
+    this.node.port.postMessage({ type: "reset", mode: "replay", epoch: ++this.epoch });
     this.node.port.postMessage({ type: "rate", rate: this.speed });
     this.node.port.postMessage({ type: "pause", paused: false });
     this.pumpTimer = setInterval(() => this._pump(), PUMP_MS);
@@ -161,14 +164,14 @@ export class Player {
   setPaused(paused) {
     this.paused = paused;
     this.node?.port.postMessage({ type: "pause", paused });
-    if (!paused && this.mode === "live") this.node?.port.postMessage({ type: "reset", mode: "live" });
+    if (!paused && this.mode === "live") this.node?.port.postMessage({ type: "reset", mode: "live", epoch: ++this.epoch });
   }
 
   stop() {
     this._stopPump();
     this.mode = "stopped";
     this.session = null;
-    this.node?.port.postMessage({ type: "reset" });
+    this.node?.port.postMessage({ type: "reset", epoch: ++this.epoch });
   }
 
   _stopPump() {

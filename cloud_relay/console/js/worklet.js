@@ -120,8 +120,9 @@ class Stretcher {
 }
 
 class ScribePlayer extends AudioWorkletProcessor {
-  constructor() {
+  constructor(options) {
     super();
+    this.epoch = options?.processorOptions?.epoch ?? 0; // the page's count of resets
     this.queue = []; // {data: Float32Array, pos: session sample index of data[0]}
     this.offset = 0; // read index into queue[0]
     this.buffered = 0;
@@ -147,6 +148,7 @@ class ScribePlayer extends AudioWorkletProcessor {
       this.queue.push({ data: m.data, pos: m.pos });
       this.buffered += m.data.length;
     } else if (m.type === "reset") {
+      this.epoch = m.epoch ?? this.epoch; // ticks carry it: the page drops older ones
       this.queue = [];
       this.offset = 0;
       this.buffered = 0;
@@ -247,7 +249,7 @@ class ScribePlayer extends AudioWorkletProcessor {
     this.sinceReport += n;
     if (this.sinceReport >= REPORT_S * sampleRate) {
       this.port.postMessage({
-        type: "tick", at: currentTime, pos: this.pos, buffered: this.buffered + this.stretch.pendingInput, target: this.target,
+        type: "tick", epoch: this.epoch, at: currentTime, pos: this.pos, buffered: this.buffered + this.stretch.pendingInput, target: this.target,
         playing: this.playing && !this.paused, peak: this.peak, rate: this.rate,
         rms: Math.sqrt(this.sumSq / Math.max(1, this.n)), underruns: this.underruns, dropped: this.dropped,
       });
