@@ -98,10 +98,16 @@ def test_broker_crash_mid_stream(tmp_path):
 
 
 def test_network_cut_covering_ten_minutes_of_audio(tmp_path):
-    r = Run(tmp_path, 900, speed=30)  # 15 minutes of audio fed at 30x real time
+    spool = tmp_path / "spool"
+    # 15 minutes of audio fed at up to 30x real time
+    r = Run(tmp_path, 900, speed=30, extra=["--spool-dir", str(spool)])
     r.at(1)
     r.proxy.cut()
-    r.at(21)  # 20 s x 30 = 600 s of audio sealed while the network is down
+    r.at(21)  # 20 s x 30 = 600 s of audio sealed while the network is down, on an idle box
+    # a loaded box feeds the file slower than 30x: the cut lasts until the spool holds the
+    # ten minutes (PCM: 1,280 bytes of audio a chunk, 25 chunks a second)
+    wait_for(lambda: sum(f.stat().st_size for f in spool.rglob("*") if f.is_file())
+             >= 600 * 25 * 1280, timeout=180, what="ten minutes of audio in the spool")
     r.proxy.restore()
     got, events = r.finish()
     assert_whole(got, r.x, events)
