@@ -279,20 +279,50 @@ def speech_track(n: int, rng: np.random.Generator, pools: dict) -> np.ndarray:
     return out
 
 
-def make_clip(rng: np.random.Generator, pools: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(speech image, noise image) at one mic, float, capture scale."""
+def _hard_noise(n: int, rng: np.random.Generator, pools: dict, rt60: float, volume: float):
+    """What the mask missed on the bench's 0 dB rooms: a monitor alarm, equipment beeps or
+    hallway babble through a door (far, reverberant), over a weaker steady background."""
+    kind = int(rng.integers(3))
+    if kind < 2:  # pools["noise"][i] is generator i % 5: 3 beeps, 4 alarm
+        x = clip_of(pools["noise"][int(rng.integers(60)) * 5 + 3 + kind], n, rng)
+        x = convolve(x, room_response(rng, rt60, rng.uniform(0.5, 4.0), volume), n)
+    else:
+        x = babble(n, rng, pools["recorded"] + pools["synthetic"])
+        x = convolve(x, room_response(rng, rt60, rng.uniform(2.5, 6.0), volume), n)
+    if rng.random() < 0.6:  # a steady background under it
+        bed = clip_of(pools["noise"][int(rng.integers(60)) * 5 + int(rng.integers(3))], n, rng)
+        bed = convolve(bed, room_response(rng, rt60, rng.uniform(0.5, 5.0), volume), n)
+        x = x / (np.sqrt(np.mean(x**2)) + 1e-12)
+        x = x + bed / (np.sqrt(np.mean(bed**2)) + 1e-12) * 10 ** (rng.uniform(-20, -6) / 20)
+    return x
+
+
+def make_clip(
+    rng: np.random.Generator, pools: dict, focus: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(speech image, noise image) at one mic, float, capture scale. With probability
+    `focus` the clip is one of the cases the mask was weakest on (half hard noise at
+    -5..5 dB, alarms / beeps / hallway babble; half clean rooms at 20-40 dB whose
+    reverberant speech the mask should pass whole); otherwise the base distribution."""
     n = int(CLIP_S * FS)
     rt60 = rng.uniform(0.15, 1.1)
     volume = rng.uniform(25, 120)
     speech = np.zeros(n)
+    mode = "base"
+    if rng.random() < focus:
+        mode = "hard" if rng.random() < 0.5 else "clean"
     talkers = 0 if rng.random() < 0.07 else int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
+    if mode != "base":
+        talkers = int(rng.choice([1, 2], p=[0.6, 0.4]))
     for _ in range(talkers):
         dry = speech_track(n, rng, pools)
         speech += convolve(dry, room_response(rng, rt60, rng.uniform(0.4, 3.2), volume), n) * (
             rng.uniform(0.5, 1.5)
         )
     noise = np.zeros(n)
-    for _ in range(int(rng.integers(1, 4))):
+    if mode == "hard":
+        noise = _hard_noise(n, rng, pools, rt60, volume)
+    for _ in range(int(rng.integers(1, 4)) if mode != "hard" else 0):
         r = rng.random()
         if r < 0.35:
             x = clip_of(pools["noise"][int(rng.integers(len(pools["noise"])))], n, rng)
@@ -308,6 +338,10 @@ def make_clip(rng: np.random.Generator, pools: dict) -> tuple[np.ndarray, np.nda
             x = convolve(x, room_response(rng, rt60, rng.uniform(0.5, 5.0), volume), n)
         noise += x * 10 ** (rng.uniform(-10, 0) / 20)
     snr_db = rng.uniform(-10, 30) if rng.random() < 0.85 else rng.uniform(-5, 10)
+    if mode == "hard":
+        snr_db = rng.uniform(-5, 5)
+    elif mode == "clean":
+        snr_db = rng.uniform(20, 40)
     if talkers:
         active = speech[np.abs(speech) > 0]
         frames = speech[: n // 320 * 320].reshape(-1, 320)
@@ -340,10 +374,10 @@ def stft(x: np.ndarray) -> np.ndarray:
     return np.fft.rfft(padded[index] * WINDOW, axis=-1)
 
 
-def make_batch(rng: np.random.Generator, pools: dict, count: int):
+def make_batch(rng: np.random.Generator, pools: dict, count: int, focus: float = 0.0):
     feats, noisy, clean = [], [], []
     for _ in range(count):
-        s, v = make_clip(rng, pools)
+        s, v = make_clip(rng, pools, focus)
         y = stft(s + v)
         power = y.real**2 + y.imag**2
         feats.append(MaskFeatures()(power).astype(np.float32))
@@ -432,9 +466,10 @@ def loss_fn(mask, noisy, clean):
     return (est - ref).pow(2).mean() + 0.1 * (mask - ideal).pow(2).mean()
 
 
-def _round(job: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    seed, index, count = job
-    return make_batch(np.random.default_rng([*TRAIN_SEED, 7, seed, index]), material(), count)
+def _round(job: tuple[int, int, int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    seed, index, count, focus = job
+    rng = np.random.default_rng([*TRAIN_SEED, 7, seed, index])
+    return make_batch(rng, material(), count, focus)
 
 
 def main() -> int:
@@ -448,6 +483,19 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--init", type=Path, help="start from these exported weights")
+    parser.add_argument(
+        "--focus",
+        type=float,
+        default=0.0,
+        help="share of clips drawn from the hard cases (alarms, beeps, hallway at -5..5 dB) "
+        "and clean rooms (20-40 dB); the rest from the base distribution",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)"
+    )
+    parser.add_argument(
+        "--snapshots", type=int, default=0, help="also export every N rounds (<out>.rN.npz)"
+    )
     args = parser.parse_args()
 
     from multiprocessing import get_context
@@ -458,22 +506,46 @@ def main() -> int:
     torch.set_num_threads(1)  # the other core makes the next round's clips
     pools = material()
     print("train: material", {k: len(v) for k, v in pools.items()}, flush=True)
-    val = make_batch(np.random.default_rng([*TRAIN_SEED, 99]), pools, 64)
-    val_t = [torch.from_numpy(a) for a in val]
-    model = build_model(args.hidden, val[0].shape[2], val[1].shape[2])
+    # validation: the base distribution (as before) and, when training with focus, as many
+    # focus clips; weights are kept on the sum
+    vals = [make_batch(np.random.default_rng([*TRAIN_SEED, 99]), pools, 64)]
+    if args.focus > 0:
+        vals.append(make_batch(np.random.default_rng([*TRAIN_SEED, 98]), pools, 64, 1.0))
+    vals_t = [[torch.from_numpy(a) for a in val] for val in vals]
+    model = build_model(args.hidden, vals[0][0].shape[2], vals[0][1].shape[2])
     if args.init:
         init = np.load(args.init)
         model.load_state_dict(
             {k: torch.from_numpy(init[v].astype(np.float32)) for k, v in PARAM_NAMES.items()}
         )
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+
+    def validate() -> list[float]:
+        model.eval()
+        with torch.no_grad():
+            return [float(loss_fn(model(f), y, c)) for f, y, c in vals_t]
+
     start = time.monotonic()
     best = float("inf")
-    jobs = [(args.seed, r, args.clips_per_round) for r in range(args.rounds)]
+    if args.init:
+        v0 = validate()
+        best = sum(v0)
+        print(f"train: start val {' '.join(f'{v:.4f}' for v in v0)}", flush=True)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    jobs = [(args.seed, r, args.clips_per_round, args.focus) for r in range(args.rounds)]
+    # one round made ahead, no more: a round is ~0.6 GB, and a paused trainer must not let
+    # the clip maker run on
     with get_context("fork").Pool(1) as pool:
-        for r, batch in enumerate(pool.imap(_round, jobs)):
+        pending = pool.apply_async(_round, (jobs[0],))
+        for r in range(args.rounds):
+            batch = pending.get()
+            if r + 1 < args.rounds:
+                pending = pool.apply_async(_round, (jobs[r + 1],))
             feats, noisy, clean = (torch.from_numpy(a) for a in batch)
-            lr = args.lr * (0.03 + 0.97 * 0.5 * (1 + np.cos(np.pi * r / args.rounds)))
+            del batch
+            progress = r / args.rounds  # cosine decay over the rounds, or the time limit
+            if args.minutes:
+                progress = max(progress, (time.monotonic() - start) / (60 * args.minutes))
+            lr = args.lr * (0.03 + 0.97 * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0))))
             for g in opt.param_groups:
                 g["lr"] = lr
             model.train()
@@ -487,17 +559,22 @@ def main() -> int:
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     opt.step()
-            model.eval()
-            with torch.no_grad():
-                v = float(loss_fn(model(val_t[0]), val_t[1], val_t[2]))
+            v = validate()
             print(
                 f"train: round {r + 1}/{args.rounds} {time.monotonic() - start:.0f}s "
-                f"lr {lr:.1e} train {float(loss):.4f} val {v:.4f}",
+                f"lr {lr:.1e} train {loss.item():.4f} val {' '.join(f'{x:.4f}' for x in v)}",
                 flush=True,
             )
-            if v < best:
-                best = v
+            if sum(v) < best:
+                best = sum(v)
                 export(model, args.out)
+            if args.snapshots and (r + 1) % args.snapshots == 0:
+                export(model, args.out.with_suffix(f".r{r + 1}.npz"))
+            if args.minutes and time.monotonic() - start > 60 * args.minutes:
+                print(f"train: stopping after round {r + 1}: {args.minutes} minutes", flush=True)
+                break
+    if not args.out.exists():
+        raise SystemExit("train: nothing beat the starting weights; nothing written")
     gap = check_and_write_vectors(args.out, args.hidden)
     print(f"train: numpy inference vs torch on the exported weights: max gap {gap:.2e}")
     if gap > 1e-4:
