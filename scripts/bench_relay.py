@@ -60,6 +60,7 @@ PY_SPY = str(Path(PY).parent / "py-spy")  # installed beside the interpreter (be
 UNITS_PER_SCRIBE = 10
 BUDGET_CORE_PCT_PER_1000 = 8.0  # docs/ARCHITECTURE budgets: 0.08 core-s per 1,000 messages
 BUDGET_P99_MS = 50.0
+OTHER_CPU_WARN = 10.0  # % of a core used by other jobs past which the figures are suspect
 
 
 # ---------------------------------------------------------------------- the system
@@ -324,6 +325,9 @@ class Result:
     p99_out: float = 0.0  # stored -> at the scribe (relay fan-out, WebSocket, generator)
     fills: int = 0  # queries a relay made for rows other relays stored
     codec: str = "opus"  # what the chunks carry: Opus at the default bitrate, or PCM
+    # the box's CPU in the window outside the relays, broker, generator and PostgreSQL:
+    # other jobs (and the kernel's work for them); they move the relay's figures
+    other_cpu: float = 0.0
 
     @property
     def cost(self) -> float:
@@ -380,6 +384,12 @@ def relay_hub_stats(urls: list[str]) -> list[dict]:
         except (httpx.HTTPError, KeyError, ValueError):
             out.append({})
     return out
+
+
+def box_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, every process, the kernel)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 def cpu_s(procs: list[psutil.Process], part: str = "") -> float:
@@ -441,7 +451,7 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
         gc.freeze()
         gc.disable()
         marks.update(relay=cpu_s(relays), broker=cpu_s([brk]), gen=cpu_s([me]),
-                     relay_sys=cpu_s(relays, "system"), t=time.monotonic())
+                     relay_sys=cpu_s(relays, "system"), box=box_busy_s(), t=time.monotonic())
         pg_marks.update(pg_cpu(sysm))
 
     t0 = time.monotonic()
@@ -493,7 +503,7 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
             next_rss = now + 1.0
         await asyncio.sleep(0.002)
     end = {"relay": cpu_s(relays), "broker": cpu_s([brk]), "gen": cpu_s([me]),
-           "relay_sys": cpu_s(relays, "system"), "t": time.monotonic()}
+           "relay_sys": cpu_s(relays, "system"), "box": box_busy_s(), "t": time.monotonic()}
     pg_end = pg_cpu(sysm)
     # let the tail arrive (not counted in the rates)
     deadline = time.monotonic() + 15
@@ -526,7 +536,10 @@ async def drive(sysm: System, uids: list[str], rate: float, seconds: float, warm
         return statistics.quantiles(sorted(xs), n=100, method="inclusive")[98] if len(
             xs) > 1 else 0.0
 
+    ours = sum(end[k] - marks[k] for k in ("relay", "broker", "gen")) + sum(
+        v - pg_marks.get(k, 0.0) for k, v in pg_end.items())
     return Result(
+        other_cpu=max(0.0, end["box"] - marks["box"] - ours) / elapsed * 100,
         units=n, rate=rate, seconds=seconds, relays=len(relays), store="",
         offered=len(window) / elapsed, delivered=got / elapsed, lost=len(window) - got,
         dups=tally.dups, p50=q[49], p95=q[94], p99=q[98],
@@ -610,7 +623,13 @@ def main(argv: list[str]) -> int:
         results.append(r)
         print(table([r]).splitlines()[-1], f"(p99 publish→stored {r.p99_in:.1f} ms, "
               f"stored→scribe {r.p99_out:.1f} ms; relay kernel time {r.relay_sys:.0f} %, "
-              f"slow-consumer events {r.slow_consumer_events}, fills {r.fills})", flush=True)
+              f"slow-consumer events {r.slow_consumer_events}, fills {r.fills}; "
+              f"other jobs {r.other_cpu:.0f} % of a core)", flush=True)
+        if r.other_cpu > OTHER_CPU_WARN:
+            print(f"bench relay: warning: other jobs used {r.other_cpu:.0f} % of a core during "
+                  "the window; they change the relay's batching and its cost per message "
+                  "by points: measure on a quiet machine to compare runs", file=sys.stderr,
+                  flush=True)
     print()
     print(table(results))
     ok = [r for r in results if r.lost == 0 and r.dups == 0 and r.p99 <= BUDGET_P99_MS
