@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scribelink import envelope as env
+from scribelink.varint import VarintError, put_uv, put_zz, read_uv, read_zz
 
 MAGIC = b"SLR1"  # format 1 records
 _HEAD = struct.Struct("<4sII")
@@ -201,37 +202,6 @@ class _Corrupt(ValueError):
     pass
 
 
-def _uv(out: bytearray, n: int) -> None:
-    if n < 0:
-        raise ValueError("unsigned varint of a negative number")
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
-def _zz(out: bytearray, n: int) -> None:
-    _uv(out, n << 1 if n >= 0 else ((-n) << 1) - 1)
-
-
-def _read_uv(b: bytes | memoryview, i: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        if i >= len(b) or shift > 63:
-            raise _Corrupt("varint")
-        c = b[i]
-        i += 1
-        n |= (c & 0x7F) << shift
-        if c < 0x80:
-            return n, i
-        shift += 7
-
-
-def _read_zz(b: bytes | memoryview, i: int) -> tuple[int, int]:
-    n, i = _read_uv(b, i)
-    return (n >> 1) if not n & 1 else -((n + 1) >> 1), i
-
-
 @dataclass(frozen=True, slots=True)
 class _Context:
     """What the records of one (topic, session, clear-header template) in a segment share;
@@ -330,40 +300,40 @@ class Segment:
                                 parts.sample_count if parts else 0,
                                 parts.sample_rate if parts else 0))
             for field in (topic.encode(), (session or "").encode(), template):
-                _uv(out, len(field))
+                put_uv(out, len(field))
                 out += field
             pred_created, pred_seq, pred_input, pred_count = self.base_ms, 0, 0, 0
             pred_capture = 0
         else:
             ctx = (self.contexts[index] if index < len(self.contexts)
                    else new[index - len(self.contexts)])
-            _uv(out, index)
+            put_uv(out, index)
             if seq is None:
                 s = ctx.seq
             pred_created = ctx.predict_created(s, audio_ms)
             pred_seq, pred_input, pred_count = ctx.seq, ctx.predict_input_end(s), \
                 ctx.sample_count
             pred_capture = ctx.predict_capture(parts.seq) if parts else 0
-        _zz(out, created_ms - pred_created)
+        put_zz(out, created_ms - pred_created)
         if seq is not None:
             ctrl |= CTRL_SEQ
-            _zz(out, seq - pred_seq)
-        _uv(out, audio_ms)
+            put_zz(out, seq - pred_seq)
+        put_uv(out, audio_ms)
         if input_end:
             ctrl |= CTRL_INPUT_END
-            _zz(out, input_end - pred_input)
+            put_zz(out, input_end - pred_input)
         if parts is not None:
             ctrl |= CTRL_ENVELOPE
-            _uv(out, parts.flags)
-            _zz(out, parts.seq - s)
-            _zz(out, parts.capture_us - pred_capture)
-            _zz(out, parts.sample_count - pred_count)
+            put_uv(out, parts.flags)
+            put_zz(out, parts.seq - s)
+            put_zz(out, parts.capture_us - pred_capture)
+            put_zz(out, parts.sample_count - pred_count)
             out += memoryview(payload)[parts.body_at:]
         else:
             out += payload
         out[0] = ctrl
         head = bytearray()
-        _uv(head, len(out))
+        put_uv(head, len(out))
         return bytes(head) + _CRC.pack(zlib.crc32(out)) + out
 
     def adopt(self, new: list[_Context]) -> None:
@@ -379,8 +349,8 @@ class Segment:
         if self.fmt == 1:
             return _decode_v1(buf, off)
         try:
-            length, i = _read_uv(buf, off)
-        except _Corrupt:
+            length, i = read_uv(buf, off)
+        except VarintError:
             return None
         end = i + 4 + length
         if length < 2 or length > MAX_RECORD or end > len(buf):
@@ -407,28 +377,28 @@ class Segment:
         if ctrl & CTRL_NEW_CONTEXT:
             fields = []
             for _ in range(3):
-                n, i = _read_uv(b, i)
+                n, i = read_uv(b, i)
                 if i + n > len(b):
                     raise _Corrupt("context")
                 fields.append(b[i:i + n])
                 i += n
         else:
-            index, i = _read_uv(b, i)
+            index, i = read_uv(b, i)
             ctx = self.contexts[index]
-        created_d, i = _read_zz(b, i)
+        created_d, i = read_zz(b, i)
         seq_d = 0
         if ctrl & CTRL_SEQ:
-            seq_d, i = _read_zz(b, i)
-        audio_ms, i = _read_uv(b, i)
+            seq_d, i = read_zz(b, i)
+        audio_ms, i = read_uv(b, i)
         input_d = 0
         if ctrl & CTRL_INPUT_END:
-            input_d, i = _read_zz(b, i)
+            input_d, i = read_zz(b, i)
         hdr = None
         if ctrl & CTRL_ENVELOPE:
-            flags, i = _read_uv(b, i)
-            eseq_d, i = _read_zz(b, i)
-            cap_d, i = _read_zz(b, i)
-            count_d, i = _read_zz(b, i)
+            flags, i = read_uv(b, i)
+            eseq_d, i = read_zz(b, i)
+            cap_d, i = read_zz(b, i)
+            count_d, i = read_zz(b, i)
             hdr = (flags, eseq_d, cap_d, count_d)
         new = None
         if ctx is None:  # the context's base: its numbers are its own

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from scribelink import envelope as env
+from scribelink.varint import VarintError, put_uv, put_zz, read_uv, read_zz
 
 FORMAT = 1
 KINDS = ("audio", "event")  # what is packed; clear lifecycle items stay rows
@@ -71,40 +72,6 @@ class Packed:
     frames: int
     received_us: int
     body: bytes
-
-
-# ------------------------------------------------------------------------------ varints
-
-
-def _uv(out: bytearray, n: int) -> None:
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
-def _zz(out: bytearray, n: int) -> None:
-    _uv(out, n << 1 if n >= 0 else ((-n) << 1) - 1)
-
-
-def _read_uv(b: bytes, i: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        if i >= len(b):
-            raise SegmentError("segment body ends inside a number")
-        c = b[i]
-        i += 1
-        n |= (c & 0x7F) << shift
-        if c < 0x80:
-            return n, i
-        shift += 7
-        if shift > 70:
-            raise SegmentError("segment body: a number too long")
-
-
-def _read_zz(b: bytes, i: int) -> tuple[int, int]:
-    n, i = _read_uv(b, i)
-    return (n >> 1) if not n & 1 else -((n + 1) >> 1), i
 
 
 # ------------------------------------------------------------------------------ planning
@@ -150,8 +117,8 @@ def pack(template: bytes, run: list[tuple[Stored, env.HeaderParts | None]]) -> P
     if template:
         p0 = run[0][1]
         assert p0 is not None
-        _uv(out, p0.capture_us)
-        _uv(out, p0.sample_count)
+        put_uv(out, p0.capture_us)
+        put_uv(out, p0.sample_count)
         prev_cap, prev_count, rate = p0.capture_us, p0.sample_count, p0.sample_rate
     for f, parts in run:
         ctrl = 0
@@ -159,16 +126,16 @@ def pack(template: bytes, run: list[tuple[Stored, env.HeaderParts | None]]) -> P
         if f.id == prev_id + 1:
             ctrl |= ID_NEXT
         else:
-            _zz(fields, f.id - prev_id - 1)
+            put_zz(fields, f.id - prev_id - 1)
         if f.seq == prev_seq + 1:
             ctrl |= SEQ_NEXT
         else:
-            _zz(fields, f.seq - prev_seq - 1)
+            put_zz(fields, f.seq - prev_seq - 1)
         ms = f.received_us // 1000
         if ms == prev_ms:
             ctrl |= RECV_SAME
         else:
-            _zz(fields, ms - prev_ms)
+            put_zz(fields, ms - prev_ms)
         if parts is None:
             ctrl |= RAW
             data: bytes | memoryview = f.payload
@@ -177,20 +144,20 @@ def pack(template: bytes, run: list[tuple[Stored, env.HeaderParts | None]]) -> P
             if parts.capture_us == pred:
                 ctrl |= CAP_PRED
             else:
-                _zz(fields, parts.capture_us - pred)
+                put_zz(fields, parts.capture_us - pred)
             if parts.sample_count == prev_count:
                 ctrl |= COUNT_SAME
             else:
-                _uv(fields, parts.sample_count)
+                put_uv(fields, parts.sample_count)
             if parts.flags == 0:
                 ctrl |= FLAGS_ZERO
             else:
-                _uv(fields, parts.flags)
+                put_uv(fields, parts.flags)
             prev_cap, prev_count = parts.capture_us, parts.sample_count
             data = memoryview(f.payload)[parts.body_at:]
         out.append(ctrl)
         out += fields
-        _uv(out, len(data))
+        put_uv(out, len(data))
         out += data
         prev_id, prev_seq, prev_ms = f.id, f.seq, ms
     return Packed(template, first.seq, run[-1][0].seq, first_id, max(f.id for f, _ in run),
@@ -200,6 +167,15 @@ def pack(template: bytes, run: list[tuple[Stored, env.HeaderParts | None]]) -> P
 def unpack(body: bytes, template: bytes | None, *, first_id: int, first_seq: int,
            received_us: int) -> list[Stored]:
     """A segment's frames, exactly as they were stored, in (seq, id) order."""
+    try:
+        return _unpack(body, template, first_id=first_id, first_seq=first_seq,
+                       received_us=received_us)
+    except VarintError as e:
+        raise SegmentError(f"segment body: {e}") from e
+
+
+def _unpack(body: bytes, template: bytes | None, *, first_id: int, first_seq: int,
+            received_us: int) -> list[Stored]:
     if not body or body[0] != FORMAT:
         raise SegmentError(f"segment format {body[0] if body else None} is not {FORMAT}")
     template = template or b""
@@ -209,8 +185,8 @@ def unpack(body: bytes, template: bytes | None, *, first_id: int, first_seq: int
     if template:
         if len(template) < env.FIXED_LEN:
             raise SegmentError("segment header template too short")
-        prev_cap, i = _read_uv(body, i)
-        prev_count, i = _read_uv(body, i)
+        prev_cap, i = read_uv(body, i)
+        prev_count, i = read_uv(body, i)
         rate = int.from_bytes(template[40:44], "big")
     out = []
     n = len(body)
@@ -221,20 +197,20 @@ def unpack(body: bytes, template: bytes | None, *, first_id: int, first_seq: int
         if ctrl & ID_NEXT:
             fid = prev_id + 1
         else:
-            d, i = _read_zz(body, i)
+            d, i = read_zz(body, i)
             fid = prev_id + 1 + d
         if ctrl & SEQ_NEXT:
             seq = prev_seq + 1
         else:
-            d, i = _read_zz(body, i)
+            d, i = read_zz(body, i)
             seq = prev_seq + 1 + d
         if ctrl & RECV_SAME:
             ms = prev_ms
         else:
-            d, i = _read_zz(body, i)
+            d, i = read_zz(body, i)
             ms = prev_ms + d
         if ctrl & RAW:
-            length, i = _read_uv(body, i)
+            length, i = read_uv(body, i)
             payload = body[i:i + length]
         else:
             if not template:
@@ -243,17 +219,17 @@ def unpack(body: bytes, template: bytes | None, *, first_id: int, first_seq: int
             if ctrl & CAP_PRED:
                 cap = pred
             else:
-                d, i = _read_zz(body, i)
+                d, i = read_zz(body, i)
                 cap = pred + d
             if ctrl & COUNT_SAME:
                 count = prev_count
             else:
-                count, i = _read_uv(body, i)
+                count, i = read_uv(body, i)
             if ctrl & FLAGS_ZERO:
                 flags = 0
             else:
-                flags, i = _read_uv(body, i)
-            length, i = _read_uv(body, i)
+                flags, i = read_uv(body, i)
+            length, i = read_uv(body, i)
             payload = join(template, flags, seq, cap, count) + body[i:i + length]
             prev_cap, prev_count = cap, count
         if i + length > n:
