@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import struct
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -34,14 +33,13 @@ from scribelink import logfmt, scribews
 
 log = logging.getLogger("cloud_relay.hub")
 
-_CURSOR = struct.Struct(">Q")
 FILL_PAGE = 5000
 
 
 def wire(row: StreamRow) -> bytes | str:
     """A stream row as the scribe WebSocket frame (docs/protocol.md, "Scribe WebSocket")."""
     if row.kind in ("audio", "event"):
-        return _CURSOR.pack(row.id) + row.payload
+        return scribews.binary_frame(row.id, row.payload)
     item = json.loads(row.payload)
     item["cursor"] = row.id
     return json.dumps(item)
