@@ -32,12 +32,31 @@ from scribelink import codec as codecs
 from scribelink import messages as msgs
 from scribelink import topics, trust
 
-STATUS_INTERVAL_S = 1.0
+STATUS_INTERVAL_S = 1.0  # how often the status is looked at
+# ... and sent when what it says changed, or at least this often (the relay calls a unit
+# whose status is 10 s old offline): an unchanged status every second was 4.5 kb/s of
+# every room's upload, more than a quarter of its Opus audio
+STATUS_HEARTBEAT_S = 4.0
 CUE_MEMORY = 64  # cue ids remembered across restarts (the puck retransmits a press)
 CAPTURE_RETRY_S = (0.5, 1.0, 2.0, 4.0, 5.0)  # backoff while the capture device is gone
 PAUSE_MARK_INTERVAL_S = 0.5
 
 LIGHTS = ("idle", "live", "paused", "offline_recording", "fault")
+
+
+def status_gist(status: msgs.Status) -> dict:
+    """What a status says, without what moves every second while all is well: its time,
+    the chunks in flight, and the spool's exact size. The spool counts as changed when it
+    starts or stops holding records, by a whole second of audio or of age, or by a MiB."""
+    d = status.to_dict()
+    d.pop("at_us", None)
+    d.pop("inflight", None)
+    spool = d.get("spool") or {}
+    d["spool"] = {"holding": bool(spool.get("records")),
+                  "seconds": round(float(spool.get("seconds") or 0)),
+                  "age_s": round(float(spool.get("oldest_unsent_age_s") or 0)),
+                  "mib": int(spool.get("bytes") or 0) >> 20}
+    return d
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -404,7 +423,9 @@ class UnitCore:
         self._held_session: list[Record] = []  # session records the spool refused
         self.health = Health()
         self.light: str | None = None
-        self._last_status = float("-inf")
+        self._last_status = float("-inf")  # last looked at
+        self._status_sent = float("-inf")
+        self._status_gist: dict | None = None
         self._done = False
         # updates: the lock (update_gate) and, on a release just switched to, its trial
         self.update_phase = update_gate.NONE
@@ -446,7 +467,7 @@ class UnitCore:
         if self.capture != "closed":
             out.append(CloseCapture())
             self.capture = "closed"
-        out.append(PublishStatus(self.status(now)))
+        self._publish_status(now, out)
 
     def _on_Tick(self, e: Tick, now: Now, out: list) -> None:
         self.health = e.health
@@ -475,7 +496,7 @@ class UnitCore:
             out.append(Done())
         if now.mono_s - self._last_status >= STATUS_INTERVAL_S:
             self._last_status = now.mono_s
-            out.append(PublishStatus(self.status(now)))
+            self._publish_status(now, out, force=False)
 
     # ------------------------------------------------------------------ updates
 
@@ -723,9 +744,9 @@ class UnitCore:
             self._close_session("consent_declined", now, out)
             self._consent_hold = True  # the next visit starts with the physician's press
             self.consent = "declined"
-            out.append(PublishStatus(self.status(now)))  # the room's state changed: say it now
+            self._publish_status(now, out)  # the room's state changed: say it now
             return
-        out.append(PublishStatus(self.status(now)))
+        self._publish_status(now, out)
         # capture times start true from here
         self.chunker = Chunker(sample_rate=self.s.sample_rate, chunk_ms=self.s.chunk_ms,
                                start_us=now.wall_us)
@@ -795,7 +816,7 @@ class UnitCore:
             self.last_error = f"capture failed: {e.reason}"
             self.alarms.setdefault("capture_fault", now.wall_us)
             out.append(Log("error", "capture_failed", {"reason": e.reason}))
-            out.append(PublishStatus(self.status(now)))  # tell the scribe now, not in a second
+            self._publish_status(now, out)  # tell the scribe now, not in a second
         self.capture = "failed"
         delay = CAPTURE_RETRY_S[min(self._capture_attempts, len(CAPTURE_RETRY_S) - 1)]
         self._capture_attempts += 1
@@ -1067,6 +1088,17 @@ class UnitCore:
         if self.session is None or self.consent == "pending":
             return "idle"
         return "paused" if self.privacy_paused else "live"
+
+    def _publish_status(self, now: Now, out: list, force: bool = True) -> None:
+        """Send the status if `force` (something the scribe must see now happened), if what
+        it says changed, or if the last one went out STATUS_HEARTBEAT_S ago."""
+        status = self.status(now)
+        gist = status_gist(status)
+        if force or gist != self._status_gist or \
+                now.mono_s - self._status_sent >= STATUS_HEARTBEAT_S:
+            self._status_gist = gist
+            self._status_sent = now.mono_s
+            out.append(PublishStatus(status))
 
     def status(self, now: Now) -> msgs.Status:
         h = self.health

@@ -23,7 +23,7 @@ from scribelink import envelope as env
 router = APIRouter(tags=["archive"])
 
 MAX_ITEMS = 1000  # audio envelopes per archive page (40 s of 40 ms chunks)
-STALE_STATUS_S = 10.0  # units publish status every second; silence this long means offline
+STALE_STATUS_S = 10.0  # units send status on change and every 4 s; silence this long: offline
 
 
 def _b64(b: bytes) -> str:

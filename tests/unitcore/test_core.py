@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -353,12 +354,40 @@ def test_the_light_says_offline_recording_when_the_link_is_down():
     assert u.lights()[-1] == "live"
 
 
-def test_status_goes_out_once_a_second():
+def test_an_unchanged_status_goes_out_every_4_s_and_a_change_within_a_second():
     u = Unit()
-    for _ in range(30):
+    sent = []
+    for _ in range(120):  # 12 s, all well: the first status, then one every 4 s
         u.advance(0.1)
+        before = len(u.of(c.PublishStatus))
         u.tick()
-    assert len(u.of(c.PublishStatus)) == 3
+        sent += [u.mono] * (len(u.of(c.PublishStatus)) - before)
+    assert len(sent) == 3, sent
+    assert all(4.0 <= b - a < 4.5 for a, b in itertools.pairwise(sent)), sent
+    u.advance(0.5)
+    u.tick(link_up=False)  # the link drops: said at the next look, not at the heartbeat
+    u.advance(0.5)
+    u.tick(link_up=False)
+    assert len(u.of(c.PublishStatus)) == 4
+    assert u.of(c.PublishStatus)[-1].status.link == "down"
+
+
+def test_the_status_gist_ignores_what_moves_while_all_is_well():
+    base = msgs.Status(unit="u", at_us=1, inflight=0,
+                       spool={"records": 3, "bytes": 5000, "seconds": 0.12,
+                              "oldest_unsent_age_s": 0.04})
+    same = replace(base, at_us=2_000_000, inflight=2,
+                   spool={"records": 1, "bytes": 7000, "seconds": 0.4,
+                          "oldest_unsent_age_s": 0.3})
+    assert c.status_gist(base) == c.status_gist(same)
+    for changed in (replace(base, spool={**base.spool, "records": 0}),  # drained
+                    replace(base, spool={**base.spool, "seconds": 2.0}),  # a backlog
+                    replace(base, spool={**base.spool, "oldest_unsent_age_s": 1.6}),
+                    replace(base, spool={**base.spool, "bytes": 2 << 20}),
+                    replace(base, capture="live"), replace(base, link="down"),
+                    replace(base, puck={"connected": True, "led": "live"}),
+                    replace(base, alarms=("capture_fault",))):
+        assert c.status_gist(changed) != c.status_gist(base), changed
 
 
 def test_a_file_backed_input_stops_at_its_end_and_says_done_once_sent():
