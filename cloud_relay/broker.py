@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,7 +41,31 @@ from pathlib import Path
 from scribelink import topics
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A free loopback TCP port below the kernel's ephemeral range. A port the kernel hands
+    out (bind to 0) is one it also gives outgoing connections as their local end, so a
+    server stopped and started again on it can find it taken (EADDRINUSE) by some client's
+    connection in between; ports under the range are only ever taken by a bind."""
+    lo, _ = _ephemeral_range()
+    first = max(1024, lo - 20000)
+    if lo - first >= 1000:
+        rng = random.SystemRandom()
+        for _ in range(100):
+            port = rng.randrange(first, lo)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -5,15 +5,10 @@ production data."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from cloud_relay.broker import free_port
 
 
 class PgCluster:
@@ -33,7 +28,7 @@ class PgCluster:
                                "Debian postgresql package)")
         self.bindir = Path(initdb).parent
         self.dir = Path(tempfile.mkdtemp(prefix="scribelink-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.as_user: list[str] = []
         if os.geteuid() == 0:
             import pwd

@@ -369,8 +369,6 @@ def test_cues_reach_the_page_within_budget_and_acks_reach_the_unit(system, scrib
                          "ack_to_unit_p95_ms": ack_ms[int(0.95 * (len(ack_ms) - 1))]}
     print("cue latency relay->alert:", json.dumps(system.cue_report))
     (system.tmp / "cue_latency.json").write_text(json.dumps(system.cue_report))
-    assert p95 <= 100, system.cue_report
-    assert min(lat_ms) > -5  # same clock: an alert cannot precede the relay's receipt
 
     # the room view, live, with a cue waiting: the screenshot
     page.wait_for_timeout(600)
@@ -383,6 +381,9 @@ def test_cues_reach_the_page_within_budget_and_acks_reach_the_unit(system, scrib
     system.sim_marks = marks
     system.sim_unit = unit
     system.last_cue_key = last_key
+    # last, so that the tests after this one (which go on with this session) still run
+    assert p95 <= 100, system.cue_report
+    assert min(lat_ms) > -5  # same clock: an alert cannot precede the relay's receipt
 
 
 def test_replay_before_a_cue_plays_that_stretch(system, scribe_page):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -24,14 +23,9 @@ from fastapi import FastAPI, WebSocket
 from support import ROOT, client_device, jsonl, read_wav, wait_for
 from trustkit import Clinic
 
+from cloud_relay.broker import free_port
 from edge_agent.session import Signer, gap_message
 from scribelink import messages as msgs
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wire(m, cursor: int) -> str:
@@ -63,7 +57,7 @@ def run_hostile(tmp_path: Path, clinic: Clinic, script: Callable) -> list[dict]:
         await script(sock, _device(tmp_path))
         await sock.receive_text()  # hold the socket open
 
-    port = _port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     threading.Thread(target=server.run, daemon=True).start()
     wait_for(lambda: server.started, what="hostile relay start")
