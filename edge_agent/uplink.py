@@ -14,9 +14,9 @@ PUBACK.
 Topic aliases (MQTT 5, 3.3.2.3.4): when the broker allows them (its CONNACK's Topic
 Alias Maximum; mosquitto's default is 10), a spool record's topic goes out in full once
 per connection and after that as a two-byte alias: 40 ms chunks spend ~30 bytes less
-each, about 6 kb/s of a room's upload (bench:sizes); the unit's status (every second)
-too. An alias lives as long as its connection, and paho would resend an unacknowledged
-alias- only PUBLISH on the next one, where the broker does not know it; so at each
+each, about 6 kb/s of a room's upload (bench:sizes); the unit's status (on change, at
+least every 4 s) too. An alias lives as long as its connection, and paho would resend an
+unacknowledged alias-only PUBLISH on the next one, where the broker does not know it; so at each
 connect the messages paho still holds are taken back (`drop_out_messages`, paho's
 documented way) and offered again with their full topics.
 
