@@ -241,7 +241,9 @@ def render(rows: list[dict], default: int) -> str:
             f"{r['relay_Bps']:.0f} | {r['wire_steady_kbps']:.1f} ({r['wire_total_kbps']:.1f}) "
             f"| {r['spool_8h_MB']:.0f} | {r['pesq']:.2f} | {r['stoi']:.3f} |")
     forty = [r for r in rows if r["chunk_ms"] == CHUNK_MS]
-    status_Bps = np.mean([r["status_bytes"] + 11 + 22 for r in forty])  # one a second
+    from edge_agent.core import STATUS_HEARTBEAT_S  # steady: unchanged, so a heartbeat
+
+    status_Bps = np.mean([r["status_bytes"] + 11 + 22 for r in forty]) / STATUS_HEARTBEAT_S
     per_chunk = np.mean([(r["wire_steady_kbps"] * 1000 / 8 - status_Bps - r["sealed_Bps"])
                          / (1000 / CHUNK_MS) for r in forty])
     return head + "\n".join(lines) + (
@@ -250,8 +252,10 @@ def render(rows: list[dict], default: int) -> str:
         f"unit id, and the 16-byte GCM tag); MQTT and TLS add {per_chunk:.0f} more on the "
         "wire (a PUBLISH with a topic alias: 11 bytes; a TLS 1.3 record: 22): "
         f"{(76 + per_chunk) * 25 * 8 / 1000:.1f} kb/s before any audio. The unit's status "
-        f"({np.mean([r['status_bytes'] for r in forty]):.0f} bytes of JSON, every second) is "
-        f"another {status_Bps * 8 / 1000:.1f} kb/s.")
+        f"({np.mean([r['status_bytes'] for r in forty]):.0f} bytes of JSON, sent when it "
+        f"changes and at least every {STATUS_HEARTBEAT_S:.0f} s: in a steady encounter every "
+        f"{STATUS_HEARTBEAT_S:.0f} s) is another {status_Bps * 8 / 1000:.1f} kb/s; it was "
+        "4.5 kb/s when the unit sent it every second.")
 
 
 if __name__ == "__main__":
