@@ -33,6 +33,8 @@ class ChannelHealth:
         self.dead = np.zeros(channels, bool)
         #: per-hop sums of the last update, (T, C): the pipeline reuses them for DC removal
         self.hop_sums = np.zeros((0, channels))
+        #: per-hop variance of the samples about the hop's mean, (T, C), full scale = 1
+        self.hop_power = np.zeros((0, channels))
 
     def update(self, raw_hops: np.ndarray, scaled_hops: np.ndarray) -> np.ndarray:
         """raw_hops int16 (T, H, C); scaled_hops float (T, H, C), full scale = 1 (DC is ignored).
@@ -46,6 +48,7 @@ class ChannelHealth:
         total = scaled_hops.sum(axis=1)
         self.hop_sums = total
         hop_power = np.einsum("thc,thc->tc", scaled_hops, scaled_hops) / hop - (total / hop) ** 2
+        self.hop_power = hop_power
         if not self._started:
             self.power = hop_power[0].copy()  # start the smoother at the first hop
             self._started = True

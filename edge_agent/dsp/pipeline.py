@@ -20,6 +20,7 @@ the hop grid.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import numpy as np
@@ -88,6 +89,8 @@ class ArrayPipeline:
         mask_snr_split: float | None = 0.2,
         mask_or_wiener: bool = True,
         evidence: float = 0.15,
+        dc_significance: tuple[float, float] | None = (4.0, 8.0),
+        beamform_depth_from: float = 0.35,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -116,6 +119,12 @@ class ArrayPipeline:
         self._dc = np.zeros(mics)
         self._dc_hops = 0
         self._dc_decay = float(np.exp(-(frame_len // 2) / sample_rate / 2.0))
+        # ... but in a clean room only as far as it stands out of its own uncertainty: a mic
+        # without an offset then passes untouched (its estimate is the talker's low end
+        # wandering around zero), one with a real offset loses all of it within a few hops
+        self._dc_var = 0.0  # the reference mic's hop means' variance about the estimate
+        self._dc_prior = 0.0  # its first hop's own variance: a prior for it
+        self._dc_significance = dc_significance
 
         self.health = ChannelHealth(mics, hop_s=hop_s)
         # The array is beamformed up to `beamform_max_hz` only: with 57-81 mm between mics
@@ -169,6 +178,9 @@ class ArrayPipeline:
         self._highpass_gain = 1.0 / np.sqrt(1.0 + (highpass_hz / np.maximum(freqs, 1.0)) ** 8)
         # bins the DC removal and high-pass change by more than 0.1 dB (and the DC bin)
         self._low_bins = int(np.flatnonzero(self._highpass_gain < 0.989)[-1]) + 2
+        # above them it is left out (it is within 0.0005 dB of 1 there), so that what it
+        # takes is all given back where the room is clean
+        self._highpass_gain[self._low_bins :] = 1.0
         band = np.flatnonzero((freqs >= 250) & (freqs <= 4000))
         self._band = slice(int(band[0]), int(band[-1]) + 1)
         self._band_scale = 1.0 / band.size
@@ -202,6 +214,10 @@ class ArrayPipeline:
         #: "early": the mask's reading caps the floor's depth until the floor has seen a
         #: whole window (before that it may be speech and read a clean room as noisy)
         self._early_frames = floor_window_s / hop_s
+        #: the beamformer departs from the reference mic only above this depth (then
+        #: linearly up to all the way at depth 1): at a small depth, a clean room's talkers'
+        #: reverberant tails it has learned as noise cost more than it removes
+        self._bf_from = beamform_depth_from
         self.mask_room = MaskSnr(
             hop_s=hop_s,
             time_constant_s=mask_snr_time_constant_s,
@@ -307,18 +323,41 @@ class ArrayPipeline:
             self.depth = min(d, self.depth)
         self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
 
-    def _dc_offsets(self, hop_means: np.ndarray) -> np.ndarray:
+    def _dc_offsets(self, hop_means: np.ndarray, hop_vars: np.ndarray) -> tuple:
         """Each mic's DC offset after each hop (T, M), from the hops' means: their running
-        mean over the first 2 s, a one-pole average over 2 s after that."""
+        mean over the first 2 s, a one-pole average over 2 s after that. Also, for the
+        reference mic (T,), the part of it that does not stand out of its own uncertainty
+        (with `dc_significance` (lo, hi): all of it up to lo standard errors from zero,
+        none from hi on): what the high-pass gives back in a clean room goes with it. The
+        standard error is the hop means' own spread about the estimate (until it is known,
+        the first hop's sample variance counts as four hops of it) times the estimate's
+        weight on the latest hop."""
         out = np.empty_like(hop_means)
+        unsure = np.zeros(hop_means.shape[0])
         dc, hops, decay = self._dc, self._dc_hops, self._dc_decay
+        var, prior = self._dc_var, self._dc_prior
         floor = 1.0 - decay
+        gate, ref = self._dc_significance, self._ref
         for t, mean in enumerate(hop_means):
             hops += 1
-            dc = dc + (mean - dc) * max(1.0 / hops, floor)
+            a = max(1.0 / hops, floor)
+            step = mean - dc
+            dc = dc + step * a
             out[t] = dc
+            if gate is None:
+                continue
+            if hops == 1:
+                prior = float(hop_vars[t, ref])
+            s = float(step[ref])
+            var = (1.0 - a) * (var + a * s * s)
+            spread = (4.0 * prior + hops * var) / (4.0 + hops) if a > floor else var
+            c = float(dc[ref])
+            ratio = abs(c) / math.sqrt(max(spread * a, 1e-30))
+            lo, hi = gate
+            unsure[t] = c * (1.0 - min(1.0, max(0.0, (ratio - lo) / (hi - lo))))
         self._dc, self._dc_hops = dc, hops
-        return out
+        self._dc_var, self._dc_prior = var, prior
+        return out, unsure
 
     def _alive_mics(self, channel_power: np.ndarray) -> np.ndarray:
         return ~self.health.verdict(channel_power)
@@ -363,7 +402,9 @@ class ArrayPipeline:
         # channel health has just computed; (x - c) w transforms to X - c W
         # remove each mic's DC offset, a constant: (x - c) w transforms to X - c W. Only the
         # offset, not each frame's own mean, which is the talker's low end
-        offsets = self._dc_offsets(self.health.hop_sums * (1.0 / hop))
+        offsets, dc_unsure = self._dc_offsets(
+            self.health.hop_sums * (1.0 / hop), self.health.hop_power
+        )
         spectra -= offsets[:, None, :] * self._window_spectrum[None, :, None]
         low = self._low_bins
         removed_low = spectra[:, :low, self._ref] * (1.0 - self._highpass_gain[:low])
@@ -488,8 +529,13 @@ class ArrayPipeline:
             gains *= scales[:, None]
             np.multiply(gains, beam, out=out_spectra[start:stop])
             out_spectra[start:stop, :low] += low_kept[:, None] * removed_low[start:stop]
+            if self._dc_significance is not None:
+                # the part of the DC estimate that is not surely an offset goes back with the
+                # low end: at depth 0 the reference mic passes unchanged
+                kept_dc = low_kept * dc_unsure[start:stop]
+                out_spectra[start:stop] += kept_dc[:, None] * self._window_spectrum
             if self._beamform:
-                beamformer.depth = self.depth
+                beamformer.depth = max(0.0, self.depth - self._bf_from) / (1.0 - self._bf_from)
                 beamformer.observe(
                     segment, array_spps, partial(self._alive_mics, channel_power[stop - 1])
                 )
