@@ -116,7 +116,7 @@ class ArrayPipeline:
         self._window_spectrum = np.fft.rfft(self._window)
         # each mic's DC offset: the running mean of its hop means for the first 2 s, then a
         # one-pole average over 2 s; a mic stuck at a DC value is silent from the first hop
-        self._dc = np.zeros(mics)
+        self._dc = [0.0] * mics
         self._dc_hops = 0
         self._dc_decay = float(np.exp(-(frame_len // 2) / sample_rate / 2.0))
         # ... but in a clean room only as far as it stands out of its own uncertainty: a mic
@@ -332,31 +332,34 @@ class ArrayPipeline:
         standard error is the hop means' own spread about the estimate (until it is known,
         the first hop's sample variance counts as four hops of it) times the estimate's
         weight on the latest hop."""
-        out = np.empty_like(hop_means)
-        unsure = np.zeros(hop_means.shape[0])
+        frames = hop_means.shape[0]
+        unsure = np.zeros(frames)
         dc, hops, decay = self._dc, self._dc_hops, self._dc_decay
         var, prior = self._dc_var, self._dc_prior
         floor = 1.0 - decay
         gate, ref = self._dc_significance, self._ref
-        for t, mean in enumerate(hop_means):
+        # scalar arithmetic on a few mics: the same doubles as numpy's, at less cost a hop
+        rows = []
+        for t, mean in enumerate(hop_means.tolist()):
             hops += 1
             a = max(1.0 / hops, floor)
-            step = mean - dc
-            dc = dc + step * a
-            out[t] = dc
+            step = [m - d for m, d in zip(mean, dc, strict=True)]
+            dc = [d + s * a for d, s in zip(dc, step, strict=True)]
+            rows.append(dc)
             if gate is None:
                 continue
             if hops == 1:
                 prior = float(hop_vars[t, ref])
-            s = float(step[ref])
+            s = step[ref]
             var = (1.0 - a) * (var + a * s * s)
             spread = (4.0 * prior + hops * var) / (4.0 + hops) if a > floor else var
-            c = float(dc[ref])
+            c = dc[ref]
             ratio = abs(c) / math.sqrt(max(spread * a, 1e-30))
             lo, hi = gate
             unsure[t] = c * (1.0 - min(1.0, max(0.0, (ratio - lo) / (hi - lo))))
         self._dc, self._dc_hops = dc, hops
         self._dc_var, self._dc_prior = var, prior
+        out = np.array(rows) if rows else np.zeros((0, len(dc)))
         return out, unsure
 
     def _alive_mics(self, channel_power: np.ndarray) -> np.ndarray:
@@ -408,7 +411,7 @@ class ArrayPipeline:
         spectra -= offsets[:, None, :] * self._window_spectrum[None, :, None]
         low = self._low_bins
         removed_low = spectra[:, :low, self._ref] * (1.0 - self._highpass_gain[:low])
-        spectra *= self._highpass_gain[:, None]
+        spectra[:, :low] *= self._highpass_gain[:low, None]  # it is 1 above them
 
         if self._mask is not None:
             # the mask listens to the reference mic, or to the first live mic if it is dead
