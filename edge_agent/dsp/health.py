@@ -52,13 +52,16 @@ class ChannelHealth:
         if not self._started:
             self.power = hop_power[0].copy()  # start the smoother at the first hop
             self._started = True
-        a, s = self._decay, self.power
-        smoothed = np.empty_like(hop_power)
-        for t, p in enumerate(hop_power):  # a one-pole smoother over a few hops
-            s = a * s + (1 - a) * p
-            smoothed[t] = s
-        self.power = s
-        self.dead = self.verdict(s)
+        a = self._decay
+        b = 1 - a
+        s = self.power.tolist()
+        rows = []
+        for p in hop_power.tolist():  # a one-pole smoother over a few hops (scalars: cheap)
+            s = [a * si + b * pi for si, pi in zip(s, p, strict=True)]
+            rows.append(s)
+        smoothed = np.array(rows)
+        self.power = smoothed[-1]
+        self.dead = self.verdict(self.power)
         # a hop clipped if it touched full scale; remember how many hops ago
         if raw_hops.max() >= _FULL_SCALE or raw_hops.min() <= -_FULL_SCALE:
             clipped = (raw_hops.max(axis=1) >= _FULL_SCALE) | (raw_hops.min(axis=1) <= -_FULL_SCALE)

@@ -24,6 +24,7 @@ import math
 from functools import partial
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from edge_agent.dsp.agc import PeakLimiter, SpeechAgc
 from edge_agent.dsp.arrays import ArrayGeometry, load_array
@@ -112,7 +113,6 @@ class ArrayPipeline:
         self._pending_raw = np.zeros((0, mics), np.int16)
         self._pending = np.zeros((0, mics))
         self._overlap = np.zeros(frame_len - self.hop)
-        self._frame_indices: dict[int, np.ndarray] = {}
         self._window_spectrum = np.fft.rfft(self._window)
         # each mic's DC offset: the running mean of its hop means for the first 2 s, then a
         # one-pole average over 2 s; a mic stuck at a DC value is silent from the first hop
@@ -299,17 +299,18 @@ class ArrayPipeline:
         }
 
     # -- internals -------------------------------------------------------------------
-    def _update_depth(self, power: np.ndarray) -> float:
+    def _update_depth(self, band_power: float, low_power: float) -> float:
         """Set the enhancement depth from the speech band's long-term SNR (depth.py) and
         return the depth of the high-pass (below ~100 Hz). The post-filter's floor, the frame
         gates and the beamformer's departure from the reference mic all scale with the depth:
         in a clean room the front end is transparent, since there is nothing a scribe would
-        hear to remove and every gain that moves distorts."""
-        self.depth = self.room.update(float(power[self._band].sum()))
+        hear to remove and every gain that moves distorts. Takes the frame's power in the
+        speech band and in the low band."""
+        self.depth = self.room.update(band_power)
         self.snr_db = self.room.snr_db
         self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
         # the low band is noisy if the room is, or if rumble buries its own low end
-        return max(self.depth, self.low_room.update(float(power[: self._low_bins].sum())))
+        return max(self.depth, self.low_room.update(low_power))
 
     def _combine_depth(self, speech: list, noise: list, weights: list, j: int) -> None:
         """Combine the noise floor's depth (set by _update_depth) with the mask's reading of
@@ -395,11 +396,7 @@ class ArrayPipeline:
         )
         signal = np.concatenate([self._history, scaled.T], axis=1)  # (M, samples)
         self._history = signal[:, -(n - hop) :]
-        index = self._frame_indices.get(frames_count)
-        if index is None:
-            index = np.arange(frames_count)[:, None] * hop + np.arange(n)
-            self._frame_indices[frames_count] = index
-        frames = signal[:, index]  # (M, T, N)
+        frames = sliding_window_view(signal, n, axis=1)[:, ::hop]  # (M, T, N), a view
         spectra = np.fft.rfft(frames * self._window, axis=-1).transpose(1, 2, 0)  # (T, K, M)
         # remove each frame's mean (DC) in the spectrum: a frame is two hops, whose sums
         # channel health has just computed; (x - c) w transforms to X - c W
@@ -474,6 +471,11 @@ class ArrayPipeline:
             count = stop - start
             depths = np.empty(count)
             low_kept = np.zeros(count)
+            if self._adaptive_depth:
+                # each frame's power in the speech band and in the low band, for the room's
+                # SNR: summed row by row, as the frame-by-frame sums would be
+                band_powers = powers[:, self._band].sum(axis=1).tolist()
+                low_powers = powers[:, :low].sum(axis=1).tolist()
             if self._mask_gain:
                 talker = talker_mask[start:stop]
                 if self._mask_or_wiener:
@@ -481,7 +483,7 @@ class ArrayPipeline:
                     spp = np.empty(powers.shape[1])
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
-                        low_kept[j] = 1.0 - self._update_depth(powers[j])
+                        low_kept[j] = 1.0 - self._update_depth(band_powers[j], low_powers[j])
                         if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                     depths[j] = self.depth
@@ -508,7 +510,7 @@ class ArrayPipeline:
                 for j in range(count):  # the recursive per-bin part, frame by frame
                     tracker.update(powers[j], out=spps[j])
                     if self._adaptive_depth:
-                        low_kept[j] = 1.0 - self._update_depth(powers[j])
+                        low_kept[j] = 1.0 - self._update_depth(band_powers[j], low_powers[j])
                         if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                     # the depth is also how far the tracker's noise is believed: in a clean
@@ -531,12 +533,13 @@ class ArrayPipeline:
             presences.extend(presence.tolist())
             gains *= scales[:, None]
             np.multiply(gains, beam, out=out_spectra[start:stop])
-            out_spectra[start:stop, :low] += low_kept[:, None] * removed_low[start:stop]
-            if self._dc_significance is not None:
-                # the part of the DC estimate that is not surely an offset goes back with the
-                # low end: at depth 0 the reference mic passes unchanged
-                kept_dc = low_kept * dc_unsure[start:stop]
-                out_spectra[start:stop] += kept_dc[:, None] * self._window_spectrum
+            if low_kept.any():  # (nothing to give back in a noisy room)
+                out_spectra[start:stop, :low] += low_kept[:, None] * removed_low[start:stop]
+                if self._dc_significance is not None:
+                    # the part of the DC estimate that is not surely an offset goes back with
+                    # the low end: at depth 0 the reference mic passes unchanged
+                    kept_dc = low_kept * dc_unsure[start:stop]
+                    out_spectra[start:stop] += kept_dc[:, None] * self._window_spectrum
             if self._beamform:
                 beamformer.depth = max(0.0, self.depth - self._bf_from) / (1.0 - self._bf_from)
                 beamformer.observe(
