@@ -91,7 +91,7 @@ class ArrayPipeline:
         mask_or_wiener: bool = True,
         evidence: float = 0.15,
         dc_significance: tuple[float, float] | None = (4.0, 8.0),
-        beamform_depth_from: float = 0.35,
+        beamform_depth_from: float = 0.3,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
