@@ -143,10 +143,6 @@ def _recursion(a: float, frames: int) -> tuple[np.ndarray, np.ndarray]:
     return a ** (t + 1.0), spread
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
 class SpeechMask:
     """Streaming mask estimator: power spectra (T, bins) in, mask (T, bins) in 0..1 out."""
 
@@ -177,6 +173,7 @@ class SpeechMask:
         self._b_hn = self.b_hh[2 * size :]
         self._gate_scale = np.concatenate([np.full(2 * size, 0.5), np.ones(size)])
         del self.w_hh, self.b_ih, self.b_hh  # folded into the arrays above
+        self._w_out_half, self._b_out_half = 0.5 * self.w_out, 0.5 * self.b_out
         self.features = MaskFeatures(hop_s)
         self.h = np.zeros(size)
 
@@ -206,4 +203,11 @@ class SpeechMask:
             h += n  # (1 - z) n + z h
             hs[t] = h
         self.h = h
-        return _sigmoid(hs @ self.w_out + self.b_out)
+        # sigmoid(y) = (1 + tanh(y / 2)) / 2, with the 1/2 folded into the output layer
+        # (exact: a power of two) and every step in place
+        out = hs @ self._w_out_half
+        out += self._b_out_half
+        np.tanh(out, out=out)
+        out += 1.0
+        out *= 0.5
+        return out

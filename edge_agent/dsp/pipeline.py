@@ -24,7 +24,6 @@ import math
 from functools import partial
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from edge_agent.dsp.agc import PeakLimiter, SpeechAgc
 from edge_agent.dsp.arrays import ArrayGeometry, load_array
@@ -181,6 +180,7 @@ class ArrayPipeline:
         # above them it is left out (it is within 0.0005 dB of 1 there), so that what it
         # takes is all given back where the room is clean
         self._highpass_gain[self._low_bins :] = 1.0
+        self._highpass_removes = 1.0 - self._highpass_gain[: self._low_bins]
         band = np.flatnonzero((freqs >= 250) & (freqs <= 4000))
         self._band = slice(int(band[0]), int(band[-1]) + 1)
         self._band_scale = 1.0 / band.size
@@ -383,7 +383,8 @@ class ArrayPipeline:
         out = self.limiter.process(out)
         out *= 32768.0
         np.rint(out, out=out)
-        np.clip(out, -32768, 32767, out=out)
+        np.maximum(out, -32768.0, out=out)  # = np.clip, at less call overhead
+        np.minimum(out, 32767.0, out=out)
         return out.astype(np.int16)
 
     def _run_hops(self, raw: np.ndarray, scaled: np.ndarray) -> np.ndarray:
@@ -396,7 +397,11 @@ class ArrayPipeline:
         )
         signal = np.concatenate([self._history, scaled.T], axis=1)  # (M, samples)
         self._history = signal[:, -(n - hop) :]
-        frames = sliding_window_view(signal, n, axis=1)[:, ::hop]  # (M, T, N), a view
+        # the frames as a strided view of the signal (M, T, N): no copy, no index array
+        stride_m, stride_t = signal.strides
+        frames = np.ndarray(
+            (mics, frames_count, n), signal.dtype, signal, 0, (stride_m, stride_t * hop, stride_t)
+        )
         spectra = np.fft.rfft(frames * self._window, axis=-1).transpose(1, 2, 0)  # (T, K, M)
         # remove each frame's mean (DC) in the spectrum: a frame is two hops, whose sums
         # channel health has just computed; (x - c) w transforms to X - c W
@@ -407,13 +412,15 @@ class ArrayPipeline:
         )
         spectra -= offsets[:, None, :] * self._window_spectrum[None, :, None]
         low = self._low_bins
-        removed_low = spectra[:, :low, self._ref] * (1.0 - self._highpass_gain[:low])
+        removed_low = spectra[:, :low, self._ref] * self._highpass_removes
         spectra[:, :low] *= self._highpass_gain[:low, None]  # it is 1 above them
 
         if self._mask is not None:
             # the mask listens to the reference mic, or to the first live mic if it is dead
-            alive = np.flatnonzero(~self.health.dead)
-            listen = self._ref if alive.size == 0 or not self.health.dead[self._ref] else alive[0]
+            listen = self._ref
+            if self.health.dead[self._ref]:
+                alive = np.flatnonzero(~self.health.dead)
+                listen = self._ref if alive.size == 0 else int(alive[0])
             ref_spec = spectra[:, :, listen]
             ref_power = ref_spec.real**2 + ref_spec.imag**2
         if self._mask_every_frame and self._mask is not None:
