@@ -417,6 +417,14 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
 # what each piece of the trained mask gives: ours with pipeline overrides, on TEST
 ABLATIONS = {
     "shipped": {},
+    "the mask's early cap on the depth at 10/16 dB, as before 2026-12-05": {
+        "mask_noisy_snr_db": 10.0,
+        "mask_clean_snr_db": 16.0,
+    },
+    "no DC significance gate, no beamformer dead zone (the clean-room changes of 2026-12-05)": {
+        "dc_significance": None,
+        "beamform_depth_from": 0.0,
+    },
     "the mask alone as the post-filter (no Wiener overrule)": {"mask_or_wiener": False},
     "depth from the noise floor alone (no cap from the mask's room SNR)": {"depth_source": "band"},
     "the previous front end: mask-based MWF, Wiener post-filter, depth over 6 s, full at 5 dB": {

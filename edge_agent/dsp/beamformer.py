@@ -95,6 +95,8 @@ class WienerBeamformer:
         e_ref[:, reference] = 1.0
         self.weights = e_ref
         self._weights_conj = e_ref.conj()
+        self._e_ref = e_ref
+        self._passes_reference = True  # the weights are e_ref: apply() is a copy
         self._covariances = np.zeros((2, bins, mics, mics), complex)  # noise, noisy
         self._noise_cov, self._noisy_cov = self._covariances
         self._group_x: list[np.ndarray] = []
@@ -113,6 +115,8 @@ class WienerBeamformer:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """(frames, bins, mics) spectra -> (frames, bins) beam output, current weights."""
+        if self._passes_reference:  # (a clean room, or nothing learned yet)
+            return x[..., self._reference].copy()
         return _sum_mics(x * self._weights_conj)
 
     @property
@@ -180,8 +184,11 @@ class WienerBeamformer:
 
     def _fold_weights(self, c: np.ndarray) -> None:
         acc = self._weights_acc
+        keep = (1.0 - c).transpose(1, 0, 2).copy()  # (T, S, K), each frame's rows contiguous
+        add = c.transpose(1, 0, 2).copy()
         for t in range(c.shape[1]):
-            acc = (1.0 - c[:, t]) * acc + c[:, t]
+            acc = keep[t] * acc
+            acc += add[t]
         self._weights_acc = acc
 
     def _solve(self) -> None:
@@ -230,6 +237,7 @@ class WienerBeamformer:
             w[:, ref] += 1.0 - trust
         self.weights = w
         self._weights_conj = w.conj()
+        self._passes_reference = bool(np.array_equal(w, self._e_ref))
         self._solved += 1
         if self._caller_presence:
             return  # the caller's mask decides which frames are noise: no spatial SPP

@@ -78,34 +78,43 @@ class MaskFeatures:
         self._smoothed: np.ndarray | None = None
         self._current_min = np.full(MEL_BANDS, np.inf)
         self._minima = np.full((FLOOR_SUBWINDOWS, MEL_BANDS), np.inf)
+        self._lowest = self._minima.min(axis=0)  # kept with the minima: they change rarely
         self._frames = 0
 
     def __call__(self, power: np.ndarray) -> np.ndarray:
         """(T, bins) |X|^2 -> (T, FEATURES) features; vectorised over the block, the same
         as running the recursions frame by frame (tests/dsp/test_mask.py)."""
-        logmel = np.log(power @ self.bank + _EPS)
-        frames, bands = logmel.shape[0], MEL_BANDS
+        frames, bands = power.shape[0], MEL_BANDS
         out = np.empty((frames, FEATURES))
         if frames == 0:
             return out
-        out[:, 3 * bands :] = np.log(power[:, FINE_BINS] + _EPS)
+        # (few numpy calls: the unit calls this with 2-3 frames every 40 ms)
+        logmel = power @ self.bank
+        logmel += _EPS
+        np.log(logmel, out=logmel)
+        fine = out[:, 3 * bands :]
+        np.add(power[:, FINE_BINS], _EPS, out=fine)
+        np.log(fine, out=fine)
         carry, spread = _recursion(self._a, frames)
-        acc = carry[:, None] * self._band_acc + spread @ logmel
+        acc = spread @ logmel
+        acc += carry[:, None] * self._band_acc
         weight = carry * self._weight + (1.0 - carry)
         mean = acc / weight[:, None]
-        level = mean.mean(axis=1, keepdims=True)
+        level = mean.sum(axis=1, keepdims=True) * (1.0 / bands)  # = mean.mean(axis=1)
         self._band_acc, self._weight = acc[-1], float(weight[-1])
         carry, spread = _recursion(0.7, frames)
         before = logmel[0] if self._smoothed is None else self._smoothed
-        smoothed = carry[:, None] * before + spread @ logmel
+        smoothed = spread @ logmel
+        smoothed += carry[:, None] * before
         self._smoothed = smoothed[-1]
-        floor = np.empty_like(smoothed)
+        floor = out[:, 2 * bands : 3 * bands]
         current, minima = self._current_min, self._minima
-        lowest = minima.min(axis=0)
+        lowest = self._lowest
         t = 0
         while t < frames:
             stop = min(frames, t + FLOOR_SUBWINDOW_FRAMES - self._frames % FLOOR_SUBWINDOW_FRAMES)
-            running = np.minimum.accumulate(np.vstack([current, smoothed[t:stop]]), axis=0)[1:]
+            running = np.minimum.accumulate(smoothed[t:stop], axis=0)
+            np.minimum(running, current, out=running)
             np.minimum(running, lowest, out=floor[t:stop])
             current = running[-1]
             self._frames += stop - t
@@ -114,13 +123,13 @@ class MaskFeatures:
                 minima[0] = current
                 current = smoothed[stop - 1]
                 lowest = minima.min(axis=0)
-                floor[stop - 1] = np.minimum(current, lowest)
+                np.minimum(current, lowest, out=floor[stop - 1])
             t = stop
-        self._current_min, self._minima = current, minima
-        out[:, :bands] = logmel - mean
-        out[:, bands : 2 * bands] = logmel - level
-        out[:, 2 * bands : 3 * bands] = logmel - floor
-        out[:, 3 * bands :] -= level
+        self._current_min, self._minima, self._lowest = current, minima, lowest
+        np.subtract(logmel, mean, out=out[:, :bands])
+        np.subtract(logmel, level, out=out[:, bands : 2 * bands])
+        np.subtract(logmel, floor, out=floor)
+        fine -= level
         out *= 0.25  # log units to about unit spread
         return out
 
@@ -132,10 +141,6 @@ def _recursion(a: float, frames: int) -> tuple[np.ndarray, np.ndarray]:
     lag = t[:, None] - t[None, :]
     spread = np.where(lag >= 0, (1.0 - a) * a ** np.maximum(lag, 0), 0.0)
     return a ** (t + 1.0), spread
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 class SpeechMask:
@@ -168,6 +173,7 @@ class SpeechMask:
         self._b_hn = self.b_hh[2 * size :]
         self._gate_scale = np.concatenate([np.full(2 * size, 0.5), np.ones(size)])
         del self.w_hh, self.b_ih, self.b_hh  # folded into the arrays above
+        self._w_out_half, self._b_out_half = 0.5 * self.w_out, 0.5 * self.b_out
         self.features = MaskFeatures(hop_s)
         self.h = np.zeros(size)
 
@@ -179,22 +185,29 @@ class SpeechMask:
         size, twice = self.hidden_size, 2 * self.hidden_size
         hs = np.empty((x.shape[0], size))
         h, w_hh, b_hn = self.h, self._w_hh_half, self._b_hn
+        gi_rz, gi_n = gates_in[:, :twice].copy(), gates_in[:, twice:].copy()
         for t in range(x.shape[0]):
-            gi = gates_in[t]
             gh = h @ w_hh
             rz = gh[:twice]
-            rz += gi[:twice]
+            rz += gi_rz[t]
             np.tanh(rz, out=rz)  # 2 sigmoid(r, z) - 1
             rz += 1.0
             rz *= 0.5
             n = gh[twice:]
             n += b_hn
             n *= rz[:size]
-            n += gi[twice:]
+            n += gi_n[t]
             np.tanh(n, out=n)
             h = h - n
             h *= rz[size:]
             h += n  # (1 - z) n + z h
             hs[t] = h
         self.h = h
-        return _sigmoid(hs @ self.w_out + self.b_out)
+        # sigmoid(y) = (1 + tanh(y / 2)) / 2, with the 1/2 folded into the output layer
+        # (exact: a power of two) and every step in place
+        out = hs @ self._w_out_half
+        out += self._b_out_half
+        np.tanh(out, out=out)
+        out += 1.0
+        out *= 0.5
+        return out

@@ -20,6 +20,7 @@ the hop grid.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import numpy as np
@@ -81,13 +82,15 @@ class ArrayPipeline:
         spatial_only: bool = True,
         max_restore: float = 4.0,
         depth_source: str = "early",
-        mask_clean_snr_db: float = 16.0,
-        mask_noisy_snr_db: float = 10.0,
+        mask_clean_snr_db: float = 26.0,
+        mask_noisy_snr_db: float = 20.0,
         mask_snr_time_constant_s: float = 5.0,
         mask_settle_s: float = 1.0,
         mask_snr_split: float | None = 0.2,
         mask_or_wiener: bool = True,
         evidence: float = 0.15,
+        dc_significance: tuple[float, float] | None = (4.0, 8.0),
+        beamform_depth_from: float = 0.3,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -109,13 +112,18 @@ class ArrayPipeline:
         self._pending_raw = np.zeros((0, mics), np.int16)
         self._pending = np.zeros((0, mics))
         self._overlap = np.zeros(frame_len - self.hop)
-        self._frame_indices: dict[int, np.ndarray] = {}
         self._window_spectrum = np.fft.rfft(self._window)
         # each mic's DC offset: the running mean of its hop means for the first 2 s, then a
         # one-pole average over 2 s; a mic stuck at a DC value is silent from the first hop
-        self._dc = np.zeros(mics)
+        self._dc = [0.0] * mics
         self._dc_hops = 0
         self._dc_decay = float(np.exp(-(frame_len // 2) / sample_rate / 2.0))
+        # ... but in a clean room only as far as it stands out of its own uncertainty: a mic
+        # without an offset then passes untouched (its estimate is the talker's low end
+        # wandering around zero), one with a real offset loses all of it within a few hops
+        self._dc_var = 0.0  # the reference mic's hop means' variance about the estimate
+        self._dc_prior = 0.0  # its first hop's own variance: a prior for it
+        self._dc_significance = dc_significance
 
         self.health = ChannelHealth(mics, hop_s=hop_s)
         # The array is beamformed up to `beamform_max_hz` only: with 57-81 mm between mics
@@ -169,6 +177,10 @@ class ArrayPipeline:
         self._highpass_gain = 1.0 / np.sqrt(1.0 + (highpass_hz / np.maximum(freqs, 1.0)) ** 8)
         # bins the DC removal and high-pass change by more than 0.1 dB (and the DC bin)
         self._low_bins = int(np.flatnonzero(self._highpass_gain < 0.989)[-1]) + 2
+        # above them it is left out (it is within 0.0005 dB of 1 there), so that what it
+        # takes is all given back where the room is clean
+        self._highpass_gain[self._low_bins :] = 1.0
+        self._highpass_removes = 1.0 - self._highpass_gain[: self._low_bins]
         band = np.flatnonzero((freqs >= 250) & (freqs <= 4000))
         self._band = slice(int(band[0]), int(band[-1]) + 1)
         self._band_scale = 1.0 / band.size
@@ -202,6 +214,10 @@ class ArrayPipeline:
         #: "early": the mask's reading caps the floor's depth until the floor has seen a
         #: whole window (before that it may be speech and read a clean room as noisy)
         self._early_frames = floor_window_s / hop_s
+        #: the beamformer departs from the reference mic only above this depth (then
+        #: linearly up to all the way at depth 1): at a small depth, a clean room's talkers'
+        #: reverberant tails it has learned as noise cost more than it removes
+        self._bf_from = beamform_depth_from
         self.mask_room = MaskSnr(
             hop_s=hop_s,
             time_constant_s=mask_snr_time_constant_s,
@@ -283,17 +299,18 @@ class ArrayPipeline:
         }
 
     # -- internals -------------------------------------------------------------------
-    def _update_depth(self, power: np.ndarray) -> float:
+    def _update_depth(self, band_power: float, low_power: float) -> float:
         """Set the enhancement depth from the speech band's long-term SNR (depth.py) and
         return the depth of the high-pass (below ~100 Hz). The post-filter's floor, the frame
         gates and the beamformer's departure from the reference mic all scale with the depth:
         in a clean room the front end is transparent, since there is nothing a scribe would
-        hear to remove and every gain that moves distorts."""
-        self.depth = self.room.update(float(power[self._band].sum()))
+        hear to remove and every gain that moves distorts. Takes the frame's power in the
+        speech band and in the low band."""
+        self.depth = self.room.update(band_power)
         self.snr_db = self.room.snr_db
         self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
         # the low band is noisy if the room is, or if rumble buries its own low end
-        return max(self.depth, self.low_room.update(float(power[: self._low_bins].sum())))
+        return max(self.depth, self.low_room.update(low_power))
 
     def _combine_depth(self, speech: list, noise: list, weights: list, j: int) -> None:
         """Combine the noise floor's depth (set by _update_depth) with the mask's reading of
@@ -307,18 +324,44 @@ class ArrayPipeline:
             self.depth = min(d, self.depth)
         self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
 
-    def _dc_offsets(self, hop_means: np.ndarray) -> np.ndarray:
+    def _dc_offsets(self, hop_means: np.ndarray, hop_vars: np.ndarray) -> tuple:
         """Each mic's DC offset after each hop (T, M), from the hops' means: their running
-        mean over the first 2 s, a one-pole average over 2 s after that."""
-        out = np.empty_like(hop_means)
+        mean over the first 2 s, a one-pole average over 2 s after that. Also, for the
+        reference mic (T,), the part of it that does not stand out of its own uncertainty
+        (with `dc_significance` (lo, hi): all of it up to lo standard errors from zero,
+        none from hi on): what the high-pass gives back in a clean room goes with it. The
+        standard error is the hop means' own spread about the estimate (until it is known,
+        the first hop's sample variance counts as four hops of it) times the estimate's
+        weight on the latest hop."""
+        frames = hop_means.shape[0]
+        unsure = np.zeros(frames)
         dc, hops, decay = self._dc, self._dc_hops, self._dc_decay
+        var, prior = self._dc_var, self._dc_prior
         floor = 1.0 - decay
-        for t, mean in enumerate(hop_means):
+        gate, ref = self._dc_significance, self._ref
+        # scalar arithmetic on a few mics: the same doubles as numpy's, at less cost a hop
+        rows = []
+        for t, mean in enumerate(hop_means.tolist()):
             hops += 1
-            dc = dc + (mean - dc) * max(1.0 / hops, floor)
-            out[t] = dc
+            a = max(1.0 / hops, floor)
+            step = [m - d for m, d in zip(mean, dc, strict=True)]
+            dc = [d + s * a for d, s in zip(dc, step, strict=True)]
+            rows.append(dc)
+            if gate is None:
+                continue
+            if hops == 1:
+                prior = float(hop_vars[t, ref])
+            s = step[ref]
+            var = (1.0 - a) * (var + a * s * s)
+            spread = (4.0 * prior + hops * var) / (4.0 + hops) if a > floor else var
+            c = dc[ref]
+            ratio = abs(c) / math.sqrt(max(spread * a, 1e-30))
+            lo, hi = gate
+            unsure[t] = c * (1.0 - min(1.0, max(0.0, (ratio - lo) / (hi - lo))))
         self._dc, self._dc_hops = dc, hops
-        return out
+        self._dc_var, self._dc_prior = var, prior
+        out = np.array(rows) if rows else np.zeros((0, len(dc)))
+        return out, unsure
 
     def _alive_mics(self, channel_power: np.ndarray) -> np.ndarray:
         return ~self.health.verdict(channel_power)
@@ -340,7 +383,8 @@ class ArrayPipeline:
         out = self.limiter.process(out)
         out *= 32768.0
         np.rint(out, out=out)
-        np.clip(out, -32768, 32767, out=out)
+        np.maximum(out, -32768.0, out=out)  # = np.clip, at less call overhead
+        np.minimum(out, 32767.0, out=out)
         return out.astype(np.int16)
 
     def _run_hops(self, raw: np.ndarray, scaled: np.ndarray) -> np.ndarray:
@@ -353,26 +397,30 @@ class ArrayPipeline:
         )
         signal = np.concatenate([self._history, scaled.T], axis=1)  # (M, samples)
         self._history = signal[:, -(n - hop) :]
-        index = self._frame_indices.get(frames_count)
-        if index is None:
-            index = np.arange(frames_count)[:, None] * hop + np.arange(n)
-            self._frame_indices[frames_count] = index
-        frames = signal[:, index]  # (M, T, N)
+        # the frames as a strided view of the signal (M, T, N): no copy, no index array
+        stride_m, stride_t = signal.strides
+        frames = np.ndarray(
+            (mics, frames_count, n), signal.dtype, signal, 0, (stride_m, stride_t * hop, stride_t)
+        )
         spectra = np.fft.rfft(frames * self._window, axis=-1).transpose(1, 2, 0)  # (T, K, M)
         # remove each frame's mean (DC) in the spectrum: a frame is two hops, whose sums
         # channel health has just computed; (x - c) w transforms to X - c W
         # remove each mic's DC offset, a constant: (x - c) w transforms to X - c W. Only the
         # offset, not each frame's own mean, which is the talker's low end
-        offsets = self._dc_offsets(self.health.hop_sums * (1.0 / hop))
+        offsets, dc_unsure = self._dc_offsets(
+            self.health.hop_sums * (1.0 / hop), self.health.hop_power
+        )
         spectra -= offsets[:, None, :] * self._window_spectrum[None, :, None]
         low = self._low_bins
-        removed_low = spectra[:, :low, self._ref] * (1.0 - self._highpass_gain[:low])
-        spectra *= self._highpass_gain[:, None]
+        removed_low = spectra[:, :low, self._ref] * self._highpass_removes
+        spectra[:, :low] *= self._highpass_gain[:low, None]  # it is 1 above them
 
         if self._mask is not None:
             # the mask listens to the reference mic, or to the first live mic if it is dead
-            alive = np.flatnonzero(~self.health.dead)
-            listen = self._ref if alive.size == 0 or not self.health.dead[self._ref] else alive[0]
+            listen = self._ref
+            if self.health.dead[self._ref]:
+                alive = np.flatnonzero(~self.health.dead)
+                listen = self._ref if alive.size == 0 else int(alive[0])
             ref_spec = spectra[:, :, listen]
             ref_power = ref_spec.real**2 + ref_spec.imag**2
         if self._mask_every_frame and self._mask is not None:
@@ -430,6 +478,11 @@ class ArrayPipeline:
             count = stop - start
             depths = np.empty(count)
             low_kept = np.zeros(count)
+            if self._adaptive_depth:
+                # each frame's power in the speech band and in the low band, for the room's
+                # SNR: summed row by row, as the frame-by-frame sums would be
+                band_powers = powers[:, self._band].sum(axis=1).tolist()
+                low_powers = powers[:, :low].sum(axis=1).tolist()
             if self._mask_gain:
                 talker = talker_mask[start:stop]
                 if self._mask_or_wiener:
@@ -437,7 +490,7 @@ class ArrayPipeline:
                     spp = np.empty(powers.shape[1])
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
-                        low_kept[j] = 1.0 - self._update_depth(powers[j])
+                        low_kept[j] = 1.0 - self._update_depth(band_powers[j], low_powers[j])
                         if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                     depths[j] = self.depth
@@ -464,7 +517,7 @@ class ArrayPipeline:
                 for j in range(count):  # the recursive per-bin part, frame by frame
                     tracker.update(powers[j], out=spps[j])
                     if self._adaptive_depth:
-                        low_kept[j] = 1.0 - self._update_depth(powers[j])
+                        low_kept[j] = 1.0 - self._update_depth(band_powers[j], low_powers[j])
                         if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                     # the depth is also how far the tracker's noise is believed: in a clean
@@ -487,9 +540,15 @@ class ArrayPipeline:
             presences.extend(presence.tolist())
             gains *= scales[:, None]
             np.multiply(gains, beam, out=out_spectra[start:stop])
-            out_spectra[start:stop, :low] += low_kept[:, None] * removed_low[start:stop]
+            if low_kept.any():  # (nothing to give back in a noisy room)
+                out_spectra[start:stop, :low] += low_kept[:, None] * removed_low[start:stop]
+                if self._dc_significance is not None:
+                    # the part of the DC estimate that is not surely an offset goes back with
+                    # the low end: at depth 0 the reference mic passes unchanged
+                    kept_dc = low_kept * dc_unsure[start:stop]
+                    out_spectra[start:stop] += kept_dc[:, None] * self._window_spectrum
             if self._beamform:
-                beamformer.depth = self.depth
+                beamformer.depth = max(0.0, self.depth - self._bf_from) / (1.0 - self._bf_from)
                 beamformer.observe(
                     segment, array_spps, partial(self._alive_mics, channel_power[stop - 1])
                 )
