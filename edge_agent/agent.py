@@ -42,6 +42,7 @@ log = logging.getLogger("edge_agent")
 
 TICK_S = 0.1  # how often the core hears the clock and the adapters' health
 IDLE_WAIT_S = 0.05  # with no capture open, how long the loop waits for an input
+WATCHDOG_PING_S = 1.0  # systemd's watchdog (WatchdogSec=20) hears from the main loop this often
 SELFCHECK_S = 0.5  # on trial: how often the release checks itself
 
 
@@ -325,7 +326,6 @@ class Agent:
         elif isinstance(e, c.PublishStatus):
             self._last_status = e.status.to_dict()
             self.uplink.set_status(self._last_status)
-            sd.watchdog()
         elif isinstance(e, c.SaveAssignment):
             self._save_assignment(e.message)
         elif isinstance(e, c.SaveConfig):
@@ -509,13 +509,16 @@ class Agent:
         if self._trial is not None:
             self._start_selfcheck()
         sd.ready()
-        last_tick = last_check = 0.0
+        last_tick = last_check = last_alive = 0.0
         try:
             while not self._stop.is_set() and not self._done:
                 self._drain_inbox(wait_s=0.0 if self.capture is not None else IDLE_WAIT_S)
                 if time.monotonic() - last_tick >= TICK_S:
                     last_tick = time.monotonic()
                     self._feed(c.Tick(self._health()))
+                    if last_tick - last_alive >= WATCHDOG_PING_S:  # the loop is turning
+                        last_alive = last_tick
+                        sd.watchdog()
                 if self._selfcheck is not None and time.monotonic() - last_check >= SELFCHECK_S:
                     last_check = time.monotonic()
                     self._selfcheck_step()

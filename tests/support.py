@@ -176,10 +176,11 @@ def random_multichannel(seconds: float, channels: int = 4, seed: int = 1) -> np.
     return np.clip(x * 32767, -32768, 32767).astype("<i2")
 
 
-def run_demo(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+def run_demo(args: list[str], timeout: float = 180,
+             env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([PY, str(ROOT / "scripts" / "demo"), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def wrapped_key_for(open_msg: dict, key_id: str) -> bytes | None:
