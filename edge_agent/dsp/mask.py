@@ -159,8 +159,6 @@ class SpeechMask:
         self.w_hh = np.asarray(params["gru_w_hh"], f).T.copy()  # (H, 3H)
         self.b_ih = np.asarray(params["gru_b_ih"], f)
         self.b_hh = np.asarray(params["gru_b_hh"], f)
-        self.w_out = np.asarray(params["out_w"], f).T.copy()  # (H, bins)
-        self.b_out = np.asarray(params["out_b"], f)
         size = self.hidden_size = self.w_hh.shape[0]
         # the recurrence runs once per frame, so it is arranged to cost few numpy calls:
         # sigmoid(a) = (1 + tanh(a / 2)) / 2, with the 1/2 folded into the r and z weights,
@@ -173,7 +171,9 @@ class SpeechMask:
         self._b_hn = self.b_hh[2 * size :]
         self._gate_scale = np.concatenate([np.full(2 * size, 0.5), np.ones(size)])
         del self.w_hh, self.b_ih, self.b_hh  # folded into the arrays above
-        self._w_out_half, self._b_out_half = 0.5 * self.w_out, 0.5 * self.b_out
+        # the output layer, halved (exact: a power of two) for the sigmoid done in place
+        self._w_out_half = 0.5 * np.asarray(params["out_w"], f).T  # (H, bins)
+        self._b_out_half = 0.5 * np.asarray(params["out_b"], f)
         self.features = MaskFeatures(hop_s)
         self.h = np.zeros(size)
 
