@@ -425,6 +425,9 @@ ABLATIONS = {
         "dc_significance": None,
         "beamform_depth_from": 0.0,
     },
+    "the room's floor rising freely (no 1 dB/s limit once it has seen its window)": {
+        "floor_rise_db_per_s": None
+    },
     "the mask alone as the post-filter (no Wiener overrule)": {"mask_or_wiener": False},
     "depth from the noise floor alone (no cap from the mask's room SNR)": {"depth_source": "band"},
     "the previous front end: mask-based MWF, Wiener post-filter, depth over 6 s, full at 5 dB": {
@@ -432,11 +435,13 @@ ABLATIONS = {
         "depth_source": "band",
         "settle_s": 6.0,
         "noisy_snr_db": 5.0,
+        "floor_rise_db_per_s": None,
     },
     "no mask: spatial SPP, Wiener post-filter, depth as the previous": {
         "mask": False,
         "settle_s": 6.0,
         "noisy_snr_db": 5.0,
+        "floor_rise_db_per_s": None,
     },
 }
 

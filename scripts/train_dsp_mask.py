@@ -191,6 +191,104 @@ def room_response(rng: np.random.Generator, rt60: float, distance: float, volume
     return h + tail
 
 
+# -- simulated rooms ----------------------------------------------------------------------
+ROOMS_VERSION = "v1"
+ROOM_TALKERS = 3
+ROOM_NOISES = 4
+
+
+def simulated_room(index: int) -> list[np.ndarray]:
+    """One shoebox room (pyroomacoustics' image sources plus ray tracing, as simulated exam
+    rooms are built), drawn wider than the bench's space: 2.2-7 m, height 2.3-3.4 m, RT60
+    0.15-1.1 s, the mic on a wall, a desk, the ceiling or anywhere. Returns the responses
+    at that mic of ROOM_TALKERS talker positions (0.4-3.2 m away, 1.0-1.9 m high) and then
+    ROOM_NOISES noise positions (anywhere: floor to ceiling, by the walls, far or near),
+    each cut where its tail has died. Seeded by `index` alone (TUNE seed family)."""
+    import pyroomacoustics as pra
+    from bench_dsp_scenes import place
+
+    rng = np.random.default_rng([*TRAIN_SEED, 31, index])
+    dims = np.array([rng.uniform(2.2, 7.0), rng.uniform(2.2, 7.0), rng.uniform(2.3, 3.4)])
+    rt60 = rng.uniform(0.15, 1.1)
+    mic = np.array([rng.uniform(0.3, d - 0.3) for d in dims])
+    mount = int(rng.integers(4))
+    if mount == 0:  # a wall
+        axis = int(rng.integers(2))
+        mic[axis] = 0.05 if rng.random() < 0.5 else dims[axis] - 0.05
+        mic[2] = rng.uniform(0.9, 2.3)
+    elif mount == 1:  # a desk
+        mic[2] = rng.uniform(0.7, 0.95)
+    elif mount == 2:  # the ceiling
+        mic[2] = dims[2] - 0.05
+    talkers = [place(rng, dims, mic, (0.4, 3.2), (1.0, 1.9)) for _ in range(ROOM_TALKERS)]
+    noises = [
+        place(rng, dims, mic, (0.3, 8.0), (0.1, dims[2] - 0.1), margin=0.1)
+        for _ in range(ROOM_NOISES)
+    ]
+    while True:
+        try:
+            e_abs, _ = pra.inverse_sabine(rt60, dims)
+            break
+        except ValueError:  # too dead a room for its size: make it livelier
+            rt60 *= 1.15
+    room = pra.ShoeBox(
+        dims,
+        fs=FS,
+        materials=pra.Material(e_abs),
+        max_order=3,
+        ray_tracing=True,
+        air_absorption=bool(rng.random() < 0.7),
+    )
+    room.set_ray_tracing(receiver_radius=0.1, n_rays=int(rng.integers(2000, 5000)))
+    for pos in talkers + noises:
+        room.add_source(np.clip(pos, 0.05, dims - 0.05))
+    room.add_microphone_array(mic[:, None])
+    pra.random.seed(int(SPLIT_SEEDS["tune"]) * 1_000_000 + 31_000 + index)
+    room.compute_rir()
+    keep = int(FS * max(0.3, min(1.3 * rt60, 1.5)))
+    return [np.asarray(h[:keep], np.float32) for h in room.rir[0]]
+
+
+class RirBank:
+    """Simulated rooms' responses, built once (both cores) and cached on disk."""
+
+    def __init__(self, count: int, first: int = 0, jobs: int = 2) -> None:
+        path = cache_dir() / f"train-mask-rooms-{ROOMS_VERSION}-{first}-{count}.npz"
+        if not path.exists():
+            from multiprocessing import get_context
+
+            t0 = time.monotonic()
+            with get_context("fork").Pool(jobs) as pool:
+                rooms = pool.map(simulated_room, range(first, first + count), chunksize=4)
+            lengths = np.array([[h.size for h in r] for r in rooms])
+            np.savez(
+                path, data=np.concatenate([h for r in rooms for h in r]), lengths=lengths
+            )
+            print(f"train: {count} simulated rooms in {time.monotonic() - t0:.0f} s", flush=True)
+        z = np.load(path)
+        self.data, self.lengths = z["data"], z["lengths"]
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths.ravel())]).reshape(-1)
+        self.count = self.lengths.shape[0]
+
+    def response(self, room: int, source: int) -> np.ndarray:
+        i = room * self.lengths.shape[1] + source
+        return self.data[self.offsets[i] : self.offsets[i + 1]].astype(np.float64)
+
+    def room(self, rng: np.random.Generator):
+        """(talker response, noise response) makers for one room drawn at random: each
+        call gives another of its positions (distances are the room's own)."""
+        r = int(rng.integers(self.count))
+        talkers = list(rng.permutation(ROOM_TALKERS))
+        noises = list(ROOM_TALKERS + rng.permutation(ROOM_NOISES))
+
+        def take(order: list, _distance: tuple[float, float]) -> np.ndarray:
+            source = int(order.pop(0))
+            order.append(source)
+            return self.response(r, source)
+
+        return (lambda d: take(talkers, d)), (lambda d: take(noises, d))
+
+
 def convolve(x: np.ndarray, h: np.ndarray, n: int) -> np.ndarray:
     size = 1 << int(np.ceil(np.log2(x.size + h.size)))
     return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[:n]
@@ -279,34 +377,47 @@ def speech_track(n: int, rng: np.random.Generator, pools: dict) -> np.ndarray:
     return out
 
 
-def _hard_noise(n: int, rng: np.random.Generator, pools: dict, rt60: float, volume: float):
+def _hard_noise(n: int, rng: np.random.Generator, pools: dict, respond):
     """What the mask missed on the bench's 0 dB rooms: a monitor alarm, equipment beeps or
     hallway babble through a door (far, reverberant), over a weaker steady background."""
     kind = int(rng.integers(3))
     if kind < 2:  # pools["noise"][i] is generator i % 5: 3 beeps, 4 alarm
         x = clip_of(pools["noise"][int(rng.integers(60)) * 5 + 3 + kind], n, rng)
-        x = convolve(x, room_response(rng, rt60, rng.uniform(0.5, 4.0), volume), n)
+        x = convolve(x, respond((0.5, 4.0)), n)
     else:
         x = babble(n, rng, pools["recorded"] + pools["synthetic"])
-        x = convolve(x, room_response(rng, rt60, rng.uniform(2.5, 6.0), volume), n)
+        x = convolve(x, respond((2.5, 6.0)), n)
     if rng.random() < 0.6:  # a steady background under it
         bed = clip_of(pools["noise"][int(rng.integers(60)) * 5 + int(rng.integers(3))], n, rng)
-        bed = convolve(bed, room_response(rng, rt60, rng.uniform(0.5, 5.0), volume), n)
+        bed = convolve(bed, respond((0.5, 5.0)), n)
         x = x / (np.sqrt(np.mean(x**2)) + 1e-12)
         x = x + bed / (np.sqrt(np.mean(bed**2)) + 1e-12) * 10 ** (rng.uniform(-20, -6) / 20)
     return x
 
 
 def make_clip(
-    rng: np.random.Generator, pools: dict, focus: float = 0.0
+    rng: np.random.Generator,
+    pools: dict,
+    focus: float = 0.0,
+    rooms: RirBank | None = None,
+    simulated: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(speech image, noise image) at one mic, float, capture scale. With probability
     `focus` the clip is one of the cases the mask was weakest on (half hard noise at
     -5..5 dB, alarms / beeps / hallway babble; half clean rooms at 20-40 dB whose
-    reverberant speech the mask should pass whole); otherwise the base distribution."""
+    reverberant speech the mask should pass whole); otherwise the base distribution. With
+    probability `simulated` (and a bank of `rooms`) every source sounds through one
+    simulated room's responses instead of the synthetic ones."""
     n = int(CLIP_S * FS)
     rt60 = rng.uniform(0.15, 1.1)
     volume = rng.uniform(25, 120)
+
+    def respond(distance: tuple[float, float]) -> np.ndarray:
+        return room_response(rng, rt60, rng.uniform(*distance), volume)
+
+    talker_response = noise_response = respond
+    if rooms is not None and simulated > 0 and rng.random() < simulated:
+        talker_response, noise_response = rooms.room(rng)
     speech = np.zeros(n)
     mode = "base"
     if rng.random() < focus:
@@ -316,12 +427,10 @@ def make_clip(
         talkers = int(rng.choice([1, 2], p=[0.6, 0.4]))
     for _ in range(talkers):
         dry = speech_track(n, rng, pools)
-        speech += convolve(dry, room_response(rng, rt60, rng.uniform(0.4, 3.2), volume), n) * (
-            rng.uniform(0.5, 1.5)
-        )
+        speech += convolve(dry, talker_response((0.4, 3.2)), n) * rng.uniform(0.5, 1.5)
     noise = np.zeros(n)
     if mode == "hard":
-        noise = _hard_noise(n, rng, pools, rt60, volume)
+        noise = _hard_noise(n, rng, pools, noise_response)
     for _ in range(int(rng.integers(1, 4)) if mode != "hard" else 0):
         r = rng.random()
         if r < 0.35:
@@ -335,7 +444,7 @@ def make_clip(
         else:
             x = procedural_noise(n, rng)
         if rng.random() < 0.8:
-            x = convolve(x, room_response(rng, rt60, rng.uniform(0.5, 5.0), volume), n)
+            x = convolve(x, noise_response((0.5, 5.0)), n)
         noise += x * 10 ** (rng.uniform(-10, 0) / 20)
     snr_db = rng.uniform(-10, 30) if rng.random() < 0.85 else rng.uniform(-5, 10)
     if mode == "hard":
@@ -374,10 +483,17 @@ def stft(x: np.ndarray) -> np.ndarray:
     return np.fft.rfft(padded[index] * WINDOW, axis=-1)
 
 
-def make_batch(rng: np.random.Generator, pools: dict, count: int, focus: float = 0.0):
+def make_batch(
+    rng: np.random.Generator,
+    pools: dict,
+    count: int,
+    focus: float = 0.0,
+    rooms: RirBank | None = None,
+    simulated: float = 0.0,
+):
     feats, noisy, clean = [], [], []
     for _ in range(count):
-        s, v = make_clip(rng, pools, focus)
+        s, v = make_clip(rng, pools, focus, rooms, simulated)
         y = stft(s + v)
         power = y.real**2 + y.imag**2
         feats.append(MaskFeatures()(power).astype(np.float32))
@@ -466,10 +582,14 @@ def loss_fn(mask, noisy, clean):
     return (est - ref).pow(2).mean() + 0.1 * (mask - ideal).pow(2).mean()
 
 
-def _round(job: tuple[int, int, int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    seed, index, count, focus = job
+#: the simulated rooms the clip maker draws from (set before the clip maker forks)
+_ROOMS: RirBank | None = None
+
+
+def _round(job: tuple[int, int, int, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    seed, index, count, focus, simulated = job
     rng = np.random.default_rng([*TRAIN_SEED, 7, seed, index])
-    return make_batch(rng, material(), count, focus)
+    return make_batch(rng, material(), count, focus, _ROOMS, simulated)
 
 
 def main() -> int:
@@ -489,6 +609,16 @@ def main() -> int:
         default=0.0,
         help="share of clips drawn from the hard cases (alarms, beeps, hallway at -5..5 dB) "
         "and clean rooms (20-40 dB); the rest from the base distribution",
+    )
+    parser.add_argument(
+        "--rooms", type=int, default=0, help="simulated rooms to draw from (0: none)"
+    )
+    parser.add_argument(
+        "--simulated",
+        type=float,
+        default=0.0,
+        help="share of clips heard through a simulated room (--rooms) instead of a "
+        "synthetic response",
     )
     parser.add_argument(
         "--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)"
@@ -511,6 +641,14 @@ def main() -> int:
     vals = [make_batch(np.random.default_rng([*TRAIN_SEED, 99]), pools, 64)]
     if args.focus > 0:
         vals.append(make_batch(np.random.default_rng([*TRAIN_SEED, 98]), pools, 64, 1.0))
+    global _ROOMS
+    if args.rooms and args.simulated > 0:
+        _ROOMS = RirBank(args.rooms)
+        # validation rooms of their own, never trained on
+        held = RirBank(64, first=1_000_000)
+        vals.append(
+            make_batch(np.random.default_rng([*TRAIN_SEED, 97]), pools, 64, args.focus, held, 1.0)
+        )
     vals_t = [[torch.from_numpy(a) for a in val] for val in vals]
     model = build_model(args.hidden, vals[0][0].shape[2], vals[0][1].shape[2])
     if args.init:
@@ -531,7 +669,10 @@ def main() -> int:
         best = sum(v0)
         print(f"train: start val {' '.join(f'{v:.4f}' for v in v0)}", flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    jobs = [(args.seed, r, args.clips_per_round, args.focus) for r in range(args.rounds)]
+    jobs = [
+        (args.seed, r, args.clips_per_round, args.focus, args.simulated)
+        for r in range(args.rounds)
+    ]
     # one round made ahead, no more: a round is ~0.6 GB, and a paused trainer must not let
     # the clip maker run on
     with get_context("fork").Pool(1) as pool:

@@ -5,7 +5,11 @@ The noise floor is the minimum of the band's lightly smoothed power over the las
 `floor_window_s` (sub-window minimum tracking): true pauses between turns reach it,
 harmonic valleys and reverberant tails inside a turn do not. The window is long (6 s)
 because a floor that rises during a long stretch of continuous speech reads a clean
-room as a noisy one, and every stage that then acts distorts the talker. Speech is the
+room as a noisy one, and every stage that then acts distorts the talker. For the same
+reason, once the floor has seen a whole window it may rise only `floor_rise_db_per_s`
+(it falls at once): talk that goes on past the window without a pause (two or three
+people overlapping in a live room) would otherwise become the floor the moment the last
+pause leaves the window. A room whose noise really rises is followed at that rate. Speech is the
 mean excess over the floor in frames more than 6 dB above it, over ~2 s. Frames of
 digital silence are skipped. The depth is 1
 at or below `noisy_snr_db`, 0 at or above `clean_snr_db`, linear in dB between.
@@ -29,8 +33,16 @@ class BandSnr:
         start_depth: float = 0.0,
         settle_s: float = 6.0,
         silence_power: float = 0.0,
+        floor_rise_db_per_s: float | None = None,
     ) -> None:
         self._heard = False
+        #: once the floor has seen a whole window, it may rise only this fast (it falls at
+        #: once): a talker who has not paused for a window's length must not become the
+        #: floor (docs/dsp.md, "The room's floor")
+        self._rise = (
+            None if floor_rise_db_per_s is None else 10 ** (floor_rise_db_per_s * hop_s / 10)
+        )
+        self._floor = math.inf
         self._silence = silence_power
         self._onset_frames = round(0.128 / hop_s)
         self._seen = 0
@@ -64,6 +76,9 @@ class BandSnr:
             self._minima = [self._current_min, *self._minima[:-1]]
             self._current_min = self._smoothed
         noise = max(min(self._current_min, *self._minima), 1e-20)
+        if self._rise is not None and self._minima[-1] < math.inf:
+            noise = min(noise, self._floor * self._rise)
+        self._floor = noise
         self._heard = self._heard or p > 4.0 * noise
         if p > 4.0 * noise:
             d = self._decay

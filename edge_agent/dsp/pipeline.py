@@ -91,6 +91,7 @@ class ArrayPipeline:
         evidence: float = 0.15,
         dc_significance: tuple[float, float] | None = (4.0, 8.0),
         beamform_depth_from: float = 0.3,
+        floor_rise_db_per_s: float | None = 1.0,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -196,6 +197,7 @@ class ArrayPipeline:
             start_depth=start_depth,
             settle_s=settle_s,
             silence_power=self._quantum_power * (self._band.stop - self._band.start),
+            floor_rise_db_per_s=floor_rise_db_per_s,
         )
         # The high-pass and DC removal act where there is something to remove: what they
         # take from the reference mic is given back in proportion to 1 - the low band's own
@@ -206,6 +208,7 @@ class ArrayPipeline:
             clean_snr_db=clean_snr_db,
             noisy_snr_db=noisy_snr_db,
             silence_power=self._quantum_power * self._low_bins,
+            floor_rise_db_per_s=floor_rise_db_per_s,
         )
         self.depth = 1.0 if not adaptive_depth else self.room.depth
         self._depth_source = depth_source

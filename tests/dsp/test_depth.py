@@ -65,6 +65,50 @@ def test_the_floor_is_trusted_gradually_before_its_window_has_passed() -> None:
     assert run(early, talk(9.0, 0.0, rng)) == 1.0
 
 
+def steady_talk(seconds: float, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Talk that never pauses (two or three people overlapping in a live room): band powers
+    10^(snr/10) above noise of power 1, syllables within 3 dB, never down to the noise."""
+    frames = int(seconds / HOP_S)
+    t = np.arange(frames) * HOP_S
+    syllables = 1.0 + 0.5 * np.abs(np.sin(2 * np.pi * 2.0 * t + rng.uniform(0, 6)))
+    return 1.0 + 10 ** (snr_db / 10) * syllables * rng.uniform(0.9, 1.1, frames)
+
+
+def test_talk_that_outlasts_the_window_does_not_become_the_floor() -> None:
+    """A clean room (30 dB) where the talk, once started, does not pause for longer than
+    the floor's 6 s window: the last pause leaves the window, and a floor free to rise
+    jumps to the talk's own level and reads the room as 0 dB (in the bench, a 30 dB room
+    lost 2.6 dB SI-SDR that way). Rising at 1 dB/s, it still reads the room as clean."""
+    rng = np.random.default_rng(5)
+    powers = np.concatenate([talk(4.0, 30.0, rng), steady_talk(12.0, 30.0, rng)])
+    limited = BandSnr(hop_s=HOP_S, floor_rise_db_per_s=1.0)
+    assert run(limited, powers) == 0.0
+    assert limited.snr_db > 20.0
+    free = BandSnr(hop_s=HOP_S)
+    assert run(free, powers) == 1.0  # the failure it prevents
+
+
+def test_a_room_whose_noise_rises_is_followed_at_the_limited_rate() -> None:
+    """After the window, the noise steps up by 25 dB (a fan switched on) under the same
+    talk: a 30 dB room becomes a 5 dB one. The floor follows at 1 dB/s, so the depth is
+    still 0 after 8 s and full within 35 s; when the fan stops, the floor falls at once."""
+    rng = np.random.default_rng(6)
+    band = BandSnr(hop_s=HOP_S, noisy_snr_db=12.0, floor_rise_db_per_s=1.0)
+    run(band, talk(8.0, 30.0, rng))
+    fan = talk(40.0, 5.0, rng) * 10**2.5
+    assert run(band, fan[: int(8.0 / HOP_S)]) == 0.0
+    assert run(band, fan[int(8.0 / HOP_S) : int(35.0 / HOP_S)]) == 1.0
+    assert run(band, fan[int(35.0 / HOP_S) :]) == 1.0
+    assert run(band, talk(3.0, 30.0, rng)) == 0.0
+
+
+def test_the_pipeline_limits_its_floors_rise() -> None:
+    stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    rng = np.random.default_rng(5)
+    powers = np.concatenate([talk(4.0, 30.0, rng), steady_talk(12.0, 30.0, rng)])
+    assert run(stage.room, powers) == 0.0
+
+
 def test_a_dc_offset_is_removed_and_a_clean_rooms_low_end_kept() -> None:
     """Every mic 2000 LSB off zero in a 30 dB room: the output has no offset, and after
     the start-up it is as close to the talker as the raw mic without its offset."""
