@@ -2,7 +2,10 @@
 
 Runs exactly the pipeline the unit runs, fed block by block, and writes 16 kHz mono
 int16 the same length as the input and time-aligned with it (the pipeline's latency
-is trimmed at the start and flushed out at the end).
+is trimmed at the start and flushed out at the end). The input may be any WAV a recorder
+writes (integer or float samples, plain or extensible header); a file at another rate is
+resampled to 16 kHz first (so the output is as long as the input in time), and a file
+holding only the array's mics is placed on its mic channels. Each is said on stderr.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.dsp.arrays import DEFAULT_ARRAY, available_arrays, load_array
+from edge_agent.dsp.arrays import DEFAULT_ARRAY, ArrayGeometry, available_arrays, load_array
 
 SAMPLE_RATE = 16000
 # The output does not depend on the block size (tests/dsp checks it bit for bit); whole
@@ -35,11 +38,70 @@ def process_array(samples: np.ndarray, array: str | None = None, block: int = BL
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"{path}: {8 * w.getsampwidth()}-bit samples; expected 16-bit PCM")
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        return data.reshape(-1, w.getnchannels()).astype(np.int16), w.getframerate()
+    """(n, channels) int16 and the rate, from a WAV as recording tools write it: 8, 16, 24
+    or 32-bit integer PCM or 32/64-bit float, plain or WAVE_FORMAT_EXTENSIBLE (sox and
+    many recorders write that for more than two channels). 16-bit samples come back
+    untouched; others are scaled to 16 bits and rounded (float clipped to full scale)."""
+    import warnings
+
+    from scipy.io import wavfile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", wavfile.WavFileWarning)  # LIST/INFO chunks and such
+        try:
+            rate, data = wavfile.read(str(path))
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a WAV file this can read ({exc})") from exc
+    data = data[:, None] if data.ndim == 1 else data
+    if data.dtype == np.int16:
+        return data, rate
+    if data.dtype == np.uint8:  # 8-bit WAV is unsigned
+        return ((data.astype(np.int16) - 128) << 8).astype(np.int16), rate
+    if data.dtype == np.int32:  # 24-bit comes left-justified in int32, like 32-bit
+        scaled = np.round(data / 65536.0)
+    elif data.dtype.kind == "f":
+        scaled = np.round(data.astype(np.float64) * 32768.0)
+    else:
+        raise ValueError(f"{path}: {data.dtype} samples; expected PCM or float")
+    return np.clip(scaled, -32768, 32767).astype(np.int16), rate
+
+
+def to_capture_layout(
+    samples: np.ndarray, rate: int, geometry: ArrayGeometry
+) -> tuple[np.ndarray, list[str]]:
+    """Fit a recording to what the front end takes: the array's capture channels at
+    16 kHz. A file holding only the array's mics (the USB array's four raw mics without
+    its processed and playback channels) is placed on the mic channels; another rate is
+    resampled (polyphase, linear phase, so the output stays time-aligned). Returns the
+    samples and what was done, for the user; raises ValueError where it cannot fit."""
+    notes = []
+    channels = samples.shape[1]
+    if channels != geometry.capture_channels:
+        if channels != len(geometry.mic_channels):
+            raise ValueError(
+                f"has {channels} channels but array {geometry.name!r} captures "
+                f"{geometry.capture_channels} (mics on channels {list(geometry.mic_channels)}); "
+                "pass the matching --array or record all capture channels"
+            )
+        full = np.zeros((samples.shape[0], geometry.capture_channels), np.int16)
+        full[:, list(geometry.mic_channels)] = samples
+        samples = full
+        notes.append(
+            f"{channels} channels taken as the array's mics (capture channels "
+            f"{list(geometry.mic_channels)})"
+        )
+    if rate != SAMPLE_RATE:
+        if rate < 8000 or rate > 384000:
+            raise ValueError(f"is {rate} Hz; the front end runs at {SAMPLE_RATE} Hz")
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(SAMPLE_RATE, rate)
+        resampled = resample_poly(samples.astype(np.float64), SAMPLE_RATE // g, rate // g, axis=0)
+        samples = np.clip(np.round(resampled), -32768, 32767).astype(np.int16)
+        notes.append(f"resampled from {rate} Hz to {SAMPLE_RATE} Hz")
+    return samples, notes
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
@@ -56,7 +118,10 @@ def main(argv: list[str]) -> int:
         description="Run the unit's mic-array front end on a multichannel WAV; write 16 kHz mono.",
     )
     parser.add_argument(
-        "input", type=Path, help="multichannel 16-bit WAV, one channel per capture channel"
+        "input",
+        type=Path,
+        help="multichannel WAV (integer PCM or float, any rate: resampled to 16 kHz), one "
+        "channel per capture channel, or one per mic",
     )
     parser.add_argument("output", type=Path, help="16 kHz mono 16-bit WAV to write")
     parser.add_argument(
@@ -68,24 +133,16 @@ def main(argv: list[str]) -> int:
     try:
         geometry = load_array(args.array)
         samples, rate = read_wav(args.input)
-    except (OSError, ValueError, wave.Error) as exc:
+    except (OSError, ValueError) as exc:
         print(f"process: {exc}", file=sys.stderr)
         return 2
-    if samples.shape[1] != geometry.capture_channels:
-        print(
-            f"process: {args.input} has {samples.shape[1]} channels "
-            f"but array {args.array!r} captures "
-            f"{geometry.capture_channels} (mics on channels {list(geometry.mic_channels)}); "
-            "pass the matching --array or record all capture channels",
-            file=sys.stderr,
-        )
+    try:
+        samples, notes = to_capture_layout(samples, rate, geometry)
+    except ValueError as exc:
+        print(f"process: {args.input} {exc}", file=sys.stderr)
         return 2
-    if rate != SAMPLE_RATE:
-        print(
-            f"process: {args.input} is {rate} Hz; the front end runs at {SAMPLE_RATE} Hz",
-            file=sys.stderr,
-        )
-        return 2
+    for note in notes:
+        print(f"process: {args.input}: {note}", file=sys.stderr)
     write_wav(args.output, process_array(samples, args.array))
     return 0
 

@@ -39,13 +39,109 @@ def test_channel_count_mismatch_is_a_clear_error(tmp_path, capsys) -> None:
     assert not (tmp_path / "out.wav").exists()
 
 
-def test_unknown_array_and_wrong_rate_are_errors(tmp_path, capsys) -> None:
+def test_unknown_array_and_an_impossible_rate_are_errors(tmp_path, capsys) -> None:
     src = tmp_path / "in.wav"
     write_multichannel(src, np.zeros((1600, 4), np.int16), rate=48000)
     assert main([str(src), str(tmp_path / "o.wav"), "--array", "nope"]) == 2
     assert "unknown mic array" in capsys.readouterr().err
+    write_multichannel(src, np.zeros((1600, 4), np.int16), rate=4000)
     assert main([str(src), str(tmp_path / "o.wav")]) == 2
-    assert "48000 Hz" in capsys.readouterr().err
+    assert "4000 Hz" in capsys.readouterr().err
+    (tmp_path / "text.wav").write_text("not audio")
+    assert main([str(tmp_path / "text.wav"), str(tmp_path / "o.wav")]) == 2
+    assert "not a WAV file" in capsys.readouterr().err
+    assert not (tmp_path / "o.wav").exists()
+
+
+def _processed(tmp_path, src) -> np.ndarray:
+    dst = tmp_path / "out.wav"
+    assert main([str(src), str(dst)]) == 0
+    out, rate = read_wav(dst)
+    assert rate == FS
+    return out[:, 0]
+
+
+def _wav(fmt: int, channels: int, rate: int, bits: int, payload: bytes) -> bytes:
+    """A WAV file by hand: `fmt` 1 (PCM), 3 (float) or 0xFFFE (extensible, as sox writes
+    for more than two channels, with the PCM subformat GUID)."""
+    import struct
+
+    align = channels * bits // 8
+    body = struct.pack("<HHIIHH", fmt, channels, rate, rate * align, align, bits)
+    if fmt == 0xFFFE:
+        guid = struct.pack("<IHH", 1, 0x0000, 0x0010) + bytes.fromhex("800000aa00389b71")
+        body += struct.pack("<HHI", 22, bits, (1 << channels) - 1) + guid
+    chunks = b"fmt " + struct.pack("<I", len(body)) + body
+    chunks += b"data" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+def test_the_wavs_recorders_write_are_read_as_the_same_samples(tmp_path) -> None:
+    """sox's extensible header, 24-bit and 32-bit float files: the same 16-bit samples
+    in, so the same output, bit for bit, as the plain 16-bit file."""
+    mix, _ = array_scene(seconds=1.0)
+    plain = tmp_path / "plain.wav"
+    write_multichannel(plain, mix)
+    reference = _processed(tmp_path, plain)
+    as_int = mix.astype(np.int32)
+    variants = {
+        "extensible": _wav(0xFFFE, 4, FS, 16, mix.astype("<i2").tobytes()),
+        "24-bit": _wav(
+            1,
+            4,
+            FS,
+            24,
+            b"".join(int(v << 8).to_bytes(3, "little", signed=True) for v in as_int.ravel()),
+        ),
+        "float": _wav(3, 4, FS, 32, (mix / 32768.0).astype("<f4").tobytes()),
+    }
+    for name, data in variants.items():
+        src = tmp_path / f"{name}.wav"
+        src.write_bytes(data)
+        samples, rate = read_wav(src)
+        assert rate == FS and np.array_equal(samples, mix), name
+        assert np.array_equal(_processed(tmp_path, src), reference), name
+
+
+def test_a_48k_recording_is_resampled_and_stays_aligned(tmp_path, capsys) -> None:
+    from scipy.signal import resample_poly
+
+    mix, clean = array_scene(seconds=2.0)
+    up = np.clip(np.round(resample_poly(mix.astype(float), 3, 1, axis=0)), -32768, 32767)
+    src = tmp_path / "48k.wav"
+    write_multichannel(src, up.astype(np.int16), rate=48000)
+    y = _processed(tmp_path, src).astype(np.float64)
+    assert "resampled from 48000 Hz" in capsys.readouterr().err
+    assert y.size == mix.shape[0]
+    lags = [float(np.dot(np.roll(y, -k)[FS:], clean[FS:])) for k in range(-40, 41)]
+    assert int(np.argmax(lags)) - 40 == 0
+    direct = _processed(tmp_path, _write(tmp_path / "16k.wav", mix)).astype(np.float64)
+    err = y[FS:] - direct[FS:]
+    assert 10 * np.log10((direct[FS:] ** 2).sum() / (err**2).sum()) > 25  # same audio
+
+
+def _write(path, samples, rate=FS):
+    write_multichannel(path, samples, rate)
+    return path
+
+
+def test_a_file_of_only_the_mics_is_placed_on_the_mic_channels(tmp_path, capsys) -> None:
+    """The USB array captures six channels (processed, four mics, playback); a file of
+    its four raw mics is taken as those mics."""
+    mix, _ = array_scene(seconds=1.0)
+    six = np.zeros((mix.shape[0], 6), np.int16)
+    six[:, 1:5] = mix
+    dst6, dst4 = tmp_path / "o6.wav", tmp_path / "o4.wav"
+    assert (
+        main([str(_write(tmp_path / "six.wav", six)), str(dst6), "--array", "respeaker-usb-v2"])
+        == 0
+    )
+    assert (
+        main([str(_write(tmp_path / "four.wav", mix)), str(dst4), "--array", "respeaker-usb-v2"])
+        == 0
+    )
+    assert "4 channels taken as the array's mics" in capsys.readouterr().err
+    assert np.array_equal(read_wav(dst6)[0], read_wav(dst4)[0])
 
 
 def test_write_wav_roundtrip(tmp_path) -> None:
