@@ -91,17 +91,25 @@ def to_capture_layout(
             f"{list(geometry.mic_channels)})"
         )
     if rate != SAMPLE_RATE:
-        if rate < 8000 or rate > 384000:
-            raise ValueError(f"is {rate} Hz; the front end runs at {SAMPLE_RATE} Hz")
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(SAMPLE_RATE, rate)
-        resampled = resample_poly(samples.astype(np.float64), SAMPLE_RATE // g, rate // g, axis=0)
-        samples = np.clip(np.round(resampled), -32768, 32767).astype(np.int16)
+        samples = to_16k(samples, rate)
         notes.append(f"resampled from {rate} Hz to {SAMPLE_RATE} Hz")
     return samples, notes
+
+
+def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    """(n, channels) int16 at `rate` -> int16 at 16 kHz: a linear-phase polyphase filter
+    (scipy's resample_poly), so the result stays time-aligned with the input."""
+    if rate == SAMPLE_RATE:
+        return samples
+    if rate < 8000 or rate > 384000:
+        raise ValueError(f"is {rate} Hz; the front end runs at {SAMPLE_RATE} Hz")
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(SAMPLE_RATE, rate)
+    resampled = resample_poly(samples.astype(np.float64), SAMPLE_RATE // g, rate // g, axis=0)
+    return np.clip(np.round(resampled), -32768, 32767).astype(np.int16)
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
