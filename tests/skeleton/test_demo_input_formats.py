@@ -40,3 +40,21 @@ def test_a_48k_24_bit_extensible_wav_plays_through_the_demo(tmp_path) -> None:
     inner = slice(1600, len(got) - 1600)
     err = got[inner] - speech[inner]
     assert 10 * np.log10((speech[inner] ** 2).sum() / (err**2).sum()) > 30
+
+
+def test_a_mono_recording_runs_with_the_reference_mic_passed(tmp_path) -> None:
+    """One channel is no array: the demo says so and passes it untouched (as --dsp off)
+    rather than starting a unit whose front end cannot run (it used to restart the agent
+    until it gave up)."""
+    from support import write_wav
+
+    speech = recorded_speech(3)
+    src = tmp_path / "mono.wav"
+    write_wav(src, speech[:, None])
+    rec = tmp_path / "rec"
+    r = run_demo(["--headless", "--seconds", "3", "--codec", "pcm", "--input", str(src),
+                  "--record-dir", str(rec), "--no-puck"], timeout=180)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "one input channel" in r.stdout + r.stderr
+    got = read_wav(rec / "scribe.wav")[:, 0]
+    assert np.array_equal(got, speech[: len(got)]) and len(got) == 3 * 16000
