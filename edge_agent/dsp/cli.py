@@ -59,8 +59,9 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         return ((data.astype(np.int16) - 128) << 8).astype(np.int16), rate
     if data.dtype == np.int32:  # 24-bit comes left-justified in int32, like 32-bit
         scaled = np.round(data / 65536.0)
-    elif data.dtype.kind == "f":
-        scaled = np.round(data.astype(np.float64) * 32768.0)
+    elif data.dtype.kind == "f":  # NaN (a broken writer) is silence, not full scale
+        finite = np.nan_to_num(data.astype(np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
+        scaled = np.round(finite * 32768.0)
     else:
         raise ValueError(f"{path}: {data.dtype} samples; expected PCM or float")
     return np.clip(scaled, -32768, 32767).astype(np.int16), rate

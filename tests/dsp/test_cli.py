@@ -149,3 +149,16 @@ def test_write_wav_roundtrip(tmp_path) -> None:
     write_wav(tmp_path / "m.wav", x)
     y, rate = read_wav(tmp_path / "m.wav")
     assert rate == FS and np.array_equal(y[:, 0], x)
+
+
+def test_broken_float_samples_are_silence_or_full_scale(tmp_path) -> None:
+    """NaN from a broken writer reads as silence, infinities and beyond-full-scale floats
+    as full scale; the file still processes."""
+    x = np.zeros((1600, 4), np.float32)
+    x[100:200], x[300:400], x[500:600], x[700] = np.nan, np.inf, -4.0, 0.5
+    src = tmp_path / "broken.wav"
+    src.write_bytes(_wav(3, 4, FS, 32, x.astype("<f4").tobytes()))
+    samples, _ = read_wav(src)
+    assert (samples[100:200] == 0).all() and (samples[300:400] == 32767).all()
+    assert (samples[500:600] == -32768).all() and (samples[700] == 16384).all()
+    assert _processed(tmp_path, src).size == 1600
