@@ -283,6 +283,24 @@ def place(
     return best
 
 
+def hybrid_room(dims: np.ndarray, rt60: float, *, air_absorption: bool = True, n_rays: int = 3000):
+    """A shoebox room of this RT60 (Sabine), simulated by pyroomacoustics' hybrid model:
+    image sources to order 3, ray tracing for the tail."""
+    import pyroomacoustics as pra
+
+    e_abs, _ = pra.inverse_sabine(rt60, dims)
+    room = pra.ShoeBox(
+        dims,
+        fs=FS,
+        materials=pra.Material(e_abs),
+        max_order=3,
+        ray_tracing=True,
+        air_absorption=air_absorption,
+    )
+    room.set_ray_tracing(receiver_radius=0.1, n_rays=n_rays)
+    return room
+
+
 # -- scenes ------------------------------------------------------------------------------
 def _conversation(
     n: int, rng: np.random.Generator, next_utterance, talkers: int, relative: bool
@@ -404,16 +422,7 @@ def build_scene(
         noise_info.append({"kind": kind, "level_db": round(float(level_db), 1)})
         sources.append((p, sig * 10 ** (level_db / 20), False))
 
-    e_abs, _ = pra.inverse_sabine(rt60, dims)
-    room = pra.ShoeBox(
-        dims,
-        fs=FS,
-        materials=pra.Material(e_abs),
-        max_order=3,
-        ray_tracing=True,
-        air_absorption=True,
-    )
-    room.set_ray_tracing(receiver_radius=0.1, n_rays=3000)
+    room = hybrid_room(dims, rt60)
     for p, sig, _ in sources:
         room.add_source(np.clip(p, 0.05, dims - 0.05), signal=sig)
     room.add_microphone_array(mics)

@@ -205,7 +205,7 @@ def simulated_room(index: int) -> list[np.ndarray]:
     ROOM_NOISES noise positions (anywhere: floor to ceiling, by the walls, far or near),
     each cut where its tail has died. Seeded by `index` alone (TUNE seed family)."""
     import pyroomacoustics as pra
-    from bench_dsp_scenes import place
+    from bench_dsp_scenes import hybrid_room, place
 
     rng = np.random.default_rng([*TRAIN_SEED, 31, index])
     dims = np.array([rng.uniform(2.2, 7.0), rng.uniform(2.2, 7.0), rng.uniform(2.3, 3.4)])
@@ -227,19 +227,16 @@ def simulated_room(index: int) -> list[np.ndarray]:
     ]
     while True:
         try:
-            e_abs, _ = pra.inverse_sabine(rt60, dims)
+            pra.inverse_sabine(rt60, dims)
             break
         except ValueError:  # too dead a room for its size: make it livelier
             rt60 *= 1.15
-    room = pra.ShoeBox(
+    room = hybrid_room(
         dims,
-        fs=FS,
-        materials=pra.Material(e_abs),
-        max_order=3,
-        ray_tracing=True,
+        rt60,
         air_absorption=bool(rng.random() < 0.7),
+        n_rays=int(rng.integers(2000, 5000)),
     )
-    room.set_ray_tracing(receiver_radius=0.1, n_rays=int(rng.integers(2000, 5000)))
     for pos in talkers + noises:
         room.add_source(np.clip(pos, 0.05, dims - 0.05))
     room.add_microphone_array(mic[:, None])
