@@ -38,7 +38,7 @@ class BandSnr:
         self._heard = False
         #: once the floor has seen a whole window, it may rise only this fast (it falls at
         #: once): a talker who has not paused for a window's length must not become the
-        #: floor (docs/dsp.md, "The room's floor")
+        #: floor (docs/dsp.md, "How fast the floor may rise")
         self._rise = (
             None if floor_rise_db_per_s is None else 10 ** (floor_rise_db_per_s * hop_s / 10)
         )
