@@ -109,8 +109,12 @@ def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
     g = gcd(SAMPLE_RATE, rate)
-    resampled = resample_poly(samples.astype(np.float64), SAMPLE_RATE // g, rate // g, axis=0)
-    return np.clip(np.round(resampled), -32768, 32767).astype(np.int16)
+    up, down = SAMPLE_RATE // g, rate // g
+    out = np.empty((-(-samples.shape[0] * up // down), samples.shape[1]), np.int16)
+    for c in range(samples.shape[1]):  # a channel at a time, in float32: an hour at 48 kHz
+        resampled = resample_poly(samples[:, c].astype(np.float32), up, down)  # stays small
+        out[:, c] = np.clip(np.round(resampled), -32768, 32767)
+    return out
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
