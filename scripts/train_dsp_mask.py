@@ -225,18 +225,13 @@ def simulated_room(index: int) -> list[np.ndarray]:
         place(rng, dims, mic, (0.3, 8.0), (0.1, dims[2] - 0.1), margin=0.1)
         for _ in range(ROOM_NOISES)
     ]
+    air, rays = bool(rng.random() < 0.7), int(rng.integers(2000, 5000))
     while True:
         try:
-            pra.inverse_sabine(rt60, dims)
+            room = hybrid_room(dims, rt60, air_absorption=air, n_rays=rays)
             break
         except ValueError:  # too dead a room for its size: make it livelier
             rt60 *= 1.15
-    room = hybrid_room(
-        dims,
-        rt60,
-        air_absorption=bool(rng.random() < 0.7),
-        n_rays=int(rng.integers(2000, 5000)),
-    )
     for pos in talkers + noises:
         room.add_source(np.clip(pos, 0.05, dims - 0.05))
     room.add_microphone_array(mic[:, None])
@@ -275,15 +270,18 @@ class RirBank:
         """(talker response, noise response) makers for one room drawn at random: each
         call gives another of its positions (distances are the room's own)."""
         r = int(rng.integers(self.count))
-        talkers = list(rng.permutation(ROOM_TALKERS))
-        noises = list(ROOM_TALKERS + rng.permutation(ROOM_NOISES))
 
-        def take(order: list, _distance: tuple[float, float]) -> np.ndarray:
-            source = int(order.pop(0))
-            order.append(source)
-            return self.response(r, source)
+        def cycle(order: list):
+            def respond(_distance: tuple[float, float]) -> np.ndarray:
+                order.append(order.pop(0))
+                return self.response(r, int(order[-1]))
 
-        return (lambda d: take(talkers, d)), (lambda d: take(noises, d))
+            return respond
+
+        return (
+            cycle(list(rng.permutation(ROOM_TALKERS))),
+            cycle(list(ROOM_TALKERS + rng.permutation(ROOM_NOISES))),
+        )
 
 
 def convolve(x: np.ndarray, h: np.ndarray, n: int) -> np.ndarray:

@@ -9,10 +9,10 @@ room as a noisy one, and every stage that then acts distorts the talker. For the
 reason, once the floor has seen a whole window it may rise only `floor_rise_db_per_s`
 (it falls at once): talk that goes on past the window without a pause (two or three
 people overlapping in a live room) would otherwise become the floor the moment the last
-pause leaves the window. A room whose noise really rises is followed at that rate. Speech is the
-mean excess over the floor in frames more than 6 dB above it, over ~2 s. Frames of
-digital silence are skipped. The depth is 1
-at or below `noisy_snr_db`, 0 at or above `clean_snr_db`, linear in dB between.
+pause leaves the window. A room whose noise really rises is followed at that rate.
+Speech is the mean excess over the floor in frames more than 6 dB above it, over ~2 s.
+Frames of digital silence are skipped. The depth is 1 at or below `noisy_snr_db`, 0 at
+or above `clean_snr_db`, linear in dB between.
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ from conftest import FS, array_scene
 from edge_agent.dsp.cli import main, read_wav, write_wav
 
 
-def write_multichannel(path, samples: np.ndarray, rate: int = FS) -> None:
+def write_multichannel(path, samples: np.ndarray, rate: int = FS):
     with wave.open(str(path), "wb") as w:
         w.setnchannels(samples.shape[1])
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(samples.astype("<i2").tobytes())
+    return path
 
 
 def test_process_writes_aligned_16k_mono_of_the_same_length(tmp_path) -> None:
@@ -115,14 +116,9 @@ def test_a_48k_recording_is_resampled_and_stays_aligned(tmp_path, capsys) -> Non
     assert y.size == mix.shape[0]
     lags = [float(np.dot(np.roll(y, -k)[FS:], clean[FS:])) for k in range(-40, 41)]
     assert int(np.argmax(lags)) - 40 == 0
-    direct = _processed(tmp_path, _write(tmp_path / "16k.wav", mix)).astype(np.float64)
+    direct = _processed(tmp_path, write_multichannel(tmp_path / "16k.wav", mix)).astype(np.float64)
     err = y[FS:] - direct[FS:]
     assert 10 * np.log10((direct[FS:] ** 2).sum() / (err**2).sum()) > 25  # same audio
-
-
-def _write(path, samples, rate=FS):
-    write_multichannel(path, samples, rate)
-    return path
 
 
 def test_a_file_of_only_the_mics_is_placed_on_the_mic_channels(tmp_path, capsys) -> None:
@@ -132,14 +128,9 @@ def test_a_file_of_only_the_mics_is_placed_on_the_mic_channels(tmp_path, capsys)
     six = np.zeros((mix.shape[0], 6), np.int16)
     six[:, 1:5] = mix
     dst6, dst4 = tmp_path / "o6.wav", tmp_path / "o4.wav"
-    assert (
-        main([str(_write(tmp_path / "six.wav", six)), str(dst6), "--array", "respeaker-usb-v2"])
-        == 0
-    )
-    assert (
-        main([str(_write(tmp_path / "four.wav", mix)), str(dst4), "--array", "respeaker-usb-v2"])
-        == 0
-    )
+    usb = ["--array", "respeaker-usb-v2"]
+    assert main([str(write_multichannel(tmp_path / "six.wav", six)), str(dst6), *usb]) == 0
+    assert main([str(write_multichannel(tmp_path / "four.wav", mix)), str(dst4), *usb]) == 0
     assert "4 channels taken as the array's mics" in capsys.readouterr().err
     assert np.array_equal(read_wav(dst6)[0], read_wav(dst4)[0])
 
