@@ -238,7 +238,35 @@ def cost(minutes: float = 10.0) -> dict:
     y = np.concatenate([stage.process(x[j : j + 160]) for j in range(0, FS, 160)] + [stage.flush()])
     out["impulse_ms"] = (int(np.argmax(np.abs(y))) - FS // 2) / FS * 1000
     out["frame_ms"] = 1000 * (stage.latency_samples + stage.hop) / FS
+    out.update(_command_cost(long, audio_s))
     return out
+
+
+def _command_cost(long: np.ndarray, audio_s: float) -> dict:
+    """The whole `python -m edge_agent process` on that audio as a 16 kHz WAV: the child's
+    CPU (user + system: Python's start, reading, the pipeline, writing) and peak RSS, from
+    its own rusage (wait4)."""
+    import subprocess
+    import tempfile
+    import wave
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.wav"
+        with wave.open(str(src), "wb") as w:
+            w.setnchannels(long.shape[1])
+            w.setsampwidth(2)
+            w.setframerate(FS)
+            w.writeframes(long.astype("<i2").tobytes())
+        child = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "process", str(src), str(Path(tmp) / "o.wav"),
+             "--array", ARRAY]
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode:
+            raise RuntimeError(f"process exited with {child.returncode}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"rtf_command": cpu / audio_s, "command_rss_mb": usage.ru_maxrss / 1e3}
 
 
 def _state_bytes(obj, seen: set | None = None) -> int:
@@ -365,6 +393,10 @@ def render(
                 f"memory {costs['peak_mb_one_call']:.0f} MB (the mono int16 output alone is "
                 f"{costs['output_mb']:.0f} MB); in 40 ms blocks: real-time factor "
                 f"{costs['rtf_40ms']:.4f}; state between calls {costs['state_kb']:.0f} kB. "
+                f"The whole command (`python -m edge_agent process` on that audio as a WAV, "
+                f"Python's start, reading and writing included): real-time factor "
+                f"{costs['rtf_command']:.4f} in CPU time, peak resident memory "
+                f"{costs['command_rss_mb']:.0f} MB. "
                 f"Latency: an impulse comes out {costs['impulse_ms']:.0f} ms late; with the hop a "
                 f"live caller waits for, {costs['frame_ms']:.0f} ms algorithmic latency."
             ),
