@@ -242,31 +242,41 @@ def cost(minutes: float = 10.0) -> dict:
     return out
 
 
+#: the command's own code with its peak memory: VmHWM belongs to the process's memory since
+#: its exec (ru_maxrss would also count the bench's own memory, inherited across the fork)
+_COMMAND = (
+    "import sys\nfrom edge_agent.dsp.cli import main\nrc = main(sys.argv[2:])\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+    "open(sys.argv[1], 'w').write(hwm)\nsys.exit(rc)"
+)
+
+
 def _command_cost(long: np.ndarray, audio_s: float) -> dict:
-    """The whole `python -m edge_agent process` on that audio as a 16 kHz WAV: the child's
-    CPU (user + system: Python's start, reading, the pipeline, writing) and peak RSS, from
-    its own rusage (wait4)."""
+    """`python -m edge_agent process`'s work on that audio as a 16 kHz WAV, in a process of
+    its own: CPU (user + system: Python's start, the imports, reading, the pipeline,
+    writing) from its rusage, and its peak resident memory."""
     import subprocess
     import tempfile
     import wave
 
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "in.wav"
+        src, hwm = Path(tmp) / "in.wav", Path(tmp) / "hwm"
         with wave.open(str(src), "wb") as w:
             w.setnchannels(long.shape[1])
             w.setsampwidth(2)
             w.setframerate(FS)
             w.writeframes(long.astype("<i2").tobytes())
         child = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "process", str(src), str(Path(tmp) / "o.wav"),
+            [sys.executable, "-c", _COMMAND, str(hwm), str(src), str(Path(tmp) / "o.wav"),
              "--array", ARRAY]
         )
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode:
             raise RuntimeError(f"process exited with {child.returncode}")
+        peak_kb = int(hwm.read_text())
     cpu = usage.ru_utime + usage.ru_stime
-    return {"rtf_command": cpu / audio_s, "command_rss_mb": usage.ru_maxrss / 1e3}
+    return {"rtf_command": cpu / audio_s, "command_rss_mb": peak_kb / 1e3}
 
 
 def _state_bytes(obj, seen: set | None = None) -> int:

@@ -79,3 +79,20 @@ def test_installed_agent_streams_through_the_demo_with_its_puck(installed, tmp_p
     assert np.array_equal(got.reshape(-1), audio[:, 0])
     events = [json.loads(x) for x in (rec / "events.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events if e.get("type") == "event" and e["kind"] == "cue"] == ["cue"]
+
+
+def test_installed_process_reads_a_48k_float_recording_from_another_folder(installed, tmp_path):
+    """`python -m edge_agent process` as installed (its scipy from the unit's extras): a
+    4-channel 48 kHz float WAV, resampled, processed, 16 kHz mono out."""
+    from scipy.io import wavfile
+
+    _, python = installed
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((48000, 4)) * 0.05).astype(np.float32)
+    wavfile.write(tmp_path / "in.wav", 48000, x)
+    proc = subprocess.run([str(python), "-m", "edge_agent", "process", "in.wav", "out.wav"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "resampled from 48000 Hz" in proc.stderr
+    with wave.open(str(tmp_path / "out.wav")) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getnframes()) == (16000, 1, 16000)
