@@ -196,6 +196,13 @@ class WienerBeamformer:
         if not alive.any():
             return
         ref = self._reference if alive[self._reference] else int(np.flatnonzero(alive)[0])
+        if self.depth <= 0.0 and self._caller_presence:
+            # nothing to solve: at depth 0 the weights are the (live) reference mic, as the
+            # trust below would make them, and the caller's mask needs no spatial statistics
+            w = np.zeros((self.bins, self.mics), complex)
+            w[:, ref] = 1.0
+            self._set_weights(w)
+            return
         mask = np.outer(alive, alive)
         noise = self._noise_cov * mask
         noisy = self._noisy_cov * mask
@@ -235,10 +242,7 @@ class WienerBeamformer:
         if (trust < 1.0).any():
             w *= trust[:, None]
             w[:, ref] += 1.0 - trust
-        self.weights = w
-        self._weights_conj = w.conj()
-        self._passes_reference = bool(np.array_equal(w, self._e_ref))
-        self._solved += 1
+        self._set_weights(w)
         if self._caller_presence:
             return  # the caller's mask decides which frames are noise: no spatial SPP
         # statistics of the multichannel SPP (Souden et al. 2010) for the next group
@@ -246,6 +250,12 @@ class WienerBeamformer:
         phi = inv @ speech
         self._mc_xi = np.clip(np.einsum("kmm->k", phi).real, 1e-3, 1e4)
         self._mc_a = phi @ inv
+
+    def _set_weights(self, w: np.ndarray) -> None:
+        self.weights = w
+        self._weights_conj = w.conj()
+        self._passes_reference = bool(np.array_equal(w, self._e_ref))
+        self._solved += 1
 
     def _spatial_presence(self, x: np.ndarray) -> np.ndarray:
         """Multichannel SPP of frames (T, K, M) from the last solve's spatial statistics."""

@@ -49,6 +49,7 @@ class BandSnr:
         self._settle_frames = settle_s / hop_s
         self._subwindow = max(1, round(0.5 / hop_s))
         self._minima = [math.inf] * max(1, round(floor_window_s / 0.5))  # sub-windows of 0.5 s
+        self._lowest = math.inf  # min(self._minima): they change once a sub-window
         self._current_min = math.inf
         self._smoothed = 0.0
         self._frames = 0
@@ -74,8 +75,9 @@ class BandSnr:
         self._current_min = min(self._current_min, self._smoothed)
         if self._frames % self._subwindow == 0:
             self._minima = [self._current_min, *self._minima[:-1]]
+            self._lowest = min(self._minima)
             self._current_min = self._smoothed
-        noise = max(min(self._current_min, *self._minima), 1e-20)
+        noise = max(min(self._current_min, self._lowest), 1e-20)
         if self._rise is not None and self._minima[-1] < math.inf:
             noise = min(noise, self._floor * self._rise)
         self._floor = noise

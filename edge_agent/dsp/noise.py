@@ -111,6 +111,11 @@ class PostFilter:
         #: the gain floor (linear); the pipeline raises it toward 1 in clean rooms
         self.floor = 10 ** (gain_floor_db / 20)
         self._alpha = alpha_dd
+        # the a-priori SNR divided by alpha: xi / alpha = |S_prev|^2 / noise
+        # + (1 - alpha) / alpha max(|Y|^2 / noise - 1, 0), and the gain
+        # xi / (1 + xi) = (xi / alpha) / (1 / alpha + xi / alpha): alpha drops out of the
+        # recursion (this runs once per frame; every numpy call counts)
+        self._posterior_weight = (1.0 - alpha_dd) / alpha_dd
         self._previous_speech = np.zeros(bins)
 
     def gain(
@@ -118,15 +123,15 @@ class PostFilter:
     ) -> np.ndarray:
         """Wiener gain per bin for one frame (written into `out` if given)."""
         posterior = power / noise_psd
-        g = np.divide(self._previous_speech, noise_psd, out=out)
-        g *= self._alpha
         posterior -= 1.0
         np.maximum(posterior, 0.0, out=posterior)
-        posterior *= 1.0 - self._alpha
-        g += posterior  # the decision-directed a-priori SNR
-        np.add(g, 1.0, out=posterior)  # reuse the buffer: 1 + a-priori SNR
+        posterior *= self._posterior_weight
+        g = np.divide(self._previous_speech, noise_psd, out=out)
+        g += posterior  # the decision-directed a-priori SNR, over alpha
+        np.add(g, 1.0 / self._alpha, out=posterior)  # reuse the buffer
         g /= posterior
-        np.maximum(g, self.floor, out=g)
+        if self.floor > 0.0:  # (the gain is never below 0)
+            np.maximum(g, self.floor, out=g)
         np.multiply(g, g, out=self._previous_speech)
         self._previous_speech *= power
         return g

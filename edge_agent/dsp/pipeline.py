@@ -311,7 +311,6 @@ class ArrayPipeline:
         speech band and in the low band."""
         self.depth = self.room.update(band_power)
         self.snr_db = self.room.snr_db
-        self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
         # the low band is noisy if the room is, or if rumble buries its own low end
         return max(self.depth, self.low_room.update(low_power))
 
@@ -325,7 +324,6 @@ class ArrayPipeline:
             self.depth = max(d, self.depth)
         elif self._depth_source == "min" or self.mask_room.frames < self._early_frames:
             self.depth = min(d, self.depth)
-        self.postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
 
     def _dc_offsets(self, hop_means: np.ndarray, hop_vars: np.ndarray) -> tuple:
         """Each mic's DC offset after each hop (T, M), from the hops' means: their running
@@ -405,15 +403,15 @@ class ArrayPipeline:
         frames = np.ndarray(
             (mics, frames_count, n), signal.dtype, signal, 0, (stride_m, stride_t * hop, stride_t)
         )
-        spectra = np.fft.rfft(frames * self._window, axis=-1).transpose(1, 2, 0)  # (T, K, M)
-        # remove each frame's mean (DC) in the spectrum: a frame is two hops, whose sums
-        # channel health has just computed; (x - c) w transforms to X - c W
-        # remove each mic's DC offset, a constant: (x - c) w transforms to X - c W. Only the
-        # offset, not each frame's own mean, which is the talker's low end
+        # remove each mic's DC offset (a constant per frame, from the hop sums channel health
+        # has just computed) before the window. Only the offset, not each frame's own mean,
+        # which is the talker's low end
         offsets, dc_unsure = self._dc_offsets(
             self.health.hop_sums * (1.0 / hop), self.health.hop_power
         )
-        spectra -= offsets[:, None, :] * self._window_spectrum[None, :, None]
+        windowed = frames - offsets.T[:, :, None]
+        windowed *= self._window
+        spectra = np.fft.rfft(windowed, axis=-1).transpose(1, 2, 0)  # (T, K, M)
         low = self._low_bins
         removed_low = spectra[:, :low, self._ref] * self._highpass_removes
         spectra[:, :low] *= self._highpass_gain[:low, None]  # it is 1 above them
@@ -491,6 +489,7 @@ class ArrayPipeline:
                 if self._mask_or_wiener:
                     wiener = np.empty_like(talker)
                     spp = np.empty(powers.shape[1])
+                    postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
                         low_kept[j] = 1.0 - self._update_depth(band_powers[j], low_powers[j])
@@ -499,7 +498,6 @@ class ArrayPipeline:
                     depths[j] = self.depth
                     if self._mask_or_wiener:
                         tracker.update(powers[j], out=spp)
-                        postfilter.floor = 0.0
                         postfilter.gain(powers[j], tracker.noise_psd, out=wiener[j])
                 if self._mask_or_wiener:
                     # where the signal stands clear of the tracked noise floor the Wiener
@@ -526,6 +524,7 @@ class ArrayPipeline:
                     # the depth is also how far the tracker's noise is believed: in a clean
                     # room what it calls noise is mostly reverberant speech
                     noise_psd = tracker.noise_psd
+                    postfilter.floor = 10 ** (self.depth * self._floor_db / 20)
                     if self.depth < 1.0:
                         noise_psd = noise_psd * max(self.depth, 1e-6)
                     postfilter.gain(powers[j], noise_psd, out=gains[j])
