@@ -120,6 +120,11 @@ class WienerBeamformer:
         return _sum_mics(x * self._weights_conj)
 
     @property
+    def passes_reference(self) -> bool:
+        """True while the weights are the reference mic's alone (apply() is a copy of it)."""
+        return self._passes_reference
+
+    @property
     def spatial_presence_ready(self) -> bool:
         """True once the multichannel SPP has statistics; until then observe() needs an SPP."""
         return self._solved >= self._settle_groups

@@ -109,6 +109,8 @@ class ArrayPipeline:
 
         # periodic sqrt-Hann for analysis and synthesis: its square sums to 1 at 50 % overlap
         self._window = np.sqrt(np.hanning(frame_len + 1)[:-1])
+        self._window_squared = self._window**2
+        self.transparent_calls = 0
         self._history = np.zeros((mics, frame_len - self.hop))  # channel-major: FFTs run along rows
         self._pending_raw = np.zeros((0, mics), np.int16)
         self._pending = np.zeros((0, mics))
@@ -388,6 +390,31 @@ class ArrayPipeline:
         np.minimum(out, 32767.0, out=out)
         return out.astype(np.int16)
 
+    def _fill(
+        self,
+        out_spectra: np.ndarray,
+        start: int,
+        stop: int,
+        gains: np.ndarray,
+        scales: np.ndarray,
+        beam: np.ndarray,
+        low_kept: np.ndarray,
+        removed_low: np.ndarray,
+        dc_unsure: np.ndarray,
+    ) -> None:
+        """The output spectra of frames start..stop: the beam times the gains and scales,
+        and the low end the high-pass took, given back as far as the low band is clean."""
+        gains *= scales[:, None]
+        np.multiply(gains, beam, out=out_spectra[start:stop])
+        if low_kept.any():  # (nothing to give back in a noisy room)
+            low = self._low_bins
+            out_spectra[start:stop, :low] += low_kept[:, None] * removed_low[start:stop]
+            if self._dc_significance is not None:
+                # the part of the DC estimate that is not surely an offset goes back with
+                # the low end: at depth 0 the reference mic passes unchanged
+                kept_dc = low_kept * dc_unsure[start:stop]
+                out_spectra[start:stop] += kept_dc[:, None] * self._window_spectrum
+
     def _run_hops(self, raw: np.ndarray, scaled: np.ndarray) -> np.ndarray:
         """Whole hops in: raw int16 and scaled float (n, mics). Processed float out."""
         hop, n = self.hop, self.frame_len
@@ -448,6 +475,11 @@ class ArrayPipeline:
                             strict=True)
                     )
         out_spectra = np.empty(spectra.shape[:2], complex)
+        # whether every frame so far passes the reference mic as it came (depth 0 in both
+        # bands, the beamformer on the reference mic, no AGC or pause gain): then the
+        # synthesis is the input frame itself, minus the DC offset, and needs no transform
+        transparent = True
+        unfilled: list = []
         presences = []
         band, band_scale = self._band, self._band_scale
         beamformer, tracker, postfilter, agc = (
@@ -461,6 +493,7 @@ class ArrayPipeline:
             # the frames up to the next weight update share one set of weights
             stop = min(frames_count, start + beamformer.frames_to_update)
             segment = spectra[start:stop, : self._bf_bins]
+            passes_reference = beamformer.passes_reference
             beam = np.concatenate(
                 [beamformer.apply(segment), spectra[start:stop, self._bf_bins :, self._ref]], axis=1
             )  # (frames, K)
@@ -504,14 +537,17 @@ class ArrayPipeline:
                     # gain is ~1: it overrules a mask unsure of weak speech (reverberant
                     # tails, soft syllables), which is what costs clean rooms
                     talker = np.maximum(talker, wiener)
-                # the trained mask is the post-filter: floored at mask_floor_db x depth and
-                # blended toward 1 by the depth, so a clean room passes untouched
-                floors = 10 ** (depths * (self._mask_floor_db / 20))
-                gains = np.maximum(talker, floors[:, None])
-                gains -= 1.0
-                gains *= depths[:, None]
-                gains += 1.0
                 presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
+                if not depths.any():  # a clean room: exactly what the blend below gives there
+                    gains = np.ones_like(talker)
+                else:
+                    # the trained mask is the post-filter: floored at mask_floor_db x depth
+                    # and blended toward 1 by the depth, so a clean room passes untouched
+                    floors = 10 ** (depths * (self._mask_floor_db / 20))
+                    gains = np.maximum(talker, floors[:, None])
+                    gains -= 1.0
+                    gains *= depths[:, None]
+                    gains += 1.0
             else:
                 spps = np.empty((count, powers.shape[1]))
                 gains = np.empty_like(spps)
@@ -533,22 +569,26 @@ class ArrayPipeline:
                 presence = np.minimum((spps[:, band] > 0.9).sum(axis=1) * (band_scale * 4.0), 1.0)
             frame_power = self._power_scale * np.einsum("tk,tk,tk->t", gains, gains, powers)
             scales = np.empty(count)
+            as_is = transparent and passes_reference and min(low_kept.tolist()) == 1.0
             for j, (p, fp, depth) in enumerate(
                 zip(presence.tolist(), frame_power.tolist(), depths.tolist(), strict=True)
             ):
                 wanted = self._pause_gain**depth if p < self._pause_presence else 1.0
                 self._gate += self._gate_rate * (wanted - self._gate)
-                scales[j] = (agc.update(fp, p) if self._use_agc else 1.0) * self._gate
+                if abs(self._gate - wanted) < 1e-12:
+                    self._gate = wanted  # (else it stops an ulp short of 1 in a clean room)
+                scale = (agc.update(fp, p) if self._use_agc else 1.0) * self._gate
+                scales[j] = scale
+                as_is = as_is and scale == 1.0 and depth == 0.0
             presences.extend(presence.tolist())
-            gains *= scales[:, None]
-            np.multiply(gains, beam, out=out_spectra[start:stop])
-            if low_kept.any():  # (nothing to give back in a noisy room)
-                out_spectra[start:stop, :low] += low_kept[:, None] * removed_low[start:stop]
-                if self._dc_significance is not None:
-                    # the part of the DC estimate that is not surely an offset goes back with
-                    # the low end: at depth 0 the reference mic passes unchanged
-                    kept_dc = low_kept * dc_unsure[start:stop]
-                    out_spectra[start:stop] += kept_dc[:, None] * self._window_spectrum
+            fill = (start, stop, gains, scales, beam, low_kept)
+            if as_is:
+                unfilled.append(fill)  # (needed only if a later segment is not as it came)
+            else:
+                transparent = False
+                for pending in [*unfilled, fill]:
+                    self._fill(out_spectra, *pending, removed_low, dc_unsure)
+                unfilled.clear()
             if self._beamform:
                 beamformer.depth = max(0.0, self.depth - self._bf_from) / (1.0 - self._bf_from)
                 beamformer.observe(
@@ -559,7 +599,16 @@ class ArrayPipeline:
             start = stop
         self.speech_presence = sum(presences) / frames_count
 
-        frames = np.fft.irfft(out_spectra, n=n, axis=1) * self._window
+        if transparent:
+            # the inverse transform of the reference mic's frames as analysed, DC offset
+            # removed and the part that is not surely an offset given back, times the
+            # synthesis window: the same numbers (to rounding) at a fraction of the cost
+            dc = offsets[:, self._ref] - dc_unsure
+            frames = frames[self._ref] - dc[:, None]
+            frames *= self._window_squared
+            self.transparent_calls += 1
+        else:
+            frames = np.fft.irfft(out_spectra, n=n, axis=1) * self._window
         out = frames[:, :hop].copy()
         out[0] += self._overlap
         out[1:] += frames[:-1, hop:]
