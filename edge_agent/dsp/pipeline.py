@@ -110,7 +110,9 @@ class ArrayPipeline:
         # periodic sqrt-Hann for analysis and synthesis: its square sums to 1 at 50 % overlap
         self._window = np.sqrt(np.hanning(frame_len + 1)[:-1])
         self._window_squared = self._window**2
-        self.transparent_calls = 0
+        #: frames whose synthesis was the input frame itself (a clean room: see _run_hops)
+        self.frames_as_is = 0
+        self._as_is_shortcut = True
         self._history = np.zeros((mics, frame_len - self.hop))  # channel-major: FFTs run along rows
         self._pending_raw = np.zeros((0, mics), np.int16)
         self._pending = np.zeros((0, mics))
@@ -599,15 +601,17 @@ class ArrayPipeline:
             start = stop
         self.speech_presence = sum(presences) / frames_count
 
-        if transparent:
-            # the inverse transform of the reference mic's frames as analysed, DC offset
-            # removed and the part that is not surely an offset given back, times the
-            # synthesis window: the same numbers (to rounding) at a fraction of the cost
+        if transparent and self._as_is_shortcut:
+            # what the inverse transform would give: the reference mic's frames as analysed,
+            # less the DC offset that is surely one, times the synthesis window (the same
+            # numbers to rounding, at a fraction of the cost; most of a clean room's frames)
             dc = offsets[:, self._ref] - dc_unsure
             frames = frames[self._ref] - dc[:, None]
             frames *= self._window_squared
-            self.transparent_calls += 1
+            self.frames_as_is += frames_count
         else:
+            for pending in unfilled:
+                self._fill(out_spectra, *pending, removed_low, dc_unsure)
             frames = np.fft.irfft(out_spectra, n=n, axis=1) * self._window
         out = frames[:, :hop].copy()
         out[0] += self._overlap

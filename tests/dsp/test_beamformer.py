@@ -55,3 +55,25 @@ def test_nothing_learned_passes_the_reference_mic() -> None:
     bf = WienerBeamformer(BINS, MICS, 2, hop_s=HOP_S)
     x = np.random.default_rng(1).standard_normal((3, BINS, MICS)) + 0j
     assert np.allclose(bf.apply(x), x[:, :, 2])
+
+
+def test_at_depth_zero_the_weights_are_the_live_reference_mic_without_a_solve() -> None:
+    """The mask-driven beamformer skips its solve at depth 0: the weights are the reference
+    mic's, or the first live mic's when it is dead, as a solve trusted not at all gives."""
+    rng = np.random.default_rng(2)
+
+    def weights(depth: float, alive: np.ndarray) -> np.ndarray:
+        bf = WienerBeamformer(97, MICS, 0, hop_s=HOP_S, caller_presence=True, mask_mwf=True)
+        bf.depth = depth
+        for _ in range(3 * bf.update_frames):
+            x = rng.standard_normal((1, 97, MICS)) + 1j * rng.standard_normal((1, 97, MICS))
+            bf.observe(x, rng.uniform(0, 1, (1, 97)), lambda: alive)
+        return bf.weights
+
+    every = np.ones(MICS, bool)
+    assert np.array_equal(weights(0.0, every), np.eye(MICS)[[0] * 97])
+    dead_ref = np.array([False, True, True, True])
+    assert np.array_equal(weights(0.0, dead_ref), np.eye(MICS)[[1] * 97])
+    # a solve trusted almost not at all lands on the same weights
+    assert np.allclose(weights(1e-12, dead_ref), np.eye(MICS)[[1] * 97], atol=1e-9)
+    assert not np.allclose(weights(1.0, every), np.eye(MICS)[[0] * 97], atol=1e-3)  # it solves

@@ -177,6 +177,32 @@ def test_at_depth_zero_the_reference_mic_passes_unchanged() -> None:
     assert not np.array_equal(run(dc_significance=None), mix[:, 0])  # the test can fail
 
 
+def test_a_clean_rooms_frames_skip_the_synthesis_and_come_out_the_same() -> None:
+    """In a clean room most frames pass the reference mic as it came (depth 0, no AGC or
+    pause gain): their synthesis is the input frame itself, less a DC offset, with no
+    inverse transform. The output is the full path's, sample for sample: a 30 dB room, the
+    same with every mic 2000 LSB off zero (the offset must still go), and a room that turns
+    noisy and clean again within 40 ms blocks, where shortcut and transform alternate."""
+    mix, _ = array_scene(seconds=8.0, snr_db=30.0, seed=11)
+    offset = np.clip(mix.astype(np.int32) + 2000, -32768, 32767).astype(np.int16)
+    noisy, _ = array_scene(seconds=8.0, snr_db=0.0, seed=12)
+    turns = np.concatenate([mix, noisy, mix])
+
+    def run(x: np.ndarray, shortcut: bool) -> tuple[np.ndarray, int]:
+        stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
+        stage._as_is_shortcut = shortcut
+        out = [stage.process(x[j : j + 640]) for j in range(0, x.shape[0], 640)]
+        return np.concatenate([*out, stage.flush()]), stage.frames_as_is
+
+    for x in (mix, offset, turns):
+        fast, as_is = run(x, True)
+        full, none = run(x, False)
+        assert np.array_equal(fast, full)
+        assert none == 0 and as_is > 0.5 * x.shape[0] / 256  # it was taken, most of the time
+        if x is offset:  # the offset went, with the shortcut taken
+            assert abs(fast[4 * FS :].mean() - mix[4 * FS :, 0].mean()) < 3
+
+
 def test_the_beamformer_holds_the_reference_mic_at_a_small_depth() -> None:
     """Below `beamform_depth_from` (0.3) the beamformer passes the reference mic, as if it
     were off; above it, it departs linearly, all the way at depth 1."""
