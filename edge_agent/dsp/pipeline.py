@@ -395,17 +395,14 @@ class ArrayPipeline:
     def _fill(
         self,
         out_spectra: np.ndarray,
-        start: int,
-        stop: int,
-        gains: np.ndarray,
-        scales: np.ndarray,
-        beam: np.ndarray,
-        low_kept: np.ndarray,
+        segment: tuple,
         removed_low: np.ndarray,
         dc_unsure: np.ndarray,
     ) -> None:
-        """The output spectra of frames start..stop: the beam times the gains and scales,
-        and the low end the high-pass took, given back as far as the low band is clean."""
+        """The output spectra of a segment's frames (start, stop, gains, scales, beam,
+        low_kept): the beam times the gains and scales, and the low end the high-pass took,
+        given back as far as the low band is clean."""
+        start, stop, gains, scales, beam, low_kept = segment
         gains *= scales[:, None]
         np.multiply(gains, beam, out=out_spectra[start:stop])
         if low_kept.any():  # (nothing to give back in a noisy room)
@@ -589,7 +586,7 @@ class ArrayPipeline:
             else:
                 transparent = False
                 for pending in [*unfilled, fill]:
-                    self._fill(out_spectra, *pending, removed_low, dc_unsure)
+                    self._fill(out_spectra, pending, removed_low, dc_unsure)
                 unfilled.clear()
             if self._beamform:
                 beamformer.depth = max(0.0, self.depth - self._bf_from) / (1.0 - self._bf_from)
@@ -611,7 +608,7 @@ class ArrayPipeline:
             self.frames_as_is += frames_count
         else:
             for pending in unfilled:
-                self._fill(out_spectra, *pending, removed_low, dc_unsure)
+                self._fill(out_spectra, pending, removed_low, dc_unsure)
             frames = np.fft.irfft(out_spectra, n=n, axis=1) * self._window
         out = frames[:, :hop].copy()
         out[0] += self._overlap
