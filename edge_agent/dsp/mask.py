@@ -7,9 +7,12 @@ one 16 ms frame at a time with no look-ahead, and outputs a mask in 0..1 per STF
 which time-frequency points teach it "noise" and which "talker" -- the one thing the
 array's spatial statistics cannot say by themselves (docs/dsp.md, the oracle study).
 
-Inference is numpy only (the unit never has torch): the input projections and the
-output layer run vectorised over a block of frames, only the GRU's recurrence runs frame
-by frame. The result matches the torch model within float tolerance (tests/dsp).
+Inference is numpy only (the unit never has torch), in float32 as the model was trained,
+frame by frame with every product a vector times a matrix: the same arithmetic however the
+caller cut its blocks (a float32 product over a block's frames rounds differently with the
+number of rows, and the output then moved by 1 LSB with the cut). The features stay
+float64 and vectorised over the block. The result matches the torch model within float
+tolerance (tests/dsp). docs/dsp.md, Cost, has what float32 bought at 40 ms blocks.
 """
 
 from __future__ import annotations
@@ -152,68 +155,62 @@ class SpeechMask:
             if not isinstance(weights, dict)
             else weights
         )
-        f = np.float64
+        f = np.float32
         self.w_in = np.asarray(params["in_w"], f).T.copy()  # (features, inner)
         self.b_in = np.asarray(params["in_b"], f)
-        self.w_ih = np.asarray(params["gru_w_ih"], f).T.copy()  # (in, 3H)
-        self.w_hh = np.asarray(params["gru_w_hh"], f).T.copy()  # (H, 3H)
-        self.b_ih = np.asarray(params["gru_b_ih"], f)
-        self.b_hh = np.asarray(params["gru_b_hh"], f)
-        size = self.hidden_size = self.w_hh.shape[0]
+        w_ih = np.asarray(params["gru_w_ih"], f).T  # (in, 3H)
+        w_hh = np.asarray(params["gru_w_hh"], f).T  # (H, 3H)
+        b_ih = np.asarray(params["gru_b_ih"], f)
+        b_hh = np.asarray(params["gru_b_hh"], f)
+        size = self.hidden_size = w_hh.shape[0]
         # the recurrence runs once per frame, so it is arranged to cost few numpy calls:
-        # sigmoid(a) = (1 + tanh(a / 2)) / 2, with the 1/2 folded into the r and z weights,
-        # and every bias that can go into the vectorised input projection goes there. It
-        # runs in float32 (as the model was trained): half the weights' memory to stream
-        # each frame, 0.0114 -> 0.0104 RTF in 40 ms blocks. Only the recurrence: its products
-        # are one vector times a matrix, the same arithmetic however the frames were cut into
-        # blocks, where a float32 product over a block's frames rounds differently with the
-        # number of rows and the output would then depend on the cut (it did, by 1 LSB)
-        self._w_hh_half = self.w_hh.astype(np.float32)
-        self._w_hh_half[:, : 2 * size] *= 0.5
-        self._b_gates = np.concatenate(
-            [0.5 * (self.b_ih[: 2 * size] + self.b_hh[: 2 * size]), self.b_ih[2 * size :]]
-        )
-        self._b_hn = self.b_hh[2 * size :].astype(np.float32)
-        self._gate_scale = np.concatenate([np.full(2 * size, 0.5), np.ones(size)])
-        del self.w_hh, self.b_ih, self.b_hh  # folded into the arrays above
+        # sigmoid(a) = (1 + tanh(a / 2)) / 2, with the 1/2 folded into the r and z weights
+        # (exact: a power of two), and every bias that can be added with the input's
+        # projection is
+        half = np.concatenate([np.full(2 * size, 0.5, f), np.ones(size, f)])
+        self._w_ih_half = w_ih * half
+        self._w_hh_half = w_hh * half
+        self._b_gates = (b_ih + np.concatenate([b_hh[: 2 * size], np.zeros(size, f)])) * half
+        self._b_hn = b_hh[2 * size :]
         # the output layer, halved (exact: a power of two) for the sigmoid done in place
         self._w_out_half = 0.5 * np.asarray(params["out_w"], f).T  # (H, bins)
         self._b_out_half = 0.5 * np.asarray(params["out_b"], f)
         self.features = MaskFeatures(hop_s)
-        self.h = np.zeros(size, np.float32)
+        self.h = np.zeros(size, f)
 
     def __call__(self, power: np.ndarray) -> np.ndarray:
-        x = np.tanh(self.features(power) @ self.w_in + self.b_in)
-        gates_in = x @ self.w_ih  # (T, 3H), all frames at once
-        gates_in *= self._gate_scale
-        gates_in += self._b_gates
+        features = self.features(power).astype(np.float32)
+        frames = features.shape[0]
         size, twice = self.hidden_size, 2 * self.hidden_size
-        hs = np.empty((x.shape[0], size))
-        h, w_hh, b_hn = self.h, self._w_hh_half, self._b_hn
-        gates_in = gates_in.astype(np.float32)
-        gi_rz, gi_n = gates_in[:, :twice], gates_in[:, twice:]
-        for t in range(x.shape[0]):
+        out = np.empty((frames, self._w_out_half.shape[1]), np.float32)
+        h, w_in, b_in, w_ih, b_gates = self.h, self.w_in, self.b_in, self._w_ih_half, self._b_gates
+        w_hh, b_hn, w_out = self._w_hh_half, self._b_hn, self._w_out_half
+        for t in range(frames):  # (vector-matrix products only: see the module docstring)
+            x = features[t] @ w_in
+            x += b_in
+            np.tanh(x, out=x)
+            gi = x @ w_ih
+            gi += b_gates
             gh = h @ w_hh
             rz = gh[:twice]
-            rz += gi_rz[t]
+            rz += gi[:twice]
             np.tanh(rz, out=rz)  # 2 sigmoid(r, z) - 1
             rz += 1.0
             rz *= 0.5
             n = gh[twice:]
             n += b_hn
             n *= rz[:size]
-            n += gi_n[t]
+            n += gi[twice:]
             np.tanh(n, out=n)
             h = h - n
             h *= rz[size:]
             h += n  # (1 - z) n + z h
-            hs[t] = h
+            np.matmul(h, w_out, out=out[t])
         self.h = h
         # sigmoid(y) = (1 + tanh(y / 2)) / 2, with the 1/2 folded into the output layer
         # (exact: a power of two) and every step in place
-        out = hs @ self._w_out_half
         out += self._b_out_half
         np.tanh(out, out=out)
         out += 1.0
         out *= 0.5
-        return out
+        return out.astype(np.float64)
