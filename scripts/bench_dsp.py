@@ -547,7 +547,11 @@ def main(argv: list[str]) -> int:
         "--systems", default="", help="comma-separated substrings selecting systems"
     )
     parser.add_argument(
-        "--ours", default="", help="pipeline keyword overrides, e.g. gain_floor_db=-6 (ablations)"
+        "--ours",
+        action="append",
+        default=[],
+        help="pipeline keyword overrides, e.g. gain_floor_db=-6 (ablations); repeat it or "
+        "separate them with commas",
     )
     parser.add_argument(
         "--snrs", default="", help="only scenes at these SNRs, e.g. 0,30 (development)"
@@ -584,7 +588,7 @@ def main(argv: list[str]) -> int:
             print(ablations(pool, "test", args.scenes))
         return 0
     splits = ["test", "tune"] if args.split == "both" else [args.split]
-    overrides = _parse_overrides(args.ours)
+    overrides = _parse_overrides(",".join(args.ours))
     systems = [
         s
         for s in SYSTEMS
