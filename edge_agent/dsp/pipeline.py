@@ -99,7 +99,11 @@ class ArrayPipeline:
         self.sample_rate = sample_rate
         self.channels = geometry.capture_channels
         self._mic_idx = np.array(geometry.mic_channels)
-        self._all_mics = geometry.mic_channels == tuple(range(self.channels))
+        first = geometry.mic_channels[0]
+        contiguous = geometry.mic_channels == tuple(range(first, first + len(self._mic_idx)))
+        # the mics' columns of a block: a view where they are side by side (every array we
+        # know), else a gather
+        self._mic_cols = slice(first, first + len(self._mic_idx)) if contiguous else self._mic_idx
         mics = len(self._mic_idx)
         ref = geometry.mic_channels.index(geometry.reference_channel)
         self.frame_len, self.hop = frame_len, frame_len // 2
@@ -269,12 +273,8 @@ class ArrayPipeline:
         out = np.empty((self._pending.shape[0] + n) // self.hop * self.hop, np.int16)
         filled = 0
         for start in range(0, n, step):
-            part = block[start : start + step]
-            as_float = part * (1.0 / 32768.0)
-            if self._all_mics:
-                raw, scaled = part, as_float
-            else:
-                raw, scaled = part[:, self._mic_idx], as_float[:, self._mic_idx]
+            raw = block[start : start + step, self._mic_cols]
+            scaled = raw * (1.0 / 32768.0)
             if self._pending.shape[0]:
                 raw = np.concatenate([self._pending_raw, raw])
                 scaled = np.concatenate([self._pending, scaled])
@@ -375,7 +375,8 @@ class ArrayPipeline:
         hop = self.hop
         hops = scaled.shape[0] // hop
         used = hops * hop
-        self._pending_raw, self._pending = raw[used:], scaled[used:]
+        # (copies: raw may be a view of the caller's buffer, which it may reuse)
+        self._pending_raw, self._pending = raw[used:].copy(), scaled[used:].copy()
         if hops == 0:
             return np.zeros(0, np.int16)
         pieces = []

@@ -182,3 +182,27 @@ def test_usb_array_uses_only_its_four_mics() -> None:
     out_usb = process_array(six, "respeaker-usb-v2")
     out_four = process_array(mix, "respeaker-4mic-pi")
     assert np.array_equal(out_usb, out_four)
+
+
+def test_a_caller_that_reuses_its_buffer_gets_the_same_output(scene) -> None:
+    """The agent hands the pipeline views of capture buffers it refills (here two, in
+    turn): nothing of a block may be read after process() returns (the part-hop it keeps
+    is its own copy). Garbage written over a block after the call (full scale, a clipping
+    mic) must change neither the output nor the channel health."""
+    mix, _ = scene
+    usb = load_array("respeaker-usb-v2")  # its mics are a view of the block's columns
+    x = np.zeros((mix.shape[0], usb.capture_channels), np.int16)
+    x[:, list(usb.mic_channels)] = mix
+    for name, data in (("respeaker-4mic-pi", mix), ("respeaker-usb-v2", x)):
+        expected = make_array_pipeline(channels=data.shape[1], sample_rate=FS, array=name)
+        reused = make_array_pipeline(channels=data.shape[1], sample_rate=FS, array=name)
+        buffers = np.empty((2, 640, data.shape[1]), np.int16)
+        for k, j in enumerate(range(0, data.shape[0], 640)):
+            chunk = data[j : j + 640]
+            buffer = buffers[k % 2]
+            buffer[: len(chunk)] = chunk
+            a = expected.process(chunk.copy())
+            b = reused.process(buffer[: len(chunk)])
+            buffer.fill(32767)
+            assert np.array_equal(a, b) and reused.stats() == expected.stats(), (name, k)
+        assert not reused.stats()["clipping_channels"]
