@@ -155,8 +155,17 @@ export class Player {
       } finally {
         this.fetching = false;
       }
-    } else if (got.length === 0 && nextSeq > s.maxSeq && !s.close && this.fedSample - this.playedSample <= CAUGHT_UP_S * s.sampleRate) {
-      await this.live(s); // caught up with the live edge: live again, at 1x
+    } else if (nextSeq > s.maxSeq && !s.close && ahead <= CAUGHT_UP_S * s.sampleRate) {
+      // caught up with the live edge: live again, at 1x. Everything there is has been fed
+      // and the worklet held no more than CAUGHT_UP_S before this pump. (Not only on a pump
+      // that found nothing new: with a chunk arriving every pump, that waited on network
+      // jitter, once 22 s of 1.5x starving at the edge.) What this pump fed goes to live
+      // mode, not dropped with the replay's buffer.
+      await this.live(s);
+      for (const [i, c] of got.entries()) {
+        const skip = i === 0 && c.seq === seq ? off : 0;
+        this.node.port.postMessage({ type: "push", data: toFloat(c.pcm.subarray(skip)), pos: c.seq * s.chunkSamples + skip });
+      }
       this.onCaughtUp(s);
     }
   }
