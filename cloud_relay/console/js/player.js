@@ -134,6 +134,7 @@ export class Player {
     const s = this.session;
     if (this.mode !== "replay" || !s || this.paused) return;
     const ahead = this.fedSample - this.playedSample;
+    const fedBefore = this.fedSample;
     const aheadWant = AHEAD_S * this.speed * s.sampleRate;
     if (ahead > aheadWant) return;
     const seq = Math.floor(this.fedSample / s.chunkSamples);
@@ -155,12 +156,14 @@ export class Player {
       } finally {
         this.fetching = false;
       }
-    } else if (nextSeq > s.maxSeq && !s.close && ahead <= CAUGHT_UP_S * s.sampleRate) {
-      // caught up with the live edge: live again, at 1x. Everything there is has been fed
-      // and the worklet held no more than CAUGHT_UP_S before this pump. (Not only on a pump
-      // that found nothing new: with a chunk arriving every pump, that waited on network
-      // jitter, once 22 s of 1.5x starving at the edge.) What this pump fed goes to live
-      // mode, not dropped with the replay's buffer.
+    } else if (nextSeq > s.maxSeq && !s.close && ahead <= CAUGHT_UP_S * s.sampleRate
+               && this.fedSample - fedBefore <= 2 * s.chunkSamples) {
+      // caught up with the live edge: live again, at 1x. Everything there is has been fed,
+      // the worklet held no more than CAUGHT_UP_S before this pump, and this pump fed at
+      // most two chunks (a burst is played out at speed, not handed to live mode, which
+      // would skip it). Not only on a pump that found nothing new: with a chunk arriving
+      // every pump, that waited on network jitter, once 22 s of 1.5x starving at the edge.
+      // What this pump fed goes to live mode, not dropped with the replay's buffer.
       await this.live(s);
       for (const [i, c] of got.entries()) {
         const skip = i === 0 && c.seq === seq ? off : 0;
