@@ -157,6 +157,28 @@ def handshake(broker: Broker, bundle: pki.Bundle, client_id: str) -> str:
     return kind if not why else f"{kind}: {why}"
 
 
+def tls_verdict(broker: Broker, bundle: pki.Bundle, wait_s: float = 1.0) -> str:
+    """The broker's word on this certificate at the TLS layer alone, no MQTT CONNECT sent:
+    "tls: <why>" if it refuses it (TLS 1.3: an alert on the first read), "accepted" if it
+    waits for a CONNECT instead. Unlike `handshake` it can never take over the session of
+    the certificate's CN (the broker takes the client id from it)."""
+    raw = socket.create_connection(("127.0.0.1", broker.port), 5.0)
+    try:
+        with tls_context(broker, bundle).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.settimeout(wait_s)
+            try:
+                got = tls.recv(1)
+            except TimeoutError:
+                return "accepted"
+            return "tls: closed" if not got else "accepted"
+    except ssl.SSLError as e:
+        return f"tls: {e.reason or e}"
+    except OSError as e:  # reset by the broker's close
+        return f"tls: {e or type(e).__name__}"
+    finally:
+        raw.close()
+
+
 def mint(broker: Broker, cn: str, directory: Path, days: float = 1.0) -> pki.Bundle:
     """What a holder of the transport CA key can do: a valid certificate for any CN."""
     ca = pki.CA.load(broker.pki["ca"], broker.pki["ca_key"])
