@@ -9,6 +9,7 @@ connection pool (psycopg_pool), one connection per call or transaction.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -64,21 +65,37 @@ class Db(Protocol):
 # ---------------------------------------------------------------------- SQLite
 
 
+# The table SQLite names when a statement needs one the file does not have ("main." when a
+# foreign key's parent is missing).
+_MISSING_TABLE = re.compile(r"^no such table: (?:main\.)?(\w+)$")
+# Statements that, on tables that are empty, can only read or change nothing.
+_READS_OR_CHANGES = re.compile(r"\s*(SELECT|UPDATE|DELETE)\b", re.I)
+
+
 class _SqliteTx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, owner: SqliteDb | None = None) -> None:
         self.conn = conn
+        self.owner = owner
+
+    def _run(self, sql: str, run: Any) -> Any:
+        if self.owner is None:
+            return run(self.conn)
+        return self.owner.run(self.conn, sql, run)
 
     def query(self, sql: str, args: Sequence = ()) -> list[Row]:
-        return self.conn.execute(sql, args).fetchall()
+        return self._run(sql, lambda c: c.execute(sql, args).fetchall())
 
     def execute(self, sql: str, args: Sequence = ()) -> int:
-        return self.conn.execute(sql, args).rowcount
+        return self._run(sql, lambda c: c.execute(sql, args).rowcount)
 
     def executemany(self, sql: str, rows: Sequence[Sequence]) -> int:
         """Run sql for each row; how many rows it changed in all."""
-        before = self.conn.total_changes
-        self.conn.executemany(sql, rows)
-        return self.conn.total_changes - before
+        def run(c: sqlite3.Connection) -> int:
+            before = c.total_changes
+            c.executemany(sql, rows)
+            return c.total_changes - before
+
+        return self._run(sql, run)
 
 
 class SqliteDb:
@@ -96,6 +113,8 @@ class SqliteDb:
         self._lock = threading.Lock()
         self._closed = False
         self.created = False  # this process made the file (migrate() compacts it after)
+        # tables made on first use: name -> its CREATE statements (migrations.DEFERRED)
+        self._deferred: dict[str, tuple[str, ...]] = {}
         self._conn()  # fail now, not on the first frame
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
                                               name="sqlite-checkpoint")
@@ -150,17 +169,88 @@ class SqliteDb:
         return conn
 
     def query(self, sql: str, args: Sequence = ()) -> list[Row]:
-        return self._conn().execute(sql, args).fetchall()
+        return _SqliteTx(self._conn(), self).query(sql, args)
 
     def execute(self, sql: str, args: Sequence = ()) -> int:
-        return self._conn().execute(sql, args).rowcount
+        return _SqliteTx(self._conn(), self).execute(sql, args)
+
+    # ------------------------------------------------------ tables made on first use
+
+    def defer(self, schema: dict[str, tuple[str, ...]]) -> None:
+        """Name the tables this file may lack until they are first written, with the
+        statements that make each (table, then its indexes). A statement that needs one
+        the file lacks is answered as the table is, empty, when it can only read or change
+        rows (SELECT, UPDATE, DELETE touching no table the file has); any other makes the
+        table (and its indexes) in the file and runs again. Either way the caller sees what
+        it would with the table there and empty."""
+        self._deferred = dict(schema)
+
+    def run(self, conn: sqlite3.Connection, sql: str, run: Any) -> Any:
+        """run(conn), with the deferred tables it needs answered or made (see defer)."""
+        for _ in range(len(self._deferred) + 1):
+            try:
+                return run(conn)
+            except sqlite3.OperationalError as e:
+                m = _MISSING_TABLE.match(str(e))
+                if m is None or m.group(1) not in self._deferred:
+                    raise
+                table = m.group(1)
+            if _READS_OR_CHANGES.match(sql):
+                scratch = self._empty_tables(conn)
+                try:
+                    return run(scratch)
+                except sqlite3.Error:
+                    pass  # it needs a table the file has too: make the missing one
+            self.make_table(conn, table)
+        raise sqlite3.OperationalError(f"deferred tables still missing after making them: {sql}")
+
+    def missing_deferred(self, conn: sqlite3.Connection | None = None) -> set[str]:
+        """The deferred tables the file does not have now."""
+        conn = conn or self._conn()
+        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        return set(self._deferred) - have
+
+    def _empty_tables(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """An in-memory database (this thread's) holding, empty, exactly the deferred
+        tables the file lacks: a statement it can run sees what the file would give."""
+        missing = frozenset(self.missing_deferred(conn))
+        held = getattr(self._local, "empty", None)
+        if held is not None and held[0] == missing:
+            return held[1]
+        if held is not None:
+            held[1].close()
+        mem = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        for table in sorted(missing):
+            for stmt in self._deferred[table]:
+                mem.execute(stmt)
+        self._local.empty = (missing, mem)
+        return mem
+
+    def make_table(self, conn: sqlite3.Connection, table: str) -> None:
+        """Make a deferred table and its indexes in the file (a no-op if another relay just
+        did), inside the caller's transaction if one is open."""
+        stmts = [re.sub(r"^CREATE (TABLE|INDEX) ", r"CREATE \1 IF NOT EXISTS ", s)
+                 for s in self._deferred[table]]
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in stmts:
+                conn.execute(stmt)
+        except BaseException:
+            if own:
+                conn.execute("ROLLBACK")
+            raise
+        if own:
+            conn.execute("COMMIT")
+        log.info("event=table_made table=%s", table)
 
     @contextmanager
     def transaction(self, *, lock: str | None = None) -> Iterator[_SqliteTx]:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")  # take the write lock now: one writer at a time
         try:
-            yield _SqliteTx(conn)
+            yield _SqliteTx(conn, self)
         except BaseException:
             conn.execute("ROLLBACK")
             raise

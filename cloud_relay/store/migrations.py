@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 from collections.abc import Callable
+from functools import cache
 
-from cloud_relay.store.db import Db, Tx
+from cloud_relay.store.db import Db, SqliteDb, Tx, _SqliteTx
 
 log = logging.getLogger("cloud_relay.store")
 
@@ -368,6 +370,47 @@ def _cluster_keyed_tables(tx: Tx) -> None:
         raise RuntimeError(f"migration 8: foreign keys broken by the rebuild: {bad[:5]}")
 
 
+# Tables of features a relay may never use, or not for months: fleet updates, diagnostics,
+# enrolment codes and provisioning tokens, invitations, sign-in throttling, a scribe's second
+# device, renewable transport certificates, clinic settings. A new SQLite store is made
+# without them and makes each when it is first written (SqliteDb.defer): every table and
+# index costs pages however empty, and these fourteen were a third of a new store, 33 of a
+# 20-second demo's 179 (docs/codec.md). Which exist changes nothing a caller sees: a missing
+# one reads as empty. PostgreSQL, and a store made before this, have them all.
+DEFERRED = frozenset({
+    "diagnostics", "enroll_codes", "key_shares", "login_failures", "offer_units", "offers",
+    "releases", "settings", "token_requests", "transport_certs", "unit_bindings",
+    "update_reports", "user_invites", "user_keys",
+})
+
+
+@cache
+def deferred_schema(version: int) -> dict[str, tuple[str, ...]]:
+    """The statements that make each deferred table as steps 1..version leave it (the
+    table, then its indexes), read back from running those steps on an empty SQLite
+    database in memory: the steps stay the one written schema."""
+    mem = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        tx = _SqliteTx(mem)
+        for v, _name, statements in STEPS:
+            if v > version:
+                break
+            for sql in statements:
+                if callable(sql):
+                    sql(tx, "sqlite")
+                else:
+                    tx.execute(_compact(sql.format(**TYPES["sqlite"])))
+        rows = mem.execute("SELECT tbl_name, type, sql FROM sqlite_schema WHERE sql IS NOT "
+                           "NULL ORDER BY type DESC, name").fetchall()
+    finally:
+        mem.close()
+    schema: dict[str, tuple[str, ...]] = {}
+    for table, _type, sql in rows:  # tables sort before indexes ("table" > "index")
+        if table in DEFERRED:
+            schema[table] = (*schema.get(table, ()), sql)
+    return schema
+
+
 def _compact(sql: str) -> str:
     """SQL with its runs of blanks outside quotes made one space: SQLite keeps a table's
     CREATE text as written, and a small store should not hold our indentation."""
@@ -384,6 +427,14 @@ def migrate(db: Db) -> int:
     from cloud_relay.store.store import now_us
 
     sqlite = db.dialect == "sqlite"
+    if isinstance(db, SqliteDb):
+        applied = db.query("SELECT MAX(version) FROM schema_version")[0][0] or 0
+        if applied < STEPS[-1][0] and applied > 0:
+            # a step may change a deferred table: make the missing ones as they are now,
+            # so every step finds what it was written against
+            db.defer(deferred_schema(applied))
+            for table in sorted(db.missing_deferred()):
+                db.make_table(db._conn(), table)
     for version, name, statements in STEPS:
         if db.query("SELECT 1 FROM schema_version WHERE version=?", (version,)):
             continue
@@ -404,6 +455,18 @@ def migrate(db: Db) -> int:
         finally:
             if sqlite:
                 db.execute("PRAGMA foreign_keys=ON")
-    if sqlite and getattr(db, "created", False):
-        db.execute("VACUUM")  # a new file: the steps' drops and rebuilds left it loose
+    if isinstance(db, SqliteDb):
+        db.defer(deferred_schema(STEPS[-1][0]))
+        if db.created:
+            _drop_empty_deferred(db)
+            db.execute("VACUUM")  # a new file: the steps' drops and rebuilds left it loose
     return STEPS[-1][0]
+
+
+def _drop_empty_deferred(db: SqliteDb) -> None:
+    """A new file gives up the deferred tables it was made with, each while it is still
+    empty (another relay on the same file may already have written one)."""
+    with db.transaction(lock="scribelink-migrate") as tx:
+        for table in sorted(DEFERRED):
+            if not tx.query(f'SELECT 1 FROM "{table}" LIMIT 1'):
+                tx.execute(f'DROP TABLE IF EXISTS "{table}"')
