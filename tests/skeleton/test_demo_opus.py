@@ -44,11 +44,10 @@ def test_the_scribe_hears_channel_0_through_opus_at_pesq_and_stoi(opus_run):
 
 
 def test_the_relay_stores_opus_chunks_in_at_most_4000_bytes_per_second(opus_run, tmp_path):
-    """Issue 17: what the recording adds under D/relay/, at most 4,000 bytes per second of
-    input; the archive gives back every chunk, Opus, exactly as sealed. (The store's fixed
-    cost, its schema and one page per empty table, is measured apart: it is paid once per
-    relay, not per second, and the issue's 20 s total counts it in full -- see
-    docs/benchmarks.md, bench:sizes.)"""
+    """Issue 17: everything under D/relay/, the store's fixed part (schema, one page per
+    table) included, is at most 4,000 bytes per second of input; the archive gives back
+    every chunk, Opus, exactly as sealed. (docs/benchmarks.md, bench:sizes, has the figures
+    per bitrate; the fixed part is printed apart: a long encounter does not pay it again.)"""
     from cloud_relay.store import Store
 
     _, rec = opus_run
@@ -59,7 +58,7 @@ def test_the_relay_stores_opus_chunks_in_at_most_4000_bytes_per_second(opus_run,
     print(f"relay {relay_bytes / SECONDS:.0f} B/s in all; the empty store {fixed} B; "
           f"the recording {(relay_bytes - fixed) / SECONDS:.0f} B/s")
     assert 0 < fixed < relay_bytes
-    assert relay_bytes - fixed <= 4000 * SECONDS, (relay_bytes, fixed)
+    assert relay_bytes <= 4000 * SECONDS, (relay_bytes, fixed)
     st = Store.open("", str(rec / "relay"))
     try:
         [session] = [r[0] for r in st.db.query("SELECT session FROM sessions")]
