@@ -201,7 +201,7 @@ class SqliteDb:
                     return run(scratch)
                 except sqlite3.Error:
                     pass  # it needs a table the file has too: make the missing one
-            self.make_table(conn, table)
+            self.make_table(table, conn)
         raise sqlite3.OperationalError(f"deferred tables still missing after making them: {sql}")
 
     def missing_deferred(self, conn: sqlite3.Connection | None = None) -> set[str]:
@@ -226,9 +226,10 @@ class SqliteDb:
         self._local.empty = (missing, mem)
         return mem
 
-    def make_table(self, conn: sqlite3.Connection, table: str) -> None:
+    def make_table(self, table: str, conn: sqlite3.Connection | None = None) -> None:
         """Make a deferred table and its indexes in the file (a no-op if another relay just
         did), inside the caller's transaction if one is open."""
+        conn = conn or self._conn()
         stmts = [re.sub(r"^CREATE (TABLE|INDEX) ", r"CREATE \1 IF NOT EXISTS ", s)
                  for s in self._deferred[table]]
         own = not conn.in_transaction

@@ -395,11 +395,7 @@ def deferred_schema(version: int) -> dict[str, tuple[str, ...]]:
         for v, _name, statements in STEPS:
             if v > version:
                 break
-            for sql in statements:
-                if callable(sql):
-                    sql(tx, "sqlite")
-                else:
-                    tx.execute(_compact(sql.format(**TYPES["sqlite"])))
+            _apply(tx, statements, "sqlite")
         rows = mem.execute("SELECT tbl_name, type, sql FROM sqlite_schema WHERE sql IS NOT "
                            "NULL ORDER BY type DESC, name").fetchall()
     finally:
@@ -409,6 +405,15 @@ def deferred_schema(version: int) -> dict[str, tuple[str, ...]]:
         if table in DEFERRED:
             schema[table] = (*schema.get(table, ()), sql)
     return schema
+
+
+def _apply(tx: Tx, statements: list[Step], dialect: str) -> None:
+    """Run one step's statements (SQL in the dialect's types, or functions) in tx."""
+    for sql in statements:
+        if callable(sql):
+            sql(tx, dialect)
+        else:
+            tx.execute(_compact(sql.format(**TYPES[dialect])))
 
 
 def _compact(sql: str) -> str:
@@ -423,7 +428,6 @@ def migrate(db: Db) -> int:
     several relays at once (one migrates, the others wait and find nothing to do)."""
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
                "name TEXT NOT NULL, applied_us BIGINT NOT NULL)")
-    types = TYPES[db.dialect]
     from cloud_relay.store.store import now_us
 
     sqlite = db.dialect == "sqlite"
@@ -434,7 +438,7 @@ def migrate(db: Db) -> int:
             # so every step finds what it was written against
             db.defer(deferred_schema(applied))
             for table in sorted(db.missing_deferred()):
-                db.make_table(db._conn(), table)
+                db.make_table(table)
     for version, name, statements in STEPS:
         if db.query("SELECT 1 FROM schema_version WHERE version=?", (version,)):
             continue
@@ -444,11 +448,7 @@ def migrate(db: Db) -> int:
             with db.transaction(lock="scribelink-migrate") as tx:
                 if tx.query("SELECT 1 FROM schema_version WHERE version=?", (version,)):
                     continue
-                for sql in statements:
-                    if callable(sql):
-                        sql(tx, db.dialect)
-                    else:
-                        tx.execute(_compact(sql.format(**types)))
+                _apply(tx, statements, db.dialect)
                 tx.execute("INSERT INTO schema_version(version,name,applied_us) "
                            "VALUES(?,?,?)", (version, name, now_us()))
                 log.info("event=schema_migrated version=%d name=%r", version, name)

@@ -90,7 +90,7 @@ def test_the_first_write_makes_the_table_as_the_steps_define_it(store, tmp_path)
         store.fleet.add_offer("o2", "no-such-release", {}, None, "admin", [])
 
     for table in sorted(DEFERRED):  # the rest, as a first write would make them
-        store.db.make_table(store.db._conn(), table)
+        store.db.make_table(table)
     eager = _eager_store(tmp_path)
     try:
         assert _schema_of(tmp_path / "relay.db", DEFERRED) == \
