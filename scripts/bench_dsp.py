@@ -507,6 +507,12 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
 # what each piece of the trained mask gives: ours with pipeline overrides, on TEST
 ABLATIONS = {
     "shipped": {},
+    "no band going deeper than the speech band (BAND_DEPTHS)": {"band_depths": ()},
+    "as before the bands: none, the speech band clean at 20 dB, the mask floored at -18 dB": {
+        "band_depths": (),
+        "clean_snr_db": 20.0,
+        "mask_floor_db": -18.0,
+    },
     "the mask's early cap on the depth at 10/16 dB, as before 2026-12-05": {
         "mask_noisy_snr_db": 10.0,
         "mask_clean_snr_db": 16.0,
@@ -524,12 +530,14 @@ ABLATIONS = {
         "mask_gain": False,
         "depth_source": "band",
         "settle_s": 6.0,
+        "clean_snr_db": 20.0,
         "noisy_snr_db": 5.0,
         "floor_rise_db_per_s": None,
     },
     "no mask: spatial SPP, Wiener post-filter, depth as the previous": {
         "mask": False,
         "settle_s": 6.0,
+        "clean_snr_db": 20.0,
         "noisy_snr_db": 5.0,
         "floor_rise_db_per_s": None,
     },

@@ -35,69 +35,93 @@ class BandSnr:
         silence_power: float = 0.0,
         floor_rise_db_per_s: float | None = None,
     ) -> None:
-        self._heard = False
         #: once the floor has seen a whole window, it may rise only this fast (it falls at
         #: once): a talker who has not paused for a window's length must not become the
         #: floor (docs/dsp.md, "How fast the floor may rise")
-        self._rise = (
-            None if floor_rise_db_per_s is None else 10 ** (floor_rise_db_per_s * hop_s / 10)
+        rise = None if floor_rise_db_per_s is None else 10 ** (floor_rise_db_per_s * hop_s / 10)
+        #: what does not change: (the rise per frame, digital silence's band power, frames
+        #: ignored at the start, frames per sub-window, the speech average's decay per frame,
+        #: the clean SNR, the dB from clean to noisy, frames to settle)
+        self._constants = (
+            rise,
+            silence_power,
+            round(0.128 / hop_s),
+            max(1, round(0.5 / hop_s)),
+            float(math.exp(-hop_s / 2.0)),
+            clean_snr_db,
+            clean_snr_db - noisy_snr_db,
+            settle_s / hop_s,
         )
-        self._floor = math.inf
-        self._silence = silence_power
-        self._onset_frames = round(0.128 / hop_s)
-        self._seen = 0
-        self._settle_frames = settle_s / hop_s
-        self._subwindow = max(1, round(0.5 / hop_s))
-        self._minima = [math.inf] * max(1, round(floor_window_s / 0.5))  # sub-windows of 0.5 s
-        self._lowest = math.inf  # min(self._minima): they change once a sub-window
-        self._current_min = math.inf
-        self._smoothed = 0.0
-        self._frames = 0
-        self._decay = float(math.exp(-hop_s / 2.0))
-        self._speech = 0.0
-        self._speech_weight = 0.0
-        self._clean, self._noisy = clean_snr_db, noisy_snr_db
+        #: what a frame changes, in one tuple so that `run` loads and stores it at once:
+        #: (frames seen, frames used, whether speech has risen above a floor, the floor, the
+        #: smoothed power, the current sub-window's minimum, the minima of the last
+        #: sub-windows of 0.5 s (newest first), their lowest, the speech excess's average
+        #: and its weight)
+        self._state = (
+            0,
+            0,
+            False,
+            math.inf,
+            0.0,
+            math.inf,
+            [math.inf] * max(1, round(floor_window_s / 0.5)),
+            math.inf,
+            0.0,
+            0.0,
+        )
         self.snr_db = math.nan
         #: until speech has risen above a floor once, the depth is `start_depth`
         self.depth = start_depth
 
     def update(self, band_power: float) -> float:
         """Feed one frame's band power; return the depth."""
-        p = band_power
-        self._seen += 1
-        if p <= self._silence or self._seen <= self._onset_frames:
-            # digital silence (a muted codec) and the first ~0.1 s (a capture starting,
-            # filters and the room's field building up) say nothing about the room's
-            # noise, and one such frame would hold the floor down for the whole window
-            return self.depth
-        self._smoothed = 0.6 * self._smoothed + 0.4 * p if self._frames else p
-        self._frames += 1
-        self._current_min = min(self._current_min, self._smoothed)
-        if self._frames % self._subwindow == 0:
-            self._minima = [self._current_min, *self._minima[:-1]]
-            self._lowest = min(self._minima)
-            self._current_min = self._smoothed
-        noise = max(min(self._current_min, self._lowest), 1e-20)
-        if self._rise is not None and self._minima[-1] < math.inf:
-            noise = min(noise, self._floor * self._rise)
-        self._floor = noise
-        self._heard = self._heard or p > 4.0 * noise
-        if p > 4.0 * noise:
-            d = self._decay
-            self._speech = d * self._speech + (1 - d) * (p - noise)
-            self._speech_weight = d * self._speech_weight + (1 - d)
-        if not self._heard:
-            if self._frames > 3 * self._subwindow:
-                # nothing rose 6 dB above the floor for 1.5 s: whatever talks is buried in noise
-                self.depth = 1.0
-            return self.depth
-        self.snr_db = 10 * math.log10(max(self._speech / self._speech_weight, 1e-20) / noise)
-        span = self._clean - self._noisy
-        self.depth = min(1.0, max(0.0, (self._clean - self.snr_db) / span))
-        if self._frames < self._settle_frames:
-            # before a pause can have been seen the floor may be speech: trust it gradually
-            self.depth *= self._frames / self._settle_frames
-        return self.depth
+        return self.run([band_power])[0]
+
+    def run(self, band_powers: list[float]) -> list[float]:
+        """Feed several frames' band powers, in order; return their depths (the state lives
+        in locals for the loop: a frame costs half what a call of its own does)."""
+        depths = []
+        rise, silence, onset, subwindow, decay, clean, span, settle = self._constants
+        seen, frames, heard, floor, smoothed, current_min, minima, lowest, speech, weight = (
+            self._state
+        )
+        depth, snr = self.depth, self.snr_db
+        for p in band_powers:
+            seen += 1
+            if p <= silence or seen <= onset:
+                depths.append(depth)
+                continue
+            smoothed = 0.6 * smoothed + 0.4 * p if frames else p
+            frames += 1
+            if smoothed < current_min:
+                current_min = smoothed
+            if frames % subwindow == 0:
+                minima = [current_min, *minima[:-1]]
+                lowest = min(minima)
+                current_min = smoothed
+            noise = max(min(current_min, lowest), 1e-20)
+            if rise is not None and minima[-1] < math.inf:
+                noise = min(noise, floor * rise)
+            floor = noise
+            if p > 4.0 * noise:
+                heard = True
+                speech = decay * speech + (1 - decay) * (p - noise)
+                weight = decay * weight + (1 - decay)
+            if not heard:
+                if frames > 3 * subwindow:
+                    depth = 1.0
+                depths.append(depth)
+                continue
+            snr = 10 * math.log10(max(speech / weight, 1e-20) / noise)
+            depth = min(1.0, max(0.0, (clean - snr) / span))
+            if frames < settle:
+                depth *= frames / settle
+            depths.append(depth)
+        self._state = (
+            seen, frames, heard, floor, smoothed, current_min, minima, lowest, speech, weight
+        )
+        self.depth, self.snr_db = depth, snr
+        return depths
 
 
 class MaskSnr:

@@ -7,7 +7,11 @@ wherever the signal stands clear of the tracked noise floor (so weak speech the 
 unsure of is kept). How deep all of it goes (the depth, 0..1) follows the room's SNR as
 the noise floor reads it (depth.py); until the floor has seen a whole window, the mask's
 own reading of the room's SNR caps it, since a floor that has not yet seen a pause reads
-a clean room as noisy. docs/dsp.md has the bench's ablations of each choice.
+a clean room as noisy. Three bands may go deeper than that depth, each by its own noise
+floor's reading (BAND_DEPTHS): the rumble below the speech band, and 1-2 and 2-8 kHz,
+where the talker's reverberant tails that a clean room's score keeps are weak and the mask
+with its Wiener overrule gains even in rooms the speech band calls clean. docs/dsp.md has
+the bench's ablations of each choice.
 
 Streaming and causal. Input is cut into hops of 256 samples on a fixed grid, analysed
 with a 512-sample sqrt-Hann STFT (50 % overlap), so the output lags the input by
@@ -35,6 +39,16 @@ from edge_agent.dsp.noise import NoiseTracker, PostFilter
 
 _MAX_FRAMES_PER_PASS = 64  # bounds memory when a whole file arrives in one block
 
+#: bands whose own noise floor may take the post-filter deeper than the speech band's
+#: depth, in its bins only: (from Hz, to Hz, depth 0 at or above this SNR dB, 1 at or below
+#: this). Below 250 Hz: HVAC rumble, which a 0 dB room can hold almost all of while the
+#: speech band reads 15 dB. Above 1 kHz: the mask and its Wiener overrule gain there even
+#: in rooms the speech band reads as clean (docs/dsp.md, "Bands that go deeper")
+BAND_DEPTHS = (
+    (0.0, 250.0, 16.0, 8.0),
+    (1500.0, math.inf, 28.0, 18.0),
+)
+
 
 class ArrayPipeline:
     """Multichannel int16 blocks in, mono int16 out (see the module docstring).
@@ -50,7 +64,8 @@ class ArrayPipeline:
     reads it, 1 at `mask_noisy_snr_db`, 0 at `mask_clean_snr_db`; with `mask_snr_split` s,
     from the bins it is surer than s of, talker or noise, else from its soft split),
     "min"/"max" of the two, or "early": the floor's, capped by the mask's until the floor
-    has seen `floor_window_s`.
+    has seen `floor_window_s`. `band_depths` (with the mask as the post-filter and an
+    adaptive depth): bands whose own floor may take their bins deeper (BAND_DEPTHS).
     """
 
     def __init__(
@@ -65,7 +80,7 @@ class ArrayPipeline:
         pause_gain_db: float = -6.0,
         agc: bool = True,
         beamform: bool = True,
-        clean_snr_db: float = 20.0,
+        clean_snr_db: float = 24.0,
         noisy_snr_db: float = 12.0,
         adaptive_depth: bool = True,
         agc_dead_band_db: float = 20.0,
@@ -76,7 +91,7 @@ class ArrayPipeline:
         mask: bool = True,
         mask_weights: str | None = None,
         mask_gain: bool = True,
-        mask_floor_db: float = -18.0,
+        mask_floor_db: float = -24.0,
         mask_mwf: bool = True,
         mask_time_constant_s: float = 1.0,
         spatial_only: bool = True,
@@ -92,6 +107,7 @@ class ArrayPipeline:
         dc_significance: tuple[float, float] | None = (4.0, 8.0),
         beamform_depth_from: float = 0.3,
         floor_rise_db_per_s: float | None = 1.0,
+        band_depths: tuple = BAND_DEPTHS,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -174,7 +190,7 @@ class ArrayPipeline:
         self.array_tracker = NoiseTracker(self._bf_bins)
         self.postfilter = PostFilter(bins, gain_floor_db=gain_floor_db)
         # How deep the enhancement goes follows the room's long-term SNR: all the way below
-        # `noisy_snr_db`, not at all above `clean_snr_db` (see _update_depth).
+        # `noisy_snr_db`, not at all above `clean_snr_db` (see _update_depths).
         self._adaptive_depth = adaptive_depth
         self._floor_db = gain_floor_db
         self.agc = SpeechAgc(hop_s=hop_s, dead_band_db=agc_dead_band_db)
@@ -219,6 +235,43 @@ class ArrayPipeline:
             floor_rise_db_per_s=floor_rise_db_per_s,
         )
         self.depth = 1.0 if not adaptive_depth else self.room.depth
+        # Bands that may go deeper than the speech band says (module docstring, BAND_DEPTHS):
+        # each its own floor reading; the spectrum cut into regions at their edges, each
+        # region's depth the speech band's or, inside a band, the deeper of the two
+        self._band_rooms: list[BandSnr] = []
+        self._band_sums: list[tuple[int, int]] = []
+        self._region_widths: list[int] = []
+        self._region_band: list[int] = []  # the band a region lies in; -1: none (a zero row)
+        if adaptive_depth and mask and mask_gain:
+            edge = 0
+            for lo_hz, hi_hz, clean, noisy in band_depths:
+                lo = int(np.searchsorted(freqs, lo_hz))
+                hi = int(np.searchsorted(freqs, hi_hz))
+                if not edge <= lo < hi:
+                    raise ValueError(
+                        f"band_depths: bands must be in order and apart, got {band_depths}"
+                    )
+                if lo > edge:
+                    self._region_widths.append(lo - edge)
+                    self._region_band.append(-1)
+                self._region_widths.append(hi - lo)
+                self._region_band.append(len(self._band_rooms))
+                self._band_sums.append((lo, hi))
+                self._band_rooms.append(
+                    BandSnr(
+                        hop_s=hop_s,
+                        floor_window_s=floor_window_s,
+                        clean_snr_db=clean,
+                        noisy_snr_db=noisy,
+                        settle_s=settle_s,
+                        silence_power=self._quantum_power * (hi - lo),
+                        floor_rise_db_per_s=floor_rise_db_per_s,
+                    )
+                )
+                edge = hi
+            if band_depths and edge < bins:
+                self._region_widths.append(bins - edge)
+                self._region_band.append(-1)
         self._depth_source = depth_source
         self._mask_snr_split = mask_snr_split
         self._mask_or_wiener = mask_or_wiener
@@ -306,20 +359,43 @@ class ArrayPipeline:
         }
 
     # -- internals -------------------------------------------------------------------
-    def _update_depth(self, band_power: float, low_power: float) -> float:
-        """Set the enhancement depth from the speech band's long-term SNR (depth.py) and
-        return the depth of the high-pass (below ~100 Hz). The post-filter's floor, the frame
-        gates and the beamformer's departure from the reference mic all scale with the depth:
-        in a clean room the front end is transparent, since there is nothing a scribe would
-        hear to remove and every gain that moves distorts. Takes the frame's power in the
-        speech band and in the low band."""
-        self.depth = self.room.update(band_power)
+    def _update_depths(self, band_powers: list, low_powers: list) -> tuple[list, list]:
+        """The enhancement depth of each of a run of frames from the speech band's long-term
+        SNR (depth.py), and the depth of the high-pass (below ~100 Hz). The post-filter's
+        floor, the frame gates and the beamformer's departure from the reference mic all
+        scale with the depth: in a clean room the front end is transparent, since there is
+        nothing a scribe would hear to remove and every gain that moves distorts. Takes
+        the frames' power in the speech band and in the low band."""
+        depths = self.room.run(band_powers)
         self.snr_db = self.room.snr_db
         # the low band is noisy if the room is, or if rumble buries its own low end
-        return max(self.depth, self.low_room.update(low_power))
+        lows = [max(d, low) for d, low in zip(depths, self.low_room.run(low_powers), strict=True)]
+        return depths, lows
+
+    def _band_gains(
+        self, talker: np.ndarray, depths: np.ndarray, bands_depths: list
+    ) -> np.ndarray | None:
+        """The post-filter's gains (T, K) where bands go deeper than the speech band: the
+        mask floored at mask_floor_db x depth and blended toward 1 by the depth, each
+        region's depth the speech band's (T,) or, inside a band, the deeper of it and the
+        band's own (bands x T; a last row of zeros for the regions outside every band). None
+        if no band went deeper than the speech band: its depth then holds everywhere."""
+        if max(max(d) for d in bands_depths) <= depths.min():
+            return None  # (at full depth, every frame of a noisy room: no need to look)
+        own = np.array(bands_depths)
+        if not (own > depths).any():
+            return None
+        regions = np.maximum(depths[:, None], own.T[:, self._region_band])
+        widths = self._region_widths
+        floors = np.repeat(10 ** (regions * (self._mask_floor_db / 20)), widths, axis=1)
+        gains = np.maximum(talker, floors, out=floors)
+        gains -= 1.0
+        gains *= np.repeat(regions, widths, axis=1)
+        gains += 1.0
+        return gains
 
     def _combine_depth(self, speech: list, noise: list, weights: list, j: int) -> None:
-        """Combine the noise floor's depth (set by _update_depth) with the mask's reading of
+        """Combine the noise floor's depth (set by _update_depths) with the mask's reading of
         the room's SNR for frame j, as `depth_source` says."""
         d = self.mask_room.update(speech[j], noise[j], *weights[j])
         if self._depth_source == "mask":
@@ -443,8 +519,9 @@ class ArrayPipeline:
         removed_low = spectra[:, :low, self._ref] * self._highpass_removes
         spectra[:, :low] *= self._highpass_gain[:low, None]  # it is 1 above them
 
-        if self._mask is not None:
-            # the mask listens to the reference mic, or to the first live mic if it is dead
+        if self._mask is not None or self._adaptive_depth:
+            # the mask and the room's readings listen to the reference mic, or to the first
+            # live mic if it is dead
             listen = self._ref
             if self.health.dead[self._ref]:
                 alive = np.flatnonzero(~self.health.dead)
@@ -474,6 +551,18 @@ class ArrayPipeline:
                         zip(sure_speech.sum(axis=1).tolist(), sure_noise.sum(axis=1).tolist(),
                             strict=True)
                     )
+        if self._adaptive_depth:
+            # the room's readings, frame by frame: each frame's power in the speech band, the
+            # low band and each band of BAND_DEPTHS (summed row by row, as the frame-by-frame
+            # sums would be)
+            call_room, call_low = self._update_depths(
+                ref_power[:, self._band].sum(axis=1).tolist(),
+                ref_power[:, :low].sum(axis=1).tolist(),
+            )
+            call_bands = [
+                room.run(ref_power[:, lo:hi].sum(axis=1).tolist())
+                for room, (lo, hi) in zip(self._band_rooms, self._band_sums, strict=True)
+            ]
         out_spectra = np.empty(spectra.shape[:2], complex)
         # whether every frame so far passes the reference mic as it came (depth 0 in both
         # bands, the beamformer on the reference mic, no AGC or pause gain): then the
@@ -513,10 +602,9 @@ class ArrayPipeline:
             depths = np.empty(count)
             low_kept = np.zeros(count)
             if self._adaptive_depth:
-                # each frame's power in the speech band and in the low band, for the room's
-                # SNR: summed row by row, as the frame-by-frame sums would be
-                band_powers = powers[:, self._band].sum(axis=1).tolist()
-                low_powers = powers[:, :low].sum(axis=1).tolist()
+                room_depths, low_depths = call_room[start:stop], call_low[start:stop]
+                # (the zero row: the regions outside every band)
+                bands_depths = [d[start:stop] for d in call_bands] + [[0.0] * count]
             if self._mask_gain:
                 talker = talker_mask[start:stop]
                 if self._mask_or_wiener:
@@ -525,7 +613,8 @@ class ArrayPipeline:
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
-                        low_kept[j] = 1.0 - self._update_depth(band_powers[j], low_powers[j])
+                        self.depth = room_depths[j]
+                        low_kept[j] = 1.0 - low_depths[j]
                         if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                     depths[j] = self.depth
@@ -538,7 +627,13 @@ class ArrayPipeline:
                     # tails, soft syllables), which is what costs clean rooms
                     talker = np.maximum(talker, wiener)
                 presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
-                if not depths.any():  # a clean room: exactly what the blend below gives there
+                band_gains = (
+                    self._band_gains(talker, depths, bands_depths) if self._band_rooms else None
+                )
+                deeper = band_gains is not None
+                if band_gains is not None:
+                    gains = band_gains
+                elif not depths.any():  # a clean room: exactly what the blend below gives there
                     gains = np.ones_like(talker)
                 else:
                     # the trained mask is the post-filter: floored at mask_floor_db x depth
@@ -554,7 +649,8 @@ class ArrayPipeline:
                 for j in range(count):  # the recursive per-bin part, frame by frame
                     tracker.update(powers[j], out=spps[j])
                     if self._adaptive_depth:
-                        low_kept[j] = 1.0 - self._update_depth(band_powers[j], low_powers[j])
+                        self.depth = room_depths[j]
+                        low_kept[j] = 1.0 - low_depths[j]
                         if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                     # the depth is also how far the tracker's noise is believed: in a clean
@@ -580,6 +676,8 @@ class ArrayPipeline:
                 scale = (agc.update(fp, p) if self._use_agc else 1.0) * self._gate
                 scales[j] = scale
                 as_is = as_is and scale == 1.0 and depth == 0.0
+            if self._band_rooms and self._mask_gain:
+                as_is = as_is and not deeper
             presences.extend(presence.tolist())
             fill = (start, stop, gains, scales, beam, low_kept)
             if as_is:

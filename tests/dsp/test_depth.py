@@ -4,11 +4,12 @@ does to the low end: pure frame-power sequences in, no audio needed."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import FS, array_scene
 
 from edge_agent.dsp.arrays import load_array
 from edge_agent.dsp.depth import BandSnr
-from edge_agent.dsp.pipeline import ArrayPipeline
+from edge_agent.dsp.pipeline import BAND_DEPTHS, ArrayPipeline
 
 HOP_S = 0.016
 
@@ -164,10 +165,16 @@ def test_at_depth_zero_the_reference_mic_passes_unchanged() -> None:
     changed 60 % of the samples, by up to ~100 LSB, before it was gated on its own
     uncertainty)."""
     mix, _ = array_scene(seconds=4.0, snr_db=20.0, seed=3)
+    # the bands that may go deeper held at 0 too
+    never = tuple((lo, hi, -90.0, -100.0) for lo, hi, _, _ in BAND_DEPTHS)
 
     def run(**kw) -> np.ndarray:
         stage = ArrayPipeline(
-            load_array("respeaker-4mic-pi"), clean_snr_db=-90.0, noisy_snr_db=-100.0, **kw
+            load_array("respeaker-4mic-pi"),
+            clean_snr_db=-90.0,
+            noisy_snr_db=-100.0,
+            band_depths=never,
+            **kw,
         )
         latency = stage.latency_samples
         padded = np.concatenate([mix, np.zeros((latency, 4), np.int16)])
@@ -182,21 +189,25 @@ def test_a_clean_rooms_frames_skip_the_synthesis_and_come_out_the_same() -> None
     pause gain): their synthesis is the input frame itself, less a DC offset, with no
     inverse transform. The output is the full path's, sample for sample: a 30 dB room, the
     same with every mic 2000 LSB off zero (the offset must still go), and a room that turns
-    noisy and clean again within 40 ms blocks, where shortcut and transform alternate."""
+    noisy and clean again within 40 ms blocks, where shortcut and transform alternate. The
+    scene's noise is white, so the band above 1.5 kHz (BAND_DEPTHS) reads it as noisy and
+    goes deeper in most frames: the shortcut is counted without the bands, and the output
+    compared with them too."""
     mix, _ = array_scene(seconds=8.0, snr_db=30.0, seed=11)
     offset = np.clip(mix.astype(np.int32) + 2000, -32768, 32767).astype(np.int16)
     noisy, _ = array_scene(seconds=8.0, snr_db=0.0, seed=12)
     turns = np.concatenate([mix, noisy, mix])
 
-    def run(x: np.ndarray, shortcut: bool) -> tuple[np.ndarray, int]:
-        stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    def run(x: np.ndarray, shortcut: bool, **kw) -> tuple[np.ndarray, int]:
+        stage = ArrayPipeline(load_array("respeaker-4mic-pi"), **kw)
         stage._as_is_shortcut = shortcut
         out = [stage.process(x[j : j + 640]) for j in range(0, x.shape[0], 640)]
         return np.concatenate([*out, stage.flush()]), stage.frames_as_is
 
     for x in (mix, offset, turns):
-        fast, as_is = run(x, True)
-        full, none = run(x, False)
+        assert np.array_equal(run(x, True)[0], run(x, False)[0])
+        fast, as_is = run(x, True, band_depths=())
+        full, none = run(x, False, band_depths=())
         assert np.array_equal(fast, full)
         assert none == 0 and as_is > 0.5 * x.shape[0] / 256  # it was taken, most of the time
         if x is offset:  # the offset went, with the shortcut taken
@@ -210,7 +221,7 @@ def test_the_beamformer_holds_the_reference_mic_at_a_small_depth() -> None:
 
     def run(depth: float, **kw) -> tuple[np.ndarray, ArrayPipeline]:
         stage = ArrayPipeline(load_array("respeaker-4mic-pi"), depth_source="band", **kw)
-        stage.room.update = lambda power: depth  # type: ignore[method-assign]
+        stage.room.run = lambda powers: [depth] * len(powers)  # type: ignore[method-assign]
         return np.concatenate([stage.process(mix), stage.flush()]), stage
 
     small, stage = run(0.25)
@@ -246,3 +257,77 @@ def test_the_masks_early_cap_bites_only_where_it_reads_the_room_clearly_clean() 
     assert depth_read_at(18.0) == 1.0
     assert 0.0 < depth_read_at(23.0) < 1.0
     assert depth_read_at(30.0) == 0.0
+
+
+def test_band_snr_run_gives_what_update_gives_frame_by_frame() -> None:
+    """`run` over a list of frames is `update` for each in turn, however the frames are cut:
+    the depths, the SNR read and the state after (through silence, the first frames, a room
+    that turns noisy and clean again, and the floor's limited rise)."""
+    rng = np.random.default_rng(21)
+    powers = np.concatenate([talk(8.0, 25.0, rng), talk(8.0, 2.0, rng) * 30, talk(8.0, 18.0, rng)])
+    powers[100:140] = 0.0  # digital silence
+    for kw in ({}, {"floor_rise_db_per_s": 1.0, "settle_s": 2.0, "start_depth": 0.4}):
+        one, many = BandSnr(hop_s=HOP_S, silence_power=1e-9, **kw), BandSnr(
+            hop_s=HOP_S, silence_power=1e-9, **kw
+        )
+        by_frame = [one.update(float(p)) for p in powers]
+        cuts = np.cumsum(rng.integers(1, 9, size=powers.size))
+        in_runs: list[float] = []
+        for a, b in zip([0, *cuts.tolist()], cuts.tolist(), strict=False):
+            in_runs += many.run(powers[a:b].tolist())
+        assert in_runs == by_frame
+        assert one.snr_db == many.snr_db and one.depth == many.depth
+        assert len(set(by_frame)) > 10  # the depth moved: the comparison could fail
+
+
+def rumble_room(seconds: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An HVAC room: the speech band clean (white noise 35 dB under the talker) and rumble
+    below 150 Hz 10 dB over the talker's whole power. (n, 4) int16 and the talker at mic 0."""
+    from scipy.signal import butter, sosfilt
+
+    rng = np.random.default_rng(seed)
+    mix, clean = array_scene(seconds=seconds, snr_db=35.0, seed=seed)
+    rumble = sosfilt(butter(8, 150, fs=FS, output="sos"), rng.standard_normal(mix.shape[0]))
+    rumble *= np.sqrt(10 * np.mean(clean**2) / np.mean(rumble**2))
+    noisy = mix + np.round(rumble[:, None] * 32768)
+    return np.clip(noisy, -32768, 32767).astype(np.int16), clean
+
+
+def test_a_band_of_rumble_goes_deeper_than_the_speech_band_and_only_in_its_bins() -> None:
+    """Rumble below 150 Hz, 10 dB over the talker, in a room whose speech band is clean:
+    the speech band's depth stays low, the band below 250 Hz (BAND_DEPTHS) reads its own
+    floor and goes deep. What changes is below ~250 Hz only, and the talker comes out
+    cleaner than with the speech band's depth alone."""
+    mix, clean = rumble_room(8.0, seed=14)
+
+    def run(**kw) -> tuple[np.ndarray, ArrayPipeline]:
+        stage = ArrayPipeline(load_array("respeaker-4mic-pi"), **kw)
+        latency = stage.latency_samples
+        padded = np.concatenate([mix, np.zeros((latency, 4), np.int16)])
+        out = np.concatenate([stage.process(padded), stage.flush()])[latency:] / 32768
+        return out, stage
+
+    with_bands, stage = run()
+    alone, _ = run(band_depths=())
+    assert stage.depth < 0.5 and stage._band_rooms[0].depth == 1.0
+
+    def error_db(y: np.ndarray) -> float:
+        tail = slice(3 * FS, None)  # after the readings have settled
+        c, e = clean[tail], y[tail]
+        a = (e @ c) / (c @ c)
+        return float(10 * np.log10(((e - a * c) @ (e - a * c)) / ((a * c) @ (a * c))))
+
+    assert error_db(with_bands) < error_db(alone) - 3.0
+    spectrum = np.abs(np.fft.rfft(with_bands - alone)) ** 2
+    freqs = np.fft.rfftfreq(with_bands.size, 1 / FS)
+    assert spectrum[freqs > 300].sum() < 1e-3 * spectrum.sum()
+
+
+def test_band_depths_must_be_in_order_and_apart() -> None:
+    geometry = load_array("respeaker-4mic-pi")
+    backwards = ((1000.0, 500.0, 20.0, 10.0),)
+    overlapping = ((0.0, 500.0, 20.0, 10.0), (400.0, 900.0, 20.0, 10.0))
+    for bands in (backwards, overlapping):
+        with pytest.raises(ValueError, match="band_depths"):
+            ArrayPipeline(geometry, band_depths=bands)
+    ArrayPipeline(geometry, band_depths=overlapping[:1])  # each alone is fine
