@@ -12,7 +12,9 @@ people overlapping in a live room) would otherwise become the floor the moment t
 pause leaves the window. A room whose noise really rises is followed at that rate.
 Speech is the mean excess over the floor in frames more than 6 dB above it, over ~2 s.
 Frames of digital silence are skipped. The depth is 1 at or below `noisy_snr_db`, 0 at
-or above `clean_snr_db`, linear in dB between.
+or above `clean_snr_db`, linear in dB between. With `wait_s`, it is 0 until the floor
+has seen that much of the room (frames used, not silence): a floor that has not yet seen
+a pause may be the talk itself.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class BandSnr:
         settle_s: float = 6.0,
         silence_power: float = 0.0,
         floor_rise_db_per_s: float | None = None,
+        wait_s: float = 0.0,
     ) -> None:
         #: once the floor has seen a whole window, it may rise only this fast (it falls at
         #: once): a talker who has not paused for a window's length must not become the
@@ -41,7 +44,7 @@ class BandSnr:
         rise = None if floor_rise_db_per_s is None else 10 ** (floor_rise_db_per_s * hop_s / 10)
         #: what does not change: (the rise per frame, digital silence's band power, frames
         #: ignored at the start, frames per sub-window, the speech average's decay per frame,
-        #: the clean SNR, the dB from clean to noisy, frames to settle)
+        #: the clean SNR, the dB from clean to noisy, frames to settle, frames to wait)
         self._constants = (
             rise,
             silence_power,
@@ -51,6 +54,7 @@ class BandSnr:
             clean_snr_db,
             clean_snr_db - noisy_snr_db,
             settle_s / hop_s,
+            wait_s / hop_s,
         )
         #: what a frame changes, in one tuple so that `run` loads and stores it at once:
         #: (frames seen, frames used, whether speech has risen above a floor, the floor, the
@@ -81,7 +85,7 @@ class BandSnr:
         """Feed several frames' band powers, in order; return their depths (the state lives
         in locals for the loop: a frame costs half what a call of its own does)."""
         depths = []
-        rise, silence, onset, subwindow, decay, clean, span, settle = self._constants
+        rise, silence, onset, subwindow, decay, clean, span, settle, wait = self._constants
         seen, frames, heard, floor, smoothed, current_min, minima, lowest, speech, weight = (
             self._state
         )
@@ -110,12 +114,13 @@ class BandSnr:
             if not heard:
                 if frames > 3 * subwindow:
                     depth = 1.0
-                depths.append(depth)
-                continue
-            snr = 10 * math.log10(max(speech / weight, 1e-20) / noise)
-            depth = min(1.0, max(0.0, (clean - snr) / span))
-            if frames < settle:
-                depth *= frames / settle
+            else:
+                snr = 10 * math.log10(max(speech / weight, 1e-20) / noise)
+                depth = min(1.0, max(0.0, (clean - snr) / span))
+                if frames < settle:
+                    depth *= frames / settle
+            if frames < wait:
+                depth = 0.0  # (until the floor has seen the whole window, none)
             depths.append(depth)
         self._state = (
             seen, frames, heard, floor, smoothed, current_min, minima, lowest, speech, weight

@@ -264,6 +264,8 @@ class ArrayPipeline:
                         clean_snr_db=clean,
                         noisy_snr_db=noisy,
                         settle_s=settle_s,
+                        # until its floor has seen a whole window it may be the talk itself
+                        wait_s=floor_window_s,
                         silence_power=self._quantum_power * (hi - lo),
                         floor_rise_db_per_s=floor_rise_db_per_s,
                     )
@@ -628,7 +630,9 @@ class ArrayPipeline:
                     talker = np.maximum(talker, wiener)
                 presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
                 band_gains = (
-                    self._band_gains(talker, depths, bands_depths) if self._band_rooms else None
+                    self._band_gains(talker, depths, bands_depths)
+                    if self._band_rooms
+                    else None
                 )
                 deeper = band_gains is not None
                 if band_gains is not None:
