@@ -213,26 +213,27 @@ class ArrayPipeline:
         # a bin's |X|^2 for 1 LSB rms of white noise (the sqrt-Hann window's energy is N/2):
         # band powers under this are digital silence
         self._quantum_power = (frame_len / 2) / 32768.0**2
-        self.room = BandSnr(
+        # every band's floor: the same window and rise
+        floor = partial(
+            BandSnr,
             hop_s=hop_s,
             floor_window_s=floor_window_s,
+            floor_rise_db_per_s=floor_rise_db_per_s,
+        )
+        self.room = floor(
             clean_snr_db=clean_snr_db,
             noisy_snr_db=noisy_snr_db,
             start_depth=start_depth,
             settle_s=settle_s,
             silence_power=self._quantum_power * (self._band.stop - self._band.start),
-            floor_rise_db_per_s=floor_rise_db_per_s,
         )
         # The high-pass and DC removal act where there is something to remove: what they
         # take from the reference mic is given back in proportion to 1 - the low band's own
         # depth (below ~100 Hz), so rumble goes and a quiet room's low end stays.
-        self.low_room = BandSnr(
-            hop_s=hop_s,
-            floor_window_s=floor_window_s,
+        self.low_room = floor(
             clean_snr_db=clean_snr_db,
             noisy_snr_db=noisy_snr_db,
             silence_power=self._quantum_power * self._low_bins,
-            floor_rise_db_per_s=floor_rise_db_per_s,
         )
         self.depth = 1.0 if not adaptive_depth else self.room.depth
         # Bands that may go deeper than the speech band says (module docstring, BAND_DEPTHS):
@@ -258,16 +259,13 @@ class ArrayPipeline:
                 self._region_band.append(len(self._band_rooms))
                 self._band_sums.append((lo, hi))
                 self._band_rooms.append(
-                    BandSnr(
-                        hop_s=hop_s,
-                        floor_window_s=floor_window_s,
+                    floor(
                         clean_snr_db=clean,
                         noisy_snr_db=noisy,
                         settle_s=settle_s,
                         # until its floor has seen a whole window it may be the talk itself
                         wait_s=floor_window_s,
                         silence_power=self._quantum_power * (hi - lo),
-                        floor_rise_db_per_s=floor_rise_db_per_s,
                     )
                 )
                 edge = hi
