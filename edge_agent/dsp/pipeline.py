@@ -2,16 +2,16 @@
 
 A small trained speech mask (mask.py) reads the reference mic and says, per frame and bin,
 how much is talker. It drives the beamformer's covariances (a mask-based multichannel
-Wiener filter) and is the post-filter, floored at -18 dB and overruled by a Wiener gain
+Wiener filter) and is the post-filter, floored at -24 dB and overruled by a Wiener gain
 wherever the signal stands clear of the tracked noise floor (so weak speech the mask is
 unsure of is kept). How deep all of it goes (the depth, 0..1) follows the room's SNR as
 the noise floor reads it (depth.py); until the floor has seen a whole window, the mask's
 own reading of the room's SNR caps it, since a floor that has not yet seen a pause reads
-a clean room as noisy. Three bands may go deeper than that depth, each by its own noise
-floor's reading (BAND_DEPTHS): the rumble below the speech band, and 1-2 and 2-8 kHz,
-where the talker's reverberant tails that a clean room's score keeps are weak and the mask
-with its Wiener overrule gains even in rooms the speech band calls clean. docs/dsp.md has
-the bench's ablations of each choice.
+a clean room as noisy. Two bands may go deeper than that depth in their own bins, each by
+its own noise floor's reading once that floor has seen a whole window (BAND_DEPTHS): the
+rumble below the speech band, and above 1.5 kHz, where the talker's reverberant tails that
+a clean room's score keeps are weak and the mask with its Wiener overrule gains even in
+rooms the speech band calls clean. docs/dsp.md has the bench's ablations of each choice.
 
 Streaming and causal. Input is cut into hops of 256 samples on a fixed grid, analysed
 with a 512-sample sqrt-Hann STFT (50 % overlap), so the output lags the input by
@@ -42,8 +42,9 @@ _MAX_FRAMES_PER_PASS = 64  # bounds memory when a whole file arrives in one bloc
 #: bands whose own noise floor may take the post-filter deeper than the speech band's
 #: depth, in its bins only: (from Hz, to Hz, depth 0 at or above this SNR dB, 1 at or below
 #: this). Below 250 Hz: HVAC rumble, which a 0 dB room can hold almost all of while the
-#: speech band reads 15 dB. Above 1 kHz: the mask and its Wiener overrule gain there even
-#: in rooms the speech band reads as clean (docs/dsp.md, "Bands that go deeper")
+#: speech band reads 15 dB. Above 1.5 kHz: the mask and its Wiener overrule gain there
+#: even in rooms the speech band reads as clean (docs/dsp.md, "Bands that go deeper than
+#: the speech band"). A band waits until its floor has seen a whole window.
 BAND_DEPTHS = (
     (0.0, 250.0, 16.0, 8.0),
     (1500.0, math.inf, 28.0, 18.0),
