@@ -602,6 +602,7 @@ class ArrayPipeline:
             count = stop - start
             depths = np.empty(count)
             low_kept = np.zeros(count)
+            deeper = False  # whether a band went deeper than the speech band in the segment
             if self._adaptive_depth:
                 room_depths, low_depths = call_room[start:stop], call_low[start:stop]
                 # (the zero row: the regions outside every band)
@@ -679,8 +680,7 @@ class ArrayPipeline:
                 scale = (agc.update(fp, p) if self._use_agc else 1.0) * self._gate
                 scales[j] = scale
                 as_is = as_is and scale == 1.0 and depth == 0.0
-            if self._band_rooms and self._mask_gain:
-                as_is = as_is and not deeper
+            as_is = as_is and not deeper
             presences.extend(presence.tolist())
             fill = (start, stop, gains, scales, beam, low_kept)
             if as_is:
