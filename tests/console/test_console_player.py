@@ -8,10 +8,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+#: The worklet's reports are port messages, delivered to the page some time after the
+#: rendering that sent them (on a loaded machine, after startRendering() has resolved):
+#: wait until none has come for 300 ms (at most 10 s) before reading them.
+DRAIN = """
+        const drain = async (list) => {
+          for (let k = 0, seen = -1; k < 100 && seen !== list.length; k++) {
+            seen = list.length;
+            await new Promise((r) => setTimeout(r, 300));
+          }
+        };"""
+
 
 def render(page, static_console: str, *, rate: float, seconds: float, tone_hz: float,
            out_s: float) -> dict:
-    return page.evaluate("""async (a) => {
+    return page.evaluate("""async (a) => {""" + DRAIN + """
         const sr = 16000;
         const ctx = new OfflineAudioContext({numberOfChannels: 1, length: Math.round(a.out_s * sr),
             sampleRate: sr});
@@ -36,6 +47,7 @@ def render(page, static_console: str, *, rate: float, seconds: float, tone_hz: f
         });
         const buf = await ctx.startRendering();
         await held;
+        await drain(ticks);
         return {out: Array.from(buf.getChannelData(0)), ticks};
     }""", {"base": static_console, "rate": rate, "seconds": seconds, "tone": tone_hz,
            "out_s": out_s})
@@ -83,7 +95,7 @@ def test_ticks_from_before_a_reset_do_not_move_the_position(module_page, static_
     still running can arrive after the page has reset to a replay. Each tick carries the
     epoch of the last reset the worklet took, and the player keeps only current ones
     (a stale tick once put "play what you missed" at the live edge)."""
-    got = module_page.evaluate("""async (a) => {
+    got = module_page.evaluate("""async (a) => {""" + DRAIN + """
         const sr = 16000;
         const ctx = new OfflineAudioContext({numberOfChannels: 1, length: sr, sampleRate: sr});
         await ctx.audioWorklet.addModule(a.base + '/console/js/worklet.js');
@@ -100,6 +112,7 @@ def test_ticks_from_before_a_reset_do_not_move_the_position(module_page, static_
         });
         await ctx.startRendering();
         await held;
+        await drain(epochs);
         const {Player} = await import(a.base + '/console/js/player.js');
         const p = new Player({onTick: () => {}, fetchRange: async () => {}});
         p.epoch = 5;
