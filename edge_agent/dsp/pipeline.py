@@ -241,9 +241,9 @@ class ArrayPipeline:
         # each its own floor reading; the spectrum cut into regions at their edges, each
         # region's depth the speech band's or, inside a band, the deeper of the two
         self._band_rooms: list[BandSnr] = []
-        self._band_sums: list[tuple[int, int]] = []
+        self._band_bins: list[tuple[int, int]] = []  # each band's bins, from and to
         self._region_widths: list[int] = []
-        self._region_band: list[int] = []  # the band a region lies in; -1: none (a zero row)
+        self._band_regions: list[int] = []  # which regions the bands are, in band order
         if adaptive_depth and mask and mask_gain:
             edge = 0
             for lo_hz, hi_hz, clean, noisy in band_depths:
@@ -255,10 +255,9 @@ class ArrayPipeline:
                     )
                 if lo > edge:
                     self._region_widths.append(lo - edge)
-                    self._region_band.append(-1)
+                self._band_regions.append(len(self._region_widths))
                 self._region_widths.append(hi - lo)
-                self._region_band.append(len(self._band_rooms))
-                self._band_sums.append((lo, hi))
+                self._band_bins.append((lo, hi))
                 self._band_rooms.append(
                     floor(
                         clean_snr_db=clean,
@@ -272,7 +271,6 @@ class ArrayPipeline:
                 edge = hi
             if band_depths and edge < bins:
                 self._region_widths.append(bins - edge)
-                self._region_band.append(-1)
         self._depth_source = depth_source
         self._mask_snr_split = mask_snr_split
         self._mask_or_wiener = mask_or_wiener
@@ -379,15 +377,16 @@ class ArrayPipeline:
         """The post-filter's gains (T, K) where bands go deeper than the speech band: the
         mask floored at mask_floor_db x depth and blended toward 1 by the depth, each
         region's depth the speech band's (T,) or, inside a band, the deeper of it and the
-        band's own (bands x T; a last row of zeros for the regions outside every band). None
-        if no band went deeper than the speech band: its depth then holds everywhere."""
+        band's own (bands x T). None if no band went deeper than the speech band: its depth
+        then holds everywhere."""
         if max(max(d) for d in bands_depths) <= depths.min():
             return None  # (at full depth, every frame of a noisy room: no need to look)
         own = np.array(bands_depths)
         if not (own > depths).any():
             return None
-        regions = np.maximum(depths[:, None], own.T[:, self._region_band])
         widths = self._region_widths
+        regions = np.repeat(depths[:, None], len(widths), axis=1)
+        regions[:, self._band_regions] = np.maximum(depths[:, None], own.T)
         floors = np.repeat(10 ** (regions * (self._mask_floor_db / 20)), widths, axis=1)
         gains = np.maximum(talker, floors, out=floors)
         gains -= 1.0
@@ -562,7 +561,7 @@ class ArrayPipeline:
             )
             call_bands = [
                 room.run(ref_power[:, lo:hi].sum(axis=1).tolist())
-                for room, (lo, hi) in zip(self._band_rooms, self._band_sums, strict=True)
+                for room, (lo, hi) in zip(self._band_rooms, self._band_bins, strict=True)
             ]
         out_spectra = np.empty(spectra.shape[:2], complex)
         # whether every frame so far passes the reference mic as it came (depth 0 in both
@@ -605,8 +604,7 @@ class ArrayPipeline:
             deeper = False  # whether a band went deeper than the speech band in the segment
             if self._adaptive_depth:
                 room_depths, low_depths = call_room[start:stop], call_low[start:stop]
-                # (the zero row: the regions outside every band)
-                bands_depths = [d[start:stop] for d in call_bands] + [[0.0] * count]
+                bands_depths = [d[start:stop] for d in call_bands]
             if self._mask_gain:
                 talker = talker_mask[start:stop]
                 if self._mask_or_wiener:
