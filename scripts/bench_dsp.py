@@ -507,8 +507,19 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
 # what each piece of the trained mask gives: ours with pipeline overrides, on TEST
 ABLATIONS = {
     "shipped": {},
-    "no band going deeper than the speech band (BAND_DEPTHS)": {"band_depths": ()},
+    "no noise events (EVENTS)": {"events": None},
+    "the Wiener gain overruling the mask in full, and no noise events (as before them)": {
+        "overrule_below": None,
+        "events": None,
+    },
+    "no band going deeper than the speech band (BAND_DEPTHS), and as before the events": {
+        "band_depths": (),
+        "overrule_below": None,
+        "events": None,
+    },
     "as before the bands: none, the speech band clean at 20 dB, the mask floored at -18 dB": {
+        "overrule_below": None,
+        "events": None,
         "band_depths": (),
         "clean_snr_db": 20.0,
         "mask_floor_db": -18.0,

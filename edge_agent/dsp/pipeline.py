@@ -50,6 +50,14 @@ BAND_DEPTHS = (
     (1500.0, math.inf, 28.0, 18.0),
 )
 
+#: noise events: bins the trained mask is sure hold noise (full at or below the first
+#: value, none from the second) while they stand clear of the tracked noise floor (the
+#: decision-directed Wiener gain: none at or below the first value, full from the second)
+#: get the mask at full depth whatever the room's depth. Paper, keys, a dropped instrument:
+#: between them the floor is the quiet room, so the room's depth is near 0 exactly where
+#: they are loudest (docs/dsp.md, "Noise events")
+EVENTS = ((0.01, 0.02), (0.5, 0.9))
+
 
 class ArrayPipeline:
     """Multichannel int16 blocks in, mono int16 out (see the module docstring).
@@ -67,6 +75,12 @@ class ArrayPipeline:
     "min"/"max" of the two, or "early": the floor's, capped by the mask's until the floor
     has seen `floor_window_s`. `band_depths` (with the mask as the post-filter and an
     adaptive depth): bands whose own floor may take their bins deeper (BAND_DEPTHS).
+    `overrule_below` (lo, hi, kept): the Wiener gain overrules the mask in full where the
+    mask is at or above hi; at or below lo (where the mask is sure the bin is noise) only
+    `kept` of it does, linearly between.
+    `events` (with `mask_or_wiener`): EVENTS, below `events_max_hz` (above it the mask
+    takes a talker's fricatives for paper) and once the mask has run `events_after_s` (it
+    is unsure of everything before that).
     """
 
     def __init__(
@@ -109,6 +123,10 @@ class ArrayPipeline:
         beamform_depth_from: float = 0.3,
         floor_rise_db_per_s: float | None = 1.0,
         band_depths: tuple = BAND_DEPTHS,
+        overrule_below: tuple[float, float, float] | None = (0.05, 0.2, 0.5),
+        events: tuple | None = EVENTS,
+        events_max_hz: float = 4000.0,
+        events_after_s: float = 2.0,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -274,6 +292,12 @@ class ArrayPipeline:
         self._depth_source = depth_source
         self._mask_snr_split = mask_snr_split
         self._mask_or_wiener = mask_or_wiener
+        self._overrule_below = overrule_below
+        self._events = events if mask and mask_gain and mask_or_wiener else None
+        self._events_bins = min(bins, round(events_max_hz * frame_len / sample_rate))
+        self._events_after = round(events_after_s / hop_s)
+        self._full_floor = 10 ** (mask_floor_db / 20)
+        self._frames_seen = 0
         #: "early": the mask's reading caps the floor's depth until the floor has seen a
         #: whole window (before that it may be speech and read a clean room as noisy)
         self._early_frames = floor_window_s / hop_s
@@ -391,6 +415,36 @@ class ArrayPipeline:
         gains = np.maximum(talker, floors, out=floors)
         gains -= 1.0
         gains *= np.repeat(regions, widths, axis=1)
+        gains += 1.0
+        return gains
+
+    def _event_gains(
+        self, talker: np.ndarray, wiener: np.ndarray, first_frame: int
+    ) -> np.ndarray | None:
+        """The post-filter's gains (T, events' bins) in noise events (EVENTS): the mask at
+        full depth, at each bin's event weight; None if no bin of the segment is an event.
+        `first_frame` is the segment's first frame's index since the start."""
+        early = self._events_after - first_frame
+        if early >= talker.shape[0]:
+            return None
+        assert self._events is not None
+        (sure, unsure), (clear_from, clear) = self._events
+        kb = self._events_bins
+        mask = talker[:, :kb]
+        weight = unsure - mask
+        weight *= 1.0 / (unsure - sure)
+        np.clip(weight, 0.0, 1.0, out=weight)
+        stands_clear = wiener[:, :kb] - clear_from
+        stands_clear *= 1.0 / (clear - clear_from)
+        np.clip(stands_clear, 0.0, 1.0, out=stands_clear)
+        weight *= stands_clear
+        if early > 0:
+            weight[:early] = 0.0
+        if not weight.any():
+            return None
+        gains = np.maximum(mask, self._full_floor)
+        gains -= 1.0
+        gains *= weight
         gains += 1.0
         return gains
 
@@ -621,10 +675,24 @@ class ArrayPipeline:
                     if self._mask_or_wiener:
                         tracker.update(powers[j], out=spp)
                         postfilter.gain(powers[j], tracker.noise_psd, out=wiener[j])
+                event_gains = None
                 if self._mask_or_wiener:
+                    if self._events is not None:
+                        event_gains = self._event_gains(talker, wiener, self._frames_seen + start)
                     # where the signal stands clear of the tracked noise floor the Wiener
                     # gain is ~1: it overrules a mask unsure of weak speech (reverberant
-                    # tails, soft syllables), which is what costs clean rooms
+                    # tails, soft syllables), which is what costs clean rooms. Only half of
+                    # it where the mask is sure the bin is noise: paper and keys stand as
+                    # clear of the floor as speech does (and the half that is left keeps a
+                    # voice the mask does not know from vanishing)
+                    if self._overrule_below is not None:
+                        lo, hi, kept = self._overrule_below
+                        share = talker - lo
+                        share *= 1.0 / (hi - lo)
+                        np.clip(share, 0.0, 1.0, out=share)
+                        share *= 1.0 - kept
+                        share += kept
+                        wiener *= share
                     talker = np.maximum(talker, wiener)
                 presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
                 band_gains = (
@@ -645,6 +713,10 @@ class ArrayPipeline:
                     gains -= 1.0
                     gains *= depths[:, None]
                     gains += 1.0
+                if event_gains is not None:
+                    kb = self._events_bins
+                    np.minimum(gains[:, :kb], event_gains, out=gains[:, :kb])
+                    deeper = True  # (the frames are not as they came)
             else:
                 spps = np.empty((count, powers.shape[1]))
                 gains = np.empty_like(spps)
@@ -697,6 +769,7 @@ class ArrayPipeline:
                 beamformer._queued = (beamformer._queued + count) % beamformer.update_frames
             start = stop
         self.speech_presence = sum(presences) / frames_count
+        self._frames_seen += frames_count
 
         if transparent and self._as_is_shortcut:
             # what the inverse transform would give: the reference mic's frames as analysed,

@@ -117,8 +117,17 @@ def test_a_48k_recording_is_resampled_and_stays_aligned(tmp_path, capsys) -> Non
     lags = [float(np.dot(np.roll(y, -k)[FS:], clean[FS:])) for k in range(-40, 41)]
     assert int(np.argmax(lags)) - 40 == 0
     direct = _processed(tmp_path, write_multichannel(tmp_path / "16k.wav", mix)).astype(np.float64)
-    err = y[FS:] - direct[FS:]
-    assert 10 * np.log10((direct[FS:] ** 2).sum() / (err**2).sum()) > 25  # same audio
+
+    def si_sdr(e: np.ndarray) -> float:
+        c, e = clean[FS:], e[FS:]
+        target = (e @ c) / (c @ c) * c
+        return float(10 * np.log10((target @ target) / ((e - target) @ (e - target))))
+
+    # at least as well processed as the 16 kHz recording (not sample for sample: the
+    # resampler takes out what lies above 7.6 kHz, and the trained mask reads the whole
+    # spectrum; measured 7.3 dB against 6.6)
+    assert si_sdr(y) > si_sdr(direct) - 0.5
+    assert si_sdr(direct) > si_sdr(mix[:, 0].astype(np.float64)) + 1.0
 
 
 def test_a_file_of_only_the_mics_is_placed_on_the_mic_channels(tmp_path, capsys) -> None:

@@ -163,7 +163,8 @@ def test_at_depth_zero_the_reference_mic_passes_unchanged() -> None:
     touch the reference mic: not the high-pass, and not the DC removal, whose estimate in a
     mic without an offset is the talker's low end wandering around zero (subtracting it
     changed 60 % of the samples, by up to ~100 LSB, before it was gated on its own
-    uncertainty)."""
+    uncertainty). Noise events (EVENTS) act at any depth, by design: they are held off here
+    (tests/dsp/test_events.py has them)."""
     mix, _ = array_scene(seconds=4.0, snr_db=20.0, seed=3)
     # the bands that may go deeper held at 0 too
     never = tuple((lo, hi, -90.0, -100.0) for lo, hi, _, _ in BAND_DEPTHS)
@@ -174,6 +175,7 @@ def test_at_depth_zero_the_reference_mic_passes_unchanged() -> None:
             clean_snr_db=-90.0,
             noisy_snr_db=-100.0,
             band_depths=never,
+            events=None,
             **kw,
         )
         latency = stage.latency_samples

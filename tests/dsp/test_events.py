@@ -1,0 +1,111 @@
+"""The post-filter where the trained mask is sure a bin is noise (edge_agent/dsp/pipeline.py):
+the Wiener gain overrules it only by half there, and noise events (EVENTS) are taken out
+at any depth. Paper, keys, a dropped instrument: short bursts that stand as clear of the
+tracked noise floor as speech does, in a room whose floor (the quiet between them) reads
+as clean."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import FS, speechlike
+
+from edge_agent.dsp.arrays import load_array
+from edge_agent.dsp.pipeline import EVENTS, ArrayPipeline
+
+
+def paper_room(seed: int, seconds: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 4) int16 and the talker at mic 0: the harmonic talker of conftest and bursts of
+    broadband noise (20-60 ms, about six a second, each from its own direction) over a
+    quiet bed, at 0 dB SNR overall."""
+    rng = np.random.default_rng(seed)
+    s = speechlike(seconds, rng)
+    n = s.size
+    talker = np.stack([np.roll(s, d) for d in (0, 2, 4, 2)], axis=1)
+    noise = np.zeros((n, 4))
+    t = 0
+    while True:
+        t += int(rng.exponential(0.16) * FS) + 1
+        length = int(rng.uniform(0.02, 0.06) * FS)
+        if t + length >= n:
+            break
+        burst = rng.standard_normal((length, 4)) * np.hanning(length)[:, None]
+        burst *= rng.uniform(0.3, 1.0)
+        delays = (0, 3, 5, 1)
+        noise[t : t + length] += np.stack([np.roll(burst[:, 0], d) for d in delays], axis=1)
+        noise[t : t + length] += 0.2 * burst
+    noise += 0.003 * rng.standard_normal((n, 4))
+    gain = np.sqrt(np.mean(talker[:, 0] ** 2) / np.mean(noise[:, 0] ** 2))
+    scale = 0.05 / np.sqrt(np.mean(talker[:, 0] ** 2))
+    mix = (talker + gain * noise) * scale * 32768
+    return np.round(mix).astype(np.int16), talker[:, 0] * scale
+
+
+def run(mix: np.ndarray, **kw) -> tuple[np.ndarray, ArrayPipeline]:
+    stage = ArrayPipeline(load_array("respeaker-4mic-pi"), **kw)
+    latency = stage.latency_samples
+    padded = np.concatenate([mix, np.zeros((latency, 4), np.int16)])
+    out = np.concatenate([stage.process(padded), stage.flush()])[latency:]
+    return out.astype(np.float64) / 32768, stage
+
+
+def si_sdr_db(y: np.ndarray, clean: np.ndarray) -> float:
+    a = (y @ clean) / (clean @ clean)
+    residual = y - a * clean
+    return float(10 * np.log10(((a * clean) @ (a * clean)) / (residual @ residual)))
+
+
+def test_events_are_taken_out_in_a_room_whose_floor_reads_clean() -> None:
+    """The floor is the quiet between the bursts, so the room's depth stays 0 and, without
+    events, the output is the raw mic's quality. With them the bursts below 4 kHz go
+    (measured: +0.8 to +1.2 dB over no events on four seeds)."""
+    for seed in (0, 1):
+        mix, clean = paper_room(seed)
+        with_events, stage = run(mix)
+        without, _ = run(mix, events=None)
+        raw = si_sdr_db(mix[:, 0] / 32768, clean)
+        assert stage.depth == 0.0
+        assert abs(si_sdr_db(without, clean) - raw) < 0.2
+        assert si_sdr_db(with_events, clean) > si_sdr_db(without, clean) + 0.6
+
+
+def test_the_wiener_gain_overrules_a_mask_sure_of_noise_only_by_half() -> None:
+    """At full depth (events off, so only the overrule differs), bursts the mask is sure are
+    noise but that stand clear of the floor: the whole Wiener gain would let them through
+    (measured: +1.4 dB over the raw mic), half of it takes most of them out (+6.6 dB)."""
+    mix, clean = paper_room(0)
+    half, _ = run(mix, adaptive_depth=False, events=None)
+    whole, _ = run(mix, adaptive_depth=False, events=None, overrule_below=None)
+    assert si_sdr_db(half, clean) > si_sdr_db(whole, clean) + 3.0
+
+
+def test_events_wait_for_the_mask_and_stay_below_4_khz() -> None:
+    """The mask is unsure of everything in its first seconds (a talker's first words read
+    as sure noise): no event before 2 s, so the output is the same as without events until
+    then. Above 4 kHz a talker's fricatives read as paper: the events' gains stop there."""
+    mix, _ = paper_room(2)
+    with_events, stage = run(mix)
+    without, _ = run(mix, events=None)
+    frame = 512
+    first = 2 * FS - frame  # the last output samples made of frames before 2 s only
+    assert np.array_equal(with_events[:first], without[:first])
+    assert not np.array_equal(with_events[2 * FS :], without[2 * FS :])
+
+    # the gains themselves: sure noise that stands clear of the floor -> the mask at full
+    # depth (floored at -24 dB); unsure, or at the floor -> 1; a bin's event weight is the
+    # product of the two ramps
+    (sure, unsure), (clear_from, clear) = EVENTS
+    kb = stage._events_bins
+    assert kb == 128  # 4 kHz at 31.25 Hz a bin
+    talker = np.full((4, 257), 0.5)
+    wiener = np.full((4, 257), clear)
+    talker[0], talker[1], talker[2] = sure / 2, sure / 2, (sure + unsure) / 2
+    wiener[1] = clear_from / 2
+    gains = stage._event_gains(talker, wiener, first_frame=10_000)
+    assert gains is not None and gains.shape == (4, kb)
+    assert np.allclose(gains[0], 10 ** (-24 / 20))
+    assert np.allclose(gains[1], 1.0) and np.allclose(gains[3], 1.0)
+    assert np.allclose(gains[2], 1.0 - 0.5 * (1.0 - 10 ** (-24 / 20)))
+    # before the mask has run 2 s (125 frames), nothing
+    assert stage._event_gains(talker, wiener, first_frame=0) is None
+    early = stage._event_gains(talker, wiener, first_frame=124)
+    assert early is not None and np.allclose(early[0], 1.0) and np.allclose(early[1:], gains[1:])
