@@ -103,9 +103,12 @@ class BandSnr:
                 minima = [current_min, *minima[:-1]]
                 lowest = min(minima)
                 current_min = smoothed
-            noise = max(min(current_min, lowest), 1e-20)
-            if rise is not None and minima[-1] < math.inf:
-                noise = min(noise, floor * rise)
+            # (conditional expressions, not min and max: the same floats at less call cost)
+            noise = current_min if current_min < lowest else lowest
+            if noise < 1e-20:
+                noise = 1e-20
+            if rise is not None and minima[-1] < math.inf and floor * rise < noise:
+                noise = floor * rise
             floor = noise
             if p > 4.0 * noise:
                 heard = True
@@ -115,8 +118,10 @@ class BandSnr:
                 if frames > 3 * subwindow:
                     depth = 1.0
             else:
-                snr = 10 * math.log10(max(speech / weight, 1e-20) / noise)
-                depth = min(1.0, max(0.0, (clean - snr) / span))
+                excess = speech / weight
+                snr = 10 * math.log10((excess if excess > 1e-20 else 1e-20) / noise)
+                depth = (clean - snr) / span
+                depth = 1.0 if depth > 1.0 else (0.0 if depth < 0.0 else depth)
                 if frames < settle:
                     depth *= frames / settle
             if frames < wait:

@@ -431,13 +431,9 @@ class ArrayPipeline:
         (sure, unsure), (clear_from, clear) = self._events
         kb = self._events_bins
         mask = talker[:, :kb]
-        weight = unsure - mask
-        weight *= 1.0 / (unsure - sure)
-        np.clip(weight, 0.0, 1.0, out=weight)
-        stands_clear = wiener[:, :kb] - clear_from
-        stands_clear *= 1.0 / (clear - clear_from)
-        np.clip(stands_clear, 0.0, 1.0, out=stands_clear)
-        weight *= stands_clear
+        # (np.interp: a clipped linear ramp in one call)
+        weight = np.interp(mask, (sure, unsure), (1.0, 0.0))
+        weight *= np.interp(wiener[:, :kb], (clear_from, clear), (0.0, 1.0))
         if early > 0:
             weight[:early] = 0.0
         if not weight.any():
@@ -687,12 +683,7 @@ class ArrayPipeline:
                     # voice the mask does not know from vanishing)
                     if self._overrule_below is not None:
                         lo, hi, kept = self._overrule_below
-                        share = talker - lo
-                        share *= 1.0 / (hi - lo)
-                        np.clip(share, 0.0, 1.0, out=share)
-                        share *= 1.0 - kept
-                        share += kept
-                        wiener *= share
+                        wiener *= np.interp(talker, (lo, hi), (kept, 1.0))
                     talker = np.maximum(talker, wiener)
                 presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
                 band_gains = (
