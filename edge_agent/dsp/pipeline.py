@@ -55,7 +55,8 @@ BAND_DEPTHS = (
 #: decision-directed Wiener gain: none at or below the first value, full from the second)
 #: get the mask at full depth whatever the room's depth. Paper, keys, a dropped instrument:
 #: between them the floor is the quiet room, so the room's depth is near 0 exactly where
-#: they are loudest (docs/dsp.md, "Noise events")
+#: they are loudest (docs/dsp.md, "Where the mask is sure of noise"). Bin by bin below
+#: 4 kHz; above it, in broadband events only (ArrayPipeline's `events_broadband`)
 EVENTS = ((0.01, 0.02), (0.5, 0.9))
 
 
@@ -78,8 +79,10 @@ class ArrayPipeline:
     `overrule_below` (lo, hi, kept): the Wiener gain overrules the mask in full where the
     mask is at or above hi; at or below lo (where the mask is sure the bin is noise) only
     `kept` of it does, linearly between.
-    `events` (with `mask_or_wiener`): EVENTS, below `events_max_hz` (above it the mask
-    takes a talker's fricatives for paper) and once the mask has run `events_after_s` (it
+    `events` (with `mask_or_wiener`): EVENTS, below `events_max_hz` bin by bin; above it
+    (where the mask takes a talker's fricatives for paper) only as far as the frame's
+    events are broadband: their mean weight from 1 kHz to `events_max_hz`, full at
+    `events_broadband` (None: none above it). Once the mask has run `events_after_s` (it
     is unsure of everything before that).
     """
 
@@ -127,6 +130,7 @@ class ArrayPipeline:
         events: tuple | None = EVENTS,
         events_max_hz: float = 4000.0,
         events_after_s: float = 2.0,
+        events_broadband: float | None = 0.25,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -298,6 +302,8 @@ class ArrayPipeline:
         self._events_after = round(events_after_s / hop_s)
         self._full_floor = 10 ** (mask_floor_db / 20)
         self._frames_seen = 0
+        self._events_broadband = events_broadband
+        self._events_from_bin = round(1000.0 * frame_len / sample_rate)
         #: "early": the mask's reading caps the floor's depth until the floor has seen a
         #: whole window (before that it may be speech and read a clean room as noisy)
         self._early_frames = floor_window_s / hop_s
@@ -429,11 +435,21 @@ class ArrayPipeline:
             return None
         assert self._events is not None
         (sure, unsure), (clear_from, clear) = self._events
-        kb = self._events_bins
+        share = self._events_broadband
+        kb = self._events_bins if share is None else talker.shape[1]
         mask = talker[:, :kb]
         # (np.interp: a clipped linear ramp in one call)
         weight = np.interp(mask, (sure, unsure), (1.0, 0.0))
         weight *= np.interp(wiener[:, :kb], (clear_from, clear), (0.0, 1.0))
+        if share is not None:
+            # above events_max_hz only as far as the frame's event is broadband: a share of
+            # the bins from 1 kHz to there are events too (paper and keys are; a talker's
+            # fricatives, which the mask takes for paper, have little below 4 kHz)
+            k0, k1 = self._events_from_bin, self._events_bins
+            broad = weight[:, k0:k1].mean(axis=1)
+            broad *= 1.0 / share
+            np.minimum(broad, 1.0, out=broad)
+            weight[:, k1:] *= broad[:, None]
         if early > 0:
             weight[:early] = 0.0
         if not weight.any():
@@ -705,7 +721,7 @@ class ArrayPipeline:
                     gains *= depths[:, None]
                     gains += 1.0
                 if event_gains is not None:
-                    kb = self._events_bins
+                    kb = event_gains.shape[1]
                     np.minimum(gains[:, :kb], event_gains, out=gains[:, :kb])
                     deeper = True  # (the frames are not as they came)
             else:
