@@ -427,33 +427,38 @@ class ArrayPipeline:
     def _event_gains(
         self, talker: np.ndarray, wiener: np.ndarray, first_frame: int
     ) -> np.ndarray | None:
-        """The post-filter's gains (T, events' bins) in noise events (EVENTS): the mask at
-        full depth, at each bin's event weight; None if no bin of the segment is an event.
+        """The post-filter's gains in noise events (EVENTS): the mask at full depth, at each
+        bin's event weight; (T, bins below events_max_hz), or (T, all bins) where a
+        broadband event reaches above it; None if no bin of the segment is an event.
         `first_frame` is the segment's first frame's index since the start."""
         early = self._events_after - first_frame
         if early >= talker.shape[0]:
             return None
         assert self._events is not None
         (sure, unsure), (clear_from, clear) = self._events
-        share = self._events_broadband
-        kb = self._events_bins if share is None else talker.shape[1]
+        kb = self._events_bins
         mask = talker[:, :kb]
         # (np.interp: a clipped linear ramp in one call)
         weight = np.interp(mask, (sure, unsure), (1.0, 0.0))
         weight *= np.interp(wiener[:, :kb], (clear_from, clear), (0.0, 1.0))
+        if early > 0:
+            weight[:early] = 0.0
+        if not weight.any():
+            return None  # (no event below events_max_hz: none above it either)
+        share = self._events_broadband
         if share is not None:
             # above events_max_hz only as far as the frame's event is broadband: a share of
             # the bins from 1 kHz to there are events too (paper and keys are; a talker's
             # fricatives, which the mask takes for paper, have little below 4 kHz)
-            k0, k1 = self._events_from_bin, self._events_bins
-            broad = weight[:, k0:k1].mean(axis=1)
+            broad = weight[:, self._events_from_bin :].mean(axis=1)
             broad *= 1.0 / share
             np.minimum(broad, 1.0, out=broad)
-            weight[:, k1:] *= broad[:, None]
-        if early > 0:
-            weight[:early] = 0.0
-        if not weight.any():
-            return None
+            if broad.any():
+                high = np.interp(talker[:, kb:], (sure, unsure), (1.0, 0.0))
+                high *= np.interp(wiener[:, kb:], (clear_from, clear), (0.0, 1.0))
+                high *= broad[:, None]
+                weight = np.concatenate([weight, high], axis=1)
+                mask = talker
         gains = np.maximum(mask, self._full_floor)
         gains -= 1.0
         gains *= weight
