@@ -296,6 +296,20 @@ class ArrayPipeline:
         self._depth_source = depth_source
         self._mask_snr_split = mask_snr_split
         self._mask_or_wiener = mask_or_wiener
+        if overrule_below is not None:
+            sure_noise, in_full, kept = overrule_below
+            if not (0.0 <= sure_noise < in_full <= 1.0 and 0.0 <= kept <= 1.0):
+                raise ValueError(
+                    f"overrule_below: want 0 <= lo < hi <= 1, 0 <= kept <= 1; got {overrule_below}"
+                )
+        if events is not None:
+            (sure, unsure), (clear_from, clear) = events
+            if not (0.0 <= sure < unsure <= 1.0 and 0.0 <= clear_from < clear <= 1.0):
+                raise ValueError(
+                    f"events: want ((sure, unsure), (from, clear)) rising in 0..1; got {events}"
+                )
+        if events_broadband is not None and not 0.0 < events_broadband <= 1.0:
+            raise ValueError(f"events_broadband: want a share in (0, 1], got {events_broadband}")
         self._overrule_below = overrule_below
         self._events = events if mask and mask_gain and mask_or_wiener else None
         self._events_bins = min(bins, round(events_max_hz * frame_len / sample_rate))

@@ -7,6 +7,7 @@ as clean."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import FS, speechlike
 
 from edge_agent.dsp.arrays import load_array
@@ -126,3 +127,17 @@ def test_events_wait_for_the_mask_and_go_above_4_khz_only_when_broadband() -> No
     assert stage._event_gains(talker, wiener, first_frame=0) is None
     early = stage._event_gains(talker, wiener, first_frame=124)
     assert early is not None and np.allclose(early[0], 1.0) and np.allclose(early[1:], gains[1:])
+
+
+def test_event_and_overrule_settings_are_checked() -> None:
+    geometry = load_array("respeaker-4mic-pi")
+    for bad in (
+        {"events": ((0.02, 0.01), (0.5, 0.9))},
+        {"events": ((0.01, 0.02), (0.9, 0.5))},
+        {"overrule_below": (0.2, 0.05, 0.5)},
+        {"overrule_below": (0.05, 0.2, 1.5)},
+        {"events_broadband": 0.0},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ArrayPipeline(geometry, **bad)
+    ArrayPipeline(geometry, events=None, overrule_below=None, events_broadband=None)
