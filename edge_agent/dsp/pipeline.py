@@ -4,14 +4,17 @@ A small trained speech mask (mask.py) reads the reference mic and says, per fram
 how much is talker. It drives the beamformer's covariances (a mask-based multichannel
 Wiener filter) and is the post-filter, floored at -24 dB and overruled by a Wiener gain
 wherever the signal stands clear of the tracked noise floor (so weak speech the mask is
-unsure of is kept). How deep all of it goes (the depth, 0..1) follows the room's SNR as
-the noise floor reads it (depth.py); until the floor has seen a whole window, the mask's
-own reading of the room's SNR caps it, since a floor that has not yet seen a pause reads
-a clean room as noisy. Two bands may go deeper than that depth in their own bins, each by
-its own noise floor's reading once that floor has seen a whole window (BAND_DEPTHS): the
-rumble below the speech band, and above 1.5 kHz, where the talker's reverberant tails that
-a clean room's score keeps are weak and the mask with its Wiener overrule gains even in
-rooms the speech band calls clean. docs/dsp.md has the bench's ablations of each choice.
+unsure of is kept), by only half of it where the mask is sure the bin is noise. Noise
+events (EVENTS: sure noise standing clear of the floor, paper and keys) get the mask at
+full depth whatever the room's depth. How deep the rest goes (the depth, 0..1) follows the
+room's SNR as the noise floor reads it (depth.py); until the floor has seen a whole
+window, the mask's own reading of the room's SNR caps it, since a floor that has not yet
+seen a pause reads a clean room as noisy. Two bands may go deeper than that depth in their
+own bins, each by its own noise floor's reading once that floor has seen a whole window
+(BAND_DEPTHS): the rumble below the speech band, and above 1.5 kHz, where the talker's
+reverberant tails that a clean room's score keeps are weak and the mask with its Wiener
+overrule gains even in rooms the speech band calls clean. docs/dsp.md has the bench's
+ablations of each choice.
 
 Streaming and causal. Input is cut into hops of 256 samples on a fixed grid, analysed
 with a 512-sample sqrt-Hann STFT (50 % overlap), so the output lags the input by
@@ -58,6 +61,18 @@ BAND_DEPTHS = (
 #: they are loudest (docs/dsp.md, "Where the mask is sure of noise"). Bin by bin below
 #: 4 kHz; above it, in broadband events only (ArrayPipeline's `events_broadband`)
 EVENTS = ((0.01, 0.02), (0.5, 0.9))
+
+
+def _mask_at_depth(
+    talker: np.ndarray, floor: np.ndarray | float, depth: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The trained mask as the post-filter: floored at `floor`, blended toward 1 by
+    `depth` (1 - depth (1 - max(talker, floor)); all broadcast). At depth 0, exactly 1."""
+    gains = np.maximum(talker, floor, out=out)
+    gains -= 1.0
+    gains *= depth
+    gains += 1.0
+    return gains
 
 
 class ArrayPipeline:
@@ -432,11 +447,7 @@ class ArrayPipeline:
         regions = np.repeat(depths[:, None], len(widths), axis=1)
         regions[:, self._band_regions] = np.maximum(depths[:, None], own.T)
         floors = np.repeat(10 ** (regions * (self._mask_floor_db / 20)), widths, axis=1)
-        gains = np.maximum(talker, floors, out=floors)
-        gains -= 1.0
-        gains *= np.repeat(regions, widths, axis=1)
-        gains += 1.0
-        return gains
+        return _mask_at_depth(talker, floors, np.repeat(regions, widths, axis=1), out=floors)
 
     def _event_gains(
         self, talker: np.ndarray, wiener: np.ndarray, first_frame: int
@@ -473,11 +484,7 @@ class ArrayPipeline:
                 high *= broad[:, None]
                 weight = np.concatenate([weight, high], axis=1)
                 mask = talker
-        gains = np.maximum(mask, self._full_floor)
-        gains -= 1.0
-        gains *= weight
-        gains += 1.0
-        return gains
+        return _mask_at_depth(mask, self._full_floor, weight)
 
     def _combine_depth(self, speech: list, noise: list, weights: list, j: int) -> None:
         """Combine the noise floor's depth (set by _update_depths) with the mask's reading of
@@ -686,7 +693,9 @@ class ArrayPipeline:
             count = stop - start
             depths = np.empty(count)
             low_kept = np.zeros(count)
-            deeper = False  # whether a band went deeper than the speech band in the segment
+            # whether bands or noise events changed the segment's gains from what its depth
+            # gives: then its frames are not as they came, even at depth 0
+            reshaped = False
             if self._adaptive_depth:
                 room_depths, low_depths = call_room[start:stop], call_low[start:stop]
                 bands_depths = [d[start:stop] for d in call_bands]
@@ -726,7 +735,7 @@ class ArrayPipeline:
                     if self._band_rooms
                     else None
                 )
-                deeper = band_gains is not None
+                reshaped = band_gains is not None
                 if band_gains is not None:
                     gains = band_gains
                 elif not depths.any():  # a clean room: exactly what the blend below gives there
@@ -735,14 +744,11 @@ class ArrayPipeline:
                     # the trained mask is the post-filter: floored at mask_floor_db x depth
                     # and blended toward 1 by the depth, so a clean room passes untouched
                     floors = 10 ** (depths * (self._mask_floor_db / 20))
-                    gains = np.maximum(talker, floors[:, None])
-                    gains -= 1.0
-                    gains *= depths[:, None]
-                    gains += 1.0
+                    gains = _mask_at_depth(talker, floors[:, None], depths[:, None])
                 if event_gains is not None:
                     kb = event_gains.shape[1]
                     np.minimum(gains[:, :kb], event_gains, out=gains[:, :kb])
-                    deeper = True  # (the frames are not as they came)
+                    reshaped = True
             else:
                 spps = np.empty((count, powers.shape[1]))
                 gains = np.empty_like(spps)
@@ -776,7 +782,7 @@ class ArrayPipeline:
                 scale = (agc.update(fp, p) if self._use_agc else 1.0) * self._gate
                 scales[j] = scale
                 as_is = as_is and scale == 1.0 and depth == 0.0
-            as_is = as_is and not deeper
+            as_is = as_is and not reshaped
             presences.extend(presence.tolist())
             fill = (start, stop, gains, scales, beam, low_kept)
             if as_is:
