@@ -498,8 +498,10 @@ def make_batch(
 
 
 # -- the model ---------------------------------------------------------------------------
-def build_model(hidden: int, inputs: int, bins: int, inner: int = 96):
-    """features -> Linear + tanh -> GRU -> Linear + sigmoid, one mask value per bin."""
+def build_model(hidden: int, inputs: int, bins: int, inner: int = 96, skip: bool = False):
+    """features -> Linear + tanh -> GRU -> Linear + sigmoid, one mask value per bin. With
+    `skip`, the frame's own features also reach the output layer through a linear map (no
+    bias): the GRU's state says what the room holds, the frame's fine spectrum where."""
     import torch
 
     class MaskNet(torch.nn.Module):
@@ -508,10 +510,14 @@ def build_model(hidden: int, inputs: int, bins: int, inner: int = 96):
             self.inp = torch.nn.Linear(inputs, inner)
             self.gru = torch.nn.GRU(inner, hidden, batch_first=True)
             self.out = torch.nn.Linear(hidden, bins)
+            self.skip = torch.nn.Linear(inputs, bins, bias=False) if skip else None
 
         def forward(self, x):
             h, _ = self.gru(torch.tanh(self.inp(x)))
-            return torch.sigmoid(self.out(h))
+            y = self.out(h)
+            if self.skip is not None:
+                y = y + self.skip(x)
+            return torch.sigmoid(y)
 
     return MaskNet()
 
@@ -526,13 +532,16 @@ PARAM_NAMES = {
     "gru.bias_hh_l0": "gru_b_hh",
     "out.weight": "out_w",
     "out.bias": "out_b",
+    "skip.weight": "skip_w",  # (only with --skip)
 }
 
 
 def export(model, path: Path) -> None:
     """Float16 weights: half the size, and the numpy side computes in float64 from them."""
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    np.savez_compressed(path, **{v: state[k].astype(np.float16) for k, v in PARAM_NAMES.items()})
+    np.savez_compressed(
+        path, **{v: state[k].astype(np.float16) for k, v in PARAM_NAMES.items() if k in state}
+    )
 
 
 VECTORS = Path(__file__).resolve().parents[1] / "tests" / "vectors" / "dsp_mask.npz"
@@ -551,9 +560,13 @@ def check_and_write_vectors(weights: Path, hidden: int, vectors: Path = VECTORS)
     s, v = make_clip(rng, material())
     y = stft(s + v)[:32]
     power = (y.real**2 + y.imag**2).astype(np.float32)
-    model = build_model(hidden, FEATURES, power.shape[1])
+    model = build_model(hidden, FEATURES, power.shape[1], skip="skip_w" in params.files)
     model.load_state_dict(
-        {k: torch.from_numpy(params[v].astype(np.float32)) for k, v in PARAM_NAMES.items()}
+        {
+            k: torch.from_numpy(params[v].astype(np.float32))
+            for k, v in PARAM_NAMES.items()
+            if v in params.files
+        }
     )
     model.eval()
     features = MaskFeatures()(power.astype(np.float64)).astype(np.float32)
@@ -593,6 +606,9 @@ def main() -> int:
     parser.add_argument("--clips-per-round", type=int, default=512)
     parser.add_argument("--passes", type=int, default=4, help="passes over each round's clips")
     parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument(
+        "--skip", action="store_true", help="the frame's features also reach the output layer"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     parser.add_argument("--seed", type=int, default=0)
@@ -645,12 +661,20 @@ def main() -> int:
             make_batch(np.random.default_rng([*TRAIN_SEED, 97]), pools, 64, args.focus, held, 1.0)
         )
     vals_t = [[torch.from_numpy(a) for a in val] for val in vals]
-    model = build_model(args.hidden, vals[0][0].shape[2], vals[0][1].shape[2])
+    model = build_model(args.hidden, vals[0][0].shape[2], vals[0][1].shape[2], skip=args.skip)
     if args.init:
         init = np.load(args.init)
         model.load_state_dict(
-            {k: torch.from_numpy(init[v].astype(np.float32)) for k, v in PARAM_NAMES.items()}
+            {
+                k: torch.from_numpy(init[v].astype(np.float32))
+                for k, v in PARAM_NAMES.items()
+                if v in init.files
+            },
+            strict=not args.skip or "skip_w" in init.files,
         )
+        if args.skip and "skip_w" not in init.files:
+            with torch.no_grad():  # a skip from zero: the run starts as the start weights
+                model.skip.weight.zero_()
 
     def validate() -> list[float]:
         model.eval()

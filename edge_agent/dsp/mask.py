@@ -175,6 +175,12 @@ class SpeechMask:
         # the output layer, halved (exact: a power of two) for the sigmoid done in place
         self._w_out_half = 0.5 * np.asarray(params["out_w"], f).T  # (H, bins)
         self._b_out_half = 0.5 * np.asarray(params["out_b"], f)
+        # the frame's own features straight to the output layer (weights trained with
+        # --skip), halved likewise
+        files = params.files if hasattr(params, "files") else list(params)
+        self._w_skip_half = (
+            0.5 * np.asarray(params["skip_w"], f).T if "skip_w" in files else None
+        )  # (features, bins)
         self.features = MaskFeatures(hop_s)
         self.h = np.zeros(size, f)
 
@@ -185,6 +191,7 @@ class SpeechMask:
         out = np.empty((frames, self._w_out_half.shape[1]), np.float32)
         h, w_in, b_in, w_ih, b_gates = self.h, self.w_in, self.b_in, self._w_ih_half, self._b_gates
         w_hh, b_hn, w_out = self._w_hh_half, self._b_hn, self._w_out_half
+        w_skip = self._w_skip_half
         for t in range(frames):  # (vector-matrix products only: see the module docstring)
             x = features[t] @ w_in
             x += b_in
@@ -206,6 +213,8 @@ class SpeechMask:
             h *= rz[size:]
             h += n  # (1 - z) n + z h
             np.matmul(h, w_out, out=out[t])
+            if w_skip is not None:
+                out[t] += features[t] @ w_skip
         self.h = h
         # sigmoid(y) = (1 + tanh(y / 2)) / 2, with the 1/2 folded into the output layer
         # (exact: a power of two) and every step in place
