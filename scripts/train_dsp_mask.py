@@ -4,6 +4,9 @@
     .venv/bin/pip install -e '.[bench,train]'      # torch: the CPU build (docs/dsp.md)
     .venv/bin/python scripts/train_dsp_mask.py      # ~25 min on 2 cores; writes the weights
 
+(`--skip` adds a linear map from the features to the output layer; `--init` fine-tunes from
+exported weights: docs/dsp.md has the command the shipped weights came from.)
+
 Training data are one-mic mixtures made here, never the bench's scenes: TUNE speech only
 (the bench's TUNE recordings and espeak-ng voices and sentences, plus narrowband voices
 the bench does not use at all: Codec2's example recordings and Asterisk's Italian
