@@ -5,9 +5,10 @@ ship as `speech_mask.npz` beside this file) reads log-mel features of one mic's 
 one 16 ms frame at a time with no look-ahead, and outputs a mask in 0..1 per STFT bin: near
 1 where the talkers dominate, near 0 where noise does. The frame's features also reach the
 output layer directly (a linear skip, weights `skip_w`): the GRU's state says what the room
-holds, the frame's own fine spectrum where (docs/dsp.md, "The skip"). It is what tells the beamformer
-which time-frequency points teach it "noise" and which "talker" -- the one thing the
-array's spatial statistics cannot say by themselves (docs/dsp.md, the oracle study).
+holds, the frame's own fine spectrum where (docs/dsp.md, "The skip"). It is what tells
+the beamformer which time-frequency points teach it "noise" and which "talker" -- the one
+thing the array's spatial statistics cannot say by themselves (docs/dsp.md, the oracle
+study).
 
 Inference is numpy only (the unit never has torch), in float32 as the model was trained,
 frame by frame with every product a vector times a matrix: the same arithmetic however the
