@@ -29,6 +29,21 @@ def test_the_weights_are_small() -> None:
     assert sum(params[k].size for k in params.files) < 230_000
 
 
+def test_the_skip_from_the_features_is_applied_and_optional() -> None:
+    """The shipped weights carry the skip (the features straight to the output layer); the
+    numpy inference applies it (the torch vector above is computed with it), and weights
+    without one (trained before it) still load and run as the plain GRU."""
+    params = dict(np.load(WEIGHTS))
+    assert params["skip_w"].shape == (257, params["in_w"].shape[1])
+    rng = np.random.default_rng(5)
+    power = rng.gamma(1.0, 1e-4, size=(40, 257))
+    with_skip = SpeechMask(params)(power)
+    without = SpeechMask({k: v for k, v in params.items() if k != "skip_w"})(power)
+    assert with_skip.shape == without.shape == (40, 257)
+    assert ((without > 0) & (without < 1)).all()
+    assert np.abs(with_skip - without).max() > 0.05
+
+
 def test_mask_streams_block_by_block() -> None:
     rng = np.random.default_rng(3)
     power = rng.gamma(1.0, 1e-4, size=(90, 257))
