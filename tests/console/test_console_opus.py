@@ -67,8 +67,13 @@ def test_an_opus_room_plays_live_and_fills_in_from_the_archive(system, scribe_pa
     page.click("#play")
     wait_for(lambda: agent.poll() is not None, AGENT_SECONDS + 60, "the agent to finish")
     assert agent.returncode == 0
-    wait_for(lambda: js(page, "(s) => window.__probe.sessionHash(s)",
-                        sess["session"])["contiguous"], 20, "every chunk in the page")
+    try:
+        wait_for(lambda: js(page, "(s) => window.__probe.sessionHash(s)",
+                            sess["session"])["contiguous"], 60, "every chunk in the page")
+    except AssertionError:
+        info = next(s for s in js(page, "window.__probe.sessions()")
+                    if s["session"] == sess["session"])
+        raise AssertionError(f"not every chunk in the page: {info}") from None
     got = np.frombuffer(base64.b64decode(
         js(page, "(s) => window.__probe.sessionPcm(s)", sess["session"])["b64"]), "<i2")
     ch0 = system.input[:, 0]
