@@ -539,8 +539,26 @@ PARAM_NAMES = {
 }
 
 
+def load_weights(model, params) -> None:
+    """Exported weights into the torch model; a model with a skip its weights lack (the
+    weights before it) gets a skip of zero, so it computes what those weights did."""
+    import torch
+
+    model.load_state_dict(
+        {
+            k: torch.from_numpy(params[v].astype(np.float32))
+            for k, v in PARAM_NAMES.items()
+            if v in params
+        },
+        strict=model.skip is None or "skip_w" in params,
+    )
+    if model.skip is not None and "skip_w" not in params:
+        with torch.no_grad():
+            model.skip.weight.zero_()
+
+
 def export(model, path: Path) -> None:
-    """Float16 weights: half the size, and the numpy side computes in float64 from them."""
+    """Float16 weights: half the size, and the numpy side computes in float32 from them."""
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     np.savez_compressed(
         path, **{v: state[k].astype(np.float16) for k, v in PARAM_NAMES.items() if k in state}
@@ -563,14 +581,8 @@ def check_and_write_vectors(weights: Path, hidden: int, vectors: Path = VECTORS)
     s, v = make_clip(rng, material())
     y = stft(s + v)[:32]
     power = (y.real**2 + y.imag**2).astype(np.float32)
-    model = build_model(hidden, FEATURES, power.shape[1], skip="skip_w" in params.files)
-    model.load_state_dict(
-        {
-            k: torch.from_numpy(params[v].astype(np.float32))
-            for k, v in PARAM_NAMES.items()
-            if v in params.files
-        }
-    )
+    model = build_model(hidden, FEATURES, power.shape[1], skip="skip_w" in params)
+    load_weights(model, params)
     model.eval()
     features = MaskFeatures()(power.astype(np.float64)).astype(np.float32)
     with torch.no_grad():
@@ -665,19 +677,8 @@ def main() -> int:
         )
     vals_t = [[torch.from_numpy(a) for a in val] for val in vals]
     model = build_model(args.hidden, vals[0][0].shape[2], vals[0][1].shape[2], skip=args.skip)
-    if args.init:
-        init = np.load(args.init)
-        model.load_state_dict(
-            {
-                k: torch.from_numpy(init[v].astype(np.float32))
-                for k, v in PARAM_NAMES.items()
-                if v in init.files
-            },
-            strict=not args.skip or "skip_w" in init.files,
-        )
-        if args.skip and "skip_w" not in init.files:
-            with torch.no_grad():  # a skip from zero: the run starts as the start weights
-                model.skip.weight.zero_()
+    if args.init:  # (a skip the start weights lack starts at zero: the run starts as they do)
+        load_weights(model, np.load(args.init))
 
     def validate() -> list[float]:
         model.eval()

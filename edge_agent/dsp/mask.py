@@ -180,9 +180,8 @@ class SpeechMask:
         self._b_out_half = 0.5 * np.asarray(params["out_b"], f)
         # the frame's own features straight to the output layer (weights trained with
         # --skip), halved likewise
-        files = params.files if hasattr(params, "files") else list(params)
         self._w_skip_half = (
-            0.5 * np.asarray(params["skip_w"], f).T if "skip_w" in files else None
+            0.5 * np.asarray(params["skip_w"], f).T if "skip_w" in params else None
         )  # (features, bins)
         self.features = MaskFeatures(hop_s)
         self.h = np.zeros(size, f)
