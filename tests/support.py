@@ -215,8 +215,10 @@ class UnitPublisher:
         ctx = ssl.create_default_context(cafile=str(b.pki["ca"]))
         ctx.load_cert_chain(str(b.pki["units"][unit_id].cert), str(b.pki["units"][unit_id].key))
         c.tls_set_context(ctx)
-        c.on_connect = lambda *a: (c.subscribe(f"sl/v1/unit/{unit_id}/control", 1),
-                                   self.connected.set())
+        # connected once the broker holds the subscription (its SUBACK): a broker restarted
+        # right after could otherwise persist the session without it
+        c.on_connect = lambda *a: c.subscribe(f"sl/v1/unit/{unit_id}/control", 1)
+        c.on_subscribe = lambda *a: self.connected.set()
         c.on_message = lambda cl, u, m: self.control.append(bytes(m.payload))
         if session_expiry_s:  # like the agent: a session that outlives the connection
             from paho.mqtt.packettypes import PacketTypes

@@ -222,10 +222,13 @@ def test_live_audio_in_the_page_equals_what_the_unit_sealed(system, scribe_page)
                                and js(page, "window.__probe.playback()")), 10,
                       "audio out of the worklet")
     assert played["stats"]["buffered"] < 16000 * 0.5  # live, not a growing backlog
+    # latency is measured in steady state: here, before the reload, and after the outage
+    js(page, "() => window.__probe.resetLatency()")
 
     # a reload mid-session (same browser, same key): the page backfills what it missed
     # from the sealed archive and follows live from the stream head
     time.sleep(3)
+    lat_first = js(page, "window.__probe.audioLatency()")  # the reload clears the probe
     page.reload()
     poll(page, "() => window.__probe && window.__probe.ready()", 15)
     page.click('.room-item[data-unit="unit-a"]')
@@ -237,10 +240,12 @@ def test_live_audio_in_the_page_equals_what_the_unit_sealed(system, scribe_page)
     poll(page, "() => !window.__probe.linkUp()", 5)
     system.relay.start()
     poll(page, "() => window.__probe.linkUp()", 15)
-    time.sleep(1.0)  # latency is measured in steady state, after the outage drained
+    time.sleep(1.0)  # after the outage drained
     js(page, "() => window.__probe.resetLatency()")
+    t_reset = time.monotonic()
 
     wait_for(lambda: agent.poll() is not None, AGENT_SECONDS + 64, "the agent to finish")
+    live_after_s = time.monotonic() - t_reset  # how long the unit still streamed
     assert agent.returncode == 0
     info = wait_for(lambda: [s for s in js(page, "window.__probe.sessions()")
                              if s["session"] == system.agent_session and s["closed"]], 20,
@@ -264,9 +269,15 @@ def test_live_audio_in_the_page_equals_what_the_unit_sealed(system, scribe_page)
     counters = js(page, "window.__probe.counters()")
     assert counters["tampered"] == counters["malformed"] == 0
     lat = js(page, "window.__probe.audioLatency()")
-    print("audio capture->decoded in page:", json.dumps(lat))
-    (system.tmp / "audio_latency.json").write_text(json.dumps(lat))
-    assert lat["n"] > 50 and lat["p95_ms"] < 500, lat  # budget (120 ms) is for benchmarks
+    print("audio capture->decoded in page, before the reload:", json.dumps(lat_first),
+          f"after the relay's restart ({live_after_s:.1f} s of stream left):", json.dumps(lat))
+    (system.tmp / "audio_latency.json").write_text(json.dumps([lat_first, lat]))
+    # 3 s of 40 ms chunks is 75; the budget (120 ms) is for benchmarks
+    assert lat_first["n"] > 50 and lat_first["p95_ms"] < 500, lat_first
+    # on a slow machine the unit's 16 s can be nearly over when the relay is back (the CI
+    # once read none): live audio after the restart is asked for when it streamed 4 s more
+    if live_after_s > 4.0:
+        assert lat["n"] > 0 and lat["p95_ms"] < 500, (lat, live_after_s)
 
 
 def test_seeking_plays_the_requested_stretch(system, scribe_page):
