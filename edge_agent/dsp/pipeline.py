@@ -497,10 +497,10 @@ class ArrayPipeline:
         elif self._depth_source == "min" or self.mask_room.frames < self._early_frames:
             self.depth = min(d, self.depth)
 
-    def _dc_offsets(self, hop_means: np.ndarray, hop_vars: np.ndarray) -> tuple:
+    def _dc_offsets(self, hop_means: np.ndarray, hop_vars: np.ndarray, ref: int) -> tuple:
         """Each mic's DC offset after each hop (T, M), from the hops' means: their running
         mean over the first 2 s, a one-pole average over 2 s after that. Also, for the
-        reference mic (T,), the part of it that does not stand out of its own uncertainty
+        reference mic `ref` (T,), the part of it that does not stand out of its own uncertainty
         (with `dc_significance` (lo, hi): all of it up to lo standard errors from zero,
         none from hi on): what the high-pass gives back in a clean room goes with it. The
         standard error is the hop means' own spread about the estimate (until it is known,
@@ -511,7 +511,7 @@ class ArrayPipeline:
         dc, hops, decay = self._dc, self._dc_hops, self._dc_decay
         var, prior = self._dc_var, self._dc_prior
         floor = 1.0 - decay
-        gate, ref = self._dc_significance, self._ref
+        gate = self._dc_significance
         # scalar arithmetic on a few mics: the same doubles as numpy's, at less cost a hop
         rows = []
         for t, mean in enumerate(hop_means.tolist()):
@@ -535,6 +535,15 @@ class ArrayPipeline:
         self._dc_var, self._dc_prior = var, prior
         out = np.array(rows) if rows else np.zeros((0, len(dc)))
         return out, unsure
+
+    def _live_reference(self) -> int:
+        """The reference mic, or while channel health says it is dead the first live mic: what
+        the output is made from wherever the reference mic would pass (a clean room, the
+        bins above the beamformer's, the low end the high-pass took)."""
+        if not self.health.dead[self._ref]:
+            return self._ref
+        alive = np.flatnonzero(~self.health.dead)
+        return self._ref if alive.size == 0 else int(alive[0])
 
     def _alive_mics(self, channel_power: np.ndarray) -> np.ndarray:
         return ~self.health.verdict(channel_power)
@@ -601,24 +610,20 @@ class ArrayPipeline:
         # remove each mic's DC offset (a constant per frame, from the hop sums channel health
         # has just computed) before the window. Only the offset, not each frame's own mean,
         # which is the talker's low end
+        ref = self._live_reference()
         offsets, dc_unsure = self._dc_offsets(
-            self.health.hop_sums * (1.0 / hop), self.health.hop_power
+            self.health.hop_sums * (1.0 / hop), self.health.hop_power, ref
         )
         windowed = frames - offsets.T[:, :, None]
         windowed *= self._window
         spectra = np.fft.rfft(windowed, axis=-1).transpose(1, 2, 0)  # (T, K, M)
         low = self._low_bins
-        removed_low = spectra[:, :low, self._ref] * self._highpass_removes
+        removed_low = spectra[:, :low, ref] * self._highpass_removes
         spectra[:, :low] *= self._highpass_gain[:low, None]  # it is 1 above them
 
         if self._mask is not None or self._adaptive_depth:
-            # the mask and the room's readings listen to the reference mic, or to the first
-            # live mic if it is dead
-            listen = self._ref
-            if self.health.dead[self._ref]:
-                alive = np.flatnonzero(~self.health.dead)
-                listen = self._ref if alive.size == 0 else int(alive[0])
-            ref_spec = spectra[:, :, listen]
+            # the mask and the room's readings listen to the (live) reference mic
+            ref_spec = spectra[:, :, ref]
             ref_power = ref_spec.real**2 + ref_spec.imag**2
         if self._mask_every_frame and self._mask is not None:
             talker_mask = self._mask(ref_power)
@@ -675,9 +680,13 @@ class ArrayPipeline:
             stop = min(frames_count, start + beamformer.frames_to_update)
             segment = spectra[start:stop, : self._bf_bins]
             passes_reference = beamformer.passes_reference
-            beam = np.concatenate(
-                [beamformer.apply(segment), spectra[start:stop, self._bf_bins :, self._ref]], axis=1
-            )  # (frames, K)
+            if passes_reference and ref != self._ref:
+                below = segment[..., ref].copy()  # (weights on a dead reference mic: not yet
+                # re-solved without it)
+            else:
+                below = beamformer.apply(segment)
+            beam = np.concatenate([below, spectra[start:stop, self._bf_bins :, ref]], axis=1)
+            # (frames, K)
             powers = beam.real**2 + beam.imag**2
             array_spps = None
             if self._mask_every_frame:
@@ -807,8 +816,8 @@ class ArrayPipeline:
             # what the inverse transform would give: the reference mic's frames as analysed,
             # less the DC offset that is surely one, times the synthesis window (the same
             # numbers to rounding, at a fraction of the cost; most of a clean room's frames)
-            dc = offsets[:, self._ref] - dc_unsure
-            frames = frames[self._ref] - dc[:, None]
+            dc = offsets[:, ref] - dc_unsure
+            frames = frames[ref] - dc[:, None]
             frames *= self._window_squared
             self.frames_as_is += frames_count
         else:
