@@ -12,6 +12,7 @@ docs/benchmarks.md between the dsp markers.
     scripts/bench dsp --split tune --systems raw,ours --no-write    # development loop
     scripts/bench dsp --split tune --ours postfilter_floor_db=-6 --no-write   # an ablation
     scripts/bench dsp --faults             # only ours on TEST with the array's faults
+    scripts/bench dsp --arrays             # only ours on TEST scenes for the other arrays
 """
 
 from __future__ import annotations
@@ -723,6 +724,84 @@ def faults(pool, split: str, scenes: int) -> str:
     return "\n".join(lines)
 
 
+# -- the other arrays, on scenes of their own ---------------------------------------------
+def evaluate_array(job: tuple[str, int, str, str, str]) -> dict:
+    """The raw reference mic or ours on one scene built for another array (its own mics,
+    heard in the same rooms); cached like evaluate()."""
+    from edge_agent.dsp.arrays import load_array
+    from edge_agent.dsp.cli import process_array
+
+    split, index, array, system, version = job
+    scene = load_scene(split, index, array)
+    key = hashlib.sha1(
+        json.dumps([SCENE_VERSION, array, split, index, system, version]).encode()
+    ).hexdigest()[:20]
+    path = cache_dir() / "scores" / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if system == RAW:
+        y = scene.mixture[:, load_array(array).reference_channel] / 32768
+    else:
+        y = process_array(scene.mixture, array) / 32768
+    n = scene.reference.size
+    y = np.concatenate([np.asarray(y, np.float64)[:n], np.zeros(max(0, n - len(y)))])
+    row = {
+        "scene": scene.name,
+        "split": split,
+        "speech": scene.speech,
+        "snr": scene.snr_db,
+        "system": system,
+        "array": array,
+        **score(scene.reference, y),
+    }
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(row))
+    return row
+
+
+def other_arrays(pool, split: str, scenes: int) -> str:
+    """Ours on every other shipped array, on `scenes` scenes of `split` built for it."""
+    from edge_agent.dsp.arrays import available_arrays
+
+    dsp = _dsp_version()
+    lines = [
+        (
+            f"The other arrays ({split.upper()}, {scenes} scenes each, built for that array: "
+            "its own mics in the same kinds of room; recorded and synthetic speech together; "
+            "change from that array's raw reference mic):"
+        ),
+        "",
+        (
+            "| array | SI-SDR Δ mean | Δ worst 10 % | STOI Δ mean | SI-SDR Δ at 0 dB | "
+            "at 30 dB | bands below raw (SI-SDR or STOI, either speech) |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for array in [a for a in available_arrays() if a != ARRAY]:
+        jobs = [
+            (split, i, array, s, dsp if s == OURS else "1")
+            for s in (RAW, OURS)
+            for i in range(scenes)
+        ]
+        rows = list(pool.imap_unordered(evaluate_array, jobs, chunksize=2))
+        d_sdr = _deltas(rows, OURS, split, None, "si_sdr")
+        d_stoi = _deltas(rows, OURS, split, None, "stoi")
+        below = [
+            f"{snr}{speech[0]}"
+            for speech in ("recorded", "synthetic")
+            for snr in SNRS_DB
+            if any(
+                _mean(_deltas(rows, OURS, split, speech, k, snr)) < 0 for k in ("si_sdr", "stoi")
+            )
+        ]
+        at_0, at_30 = (_mean(_deltas(rows, OURS, split, None, "si_sdr", v)) for v in (0, 30))
+        lines.append(
+            f"| {array} | {_mean(d_sdr):+.2f} | {_worst_decile(d_sdr):+.2f} | "
+            f"{_mean(d_stoi):+.3f} | {at_0:+.2f} | {at_30:+.2f} | {', '.join(below) or 'none'} |"
+        )
+    return "\n".join(lines)
+
+
 def _parse_overrides(text: str) -> dict:
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
@@ -771,6 +850,14 @@ def main(argv: list[str]) -> int:
         help="only the array's faults on TEST (a full run includes them)",
     )
     parser.add_argument(
+        "--arrays",
+        action="store_true",
+        help="only the other arrays, on TEST scenes built for each (a full run includes them)",
+    )
+    parser.add_argument(
+        "--array-scenes", type=int, default=32, help="scenes per other array (SNR cycles)"
+    )
+    parser.add_argument(
         "--oracle",
         action="store_true",
         help="only the oracle study on TUNE at 0 dB (bench_dsp_oracle.py); a full run includes it",
@@ -782,10 +869,15 @@ def main(argv: list[str]) -> int:
 
         print(oracle_study(args.scenes, 0.0, args.jobs))
         return 0
-    if args.ablations or args.faults:
+    if args.ablations or args.faults or args.arrays:
         with get_context("fork").Pool(args.jobs) as pool:
-            print(ablations(pool, "test", args.scenes) if args.ablations else "")
-            print(faults(pool, "test", args.scenes) if args.faults else "")
+            for wanted, study in (
+                (args.ablations, lambda: ablations(pool, "test", args.scenes)),
+                (args.faults, lambda: faults(pool, "test", args.scenes)),
+                (args.arrays, lambda: other_arrays(pool, "test", args.array_scenes)),
+            ):
+                if wanted:
+                    print(study() + "\n")
         return 0
     splits = ["test", "tune"] if args.split == "both" else [args.split]
     overrides = _parse_overrides(",".join(args.ours))
@@ -826,7 +918,13 @@ def main(argv: list[str]) -> int:
                 print(f"bench dsp: {k + 1}/{len(jobs)} scored", file=sys.stderr)
         full = not args.no_write and not overrides and args.split == "both" and not wanted
         ablation_table = (
-            ablations(pool, "test", args.scenes) + "\n\n" + faults(pool, "test", args.scenes)
+            "\n\n".join(
+                (
+                    ablations(pool, "test", args.scenes),
+                    faults(pool, "test", args.scenes),
+                    other_arrays(pool, "test", args.array_scenes),
+                )
+            )
             if full and len(systems) == len(SYSTEMS)
             else ""
         )

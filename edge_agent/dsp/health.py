@@ -2,7 +2,10 @@
 
 Everything is computed on the pipeline's fixed hop grid, so the verdicts do not depend
 on how the caller cut its blocks. A dead channel (digital silence, a stuck DC value, or
-40 dB below its siblings) is also dropped from the beamformer.
+40 dB below its siblings) is also dropped from the beamformer. The levels are smoothed
+over 0.5 s, which would take seconds to fall 40 dB when a mic stops: a hop in which a mic
+gives one value throughout while the others move counts it dead at once (a live mic's own
+noise moves it by an LSB or more; the whole array flat is a silent input, not a dead mic).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 _FULL_SCALE = 32767
+#: a hop's variance (full scale = 1) below this is one value throughout: 1 LSB^2 is 9.3e-10
+_FLAT = 1e-13
 
 
 class ChannelHealth:
@@ -63,7 +68,7 @@ class ChannelHealth:
             rows.append(s)
         smoothed = np.array(rows)
         self.power = smoothed[-1]
-        self.dead = self.verdict(self.power)
+        self.dead = self.verdict(self.power, hop_power[-1])
         # a hop clipped if it touched full scale; remember how many hops ago
         if raw_hops.max() >= _FULL_SCALE or raw_hops.min() <= -_FULL_SCALE:
             clipped = (raw_hops.max(axis=1) >= _FULL_SCALE) | (raw_hops.min(axis=1) <= -_FULL_SCALE)
@@ -75,12 +80,25 @@ class ChannelHealth:
             self._hops_since_clip += hops
         return smoothed
 
-    def verdict(self, power: np.ndarray) -> np.ndarray:
-        """Dead channels given smoothed powers (C,): silent, stuck, or 40 dB under the median."""
+    def verdicts(self, powers: np.ndarray, hop_powers: np.ndarray) -> np.ndarray:
+        """`verdict` of each hop (T, C): smoothed powers as update() returns them and the
+        hops' own (`hop_power`)."""
+        middle = slice(powers.shape[1] // 2, powers.shape[1] // 2 + 1)
+        median = np.sort(powers, axis=1)[:, middle]
+        dead = powers < self._dead_ratio * median
+        dead |= (median >= self._silent) & (powers < self._silent)
+        dead |= (np.sort(hop_powers, axis=1)[:, middle] >= _FLAT) & (hop_powers < _FLAT)
+        return dead
+
+    def verdict(self, power: np.ndarray, hop_power: np.ndarray) -> np.ndarray:
+        """Dead channels given smoothed powers (C,) and that hop's own (C,): silent, stuck,
+        40 dB under the median, or flat this hop while the median is not."""
         median = sorted(power.tolist())[power.size // 2]
         dead = power < self._dead_ratio * median
         if median >= self._silent:
             dead |= power < self._silent
+        if sorted(hop_power.tolist())[hop_power.size // 2] >= _FLAT:
+            dead |= hop_power < _FLAT
         return dead
 
     @property

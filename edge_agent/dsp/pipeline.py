@@ -497,11 +497,14 @@ class ArrayPipeline:
         elif self._depth_source == "min" or self.mask_room.frames < self._early_frames:
             self.depth = min(d, self.depth)
 
-    def _dc_offsets(self, hop_means: np.ndarray, hop_vars: np.ndarray, ref: int) -> tuple:
+    def _dc_offsets(
+        self, hop_means: np.ndarray, hop_vars: np.ndarray, ref: int | np.ndarray
+    ) -> tuple:
         """Each mic's DC offset after each hop (T, M), from the hops' means: their running
         mean over the first 2 s, a one-pole average over 2 s after that. Also, for the
-        reference mic `ref` (T,), the part of it that does not stand out of its own uncertainty
-        (with `dc_significance` (lo, hi): all of it up to lo standard errors from zero,
+        reference mic (`ref`: one, or one a hop), (T,), the part of it that does not stand
+        out of its own uncertainty (with `dc_significance` (lo, hi): all of it up to lo
+        standard errors from zero,
         none from hi on): what the high-pass gives back in a clean room goes with it. The
         standard error is the hop means' own spread about the estimate (until it is known,
         the first hop's sample variance counts as four hops of it) times the estimate's
@@ -514,7 +517,9 @@ class ArrayPipeline:
         gate = self._dc_significance
         # scalar arithmetic on a few mics: the same doubles as numpy's, at less cost a hop
         rows = []
+        refs = [ref] * frames if isinstance(ref, int) else ref.tolist()
         for t, mean in enumerate(hop_means.tolist()):
+            ref = refs[t]
             hops += 1
             a = max(1.0 / hops, floor)
             step = [m - d for m, d in zip(mean, dc, strict=True)]
@@ -536,17 +541,23 @@ class ArrayPipeline:
         out = np.array(rows) if rows else np.zeros((0, len(dc)))
         return out, unsure
 
-    def _live_reference(self) -> int:
-        """The reference mic, or while channel health says it is dead the first live mic: what
-        the output is made from wherever the reference mic would pass (a clean room, the
-        bins above the beamformer's, the low end the high-pass took)."""
-        if not self.health.dead[self._ref]:
+    def _live_reference(self, channel_power: np.ndarray) -> int | np.ndarray:
+        """The reference mic after each hop (T,), given channel health's powers then (T, C):
+        itself, or while health says it is dead the first live mic. It is what the output is
+        made from wherever the reference mic would pass (a clean room, the bins above the
+        beamformer's, the low end the high-pass took). Hop by hop, so the hand-over does not
+        depend on how the caller cut its blocks; the reference mic itself (an int) while it is
+        alive throughout, as nearly always."""
+        dead = self.health.verdicts(channel_power, self.health.hop_power)
+        if not dead[:, self._ref].any():
             return self._ref
-        alive = np.flatnonzero(~self.health.dead)
-        return self._ref if alive.size == 0 else int(alive[0])
+        alive = ~dead
+        return np.where(
+            dead[:, self._ref] & alive.any(axis=1), np.argmax(alive, axis=1), self._ref
+        )
 
-    def _alive_mics(self, channel_power: np.ndarray) -> np.ndarray:
-        return ~self.health.verdict(channel_power)
+    def _alive_mics(self, channel_power: np.ndarray, hop_power: np.ndarray) -> np.ndarray:
+        return ~self.health.verdict(channel_power, hop_power)
 
     def _run(self, raw: np.ndarray, scaled: np.ndarray) -> np.ndarray:
         hop = self.hop
@@ -610,7 +621,7 @@ class ArrayPipeline:
         # remove each mic's DC offset (a constant per frame, from the hop sums channel health
         # has just computed) before the window. Only the offset, not each frame's own mean,
         # which is the talker's low end
-        ref = self._live_reference()
+        ref = self._live_reference(channel_power)
         offsets, dc_unsure = self._dc_offsets(
             self.health.hop_sums * (1.0 / hop), self.health.hop_power, ref
         )
@@ -618,12 +629,12 @@ class ArrayPipeline:
         windowed *= self._window
         spectra = np.fft.rfft(windowed, axis=-1).transpose(1, 2, 0)  # (T, K, M)
         low = self._low_bins
-        removed_low = spectra[:, :low, ref] * self._highpass_removes
+        removed_low = _at(spectra[:, :low], ref) * self._highpass_removes
         spectra[:, :low] *= self._highpass_gain[:low, None]  # it is 1 above them
 
         if self._mask is not None or self._adaptive_depth:
             # the mask and the room's readings listen to the (live) reference mic
-            ref_spec = spectra[:, :, ref]
+            ref_spec = _at(spectra, ref)
             ref_power = ref_spec.real**2 + ref_spec.imag**2
         if self._mask_every_frame and self._mask is not None:
             talker_mask = self._mask(ref_power)
@@ -680,13 +691,14 @@ class ArrayPipeline:
             stop = min(frames_count, start + beamformer.frames_to_update)
             segment = spectra[start:stop, : self._bf_bins]
             passes_reference = beamformer.passes_reference
-            if passes_reference and ref != self._ref:
-                below = segment[..., ref].copy()  # (weights on a dead reference mic: not yet
-                # re-solved without it)
+            seg_ref = ref if isinstance(ref, int) else ref[start:stop]
+            if passes_reference and not isinstance(seg_ref, int):
+                # (weights on a dead reference mic, not yet re-solved without it)
+                beamformed = _at(segment, seg_ref)
             else:
-                below = beamformer.apply(segment)
-            beam = np.concatenate([below, spectra[start:stop, self._bf_bins :, ref]], axis=1)
-            # (frames, K)
+                beamformed = beamformer.apply(segment)
+            as_reference = _at(spectra[start:stop, self._bf_bins :], seg_ref)
+            beam = np.concatenate([beamformed, as_reference], axis=1)  # (frames, K)
             powers = beam.real**2 + beam.imag**2
             array_spps = None
             if self._mask_every_frame:
@@ -804,7 +816,11 @@ class ArrayPipeline:
             if self._beamform:
                 beamformer.depth = max(0.0, self.depth - self._bf_from) / (1.0 - self._bf_from)
                 beamformer.observe(
-                    segment, array_spps, partial(self._alive_mics, channel_power[stop - 1])
+                    segment,
+                    array_spps,
+                    partial(
+                        self._alive_mics, channel_power[stop - 1], self.health.hop_power[stop - 1]
+                    ),
                 )
             else:
                 beamformer._queued = (beamformer._queued + count) % beamformer.update_frames
@@ -816,8 +832,8 @@ class ArrayPipeline:
             # what the inverse transform would give: the reference mic's frames as analysed,
             # less the DC offset that is surely one, times the synthesis window (the same
             # numbers to rounding, at a fraction of the cost; most of a clean room's frames)
-            dc = offsets[:, ref] - dc_unsure
-            frames = frames[ref] - dc[:, None]
+            dc = _at(offsets, ref) - dc_unsure
+            frames = _at(frames.transpose(1, 2, 0), ref) - dc[:, None]
             frames *= self._window_squared
             self.frames_as_is += frames_count
         else:
@@ -829,6 +845,13 @@ class ArrayPipeline:
         out[1:] += frames[:-1, hop:]
         self._overlap = frames[-1, hop:].copy()
         return out.reshape(-1)
+
+
+def _at(x: np.ndarray, ref: int | np.ndarray) -> np.ndarray:
+    """x (T, ..., M) at the reference mic: one for every frame, or one a frame (T,)."""
+    if isinstance(ref, int):
+        return x[..., ref]
+    return np.take_along_axis(x, ref.reshape((-1,) + (1,) * (x.ndim - 1)), axis=-1)[..., 0]
 
 
 def make_array_pipeline(
