@@ -111,6 +111,8 @@ class ArrayPipeline:
         gain_floor_db: float = -10.0,
         beamform_max_hz: float = 3000.0,
         pause_gain_db: float = -6.0,
+        pause_wiener_floor_db: float | None = -12.0,
+        pause_wiener_above_floor: float = 2.0,
         agc: bool = True,
         beamform: bool = True,
         clean_snr_db: float = 24.0,
@@ -357,6 +359,11 @@ class ArrayPipeline:
         self._pause_presence = 0.25
         self._gate_rate = 0.3
         self._gate = 1.0
+        # In pauses, the Wiener gain on the tracked noise, at any depth: steady noise out of
+        # the pauses of rooms the depth leaves alone (_pause_wiener_gains)
+        self._pause_wiener = pause_wiener_floor_db
+        self._pause_above_floor = pause_wiener_above_floor
+        self._pause_weight = 0.0
         self._use_agc = agc
         #: share of speech-band bins holding speech, averaged over the last block (0..1);
         #: internal (the pause gate, the AGC): never published, it says when people talk
@@ -448,6 +455,47 @@ class ArrayPipeline:
         regions[:, self._band_regions] = np.maximum(depths[:, None], own.T)
         floors = np.repeat(10 ** (regions * (self._mask_floor_db / 20)), widths, axis=1)
         return _mask_at_depth(talker, floors, np.repeat(regions, widths, axis=1), out=floors)
+
+    def _pause_wiener_gains(
+        self,
+        gains: np.ndarray,
+        wiener: np.ndarray,
+        presence: np.ndarray,
+        depths: np.ndarray,
+        above_floor: np.ndarray,
+        first_frame: int,
+    ) -> bool:
+        """Steady noise out of the pauses, in rooms the depth leaves alone: in a frame without
+        speech (the pause gate's presence, and the speech band within `above_floor` times the
+        tracked noise floor's power, so a soft voice the mask is unsure of is not a pause) the
+        gains go down to the decision-directed Wiener gain on the tracked noise, floored at
+        `pause_wiener_floor_db` x (1 - depth): what stands clear of the floor, a reverberant
+        tail, stays, and at full depth the mask has already done it. Eased in over ~50 ms
+        like the pause gate, gone at once when speech comes back (the decision-directed
+        gain lags an onset). Not before the mask has settled (2 s, as the events): a stream
+        that opens with a talker has the tracker take the talker for the floor and the mask
+        unsure of it, and the talker went 12 dB down. In place; True if any frame had a
+        weight."""
+        assert self._pause_wiener is not None
+        weights = []
+        w = self._pause_weight
+        for k, (p, r) in enumerate(zip(presence.tolist(), above_floor.tolist(), strict=True)):
+            if (
+                p >= self._pause_presence
+                or r >= self._pause_above_floor
+                or first_frame + k < self._events_after
+            ):
+                w = 0.0
+            else:
+                w += self._gate_rate * (1.0 - w)
+            weights.append(w)
+        self._pause_weight = w
+        if not any(weights):
+            return False
+        floor = 10 ** (self._pause_wiener * (1.0 - depths) / 20)
+        target = np.minimum(gains, np.maximum(wiener, floor[:, None]))
+        gains -= np.array(weights)[:, None] * (gains - target)
+        return True
 
     def _event_gains(
         self, talker: np.ndarray, wiener: np.ndarray, first_frame: int
@@ -725,6 +773,7 @@ class ArrayPipeline:
                 if self._mask_or_wiener:
                     wiener = np.empty_like(talker)
                     spp = np.empty(powers.shape[1])
+                    above_floor = np.empty(count)
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
@@ -736,6 +785,10 @@ class ArrayPipeline:
                     if self._mask_or_wiener:
                         tracker.update(powers[j], out=spp)
                         postfilter.gain(powers[j], tracker.noise_psd, out=wiener[j])
+                        if self._pause_wiener is not None:
+                            above_floor[j] = powers[j, band].sum() / max(
+                                tracker.noise_psd[band].sum(), 1e-30
+                            )
                 event_gains = None
                 if self._mask_or_wiener:
                     if self._events is not None:
@@ -746,6 +799,7 @@ class ArrayPipeline:
                     # it where the mask is sure the bin is noise: paper and keys stand as
                     # clear of the floor as speech does (and the half that is left keeps a
                     # voice the mask does not know from vanishing)
+                    steady = wiener.copy() if self._pause_wiener is not None else None
                     if self._overrule_below is not None:
                         lo, hi, kept = self._overrule_below
                         wiener *= np.interp(talker, (lo, hi), (kept, 1.0))
@@ -770,6 +824,13 @@ class ArrayPipeline:
                     kb = event_gains.shape[1]
                     np.minimum(gains[:, :kb], event_gains, out=gains[:, :kb])
                     reshaped = True
+                if steady is not None:
+                    reshaped = (
+                        self._pause_wiener_gains(
+                            gains, steady, presence, depths, above_floor, self._frames_seen + start
+                        )
+                        or reshaped
+                    )
             else:
                 spps = np.empty((count, powers.shape[1]))
                 gains = np.empty_like(spps)

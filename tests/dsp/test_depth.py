@@ -163,8 +163,8 @@ def test_at_depth_zero_the_reference_mic_passes_unchanged() -> None:
     touch the reference mic: not the high-pass, and not the DC removal, whose estimate in a
     mic without an offset is the talker's low end wandering around zero (subtracting it
     changed 60 % of the samples, by up to ~100 LSB, before it was gated on its own
-    uncertainty). Noise events (EVENTS) act at any depth, by design: they are held off here
-    (tests/dsp/test_events.py has them)."""
+    uncertainty). Noise events (EVENTS) and the Wiener gain in pauses act at any depth, by
+    design: they are held off here (tests/dsp/test_events.py and test_pauses.py have them)."""
     mix, _ = array_scene(seconds=4.0, snr_db=20.0, seed=3)
     # the bands that may go deeper held at 0 too
     never = tuple((lo, hi, -90.0, -100.0) for lo, hi, _, _ in BAND_DEPTHS)
@@ -176,6 +176,7 @@ def test_at_depth_zero_the_reference_mic_passes_unchanged() -> None:
             noisy_snr_db=-100.0,
             band_depths=never,
             events=None,
+            pause_wiener_floor_db=None,
             **kw,
         )
         latency = stage.latency_samples
@@ -193,8 +194,9 @@ def test_a_clean_rooms_frames_skip_the_synthesis_and_come_out_the_same() -> None
     same with every mic 2000 LSB off zero (the offset must still go), and a room that turns
     noisy and clean again within 40 ms blocks, where shortcut and transform alternate. The
     scene's noise is white, so the band above 1.5 kHz (BAND_DEPTHS) reads it as noisy and
-    goes deeper in most frames: the shortcut is counted without the bands, and the output
-    compared with them too."""
+    goes deeper in most frames: the shortcut is counted without the bands (and without the
+    Wiener gain in pauses, which takes the pauses' noise out in a clean room too), and the
+    output compared with them too."""
     mix, _ = array_scene(seconds=8.0, snr_db=30.0, seed=11)
     offset = np.clip(mix.astype(np.int32) + 2000, -32768, 32767).astype(np.int16)
     noisy, _ = array_scene(seconds=8.0, snr_db=0.0, seed=12)
@@ -208,8 +210,8 @@ def test_a_clean_rooms_frames_skip_the_synthesis_and_come_out_the_same() -> None
 
     for x in (mix, offset, turns):
         assert np.array_equal(run(x, True)[0], run(x, False)[0])
-        fast, as_is = run(x, True, band_depths=())
-        full, none = run(x, False, band_depths=())
+        fast, as_is = run(x, True, band_depths=(), pause_wiener_floor_db=None)
+        full, none = run(x, False, band_depths=(), pause_wiener_floor_db=None)
         assert np.array_equal(fast, full)
         assert none == 0 and as_is > 0.5 * x.shape[0] / 256  # it was taken, most of the time
         if x is offset:  # the offset went, with the shortcut taken
