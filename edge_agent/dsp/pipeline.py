@@ -790,6 +790,7 @@ class ArrayPipeline:
                                 tracker.noise_psd[band].sum(), 1e-30
                             )
                 event_gains = None
+                steady = None  # (the Wiener gain for pauses: only with the overrule's)
                 if self._mask_or_wiener:
                     if self._events is not None:
                         event_gains = self._event_gains(talker, wiener, self._frames_seen + start)

@@ -9,7 +9,7 @@ from conftest import FS, array_scene
 from edge_agent.dsp import make_stage
 from edge_agent.dsp.arrays import available_arrays, load_array
 from edge_agent.dsp.cli import process_array
-from edge_agent.dsp.pipeline import make_array_pipeline
+from edge_agent.dsp.pipeline import ArrayPipeline, make_array_pipeline
 
 
 def stream(stage, x: np.ndarray, sizes) -> np.ndarray:
@@ -206,3 +206,21 @@ def test_a_caller_that_reuses_its_buffer_gets_the_same_output(scene) -> None:
             buffer.fill(32767)
             assert np.array_equal(a, b) and reused.stats() == expected.stats(), (name, k)
         assert not reused.stats()["clipping_channels"]
+
+
+def test_every_ablation_the_bench_runs_still_builds_and_streams() -> None:
+    """`scripts/bench dsp` runs ours under each of its ABLATIONS: each must still build and
+    stream (the Wiener gain in pauses first broke the one without the overrule, and only the
+    bench found it)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from bench_dsp import ABLATIONS
+
+    mix, _ = array_scene(seconds=3.0, snr_db=5.0, seed=2)
+    for name, overrides in ABLATIONS.items():
+        stage = ArrayPipeline(load_array("respeaker-4mic-pi"), **overrides)
+        blocks = [stage.process(mix[j : j + 640]) for j in range(0, mix.shape[0], 640)]
+        out = np.concatenate([*blocks, stage.flush()])
+        assert out.dtype == np.int16 and out.shape == (mix.shape[0],), name
