@@ -41,6 +41,28 @@ from edge_agent.dsp.mask import SpeechMask
 from edge_agent.dsp.noise import NoiseTracker, PostFilter
 
 _MAX_FRAMES_PER_PASS = 64  # bounds memory when a whole file arrives in one block
+_HEAP_HELD = 16 << 20  # bytes glibc may keep free at the top of the heap (_hold_freed_heap)
+_heap_held = False
+
+
+def _hold_freed_heap() -> None:
+    """glibc hands the top of its heap back to the OS whenever more than its trim threshold
+    is free there, and a pass's temporaries (a few MB) free it and take it back again: the
+    page faults cost a fresh process a fifth of its time (ten minutes through one call, this
+    machine: real-time factor 0.0100 -> 0.0082; a process that had already run it was fast,
+    as is one started with MALLOC_TRIM_THRESHOLD_ set). So the process keeps up to 16 MB
+    freed. Once per process; where the C library has no mallopt (not glibc), nothing."""
+    global _heap_held
+    if _heap_held:
+        return
+    _heap_held = True
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-1, _HEAP_HELD)  # M_TRIM_THRESHOLD
 
 #: bands whose own noise floor may take the post-filter deeper than the speech band's
 #: depth, in its bins only: (from Hz, to Hz, depth 0 at or above this SNR dB, 1 at or below
@@ -151,6 +173,7 @@ class ArrayPipeline:
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
+        _hold_freed_heap()
         self.geometry = geometry
         self.sample_rate = sample_rate
         self.channels = geometry.capture_channels
@@ -773,7 +796,8 @@ class ArrayPipeline:
                 if self._mask_or_wiener:
                     wiener = np.empty_like(talker)
                     spp = np.empty(powers.shape[1])
-                    above_floor = np.empty(count)
+                    # the tracked floor after each frame, for the pauses (_pause_wiener_gains)
+                    noise_rows = np.empty_like(talker) if self._pause_wiener is not None else None
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
@@ -785,10 +809,8 @@ class ArrayPipeline:
                     if self._mask_or_wiener:
                         tracker.update(powers[j], out=spp)
                         postfilter.gain(powers[j], tracker.noise_psd, out=wiener[j])
-                        if self._pause_wiener is not None:
-                            above_floor[j] = powers[j, band].sum() / max(
-                                tracker.noise_psd[band].sum(), 1e-30
-                            )
+                        if noise_rows is not None:
+                            noise_rows[j] = tracker.noise_psd
                 event_gains = None
                 steady = None  # (the Wiener gain for pauses: only with the overrule's)
                 if self._mask_or_wiener:
@@ -825,7 +847,10 @@ class ArrayPipeline:
                     kb = event_gains.shape[1]
                     np.minimum(gains[:, :kb], event_gains, out=gains[:, :kb])
                     reshaped = True
-                if steady is not None:
+                if steady is not None and noise_rows is not None:
+                    above_floor = powers[:, band].sum(axis=1) / np.maximum(
+                        noise_rows[:, band].sum(axis=1), 1e-30
+                    )
                     reshaped = (
                         self._pause_wiener_gains(
                             gains, steady, presence, depths, above_floor, self._frames_seen + start
