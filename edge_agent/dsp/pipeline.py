@@ -575,8 +575,8 @@ class ArrayPipeline:
         mean over the first 2 s, a one-pole average over 2 s after that. Also, for the
         reference mic (`ref`: one, or one a hop), (T,), the part of it that does not stand
         out of its own uncertainty (with `dc_significance` (lo, hi): all of it up to lo
-        standard errors from zero,
-        none from hi on): what the high-pass gives back in a clean room goes with it. The
+        standard errors from zero, none from hi on): what the high-pass gives back in a
+        clean room goes with it. The
         standard error is the hop means' own spread about the estimate (until it is known,
         the first hop's sample variance counts as four hops of it) times the estimate's
         weight on the latest hop."""
