@@ -558,6 +558,28 @@ ABLATIONS = {
 }
 
 
+def _summary(rows: list[dict], system: str, split: str) -> list[str]:
+    """A table row's cells for `system` against the raw mic: SI-SDR change (mean, worst
+    decile), STOI change, SI-SDR change at 0 and at 30 dB, the bands below the raw mic."""
+    d_sdr = _deltas(rows, system, split, None, "si_sdr")
+    d_stoi = _deltas(rows, system, split, None, "stoi")
+    below = [
+        f"{snr}{speech[0]}"
+        for speech in ("recorded", "synthetic")
+        for snr in SNRS_DB
+        if any(_mean(_deltas(rows, system, split, speech, k, snr)) < 0 for k in ("si_sdr", "stoi"))
+    ]
+    at_0, at_30 = (_mean(_deltas(rows, system, split, None, "si_sdr", v)) for v in (0, 30))
+    return [
+        f"{_mean(d_sdr):+.2f}",
+        f"{_worst_decile(d_sdr):+.2f}",
+        f"{_mean(d_stoi):+.3f}",
+        f"{at_0:+.2f}",
+        f"{at_30:+.2f}",
+        ", ".join(below) or "none",
+    ]
+
+
 def ablations(pool, split: str, scenes: int) -> str:
     """Ours under each ABLATIONS override on `split`: mean and worst-decile SI-SDR change,
     STOI change, the change at 0 and at 30 dB SNR, and the bands below the raw mic."""
@@ -579,22 +601,7 @@ def ablations(pool, split: str, scenes: int) -> str:
     for name, overrides in ABLATIONS.items():
         jobs = [(split, i, OURS, overrides, dsp) for i in range(scenes)]
         rows = raw + list(pool.imap_unordered(evaluate, jobs, chunksize=2))
-        d_sdr = _deltas(rows, OURS, split, None, "si_sdr")
-        d_stoi = _deltas(rows, OURS, split, None, "stoi")
-        below = [
-            f"{snr}{speech[0]}"
-            for speech in ("recorded", "synthetic")
-            for snr in SNRS_DB
-            if any(
-                _mean(_deltas(rows, OURS, split, speech, k, snr)) < 0 for k in ("si_sdr", "stoi")
-            )
-        ]
-        lines.append(
-            f"| {name} | {_mean(d_sdr):+.2f} | {_worst_decile(d_sdr):+.2f} | "
-            f"{_mean(d_stoi):+.3f} | {_mean(_deltas(rows, OURS, split, None, 'si_sdr', 0)):+.2f} | "
-            f"{_mean(_deltas(rows, OURS, split, None, 'si_sdr', 30)):+.2f} | "
-            f"{', '.join(below) or 'none'} |"
-        )
+        lines.append(f"| {name} | " + " | ".join(_summary(rows, OURS, split)) + " |")
     lines += ["", "(r = recorded, s = synthetic speech; e.g. 30r = the 30 dB recorded scenes.)"]
     return "\n".join(lines)
 
@@ -705,23 +712,10 @@ def faults(pool, split: str, scenes: int) -> str:
         if name != "healthy":
             jobs = [(split, i, name, dsp) for i in range(scenes)]
             rows += list(pool.imap_unordered(evaluate_fault, jobs, chunksize=2))
-        d_sdr = _deltas(rows, system, split, None, "si_sdr")
-        d_stoi = _deltas(rows, system, split, None, "stoi")
         cost = _mean([healthy[r["scene"]] - r["si_sdr"] for r in _rows(rows, system, split)])
-        below = [
-            f"{snr}{speech[0]}"
-            for speech in ("recorded", "synthetic")
-            for snr in SNRS_DB
-            if any(
-                _mean(_deltas(rows, system, split, speech, k, snr)) < 0 for k in ("si_sdr", "stoi")
-            )
-        ]
-        at_0, at_30 = (_mean(_deltas(rows, system, split, None, "si_sdr", v)) for v in (0, 30))
-        lines.append(
-            f"| {name} | {_mean(d_sdr):+.2f} | {_worst_decile(d_sdr):+.2f} | "
-            f"{_mean(d_stoi):+.3f} | {at_0:+.2f} | {at_30:+.2f} | {cost:.2f} dB | "
-            f"{', '.join(below) or 'none'} |"
-        )
+        cells = _summary(rows, system, split)
+        cells.insert(5, f"{cost:.2f} dB")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -785,21 +779,7 @@ def other_arrays(pool, split: str, scenes: int) -> str:
             for i in range(scenes)
         ]
         rows = list(pool.imap_unordered(evaluate_array, jobs, chunksize=2))
-        d_sdr = _deltas(rows, OURS, split, None, "si_sdr")
-        d_stoi = _deltas(rows, OURS, split, None, "stoi")
-        below = [
-            f"{snr}{speech[0]}"
-            for speech in ("recorded", "synthetic")
-            for snr in SNRS_DB
-            if any(
-                _mean(_deltas(rows, OURS, split, speech, k, snr)) < 0 for k in ("si_sdr", "stoi")
-            )
-        ]
-        at_0, at_30 = (_mean(_deltas(rows, OURS, split, None, "si_sdr", v)) for v in (0, 30))
-        lines.append(
-            f"| {array} | {_mean(d_sdr):+.2f} | {_worst_decile(d_sdr):+.2f} | "
-            f"{_mean(d_stoi):+.3f} | {at_0:+.2f} | {at_30:+.2f} | {', '.join(below) or 'none'} |"
-        )
+        lines.append(f"| {array} | " + " | ".join(_summary(rows, OURS, split)) + " |")
     return "\n".join(lines)
 
 
