@@ -155,38 +155,53 @@ def _dsp_version() -> str:
     return h.hexdigest()[:12]
 
 
-def evaluate(job: tuple[str, int, str, dict, str]) -> dict:
-    """Score one system on one scene; cached by scene, system and (for ours) the DSP's source."""
-    split, index, system, overrides, version = job
-    scene = load_scene(split, index, ARRAY)
-    key = hashlib.sha1(
-        json.dumps([SCENE_VERSION, ARRAY, split, index, system, version, overrides]).encode()
-    ).hexdigest()[:20]
-    path = cache_dir() / "scores" / f"{key}.json"
+def _cached(key: list, compute: Any) -> dict:
+    """A scene's scores, from the cache under `key` (scene, system, the DSP's source...) or
+    from compute() and then cached."""
+    digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:20]
+    path = cache_dir() / "scores" / f"{digest}.json"
     if path.exists():
         return json.loads(path.read_text())
-    fn = SYSTEMS[system][0]
-    start = time.process_time()
-    y = fn(scene.mixture, overrides) if system == OURS else fn(scene.mixture)
-    busy = time.process_time() - start
-    n = scene.reference.size
-    y = np.asarray(y, np.float64)[:n]
-    y = np.concatenate([y, np.zeros(n - y.size)])
-    if system in ANCHORS:
-        y = align(scene.reference, y)
-    row = {
-        "scene": scene.name,
-        "split": split,
-        "speech": scene.speech,
-        "snr": scene.snr_db,
-        "system": system,
-        "cpu_s": busy,
-        "audio_s": n / FS,
-        **score(scene.reference, y),
-    }
+    row = compute()
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(row))
     return row
+
+
+def _scored(scene: Any, system: str, y: np.ndarray, align_it: bool = False, **extra) -> dict:
+    """The row of `system`'s output `y` on `scene`: cut or padded to the reference's length
+    (and, for an anchor, its delay removed), scored against it."""
+    n = scene.reference.size
+    y = np.asarray(y, np.float64)[:n]
+    y = np.concatenate([y, np.zeros(n - y.size)])
+    if align_it:
+        y = align(scene.reference, y)
+    return {
+        "scene": scene.name,
+        "split": scene.split,
+        "speech": scene.speech,
+        "snr": scene.snr_db,
+        "system": system,
+        **extra,
+        **score(scene.reference, y),
+    }
+
+
+def evaluate(job: tuple[str, int, str, dict, str]) -> dict:
+    """Score one system on one scene; cached by scene, system and (for ours) the DSP's source."""
+    split, index, system, overrides, version = job
+
+    def compute() -> dict:
+        scene = load_scene(split, index, ARRAY)
+        fn = SYSTEMS[system][0]
+        start = time.process_time()
+        y = fn(scene.mixture, overrides) if system == OURS else fn(scene.mixture)
+        busy = time.process_time() - start
+        return _scored(
+            scene, system, y, system in ANCHORS, cpu_s=busy, audio_s=scene.reference.size / FS
+        )
+
+    return _cached([SCENE_VERSION, ARRAY, split, index, system, version, overrides], compute)
 
 
 def _build(job: tuple[str, int]) -> str:
@@ -652,30 +667,17 @@ FAULTS = {
 def evaluate_fault(job: tuple[str, int, str, str]) -> dict:
     """Ours on one scene whose capture has a fault; cached like evaluate()."""
     split, index, fault, version = job
-    scene = load_scene(split, index, ARRAY)
-    key = hashlib.sha1(
-        json.dumps([SCENE_VERSION, ARRAY, split, index, "fault", fault, version]).encode()
-    ).hexdigest()[:20]
-    path = cache_dir() / "scores" / f"{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    rng = np.random.default_rng([index, int(hashlib.sha1(fault.encode()).hexdigest()[:8], 16)])
-    mix = FAULTS[fault](scene.mixture.astype(np.float64), rng)
-    mix = np.clip(np.round(mix), -32768, 32767).astype(np.int16)
-    n = scene.reference.size
-    y = run_ours(mix)[:n]
-    row = {
-        "scene": scene.name,
-        "split": split,
-        "speech": scene.speech,
-        "snr": scene.snr_db,
-        "system": f"{OURS}, {fault}",
-        "audio_s": n / FS,
-        **score(scene.reference, np.concatenate([y, np.zeros(n - y.size)])),
-    }
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(row))
-    return row
+
+    def compute() -> dict:
+        scene = load_scene(split, index, ARRAY)
+        seed = int(hashlib.sha1(fault.encode()).hexdigest()[:8], 16)
+        mix = FAULTS[fault](scene.mixture.astype(np.float64), np.random.default_rng([index, seed]))
+        mix = np.clip(np.round(mix), -32768, 32767).astype(np.int16)
+        return _scored(
+            scene, f"{OURS}, {fault}", run_ours(mix), audio_s=scene.reference.size / FS
+        )
+
+    return _cached([SCENE_VERSION, ARRAY, split, index, "fault", fault, version], compute)
 
 
 def faults(pool, split: str, scenes: int) -> str:
@@ -727,31 +729,16 @@ def evaluate_array(job: tuple[str, int, str, str, str]) -> dict:
     from edge_agent.dsp.cli import process_array
 
     split, index, array, system, version = job
-    scene = load_scene(split, index, array)
-    key = hashlib.sha1(
-        json.dumps([SCENE_VERSION, array, split, index, system, version]).encode()
-    ).hexdigest()[:20]
-    path = cache_dir() / "scores" / f"{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    if system == RAW:
-        y = scene.mixture[:, load_array(array).reference_channel] / 32768
-    else:
-        y = process_array(scene.mixture, array) / 32768
-    n = scene.reference.size
-    y = np.concatenate([np.asarray(y, np.float64)[:n], np.zeros(max(0, n - len(y)))])
-    row = {
-        "scene": scene.name,
-        "split": split,
-        "speech": scene.speech,
-        "snr": scene.snr_db,
-        "system": system,
-        "array": array,
-        **score(scene.reference, y),
-    }
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(row))
-    return row
+
+    def compute() -> dict:
+        scene = load_scene(split, index, array)
+        if system == RAW:
+            y = scene.mixture[:, load_array(array).reference_channel] / 32768
+        else:
+            y = process_array(scene.mixture, array) / 32768
+        return _scored(scene, system, y, array=array)
+
+    return _cached([SCENE_VERSION, array, split, index, system, version], compute)
 
 
 def other_arrays(pool, split: str, scenes: int) -> str:
