@@ -36,6 +36,8 @@ class ChannelHealth:
         self._hops_since_clip = np.full(channels, 10**9)
         self.power = np.zeros(channels)
         self.dead = np.zeros(channels, bool)
+        #: the dead channels after each hop of the last update, (T, C); `dead` is its last row
+        self.dead_hops = np.zeros((0, channels), bool)
         #: per-hop sums of the last update, (T, C): the pipeline reuses them for DC removal
         self.hop_sums = np.zeros((0, channels))
         #: per-hop variance of the samples about the hop's mean, (T, C), full scale = 1
@@ -44,8 +46,8 @@ class ChannelHealth:
     def update(self, raw_hops: np.ndarray, scaled_hops: np.ndarray) -> np.ndarray:
         """raw_hops int16 (T, H, C); scaled_hops float (T, H, C), full scale = 1 (DC is ignored).
 
-        Returns the smoothed power after each hop, (T, C); `verdict` turns a row into
-        the dead-channel mask.
+        Returns the smoothed power after each hop, (T, C); `dead_hops` has the verdict of
+        each hop.
         """
         hops, hop = raw_hops.shape[:2]
         if hops == 0:
@@ -68,7 +70,8 @@ class ChannelHealth:
             rows.append(s)
         smoothed = np.array(rows)
         self.power = smoothed[-1]
-        self.dead = self.verdict(self.power, hop_power[-1])
+        self.dead_hops = self.verdicts(smoothed, hop_power)
+        self.dead = self.dead_hops[-1]
         # a hop clipped if it touched full scale; remember how many hops ago
         if raw_hops.max() >= _FULL_SCALE or raw_hops.min() <= -_FULL_SCALE:
             clipped = (raw_hops.max(axis=1) >= _FULL_SCALE) | (raw_hops.min(axis=1) <= -_FULL_SCALE)
@@ -81,24 +84,13 @@ class ChannelHealth:
         return smoothed
 
     def verdicts(self, powers: np.ndarray, hop_powers: np.ndarray) -> np.ndarray:
-        """`verdict` of each hop (T, C): smoothed powers as update() returns them and the
-        hops' own (`hop_power`)."""
+        """Dead channels after each hop (T, C), given the smoothed powers (T, C) and the hops'
+        own: silent, stuck, 40 dB under the median, or flat this hop while the median is not."""
         middle = slice(powers.shape[1] // 2, powers.shape[1] // 2 + 1)
         median = np.sort(powers, axis=1)[:, middle]
         dead = powers < self._dead_ratio * median
         dead |= (median >= self._silent) & (powers < self._silent)
         dead |= (np.sort(hop_powers, axis=1)[:, middle] >= _FLAT) & (hop_powers < _FLAT)
-        return dead
-
-    def verdict(self, power: np.ndarray, hop_power: np.ndarray) -> np.ndarray:
-        """Dead channels given smoothed powers (C,) and that hop's own (C,): silent, stuck,
-        40 dB under the median, or flat this hop while the median is not."""
-        median = sorted(power.tolist())[power.size // 2]
-        dead = power < self._dead_ratio * median
-        if median >= self._silent:
-            dead |= power < self._silent
-        if sorted(hop_power.tolist())[hop_power.size // 2] >= _FLAT:
-            dead |= hop_power < _FLAT
         return dead
 
     @property

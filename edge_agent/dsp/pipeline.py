@@ -612,14 +612,14 @@ class ArrayPipeline:
         out = np.array(rows) if rows else np.zeros((0, len(dc)))
         return out, unsure
 
-    def _live_reference(self, channel_power: np.ndarray) -> int | np.ndarray:
-        """The reference mic after each hop (T,), given channel health's powers then (T, C):
-        itself, or while health says it is dead the first live mic. It is what the output is
+    def _live_reference(self) -> int | np.ndarray:
+        """The reference mic after each hop of the last health update (T,): itself, or while
+        health says it is dead the first live mic. It is what the output is
         made from wherever the reference mic would pass (a clean room, the bins above the
         beamformer's, the low end the high-pass took). Hop by hop, so the hand-over does not
         depend on how the caller cut its blocks; the reference mic itself (an int) while it is
         alive throughout, as nearly always."""
-        dead = self.health.verdicts(channel_power, self.health.hop_power)
+        dead = self.health.dead_hops
         if not dead[:, self._ref].any():
             return self._ref
         alive = ~dead
@@ -627,8 +627,8 @@ class ArrayPipeline:
             dead[:, self._ref] & alive.any(axis=1), np.argmax(alive, axis=1), self._ref
         )
 
-    def _alive_mics(self, channel_power: np.ndarray, hop_power: np.ndarray) -> np.ndarray:
-        return ~self.health.verdict(channel_power, hop_power)
+    def _alive_mics(self, hop: int) -> np.ndarray:
+        return ~self.health.dead_hops[hop]
 
     def _run(self, raw: np.ndarray, scaled: np.ndarray) -> np.ndarray:
         hop = self.hop
@@ -679,7 +679,7 @@ class ArrayPipeline:
         hop, n = self.hop, self.frame_len
         frames_count = scaled.shape[0] // hop
         mics = scaled.shape[1]
-        channel_power = self.health.update(
+        self.health.update(  # (its verdicts, hop sums and powers are read below)
             raw.reshape(frames_count, hop, mics), scaled.reshape(frames_count, hop, mics)
         )
         signal = np.concatenate([self._history, scaled.T], axis=1)  # (M, samples)
@@ -692,7 +692,7 @@ class ArrayPipeline:
         # remove each mic's DC offset (a constant per frame, from the hop sums channel health
         # has just computed) before the window. Only the offset, not each frame's own mean,
         # which is the talker's low end
-        ref = self._live_reference(channel_power)
+        ref = self._live_reference()
         offsets, dc_unsure = self._dc_offsets(
             self.health.hop_sums * (1.0 / hop), self.health.hop_power, ref
         )
@@ -905,9 +905,7 @@ class ArrayPipeline:
                 beamformer.observe(
                     segment,
                     array_spps,
-                    partial(
-                        self._alive_mics, channel_power[stop - 1], self.health.hop_power[stop - 1]
-                    ),
+                    partial(self._alive_mics, stop - 1),
                 )
             else:
                 beamformer._queued = (beamformer._queued + count) % beamformer.update_frames
