@@ -181,6 +181,13 @@
 
     seekTo: (t) => desk().seekTo(t),
     evict: (keep) => desk().evict(keep),
+    // a test that reads a whole session's decoded audio after its close: the page's periodic
+    // eviction (no argument) drops what nothing plays, so hold it off; evict(keep) still runs
+    holdDecoded() {
+      const d = desk();
+      const own = Object.getPrototypeOf(d).evict;
+      d.evict = (keep) => (keep ? own.call(d, keep) : 0);
+    },
     replayBefore: (key, s) => desk().replayBefore(probe.app.store.cues.get(key), s),
     selectRoom: (u, s) => desk().selectRoom(u, s),
   });

@@ -231,6 +231,8 @@ def test_live_audio_in_the_page_equals_what_the_unit_sealed(system, scribe_page)
     lat_first = js(page, "window.__probe.audioLatency()")  # the reload clears the probe
     page.reload()
     poll(page, "() => window.__probe && window.__probe.ready()", 15)
+    # the whole session's decoded audio is read after its close (CI once found it evicted)
+    js(page, "() => window.__probe.holdDecoded()")
     page.click('.room-item[data-unit="unit-a"]')
     page.click("#play")
 

@@ -63,6 +63,8 @@ def test_an_opus_room_plays_live_and_fills_in_from_the_archive(system, scribe_pa
     # a reload mid-session: what it missed comes from the archive, sealed, and is decoded
     page.reload()
     poll(page, "() => window.__probe && window.__probe.ready()", 15)
+    # the whole session's decoded audio is read after its close (CI once found it evicted)
+    js(page, "() => window.__probe.holdDecoded()")
     page.click('.room-item[data-unit="unit-a"]')
     page.click("#play")
     wait_for(lambda: agent.poll() is not None, AGENT_SECONDS + 60, "the agent to finish")
