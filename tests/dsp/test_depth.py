@@ -163,8 +163,9 @@ def test_at_depth_zero_the_reference_mic_passes_unchanged() -> None:
     touch the reference mic: not the high-pass, and not the DC removal, whose estimate in a
     mic without an offset is the talker's low end wandering around zero (subtracting it
     changed 60 % of the samples, by up to ~100 LSB, before it was gated on its own
-    uncertainty). Noise events (EVENTS) and the Wiener gain in pauses act at any depth, by
-    design: they are held off here (tests/dsp/test_events.py and test_pauses.py have them)."""
+    uncertainty). Noise events (EVENTS) and the Wiener gains in and from the pauses act at any
+    depth, by design: they are held off here (test_events.py, test_pauses.py and
+    test_pause_noise.py have them)."""
     mix, _ = array_scene(seconds=4.0, snr_db=20.0, seed=3)
     # the bands that may go deeper held at 0 too
     never = tuple((lo, hi, -90.0, -100.0) for lo, hi, _, _ in BAND_DEPTHS)
@@ -177,6 +178,7 @@ def test_at_depth_zero_the_reference_mic_passes_unchanged() -> None:
             band_depths=never,
             events=None,
             pause_wiener_floor_db=None,
+            pause_noise_floor_db=None,
             **kw,
         )
         latency = stage.latency_samples
@@ -195,8 +197,8 @@ def test_a_clean_rooms_frames_skip_the_synthesis_and_come_out_the_same() -> None
     noisy and clean again within 40 ms blocks, where shortcut and transform alternate. The
     scene's noise is white, so the band above 1.5 kHz (BAND_DEPTHS) reads it as noisy and
     goes deeper in most frames: the shortcut is counted without the bands (and without the
-    Wiener gain in pauses, which takes the pauses' noise out in a clean room too), and the
-    output compared with them too."""
+    Wiener gains in and from the pauses, which take steady noise out of a clean room too),
+    and the output compared with them too."""
     mix, _ = array_scene(seconds=8.0, snr_db=30.0, seed=11)
     offset = np.clip(mix.astype(np.int32) + 2000, -32768, 32767).astype(np.int16)
     noisy, _ = array_scene(seconds=8.0, snr_db=0.0, seed=12)
@@ -210,8 +212,9 @@ def test_a_clean_rooms_frames_skip_the_synthesis_and_come_out_the_same() -> None
 
     for x in (mix, offset, turns):
         assert np.array_equal(run(x, True)[0], run(x, False)[0])
-        fast, as_is = run(x, True, band_depths=(), pause_wiener_floor_db=None)
-        full, none = run(x, False, band_depths=(), pause_wiener_floor_db=None)
+        off = {"band_depths": (), "pause_wiener_floor_db": None, "pause_noise_floor_db": None}
+        fast, as_is = run(x, True, **off)
+        full, none = run(x, False, **off)
         assert np.array_equal(fast, full)
         assert none == 0 and as_is > 0.5 * x.shape[0] / 256  # it was taken, most of the time
         if x is offset:  # the offset went, with the shortcut taken
@@ -301,11 +304,13 @@ def test_a_band_of_rumble_goes_deeper_than_the_speech_band_and_only_in_its_bins(
     """Rumble below 150 Hz, 10 dB over the talker, in a room whose speech band is clean:
     the speech band's depth stays low, the band below 250 Hz (BAND_DEPTHS) reads its own
     floor and goes deep once that floor has seen its window. What changes is below ~250 Hz
-    only, and the talker comes out cleaner than with the speech band's depth alone."""
+    only, and the talker comes out cleaner than with the speech band's depth alone. The
+    Wiener gain on the noise heard in pauses, which takes steady rumble out at any depth
+    too, is held off (test_pause_noise.py has it in this room)."""
     mix, clean = rumble_room(12.0, seed=14)
 
     def run(**kw) -> tuple[np.ndarray, ArrayPipeline]:
-        stage = ArrayPipeline(load_array("respeaker-4mic-pi"), **kw)
+        stage = ArrayPipeline(load_array("respeaker-4mic-pi"), pause_noise_floor_db=None, **kw)
         latency = stage.latency_samples
         padded = np.concatenate([mix, np.zeros((latency, 4), np.int16)])
         out = np.concatenate([stage.process(padded), stage.flush()])[latency:] / 32768

@@ -59,17 +59,19 @@ def test_events_are_taken_out_in_a_room_whose_floor_reads_clean() -> None:
     """The floor is the quiet between the bursts, so the room's depth stays 0 and, without
     events, the output is the raw mic's quality. With them the bursts go (measured: +2.4
     to +3.7 dB over no events on four seeds; +0.8 to +1.2 with events below 4 kHz only).
-    The Wiener gain in pauses is held off (test_pauses.py): here it takes the quiet bed
-    out between syllables and costs this harmonic talker's decays 0.1-0.3 dB."""
+    The Wiener gains in and from the pauses are held off (test_pauses.py,
+    test_pause_noise.py): here they take the quiet bed out between syllables and cost this
+    harmonic talker's decays 0.1-0.3 dB."""
+    quiet = {"pause_wiener_floor_db": None, "pause_noise_floor_db": None}
     for seed in (0, 1):
         mix, clean = paper_room(seed)
-        with_events, stage = run(mix, pause_wiener_floor_db=None)
-        without, _ = run(mix, events=None, pause_wiener_floor_db=None)
+        with_events, stage = run(mix, **quiet)
+        without, _ = run(mix, events=None, **quiet)
         raw = si_sdr_db(mix[:, 0] / 32768, clean)
         assert stage.depth == 0.0
         assert abs(si_sdr_db(without, clean) - raw) < 0.2
         assert si_sdr_db(with_events, clean) > si_sdr_db(without, clean) + 1.5
-        below_4k, _ = run(mix, events_broadband=None, pause_wiener_floor_db=None)
+        below_4k, _ = run(mix, events_broadband=None, **quiet)
         assert si_sdr_db(with_events, clean) > si_sdr_db(below_4k, clean) + 1.0
 
 
