@@ -524,7 +524,13 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
 # what each piece of the trained mask gives: ours with pipeline overrides, on TEST
 ABLATIONS = {
     "shipped": {},
-    "no Wiener gain in pauses (as before 2026-12-06)": {"pause_wiener_floor_db": None},
+    "no Wiener gain on the noise heard in pauses (as before it, 2026-12-06)": {
+        "pause_noise_floor_db": None
+    },
+    "no Wiener gain in pauses either (as before 2026-12-06)": {
+        "pause_noise_floor_db": None,
+        "pause_wiener_floor_db": None,
+    },
     "no noise events (EVENTS)": {"events": None},
     "the Wiener gain overruling the mask in full, and no noise events (as before them)": {
         "overrule_below": None,

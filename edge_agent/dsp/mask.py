@@ -185,22 +185,34 @@ class SpeechMask:
         )  # (features, bins)
         self.features = MaskFeatures(hop_s)
         self.h = np.zeros(size, f)
+        # products that share a vector are one product a frame (fewer numpy calls; each
+        # output is still one frame's vector times a matrix): the frame's features times
+        # the input layer and the skip, and the new state times the output layer and the
+        # next frame's recurrent weights, whose result is kept (`_gh`) between frames
+        self._inner = self.w_in.shape[1]
+        self._w_features = (
+            self.w_in
+            if self._w_skip_half is None
+            else np.concatenate([self.w_in, self._w_skip_half], axis=1)
+        )
+        self._w_state = np.concatenate([self._w_hh_half, self._w_out_half], axis=1)
+        self._gh = np.zeros(3 * size, f)  # h @ w_hh for the next frame (h = 0: exactly 0)
 
     def __call__(self, power: np.ndarray) -> np.ndarray:
         features = self.features(power).astype(np.float32)
         frames = features.shape[0]
-        size, twice = self.hidden_size, 2 * self.hidden_size
+        size, twice, thrice = self.hidden_size, 2 * self.hidden_size, 3 * self.hidden_size
         out = np.empty((frames, self._w_out_half.shape[1]), np.float32)
-        h, w_in, b_in, w_ih, b_gates = self.h, self.w_in, self.b_in, self._w_ih_half, self._b_gates
-        w_hh, b_hn, w_out = self._w_hh_half, self._b_hn, self._w_out_half
-        w_skip = self._w_skip_half
+        h, gh, b_in, w_ih, b_gates = self.h, self._gh, self.b_in, self._w_ih_half, self._b_gates
+        b_hn, w_features, w_state = self._b_hn, self._w_features, self._w_state
+        inner, skip = self._inner, self._w_skip_half is not None
         for t in range(frames):  # (vector-matrix products only: see the module docstring)
-            x = features[t] @ w_in
+            both = features[t] @ w_features
+            x = both[:inner]
             x += b_in
             np.tanh(x, out=x)
             gi = x @ w_ih
             gi += b_gates
-            gh = h @ w_hh
             rz = gh[:twice]
             rz += gi[:twice]
             np.tanh(rz, out=rz)  # 2 sigmoid(r, z) - 1
@@ -214,9 +226,13 @@ class SpeechMask:
             h = h - n
             h *= rz[size:]
             h += n  # (1 - z) n + z h
-            np.matmul(h, w_out, out=out[t])
-            if w_skip is not None:
-                out[t] += features[t] @ w_skip
+            state = h @ w_state
+            gh = state[:thrice]
+            if skip:
+                np.add(state[thrice:], both[inner:], out=out[t])
+            else:
+                out[t] = state[thrice:]
+        self._gh = gh
         self.h = h
         # sigmoid(y) = (1 + tanh(y / 2)) / 2, with the 1/2 folded into the output layer
         # (exact: a power of two) and every step in place

@@ -574,38 +574,52 @@ class ArrayPipeline:
         deep = [j for j, w in enumerate(weights) if w >= _PAUSE_NOISE_FROM]
         if noise is None and not deep:
             return False  # (nothing heard in a pause yet)
-        logs = np.log(powers[deep] + 1e-30)
-        log_mean = self._pause_noise_log
-        need = self._pause_noise_need
         frames = len(weights)
-        first = deep[0] if noise is None else 0
-        g = np.ones((frames, gains.shape[1]))
-        trust = np.zeros(frames)
-        estimate = np.empty(gains.shape[1])
-        learn = iter(deep)
-        next_deep = next(learn, None)
-        k = 0
-        gain = self._pause_noise_filter.gain
-        for j in range(first, frames):
-            if j == next_deep:
+        need = self._pause_noise_need
+        trusted = learned >= need  # (in full, from the start of the segment)
+        had = noise is not None
+        first = 0 if had else deep[0]
+        if deep:
+            # the estimate after each frame: it moves only in the deep pause frames
+            levels = [noise] if had else []
+            counts = [learned] * (frames - first)
+            log_mean = self._pause_noise_log
+            logs = np.log(powers[deep] + 1e-30)
+            for k, j in enumerate(deep):
                 log_mean = a * log_mean + (1.0 - a) * logs[k]
-                k += 1
                 # (the first pause frame is its own recent average)
-                recent = a_recent * recent + (1.0 - a_recent) * powers[j] if learned else powers[j]
+                recent = (
+                    a_recent * recent + (1.0 - a_recent) * powers[j] if learned else powers[j]
+                )
                 learned += 1
                 noise = np.exp(log_mean * (1.0 / (1.0 - a**learned)) + _EULER_GAMMA)
                 np.minimum(noise, _PAUSE_NOISE_RECENT_OVER * recent, out=noise)
-                next_deep = next(learn, None)
-            assert noise is not None  # (learned at the first deep frame, if not before)
-            np.minimum(noise, tracked[j], out=estimate)
-            np.maximum(estimate, _POWER_FLOOR, out=estimate)  # (digital silence: no 0 / 0)
-            gain(powers[j], estimate, out=g[j])
-            trust[j] = min(1.0, learned / need)
-        self._pause_noise_log, self._pause_noise_frames = log_mean, learned
-        self._pause_noise, self._pause_noise_recent = noise, recent
+                levels.append(noise)
+                counts[j - first :] = [learned] * (frames - j)
+            self._pause_noise_log, self._pause_noise_frames = log_mean, learned
+            self._pause_noise, self._pause_noise_recent = noise, recent
+            # each frame's row of levels: the last deep frame at or before it (or the
+            # estimate the segment began with)
+            rows = np.searchsorted(np.array(deep, np.intp), np.arange(first, frames), "right")
+            if not had:
+                rows -= 1
+            estimate = np.minimum(np.array(levels)[rows], tracked[first:])
+        else:
+            assert noise is not None  # (returned above if nothing was heard yet)
+            estimate = np.minimum(noise, tracked)  # (the same estimate throughout)
+        np.maximum(estimate, _POWER_FLOOR, out=estimate)  # (digital silence: no 0 / 0)
+        g = self._pause_noise_filter.run(powers[first:], estimate)
         np.maximum(g, self._pause_noise_floor, out=g)
-        np.minimum(g, gains, out=g)
-        gains -= trust[:, None] * (gains - g)
+        now = gains[first:]
+        np.minimum(g, now, out=g)
+        if not trusted:
+            # eased in: each frame by its own trust, the same arithmetic however the frames
+            # were cut into segments (a frame trusted in full takes g as it is)
+            trust = np.array(counts if deep else [learned] * frames) * (1.0 / need)
+            partial = trust < 1.0
+            if partial.any():
+                g[partial] = now[partial] - trust[partial, None] * (now[partial] - g[partial])
+        now[...] = g
         return True
 
     def _event_gains(
@@ -881,12 +895,11 @@ class ArrayPipeline:
                 bands_depths = [d[start:stop] for d in call_bands]
             if self._mask_gain:
                 talker = talker_mask[start:stop]
-                noise_rows = None
+                # the tracked floor after each frame: the Wiener gain's (below) and the
+                # pauses' (_pause_weights)
+                noise_rows = np.empty_like(talker)
                 if self._mask_or_wiener:
-                    wiener = np.empty_like(talker)
                     spp = np.empty(powers.shape[1])
-                    # the tracked floor after each frame, for the pauses (_pause_weights)
-                    noise_rows = np.empty_like(talker) if self._pauses else None
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
@@ -897,12 +910,12 @@ class ArrayPipeline:
                     depths[j] = self.depth
                     if self._mask_or_wiener:
                         tracker.update(powers[j], out=spp)
-                        postfilter.gain(powers[j], tracker.noise_psd, out=wiener[j])
-                        if noise_rows is not None:
-                            noise_rows[j] = tracker.noise_psd
+                        noise_rows[j] = tracker.noise_psd
                 event_gains = None
                 steady = None  # (the Wiener gain for pauses: only with the overrule's)
                 if self._mask_or_wiener:
+                    # (the decision-directed recursion over the segment's frames at once)
+                    wiener = postfilter.run(powers, noise_rows.copy())
                     if self._events is not None:
                         event_gains = self._event_gains(talker, wiener, self._frames_seen + start)
                     # where the signal stands clear of the tracked noise floor the Wiener
@@ -936,7 +949,7 @@ class ArrayPipeline:
                     kb = event_gains.shape[1]
                     np.minimum(gains[:, :kb], event_gains, out=gains[:, :kb])
                     reshaped = True
-                if noise_rows is not None:
+                if self._mask_or_wiener and self._pauses:
                     above_floor = powers[:, band].sum(axis=1) / np.maximum(
                         noise_rows[:, band].sum(axis=1), 1e-30
                     )
