@@ -162,3 +162,25 @@ def test_broken_float_samples_are_silence_or_full_scale(tmp_path) -> None:
     assert (samples[100:200] == 0).all() and (samples[300:400] == 32767).all()
     assert (samples[500:600] == -32768).all() and (samples[700] == 16384).all()
     assert _processed(tmp_path, src).size == 1600
+
+
+def test_a_plain_16bit_wav_is_read_without_scipy(tmp_path) -> None:
+    """Most files are plain 16-bit PCM: read with the standard library, so the command does
+    not pay scipy.io's import (a fifth of a second, most of its start) for them; an
+    extensible header still goes to scipy's reader and gives the same samples."""
+    import subprocess
+    import sys
+
+    mix, _ = array_scene(seconds=1.0)
+    plain, extensible = tmp_path / "plain.wav", tmp_path / "extensible.wav"
+    write_multichannel(plain, mix)
+    extensible.write_bytes(_wav(0xFFFE, 4, FS, 16, mix.astype("<i2").tobytes()))
+    probe = (
+        "import sys; from edge_agent.dsp.cli import read_wav; s, r = read_wav(sys.argv[1]); "
+        "print(s.shape[0], r, 'scipy.io' in sys.modules)"
+    )
+    for path, scipy_used in ((plain, "False"), (extensible, "True")):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert out == [str(mix.shape[0]), str(FS), scipy_used], out
