@@ -159,7 +159,7 @@ class SpeechMask:
             else weights
         )
         f = np.float32
-        self.w_in = np.asarray(params["in_w"], f).T.copy()  # (features, inner)
+        w_in = np.asarray(params["in_w"], f).T  # (features, inner)
         self.b_in = np.asarray(params["in_b"], f)
         w_ih = np.asarray(params["gru_w_ih"], f).T  # (in, 3H)
         w_hh = np.asarray(params["gru_w_hh"], f).T  # (H, 3H)
@@ -172,40 +172,40 @@ class SpeechMask:
         # projection is
         half = np.concatenate([np.full(2 * size, 0.5, f), np.ones(size, f)])
         self._w_ih_half = w_ih * half
-        self._w_hh_half = w_hh * half
         self._b_gates = (b_ih + np.concatenate([b_hh[: 2 * size], np.zeros(size, f)])) * half
         self._b_hn = b_hh[2 * size :]
         # the output layer, halved (exact: a power of two) for the sigmoid done in place
-        self._w_out_half = 0.5 * np.asarray(params["out_w"], f).T  # (H, bins)
+        w_out_half = 0.5 * np.asarray(params["out_w"], f).T  # (H, bins)
+        self._bins = w_out_half.shape[1]
         self._b_out_half = 0.5 * np.asarray(params["out_b"], f)
-        # the frame's own features straight to the output layer (weights trained with
-        # --skip), halved likewise
-        self._w_skip_half = (
-            0.5 * np.asarray(params["skip_w"], f).T if "skip_w" in params else None
-        )  # (features, bins)
+        # Products that share a vector are one product a frame, each output still one
+        # frame's vector times a matrix (fewer numpy calls; the weights are held once, so
+        # concatenated): the frame's features times the input layer and, with weights
+        # trained with --skip, the skip straight to the output layer (halved likewise);
+        # the new state times the next frame's recurrent weights and the output layer,
+        # the first part kept (`_gh`) for the next frame
+        self._inner = w_in.shape[1]
+        self._skip = "skip_w" in params
+        # (row-major: a product with it rounds as it did when these were two; the state's
+        # is column-major, as its parts were)
+        self._w_features = np.ascontiguousarray(
+            np.concatenate([w_in, 0.5 * np.asarray(params["skip_w"], f).T], axis=1)
+            if self._skip
+            else w_in
+        )  # (features, inner [+ bins])
+        self._w_state = np.concatenate([w_hh * half, w_out_half], axis=1)  # (H, 3H + bins)
         self.features = MaskFeatures(hop_s)
         self.h = np.zeros(size, f)
-        # products that share a vector are one product a frame (fewer numpy calls; each
-        # output is still one frame's vector times a matrix): the frame's features times
-        # the input layer and the skip, and the new state times the output layer and the
-        # next frame's recurrent weights, whose result is kept (`_gh`) between frames
-        self._inner = self.w_in.shape[1]
-        self._w_features = (
-            self.w_in
-            if self._w_skip_half is None
-            else np.concatenate([self.w_in, self._w_skip_half], axis=1)
-        )
-        self._w_state = np.concatenate([self._w_hh_half, self._w_out_half], axis=1)
         self._gh = np.zeros(3 * size, f)  # h @ w_hh for the next frame (h = 0: exactly 0)
 
     def __call__(self, power: np.ndarray) -> np.ndarray:
         features = self.features(power).astype(np.float32)
         frames = features.shape[0]
         size, twice, thrice = self.hidden_size, 2 * self.hidden_size, 3 * self.hidden_size
-        out = np.empty((frames, self._w_out_half.shape[1]), np.float32)
+        out = np.empty((frames, self._bins), np.float32)
         h, gh, b_in, w_ih, b_gates = self.h, self._gh, self.b_in, self._w_ih_half, self._b_gates
         b_hn, w_features, w_state = self._b_hn, self._w_features, self._w_state
-        inner, skip = self._inner, self._w_skip_half is not None
+        inner, skip = self._inner, self._skip
         for t in range(frames):  # (vector-matrix products only: see the module docstring)
             both = features[t] @ w_features
             x = both[:inner]
