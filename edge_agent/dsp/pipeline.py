@@ -13,8 +13,10 @@ seen a pause reads a clean room as noisy. Two bands may go deeper than that dept
 own bins, each by its own noise floor's reading once that floor has seen a whole window
 (BAND_DEPTHS): the rumble below the speech band, and above 1.5 kHz, where the talker's
 reverberant tails that a clean room's score keeps are weak and the mask with its Wiener
-overrule gains even in rooms the speech band calls clean. docs/dsp.md has the bench's
-ablations of each choice.
+overrule gains even in rooms the speech band calls clean. At any depth, steady noise is
+taken out of every frame by the Wiener gain on the noise heard deep in the pauses
+(_pause_noise_gains), and out of the pauses by the Wiener gain on the tracked floor
+(_pause_wiener_gains). docs/dsp.md has the bench's ablations of each choice.
 
 Streaming and causal. Input is cut into hops of 256 samples on a fixed grid, analysed
 with a 512-sample sqrt-Hann STFT (50 % overlap), so the output lags the input by
@@ -136,6 +138,10 @@ class ArrayPipeline:
     events are broadband: their mean weight from 1 kHz to `events_max_hz`, full at
     `events_broadband` (None: none above it). Once the mask has run `events_after_s` (it
     is unsure of everything before that).
+    `pause_wiener_floor_db` (None: off): the Wiener gain on the tracked floor in pauses,
+    floored at that x (1 - depth) (_pause_wiener_gains); `pause_noise_floor_db` (None: off):
+    the Wiener gain on the noise heard in pauses, a log average over
+    `pause_noise_time_constant_s`, in every frame (_pause_noise_gains).
     """
 
     def __init__(
