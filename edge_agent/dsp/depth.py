@@ -76,6 +76,11 @@ class BandSnr:
         self.snr_db = math.nan
         #: until speech has risen above a floor once, the depth is `start_depth`
         self.depth = start_depth
+        #: frames seen (skipped ones too: the first 128 ms, digital silence) and, once the
+        #: floor has seen its whole window, how many had been seen then (None before): the
+        #: caller's clock for "has the floor seen its window"
+        self.seen = 0
+        self.window_seen_at: int | None = None
 
     def update(self, band_power: float) -> float:
         """Feed one frame's band power; return the depth."""
@@ -103,6 +108,8 @@ class BandSnr:
                 minima = [current_min, *minima[:-1]]
                 lowest = min(minima)
                 current_min = smoothed
+                if self.window_seen_at is None and minima[-1] < math.inf:
+                    self.window_seen_at = seen
             # (conditional expressions, not min and max: the same floats at less call cost)
             noise = current_min if current_min < lowest else lowest
             if noise < 1e-20:
@@ -131,6 +138,7 @@ class BandSnr:
             seen, frames, heard, floor, smoothed, current_min, minima, lowest, speech, weight
         )
         self.depth, self.snr_db = depth, snr
+        self.seen = seen
         return depths
 
 
@@ -149,8 +157,10 @@ class MaskSnr:
         clean_snr_db: float = 20.0,
         noisy_snr_db: float = 10.0,
         settle_s: float = 1.0,
+        fall_db_per_s: float | None = None,
     ) -> None:
         self._a = float(math.exp(-hop_s / time_constant_s))
+        self._fall = None if fall_db_per_s is None else fall_db_per_s * hop_s
         self._speech = 0.0
         self._noise = 0.0
         self._speech_w = 0.0
@@ -185,7 +195,10 @@ class MaskSnr:
             return self.depth  # digital silence: nothing to say about the room
         speech = self._speech / max(self._speech_w, 1e-30)
         noise = self._noise / max(self._noise_w, 1e-30)
-        self.snr_db = 10 * math.log10(max(speech, 1e-30) / max(noise, 1e-30))
+        snr = 10 * math.log10(max(speech, 1e-30) / max(noise, 1e-30))
+        if self._fall is not None and self.snr_db == self.snr_db:  # (not NaN: a reading)
+            snr = max(snr, self.snr_db - self._fall)
+        self.snr_db = snr
         span = self._clean - self._noisy
         self.depth = min(1.0, max(0.0, (self._clean - self.snr_db) / span))
         if self._frames < self._settle_frames:

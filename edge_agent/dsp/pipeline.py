@@ -158,6 +158,7 @@ class ArrayPipeline:
         pause_wiener_above_floor: float = 2.0,
         pause_noise_floor_db: float | None = -18.0,
         pause_noise_time_constant_s: float = 2.0,
+        mask_fall_db_per_s: float | None = None,
         agc: bool = True,
         beamform: bool = True,
         clean_snr_db: float = 24.0,
@@ -383,7 +384,7 @@ class ArrayPipeline:
         self._events_from_bin = round(1000.0 * frame_len / sample_rate)
         #: "early": the mask's reading caps the floor's depth until the floor has seen a
         #: whole window (before that it may be speech and read a clean room as noisy)
-        self._early_frames = floor_window_s / hop_s
+        self._early_until = 0  # (set for each call by _update_depths)
         #: the beamformer departs from the reference mic only above this depth (then
         #: linearly up to all the way at depth 1): at a small depth, a clean room's talkers'
         #: reverberant tails it has learned as noise cost more than it removes
@@ -394,6 +395,7 @@ class ArrayPipeline:
             clean_snr_db=mask_clean_snr_db,
             noisy_snr_db=mask_noisy_snr_db,
             settle_s=mask_settle_s,
+            fall_db_per_s=mask_fall_db_per_s,
         )
 
         # A frame gain on top of the post-filter, eased in and out over ~50 ms so it cannot
@@ -494,6 +496,13 @@ class ArrayPipeline:
         the frames' power in the speech band and in the low band."""
         depths = self.room.run(band_powers)
         self.snr_db = self.room.snr_db
+        # the mask caps the depth until the floor has seen its window: up to this frame of
+        # the call (the floor skips its first frames and digital silence, so its window
+        # ends later than as many frames from the start would say; the gap between them
+        # read a 30 dB room of continuous talk at full depth)
+        at = self.room.window_seen_at
+        first = self.room.seen - len(band_powers) + 1  # the call's first frame, counted as it does
+        self._early_until = len(band_powers) if at is None else max(0, at - first)
         # the low band is noisy if the room is, or if rumble buries its own low end
         lows = [max(d, low) for d, low in zip(depths, self.low_room.run(low_powers), strict=True)]
         return depths, lows
@@ -673,7 +682,7 @@ class ArrayPipeline:
             self.depth = d
         elif self._depth_source == "max":
             self.depth = max(d, self.depth)
-        elif self._depth_source == "min" or self.mask_room.frames < self._early_frames:
+        elif self._depth_source == "min" or j < self._early_until:
             self.depth = min(d, self.depth)
 
     def _dc_offsets(

@@ -359,3 +359,40 @@ def test_the_bands_wait_until_their_floors_have_seen_a_window() -> None:
     window = 6 * FS  # (the floors skip the first 0.128 s, and the output lags by 16 ms)
     assert np.array_equal(with_bands[:window], alone[:window])
     assert not np.array_equal(with_bands[7 * FS :], alone[7 * FS :])
+
+
+def test_the_masks_cap_holds_until_the_floor_has_seen_its_window() -> None:
+    """The mask caps the depth until the speech band's floor has seen its whole window. The
+    floor skips its first frames and digital silence, so after a second of silence its
+    window ends a second later than six seconds from the start. The cap used to end at six
+    seconds from the start: in between, the floor's early reading ruled (a 30 dB room of
+    continuous talk went to full depth for 0.5 s, -7 dB SI-SDR on the file). Here the
+    mask reads the room clean and the floor reads it noisy throughout."""
+    noise, _ = array_scene(seconds=9.0, snr_db=-60.0, seed=2)  # noise alone, steady
+    x = np.concatenate([np.zeros((FS, 4), np.int16), noise])
+    stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    mask_update = stage.mask_room.update
+
+    def clean(*args: float) -> float:
+        mask_update(*args)  # (its own clock runs on)
+        return 0.0
+
+    stage.mask_room.update = clean  # type: ignore[method-assign]
+    floor_run = stage.room.run
+
+    def noisy(powers: list) -> list:
+        floor_run(powers)  # (its clock: the frames it saw, and when its window was full)
+        return [1.0] * len(powers)
+
+    stage.room.run = noisy  # type: ignore[method-assign]
+    depths, frames = [], 0
+    for j in range(0, x.shape[0], 640):
+        stage.process(x[j : j + 640])
+        frames = (j + 640) // 256
+        depths.append((frames, stage.depth, stage.room.window_seen_at))
+    at = depths[-1][2]
+    assert at is not None and at > 6.0 / 0.016 + FS / 256 - 10  # a second later than 6 s
+    for f, depth, _ in depths:
+        if f < at - 2:
+            assert depth == 0.0, (f, at)
+    assert depths[-1][1] == 1.0
