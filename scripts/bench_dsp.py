@@ -524,12 +524,15 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
 # what each piece of the trained mask gives: ours with pipeline overrides, on TEST
 ABLATIONS = {
     "shipped": {},
-    "no Wiener gain on the noise heard in pauses (as before it, 2026-12-06)": {
-        "pause_noise_floor_db": None
+    "the pause gate at -6 dB x depth (as before the end of 2026-12-06)": {"pause_gain_db": -6.0},
+    "no Wiener gain on the noise heard in pauses, and the pause gate (as before it)": {
+        "pause_noise_floor_db": None,
+        "pause_gain_db": -6.0,
     },
     "no Wiener gain in pauses either (as before 2026-12-06)": {
         "pause_noise_floor_db": None,
         "pause_wiener_floor_db": None,
+        "pause_gain_db": -6.0,
     },
     "no noise events (EVENTS)": {"events": None},
     "the Wiener gain overruling the mask in full, and no noise events (as before them)": {
