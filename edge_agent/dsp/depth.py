@@ -157,10 +157,8 @@ class MaskSnr:
         clean_snr_db: float = 20.0,
         noisy_snr_db: float = 10.0,
         settle_s: float = 1.0,
-        fall_db_per_s: float | None = None,
     ) -> None:
         self._a = float(math.exp(-hop_s / time_constant_s))
-        self._fall = None if fall_db_per_s is None else fall_db_per_s * hop_s
         self._speech = 0.0
         self._noise = 0.0
         self._speech_w = 0.0
@@ -195,10 +193,7 @@ class MaskSnr:
             return self.depth  # digital silence: nothing to say about the room
         speech = self._speech / max(self._speech_w, 1e-30)
         noise = self._noise / max(self._noise_w, 1e-30)
-        snr = 10 * math.log10(max(speech, 1e-30) / max(noise, 1e-30))
-        if self._fall is not None and self.snr_db == self.snr_db:  # (not NaN: a reading)
-            snr = max(snr, self.snr_db - self._fall)
-        self.snr_db = snr
+        self.snr_db = 10 * math.log10(max(speech, 1e-30) / max(noise, 1e-30))
         span = self._clean - self._noisy
         self.depth = min(1.0, max(0.0, (self._clean - self.snr_db) / span))
         if self._frames < self._settle_frames:

@@ -139,21 +139,20 @@ class PostFilter:
     def run(self, powers: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The gains of a run of frames (T, bins) whose noise (T, bins) is known up front:
         what `gain` gives frame by frame (to rounding), with all but the decision-directed
-        recursion done once for the run (five numpy calls a frame instead of ten). `noise`
-        is overwritten."""
+        recursion done once for the run (five numpy calls a frame instead of ten)."""
         gains = np.empty_like(powers)
         # xi / alpha = (|S_prev|^2 + (1 - alpha) / alpha max(|Y|^2 - noise, 0)) / noise, and
         # the gain (xi / alpha) / (1 / alpha + xi / alpha): the noise divides out
         posterior = np.subtract(powers, noise)
         np.maximum(posterior, 0.0, out=posterior)
         posterior *= self._posterior_weight
-        noise *= 1.0 / self._alpha
+        denominator = noise * (1.0 / self._alpha)
         previous = self._previous_speech
         for t in range(powers.shape[0]):
             numerator = posterior[t]
             numerator += previous
-            noise[t] += numerator
-            np.divide(numerator, noise[t], out=gains[t])
+            denominator[t] += numerator
+            np.divide(numerator, denominator[t], out=gains[t])
             np.multiply(gains[t], gains[t], out=previous)
             previous *= powers[t]
         if self.floor > 0.0:

@@ -158,7 +158,6 @@ class ArrayPipeline:
         pause_wiener_above_floor: float = 2.0,
         pause_noise_floor_db: float | None = -18.0,
         pause_noise_time_constant_s: float = 2.0,
-        mask_fall_db_per_s: float | None = None,
         agc: bool = True,
         beamform: bool = True,
         clean_snr_db: float = 24.0,
@@ -395,7 +394,6 @@ class ArrayPipeline:
             clean_snr_db=mask_clean_snr_db,
             noisy_snr_db=mask_noisy_snr_db,
             settle_s=mask_settle_s,
-            fall_db_per_s=mask_fall_db_per_s,
         )
 
         # A frame gain on top of the post-filter, eased in and out over ~50 ms so it cannot
@@ -588,20 +586,19 @@ class ArrayPipeline:
         frame."""
         assert self._pause_noise_floor is not None
         a, a_recent = self._pause_noise_a, self._pause_noise_recent_a
-        learned, noise = self._pause_noise_frames, self._pause_noise
-        recent = self._pause_noise_recent
+        before = learned = self._pause_noise_frames  # (deep pause frames learned from)
+        noise, recent = self._pause_noise, self._pause_noise_recent
         deep = [j for j, w in enumerate(weights) if w >= _PAUSE_NOISE_FROM]
         if noise is None and not deep:
             return False  # (nothing heard in a pause yet)
         frames = len(weights)
         need = self._pause_noise_need
-        trusted = learned >= need  # (in full, from the start of the segment)
+        trusted = before >= need  # (in full, from the start of the segment)
         had = noise is not None
         first = 0 if had else deep[0]
         if deep:
             # the estimate after each frame: it moves only in the deep pause frames
             levels = [noise] if had else []
-            counts = [learned] * (frames - first)
             log_mean = self._pause_noise_log
             logs = np.log(powers[deep] + 1e-30)
             for k, j in enumerate(deep):
@@ -614,18 +611,17 @@ class ArrayPipeline:
                 noise = np.exp(log_mean * (1.0 / (1.0 - a**learned)) + _EULER_GAMMA)
                 np.minimum(noise, _PAUSE_NOISE_RECENT_OVER * recent, out=noise)
                 levels.append(noise)
-                counts[j - first :] = [learned] * (frames - j)
             self._pause_noise_log, self._pause_noise_frames = log_mean, learned
             self._pause_noise, self._pause_noise_recent = noise, recent
-            # each frame's row of levels: the last deep frame at or before it (or the
-            # estimate the segment began with)
-            rows = np.searchsorted(np.array(deep, np.intp), np.arange(first, frames), "right")
-            if not had:
-                rows -= 1
-            estimate = np.minimum(np.array(levels)[rows], tracked[first:])
+            # how many deep frames each frame follows (it included): its row of levels, less
+            # one if the segment began with no estimate, and what it had learned
+            passed = np.searchsorted(np.array(deep, np.intp), np.arange(first, frames), "right")
+            estimate = np.minimum(np.array(levels)[passed - (0 if had else 1)], tracked[first:])
+            counts = before + passed
         else:
             assert noise is not None  # (returned above if nothing was heard yet)
             estimate = np.minimum(noise, tracked)  # (the same estimate throughout)
+            counts = np.full(frames, before)
         np.maximum(estimate, _POWER_FLOOR, out=estimate)  # (digital silence: no 0 / 0)
         g = self._pause_noise_filter.run(powers[first:], estimate)
         np.maximum(g, self._pause_noise_floor, out=g)
@@ -634,7 +630,7 @@ class ArrayPipeline:
         if not trusted:
             # eased in: each frame by its own trust, the same arithmetic however the frames
             # were cut into segments (a frame trusted in full takes g as it is)
-            trust = np.array(counts if deep else [learned] * frames) * (1.0 / need)
+            trust = counts * (1.0 / need)
             partial = trust < 1.0
             if partial.any():
                 g[partial] = now[partial] - trust[partial, None] * (now[partial] - g[partial])
@@ -934,7 +930,7 @@ class ArrayPipeline:
                 steady = None  # (the Wiener gain for pauses: only with the overrule's)
                 if self._mask_or_wiener:
                     # (the decision-directed recursion over the segment's frames at once)
-                    wiener = postfilter.run(powers, noise_rows.copy())
+                    wiener = postfilter.run(powers, noise_rows)
                     if self._events is not None:
                         event_gains = self._event_gains(talker, wiener, self._frames_seen + start)
                     # where the signal stands clear of the tracked noise floor the Wiener
