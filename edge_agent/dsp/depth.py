@@ -147,7 +147,14 @@ class MaskSnr:
     one band as the mask splits it (m^2 |Y|^2 and (1 - m)^2 |Y|^2), each an exponential
     average over `time_constant_s`, and the depth it implies (as BandSnr's).
     Unlike a noise floor it is not fooled by noise that comes and goes (an alarm, the
-    hallway), which a floor reads as speech in a clean room."""
+    hallway), which a floor reads as speech in a clean room.
+
+    With `hold_s`, `held_depth` is the depth its highest reading of the last `hold_s`
+    implies, counted from `hold_after_s` (earlier readings rest on a few frames): the room
+    as clean as the mask has lately read it. The mask errs toward noise, not toward clean:
+    a far, reverberant talker who takes over sounds like the hallway to it, and its reading
+    of a 30 dB room fell to 3-7 dB within half a second (docs/dsp.md, "The mask's reading
+    held"). A room that really turns noisy is followed `hold_s` later."""
 
     def __init__(
         self,
@@ -157,8 +164,17 @@ class MaskSnr:
         clean_snr_db: float = 20.0,
         noisy_snr_db: float = 10.0,
         settle_s: float = 1.0,
+        hold_s: float | None = None,
+        hold_after_s: float = 0.0,
     ) -> None:
         self._a = float(math.exp(-hop_s / time_constant_s))
+        #: (frames per sub-window of 0.5 s, the frame the hold starts from): the highest
+        #: reading of each of the last sub-windows (newest first) and of the current one
+        self._hold = (max(1, round(0.5 / hop_s)), hold_after_s / hop_s)
+        self._held = None if hold_s is None else [-math.inf] * max(1, round(hold_s / 0.5))
+        self._highest = -math.inf
+        #: the depth the highest reading of the last `hold_s` implies (1 until there is one)
+        self.held_depth = 1.0
         self._speech = 0.0
         self._noise = 0.0
         self._speech_w = 0.0
@@ -198,4 +214,12 @@ class MaskSnr:
         self.depth = min(1.0, max(0.0, (self._clean - self.snr_db) / span))
         if self._frames < self._settle_frames:
             self.depth *= self._frames / self._settle_frames
+        elif self._held is not None and self._frames >= self._hold[1]:
+            if self.snr_db > self._highest:
+                self._highest = self.snr_db
+            held = max(self._highest, *self._held)
+            self.held_depth = min(1.0, max(0.0, (self._clean - held) / span))
+            if self._frames % self._hold[0] == 0:
+                self._held = [self._highest, *self._held[:-1]]
+                self._highest = -math.inf
         return self.depth

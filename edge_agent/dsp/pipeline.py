@@ -87,6 +87,9 @@ def _hold_freed_heap() -> None:
 #: speech band reads 15 dB. Above 1.5 kHz: the mask and its Wiener overrule gain there
 #: even in rooms the speech band reads as clean (docs/dsp.md, "Bands that go deeper than
 #: the speech band"). A band waits until its floor has seen a whole window.
+#: the speech band: where the room's SNR is read, by the noise floor and by the mask
+_SPEECH_BAND_HZ = (250.0, 4000.0)
+
 BAND_DEPTHS = (
     (0.0, 250.0, 16.0, 8.0),
     (1500.0, math.inf, 28.0, 18.0),
@@ -128,8 +131,11 @@ class ArrayPipeline:
     reads it, 1 at `mask_noisy_snr_db`, 0 at `mask_clean_snr_db`; with `mask_snr_split` s,
     from the bins it is surer than s of, talker or noise, else from its soft split),
     "min"/"max" of the two, or "early": the floor's, capped by the mask's until the floor
-    has seen `floor_window_s`. `band_depths` (with the mask as the post-filter and an
-    adaptive depth): bands whose own floor may take their bins deeper (BAND_DEPTHS).
+    has seen `floor_window_s`. With `mask_hold_s`, the depth of the speech band and of the
+    bands that overlap it is also capped by the mask's highest reading of the last
+    `mask_hold_s`, counted from `mask_hold_after_s` (depth.py's MaskSnr). `band_depths`
+    (with the mask as the post-filter and an adaptive depth): bands whose own floor may take
+    their bins deeper (BAND_DEPTHS).
     `overrule_below` (lo, hi, kept): the Wiener gain overrules the mask in full where the
     mask is at or above hi; at or below lo (where the mask is sure the bin is noise) only
     `kept` of it does, linearly between.
@@ -182,6 +188,8 @@ class ArrayPipeline:
         mask_snr_time_constant_s: float = 5.0,
         mask_settle_s: float = 1.0,
         mask_snr_split: float | None = 0.2,
+        mask_hold_s: float | None = 8.0,
+        mask_hold_after_s: float = 3.0,
         mask_or_wiener: bool = True,
         evidence: float = 0.15,
         dc_significance: tuple[float, float] | None = (4.0, 8.0),
@@ -292,7 +300,7 @@ class ArrayPipeline:
         # takes is all given back where the room is clean
         self._highpass_gain[self._low_bins :] = 1.0
         self._highpass_removes = 1.0 - self._highpass_gain[: self._low_bins]
-        band = np.flatnonzero((freqs >= 250) & (freqs <= 4000))
+        band = np.flatnonzero((freqs >= _SPEECH_BAND_HZ[0]) & (freqs <= _SPEECH_BAND_HZ[1]))
         self._band = slice(int(band[0]), int(band[-1]) + 1)
         self._band_scale = 1.0 / band.size
         self._power_scale = 4.0 / frame_len**2
@@ -329,6 +337,9 @@ class ArrayPipeline:
         self._band_bins: list[tuple[int, int]] = []  # each band's bins, from and to
         self._region_widths: list[int] = []
         self._band_regions: list[int] = []  # which regions the bands are, in band order
+        #: the bands the mask's held reading caps: those that overlap the speech band it
+        #: reads (not the low band: rumble there is real whatever the mask hears above it)
+        self._band_held: list[bool] = []
         if adaptive_depth and mask and mask_gain:
             edge = 0
             for lo_hz, hi_hz, clean, noisy in band_depths:
@@ -343,6 +354,7 @@ class ArrayPipeline:
                 self._band_regions.append(len(self._region_widths))
                 self._region_widths.append(hi - lo)
                 self._band_bins.append((lo, hi))
+                self._band_held.append(lo_hz < _SPEECH_BAND_HZ[1] and hi_hz > _SPEECH_BAND_HZ[0])
                 self._band_rooms.append(
                     floor(
                         clean_snr_db=clean,
@@ -394,7 +406,10 @@ class ArrayPipeline:
             clean_snr_db=mask_clean_snr_db,
             noisy_snr_db=mask_noisy_snr_db,
             settle_s=mask_settle_s,
+            hold_s=mask_hold_s,
+            hold_after_s=mask_hold_after_s,
         )
+        self._mask_hold = mask_hold_s is not None and self._mask_depth
 
         # A frame gain on top of the post-filter, eased in and out over ~50 ms so it cannot
         # click: frames without speech drop a further `pause_gain_db` x depth. Off (0 dB)
@@ -684,6 +699,8 @@ class ArrayPipeline:
             self.depth = max(d, self.depth)
         elif self._depth_source == "min" or j < self._early_until:
             self.depth = min(d, self.depth)
+        if self._mask_hold:
+            self.depth = min(self.depth, self.mask_room.held_depth)
 
     def _dc_offsets(
         self, hop_means: np.ndarray, hop_vars: np.ndarray, ref: int | np.ndarray
@@ -916,12 +933,14 @@ class ArrayPipeline:
                 if self._mask_or_wiener:
                     spp = np.empty(powers.shape[1])
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
+                held = [1.0] * count  # (the mask's held reading's cap on the bands)
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
                         self.depth = room_depths[j]
                         low_kept[j] = 1.0 - low_depths[j]
                         if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
+                            held[j] = self.mask_room.held_depth
                     depths[j] = self.depth
                     if self._mask_or_wiener:
                         tracker.update(powers[j], out=spp)
@@ -945,6 +964,11 @@ class ArrayPipeline:
                         wiener *= np.interp(talker, (lo, hi), (kept, 1.0))
                     talker = np.maximum(talker, wiener)
                 presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
+                if self._mask_hold and min(held) < 1.0:
+                    bands_depths = [
+                        [min(d, cap) for d, cap in zip(own, held, strict=True)] if capped else own
+                        for own, capped in zip(bands_depths, self._band_held, strict=True)
+                    ]
                 band_gains = (
                     self._band_gains(talker, depths, bands_depths)
                     if self._band_rooms

@@ -396,3 +396,103 @@ def test_the_masks_cap_holds_until_the_floor_has_seen_its_window() -> None:
         if f < at - 2:
             assert depth == 0.0, (f, at)
     assert depths[-1][1] == 1.0
+
+
+def mask_reading(meter, snr_db: float, seconds: float, rng: np.random.Generator) -> list:
+    """Feed a MaskSnr `seconds` of frames whose sure-talker bins (30 of them, at 35 dB) stand
+    `snr_db` over its sure-noise bins (70): a noise that rises lowers the reading within a
+    second. Return (depth, held_depth) after each frame."""
+    out = []
+    noise = 10 ** ((35.0 - snr_db) / 10)
+    for _ in range(int(seconds / HOP_S)):
+        meter.update(
+            30 * 10**3.5 * rng.uniform(0.5, 1.5), 70 * noise * rng.uniform(0.8, 1.2), 30, 70
+        )
+        out.append((meter.depth, meter.held_depth))
+    return out
+
+
+def test_the_masks_held_reading_is_its_highest_of_the_last_seconds() -> None:
+    """MaskSnr's held depth is what its highest reading of the last `hold_s` implies, counted
+    from `hold_after_s`. A room it read clean stays capped for the hold after its reading
+    falls, then follows; a room it reads noisy is never capped; readings of the first
+    seconds, which rest on a few frames, do not count."""
+    from edge_agent.dsp.depth import MaskSnr
+
+    def meter() -> MaskSnr:
+        return MaskSnr(
+            hop_s=HOP_S, clean_snr_db=24.0, noisy_snr_db=18.0, time_constant_s=5.0,
+            hold_s=8.0, hold_after_s=3.0,
+        )
+
+    rng = np.random.default_rng(21)
+    m = meter()
+    clean = mask_reading(m, 35.0, 6.0, rng)
+    assert all(held == 1.0 for _, held in clean[: int(2.9 / HOP_S)])  # nothing counted yet
+    assert all(held == 0.0 for _, held in clean[int(3.5 / HOP_S) :])
+    noisy = mask_reading(m, 0.0, 12.0, rng)
+    at = lambda s: noisy[int(s / HOP_S)]  # noqa: E731
+    assert at(3.0)[0] == 1.0 and at(3.0)[1] == 0.0  # its reading fell; the hold has not
+    assert at(7.0)[1] == 0.0
+    assert at(10.0)[1] == 1.0  # 8 s on, the room as it now reads
+
+    m = meter()
+    assert all(held == 1.0 for _, held in mask_reading(m, 0.0, 10.0, rng))
+    m = meter()  # clean only in its first two seconds
+    mask_reading(m, 35.0, 2.0, rng)
+    assert mask_reading(m, 0.0, 3.0, rng)[-1] == (1.0, 1.0)
+
+
+def test_the_masks_held_reading_caps_the_depth_and_the_bands_over_the_speech_band() -> None:
+    """The floors read the room as noisy throughout (a far talker who never pauses: the
+    floor is the talk's reverberant tails); the mask reads it clean for 5 s, then noisy (it
+    hears that talker as the hallway). For 8 s after its reading fell the depth stays 0, and
+    so does the band above 1.5 kHz; the band below 250 Hz, which the mask does not read, goes
+    deep on its own floor. Then the pipeline follows its readings (docs/dsp.md, "The mask's
+    reading held"). Without the hold, full depth from the fall on."""
+    noise, _ = array_scene(seconds=16.0, snr_db=-60.0, seed=3)
+
+    def run(**kw) -> list:
+        stage = ArrayPipeline(load_array("respeaker-4mic-pi"), **kw)
+        meter = stage.mask_room
+        update, rng = meter.update, np.random.default_rng(5)
+
+        def reads(*_args: float) -> float:  # clean for 5 s, then noisy
+            noise = 1.0 if meter.frames * HOP_S < 5.0 else 10**3.5
+            return update(30 * 10**3.5 * rng.uniform(0.5, 1.5), 70 * noise, 30, 70)
+
+        meter.update = reads  # type: ignore[method-assign]
+        for room in (stage.room, *stage._band_rooms):
+            run_floor = room.run
+
+            def noisy(powers: list, run_floor=run_floor) -> list:
+                run_floor(powers)  # (its clock runs on)
+                return [1.0] * len(powers)
+
+            room.run = noisy  # type: ignore[method-assign]
+        bands: list = []
+        band_gains = stage._band_gains
+
+        def spy(talker, depths, bands_depths):  # type: ignore[no-untyped-def]
+            bands.append([max(d) for d in bands_depths])
+            return band_gains(talker, depths, bands_depths)
+
+        stage._band_gains = spy  # type: ignore[method-assign]
+        trace = []
+        for j in range(0, noise.shape[0], 640):
+            stage.process(noise[j : j + 640])
+            trace.append(((j + 640) / FS, stage.depth, bands[-1] if bands else None))
+        return trace
+
+    def at(trace: list, seconds: float) -> tuple:
+        return next(row for row in trace if row[0] >= seconds)
+
+    held = run()
+    for seconds in (7.0, 10.0, 12.5):
+        _, depth, (low, high) = at(held, seconds)
+        assert depth == 0.0 and high == 0.0 and low == 1.0, seconds
+    _, depth, (low, high) = at(held, 15.5)
+    assert depth == 1.0 and high == 1.0 and low == 1.0
+    loose = run(mask_hold_s=None)
+    _, depth, (_, high) = at(loose, 10.0)
+    assert depth == 1.0 and high == 1.0
