@@ -524,6 +524,7 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
 # what each piece of the trained mask gives: ours with pipeline overrides, on TEST
 ABLATIONS = {
     "shipped": {},
+    "the mask's reading not held (as before 2026-12-06, third session)": {"mask_hold_s": None},
     "the pause gate at -6 dB x depth (as before the end of 2026-12-06)": {"pause_gain_db": -6.0},
     "no Wiener gain on the noise heard in pauses, and the pause gate (as before it)": {
         "pause_noise_floor_db": None,
@@ -779,6 +780,72 @@ def other_arrays(pool, split: str, scenes: int) -> str:
     return "\n".join(lines)
 
 
+# -- talk without pauses: the same kinds of room, a floor never heard alone ---------------
+def evaluate_talk(job: tuple[str, int, str, str, dict, str]) -> dict:
+    """One system on one scene of another family of talk (bench_dsp_scenes.TALK); cached
+    like evaluate()."""
+    split, index, talk, system, overrides, version = job
+
+    def compute() -> dict:
+        scene = load_scene(split, index, ARRAY, talk=talk)
+        fn = SYSTEMS[system][0]
+        y = fn(scene.mixture, overrides) if system == OURS else fn(scene.mixture)
+        return _scored(scene, system, y, system in ANCHORS)
+
+    return _cached([SCENE_VERSION, ARRAY, split, talk, index, system, version, overrides], compute)
+
+
+def _build_talk(job: tuple[str, int, str]) -> str:
+    return load_scene(job[0], job[1], ARRAY, talk=job[2]).name
+
+
+#: what the talk-without-pauses study runs beside ours: the hold it was found by, and the
+#: anchor PESQ-wb is measured against
+NO_HOLD = {"mask_hold_s": None}
+WEBRTC = "WebRTC NS (level 3)"
+
+
+def continuous_talk(pool, split: str, scenes: int) -> str:
+    """Ours on `scenes` scenes of `split` whose talkers never pause for long (seeded apart
+    from the turns): where the noise floor reads the talk's reverberant tails as noise."""
+    dsp = _dsp_version()
+    # built first, one worker a scene (two systems' jobs must not build the same one at once)
+    pool.map(_build_talk, [(split, i, "continuous") for i in range(scenes)], chunksize=1)
+    jobs = [
+        (split, i, "continuous", system, overrides, dsp if system == OURS else "1")
+        for system, overrides in ((RAW, {}), (WEBRTC, {}), (OURS, {}), (OURS, NO_HOLD))
+        for i in range(scenes)
+    ]
+    rows = []
+    for job, row in zip(jobs, pool.imap(evaluate_talk, jobs, chunksize=2), strict=True):
+        rows.append({**row, "system": f"{OURS}, {job[4]}" if job[4] else row["system"]})
+    unheld = f"{OURS}, {NO_HOLD}"
+    lines = [
+        (
+            f"Talk without pauses ({split.upper()} family, {scenes} scenes of their own: the "
+            "same kinds of room, each utterance 20-250 ms after the last, so the noise floor "
+            "is never heard alone; recorded and synthetic speech together; change from the raw "
+            "reference mic; PESQ-wb against WebRTC NS's, mean over the scenes):"
+        ),
+        "",
+        (
+            "| system | SI-SDR Δ mean | Δ worst 10 % | STOI Δ mean | SI-SDR Δ at 0 dB | "
+            "at 30 dB | bands below raw (SI-SDR or STOI, either speech) | PESQ-wb Δ vs WebRTC |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    web = {r["scene"]: r["pesq"] for r in rows if r["system"] == WEBRTC}
+    for system, label in (
+        (OURS, "ours"),
+        (unheld, "ours, the mask's reading not held (as before 2026-12-06, third session)"),
+        (WEBRTC, WEBRTC),
+    ):
+        pesq = _mean([r["pesq"] - web[r["scene"]] for r in rows if r["system"] == system])
+        cells = [*_summary(rows, system, split), f"{pesq:+.2f}"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _parse_overrides(text: str) -> dict:
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
@@ -835,6 +902,14 @@ def main(argv: list[str]) -> int:
         "--array-scenes", type=int, default=32, help="scenes per other array (SNR cycles)"
     )
     parser.add_argument(
+        "--continuous",
+        action="store_true",
+        help="only talk without pauses, on TEST-family scenes of its own (a full run includes it)",
+    )
+    parser.add_argument(
+        "--continuous-scenes", type=int, default=96, help="scenes of talk without pauses"
+    )
+    parser.add_argument(
         "--oracle",
         action="store_true",
         help="only the oracle study on TUNE at 0 dB (bench_dsp_oracle.py); a full run includes it",
@@ -846,12 +921,13 @@ def main(argv: list[str]) -> int:
 
         print(oracle_study(args.scenes, 0.0, args.jobs))
         return 0
-    if args.ablations or args.faults or args.arrays:
+    if args.ablations or args.faults or args.arrays or args.continuous:
         with get_context("fork").Pool(args.jobs) as pool:
             for wanted, study in (
                 (args.ablations, lambda: ablations(pool, "test", args.scenes)),
                 (args.faults, lambda: faults(pool, "test", args.scenes)),
                 (args.arrays, lambda: other_arrays(pool, "test", args.array_scenes)),
+                (args.continuous, lambda: continuous_talk(pool, "test", args.continuous_scenes)),
             ):
                 if wanted:
                     print(study() + "\n")
@@ -900,6 +976,7 @@ def main(argv: list[str]) -> int:
                     ablations(pool, "test", args.scenes),
                     faults(pool, "test", args.scenes),
                     other_arrays(pool, "test", args.array_scenes),
+                    continuous_talk(pool, "test", args.continuous_scenes),
                 )
             )
             if full and len(systems) == len(SYSTEMS)

@@ -207,7 +207,9 @@ def recorded_speakers(split: str) -> dict[str, list[np.ndarray]]:
         names = sorted(keep, key=lambda k: hashlib.sha1(k.encode()).hexdigest())[:80]
         out[voice] = [active_normalise(keep[k]).astype(np.float32) for k in sorted(names)]
     np.savez(path, **{f"{v}|{i}": u for v, us in out.items() for i, u in enumerate(us)})
-    return out
+    # in the order the cached file gives (by speaker): the process that built the file
+    # used to get the packages' order, so its scenes' hallway drew other utterances
+    return {v: out[v] for v in sorted(out)}
 
 
 # -- synthetic speech --------------------------------------------------------------------

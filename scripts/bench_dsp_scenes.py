@@ -12,6 +12,11 @@ of -5, 0, ..., 30 dB, equally often, and speech is recorded human speech in even
 and espeak-ng in odd ones. The TUNE and TEST sets use different seeds and disjoint speech
 material (bench_dsp_material.py).
 
+A second family of scenes, `talk="continuous"` (the bench's "talk without pauses" study),
+draws the same kinds of room with talk that never pauses for long: each utterance follows
+the last after 20-250 ms, the next talker chosen at random, so the room's noise floor is
+never heard alone, only the talkers' reverberant tails. It is seeded apart from the turns.
+
 The target is what a scribe should hear: the reverberant image, at the reference mic, of
 everyone talking in the room (physician, patient, relative). Everything else is noise.
 """
@@ -36,7 +41,10 @@ from bench_dsp_material import (
 SNRS_DB = (-5, 0, 5, 10, 15, 20, 25, 30)
 SPLIT_SEEDS = {"tune": 1001, "test": 2002}
 SCENE_SECONDS = 10.0
-SCENE_VERSION = "v2"  # v2: ray tracing seeded per scene, so a scene rebuilds bit for bit
+#: v2: ray tracing seeded per scene, so a scene rebuilds bit for bit; v3: the hallway's
+#: recorded voices in one order however the material was loaded (a scene with the hallway
+#: built in the process that first made the recordings' cache drew other utterances)
+SCENE_VERSION = "v3"
 NOISE_KINDS = ("hvac", "hallway", "beeps", "paper", "fan", "alarm")
 
 
@@ -325,14 +333,44 @@ def _conversation(
     return signals
 
 
+def _continuous_talk(
+    n: int, rng: np.random.Generator, next_utterance, talkers: int, relative: bool
+) -> list[np.ndarray]:
+    """Talk that never pauses for long: each utterance 20-250 ms after the last, by the
+    same talker or another (physician, patient[, relative])."""
+    signals = [np.zeros(n) for _ in range(talkers + relative)]
+    gains = [1.0, rng.uniform(0.6, 1.5), rng.uniform(0.4, 1.0)]
+    pos = int(rng.uniform(0.0, 0.3) * FS)
+    turn = int(rng.integers(2))
+    while pos < n - FS // 4:
+        who = 2 if relative and rng.random() < 0.2 else turn
+        u = next_utterance(who) * gains[who] * rng.uniform(0.8, 1.25)
+        end = min(n, pos + u.size)
+        signals[who][pos:end] += u[: end - pos]
+        pos = end + int(rng.uniform(0.02, 0.25) * FS)
+        if rng.random() < 0.6:
+            turn = 1 - turn
+    return signals
+
+
+#: how the people in a scene talk: taking turns with pauses, or without pausing for long
+TALK = {"turns": _conversation, "continuous": _continuous_talk}
+
+
 def build_scene(
-    split: str, index: int, array: str = "respeaker-4mic-pi", keep_images: bool = False
+    split: str,
+    index: int,
+    array: str = "respeaker-4mic-pi",
+    keep_images: bool = False,
+    talk: str = "turns",
 ) -> Scene:
     import pyroomacoustics as pra
 
     from edge_agent.dsp.arrays import load_array
 
-    rng = np.random.default_rng([SPLIT_SEEDS[split], index])
+    # (the continuous family seeded apart: its rooms are not the turns' rooms)
+    seed = [SPLIT_SEEDS[split], index] + ([] if talk == "turns" else [list(TALK).index(talk)])
+    rng = np.random.default_rng(seed)
     speech_kind = "recorded" if index % 2 == 0 else "synthetic"
     snr_db = float(SNRS_DB[(index // 2) % len(SNRS_DB)])
     n = int(SCENE_SECONDS * FS)
@@ -360,7 +398,7 @@ def build_scene(
 
     relative = bool(rng.random() < 0.5)
     moving = bool(rng.random() < 0.5)
-    talk = _conversation(n, rng, next_utterance, 2, relative)
+    talkers = TALK[talk](n, rng, next_utterance, 2, relative)
 
     height = (1.0, 1.8)
     doctor = place(rng, dims, centre, (0.5, 3.0), height)
@@ -380,12 +418,12 @@ def build_scene(
                 w[t < mid] = 1
             if k == points - 1:
                 w[t > mid] = 1
-            sources.append((doctor + (goal - doctor) * k / (points - 1), talk[0] * w, True))
+            sources.append((doctor + (goal - doctor) * k / (points - 1), talkers[0] * w, True))
     else:
-        sources.append((doctor, talk[0], True))
-    sources.append((patient, talk[1], True))
+        sources.append((doctor, talkers[0], True))
+    sources.append((patient, talkers[1], True))
     if relative:
-        sources.append((place(rng, dims, centre, (1.0, 3.0), (1.0, 1.7)), talk[2], True))
+        sources.append((place(rng, dims, centre, (1.0, 3.0), (1.0, 1.7)), talkers[2], True))
 
     kinds = [str(k) for k in rng.choice(NOISE_KINDS, size=int(rng.integers(1, 5)), replace=False)]
     noise_info = []
@@ -428,7 +466,7 @@ def build_scene(
     room.add_microphone_array(mics)
     # pyroomacoustics' ray tracer draws from one engine per process: seed it per scene, or
     # a scene's reverberant tail depends on which scenes that worker built before it
-    pra.random.seed(SPLIT_SEEDS[split] * 100_000 + index)
+    pra.random.seed(SPLIT_SEEDS[split] * 100_000 + index + 50_000 * list(TALK).index(talk))
     premix = room.simulate(return_premix=True)[:, :, :n]  # (sources, mics, n)
     target = np.array([s[2] for s in sources])
     speech = premix[target].sum(0)
@@ -461,7 +499,7 @@ def build_scene(
     }
     images = {"speech": speech * level, "noise": noise * level} if keep_images else None
     return Scene(
-        f"{split}{index:03d}",
+        _name(split, index, talk),
         split,
         speech_kind,
         snr_db,
@@ -472,13 +510,20 @@ def build_scene(
     )
 
 
-def load_scene(split: str, index: int, array: str = "respeaker-4mic-pi") -> Scene:
-    path = cache_dir() / "scenes" / f"{SCENE_VERSION}-{array}-{split}-{index:03d}.npz"
+def _name(split: str, index: int, talk: str) -> str:
+    return f"{split}{index:03d}" + ("" if talk == "turns" else f"-{talk}")
+
+
+def load_scene(
+    split: str, index: int, array: str = "respeaker-4mic-pi", talk: str = "turns"
+) -> Scene:
+    family = "" if talk == "turns" else f"-{talk}"
+    path = cache_dir() / "scenes" / f"{SCENE_VERSION}-{array}-{split}{family}-{index:03d}.npz"
     if path.exists():
         z = np.load(path)
         info = json.loads(str(z["info"]))
         return Scene(
-            f"{split}{index:03d}",
+            _name(split, index, talk),
             split,
             str(z["speech"]),
             float(z["snr_db"]),
@@ -486,7 +531,7 @@ def load_scene(split: str, index: int, array: str = "respeaker-4mic-pi") -> Scen
             z["mixture"],
             z["reference"],
         )
-    s = build_scene(split, index, array)
+    s = build_scene(split, index, array, talk=talk)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(
