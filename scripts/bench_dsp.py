@@ -525,15 +525,6 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
 ABLATIONS = {
     "shipped": {},
     "the mask's reading not held (as before 2026-12-06, third session)": {"mask_hold_s": None},
-    "the mask's reading from its first frame, over the bins it was ever sure of (as before)": {
-        "mask_skip_s": 0.0,
-        "mask_min_bins": 0.0,
-    },
-    "neither (the mask's reading as before 2026-12-06, third session)": {
-        "mask_hold_s": None,
-        "mask_skip_s": 0.0,
-        "mask_min_bins": 0.0,
-    },
     "the pause gate at -6 dB x depth (as before the end of 2026-12-06)": {"pause_gain_db": -6.0},
     "no Wiener gain on the noise heard in pauses, and the pause gate (as before it)": {
         "pause_noise_floor_db": None,
@@ -808,10 +799,9 @@ def _build_talk(job: tuple[str, int, str]) -> str:
     return load_scene(job[0], job[1], ARRAY, talk=job[2]).name
 
 
-#: what the talk-without-pauses study runs beside ours: the mask's reading as before the
-#: study found what it does there (not held, read from its first frame, over the bins it
-#: was ever sure of), and the anchor PESQ-wb is measured against
-BEFORE = {"mask_hold_s": None, "mask_skip_s": 0.0, "mask_min_bins": 0.0}
+#: what the talk-without-pauses study runs beside ours: the hold it was found by, and the
+#: anchor PESQ-wb is measured against
+NO_HOLD = {"mask_hold_s": None}
 WEBRTC = "WebRTC NS (level 3)"
 
 
@@ -823,13 +813,13 @@ def continuous_talk(pool, split: str, scenes: int) -> str:
     pool.map(_build_talk, [(split, i, "continuous") for i in range(scenes)], chunksize=1)
     jobs = [
         (split, i, "continuous", system, overrides, dsp if system == OURS else "1")
-        for system, overrides in ((RAW, {}), (WEBRTC, {}), (OURS, {}), (OURS, BEFORE))
+        for system, overrides in ((RAW, {}), (WEBRTC, {}), (OURS, {}), (OURS, NO_HOLD))
         for i in range(scenes)
     ]
     rows = []
     for job, row in zip(jobs, pool.imap(evaluate_talk, jobs, chunksize=2), strict=True):
         rows.append({**row, "system": f"{OURS}, {job[4]}" if job[4] else row["system"]})
-    before = f"{OURS}, {BEFORE}"
+    unheld = f"{OURS}, {NO_HOLD}"
     lines = [
         (
             f"Talk without pauses ({split.upper()} family, {scenes} scenes of their own: the "
@@ -847,7 +837,7 @@ def continuous_talk(pool, split: str, scenes: int) -> str:
     web = {r["scene"]: r["pesq"] for r in rows if r["system"] == WEBRTC}
     for system, label in (
         (OURS, "ours"),
-        (before, "ours, the mask's reading as before 2026-12-06, third session"),
+        (unheld, "ours, the mask's reading not held (as before 2026-12-06, third session)"),
         (WEBRTC, WEBRTC),
     ):
         pesq = _mean([r["pesq"] - web[r["scene"]] for r in rows if r["system"] == system])

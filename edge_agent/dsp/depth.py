@@ -154,14 +154,7 @@ class MaskSnr:
     as clean as the mask has lately read it. The mask errs toward noise, not toward clean:
     a far, reverberant talker who takes over sounds like the hallway to it, and its reading
     of a 30 dB room fell to 3-7 dB within half a second (docs/dsp.md, "The mask's reading
-    held"). A room that really turns noisy is followed `hold_s` later.
-
-    The first `skip_s` of frames are not read: the mask's features have no history yet and
-    it takes the first words for noise (a 30 dB room: 3 sure-noise bins a frame at 1 dB
-    under the talkers for half a second, then none), and those frames stayed in the
-    average for seconds. Each mean counts at least `min_weight` bins a frame: a room whose
-    frames the mask is almost never sure of noise in reads cleaner in proportion, instead
-    of by the few bins it once was sure of."""
+    held"). A room that really turns noisy is followed `hold_s` later."""
 
     def __init__(
         self,
@@ -173,11 +166,7 @@ class MaskSnr:
         settle_s: float = 1.0,
         hold_s: float | None = None,
         hold_after_s: float = 0.0,
-        skip_s: float = 0.0,
-        min_weight: float = 0.0,
     ) -> None:
-        self._skip = skip_s / hop_s
-        self._least = max(min_weight, 1e-30)
         self._a = float(math.exp(-hop_s / time_constant_s))
         #: (frames per sub-window of 0.5 s, the frame the hold starts from): the highest
         #: reading of each of the last sub-windows (newest first) and of the current one
@@ -211,9 +200,6 @@ class MaskSnr:
         """Feed one frame's talker and noise power (and, for hard decisions, how many bins
         each was summed over); return the depth."""
         a = self._a
-        if self._frames < self._skip:
-            self._frames += 1  # (the settling and the hold count from the first frame)
-            return self.depth
         self._speech = a * self._speech + (1 - a) * speech_power
         self._noise = a * self._noise + (1 - a) * noise_power
         self._speech_w = a * self._speech_w + (1 - a) * speech_weight
@@ -221,8 +207,8 @@ class MaskSnr:
         self._frames += 1
         if self._speech <= 0.0 and self._noise <= 0.0:
             return self.depth  # digital silence: nothing to say about the room
-        speech = self._speech / max(self._speech_w, self._least)
-        noise = self._noise / max(self._noise_w, self._least)
+        speech = self._speech / max(self._speech_w, 1e-30)
+        noise = self._noise / max(self._noise_w, 1e-30)
         self.snr_db = 10 * math.log10(max(speech, 1e-30) / max(noise, 1e-30))
         span = self._clean - self._noisy
         self.depth = min(1.0, max(0.0, (self._clean - self.snr_db) / span))

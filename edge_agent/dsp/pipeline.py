@@ -133,9 +133,7 @@ class ArrayPipeline:
     "min"/"max" of the two, or "early": the floor's, capped by the mask's until the floor
     has seen `floor_window_s`. With `mask_hold_s`, the depth of the speech band and of the
     bands that overlap it is also capped by the mask's highest reading of the last
-    `mask_hold_s`, counted from `mask_hold_after_s` (depth.py's MaskSnr). The mask's reading
-    skips its first `mask_skip_s`, and its means count at least `mask_min_bins` bins a
-    frame (MaskSnr's `skip_s` and `min_weight`). `band_depths`
+    `mask_hold_s`, counted from `mask_hold_after_s` (depth.py's MaskSnr). `band_depths`
     (with the mask as the post-filter and an adaptive depth): bands whose own floor may take
     their bins deeper (BAND_DEPTHS).
     `overrule_below` (lo, hi, kept): the Wiener gain overrules the mask in full where the
@@ -192,8 +190,6 @@ class ArrayPipeline:
         mask_snr_split: float | None = 0.2,
         mask_hold_s: float | None = 8.0,
         mask_hold_after_s: float = 3.0,
-        mask_skip_s: float = 0.5,
-        mask_min_bins: float = 0.3,
         mask_or_wiener: bool = True,
         evidence: float = 0.15,
         dc_significance: tuple[float, float] | None = (4.0, 8.0),
@@ -412,8 +408,6 @@ class ArrayPipeline:
             settle_s=mask_settle_s,
             hold_s=mask_hold_s,
             hold_after_s=mask_hold_after_s,
-            skip_s=mask_skip_s,
-            min_weight=mask_min_bins,
         )
         self._mask_hold = mask_hold_s is not None and self._mask_depth
 

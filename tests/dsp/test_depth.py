@@ -496,35 +496,3 @@ def test_the_masks_held_reading_caps_the_depth_and_the_bands_over_the_speech_ban
     loose = run(mask_hold_s=None)
     _, depth, (_, high) = at(loose, 10.0)
     assert depth == 1.0 and high == 1.0
-
-
-def test_the_masks_reading_skips_its_first_half_second_and_counts_rare_noise_bins_as_rare() -> None:
-    """MaskSnr's `skip_s`: the mask's first frames, before its features have a history, took
-    a 30 dB room's first words for noise (3 sure-noise bins a frame, 1 dB under the talkers,
-    then none), and with nothing after them to average against, the room read as noisy for
-    seconds. `min_weight`: a room the mask is sure of noise in only once in 200 frames reads
-    cleaner than the power of those few bins alone would say; a room with noise bins in every
-    frame reads the same with it or without it."""
-    from edge_agent.dsp.depth import MaskSnr
-
-    def read(frames: list, **kw: float) -> float:
-        meter = MaskSnr(
-            hop_s=HOP_S, clean_snr_db=24.0, noisy_snr_db=18.0, time_constant_s=5.0, **kw
-        )
-        for frame in frames:
-            meter.update(*frame)
-        return meter.snr_db
-
-    talker = 10.0**2.5  # each sure-talker bin's power
-    unsettled = [(60 * talker, 3 * talker / 1.26, 60, 3)] * int(0.5 / HOP_S)
-    clean = [(60 * talker, 0.0, 60, 0)] * int(4.0 / HOP_S)
-    assert read(unsettled + clean) < 5.0  # the first words, still
-    assert read(unsettled + clean, skip_s=0.5) > 100.0  # no bin has been noise since
-
-    once = [k % 200 == 0 for k in range(1000)]  # a sure-noise bin once in 200 frames
-    rare = [(60 * talker, talker / 2 if k else 0.0, 60, int(k)) for k in once]
-    assert read(rare) < 5.0
-    assert 18.0 < read(rare, min_weight=0.3) < 24.0
-    rng = np.random.default_rng(2)
-    steady = [(60 * talker, 10 * rng.uniform(0.5, 2.0), 60, 10) for _ in range(1000)]
-    assert read(steady) == read(steady, min_weight=0.3)
