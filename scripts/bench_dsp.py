@@ -192,16 +192,20 @@ def evaluate(job: tuple[str, int, str, dict, str]) -> dict:
     split, index, system, overrides, version = job
 
     def compute() -> dict:
-        scene = load_scene(split, index, ARRAY)
-        fn = SYSTEMS[system][0]
-        start = time.process_time()
-        y = fn(scene.mixture, overrides) if system == OURS else fn(scene.mixture)
-        busy = time.process_time() - start
-        return _scored(
-            scene, system, y, system in ANCHORS, cpu_s=busy, audio_s=scene.reference.size / FS
-        )
+        return _run_system(load_scene(split, index, ARRAY), system, overrides)
 
     return _cached([SCENE_VERSION, ARRAY, split, index, system, version, overrides], compute)
+
+
+def _run_system(scene: Any, system: str, overrides: dict) -> dict:
+    """The row of `system` (ours with `overrides`) on `scene`, with its CPU time."""
+    fn = SYSTEMS[system][0]
+    start = time.process_time()
+    y = fn(scene.mixture, overrides) if system == OURS else fn(scene.mixture)
+    busy = time.process_time() - start
+    return _scored(
+        scene, system, y, system in ANCHORS, cpu_s=busy, audio_s=scene.reference.size / FS
+    )
 
 
 def _build(job: tuple[str, int]) -> str:
@@ -787,10 +791,7 @@ def evaluate_talk(job: tuple[str, int, str, str, dict, str]) -> dict:
     split, index, talk, system, overrides, version = job
 
     def compute() -> dict:
-        scene = load_scene(split, index, ARRAY, talk=talk)
-        fn = SYSTEMS[system][0]
-        y = fn(scene.mixture, overrides) if system == OURS else fn(scene.mixture)
-        return _scored(scene, system, y, system in ANCHORS)
+        return _run_system(load_scene(split, index, ARRAY, talk=talk), system, overrides)
 
     return _cached([SCENE_VERSION, ARRAY, split, talk, index, system, version, overrides], compute)
 

@@ -81,15 +81,15 @@ def _hold_freed_heap() -> None:
         return
     mallopt(-1, _HEAP_HELD)  # M_TRIM_THRESHOLD
 
+#: the speech band: where the room's SNR is read, by the noise floor and by the mask
+_SPEECH_BAND_HZ = (250.0, 4000.0)
+
 #: bands whose own noise floor may take the post-filter deeper than the speech band's
 #: depth, in its bins only: (from Hz, to Hz, depth 0 at or above this SNR dB, 1 at or below
 #: this). Below 250 Hz: HVAC rumble, which a 0 dB room can hold almost all of while the
 #: speech band reads 15 dB. Above 1.5 kHz: the mask and its Wiener overrule gain there
 #: even in rooms the speech band reads as clean (docs/dsp.md, "Bands that go deeper than
 #: the speech band"). A band waits until its floor has seen a whole window.
-#: the speech band: where the room's SNR is read, by the noise floor and by the mask
-_SPEECH_BAND_HZ = (250.0, 4000.0)
-
 BAND_DEPTHS = (
     (0.0, 250.0, 16.0, 8.0),
     (1500.0, math.inf, 28.0, 18.0),
