@@ -529,6 +529,9 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
 ABLATIONS = {
     "shipped": {},
     "the mask's reading not held (as before 2026-12-06, third session)": {"mask_hold_s": None},
+    "the bands waiting for their floor's window (as before 2026-12-06, fourth session)": {
+        "band_early": "wait"
+    },
     "the pause gate at -6 dB x depth (as before the end of 2026-12-06)": {"pause_gain_db": -6.0},
     "no Wiener gain on the noise heard in pauses, and the pause gate (as before it)": {
         "pause_noise_floor_db": None,

@@ -10,8 +10,9 @@ full depth whatever the room's depth. How deep the rest goes (the depth, 0..1) f
 room's SNR as the noise floor reads it (depth.py); until the floor has seen a whole
 window, the mask's own reading of the room's SNR caps it, since a floor that has not yet
 seen a pause reads a clean room as noisy. Two bands may go deeper than that depth in their
-own bins, each by its own noise floor's reading once that floor has seen a whole window
-(BAND_DEPTHS): the rumble below the speech band, and above 1.5 kHz, where the talker's
+own bins, each by its own noise floor's reading, capped the same way by the mask's until
+that floor has seen a whole window (BAND_DEPTHS): the rumble below the speech band, and
+above 1.5 kHz, where the talker's
 reverberant tails that a clean room's score keeps are weak and the mask with its Wiener
 overrule gains even in rooms the speech band calls clean. At any depth, steady noise is
 taken out of every frame by the Wiener gain on the noise heard deep in the pauses
@@ -89,7 +90,8 @@ _SPEECH_BAND_HZ = (250.0, 4000.0)
 #: this). Below 250 Hz: HVAC rumble, which a 0 dB room can hold almost all of while the
 #: speech band reads 15 dB. Above 1.5 kHz: the mask and its Wiener overrule gain there
 #: even in rooms the speech band reads as clean (docs/dsp.md, "Bands that go deeper than
-#: the speech band"). A band waits until its floor has seen a whole window.
+#: the speech band"). Until a band's floor has seen a whole window, the mask's reading of the
+#: room caps the band's depth, as it caps the speech band's (that floor may be the talk).
 BAND_DEPTHS = (
     (0.0, 250.0, 16.0, 8.0),
     (1500.0, math.inf, 28.0, 18.0),
@@ -135,7 +137,9 @@ class ArrayPipeline:
     bands that overlap it is also capped by the mask's highest reading of the last
     `mask_hold_s`, counted from `mask_hold_after_s` (depth.py's MaskSnr). `band_depths`
     (with the mask as the post-filter and an adaptive depth): bands whose own floor may take
-    their bins deeper (BAND_DEPTHS).
+    their bins deeper (BAND_DEPTHS); until a band's floor has seen `floor_window_s`, its
+    depth is capped by the mask's reading (`band_early` "mask", with the mask's reading
+    of the room) or is 0 ("wait").
     `overrule_below` (lo, hi, kept): the Wiener gain overrules the mask in full where the
     mask is at or above hi; at or below lo (where the mask is sure the bin is noise) only
     `kept` of it does, linearly between.
@@ -196,6 +200,7 @@ class ArrayPipeline:
         beamform_depth_from: float = 0.3,
         floor_rise_db_per_s: float | None = 1.0,
         band_depths: tuple = BAND_DEPTHS,
+        band_early: str = "mask",
         overrule_below: tuple[float, float, float] | None = (0.05, 0.2, 0.5),
         events: tuple | None = EVENTS,
         events_max_hz: float = 4000.0,
@@ -340,6 +345,13 @@ class ArrayPipeline:
         #: the bands the mask's held reading caps: those that overlap the speech band it
         #: reads (not the low band: rumble there is real whatever the mask hears above it)
         self._band_held: list[bool] = []
+        if band_early not in ("mask", "wait"):
+            raise ValueError(f"band_early: want 'mask' or 'wait', got {band_early!r}")
+        #: until a band's floor has seen its window, the mask's reading caps the band (it
+        #: may be the talk itself); without that reading, the band waits
+        self._band_early_cap = band_early == "mask" and self._mask_depth
+        #: for each band, the frames of the current call before its floor has seen its window
+        self._bands_early_until: list[int] = []
         if adaptive_depth and mask and mask_gain:
             edge = 0
             for lo_hz, hi_hz, clean, noisy in band_depths:
@@ -360,8 +372,9 @@ class ArrayPipeline:
                         clean_snr_db=clean,
                         noisy_snr_db=noisy,
                         settle_s=settle_s,
-                        # until its floor has seen a whole window it may be the talk itself
-                        wait_s=floor_window_s,
+                        # until its floor has seen a whole window it may be the talk
+                        # itself: the mask caps it then (_cap_bands), or it waits
+                        wait_s=0.0 if self._band_early_cap else floor_window_s,
                         silence_power=self._quantum_power * (hi - lo),
                     )
                 )
@@ -523,6 +536,26 @@ class ArrayPipeline:
         # the low band is noisy if the room is, or if rumble buries its own low end
         lows = [max(d, low) for d, low in zip(depths, self.low_room.run(low_powers), strict=True)]
         return depths, lows
+
+    def _cap_bands(self, bands_depths: list, held: list, early: list, start: int) -> list:
+        """The bands' depths for a segment's frames (one list a band), capped: by the mask's
+        reading of the room (`early`, its depth a frame) until the band's floor has seen its
+        window, and, in the bands that overlap the speech band the mask reads, by its held
+        reading (`held`). `start` is the segment's first frame in the call."""
+        hold = self._mask_hold and min(held) < 1.0
+        capped = []
+        for own, overlaps, until in zip(
+            bands_depths, self._band_held, self._bands_early_until, strict=True
+        ):
+            before = until - start  # (frames of the segment before the band's window)
+            if self._band_early_cap and before > 0:
+                own = [min(d, cap) for d, cap in zip(own[:before], early, strict=False)] + own[
+                    before:
+                ]
+            if hold and overlaps:
+                own = [min(d, cap) for d, cap in zip(own, held, strict=True)]
+            capped.append(own)
+        return capped
 
     def _band_gains(
         self, talker: np.ndarray, depths: np.ndarray, bands_depths: list
@@ -876,6 +909,13 @@ class ArrayPipeline:
                 room.run(ref_power[:, lo:hi].sum(axis=1).tolist())
                 for room, (lo, hi) in zip(self._band_rooms, self._band_bins, strict=True)
             ]
+            # (counted as _update_depths counts the speech band's)
+            self._bands_early_until = [
+                frames_count
+                if room.window_seen_at is None
+                else max(0, room.window_seen_at - (room.seen - frames_count + 1))
+                for room in self._band_rooms
+            ]
         out_spectra = np.empty(spectra.shape[:2], complex)
         # whether every frame so far passes the reference mic as it came (depth 0 in both
         # bands, the beamformer on the reference mic, no AGC or pause gain): then the
@@ -934,6 +974,7 @@ class ArrayPipeline:
                     spp = np.empty(powers.shape[1])
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 held = [1.0] * count  # (the mask's held reading's cap on the bands)
+                early = [1.0] * count  # (the mask's reading's, before a band's window)
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
                         self.depth = room_depths[j]
@@ -941,6 +982,7 @@ class ArrayPipeline:
                         if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                             held[j] = self.mask_room.held_depth
+                            early[j] = self.mask_room.depth
                     depths[j] = self.depth
                     if self._mask_or_wiener:
                         tracker.update(powers[j], out=spp)
@@ -964,11 +1006,8 @@ class ArrayPipeline:
                         wiener *= np.interp(talker, (lo, hi), (kept, 1.0))
                     talker = np.maximum(talker, wiener)
                 presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
-                if self._mask_hold and min(held) < 1.0:
-                    bands_depths = [
-                        [min(d, cap) for d, cap in zip(own, held, strict=True)] if capped else own
-                        for own, capped in zip(bands_depths, self._band_held, strict=True)
-                    ]
+                if self._band_rooms:
+                    bands_depths = self._cap_bands(bands_depths, held, early, start)
                 band_gains = (
                     self._band_gains(talker, depths, bands_depths)
                     if self._band_rooms

@@ -342,23 +342,42 @@ def test_band_depths_must_be_in_order_and_apart() -> None:
     ArrayPipeline(geometry, band_depths=overlapping[:1])  # each alone is fine
 
 
-def test_the_bands_wait_until_their_floors_have_seen_a_window() -> None:
+def test_until_their_floors_have_seen_a_window_the_masks_reading_caps_the_bands() -> None:
     """Until a band's floor has seen its 6 s window it may be the talk itself (a talker who
-    has not paused yet reads as noise), so a band does not go deeper before that: the first
-    6 s come out as they would with no bands at all. After it, the band above 1.5 kHz,
-    which reads this 30 dB room's white noise as noise, goes deeper and the output moves.
-    (The speech band's own floor is not trusted early either: the mask's reading caps it.)"""
+    has not paused yet reads as noise), so the mask's reading of the room caps the band
+    then, as it caps the speech band. In this 30 dB room the band above 1.5 kHz reads the
+    white noise as noisy. Where the mask reads the room clean, the first 6 s come out as
+    they would with no bands at all, and the band goes deeper once its floor has seen its
+    window; where the mask reads it noisy, the band acts from the first seconds. With
+    `band_early="wait"` it waits for its window whatever the mask reads."""
     mix, _ = array_scene(seconds=9.0, snr_db=30.0, seed=11)
 
-    def run(**kw) -> np.ndarray:
+    def run(mask_depth: float, **kw) -> np.ndarray:
         stage = ArrayPipeline(load_array("respeaker-4mic-pi"), **kw)
+        meter = stage.mask_room
+        update = meter.update
+
+        def reads(*args: float) -> float:
+            update(*args)  # (its own clock and held reading run on)
+            meter.depth = mask_depth
+            return mask_depth
+
+        meter.update = reads  # type: ignore[method-assign]
         out = [stage.process(mix[j : j + 640]) for j in range(0, mix.shape[0], 640)]
         return np.concatenate([*out, stage.flush()])
 
-    with_bands, alone = run(), run(band_depths=())
     window = 6 * FS  # (the floors skip the first 0.128 s, and the output lags by 16 ms)
-    assert np.array_equal(with_bands[:window], alone[:window])
-    assert not np.array_equal(with_bands[7 * FS :], alone[7 * FS :])
+    clean, clean_alone = run(0.0), run(0.0, band_depths=())
+    assert np.array_equal(clean[:window], clean_alone[:window])
+    assert not np.array_equal(clean[7 * FS :], clean_alone[7 * FS :])
+    noisy, noisy_alone = run(1.0), run(1.0, band_depths=())
+    early = slice(2 * FS, 5 * FS)
+    assert not np.array_equal(noisy[early], noisy_alone[early])
+    waits = run(1.0, band_early="wait")
+    assert np.array_equal(waits[:window], noisy_alone[:window])
+    assert not np.array_equal(waits[7 * FS :], noisy_alone[7 * FS :])
+    with pytest.raises(ValueError, match="band_early"):
+        ArrayPipeline(load_array("respeaker-4mic-pi"), band_early="never")
 
 
 def test_the_masks_cap_holds_until_the_floor_has_seen_its_window() -> None:

@@ -26,25 +26,27 @@ def _residual_db(y: np.ndarray, clean: np.ndarray, where: np.ndarray) -> float:
 
 
 def test_steady_noise_goes_out_of_the_speech_too() -> None:
-    """A 20 dB room of steady noise, which the speech band's depth leaves nearly alone:
-    while the talker talks (from 3 s), less noise than without the gain, and the talker's
-    SI-SDR up (measured: -0.5/-0.6 dB of noise in the speech, +0.44/+0.46 dB SI-SDR, seeds
-    3 and 4). Nothing in the first 2 s, before the mask has settled (as the pauses' gain);
-    the same bytes in 40 ms blocks as in one call."""
+    """A 20 dB room of steady noise, which the speech band's depth leaves nearly alone
+    (the bands that may go deeper, BAND_DEPTHS, held off: the band above 1.5 kHz takes
+    part of this white noise too): while the talker talks (from 3 s), less noise than
+    without the gain, and the talker's SI-SDR up (measured: -0.75/-0.83 dB of noise in
+    the speech, +0.61/+0.62 dB SI-SDR, seeds 3 and 4). Nothing in the first 2 s, before
+    the mask has settled (as the pauses' gain); the same bytes in 40 ms blocks as in one
+    call."""
     for seed in (3, 4):
         mix, clean = array_scene(seconds=8.0, snr_db=20.0, seed=seed)
-        on, stage = run(mix)
-        off, _ = run(mix, **OFF)
+        on, stage = run(mix, band_depths=())
+        off, _ = run(mix, band_depths=(), **OFF)
         assert stage._pause_noise_frames > FS // 256  # it learned from over a second of pauses
         speech = np.convolve(clean**2, np.ones(512) / 512, mode="same") > 1e-6
         speech[: 3 * FS] = False
         assert speech.mean() > 0.15
-        assert _residual_db(on, clean, speech) < _residual_db(off, clean, speech) - 0.3
-        assert si_sdr_db(on, clean) > si_sdr_db(off, clean) + 0.25
+        assert _residual_db(on, clean, speech) < _residual_db(off, clean, speech) - 0.5
+        assert si_sdr_db(on, clean) > si_sdr_db(off, clean) + 0.4
         first = 2 * FS - 512  # output samples made of frames before 2 s only
         assert np.array_equal(on[:first], off[:first])
 
-    blocks = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    blocks = ArrayPipeline(load_array("respeaker-4mic-pi"), band_depths=())
     padded = np.concatenate([mix, np.zeros((blocks.latency_samples, 4), np.int16)])
     pieces = [blocks.process(padded[j : j + 640]) for j in range(0, padded.shape[0], 640)]
     streamed = np.concatenate([*pieces, blocks.flush()])[blocks.latency_samples :] / 32768
