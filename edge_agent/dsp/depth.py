@@ -175,6 +175,8 @@ class MaskSnr:
         self._highest = -math.inf
         #: the depth the highest reading of the last `hold_s` implies (1 until there is one)
         self.held_depth = 1.0
+        #: that highest reading, dB (-inf until there is one)
+        self.held_snr_db = -math.inf
         self._speech = 0.0
         self._noise = 0.0
         self._speech_w = 0.0
@@ -217,7 +219,7 @@ class MaskSnr:
         elif self._held is not None and self._frames >= self._hold[1]:
             if self.snr_db > self._highest:
                 self._highest = self.snr_db
-            held = max(self._highest, *self._held)
+            held = self.held_snr_db = max(self._highest, *self._held)
             self.held_depth = min(1.0, max(0.0, (self._clean - held) / span))
             if self._frames % self._hold[0] == 0:
                 self._held = [self._highest, *self._held[:-1]]

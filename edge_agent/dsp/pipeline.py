@@ -106,6 +106,16 @@ BAND_DEPTHS = (
 #: 4 kHz; above it, in broadband events only (ArrayPipeline's `events_broadband`)
 EVENTS = ((0.01, 0.02), (0.5, 0.9))
 
+#: how sure the mask must be that a bin is noise for the bin to be an event, below 4 kHz, by
+#: how noisy the mask reads the room: EVENTS' (0.01, 0.02) where its reading is at or above
+#: the first SNR (dB), these (sure, unsure) at or below the second, linearly between. Its
+#: reading is its current one or, if higher, its held one (the room as clean as it has
+#: lately read it). In a room it reads clean, a bin it is only fairly sure of is as likely a
+#: far talker as noise; in a room it reads noisy (beeps, an alarm, paper at 0-10 dB, which
+#: the floor between them reads as clean) it is noise (docs/dsp.md, "How sure of noise an
+#: event must be")
+EVENTS_LOOSE = ((0.05, 0.1), (24.0, 12.0))
+
 
 def _mask_at_depth(
     talker: np.ndarray, floor: np.ndarray | float, depth: np.ndarray, out: np.ndarray | None = None
@@ -147,7 +157,8 @@ class ArrayPipeline:
     (where the mask takes a talker's fricatives for paper) only as far as the frame's
     events are broadband: their mean weight from 1 kHz to `events_max_hz`, full at
     `events_broadband` (None: none above it). Once the mask has run `events_after_s` (it
-    is unsure of everything before that).
+    is unsure of everything before that). `events_loose` (with the mask's reading of the
+    room; None: EVENTS' sureness always): EVENTS_LOOSE.
     `pause_wiener_floor_db` (None: off): the Wiener gain on the tracked floor in pauses,
     floored at that x (1 - depth) (_pause_wiener_gains); `pause_noise_floor_db` (None: off):
     the Wiener gain on the noise heard in pauses, a log average over
@@ -206,6 +217,7 @@ class ArrayPipeline:
         events_max_hz: float = 4000.0,
         events_after_s: float = 2.0,
         events_broadband: float | None = 0.25,
+        events_loose: tuple | None = EVENTS_LOOSE,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -405,6 +417,24 @@ class ArrayPipeline:
         self._full_floor = 10 ** (mask_floor_db / 20)
         self._frames_seen = 0
         self._events_broadband = events_broadband
+        if events_loose is not None:
+            (loose_sure, loose_unsure), (reads_clean, reads_noisy) = events_loose
+            sure, unsure = (events or EVENTS)[0]
+            if not (sure <= loose_sure < loose_unsure <= 1.0 and unsure <= loose_unsure):
+                raise ValueError(
+                    "events_loose: want (sure, unsure) in 0..1, no stricter than EVENTS', "
+                    f"then (clean, noisy) dB; got {events_loose}"
+                )
+            if not reads_clean > reads_noisy:
+                raise ValueError(
+                    f"events_loose: want the clean SNR above the noisy one, got {events_loose}"
+                )
+        #: how far toward events_loose's sureness a frame's events go (0..1), from the
+        #: mask's reading: (the reading at which none, per dB below it); None: never
+        self._events_loose = None
+        if events_loose is not None and self._mask_depth:
+            (reads_clean, reads_noisy) = events_loose[1]
+            self._events_loose = (events_loose[0], reads_clean, 1.0 / (reads_clean - reads_noisy))
         self._events_from_bin = round(1000.0 * frame_len / sample_rate)
         #: "early": the mask's reading caps the floor's depth until the floor has seen a
         #: whole window (before that it may be speech and read a clean room as noisy)
@@ -685,13 +715,32 @@ class ArrayPipeline:
         now[...] = g
         return True
 
+    def _events_looseness(self) -> float:
+        """How far toward EVENTS_LOOSE's sureness this frame's events go (0..1): from the
+        mask's reading of the room, or its held reading where that is higher."""
+        assert self._events_loose is not None
+        _, clean, per_db = self._events_loose
+        reading = self.mask_room.snr_db
+        held = self.mask_room.held_snr_db
+        if held > reading:
+            reading = held
+        if not reading < clean:  # (a reading of nan, before the first frame: none)
+            return 0.0
+        looseness = (clean - reading) * per_db
+        return 1.0 if looseness > 1.0 else looseness
+
     def _event_gains(
-        self, talker: np.ndarray, wiener: np.ndarray, first_frame: int
+        self,
+        talker: np.ndarray,
+        wiener: np.ndarray,
+        first_frame: int,
+        loose: list | None = None,
     ) -> np.ndarray | None:
         """The post-filter's gains in noise events (EVENTS): the mask at full depth, at each
         bin's event weight; (T, bins below events_max_hz), or (T, all bins) where a
         broadband event reaches above it; None if no bin of the segment is an event.
-        `first_frame` is the segment's first frame's index since the start."""
+        `first_frame` is the segment's first frame's index since the start; `loose`, how far
+        toward EVENTS_LOOSE's sureness each frame goes below events_max_hz (None: none)."""
         early = self._events_after - first_frame
         if early >= talker.shape[0]:
             return None
@@ -700,7 +749,18 @@ class ArrayPipeline:
         kb = self._events_bins
         mask = talker[:, :kb]
         # (np.interp: a clipped linear ramp in one call)
-        weight = np.interp(mask, (sure, unsure), (1.0, 0.0))
+        if loose is not None and any(loose):
+            # the sureness ramp a frame: from (sure, unsure) toward EVENTS_LOOSE's
+            assert self._events_loose is not None
+            (loose_sure, loose_unsure), _, _ = self._events_loose
+            toward = np.asarray(loose)[:, None]
+            at_sure = sure + toward * (loose_sure - sure)
+            at_unsure = unsure + toward * (loose_unsure - unsure)
+            weight = at_unsure - mask
+            weight /= at_unsure - at_sure
+            np.clip(weight, 0.0, 1.0, out=weight)
+        else:
+            weight = np.interp(mask, (sure, unsure), (1.0, 0.0))
         weight *= np.interp(wiener[:, :kb], (clear_from, clear), (0.0, 1.0))
         if early > 0:
             weight[:early] = 0.0
@@ -974,6 +1034,8 @@ class ArrayPipeline:
                     spp = np.empty(powers.shape[1])
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 held = [1.0] * count  # (the mask's held reading's cap on the bands)
+                # how far toward EVENTS_LOOSE's sureness each frame's events go
+                loose = [0.0] * count if self._events_loose is not None else None
                 early = [1.0] * count  # (the mask's reading's, before a band's window)
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
@@ -982,6 +1044,8 @@ class ArrayPipeline:
                         if self._mask_depth:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                             held[j] = self.mask_room.held_depth
+                            if loose is not None:
+                                loose[j] = self._events_looseness()
                             early[j] = self.mask_room.depth
                     depths[j] = self.depth
                     if self._mask_or_wiener:
@@ -993,7 +1057,9 @@ class ArrayPipeline:
                     # (the decision-directed recursion over the segment's frames at once)
                     wiener = postfilter.run(powers, noise_rows)
                     if self._events is not None:
-                        event_gains = self._event_gains(talker, wiener, self._frames_seen + start)
+                        event_gains = self._event_gains(
+                            talker, wiener, self._frames_seen + start, loose
+                        )
                     # where the signal stands clear of the tracked noise floor the Wiener
                     # gain is ~1: it overrules a mask unsure of weak speech (reverberant
                     # tails, soft syllables), which is what costs clean rooms. Only half of

@@ -454,12 +454,17 @@ def test_the_masks_held_reading_is_its_highest_of_the_last_seconds() -> None:
     assert at(3.0)[0] == 1.0 and at(3.0)[1] == 0.0  # its reading fell; the hold has not
     assert at(7.0)[1] == 0.0
     assert at(10.0)[1] == 1.0  # 8 s on, the room as it now reads
+    assert m.held_snr_db < 10.0 < m.snr_db + 10.0  # (its reading, dB: about 0 dB by now)
 
     m = meter()
     assert all(held == 1.0 for _, held in mask_reading(m, 0.0, 10.0, rng))
     m = meter()  # clean only in its first two seconds
+    assert m.held_snr_db == -np.inf  # (none before hold_after_s)
     mask_reading(m, 35.0, 2.0, rng)
     assert mask_reading(m, 0.0, 3.0, rng)[-1] == (1.0, 1.0)
+    m = meter()
+    mask_reading(m, 35.0, 4.0, rng)
+    assert m.held_snr_db == pytest.approx(35.0, abs=2.0)  # its highest reading, dB
 
 
 def test_the_masks_held_reading_caps_the_depth_and_the_bands_over_the_speech_band() -> None:

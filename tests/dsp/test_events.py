@@ -11,7 +11,7 @@ import pytest
 from conftest import FS, speechlike
 
 from edge_agent.dsp.arrays import load_array
-from edge_agent.dsp.pipeline import EVENTS, ArrayPipeline
+from edge_agent.dsp.pipeline import EVENTS, EVENTS_LOOSE, ArrayPipeline
 
 
 def paper_room(seed: int, seconds: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +141,77 @@ def test_event_and_overrule_settings_are_checked() -> None:
         {"overrule_below": (0.2, 0.05, 0.5)},
         {"overrule_below": (0.05, 0.2, 1.5)},
         {"events_broadband": 0.0},
+        {"events_loose": ((0.005, 0.1), (24.0, 12.0))},
+        {"events_loose": ((0.1, 0.05), (24.0, 12.0))},
+        {"events_loose": ((0.05, 0.1), (12.0, 24.0))},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ArrayPipeline(geometry, **bad)
     ArrayPipeline(geometry, events=None, overrule_below=None, events_broadband=None)
+
+
+def test_how_sure_of_noise_an_event_must_be_follows_the_masks_reading_of_the_room() -> None:
+    """EVENTS' sureness (0.01, 0.02) where the mask reads the room at 24 dB or cleaner,
+    EVENTS_LOOSE's (0.05, 0.1) at 12 dB or noisier, linearly between, below 4 kHz; the
+    reading is the mask's current one or its held one where that is higher (a room it read
+    clean lately is clean). In a room it reads clean nothing changes, sample for sample;
+    in one it reads noisy, more of the bursts go."""
+    stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    meter = stage.mask_room
+    (loose_sure, loose_unsure), (clean_db, noisy_db) = EVENTS_LOOSE
+    assert (clean_db, noisy_db) == (24.0, 12.0)
+    for reading, held, looseness in (
+        (30.0, -np.inf, 0.0),
+        (24.0, -np.inf, 0.0),
+        (18.0, -np.inf, 0.5),
+        (12.0, -np.inf, 1.0),
+        (3.0, -np.inf, 1.0),
+        (6.0, 30.0, 0.0),
+        (6.0, 18.0, 0.5),
+        (np.nan, -np.inf, 0.0),
+    ):
+        meter.snr_db, meter.held_snr_db = reading, held
+        assert stage._events_looseness() == pytest.approx(looseness), (reading, held)
+
+    (sure, unsure), (_, clear) = EVENTS
+    full = 10 ** (-24 / 20)
+    k4 = stage._events_bins
+    talker = np.full((4, 257), 0.5)
+    wiener = np.full((4, 257), clear)
+    talker[:, :k4] = 0.07  # between EVENTS_LOOSE's sure and unsure
+    talker[3, :k4] = 0.04
+    gains = stage._event_gains(talker, wiener, first_frame=10_000, loose=[0.0, 1.0, 0.5, 0.5])
+    assert gains is not None
+    assert np.allclose(gains[0, :k4], 1.0)  # as sure as EVENTS asks: no event
+    weight = (loose_unsure - 0.07) / (loose_unsure - loose_sure)
+    assert np.allclose(gains[1, :k4], 1.0 - weight * (1.0 - max(0.07, full)))
+    halfway = (sure + loose_sure) / 2, (unsure + loose_unsure) / 2
+    assert np.allclose(gains[2, :k4], 1.0)  # 0.07 is above halfway's unsure
+    weight = (halfway[1] - 0.04) / (halfway[1] - halfway[0])
+    assert np.allclose(gains[3, :k4], 1.0 - weight * (1.0 - max(0.04, full)))
+    assert stage._event_gains(talker, wiener, first_frame=10_000, loose=[0.0] * 4) is None
+
+    mix, clean = paper_room(0)
+
+    def reads(snr_db: float, **kw) -> np.ndarray:
+        """The front end with the mask's reading of the room pinned at `snr_db`."""
+        pinned = ArrayPipeline(load_array("respeaker-4mic-pi"), **kw)
+        meter = pinned.mask_room
+        update = meter.update
+
+        def pin(*args: float) -> float:
+            depth = update(*args)
+            meter.snr_db, meter.held_snr_db = snr_db, -np.inf
+            return depth
+
+        meter.update = pin  # type: ignore[method-assign]
+        latency = pinned.latency_samples
+        padded = np.concatenate([mix, np.zeros((latency, 4), np.int16)])
+        out = np.concatenate([pinned.process(padded), pinned.flush()])[latency:]
+        return out.astype(np.float64) / 32768
+
+    strict = reads(40.0, events_loose=None)
+    assert np.array_equal(reads(40.0), strict)
+    noisy = reads(0.0)
+    assert not np.array_equal(noisy, strict)
+    assert si_sdr_db(noisy, clean) > si_sdr_db(strict, clean)
