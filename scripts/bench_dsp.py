@@ -532,6 +532,8 @@ ABLATIONS = {
     "the bands waiting for their floor's window (as before 2026-12-06, fourth session)": {
         "band_early": "wait"
     },
+    "events as sure of noise as EVENTS whatever the mask reads (as before 2026-12-06, "
+    "fourth session)": {"events_loose": None},
     "the pause gate at -6 dB x depth (as before the end of 2026-12-06)": {"pause_gain_db": -6.0},
     "no Wiener gain on the noise heard in pauses, and the pause gate (as before it)": {
         "pause_noise_floor_db": None,
@@ -803,9 +805,13 @@ def _build_talk(job: tuple[str, int, str]) -> str:
     return load_scene(job[0], job[1], ARRAY, talk=job[2]).name
 
 
-#: what the talk-without-pauses study runs beside ours: the hold it was found by, and the
-#: anchor PESQ-wb is measured against
-NO_HOLD = {"mask_hold_s": None}
+#: what the talk-without-pauses study runs beside ours: the hold it was found by, the
+#: changes since that it weighs on, and the anchor PESQ-wb is measured against
+TALK_ABLATIONS = {
+    "the mask's reading not held (as before 2026-12-06, third session)": {"mask_hold_s": None},
+    "events as sure of noise as EVENTS whatever the mask reads (as before 2026-12-06, "
+    "fourth session)": {"events_loose": None},
+}
 WEBRTC = "WebRTC NS (level 3)"
 
 
@@ -817,13 +823,17 @@ def continuous_talk(pool, split: str, scenes: int) -> str:
     pool.map(_build_talk, [(split, i, "continuous") for i in range(scenes)], chunksize=1)
     jobs = [
         (split, i, "continuous", system, overrides, dsp if system == OURS else "1")
-        for system, overrides in ((RAW, {}), (WEBRTC, {}), (OURS, {}), (OURS, NO_HOLD))
+        for system, overrides in (
+            (RAW, {}),
+            (WEBRTC, {}),
+            (OURS, {}),
+            *((OURS, ablation) for ablation in TALK_ABLATIONS.values()),
+        )
         for i in range(scenes)
     ]
     rows = []
     for job, row in zip(jobs, pool.imap(evaluate_talk, jobs, chunksize=2), strict=True):
         rows.append({**row, "system": f"{OURS}, {job[4]}" if job[4] else row["system"]})
-    unheld = f"{OURS}, {NO_HOLD}"
     lines = [
         (
             f"Talk without pauses ({split.upper()} family, {scenes} scenes of their own: the "
@@ -841,7 +851,7 @@ def continuous_talk(pool, split: str, scenes: int) -> str:
     web = {r["scene"]: r["pesq"] for r in rows if r["system"] == WEBRTC}
     for system, label in (
         (OURS, "ours"),
-        (unheld, "ours, the mask's reading not held (as before 2026-12-06, third session)"),
+        *((f"{OURS}, {ablation}", f"ours, {name}") for name, ablation in TALK_ABLATIONS.items()),
         (WEBRTC, WEBRTC),
     ):
         pesq = _mean([r["pesq"] - web[r["scene"]] for r in rows if r["system"] == system])

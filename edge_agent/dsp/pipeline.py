@@ -5,8 +5,9 @@ how much is talker. It drives the beamformer's covariances (a mask-based multich
 Wiener filter) and is the post-filter, floored at -24 dB and overruled by a Wiener gain
 wherever the signal stands clear of the tracked noise floor (so weak speech the mask is
 unsure of is kept), by only half of it where the mask is sure the bin is noise. Noise
-events (EVENTS: sure noise standing clear of the floor, paper and keys) get the mask at
-full depth whatever the room's depth. How deep the rest goes (the depth, 0..1) follows the
+events (EVENTS: sure noise standing clear of the floor, paper and keys; how sure, by how
+noisy the mask reads the room, EVENTS_LOOSE) get the mask at full depth whatever the
+room's depth. How deep the rest goes (the depth, 0..1) follows the
 room's SNR as the noise floor reads it (depth.py); until the floor has seen a whole
 window, the mask's own reading of the room's SNR caps it, since a floor that has not yet
 seen a pause reads a clean room as noisy. Two bands may go deeper than that depth in their
