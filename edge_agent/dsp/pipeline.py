@@ -115,7 +115,7 @@ EVENTS = ((0.01, 0.02), (0.5, 0.9))
 #: far talker as noise; in a room it reads noisy (beeps, an alarm, paper at 0-10 dB, which
 #: the floor between them reads as clean) it is noise (docs/dsp.md, "How sure of noise an
 #: event must be")
-EVENTS_LOOSE = ((0.05, 0.1), (24.0, 12.0))
+EVENTS_LOOSE = ((0.03, 0.06), (24.0, 12.0))
 
 
 def _mask_at_depth(

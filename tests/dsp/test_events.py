@@ -152,7 +152,7 @@ def test_event_and_overrule_settings_are_checked() -> None:
 
 def test_how_sure_of_noise_an_event_must_be_follows_the_masks_reading_of_the_room() -> None:
     """EVENTS' sureness (0.01, 0.02) where the mask reads the room at 24 dB or cleaner,
-    EVENTS_LOOSE's (0.05, 0.1) at 12 dB or noisier, linearly between, below 4 kHz; the
+    EVENTS_LOOSE's (0.03, 0.06) at 12 dB or noisier, linearly between, below 4 kHz; the
     reading is the mask's current one or its held one where that is higher (a room it read
     clean lately is clean). In a room it reads clean nothing changes, sample for sample;
     in one it reads noisy, more of the bursts go."""
@@ -176,19 +176,19 @@ def test_how_sure_of_noise_an_event_must_be_follows_the_masks_reading_of_the_roo
     (sure, unsure), (_, clear) = EVENTS
     full = 10 ** (-24 / 20)
     k4 = stage._events_bins
+    halfway = (sure + loose_sure) / 2, (unsure + loose_unsure) / 2
+    fairly = (loose_sure + loose_unsure) / 2  # fairly sure: above halfway's unsure
+    assert unsure < halfway[1] < fairly < loose_unsure
     talker = np.full((4, 257), 0.5)
     wiener = np.full((4, 257), clear)
-    talker[:, :k4] = 0.07  # between EVENTS_LOOSE's sure and unsure
-    talker[3, :k4] = 0.04
+    talker[:, :k4] = fairly
+    talker[3, :k4] = sum(halfway) / 2
     gains = stage._event_gains(talker, wiener, first_frame=10_000, loose=[0.0, 1.0, 0.5, 0.5])
     assert gains is not None
     assert np.allclose(gains[0, :k4], 1.0)  # as sure as EVENTS asks: no event
-    weight = (loose_unsure - 0.07) / (loose_unsure - loose_sure)
-    assert np.allclose(gains[1, :k4], 1.0 - weight * (1.0 - max(0.07, full)))
-    halfway = (sure + loose_sure) / 2, (unsure + loose_unsure) / 2
-    assert np.allclose(gains[2, :k4], 1.0)  # 0.07 is above halfway's unsure
-    weight = (halfway[1] - 0.04) / (halfway[1] - halfway[0])
-    assert np.allclose(gains[3, :k4], 1.0 - weight * (1.0 - max(0.04, full)))
+    assert np.allclose(gains[1, :k4], 1.0 - 0.5 * (1.0 - max(fairly, full)))
+    assert np.allclose(gains[2, :k4], 1.0)  # halfway loosened: not sure enough
+    assert np.allclose(gains[3, :k4], 1.0 - 0.5 * (1.0 - max(sum(halfway) / 2, full)))
     assert stage._event_gains(talker, wiener, first_frame=10_000, loose=[0.0] * 4) is None
 
     mix, clean = paper_room(0)
