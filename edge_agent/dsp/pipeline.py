@@ -107,15 +107,24 @@ BAND_DEPTHS = (
 #: 4 kHz; above it, in broadband events only (ArrayPipeline's `events_broadband`)
 EVENTS = ((0.01, 0.02), (0.5, 0.9))
 
-#: how sure the mask must be that a bin is noise for the bin to be an event, below 4 kHz, by
-#: how noisy the mask reads the room: EVENTS' (0.01, 0.02) where its reading is at or above
-#: the first SNR (dB), these (sure, unsure) at or below the second, linearly between. Its
-#: reading is its current one or, if higher, its held one (the room as clean as it has
-#: lately read it). In a room it reads clean, a bin it is only fairly sure of is as likely a
-#: far talker as noise; in a room it reads noisy (beeps, an alarm, paper at 0-10 dB, which
-#: the floor between them reads as clean) it is noise (docs/dsp.md, "How sure of noise an
-#: event must be")
-EVENTS_LOOSE = ((0.03, 0.06), (24.0, 12.0))
+#: how noisy the mask reads the room, for what it may then be trusted with: none of the
+#: loosening below at or above the first SNR (dB), all of it at or below the second,
+#: linearly between. Its reading is its current one or, if higher, its held one (the room
+#: as clean as it has lately read it). In a room it reads clean, a bin it is only fairly
+#: sure of is as likely a far talker as noise; in a room it reads noisy (beeps, an alarm,
+#: paper at 0-10 dB, which the floor between them reads as clean) it is noise (docs/dsp.md,
+#: "How sure of noise an event must be")
+READS_NOISY_DB = (24.0, 12.0)
+
+#: how sure the mask must be that a bin is noise for the bin to be an event, below 4 kHz, in
+#: a room it reads noisy (READS_NOISY_DB): these (sure, unsure) instead of EVENTS'
+EVENTS_LOOSE = (0.03, 0.06)
+
+#: the Wiener gain's overrule (ArrayPipeline's `overrule_below`: lo, hi, kept) in a room the
+#: mask reads noisy (READS_NOISY_DB): these instead, so a bin the mask is fairly sure is noise
+#: keeps less of a Wiener gain that calls it clear of the floor (docs/dsp.md, "How far the
+#: Wiener gain overrules the mask in a room the mask reads noisy")
+OVERRULE_LOOSE = (0.1, 0.3, 0.25)
 
 
 def _mask_at_depth(
@@ -158,8 +167,10 @@ class ArrayPipeline:
     (where the mask takes a talker's fricatives for paper) only as far as the frame's
     events are broadband: their mean weight from 1 kHz to `events_max_hz`, full at
     `events_broadband` (None: none above it). Once the mask has run `events_after_s` (it
-    is unsure of everything before that). `events_loose` (with the mask's reading of the
-    room; None: EVENTS' sureness always): EVENTS_LOOSE.
+    is unsure of everything before that). With the mask's reading of the room, by how noisy
+    it reads it (`reads_noisy_db`, READS_NOISY_DB): `events_loose` (None: EVENTS' sureness
+    always), EVENTS_LOOSE; `overrule_loose` (with `overrule_below`; None: that always),
+    OVERRULE_LOOSE.
     `pause_wiener_floor_db` (None: off): the Wiener gain on the tracked floor in pauses,
     floored at that x (1 - depth) (_pause_wiener_gains); `pause_noise_floor_db` (None: off):
     the Wiener gain on the noise heard in pauses, a log average over
@@ -218,7 +229,9 @@ class ArrayPipeline:
         events_max_hz: float = 4000.0,
         events_after_s: float = 2.0,
         events_broadband: float | None = 0.25,
-        events_loose: tuple | None = EVENTS_LOOSE,
+        reads_noisy_db: tuple[float, float] = READS_NOISY_DB,
+        events_loose: tuple[float, float] | None = EVENTS_LOOSE,
+        overrule_loose: tuple[float, float, float] | None = OVERRULE_LOOSE,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -418,24 +431,34 @@ class ArrayPipeline:
         self._full_floor = 10 ** (mask_floor_db / 20)
         self._frames_seen = 0
         self._events_broadband = events_broadband
+        reads_clean, reads_noisy = reads_noisy_db
+        if not reads_clean > reads_noisy:
+            raise ValueError(
+                f"reads_noisy_db: want the clean SNR above the noisy one, got {reads_noisy_db}"
+            )
         if events_loose is not None:
-            (loose_sure, loose_unsure), (reads_clean, reads_noisy) = events_loose
+            loose_sure, loose_unsure = events_loose
             sure, unsure = (events or EVENTS)[0]
             if not (sure <= loose_sure < loose_unsure <= 1.0 and unsure <= loose_unsure):
                 raise ValueError(
-                    "events_loose: want (sure, unsure) in 0..1, no stricter than EVENTS', "
-                    f"then (clean, noisy) dB; got {events_loose}"
+                    "events_loose: want (sure, unsure) in 0..1, no stricter than EVENTS'; "
+                    f"got {events_loose}"
                 )
-            if not reads_clean > reads_noisy:
+        if overrule_loose is not None:
+            loose_lo, loose_hi, loose_kept = overrule_loose
+            if not (0.0 <= loose_lo < loose_hi <= 1.0 and 0.0 <= loose_kept <= 1.0):
                 raise ValueError(
-                    f"events_loose: want the clean SNR above the noisy one, got {events_loose}"
+                    f"overrule_loose: want 0 <= lo < hi <= 1, 0 <= kept <= 1; got {overrule_loose}"
                 )
-        #: how far toward events_loose's sureness a frame's events go (0..1), from the
-        #: mask's reading: (the reading at which none, per dB below it); None: never
-        self._events_loose = None
-        if events_loose is not None and self._mask_depth:
-            (reads_clean, reads_noisy) = events_loose[1]
-            self._events_loose = (events_loose[0], reads_clean, 1.0 / (reads_clean - reads_noisy))
+        self._events_loose = events_loose
+        self._overrule_loose = overrule_loose
+        #: (the reading at which none of the loosening, its share per dB below that), if
+        #: anything is loosened by the mask's reading of the room; None: nothing is
+        self._looseness_scale = (
+            (reads_clean, 1.0 / (reads_clean - reads_noisy))
+            if self._mask_depth and (events_loose is not None or overrule_loose is not None)
+            else None
+        )
         self._events_from_bin = round(1000.0 * frame_len / sample_rate)
         #: "early": the mask's reading caps the floor's depth until the floor has seen a
         #: whole window (before that it may be speech and read a clean room as noisy)
@@ -716,11 +739,12 @@ class ArrayPipeline:
         now[...] = g
         return True
 
-    def _events_looseness(self) -> float:
-        """How far toward EVENTS_LOOSE's sureness this frame's events go (0..1): from the
-        mask's reading of the room, or its held reading where that is higher."""
-        assert self._events_loose is not None
-        _, clean, per_db = self._events_loose
+    def _looseness(self) -> float:
+        """How noisy the mask reads the room this frame, 0..1 on READS_NOISY_DB's scale: how
+        far toward EVENTS_LOOSE and OVERRULE_LOOSE it goes. From its current reading, or
+        its held one where that is higher."""
+        assert self._looseness_scale is not None
+        clean, per_db = self._looseness_scale
         reading = self.mask_room.snr_db
         held = self.mask_room.held_snr_db
         if held > reading:
@@ -729,6 +753,26 @@ class ArrayPipeline:
             return 0.0
         looseness = (clean - reading) * per_db
         return 1.0 if looseness > 1.0 else looseness
+
+    def _overrule(self, talker: np.ndarray, loose: list | None) -> np.ndarray:
+        """How much of the Wiener gain overrules the mask, a bin (T, K): `overrule_below`'s
+        ramp, moved toward OVERRULE_LOOSE's as far as `loose` says a frame (None: not)."""
+        assert self._overrule_below is not None
+        lo, hi, kept = self._overrule_below
+        if loose is None or self._overrule_loose is None or not any(loose):
+            # (np.interp: a clipped linear ramp in one call)
+            return np.interp(talker, (lo, hi), (kept, 1.0))
+        loose_lo, loose_hi, loose_kept = self._overrule_loose
+        toward = np.asarray(loose)[:, None]
+        at_lo = lo + toward * (loose_lo - lo)
+        at_hi = hi + toward * (loose_hi - hi)
+        at_kept = kept + toward * (loose_kept - kept)
+        share = talker - at_lo
+        share /= at_hi - at_lo
+        np.clip(share, 0.0, 1.0, out=share)
+        share *= 1.0 - at_kept
+        share += at_kept
+        return share
 
     def _event_gains(
         self,
@@ -741,7 +785,8 @@ class ArrayPipeline:
         bin's event weight; (T, bins below events_max_hz), or (T, all bins) where a
         broadband event reaches above it; None if no bin of the segment is an event.
         `first_frame` is the segment's first frame's index since the start; `loose`, how far
-        toward EVENTS_LOOSE's sureness each frame goes below events_max_hz (None: none)."""
+        toward EVENTS_LOOSE's sureness each frame goes below events_max_hz (_looseness; None:
+        none)."""
         early = self._events_after - first_frame
         if early >= talker.shape[0]:
             return None
@@ -750,10 +795,9 @@ class ArrayPipeline:
         kb = self._events_bins
         mask = talker[:, :kb]
         # (np.interp: a clipped linear ramp in one call)
-        if loose is not None and any(loose):
+        if loose is not None and any(loose) and self._events_loose is not None:
             # the sureness ramp a frame: from (sure, unsure) toward EVENTS_LOOSE's
-            assert self._events_loose is not None
-            (loose_sure, loose_unsure), _, _ = self._events_loose
+            loose_sure, loose_unsure = self._events_loose
             toward = np.asarray(loose)[:, None]
             at_sure = sure + toward * (loose_sure - sure)
             at_unsure = unsure + toward * (loose_unsure - unsure)
@@ -1035,8 +1079,8 @@ class ArrayPipeline:
                     spp = np.empty(powers.shape[1])
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 held = [1.0] * count  # (the mask's held reading's cap on the bands)
-                # how far toward EVENTS_LOOSE's sureness each frame's events go
-                loose = [0.0] * count if self._events_loose is not None else None
+                # how noisy the mask reads the room, a frame (_looseness)
+                loose = [0.0] * count if self._looseness_scale is not None else None
                 early = [1.0] * count  # (the mask's reading's, before a band's window)
                 for j in range(count):  # the room's SNR, frame by frame (scalars)
                     if self._adaptive_depth:
@@ -1046,7 +1090,7 @@ class ArrayPipeline:
                             self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
                             held[j] = self.mask_room.held_depth
                             if loose is not None:
-                                loose[j] = self._events_looseness()
+                                loose[j] = self._looseness()
                             early[j] = self.mask_room.depth
                     depths[j] = self.depth
                     if self._mask_or_wiener:
@@ -1069,8 +1113,7 @@ class ArrayPipeline:
                     # voice the mask does not know from vanishing)
                     steady = wiener.copy() if self._pause_wiener is not None else None
                     if self._overrule_below is not None:
-                        lo, hi, kept = self._overrule_below
-                        wiener *= np.interp(talker, (lo, hi), (kept, 1.0))
+                        wiener *= self._overrule(talker, loose)
                     talker = np.maximum(talker, wiener)
                 presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
                 if self._band_rooms:

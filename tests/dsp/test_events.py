@@ -11,7 +11,13 @@ import pytest
 from conftest import FS, speechlike
 
 from edge_agent.dsp.arrays import load_array
-from edge_agent.dsp.pipeline import EVENTS, EVENTS_LOOSE, ArrayPipeline
+from edge_agent.dsp.pipeline import (
+    EVENTS,
+    EVENTS_LOOSE,
+    OVERRULE_LOOSE,
+    READS_NOISY_DB,
+    ArrayPipeline,
+)
 
 
 def paper_room(seed: int, seconds: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
@@ -141,9 +147,11 @@ def test_event_and_overrule_settings_are_checked() -> None:
         {"overrule_below": (0.2, 0.05, 0.5)},
         {"overrule_below": (0.05, 0.2, 1.5)},
         {"events_broadband": 0.0},
-        {"events_loose": ((0.005, 0.1), (24.0, 12.0))},
-        {"events_loose": ((0.1, 0.05), (24.0, 12.0))},
-        {"events_loose": ((0.05, 0.1), (12.0, 24.0))},
+        {"events_loose": (0.005, 0.1)},
+        {"events_loose": (0.1, 0.05)},
+        {"reads_noisy_db": (12.0, 24.0)},
+        {"overrule_loose": (0.3, 0.1, 0.25)},
+        {"overrule_loose": (0.1, 0.3, 1.5)},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ArrayPipeline(geometry, **bad)
@@ -158,8 +166,8 @@ def test_how_sure_of_noise_an_event_must_be_follows_the_masks_reading_of_the_roo
     in one it reads noisy, more of the bursts go."""
     stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
     meter = stage.mask_room
-    (loose_sure, loose_unsure), (clean_db, noisy_db) = EVENTS_LOOSE
-    assert (clean_db, noisy_db) == (24.0, 12.0)
+    loose_sure, loose_unsure = EVENTS_LOOSE
+    assert READS_NOISY_DB == (24.0, 12.0)
     for reading, held, looseness in (
         (30.0, -np.inf, 0.0),
         (24.0, -np.inf, 0.0),
@@ -171,7 +179,7 @@ def test_how_sure_of_noise_an_event_must_be_follows_the_masks_reading_of_the_roo
         (np.nan, -np.inf, 0.0),
     ):
         meter.snr_db, meter.held_snr_db = reading, held
-        assert stage._events_looseness() == pytest.approx(looseness), (reading, held)
+        assert stage._looseness() == pytest.approx(looseness), (reading, held)
 
     (sure, unsure), (_, clear) = EVENTS
     full = 10 ** (-24 / 20)
@@ -210,8 +218,32 @@ def test_how_sure_of_noise_an_event_must_be_follows_the_masks_reading_of_the_roo
         out = np.concatenate([pinned.process(padded), pinned.flush()])[latency:]
         return out.astype(np.float64) / 32768
 
-    strict = reads(40.0, events_loose=None)
+    strict = reads(40.0, events_loose=None, overrule_loose=None)
     assert np.array_equal(reads(40.0), strict)
     noisy = reads(0.0)
     assert not np.array_equal(noisy, strict)
     assert si_sdr_db(noisy, clean) > si_sdr_db(strict, clean)
+    assert not np.array_equal(noisy, reads(0.0, events_loose=None))
+    assert not np.array_equal(noisy, reads(0.0, overrule_loose=None))
+
+
+def test_the_wiener_gain_overrules_less_where_the_mask_reads_the_room_noisy() -> None:
+    """How much of the Wiener gain overrules the mask: `overrule_below`'s ramp (kept at or
+    below lo, all of it from hi) where the mask reads the room clean, OVERRULE_LOOSE's where
+    it reads it noisy, each of lo, hi and kept moved linearly between (the same reading as
+    the events', READS_NOISY_DB)."""
+    stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    lo, hi, kept = stage._overrule_below
+    loose_lo, loose_hi, loose_kept = OVERRULE_LOOSE
+    assert lo < loose_lo < hi < loose_hi and loose_kept < kept
+    values = np.array([0.0, lo, (lo + hi) / 2, hi, loose_hi, 1.0])
+    talker = np.tile(values, (3, 1))
+    clean = stage._overrule(talker[:1], None)[0]
+    assert np.allclose(clean, np.interp(values, (lo, hi), (kept, 1.0)))
+    assert np.array_equal(stage._overrule(talker[:1], [0.0])[0], clean)
+    ramps = stage._overrule(talker, [0.0, 1.0, 0.5])
+    assert np.allclose(ramps[0], clean)
+    assert np.allclose(ramps[1], np.interp(values, (loose_lo, loose_hi), (loose_kept, 1.0)))
+    half = (lo + loose_lo) / 2, (hi + loose_hi) / 2, (kept + loose_kept) / 2
+    assert np.allclose(ramps[2], np.interp(values, half[:2], (half[2], 1.0)))
+    assert np.all(ramps[1] <= ramps[0] + 1e-12)  # a noisy reading never overrules more
