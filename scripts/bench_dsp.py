@@ -534,6 +534,8 @@ ABLATIONS = {
     },
     "events as sure of noise as EVENTS whatever the mask reads (as before 2026-12-06, "
     "fourth session)": {"events_loose": None},
+    "the Wiener gain's overrule the same whatever the mask reads (as before 2026-12-06, "
+    "fourth session)": {"overrule_loose": None},
     "the pause gate at -6 dB x depth (as before the end of 2026-12-06)": {"pause_gain_db": -6.0},
     "no Wiener gain on the noise heard in pauses, and the pause gate (as before it)": {
         "pause_noise_floor_db": None,
@@ -809,8 +811,8 @@ def _build_talk(job: tuple[str, int, str]) -> str:
 #: changes since that it weighs on, and the anchor PESQ-wb is measured against
 TALK_ABLATIONS = {
     "the mask's reading not held (as before 2026-12-06, third session)": {"mask_hold_s": None},
-    "events as sure of noise as EVENTS whatever the mask reads (as before 2026-12-06, "
-    "fourth session)": {"events_loose": None},
+    "events and the Wiener gain's overrule the same whatever the mask reads (as before "
+    "2026-12-06, fourth session)": {"events_loose": None, "overrule_loose": None},
 }
 WEBRTC = "WebRTC NS (level 3)"
 
