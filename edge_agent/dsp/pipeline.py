@@ -61,6 +61,7 @@ _PAUSE_NOISE_RECENT_OVER = 2.0
 # a cough in a pause) moves a log average far less than a power average
 _EULER_GAMMA = 0.5772156649015329
 _HEAP_HELD = 16 << 20  # bytes glibc may keep free at the top of the heap (_hold_freed_heap)
+_HEAP_UP_TO = 4 << 20  # blocks up to this size come from the heap, not mmap (ditto)
 _heap_held = False
 
 
@@ -70,7 +71,13 @@ def _hold_freed_heap() -> None:
     page faults cost a fresh process a fifth of its time (ten minutes through one call, this
     machine: real-time factor 0.0100 -> 0.0082; a process that had already run it was fast,
     as is one started with MALLOC_TRIM_THRESHOLD_ set). So the process keeps up to 16 MB
-    freed. Once per process; where the C library has no mallopt (not glibc), nothing."""
+    freed. Setting that also fixes the size from which glibc maps a block of its own
+    (mmap) and unmaps it when freed at 128 kB, and a pass's (64 frames, 257 bins) float
+    temporaries are just over it: each was a fresh mapping and its page faults (the
+    command on ten minutes, single-threaded BLAS: 35 000 -> 129 000 minor faults, +5 % of
+    its time, when the mask's reading came to move the overrule's ramps a frame). So blocks
+    up to 4 MB come from the heap. Once per process; where the C library has no mallopt
+    (not glibc), nothing."""
     global _heap_held
     if _heap_held:
         return
@@ -82,6 +89,7 @@ def _hold_freed_heap() -> None:
     except (OSError, AttributeError):
         return
     mallopt(-1, _HEAP_HELD)  # M_TRIM_THRESHOLD
+    mallopt(-3, _HEAP_UP_TO)  # M_MMAP_THRESHOLD
 
 #: the speech band: where the room's SNR is read, by the noise floor and by the mask
 _SPEECH_BAND_HZ = (250.0, 4000.0)
