@@ -102,14 +102,15 @@ def run_ours(mix: np.ndarray, overrides: dict | None = None) -> np.ndarray:
 
 RAW = "raw reference mic"
 OURS = "ours"
+WEBRTC = "WebRTC NS (level 3)"  # (the anchor PESQ-wb is measured against)
 SYSTEMS = {
     RAW: (run_raw, "0"),
     "noisereduce": (run_noisereduce, "offline"),
-    "WebRTC NS (level 3)": (run_webrtc, "10 + lookahead"),
+    WEBRTC: (run_webrtc, "10 + lookahead"),
     "RNNoise (pyrnnoise)": (run_rnnoise, "10 @48 kHz"),
     OURS: (run_ours, "32"),
 }
-ANCHORS = ("noisereduce", "WebRTC NS (level 3)", "RNNoise (pyrnnoise)")
+ANCHORS = ("noisereduce", WEBRTC, "RNNoise (pyrnnoise)")
 
 
 # -- metrics -----------------------------------------------------------------------------
@@ -506,13 +507,12 @@ def _verdict(results: list[dict], split: str, speech: str) -> str:
             d = _deltas(results, OURS, split, speech, key, snr)
             if d and _mean(d) < 0:
                 below.append(f"{snr} dB {key.replace('_', '-').upper()} ({_mean(d):+.3f})")
-    webrtc = "WebRTC NS (level 3)"
     pesq_below = [
         str(snr)
         for snr in SNRS_DB
-        if _rows(results, webrtc, split, speech, snr)
+        if _rows(results, WEBRTC, split, speech, snr)
         and _mean([r["pesq"] for r in _rows(results, OURS, split, speech, snr)])
-        < _mean([r["pesq"] for r in _rows(results, webrtc, split, speech, snr)])
+        < _mean([r["pesq"] for r in _rows(results, WEBRTC, split, speech, snr)])
     ]
     at0 = _mean(_deltas(results, OURS, split, speech, "si_sdr", 0))
     return (
@@ -807,14 +807,13 @@ def _build_talk(job: tuple[str, int, str]) -> str:
     return load_scene(job[0], job[1], ARRAY, talk=job[2]).name
 
 
-#: what the talk-without-pauses study runs beside ours: the hold it was found by, the
-#: changes since that it weighs on, and the anchor PESQ-wb is measured against
+#: what the talk-without-pauses study runs beside ours: the hold it was found by, and the
+#: changes since that it weighs on
 TALK_ABLATIONS = {
     "the mask's reading not held (as before 2026-12-06, third session)": {"mask_hold_s": None},
     "events and the Wiener gain's overrule the same whatever the mask reads (as before "
     "2026-12-06, fourth session)": {"events_loose": None, "overrule_loose": None},
 }
-WEBRTC = "WebRTC NS (level 3)"
 
 
 def continuous_talk(pool, split: str, scenes: int) -> str:

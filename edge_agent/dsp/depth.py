@@ -82,6 +82,13 @@ class BandSnr:
         self.seen = 0
         self.window_seen_at: int | None = None
 
+    def before_window(self, frames: int) -> int:
+        """Of the last `frames` frames fed, how many came before the floor had seen its whole
+        window: all of them until it has (it skips its first frames and digital silence, so
+        its window ends later than as many frames from the start would say)."""
+        at = self.window_seen_at
+        return frames if at is None else max(0, at - (self.seen - frames + 1))
+
     def update(self, band_power: float) -> float:
         """Feed one frame's band power; return the depth."""
         return self.run([band_power])[0]

@@ -384,8 +384,6 @@ class ArrayPipeline:
         #: until a band's floor has seen its window, the mask's reading caps the band (it
         #: may be the talk itself); without that reading, the band waits
         self._band_early_cap = band_early == "mask" and self._mask_depth
-        #: for each band, the frames of the current call before its floor has seen its window
-        self._bands_early_until: list[int] = []
         if adaptive_depth and mask and mask_gain:
             edge = 0
             for lo_hz, hi_hz, clean, noisy in band_depths:
@@ -589,26 +587,24 @@ class ArrayPipeline:
         depths = self.room.run(band_powers)
         self.snr_db = self.room.snr_db
         # the mask caps the depth until the floor has seen its window: up to this frame of
-        # the call (the floor skips its first frames and digital silence, so its window
-        # ends later than as many frames from the start would say; the gap between them
-        # read a 30 dB room of continuous talk at full depth)
-        at = self.room.window_seen_at
-        first = self.room.seen - len(band_powers) + 1  # the call's first frame, counted as it does
-        self._early_until = len(band_powers) if at is None else max(0, at - first)
+        # the call (counted as the floor counts: frames from the start read a 30 dB room of
+        # continuous talk at full depth in the gap between the two)
+        self._early_until = self.room.before_window(len(band_powers))
         # the low band is noisy if the room is, or if rumble buries its own low end
         lows = [max(d, low) for d, low in zip(depths, self.low_room.run(low_powers), strict=True)]
         return depths, lows
 
-    def _cap_bands(self, bands_depths: list, held: list, early: list, start: int) -> list:
+    def _cap_bands(
+        self, bands_depths: list, held: list, early: list, start: int, early_until: list
+    ) -> list:
         """The bands' depths for a segment's frames (one list a band), capped: by the mask's
         reading of the room (`early`, its depth a frame) until the band's floor has seen its
-        window, and, in the bands that overlap the speech band the mask reads, by its held
-        reading (`held`). `start` is the segment's first frame in the call."""
+        window (`early_until`: a band's frames of the call before that), and, in the bands
+        that overlap the speech band the mask reads, by its held reading (`held`). `start`
+        is the segment's first frame in the call."""
         hold = self._mask_hold and min(held) < 1.0
         capped = []
-        for own, overlaps, until in zip(
-            bands_depths, self._band_held, self._bands_early_until, strict=True
-        ):
+        for own, overlaps, until in zip(bands_depths, self._band_held, early_until, strict=True):
             before = until - start  # (frames of the segment before the band's window)
             if self._band_early_cap and before > 0:
                 own = [min(d, cap) for d, cap in zip(own[:before], early, strict=False)] + own[
@@ -1022,13 +1018,7 @@ class ArrayPipeline:
                 room.run(ref_power[:, lo:hi].sum(axis=1).tolist())
                 for room, (lo, hi) in zip(self._band_rooms, self._band_bins, strict=True)
             ]
-            # (counted as _update_depths counts the speech band's)
-            self._bands_early_until = [
-                frames_count
-                if room.window_seen_at is None
-                else max(0, room.window_seen_at - (room.seen - frames_count + 1))
-                for room in self._band_rooms
-            ]
+            bands_early = [room.before_window(frames_count) for room in self._band_rooms]
         out_spectra = np.empty(spectra.shape[:2], complex)
         # whether every frame so far passes the reference mic as it came (depth 0 in both
         # bands, the beamformer on the reference mic, no AGC or pause gain): then the
@@ -1125,7 +1115,7 @@ class ArrayPipeline:
                     talker = np.maximum(talker, wiener)
                 presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
                 if self._band_rooms:
-                    bands_depths = self._cap_bands(bands_depths, held, early, start)
+                    bands_depths = self._cap_bands(bands_depths, held, early, start, bands_early)
                 band_gains = (
                     self._band_gains(talker, depths, bands_depths)
                     if self._band_rooms
