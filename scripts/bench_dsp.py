@@ -536,6 +536,9 @@ ABLATIONS = {
     "fourth session)": {"events_loose": None},
     "the Wiener gain's overrule the same whatever the mask reads (as before 2026-12-06, "
     "fourth session)": {"overrule_loose": None},
+    "events in frames of any shape, a fricative's too (as before 2026-12-06, fifth session)": {
+        "events_fricative_db": None
+    },
     "the pause gate at -6 dB x depth (as before the end of 2026-12-06)": {"pause_gain_db": -6.0},
     "no Wiener gain on the noise heard in pauses, and the pause gate (as before it)": {
         "pause_noise_floor_db": None,

@@ -134,6 +134,13 @@ EVENTS_LOOSE = (0.03, 0.06)
 #: Wiener gain overrules the mask in a room the mask reads noisy")
 OVERRULE_LOOSE = (0.1, 0.3, 0.25)
 
+#: a frame's noise events count in full where its power above 4 kHz (events_max_hz) is at
+#: most the first value (dB) over its power from 1 kHz to there, and not at all from the
+#: second: a frame brighter than that has the shape of a fricative, and a far talker's
+#: fricatives are what the mask takes for paper in a clean room (paper and keys are flat or
+#: fall above 4 kHz). docs/dsp.md, "Noise events and a fricative's shape"
+EVENTS_FRICATIVE_DB = (0.0, 1.0)
+
 
 def _mask_at_depth(
     talker: np.ndarray, floor: np.ndarray | float, depth: np.ndarray, out: np.ndarray | None = None
@@ -178,7 +185,8 @@ class ArrayPipeline:
     is unsure of everything before that). With the mask's reading of the room, by how noisy
     it reads it (`reads_noisy_db`, READS_NOISY_DB): `events_loose` (None: EVENTS' sureness
     always), EVENTS_LOOSE; `overrule_loose` (with `overrule_below`; None: that always),
-    OVERRULE_LOOSE.
+    OVERRULE_LOOSE. `events_fricative_db` (None: every frame in full): a frame's events only
+    as far as it is not as bright as a fricative, EVENTS_FRICATIVE_DB.
     `pause_wiener_floor_db` (None: off): the Wiener gain on the tracked floor in pauses,
     floored at that x (1 - depth) (_pause_wiener_gains); `pause_noise_floor_db` (None: off):
     the Wiener gain on the noise heard in pauses, a log average over
@@ -240,6 +248,7 @@ class ArrayPipeline:
         reads_noisy_db: tuple[float, float] = READS_NOISY_DB,
         events_loose: tuple[float, float] | None = EVENTS_LOOSE,
         overrule_loose: tuple[float, float, float] | None = OVERRULE_LOOSE,
+        events_fricative_db: tuple[float, float] | None = EVENTS_FRICATIVE_DB,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -458,6 +467,11 @@ class ArrayPipeline:
                 )
         self._events_loose = events_loose
         self._overrule_loose = overrule_loose
+        if events_fricative_db is not None and not events_fricative_db[0] < events_fricative_db[1]:
+            raise ValueError(
+                f"events_fricative_db: want (full, none) rising, dB; got {events_fricative_db}"
+            )
+        self._events_fricative = events_fricative_db
         #: (the reading at which none of the loosening, its share per dB below that), if
         #: anything is loosened by the mask's reading of the room; None: nothing is
         self._looseness_scale = (
@@ -784,13 +798,15 @@ class ArrayPipeline:
         wiener: np.ndarray,
         first_frame: int,
         loose: list | None = None,
+        powers: np.ndarray | None = None,
     ) -> np.ndarray | None:
         """The post-filter's gains in noise events (EVENTS): the mask at full depth, at each
         bin's event weight; (T, bins below events_max_hz), or (T, all bins) where a
         broadband event reaches above it; None if no bin of the segment is an event.
         `first_frame` is the segment's first frame's index since the start; `loose`, how far
         toward EVENTS_LOOSE's sureness each frame goes below events_max_hz (_looseness; None:
-        none)."""
+        none); `powers` (T, bins), the frames' power: a frame with a fricative's shape has
+        its events only as far as EVENTS_FRICATIVE_DB says (None: every frame in full)."""
         early = self._events_after - first_frame
         if early >= talker.shape[0]:
             return None
@@ -829,7 +845,22 @@ class ArrayPipeline:
                 high *= broad[:, None]
                 weight = np.concatenate([weight, high], axis=1)
                 mask = talker
+        if powers is not None and self._events_fricative is not None:
+            weight *= self._not_fricative(powers)[:, None]
         return _mask_at_depth(mask, self._full_floor, weight)
+
+    def _not_fricative(self, powers: np.ndarray) -> np.ndarray:
+        """(T,) how far each frame's events count, 0..1, by its shape: 1 where its power
+        above events_max_hz is at most EVENTS_FRICATIVE_DB's first value over that from 1
+        kHz to events_max_hz, 0 from the second (a fricative's shape), linear in dB
+        between."""
+        assert self._events_fricative is not None
+        full, none = self._events_fricative
+        above = powers[:, self._events_bins :].mean(axis=1)
+        below = powers[:, self._events_from_bin : self._events_bins].mean(axis=1)
+        np.maximum(below, _POWER_FLOOR, out=below)
+        brighter_db = 10.0 * np.log10(np.maximum(above, _POWER_FLOOR) / below)
+        return np.clip((none - brighter_db) * (1.0 / (none - full)), 0.0, 1.0)
 
     def _combine_depth(self, speech: list, noise: list, weights: list, j: int) -> None:
         """Combine the noise floor's depth (set by _update_depths) with the mask's reading of
@@ -1101,7 +1132,7 @@ class ArrayPipeline:
                     wiener = postfilter.run(powers, noise_rows)
                     if self._events is not None:
                         event_gains = self._event_gains(
-                            talker, wiener, self._frames_seen + start, loose
+                            talker, wiener, self._frames_seen + start, loose, powers
                         )
                     # where the signal stands clear of the tracked noise floor the Wiener
                     # gain is ~1: it overrules a mask unsure of weak speech (reverberant

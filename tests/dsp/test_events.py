@@ -13,6 +13,7 @@ from conftest import FS, speechlike
 from edge_agent.dsp.arrays import load_array
 from edge_agent.dsp.pipeline import (
     EVENTS,
+    EVENTS_FRICATIVE_DB,
     EVENTS_LOOSE,
     OVERRULE_LOOSE,
     READS_NOISY_DB,
@@ -20,10 +21,12 @@ from edge_agent.dsp.pipeline import (
 )
 
 
-def paper_room(seed: int, seconds: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+def paper_room(
+    seed: int, seconds: float = 8.0, brighter_db: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """(n, 4) int16 and the talker at mic 0: the harmonic talker of conftest and bursts of
     broadband noise (20-60 ms, about six a second, each from its own direction) over a
-    quiet bed, at 0 dB SNR overall."""
+    quiet bed, at 0 dB SNR overall; white, or `brighter_db` more above 4 kHz."""
     rng = np.random.default_rng(seed)
     s = speechlike(seconds, rng)
     n = s.size
@@ -35,7 +38,12 @@ def paper_room(seed: int, seconds: float = 8.0) -> tuple[np.ndarray, np.ndarray]
         length = int(rng.uniform(0.02, 0.06) * FS)
         if t + length >= n:
             break
-        burst = rng.standard_normal((length, 4)) * np.hanning(length)[:, None]
+        burst = rng.standard_normal((length, 4))
+        if brighter_db:
+            spectrum = np.fft.rfft(burst, axis=0)
+            spectrum[np.fft.rfftfreq(length, 1 / FS) >= 4000] *= 10 ** (brighter_db / 20)
+            burst = np.fft.irfft(spectrum, length, axis=0)
+        burst *= np.hanning(length)[:, None]
         burst *= rng.uniform(0.3, 1.0)
         delays = (0, 3, 5, 1)
         noise[t : t + length] += np.stack([np.roll(burst[:, 0], d) for d in delays], axis=1)
@@ -63,8 +71,10 @@ def si_sdr_db(y: np.ndarray, clean: np.ndarray) -> float:
 
 def test_events_are_taken_out_in_a_room_whose_floor_reads_clean() -> None:
     """The floor is the quiet between the bursts, so the room's depth stays 0 and, without
-    events, the output is the raw mic's quality. With them the bursts go (measured: +2.4
-    to +3.7 dB over no events on four seeds; +0.8 to +1.2 with events below 4 kHz only).
+    events, the output is the raw mic's quality. With them the bursts go (measured: +2.0
+    to +2.9 dB over no events on four seeds, +3.0 to +4.3 with events in frames of any shape
+    too: white bursts are at EVENTS_FRICATIVE_DB's edge; +0.8 to +1.0 with events below 4
+    kHz only).
     The Wiener gains in and from the pauses are held off (test_pauses.py,
     test_pause_noise.py): here they take the quiet bed out between syllables and cost this
     harmonic talker's decays 0.1-0.3 dB."""
@@ -152,10 +162,17 @@ def test_event_and_overrule_settings_are_checked() -> None:
         {"reads_noisy_db": (12.0, 24.0)},
         {"overrule_loose": (0.3, 0.1, 0.25)},
         {"overrule_loose": (0.1, 0.3, 1.5)},
+        {"events_fricative_db": (1.0, 0.0)},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ArrayPipeline(geometry, **bad)
-    ArrayPipeline(geometry, events=None, overrule_below=None, events_broadband=None)
+    ArrayPipeline(
+        geometry,
+        events=None,
+        overrule_below=None,
+        events_broadband=None,
+        events_fricative_db=None,
+    )
 
 
 def test_how_sure_of_noise_an_event_must_be_follows_the_masks_reading_of_the_room() -> None:
@@ -247,3 +264,48 @@ def test_the_wiener_gain_overrules_less_where_the_mask_reads_the_room_noisy() ->
     half = (lo + loose_lo) / 2, (hi + loose_hi) / 2, (kept + loose_kept) / 2
     assert np.allclose(ramps[2], np.interp(values, half[:2], (half[2], 1.0)))
     assert np.all(ramps[1] <= ramps[0] + 1e-12)  # a noisy reading never overrules more
+
+
+def test_a_frame_with_a_fricatives_shape_has_no_events() -> None:
+    """The mask takes a far talker's fricatives for paper in a clean room: over minutes of
+    talk it took 8 dB SI-SDR off two TUNE rooms at 30 dB. A frame's events count in full
+    where its power above 4 kHz is no more than EVENTS_FRICATIVE_DB's first value (dB) over
+    its power from 1 to 4 kHz (per bin: white noise is 0 dB), none from the second, linear
+    between; below 4 kHz and above it alike."""
+    full, none = EVENTS_FRICATIVE_DB
+    assert (full, none) == (0.0, 1.0)
+    stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    k1, k4 = stage._events_from_bin, stage._events_bins
+    powers = np.full((6, 257), 1e-4)
+    for row, brighter_db in ((1, -10.0), (2, (full + none) / 2), (3, none), (4, 12.0)):
+        powers[row, k4:] *= 10 ** (brighter_db / 10)
+    powers[5] = 0.0  # digital silence: no shape, no division by zero
+    powers[0, :k1] = 1.0  # (what lies below 1 kHz does not count)
+    keep = stage._not_fricative(powers)
+    assert np.allclose(keep, [1.0, 1.0, 0.5, 0.0, 0.0, 1.0])
+
+    (sure, _), (_, clear) = EVENTS
+    talker = np.full((6, 257), sure / 2)
+    wiener = np.full((6, 257), clear)
+    any_shape = stage._event_gains(talker, wiener, first_frame=10_000)
+    shaped = stage._event_gains(talker, wiener, first_frame=10_000, powers=powers)
+    assert any_shape is not None and shaped is not None and shaped.shape == any_shape.shape
+    assert np.allclose(shaped[[0, 1, 5]], any_shape[[0, 1, 5]])
+    assert np.allclose(shaped[2], 1.0 - 0.5 * (1.0 - any_shape[2]))
+    assert np.allclose(shaped[[3, 4]], 1.0)
+    off = ArrayPipeline(load_array("respeaker-4mic-pi"), events_fricative_db=None)
+    assert np.allclose(off._event_gains(talker, wiener, 10_000, powers=powers), any_shape)
+
+
+def test_bursts_brighter_than_a_fricative_are_left_to_the_rest_of_the_post_filter() -> None:
+    """In the pipeline: bursts 6 dB brighter above 4 kHz than white, in a room whose floor
+    reads clean, are not events (the output is within 0.3 dB of that without events), while
+    events in frames of any shape take them out as they do white ones."""
+    quiet = {"pause_wiener_floor_db": None, "pause_noise_floor_db": None}
+    mix, clean = paper_room(0, brighter_db=6.0)
+    shaped, stage = run(mix, **quiet)
+    assert stage.depth == 0.0
+    none, _ = run(mix, events=None, **quiet)
+    any_shape, _ = run(mix, events_fricative_db=None, **quiet)
+    assert abs(si_sdr_db(shaped, clean) - si_sdr_db(none, clean)) < 0.3
+    assert si_sdr_db(any_shape, clean) > si_sdr_db(none, clean) + 1.0

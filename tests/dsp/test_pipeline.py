@@ -225,3 +225,31 @@ def test_every_ablation_the_bench_runs_still_builds_and_streams() -> None:
         blocks = [stage.process(mix[j : j + 640]) for j in range(0, mix.shape[0], 640)]
         out = np.concatenate([*blocks, stage.flush()])
         assert out.dtype == np.int16 and out.shape == (mix.shape[0],), name
+
+
+def test_the_sessions_bench_lays_a_room_end_to_end_at_each_segments_snr() -> None:
+    """`scripts/bench dsp-sessions` scores long files it lays out from a scene's images: each
+    segment must be at the SNR it is scored as (at the reference mic), the talkers' image the
+    same in every segment, on the array's mic channels only, and nothing clipped."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from bench_dsp_sessions import lay_end_to_end
+
+    rng = np.random.default_rng(4)
+    n, mics = 16000, 4
+    images = {"speech": rng.standard_normal((mics, n)) * 0.05,
+              "noise": rng.standard_normal((mics, n)) * 0.3}
+    snrs = [30.0, 5.0, -5.0]
+    capture, reference = lay_end_to_end(images, snrs, 6, (1, 2, 3, 4), ref=0)
+    assert capture.dtype == np.int16 and capture.shape == (3 * n, 6)
+    assert not capture[:, [0, 5]].any()  # (the channels that are not mics stay silent)
+    assert np.abs(capture).max() < 32767
+    level = reference[:n] @ images["speech"][0] / (images["speech"][0] @ images["speech"][0])
+    for k, snr in enumerate(snrs):
+        seg = slice(k * n, (k + 1) * n)
+        assert np.allclose(reference[seg], images["speech"][0] * level)
+        noise = capture[seg, 1] / 32768 - reference[seg]
+        measured = 10 * np.log10(np.sum(reference[seg] ** 2) / np.sum(noise**2))
+        assert abs(measured - snr) < 0.05, (snr, measured)
