@@ -128,6 +128,8 @@ def _deltas(row: dict, session: str, measure: int) -> list[float]:
 
 
 def render(rows: list[dict], split: str) -> str:
+    import datetime
+
     lines = [
         f"{split.upper()}, {len(rows)} scenes, recorded and synthetic speech together: each "
         "room's talkers and noise laid end to end into one long file of that room, scored "
@@ -184,6 +186,9 @@ def render(rows: list[dict], split: str) -> str:
         "| SNR | " + " | ".join(f"{s:.0f} dB" for s in COMES_AND_GOES) + " |",
         "| ours | " + " | ".join(f"{d:+.2f}" for d in came) + " |",
         "| the room held there | " + " | ".join(f"{d:+.2f}" for d in steady) + " |",
+        "",
+        f"Measured {datetime.date.today().isoformat()} with `scripts/bench dsp-sessions "
+        f"--split {split} --scenes {len(rows)}` (scene space {SCENE_VERSION}, array `{ARRAY}`).",
     ]
     return "\n".join(lines)
 
