@@ -134,11 +134,12 @@ EVENTS_LOOSE = (0.03, 0.06)
 #: Wiener gain overrules the mask in a room the mask reads noisy")
 OVERRULE_LOOSE = (0.1, 0.3, 0.25)
 
-#: a frame's noise events count in full where its power above 4 kHz (events_max_hz) is at
-#: most the first value (dB) over its power from 1 kHz to there, and not at all from the
-#: second: a frame brighter than that has the shape of a fricative, and a far talker's
-#: fricatives are what the mask takes for paper in a clean room (paper and keys are flat or
-#: fall above 4 kHz). docs/dsp.md, "Noise events and a fricative's shape"
+#: a frame's noise events count in full where its mean power per bin above 4 kHz
+#: (events_max_hz) is at most the first value (dB) over that from 1 kHz to there, and not at
+#: all from the second: a frame brighter than that has the shape of a fricative, and a far
+#: talker's fricatives are what the mask takes for paper in a clean room, over minutes of
+#: talk (paper and keys are flat or fall above 4 kHz). docs/dsp.md, "Long sessions, and
+#: noise events in a frame with a fricative's shape"
 EVENTS_FRICATIVE_DB = (0.0, 1.0)
 
 
@@ -441,6 +442,11 @@ class ArrayPipeline:
             raise ValueError(f"events_broadband: want a share in (0, 1], got {events_broadband}")
         self._overrule_below = overrule_below
         self._events = events if mask and mask_gain and mask_or_wiener else None
+        if not 1000.0 < events_max_hz <= sample_rate / 2:
+            raise ValueError(
+                f"events_max_hz: want above 1 kHz, at most {sample_rate / 2:g} Hz; "
+                f"got {events_max_hz}"
+            )
         self._events_bins = min(bins, round(events_max_hz * frame_len / sample_rate))
         self._events_after = round(events_after_s / hop_s)
         self._full_floor = 10 ** (mask_floor_db / 20)
@@ -471,7 +477,7 @@ class ArrayPipeline:
             raise ValueError(
                 f"events_fricative_db: want (full, none) rising, dB; got {events_fricative_db}"
             )
-        self._events_fricative = events_fricative_db
+        self._events_fricative = events_fricative_db  # (None below if it has no bands)
         #: (the reading at which none of the loosening, its share per dB below that), if
         #: anything is loosened by the mask's reading of the room; None: nothing is
         self._looseness_scale = (
@@ -480,6 +486,8 @@ class ArrayPipeline:
             else None
         )
         self._events_from_bin = round(1000.0 * frame_len / sample_rate)
+        if self._events_bins >= bins:
+            self._events_fricative = None  # (events up to Nyquist: nothing above to compare)
         #: "early": the mask's reading caps the floor's depth until the floor has seen a
         #: whole window (before that it may be speech and read a clean room as noisy)
         self._early_until = 0  # (set for each call by _update_depths)

@@ -163,6 +163,8 @@ def test_event_and_overrule_settings_are_checked() -> None:
         {"overrule_loose": (0.3, 0.1, 0.25)},
         {"overrule_loose": (0.1, 0.3, 1.5)},
         {"events_fricative_db": (1.0, 0.0)},
+        {"events_max_hz": 900.0},
+        {"events_max_hz": 9000.0},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ArrayPipeline(geometry, **bad)
