@@ -28,12 +28,22 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core per process: set before numpy loads BLAS
 
 import argparse
+import datetime
 import sys
 from multiprocessing import get_context
 
 import numpy as np
 from bench_common import record_section
-from bench_dsp import ARRAY, _cached, _dsp_version, _mean, _worst_decile, run_ours, si_sdr
+from bench_dsp import (
+    ARRAY,
+    _cached,
+    _dsp_version,
+    _mean,
+    _worst_decile,
+    run_ours,
+    run_raw,
+    si_sdr,
+)
 from bench_dsp_material import FS, check_material
 from bench_dsp_scenes import SCENE_VERSION, build_scene
 
@@ -104,9 +114,8 @@ def evaluate_session(job: tuple[str, int, str]) -> dict:
             capture, reference = lay_end_to_end(
                 scene.images, snrs, geometry.capture_channels, geometry.mic_channels, ref
             )
-            raw = capture[:, geometry.mic_channels[ref]].astype(np.float64) / 32768
             row[name] = {
-                "raw": _segments(reference, raw),
+                "raw": _segments(reference, run_raw(capture)),
                 "ours": _segments(reference, run_ours(capture)),
             }
             if name == "clean":
@@ -128,8 +137,6 @@ def _deltas(row: dict, session: str, measure: int) -> list[float]:
 
 
 def render(rows: list[dict], split: str) -> str:
-    import datetime
-
     lines = [
         f"{split.upper()}, {len(rows)} scenes, recorded and synthetic speech together: each "
         "room's talkers and noise laid end to end into one long file of that room, scored "

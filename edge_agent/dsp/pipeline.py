@@ -477,7 +477,6 @@ class ArrayPipeline:
             raise ValueError(
                 f"events_fricative_db: want (full, none) rising, dB; got {events_fricative_db}"
             )
-        self._events_fricative = events_fricative_db  # (None below if it has no bands)
         #: (the reading at which none of the loosening, its share per dB below that), if
         #: anything is loosened by the mask's reading of the room; None: nothing is
         self._looseness_scale = (
@@ -486,8 +485,8 @@ class ArrayPipeline:
             else None
         )
         self._events_from_bin = round(1000.0 * frame_len / sample_rate)
-        if self._events_bins >= bins:
-            self._events_fricative = None  # (events up to Nyquist: nothing above to compare)
+        # (events up to Nyquist: nothing above them to compare, no shape)
+        self._events_fricative = events_fricative_db if self._events_bins < bins else None
         #: "early": the mask's reading caps the floor's depth until the floor has seen a
         #: whole window (before that it may be speech and read a clean room as noisy)
         self._early_until = 0  # (set for each call by _update_depths)
