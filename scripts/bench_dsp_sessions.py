@@ -204,9 +204,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/bench dsp-sessions", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--split", choices=("test", "tune"), default="test")
-    parser.add_argument("--scenes", type=int, default=96)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--split", choices=("test", "tune"), default="test", help="the scene set (TEST: held apart)"
+    )
+    parser.add_argument("--scenes", type=int, default=96, help="rooms (SNR cycles -5..30 dB)")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, a room each"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     check_material()
