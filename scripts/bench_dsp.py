@@ -539,6 +539,8 @@ ABLATIONS = {
     "events in frames of any shape, a fricative's too (as before 2026-12-06, fifth session)": {
         "events_fricative_db": None
     },
+    "every tone's events, whether or not they come back (as before 2026-12-06, sixth "
+    "session)": {"events_recur": None},
     "the pause gate at -6 dB x depth (as before the end of 2026-12-06)": {"pause_gain_db": -6.0},
     "no Wiener gain on the noise heard in pauses, and the pause gate (as before it)": {
         "pause_noise_floor_db": None,

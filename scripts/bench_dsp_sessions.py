@@ -58,6 +58,8 @@ BELOW_DB = 1.0
 CLEAN_ABLATIONS = {
     "events in frames of any shape, a fricative's too (as before 2026-12-06, fifth "
     "session)": {"events_fricative_db": None},
+    "every tone's events, whether or not they come back (as before 2026-12-06, sixth "
+    "session)": {"events_recur": None},
     "no noise events (EVENTS)": {"events": None},
 }
 

@@ -142,6 +142,29 @@ OVERRULE_LOOSE = (0.1, 0.3, 0.25)
 #: noise events in a frame with a fricative's shape"
 EVENTS_FRICATIVE_DB = (0.0, 1.0)
 
+#: a narrow noise event (a tone) counts only as far as it is a sound that comes back: the
+#: mask takes a talker's steady harmonics for a tone after minutes of talk without a pause,
+#: and those move with the voice's pitch, where a beep or an alarm comes back at its own.
+#: Each bin below events_max_hz keeps a history of its events over the last
+#: EVENTS_RECUR_S[0] s (a decaying sum, in frames of a full event), leaving out the last
+#: EVENTS_RECUR_S[1] s (the sound itself). An event counts:
+#: - by how often events came back near its bin (the most within EVENTS_RECUR_BINS[0] of
+#:   its frequency: a beep's pitch may drift from one beep to the next): none at or below
+#:   EVENTS_RECUR[0] frames, in full from EVENTS_RECUR[1];
+#: - in full where no event has been near it, nor around it (out to EVENTS_RECUR_BINS[1]
+#:   of its frequency), for a while: the first of a sound (EVENTS_RECUR_NEW: in full at or
+#:   below the first, none from the second, frames);
+#: - in full in a frame whose events cover at least EVENTS_RECUR_BROAD[1] of the bins from
+#:   1 kHz to events_max_hz (paper, keys; none of this from [0]).
+#: A run of adjacent event bins is one sound and counts as far as its best bin (a loud
+#: tone spreads over its neighbours). docs/dsp.md, "Tones that come back, and a talker's
+#: harmonics"
+EVENTS_RECUR = (1.0, 3.0)
+EVENTS_RECUR_S = (10.0, 0.25)
+EVENTS_RECUR_BINS = (0.06, 0.3)
+EVENTS_RECUR_NEW = (0.1, 0.2)
+EVENTS_RECUR_BROAD = (0.2, 0.3)
+
 
 def _mask_at_depth(
     talker: np.ndarray, floor: np.ndarray | float, depth: np.ndarray, out: np.ndarray | None = None
@@ -250,6 +273,7 @@ class ArrayPipeline:
         events_loose: tuple[float, float] | None = EVENTS_LOOSE,
         overrule_loose: tuple[float, float, float] | None = OVERRULE_LOOSE,
         events_fricative_db: tuple[float, float] | None = EVENTS_FRICATIVE_DB,
+        events_recur: tuple[float, float] | None = EVENTS_RECUR,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -487,6 +511,41 @@ class ArrayPipeline:
         self._events_from_bin = round(1000.0 * frame_len / sample_rate)
         # (events up to Nyquist: nothing above them to compare, no shape)
         self._events_fricative = events_fricative_db if self._events_bins < bins else None
+        if events_recur is not None and not 0.0 <= events_recur[0] < events_recur[1]:
+            raise ValueError(f"events_recur: want (none, full) rising from 0; got {events_recur}")
+        self._events_recur = events_recur if self._events is not None else None
+        if self._events_recur is not None:
+            kb = self._events_bins
+            memory_s, skip_s = EVENTS_RECUR_S
+            self._recur_decay = math.exp(-hop_s / memory_s)
+            #: the events' history at each bin below events_max_hz, up to the frames held
+            #: back (_recur_recent), and those frames' candidate events
+            self._recur_history = np.zeros(kb)
+            self._recur_recent = np.zeros((max(1, round(skip_s / hop_s)), kb))
+            # a bin's neighbours: from near_k to far_k bins away (at least 1 and 3), as
+            # spans [lo, hi) of cumulative sums over the bins from 1 (DC is no neighbour)
+            k = np.arange(kb)
+            near_frac, far_frac = EVENTS_RECUR_BINS
+            near_k = np.maximum(1, np.round(k * near_frac)).astype(int)
+            far_k = np.maximum(near_k + 2, np.round(k * far_frac)).astype(int)
+            # for each d up to the most near_k: the bins with a neighbour d bins below (above)
+            # within their near_k (DC is no neighbour)
+            self._recur_reach = [
+                (
+                    np.flatnonzero((near_k >= d) & (k - d >= 1)),
+                    np.flatnonzero((near_k >= d) & (k + d < kb)),
+                )
+                for d in range(1, int(near_k.max()) + 1)
+            ]
+            spans = (
+                np.clip(k - far_k, 1, kb),
+                np.clip(k + far_k + 1, 1, kb),
+                np.clip(k - near_k, 1, kb),
+                np.clip(k + near_k + 1, 1, kb),
+            )
+            self._recur_spans = spans
+            #: (the reciprocal of how many bins are from near_k to far_k away)
+            self._recur_ring = 1.0 / np.maximum((spans[1] - spans[0]) - (spans[3] - spans[2]), 1)
         #: "early": the mask's reading caps the floor's depth until the floor has seen a
         #: whole window (before that it may be speech and read a clean room as noisy)
         self._early_until = 0  # (set for each call by _update_depths)
@@ -815,7 +874,7 @@ class ArrayPipeline:
         none); `powers` (T, bins), the frames' power: a frame with a fricative's shape has
         its events only as far as EVENTS_FRICATIVE_DB says (None: every frame in full)."""
         early = self._events_after - first_frame
-        if early >= talker.shape[0]:
+        if early >= talker.shape[0] and self._events_recur is None:
             return None
         assert self._events is not None
         (sure, unsure), (clear_from, clear) = self._events
@@ -834,6 +893,11 @@ class ArrayPipeline:
         else:
             weight = np.interp(mask, (sure, unsure), (1.0, 0.0))
         weight *= np.interp(wiener[:, :kb], (clear_from, clear), (0.0, 1.0))
+        if self._events_recur is not None:
+            # (the history runs from the first frame: a tone before events_after_s counts)
+            weight *= self._recurrence(weight)
+            if early >= talker.shape[0]:
+                return None
         if early > 0:
             weight[:early] = 0.0
         if not weight.any():
@@ -855,6 +919,68 @@ class ArrayPipeline:
         if powers is not None and self._events_fricative is not None:
             weight *= self._not_fricative(powers)[:, None]
         return _mask_at_depth(mask, self._full_floor, weight)
+
+    def _recurrence(self, weight: np.ndarray) -> np.ndarray:
+        """(T, bins below events_max_hz) how far each of the frames' events counts
+        (EVENTS_RECUR): in full where events have come back near its bin, where no event
+        has been near it for a while (the first of a sound), or where the frame's events
+        are broadband; a run of adjacent event bins as far as its best bin. Adds the
+        frames' candidate events, `weight`, to the bins' history."""
+        assert self._events_recur is not None
+        count, kb = weight.shape
+        # each frame's history: the decayed sum of the events before it, leaving out the
+        # frames held back (the sound itself), in frames of a full event
+        a = self._recur_decay
+        frames = np.concatenate([self._recur_recent, weight])
+        history = np.empty((count + 1, kb))
+        history[0] = self._recur_history
+        for j in range(count):
+            np.multiply(history[j], a, out=history[j + 1])
+            history[j + 1] += frames[j]
+        self._recur_history = history[count].copy()
+        self._recur_recent = frames[count:].copy()
+        history = history[:count]
+        # near: the most within near_k bins (a beep's pitch may drift from one to the next)
+        near = history.copy()
+        for d, (below, above) in enumerate(self._recur_reach, start=1):
+            near[:, below] = np.maximum(near[:, below], history[:, below - d])
+            near[:, above] = np.maximum(near[:, above], history[:, above + d])
+        none, full = self._events_recur
+        counts = np.clip((near - none) * (1.0 / (full - none)), 0.0, 1.0)
+        # around: the mean from near_k to far_k bins away; nothing near or around: new
+        sums = np.zeros((count, kb + 1))
+        np.cumsum(history, axis=1, out=sums[:, 1:])
+        far_lo, far_hi, near_lo, near_hi = self._recur_spans
+        around = sums[:, far_hi] - sums[:, far_lo] - (sums[:, near_hi] - sums[:, near_lo])
+        around *= self._recur_ring
+        np.maximum(around, near, out=around)
+        new_full, new_none = EVENTS_RECUR_NEW
+        np.clip((new_none - around) * (1.0 / (new_none - new_full)), 0.0, 1.0, out=around)
+        np.maximum(counts, around, out=counts)
+        # a run of adjacent event bins is one sound (a loud tone spreads over the bins
+        # beside it): each of its bins counts as far as its best
+        events = np.zeros((count, kb + 1), dtype=bool)
+        np.greater(weight, 0.0, out=events[:, :kb])
+        flat = events.ravel()
+        starts = np.flatnonzero(flat[1:] & ~flat[:-1]) + 1
+        if flat[0]:
+            starts = np.concatenate([[0], starts])
+        if starts.size:
+            runs = np.zeros((count, kb + 1))
+            runs[:, :kb] = counts
+            flat_counts = runs.ravel()
+            flat_counts *= flat
+            best = np.maximum.reduceat(flat_counts, starts)
+            run = np.zeros(flat.size, dtype=np.intp)
+            run[starts] = 1
+            np.cumsum(run, out=run)
+            flat_counts[flat] = best[run[flat] - 1]
+            counts = runs[:, :kb]
+        # broadband: paper and keys, not a tone
+        lo, hi = EVENTS_RECUR_BROAD
+        broad = weight[:, self._events_from_bin :].mean(axis=1)
+        np.clip((broad - lo) * (1.0 / (hi - lo)), 0.0, 1.0, out=broad)
+        return np.maximum(counts, broad[:, None])
 
     def _not_fricative(self, powers: np.ndarray) -> np.ndarray:
         """(T,) how far each frame's events count, 0..1, by its shape: 1 where its power
