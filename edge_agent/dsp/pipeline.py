@@ -518,25 +518,29 @@ class ArrayPipeline:
             kb = self._events_bins
             memory_s, skip_s = EVENTS_RECUR_S
             self._recur_decay = math.exp(-hop_s / memory_s)
-            #: the events' history at each bin below events_max_hz, up to the frames held
-            #: back (_recur_recent), and those frames' candidate events
+            #: a frame's history leaves out the frames this close before it (the sound)
+            self._recur_held = max(1, round(skip_s / hop_s))
+            #: the events' history at each bin below events_max_hz, as of a frame (the
+            #: decayed sum of the events up to it, in frames of a full event), and the
+            #: frames with events not yet in it: (frame, its events), oldest first. It
+            #: changes only at frames with events, so it is the same however the frames
+            #: come in
             self._recur_history = np.zeros(kb)
-            self._recur_recent = np.zeros((max(1, round(skip_s / hop_s)), kb))
-            # a bin's neighbours: from near_k to far_k bins away (at least 1 and 3), as
-            # spans [lo, hi) of cumulative sums over the bins from 1 (DC is no neighbour)
+            self._recur_as_of = 0
+            self._recur_pending: list[tuple[int, np.ndarray]] = []
+            # a bin's neighbours: within near_k bins (at least 1), and from there to far_k
+            # (at least 3) as spans [lo, hi) of cumulative sums over the bins from 1 (DC is
+            # no neighbour)
             k = np.arange(kb)
             near_frac, far_frac = EVENTS_RECUR_BINS
             near_k = np.maximum(1, np.round(k * near_frac)).astype(int)
             far_k = np.maximum(near_k + 2, np.round(k * far_frac)).astype(int)
-            # for each d up to the most near_k: the bins with a neighbour d bins below (above)
-            # within their near_k (DC is no neighbour)
-            self._recur_reach = [
-                (
-                    np.flatnonzero((near_k >= d) & (k - d >= 1)),
-                    np.flatnonzero((near_k >= d) & (k + d < kb)),
-                )
-                for d in range(1, int(near_k.max()) + 1)
-            ]
+            #: (kb, 2 x most near_k + 1): the bins within each bin's near_k (itself where
+            #: fewer), to gather and take the most of
+            offsets = np.arange(-int(near_k.max()), int(near_k.max()) + 1)
+            within = np.abs(offsets)[None, :] <= near_k[:, None]
+            gather = k[:, None] + offsets[None, :]
+            self._recur_near = np.where(within & (gather >= 1) & (gather < kb), gather, k[:, None])
             spans = (
                 np.clip(k - far_k, 1, kb),
                 np.clip(k + far_k + 1, 1, kb),
@@ -895,7 +899,7 @@ class ArrayPipeline:
         weight *= np.interp(wiener[:, :kb], (clear_from, clear), (0.0, 1.0))
         if self._events_recur is not None:
             # (the history runs from the first frame: a tone before events_after_s counts)
-            weight *= self._recurrence(weight)
+            self._recurrence(weight, first_frame, max(early, 0))
             if early >= talker.shape[0]:
                 return None
         if early > 0:
@@ -920,67 +924,69 @@ class ArrayPipeline:
             weight *= self._not_fricative(powers)[:, None]
         return _mask_at_depth(mask, self._full_floor, weight)
 
-    def _recurrence(self, weight: np.ndarray) -> np.ndarray:
-        """(T, bins below events_max_hz) how far each of the frames' events counts
-        (EVENTS_RECUR): in full where events have come back near its bin, where no event
-        has been near it for a while (the first of a sound), or where the frame's events
-        are broadband; a run of adjacent event bins as far as its best bin. Adds the
-        frames' candidate events, `weight`, to the bins' history."""
+    def _recurrence(self, weight: np.ndarray, first_frame: int, early: int = 0) -> None:
+        """Weigh the frames' candidate events, `weight` (T, bins below events_max_hz), in
+        place by how far each counts (EVENTS_RECUR): in full where events have come back
+        near its bin, where no event has been near or around it for a while (the first of
+        a sound), or where the frame's events are broadband; a run of adjacent event bins
+        as far as its best bin. `first_frame`: the first frame's index since the start;
+        frames before `early` are only added to the history (no event counts there yet)."""
         assert self._events_recur is not None
-        count, kb = weight.shape
-        # each frame's history: the decayed sum of the events before it, leaving out the
-        # frames held back (the sound itself), in frames of a full event
+        if not weight.any():
+            return
+        rows = np.flatnonzero(weight.any(axis=1))
         a = self._recur_decay
-        frames = np.concatenate([self._recur_recent, weight])
-        history = np.empty((count + 1, kb))
-        history[0] = self._recur_history
-        for j in range(count):
-            np.multiply(history[j], a, out=history[j + 1])
-            history[j + 1] += frames[j]
-        self._recur_history = history[count].copy()
-        self._recur_recent = frames[count:].copy()
-        history = history[:count]
+        held = self._recur_held
+        pending = self._recur_pending
+        histories = np.empty((rows.size, weight.shape[1]))
+        for i, row in enumerate(rows.tolist()):
+            frame = first_frame + row
+            # the history before this frame, leaving out the `held` frames just before it
+            upto = frame - held - 1
+            while pending and pending[0][0] <= upto:
+                at, events = pending.pop(0)
+                self._recur_history *= a ** (at - self._recur_as_of)
+                self._recur_history += events
+                self._recur_as_of = at
+            since = max(upto - self._recur_as_of, 0)
+            np.multiply(self._recur_history, a**since, out=histories[i])
+            pending.append((frame, weight[row].copy()))
+        counted = rows >= early
+        rows, histories = rows[counted], histories[counted]
+        if not rows.size:
+            return
+        # the events, bin by bin: (row among `rows`, bin), in order
+        at_row, at_bin = np.nonzero(weight[rows])
         # near: the most within near_k bins (a beep's pitch may drift from one to the next)
-        near = history.copy()
-        for d, (below, above) in enumerate(self._recur_reach, start=1):
-            near[:, below] = np.maximum(near[:, below], history[:, below - d])
-            near[:, above] = np.maximum(near[:, above], history[:, above + d])
+        near = histories[at_row[:, None], self._recur_near[at_bin]].max(axis=1)
         none, full = self._events_recur
-        counts = np.clip((near - none) * (1.0 / (full - none)), 0.0, 1.0)
+        counts = np.interp(near, (none, full), (0.0, 1.0))
         # around: the mean from near_k to far_k bins away; nothing near or around: new
-        sums = np.zeros((count, kb + 1))
-        np.cumsum(history, axis=1, out=sums[:, 1:])
-        far_lo, far_hi, near_lo, near_hi = self._recur_spans
-        around = sums[:, far_hi] - sums[:, far_lo] - (sums[:, near_hi] - sums[:, near_lo])
-        around *= self._recur_ring
+        sums = np.zeros((rows.size, histories.shape[1] + 1))
+        np.cumsum(histories, axis=1, out=sums[:, 1:])
+        far_lo, far_hi, near_lo, near_hi = (span[at_bin] for span in self._recur_spans)
+        around = sums[at_row, far_hi] - sums[at_row, far_lo]
+        around -= sums[at_row, near_hi] - sums[at_row, near_lo]
+        around *= self._recur_ring[at_bin]
         np.maximum(around, near, out=around)
         new_full, new_none = EVENTS_RECUR_NEW
-        np.clip((new_none - around) * (1.0 / (new_none - new_full)), 0.0, 1.0, out=around)
-        np.maximum(counts, around, out=counts)
+        np.maximum(counts, np.interp(around, (new_full, new_none), (1.0, 0.0)), out=counts)
         # a run of adjacent event bins is one sound (a loud tone spreads over the bins
         # beside it): each of its bins counts as far as its best
-        events = np.zeros((count, kb + 1), dtype=bool)
-        np.greater(weight, 0.0, out=events[:, :kb])
-        flat = events.ravel()
-        starts = np.flatnonzero(flat[1:] & ~flat[:-1]) + 1
-        if flat[0]:
-            starts = np.concatenate([[0], starts])
-        if starts.size:
-            runs = np.zeros((count, kb + 1))
-            runs[:, :kb] = counts
-            flat_counts = runs.ravel()
-            flat_counts *= flat
-            best = np.maximum.reduceat(flat_counts, starts)
-            run = np.zeros(flat.size, dtype=np.intp)
-            run[starts] = 1
-            np.cumsum(run, out=run)
-            flat_counts[flat] = best[run[flat] - 1]
-            counts = runs[:, :kb]
-        # broadband: paper and keys, not a tone
+        place = at_row * (histories.shape[1] + 1) + at_bin
+        begins = np.ones(place.size, dtype=bool)
+        np.not_equal(place[1:], place[:-1] + 1, out=begins[1:])
+        run = np.cumsum(begins)
+        run -= 1
+        counts = np.maximum.reduceat(counts, np.flatnonzero(begins))[run]
+        # broadband (paper and keys, not a tone): by the share of bins from 1 kHz with events
         lo, hi = EVENTS_RECUR_BROAD
-        broad = weight[:, self._events_from_bin :].mean(axis=1)
-        np.clip((broad - lo) * (1.0 / (hi - lo)), 0.0, 1.0, out=broad)
-        return np.maximum(counts, broad[:, None])
+        upper = at_bin >= self._events_from_bin
+        share = np.bincount(at_row[upper], weights=weight[rows[at_row[upper]], at_bin[upper]])
+        share = np.concatenate([share, np.zeros(rows.size - share.size)])
+        share *= 1.0 / (weight.shape[1] - self._events_from_bin)
+        np.maximum(counts, np.interp(share, (lo, hi), (0.0, 1.0))[at_row], out=counts)
+        weight[rows[at_row], at_bin] *= counts
 
     def _not_fricative(self, powers: np.ndarray) -> np.ndarray:
         """(T,) how far each frame's events count, 0..1, by its shape: 1 where its power

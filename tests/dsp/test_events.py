@@ -322,8 +322,13 @@ def test_bursts_brighter_than_a_fricative_are_left_to_the_rest_of_the_post_filte
 
 
 def _recurring(stage: ArrayPipeline, weight: np.ndarray) -> np.ndarray:
-    """The stage's recurrence weights for these frames' candidate events, a call each."""
-    return stage._recurrence(weight.copy())
+    """The frames' candidate events weighed by EVENTS_RECUR: the frames follow the stage's
+    last ones."""
+    frame = getattr(stage, "_test_next_frame", 0)
+    stage._test_next_frame = frame + weight.shape[0]  # type: ignore[attr-defined]
+    weighed = weight.copy()
+    stage._recurrence(weighed, frame)
+    return weighed
 
 
 def test_a_tone_counts_when_it_comes_back_and_a_narrow_event_that_never_does_not() -> None:
@@ -364,7 +369,7 @@ def test_a_tone_counts_when_it_comes_back_and_a_narrow_event_that_never_does_not
     paper = error.copy()
     k1 = stage._events_from_bin
     paper[:, k1 : k1 + int((kb - k1) * EVENTS_RECUR_BROAD[1]) + 1] = 1.0
-    assert np.all(_recurring(talk, paper) == 1.0)
+    assert np.all(_recurring(talk, paper) == paper)
     # ... or one run with a bin that has come back: the run counts as its best bin
     run = error.copy()
     run[:, 9:13] = 1.0  # 9 has had 6 frames of events
@@ -396,11 +401,15 @@ def test_the_events_history_is_the_same_however_the_frames_are_cut() -> None:
     weight = (rng.random((300, kb)) < 0.02) * rng.random((300, kb))
     weight[100:106, 50:53] = 1.0
     weight[160:166, 51:54] = 1.0
-    one = ArrayPipeline(load_array("respeaker-4mic-pi"))._recurrence(weight.copy())
+    one = weight.copy()
+    ArrayPipeline(load_array("respeaker-4mic-pi"))._recurrence(one, 0)
     stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
     cuts = [0, 1, 2, 15, 16, 17, 60, 61, 200, 300]
-    parts = [stage._recurrence(weight[a:b].copy()) for a, b in itertools.pairwise(cuts)]
+    parts = [weight[a:b].copy() for a, b in itertools.pairwise(cuts)]
+    for start, part in zip(cuts, parts, strict=False):
+        stage._recurrence(part, start)
     assert np.array_equal(np.concatenate(parts), one)
+    assert not np.array_equal(one, weight)  # (some events did not count)
     assert one[160:166, 51:54].min() == 1.0  # (the second beep came back)
 
 
