@@ -64,10 +64,13 @@ class SpeechAgc:
             if self._speech_frames < self._settle_frames:
                 return 10 ** (self.gain_db / 20)
             # the gain rides only level errors beyond the dead band (a quiet patient across
-            # the room), never a talker's normal dynamics
+            # the room), never a talker's normal dynamics: it holds while the output's level
+            # is within the band, and moves only as far as the band's edge. (Held to the
+            # input's level instead, a talker at the band's edge rode the gain up and down
+            # with the level's every rise and sag.)
             error = self._target_db - self._level_db
-            error = math.copysign(max(abs(error) - self._dead_band, 0.0), error)
-            wanted = min(max(error, self._min_db), self._max_db)
+            wanted = min(max(self.gain_db, error - self._dead_band), error + self._dead_band)
+            wanted = min(max(wanted, self._min_db), self._max_db)
             step = min(max(wanted - self.gain_db, -self._down), self._up)
             self.gain_db += step
         return 10 ** (self.gain_db / 20)
