@@ -36,6 +36,7 @@ class SpeechAgc:
         down_db_per_s: float = 12.0,
         speech_threshold: float = 0.5,
         dead_band_db: float = 6.0,
+        margin_db: float = 4.0,
         settle_speech_s: float = 1.0,
     ) -> None:
         # the talker's level is known only once this much speech has been heard: an
@@ -49,6 +50,11 @@ class SpeechAgc:
         self._down = down_db_per_s * hop_s
         self._threshold = speech_threshold
         self._dead_band = dead_band_db
+        #: how far beyond the band the output's level must be before the gain moves: more
+        #: than the level estimate's own sawtooth (it sags 1.5 dB/s between a talker's
+        #: stressed syllables, up to 2 s apart)
+        self._margin = margin_db
+        self._moving = False  # (once moving, the gain goes on to the band's edge)
         self._level_db: float | None = None
         self.gain_db = 0.0
 
@@ -65,11 +71,17 @@ class SpeechAgc:
                 return 10 ** (self.gain_db / 20)
             # the gain rides only level errors beyond the dead band (a quiet patient across
             # the room), never a talker's normal dynamics: it holds while the output's level
-            # is within the band, and moves only as far as the band's edge. (Held to the
-            # input's level instead, a talker at the band's edge rode the gain up and down
-            # with the level's every rise and sag.)
+            # is within the band, starts to move only once it is `margin_db` beyond it, and
+            # then moves to the band's edge. (Held to the input's level, with no margin, a
+            # talker at the band's edge rode the gain up and down with the level's every
+            # rise and sag.)
             error = self._target_db - self._level_db
-            wanted = min(max(self.gain_db, error - self._dead_band), error + self._dead_band)
+            low, high = error - self._dead_band, error + self._dead_band
+            wanted = self.gain_db
+            if wanted < low - self._margin or wanted > high + self._margin or self._moving:
+                # out of the band by more than the level's own ripple: to the band's edge
+                wanted = min(max(wanted, low), high)
+                self._moving = wanted != self.gain_db
             wanted = min(max(wanted, self._min_db), self._max_db)
             step = min(max(wanted - self.gain_db, -self._down), self._up)
             self.gain_db += step
