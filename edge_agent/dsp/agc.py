@@ -80,9 +80,9 @@ class SpeechAgc:
             wanted = self.gain_db
             if wanted < low - self._margin or wanted > high + self._margin or self._moving:
                 # out of the band by more than the level's own ripple: to the band's edge
-                wanted = min(max(wanted, low), high)
+                # (or the gain's own limit short of it)
+                wanted = min(max(min(max(wanted, low), high), self._min_db), self._max_db)
                 self._moving = wanted != self.gain_db
-            wanted = min(max(wanted, self._min_db), self._max_db)
             step = min(max(wanted - self.gain_db, -self._down), self._up)
             self.gain_db += step
         return 10 ** (self.gain_db / 20)

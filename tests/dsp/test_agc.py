@@ -106,3 +106,17 @@ def test_the_gain_moves_only_as_far_as_the_dead_bands_edge_and_back_when_it_must
     for _ in frames(6):
         agc.update(10 ** (-30 / 10), speech_presence=1.0)  # -30 + 8 = -22: within
     assert abs(agc.gain_db - 8.0) < 0.05
+
+
+def test_a_gain_held_at_its_limit_keeps_its_margin() -> None:
+    """A talker so quiet that the band's edge is beyond the gain's +24 dB limit: the gain
+    stops at the limit, and a louder talker after it, over the band at that gain by less
+    than the margin, leaves it there (it does not go on chasing the edge it could not
+    reach)."""
+    agc = SpeechAgc(hop_s=HOP_S, dead_band_db=6.0)  # the band is -26..-14 dBFS
+    for _ in frames(12):
+        agc.update(10 ** (-60 / 10), speech_presence=1.0)  # the edge is +34 dB away
+    assert agc.gain_db == 24.0
+    for _ in frames(3):
+        agc.update(10 ** (-36 / 10), speech_presence=1.0)  # -36 + 24 = -12: 2 dB over
+    assert agc.gain_db == 24.0
