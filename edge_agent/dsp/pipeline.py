@@ -210,7 +210,8 @@ class ArrayPipeline:
     it reads it (`reads_noisy_db`, READS_NOISY_DB): `events_loose` (None: EVENTS' sureness
     always), EVENTS_LOOSE; `overrule_loose` (with `overrule_below`; None: that always),
     OVERRULE_LOOSE. `events_fricative_db` (None: every frame in full): a frame's events only
-    as far as it is not as bright as a fricative, EVENTS_FRICATIVE_DB.
+    as far as it is not as bright as a fricative, EVENTS_FRICATIVE_DB. `events_recur` (None:
+    every tone in full): a narrow event only as a sound that comes back, EVENTS_RECUR.
     `pause_wiener_floor_db` (None: off): the Wiener gain on the tracked floor in pauses,
     floored at that x (1 - depth) (_pause_wiener_gains); `pause_noise_floor_db` (None: off):
     the Wiener gain on the noise heard in pauses, a log average over
@@ -879,7 +880,7 @@ class ArrayPipeline:
         its events only as far as EVENTS_FRICATIVE_DB says (None: every frame in full)."""
         early = self._events_after - first_frame
         if early >= talker.shape[0] and self._events_recur is None:
-            return None
+            return None  # (nothing counts yet, and no history to keep)
         assert self._events is not None
         (sure, unsure), (clear_from, clear) = self._events
         kb = self._events_bins
@@ -900,8 +901,8 @@ class ArrayPipeline:
         if self._events_recur is not None:
             # (the history runs from the first frame: a tone before events_after_s counts)
             self._recurrence(weight, first_frame, max(early, 0))
-            if early >= talker.shape[0]:
-                return None
+        if early >= talker.shape[0]:
+            return None
         if early > 0:
             weight[:early] = 0.0
         if not weight.any():
