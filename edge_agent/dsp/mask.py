@@ -194,9 +194,16 @@ class SpeechMask:
             else w_in
         )  # (features, inner [+ bins])
         self._w_state = np.concatenate([w_hh * half, w_out_half], axis=1)  # (H, 3H + bins)
-        self.features = MaskFeatures(hop_s)
-        self.h = np.zeros(size, f)
-        self._gh = np.zeros(3 * size, f)  # h @ w_hh for the next frame (h = 0: exactly 0)
+        self._hop_s = hop_s
+        self.reset()
+
+    def reset(self) -> None:
+        """Start afresh, as on a new stream: the features' running means and floors and the
+        GRU's state."""
+        size = self.hidden_size
+        self.features = MaskFeatures(self._hop_s)
+        self.h = np.zeros(size, np.float32)
+        self._gh = np.zeros(3 * size, np.float32)  # h @ w_hh for the next frame (h = 0: 0)
 
     def __call__(self, power: np.ndarray) -> np.ndarray:
         features = self.features(power).astype(np.float32)

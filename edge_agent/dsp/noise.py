@@ -118,6 +118,10 @@ class PostFilter:
         self._posterior_weight = (1.0 - alpha_dd) / alpha_dd
         self._previous_speech = np.zeros(bins)
 
+    def reset(self) -> None:
+        """Forget the previous frame (a new stream)."""
+        self._previous_speech[...] = 0.0
+
     def gain(
         self, power: np.ndarray, noise_psd: np.ndarray, out: np.ndarray | None = None
     ) -> np.ndarray:

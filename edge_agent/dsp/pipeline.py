@@ -55,6 +55,9 @@ _PAUSE_NOISE_EVIDENCE_S = 1.0
 # slow average, and the tracked floor with its ~2 s minimum window, would still hold it
 # for seconds and cut the talker's weak parts (-6 dB SI-SDR in the second after)
 _PAUSE_NOISE_RECENT_S = 0.1
+# A mask that has just started (a stream's start, the end of a warm-up) is sure of nothing
+# for this long: its sureness that a bin is noise does not cut the Wiener gain's overrule
+_MASK_FRESH_S = 0.5
 _PAUSE_NOISE_RECENT_OVER = 2.0
 # ln E[P] - E[ln P] for the exponentially distributed power of a bin of steady noise: the
 # mean of the log power, raised by it, is the noise power, while a burst (an alarm's pulse,
@@ -476,6 +479,12 @@ class ArrayPipeline:
         self._events_after = round(events_after_s / hop_s)
         self._full_floor = 10 ** (mask_floor_db / 20)
         self._frames_seen = 0
+        # the frame from which the mask has settled (events_after_s after it started: the
+        # stream's start, or the end of a warm-up): no noise event and no pause before it
+        self._settled_at = self._events_after
+        # ... and the frame from which its sureness may cut the Wiener gain's overrule
+        self._mask_fresh = round(_MASK_FRESH_S / hop_s)
+        self._overrule_from = self._mask_fresh
         self._events_broadband = events_broadband
         reads_clean, reads_noisy = reads_noisy_db
         if not reads_clean > reads_noisy:
@@ -652,6 +661,38 @@ class ArrayPipeline:
         self._samples_in = self._samples_out = self._samples_out + out.size
         return out
 
+    def warm_up(self, block: np.ndarray) -> None:
+        """Listen to `block` (as `process` takes it) and give nothing out, then start the
+        stream afresh: what a unit that has been in the room has learned of it stays (the
+        noise trackers and the noise heard in pauses, the room's SNR and the bands', the
+        beamformer's statistics, the AGC's gain, the mics' health and DC offsets, the
+        history of noise events), while the signal path and the trained mask start as at
+        power-on, and no noise event or pause counts until the mask has settled again
+        (events_after_s). A file's front end (`python -m edge_agent process`) warms up on
+        the file's first seconds, so a short recording is processed as the unit processes
+        a room it has been listening to, not as in its first seconds after power-on.
+
+        Why the mask starts afresh: it reads the audio after the warm-up as a new stream,
+        as it was trained; carried across the jump back to the block's start, its state
+        could take a talker for noise for seconds (a pause after seconds of continuous
+        talk did so in 1-2 % of TUNE's rooms; docs/dsp.md, "Warm-up")."""
+        self.process(block)
+        mics = len(self._mic_idx)
+        self._history[...] = 0.0
+        self._pending_raw = np.zeros((0, mics), np.int16)
+        self._pending = np.zeros((0, mics))
+        self._overlap[...] = 0.0
+        self.limiter = PeakLimiter(sample_rate=self.sample_rate)
+        self._samples_in = self._samples_out = 0
+        if self._mask is not None:
+            self._mask.reset()
+        # (the decision-directed gains' one-frame memory is of the frame before: none)
+        self.postfilter.reset()
+        self._pause_noise_filter.reset()
+        self._pause_weight = 0.0
+        self._settled_at = self._frames_seen + self._events_after
+        self._overrule_from = self._frames_seen + self._mask_fresh
+
     def stats(self) -> dict:
         """Channel health for the unit's status: capture-channel indices of dead and
         clipping mics. No levels and no speech presence: the status travels in clear."""
@@ -736,7 +777,7 @@ class ArrayPipeline:
             if (
                 p >= self._pause_presence
                 or r >= self._pause_above_floor
-                or first_frame + k < self._events_after
+                or first_frame + k < self._settled_at
             ):
                 w = 0.0
             else:
@@ -878,7 +919,7 @@ class ArrayPipeline:
         toward EVENTS_LOOSE's sureness each frame goes below events_max_hz (_looseness; None:
         none); `powers` (T, bins), the frames' power: a frame with a fricative's shape has
         its events only as far as EVENTS_FRICATIVE_DB says (None: every frame in full)."""
-        early = self._events_after - first_frame
+        early = self._settled_at - first_frame
         if early >= talker.shape[0] and self._events_recur is None:
             return None  # (nothing counts yet, and no history to keep)
         assert self._events is not None
@@ -1282,7 +1323,14 @@ class ArrayPipeline:
                     # voice the mask does not know from vanishing)
                     steady = wiener.copy() if self._pause_wiener is not None else None
                     if self._overrule_below is not None:
-                        wiener *= self._overrule(talker, loose)
+                        kept = self._overrule(talker, loose)
+                        fresh = self._overrule_from - (self._frames_seen + start)
+                        if fresh > 0:
+                            # a mask in its first half second is sure of nothing yet: it
+                            # reads a talker as noise there (after a warm-up the depth
+                            # would let that cut the talker: docs/dsp.md, "Warm-up")
+                            kept[:fresh] = 1.0
+                        wiener *= kept
                     talker = np.maximum(talker, wiener)
                 presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
                 if self._band_rooms:

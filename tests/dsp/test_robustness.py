@@ -14,7 +14,7 @@ import pytest
 from conftest import FS, array_scene
 
 from edge_agent.dsp.arrays import load_array
-from edge_agent.dsp.cli import process_array
+from edge_agent.dsp.cli import WARM_UP_S, process_array
 from edge_agent.dsp.pipeline import ArrayPipeline
 
 # The front end trusts its estimate of the room's noise floor in proportion to how much of
@@ -99,6 +99,7 @@ def test_a_dead_reference_mic_hands_over_to_a_live_one(snr_db: float) -> None:
     margin = 2.0 if snr_db < 10 else -0.1
     assert si_sdr(stand_in, out) > si_sdr(stand_in, live) + margin
     stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    stage.warm_up(dead[: int(WARM_UP_S * FS)])  # (as `process` does)
     padded = np.concatenate([dead, np.zeros((256, 4), np.int16)])
     blocks = [stage.process(padded[j : j + 640]) for j in range(0, padded.shape[0], 640)]
     streamed = np.concatenate([*blocks, stage.flush()])[256:].astype(np.float64) / 32768
@@ -117,6 +118,7 @@ def test_a_reference_mic_that_dies_mid_stream_is_handed_over_however_the_blocks_
     out, _ = out_and_raw(broken)
     sizes = np.random.default_rng(2).choice([1, 100, 255, 256, 257, 640, 1111, 3000], 400)
     stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    stage.warm_up(broken[: int(WARM_UP_S * FS)])  # (as `process` does)
     padded = np.concatenate([broken, np.zeros((256, 4), np.int16)])
     edges = np.minimum(np.concatenate([[0], np.cumsum(sizes)]), padded.shape[0])
     pieces = [stage.process(padded[a:b]) for a, b in pairwise(edges)]

@@ -1,5 +1,5 @@
 """`--dsp on` end to end: the scribe hears exactly the unit's array pipeline, the one
-`python -m edge_agent process` runs, on the demo's exam-room recording."""
+`python -m edge_agent process --cold` runs, on the demo's exam-room recording."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def test_demo_with_dsp_on_delivers_the_pipeline_output(tmp_path):
                   "--input", str(room), "--record-dir", str(tmp_path / "rec"), "--no-puck"],
                  timeout=200)
     assert r.returncode == 0, r.stdout[-3000:]
-    subprocess.run([sys.executable, "-m", "edge_agent", "process", str(room),
+    # (--cold: the unit streams from power-on; `process` by default first listens to the
+    # file's first seconds)
+    subprocess.run([sys.executable, "-m", "edge_agent", "process", "--cold", str(room),
                     str(tmp_path / "offline.wav")], check=True, cwd=ROOT)
     got = read_wav(tmp_path / "rec" / "scribe.wav")[:, 0]
     offline = read_wav(tmp_path / "offline.wav")[:, 0]
