@@ -18,11 +18,14 @@ import argparse
 import sys
 import wave
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_agent.dsp.arrays import DEFAULT_ARRAY, ArrayGeometry, available_arrays, load_array
+
+if TYPE_CHECKING:
+    from edge_agent.dsp.pipeline import ArrayPipeline
 
 SAMPLE_RATE = 16000
 # The output does not depend on the block size (tests/dsp checks it bit for bit); long
@@ -41,7 +44,7 @@ def process_array(
     array: str | None = None,
     block: int = BLOCK,
     warm_up_s: float = WARM_UP_S,
-    stage: Any = None,
+    stage: ArrayPipeline | None = None,
 ) -> np.ndarray:
     """(n, channels) int16 -> (n,) int16, time-aligned with the input; the front end warmed
     up on the first `warm_up_s` seconds (0: from a cold start, as the unit at power-on).

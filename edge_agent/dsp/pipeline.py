@@ -55,10 +55,10 @@ _PAUSE_NOISE_EVIDENCE_S = 1.0
 # slow average, and the tracked floor with its ~2 s minimum window, would still hold it
 # for seconds and cut the talker's weak parts (-6 dB SI-SDR in the second after)
 _PAUSE_NOISE_RECENT_S = 0.1
+_PAUSE_NOISE_RECENT_OVER = 2.0
 # A mask that has just started (a stream's start, the end of a warm-up) is sure of nothing
 # for this long: its sureness that a bin is noise does not cut the Wiener gain's overrule
 _MASK_FRESH_S = 0.5
-_PAUSE_NOISE_RECENT_OVER = 2.0
 # ln E[P] - E[ln P] for the exponentially distributed power of a bin of steady noise: the
 # mean of the log power, raised by it, is the noise power, while a burst (an alarm's pulse,
 # a cough in a pause) moves a log average far less than a power average
