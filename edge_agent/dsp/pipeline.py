@@ -479,12 +479,11 @@ class ArrayPipeline:
         self._events_after = round(events_after_s / hop_s)
         self._full_floor = 10 ** (mask_floor_db / 20)
         self._frames_seen = 0
-        # the frame from which the mask has settled (events_after_s after it started: the
-        # stream's start, or the end of a warm-up): no noise event and no pause before it
-        self._settled_at = self._events_after
-        # ... and the frame from which its sureness may cut the Wiener gain's overrule
+        # the frame the mask started at (the stream's start, or the end of a warm-up): no
+        # noise event and no pause until events_after_s after it, and its sureness cuts the
+        # Wiener gain's overrule only from _MASK_FRESH_S after it
+        self._mask_from = 0
         self._mask_fresh = round(_MASK_FRESH_S / hop_s)
-        self._overrule_from = self._mask_fresh
         self._events_broadband = events_broadband
         reads_clean, reads_noisy = reads_noisy_db
         if not reads_clean > reads_noisy:
@@ -690,8 +689,7 @@ class ArrayPipeline:
         self.postfilter.reset()
         self._pause_noise_filter.reset()
         self._pause_weight = 0.0
-        self._settled_at = self._frames_seen + self._events_after
-        self._overrule_from = self._frames_seen + self._mask_fresh
+        self._mask_from = self._frames_seen
 
     def stats(self) -> dict:
         """Channel health for the unit's status: capture-channel indices of dead and
@@ -773,11 +771,12 @@ class ArrayPipeline:
         `first_frame` is the segment's first frame's index since the start."""
         weights = []
         w = self._pause_weight
+        settled_at = self._mask_from + self._events_after
         for k, (p, r) in enumerate(zip(presence.tolist(), above_floor.tolist(), strict=True)):
             if (
                 p >= self._pause_presence
                 or r >= self._pause_above_floor
-                or first_frame + k < self._settled_at
+                or first_frame + k < settled_at
             ):
                 w = 0.0
             else:
@@ -919,7 +918,7 @@ class ArrayPipeline:
         toward EVENTS_LOOSE's sureness each frame goes below events_max_hz (_looseness; None:
         none); `powers` (T, bins), the frames' power: a frame with a fricative's shape has
         its events only as far as EVENTS_FRICATIVE_DB says (None: every frame in full)."""
-        early = self._settled_at - first_frame
+        early = self._mask_from + self._events_after - first_frame
         if early >= talker.shape[0] and self._events_recur is None:
             return None  # (nothing counts yet, and no history to keep)
         assert self._events is not None
@@ -1324,7 +1323,7 @@ class ArrayPipeline:
                     steady = wiener.copy() if self._pause_wiener is not None else None
                     if self._overrule_below is not None:
                         kept = self._overrule(talker, loose)
-                        fresh = self._overrule_from - (self._frames_seen + start)
+                        fresh = self._mask_from + self._mask_fresh - (self._frames_seen + start)
                         if fresh > 0:
                             # a mask in its first half second is sure of nothing yet: it
                             # reads a talker as noise there (after a warm-up the depth
