@@ -35,6 +35,15 @@ averages have evidence (`evidence`: accumulated weight, 1 = a whole time constan
 talker or pure noise): early on, and in a quiet room whose noise is barely seen, the
 statistics are a few frames and their solution is noise.
 
+The noise covariance learns a bin not only as far as the mask reads that bin as noise
+(1 - m) but also as far as the mask reads the whole frame as noise: times (1 - the frame's
+mean m)^`noise_frame_power` (NOISE_FRAME_POWER). In a frame of talk, the bins between a
+voice's harmonics and the talker's reverberant tail read as noise, bin by bin; where talk
+never pauses for long they are all the "noise" there is, and an MWF taught them cancels the
+talker's own reverberation, which the scribe's target keeps (TUNE's talk without pauses at
+20 dB: -3.6 and -2.6 dB SI-SDR under the raw mic, +0.2 and +0.6 with the frame's share).
+In the pauses between turns (the frame's mean m near 0) it learns as before.
+
 Covariances and weights change on a fixed grid of `update_frames` frames (0.5 s), so
 the result does not depend on how the caller cut its blocks.
 """
@@ -44,6 +53,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
+#: how strongly a frame the mask reads as talk keeps its bins out of the noise covariance
+#: (the module docstring): TUNE 288 +2.128 -> +2.193 dB SI-SDR with 8 (2: +2.163, 4: +2.183,
+#: 16: +2.189), talk without pauses +1.354 -> +1.492
+NOISE_FRAME_POWER = 8.0
 
 
 class WienerBeamformer:
@@ -67,6 +81,7 @@ class WienerBeamformer:
         mask_mwf: bool = False,
         mask_time_constant_s: float = 1.0,
         evidence: float = 0.15,
+        noise_frame_power: float = NOISE_FRAME_POWER,
     ) -> None:
         self.bins, self.mics = bins, mics
         self._reference = reference
@@ -86,6 +101,7 @@ class WienerBeamformer:
         self._mask_mwf = mask_mwf
         self._alpha_mask = float(np.exp(-hop_s / mask_time_constant_s))
         self._evidence = evidence
+        self._noise_frame_power = noise_frame_power
         self._weights_acc = np.zeros((2, bins))  # accumulated update weight: noise, talker
         self.update_frames = update_frames
         self._loading = diagonal_loading
@@ -153,7 +169,11 @@ class WienerBeamformer:
                 spp_group = np.concatenate(self._group_spp)
             if self._mask_mwf:
                 step = 1 - self._alpha_mask
-                c = np.stack([step * (1 - spp_group), step * spp_group])
+                absence = 1 - spp_group
+                if self._noise_frame_power:  # (module docstring: talk's own tails)
+                    frame_absence = 1 - spp_group.mean(axis=1, keepdims=True)
+                    absence *= frame_absence**self._noise_frame_power
+                c = np.stack([step * absence, step * spp_group])
             else:
                 absence = (1 - spp_group) ** self._absence_power
                 c = np.stack(

@@ -38,7 +38,7 @@ import numpy as np
 
 from edge_agent.dsp.agc import PeakLimiter, SpeechAgc
 from edge_agent.dsp.arrays import ArrayGeometry, load_array
-from edge_agent.dsp.beamformer import WienerBeamformer
+from edge_agent.dsp.beamformer import NOISE_FRAME_POWER, WienerBeamformer
 from edge_agent.dsp.depth import BandSnr, MaskSnr
 from edge_agent.dsp.health import ChannelHealth
 from edge_agent.dsp.mask import SpeechMask
@@ -188,9 +188,11 @@ class ArrayPipeline:
     bench's ablations of each): `mask` runs it (False: the front end before it, the
     beamformer taught by its spatial SPP and a Wiener post-filter); `mask_mwf` makes the
     beamformer a mask-based MWF (talker and noise covariances over `mask_time_constant_s`,
-    each bin held at the reference mic until it has `evidence` of both); `mask_gain` makes
-    the mask the post-filter (floored at `mask_floor_db`; with `mask_or_wiener`, the larger
-    of it and the Wiener gain). `depth_source` says where the depth comes from: "band"
+    each bin held at the reference mic until it has `evidence` of both; the noise's learns
+    a bin only as far as the frame reads as noise too, `noise_frame_power`, beamformer.py's
+    NOISE_FRAME_POWER); `mask_gain` makes the mask the post-filter (floored at
+    `mask_floor_db`; with `mask_or_wiener`, the larger of it and the Wiener gain).
+    `depth_source` says where the depth comes from: "band"
     (the noise floor, depth.py's BandSnr), "mask" (MaskSnr: the room's SNR as the mask
     reads it, 1 at `mask_noisy_snr_db`, 0 at `mask_clean_snr_db`; with `mask_snr_split` s,
     from the bins it is surer than s of, talker or noise, else from its soft split),
@@ -278,6 +280,7 @@ class ArrayPipeline:
         overrule_loose: tuple[float, float, float] | None = OVERRULE_LOOSE,
         events_fricative_db: tuple[float, float] | None = EVENTS_FRICATIVE_DB,
         events_recur: tuple[float, float] | None = EVENTS_RECUR,
+        noise_frame_power: float = NOISE_FRAME_POWER,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -351,6 +354,7 @@ class ArrayPipeline:
             evidence=evidence,
             spatial_only=spatial_only,
             max_restore=max_restore,
+            noise_frame_power=noise_frame_power,
         )
         self.tracker = NoiseTracker(bins, ceiling_over_minimum=tracker_ceiling)
         # Which frames teach the beamformer "noise" is decided by the multichannel SPP
