@@ -375,6 +375,41 @@ def speech_track(n: int, rng: np.random.Generator, pools: dict) -> np.ndarray:
     return out
 
 
+def conversation(n: int, rng: np.random.Generator, pools: dict, talkers: int) -> list[np.ndarray]:
+    """Talk that never pauses for long (the talk the mask read as noise after a short
+    pause): each talker keeps one voice, the next utterance follows the last after 20-600
+    ms (now and then 0.6-1.5 s), from the clip's first moments to its end. One dry track per
+    talker."""
+    from scipy.signal import resample_poly
+
+    voices = []
+    for _ in range(talkers):
+        r = rng.random()
+        pool = (
+            pools["recorded"]
+            if r < 0.45
+            else pools["synthetic"]
+            if r < 0.8
+            else pools["narrowband"]
+        )
+        voices.append((pool, int(rng.integers(85, 118)) if rng.random() < 0.5 else 100))
+    out = [np.zeros(n) for _ in range(talkers)]
+    pos, last = int(rng.uniform(0, 0.3) * FS), -1
+    while pos < n - FS // 8:
+        k = int(rng.integers(talkers))
+        if k == last and talkers > 1 and rng.random() < 0.7:
+            k = (k + 1 + int(rng.integers(talkers - 1))) % talkers
+        pool, up = voices[k]
+        u = pool[int(rng.integers(len(pool)))].astype(np.float64)
+        if up != 100:
+            u = resample_poly(u, up, 100)
+        end = min(n, pos + u.size)
+        out[k][pos:end] += u[: end - pos] * rng.uniform(0.7, 1.3)
+        gap = rng.uniform(0.6, 1.5) if rng.random() < 0.1 else rng.uniform(0.02, 0.6)
+        pos, last = end + int(gap * FS), k
+    return out
+
+
 def _hard_noise(n: int, rng: np.random.Generator, pools: dict, respond):
     """What the mask missed on the bench's 0 dB rooms: a monitor alarm, equipment beeps or
     hallway babble through a door (far, reverberant), over a weaker steady background."""
@@ -399,14 +434,18 @@ def make_clip(
     focus: float = 0.0,
     rooms: RirBank | None = None,
     simulated: float = 0.0,
+    talk: float = 0.0,
+    seconds: float = CLIP_S,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(speech image, noise image) at one mic, float, capture scale. With probability
     `focus` the clip is one of the cases the mask was weakest on (half hard noise at
     -5..5 dB, alarms / beeps / hallway babble; half clean rooms at 20-40 dB whose
     reverberant speech the mask should pass whole); otherwise the base distribution. With
     probability `simulated` (and a bank of `rooms`) every source sounds through one
-    simulated room's responses instead of the synthetic ones."""
-    n = int(CLIP_S * FS)
+    simulated room's responses instead of the synthetic ones. With probability `talk` the
+    clip is talk that never pauses for long (`conversation`) over the base noise, at
+    -5..35 dB. `seconds` is the clip's length."""
+    n = int(seconds * FS)
     rt60 = rng.uniform(0.15, 1.1)
     volume = rng.uniform(25, 120)
 
@@ -417,14 +456,19 @@ def make_clip(
     if rooms is not None and simulated > 0 and rng.random() < simulated:
         talker_response, noise_response = rooms.room(rng)
     speech = np.zeros(n)
-    mode = "base"
-    if rng.random() < focus:
+    mode, tracks = "base", []
+    if talk > 0 and rng.random() < talk:
+        mode = "talk"
+    elif rng.random() < focus:
         mode = "hard" if rng.random() < 0.5 else "clean"
     talkers = 0 if rng.random() < 0.07 else int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
-    if mode != "base":
+    if mode == "talk":
+        talkers = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
+        tracks = conversation(n, rng, pools, talkers)
+    elif mode != "base":
         talkers = int(rng.choice([1, 2], p=[0.6, 0.4]))
-    for _ in range(talkers):
-        dry = speech_track(n, rng, pools)
+    for k in range(talkers):
+        dry = tracks[k] if mode == "talk" else speech_track(n, rng, pools)
         speech += convolve(dry, talker_response((0.4, 3.2)), n) * rng.uniform(0.5, 1.5)
     noise = np.zeros(n)
     if mode == "hard":
@@ -447,6 +491,8 @@ def make_clip(
     snr_db = rng.uniform(-10, 30) if rng.random() < 0.85 else rng.uniform(-5, 10)
     if mode == "hard":
         snr_db = rng.uniform(-5, 5)
+    elif mode == "talk":
+        snr_db = rng.uniform(-5, 35)
     elif mode == "clean":
         snr_db = rng.uniform(20, 40)
     if talkers:
@@ -488,10 +534,12 @@ def make_batch(
     focus: float = 0.0,
     rooms: RirBank | None = None,
     simulated: float = 0.0,
+    talk: float = 0.0,
+    seconds: float = CLIP_S,
 ):
     feats, noisy, clean = [], [], []
     for _ in range(count):
-        s, v = make_clip(rng, pools, focus, rooms, simulated)
+        s, v = make_clip(rng, pools, focus, rooms, simulated, talk, seconds)
         y = stft(s + v)
         power = y.real**2 + y.imag**2
         feats.append(MaskFeatures()(power).astype(np.float32))
@@ -609,10 +657,10 @@ def loss_fn(mask, noisy, clean):
 _ROOMS: RirBank | None = None
 
 
-def _round(job: tuple[int, int, int, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    seed, index, count, focus, simulated = job
+def _round(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    seed, index, count, focus, simulated, talk, seconds = job
     rng = np.random.default_rng([*TRAIN_SEED, 7, seed, index])
-    return make_batch(rng, material(), count, focus, _ROOMS, simulated)
+    return make_batch(rng, material(), count, focus, _ROOMS, simulated, talk, seconds)
 
 
 def main() -> int:
@@ -647,6 +695,16 @@ def main() -> int:
         "synthetic response",
     )
     parser.add_argument(
+        "--talk",
+        type=float,
+        default=0.0,
+        help="share of clips of talk that never pauses for long (20-600 ms between "
+        "utterances), at -5..35 dB",
+    )
+    parser.add_argument(
+        "--clip-seconds", type=float, default=CLIP_S, help="each training clip's length"
+    )
+    parser.add_argument(
         "--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)"
     )
     parser.add_argument(
@@ -675,6 +733,16 @@ def main() -> int:
         vals.append(
             make_batch(np.random.default_rng([*TRAIN_SEED, 97]), pools, 64, args.focus, held, 1.0)
         )
+    if args.talk > 0:  # as many clips of talk without pauses, as long as the training's
+        vals.append(
+            make_batch(
+                np.random.default_rng([*TRAIN_SEED, 96]),
+                pools,
+                64,
+                talk=1.0,
+                seconds=args.clip_seconds,
+            )
+        )
     vals_t = [[torch.from_numpy(a) for a in val] for val in vals]
     model = build_model(args.hidden, vals[0][0].shape[2], vals[0][1].shape[2], skip=args.skip)
     if args.init:  # (a skip the start weights lack starts at zero: the run starts as they do)
@@ -693,7 +761,15 @@ def main() -> int:
         print(f"train: start val {' '.join(f'{v:.4f}' for v in v0)}", flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     jobs = [
-        (args.seed, r, args.clips_per_round, args.focus, args.simulated)
+        (
+            args.seed,
+            r,
+            args.clips_per_round,
+            args.focus,
+            args.simulated,
+            args.talk,
+            args.clip_seconds,
+        )
         for r in range(args.rounds)
     ]
     # one round made ahead, no more: a round is ~0.6 GB, and a paused trainer must not let
