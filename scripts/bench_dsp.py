@@ -554,6 +554,8 @@ ABLATIONS = {
     },
     "every tone's events, whether or not they come back (as before 2026-12-06, sixth "
     "session)": {"events_recur": None},
+    "the beamformer's noise learned bin by bin alone, in frames of talk too (as before "
+    "2026-12-06, eighth session)": {"noise_frame_power": 0.0},
     "the pause gate at -6 dB x depth (as before the end of 2026-12-06)": {"pause_gain_db": -6.0},
     "no Wiener gain on the noise heard in pauses, and the pause gate (as before it)": {
         "pause_noise_floor_db": None,
@@ -831,6 +833,8 @@ TALK_ABLATIONS = {
     "the mask's reading not held (as before 2026-12-06, third session)": {"mask_hold_s": None},
     "events and the Wiener gain's overrule the same whatever the mask reads (as before "
     "2026-12-06, fourth session)": {"events_loose": None, "overrule_loose": None},
+    "the beamformer's noise learned bin by bin alone, in frames of talk too (as before "
+    "2026-12-06, eighth session)": {"noise_frame_power": 0.0},
 }
 
 

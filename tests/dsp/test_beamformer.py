@@ -79,6 +79,18 @@ def test_at_depth_zero_the_weights_are_the_live_reference_mic_without_a_solve() 
     assert not np.allclose(weights(1.0, every), np.eye(MICS)[[0] * 97], atol=1e-3)  # it solves
 
 
+def _mask_driven(frame_power: float) -> WienerBeamformer:
+    """The beamformer as the pipeline drives it: the mask-based MWF on the caller's mask."""
+    return WienerBeamformer(
+        BINS, MICS, 0, hop_s=HOP_S, caller_presence=True, mask_mwf=True,
+        noise_frame_power=frame_power,
+    )  # fmt: skip
+
+
+def _complex_noise(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
 def _talk_without_pauses(frame_power: float, frames: int = 1200) -> float:
     """Talk that never pauses, through the mask-driven beamformer: in every frame a random
     half of the bins hold a voice's harmonics (direct path and a reflection, the mask at
@@ -89,14 +101,11 @@ def _talk_without_pauses(frame_power: float, frames: int = 1200) -> float:
     direct = plane_wave(np.array([0.0, 1.5, 3.0, 1.5]))
     reflection = plane_wave(np.array([0.0, -1.0, 2.0, -2.5]))
     noise = plane_wave(np.array([0.0, -2.0, -1.0, 2.5]))
-    bf = WienerBeamformer(
-        BINS, MICS, 0, hop_s=HOP_S, caller_presence=True, mask_mwf=True,
-        noise_frame_power=frame_power,
-    )  # fmt: skip
+    bf = _mask_driven(frame_power)
     alive = np.ones(MICS, bool)
 
     def draw(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+        return _complex_noise(rng, *shape)
 
     err_out, err_raw = [], []
     for t in range(frames):
@@ -130,15 +139,12 @@ def _turns_through_the_mask_driven_beamformer(frame_power: float) -> tuple[float
     rng = np.random.default_rng(4)
     talker_rtf = plane_wave(np.array([0.0, 1.5, 3.0, 1.5]))
     noise_rtf = plane_wave(np.array([0.0, -2.0, -1.0, 2.5]))
-    bf = WienerBeamformer(
-        BINS, MICS, 0, hop_s=HOP_S, caller_presence=True, mask_mwf=True,
-        noise_frame_power=frame_power,
-    )  # fmt: skip
+    bf = _mask_driven(frame_power)
     alive = np.ones(MICS, bool)
     out_t, out_n, ref_t, ref_n = [], [], [], []
 
     def draw(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+        return _complex_noise(rng, *shape)
 
     for t in range(1200):
         on = 1.0 if (t // 40) % 2 else 0.0
