@@ -188,9 +188,9 @@ class ArrayPipeline:
     bench's ablations of each): `mask` runs it (False: the front end before it, the
     beamformer taught by its spatial SPP and a Wiener post-filter); `mask_mwf` makes the
     beamformer a mask-based MWF (talker and noise covariances over `mask_time_constant_s`,
-    each bin held at the reference mic until it has `evidence` of both; the noise's learns
-    a bin only as far as the frame reads as noise too, `noise_frame_power`, beamformer.py's
-    NOISE_FRAME_POWER); `mask_gain` makes the mask the post-filter (floored at
+    each bin held at the reference mic until it has `evidence` of both; the noise covariance
+    learns a bin only as far as the whole frame reads as noise too: `noise_frame_power`,
+    beamformer.py's NOISE_FRAME_POWER); `mask_gain` makes the mask the post-filter (floored at
     `mask_floor_db`; with `mask_or_wiener`, the larger of it and the Wiener gain).
     `depth_source` says where the depth comes from: "band"
     (the noise floor, depth.py's BandSnr), "mask" (MaskSnr: the room's SNR as the mask
