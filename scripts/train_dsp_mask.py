@@ -353,13 +353,18 @@ def clip_of(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # -- one training clip -------------------------------------------------------------------
+def _voice_pool(rng: np.random.Generator, pools: dict) -> list[np.ndarray]:
+    """A talker's kind of voice: recorded, synthetic or narrowband."""
+    r = rng.random()
+    return pools["recorded"] if r < 0.45 else pools["synthetic"] if r < 0.8 else pools["narrowband"]
+
+
 def speech_track(n: int, rng: np.random.Generator, pools: dict) -> np.ndarray:
     """One talker's dry turns: utterances with pauses, some leading silence; speed and
     pitch perturbed by resampling (a different vocal tract length)."""
     from scipy.signal import resample_poly
 
-    r = rng.random()
-    pool = pools["recorded"] if r < 0.45 else pools["synthetic"] if r < 0.8 else pools["narrowband"]
+    pool = _voice_pool(rng, pools)
     out = np.zeros(n)
     pos = int(rng.uniform(0, 2.0) * FS) if rng.random() < 0.6 else 0
     while pos < n - FS // 4:
@@ -384,14 +389,7 @@ def conversation(n: int, rng: np.random.Generator, pools: dict, talkers: int) ->
 
     voices = []
     for _ in range(talkers):
-        r = rng.random()
-        pool = (
-            pools["recorded"]
-            if r < 0.45
-            else pools["synthetic"]
-            if r < 0.8
-            else pools["narrowband"]
-        )
+        pool = _voice_pool(rng, pools)
         voices.append((pool, int(rng.integers(85, 118)) if rng.random() < 0.5 else 100))
     out = [np.zeros(n) for _ in range(talkers)]
     pos, last = int(rng.uniform(0, 0.3) * FS), -1

@@ -18,10 +18,13 @@ def power(values: list[np.ndarray]) -> float:
     return float(np.mean(np.abs(np.array(values)) ** 2))
 
 
-def run(frames: int, talker_on, rng: np.random.Generator):
+def run(frames: int, talker_on, rng: np.random.Generator, bf: WienerBeamformer | None = None):
+    """A directional talker and noise; `bf` (default: the spatial-SPP beamformer) is given
+    the talker's presence until its own SPP is ready, or always if the caller's decides."""
     talker_rtf = plane_wave(np.array([0.0, 1.5, 3.0, 1.5]))
     noise_rtf = plane_wave(np.array([0.0, -2.0, -1.0, 2.5]))
-    bf = WienerBeamformer(BINS, MICS, 0, hop_s=HOP_S)
+    caller = bf is not None
+    bf = bf or WienerBeamformer(BINS, MICS, 0, hop_s=HOP_S)
     alive = np.ones(MICS, bool)
     out_talker, out_noise, ref_talker, ref_noise = [], [], [], []
     for t in range(frames):
@@ -36,7 +39,7 @@ def run(frames: int, talker_on, rng: np.random.Generator):
             out_noise.append(bf.apply(x_noise[None])[0])
             ref_talker.append(x_talker[:, 0])
             ref_noise.append(x_noise[:, 0])
-        spp_arg = None if bf.spatial_presence_ready else spp[None]
+        spp_arg = None if bf.spatial_presence_ready and not caller else spp[None]
         bf.observe((x_talker + x_noise)[None], spp_arg, lambda: alive)
     return power(out_talker), power(out_noise), power(ref_talker), power(ref_noise)
 
@@ -87,10 +90,6 @@ def _mask_driven(frame_power: float) -> WienerBeamformer:
     )  # fmt: skip
 
 
-def _complex_noise(rng: np.random.Generator, *shape: int) -> np.ndarray:
-    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-
-
 def _talk_without_pauses(frame_power: float, frames: int = 1200) -> float:
     """Talk that never pauses, through the mask-driven beamformer: in every frame a random
     half of the bins hold a voice's harmonics (direct path and a reflection, the mask at
@@ -105,7 +104,7 @@ def _talk_without_pauses(frame_power: float, frames: int = 1200) -> float:
     alive = np.ones(MICS, bool)
 
     def draw(*shape: int) -> np.ndarray:
-        return _complex_noise(rng, *shape)
+        return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
 
     err_out, err_raw = [], []
     for t in range(frames):
@@ -136,29 +135,11 @@ def test_talk_without_pauses_does_not_teach_the_noise_covariance_the_talkers_tai
 def _turns_through_the_mask_driven_beamformer(frame_power: float) -> tuple[float, float]:
     """0.64 s turns, the mask reading the pause frames as noise throughout: (the spatial SNR
     gain, dB; the talker's output level over the reference mic's)."""
-    rng = np.random.default_rng(4)
-    talker_rtf = plane_wave(np.array([0.0, 1.5, 3.0, 1.5]))
-    noise_rtf = plane_wave(np.array([0.0, -2.0, -1.0, 2.5]))
-    bf = _mask_driven(frame_power)
-    alive = np.ones(MICS, bool)
-    out_t, out_n, ref_t, ref_n = [], [], [], []
-
-    def draw(*shape: int) -> np.ndarray:
-        return _complex_noise(rng, *shape)
-
-    for t in range(1200):
-        on = 1.0 if (t // 40) % 2 else 0.0
-        x_talker = on * draw(BINS)[:, None] * talker_rtf
-        x_noise = draw(BINS)[:, None] * noise_rtf + 0.05 * draw(BINS, MICS)
-        if t > 600:  # after adaptation
-            out_t.append(bf.apply(x_talker[None])[0])
-            out_n.append(bf.apply(x_noise[None])[0])
-            ref_t.append(x_talker[:, 0])
-            ref_n.append(x_noise[:, 0])
-        presence = np.full((1, BINS), 0.99 if on else 0.01)
-        bf.observe((x_talker + x_noise)[None], presence, lambda: alive)
-    gain_db = 10 * np.log10((power(out_t) / power(out_n)) / (power(ref_t) / power(ref_n)))
-    return float(gain_db), power(out_t) / power(ref_t)
+    out_t, out_n, ref_t, ref_n = run(
+        1200, lambda t: 1.0 if (t // 40) % 2 else 0.0, np.random.default_rng(4),
+        _mask_driven(frame_power),
+    )  # fmt: skip
+    return float(10 * np.log10((out_t / out_n) / (ref_t / ref_n))), out_t / ref_t
 
 
 def test_pauses_still_teach_the_mask_driven_beamformer_the_noise() -> None:
