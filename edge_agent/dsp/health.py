@@ -34,64 +34,76 @@ class ChannelHealth:
         self._silent = silent_power
         self._hold = max(1, round(clip_hold_s / hop_s))
         self._hops_since_clip = np.full(channels, 10**9)
-        self.power = np.zeros(channels)
+        self.power = [0.0] * channels  # (the smoothed power after the last hop)
         self.dead = np.zeros(channels, bool)
         #: the dead channels after each hop of the last update, (T, C); `dead` is its last row
         self.dead_hops = np.zeros((0, channels), bool)
-        #: per-hop sums of the last update, (T, C): the pipeline reuses them for DC removal
-        self.hop_sums = np.zeros((0, channels))
-        #: per-hop variance of the samples about the hop's mean, (T, C), full scale = 1
-        self.hop_power = np.zeros((0, channels))
+        #: whether any channel was dead after any hop of the last update
+        self.any_dead = False
+        #: per-hop sums of the last update, T lists of C: the pipeline reuses them for DC
+        #: removal
+        self.hop_sums: list[list[float]] = []
+        #: per-hop variance of the samples about the hop's mean, T lists of C, full scale = 1
+        self.hop_power: list[list[float]] = []
 
-    def update(self, raw_hops: np.ndarray, scaled_hops: np.ndarray) -> np.ndarray:
-        """raw_hops int16 (T, H, C); scaled_hops float (T, H, C), full scale = 1 (DC is ignored).
+    def update(self, raw: np.ndarray, hops: np.ndarray) -> None:
+        """raw int16 (T x H, C), the hops' samples as captured; hops float (C, T, H), the
+        same samples channel by channel over 2^15 (full scale = 1; DC is ignored).
 
-        Returns the smoothed power after each hop, (T, C); `dead_hops` has the verdict of
-        each hop.
-        """
-        hops, hop = raw_hops.shape[:2]
-        if hops == 0:
-            return np.zeros((0, self.dead.size))
-        # (einsum adds the hop's samples in the same order as sum(axis=1), at a third of
-        # the cost for a few hops)
-        total = np.einsum("thc->tc", scaled_hops)
-        self.hop_sums = total
-        hop_power = np.einsum("thc,thc->tc", scaled_hops, scaled_hops) / hop - (total / hop) ** 2
-        self.hop_power = hop_power
+        Sets, for each hop: `hop_sums` and `hop_power` (T lists of C), `dead_hops` (T, C)
+        the verdict after it, and `any_dead`."""
+        channels, count, hop = hops.shape
+        if count == 0:
+            return
+        # A hop's sum and sum of squares of int16 samples over 2^15 are exact in a double
+        # (multiples of 2^-15 and 2^-30, far from 53 bits), so in any order: the rows'
+        # contiguous reductions give the bits a sum over each hop's samples in turn does, at
+        # a third of the cost. From here on, a few channels and hops: Python floats, the
+        # same IEEE arithmetic as numpy's elementwise, at less cost than numpy's calls.
+        sums = hops.sum(axis=2).T.tolist()
+        squares = np.einsum("cth,cth->ct", hops, hops).T.tolist()
+        self.hop_sums = sums
+        powers = [
+            [q / hop - (t / hop) * (t / hop) for q, t in zip(square, total, strict=True)]
+            for square, total in zip(squares, sums, strict=True)
+        ]
+        self.hop_power = powers
         if not self._started:
-            self.power = hop_power[0].copy()  # start the smoother at the first hop
+            self.power = powers[0]  # start the smoother at the first hop
             self._started = True
         a = self._decay
         b = 1 - a
-        s = self.power.tolist()
-        rows = []
-        for p in hop_power.tolist():  # a one-pole smoother over a few hops (scalars: cheap)
+        s = self.power
+        middle = channels // 2
+        ratio, silent = self._dead_ratio, self._silent
+        verdicts = []
+        for p in powers:  # a one-pole smoother over a few hops
             s = [a * si + b * pi for si, pi in zip(s, p, strict=True)]
-            rows.append(s)
-        smoothed = np.array(rows)
-        self.power = smoothed[-1]
-        self.dead_hops = self.verdicts(smoothed, hop_power)
+            # dead: silent, stuck, 40 dB under the median, or flat this hop while the
+            # median is not
+            median = sorted(s)[middle]
+            quiet, flat = median >= silent, sorted(p)[middle] >= _FLAT
+            under = ratio * median
+            verdicts.append(
+                [
+                    si < under or (quiet and si < silent) or (flat and pi < _FLAT)
+                    for si, pi in zip(s, p, strict=True)
+                ]
+            )
+        self.power = s
+        self.any_dead = any(map(any, verdicts))
+        self.dead_hops = np.array(verdicts)
         self.dead = self.dead_hops[-1]
         # a hop clipped if it touched full scale; remember how many hops ago
-        if raw_hops.max() >= _FULL_SCALE or raw_hops.min() <= -_FULL_SCALE:
+        if raw.max() >= _FULL_SCALE or raw.min() <= -_FULL_SCALE:
+            raw_hops = raw.reshape(count, hop, channels)
             clipped = (raw_hops.max(axis=1) >= _FULL_SCALE) | (raw_hops.min(axis=1) <= -_FULL_SCALE)
-            last = np.where(clipped.any(0), hops - 1 - np.argmax(clipped[::-1], axis=0), -1)
+            last = np.where(clipped.any(0), count - 1 - np.argmax(clipped[::-1], axis=0), -1)
             self._hops_since_clip = np.where(
-                last >= 0, hops - 1 - last, self._hops_since_clip + hops
+                last >= 0, count - 1 - last, self._hops_since_clip + count
             )
         else:
-            self._hops_since_clip += hops
-        return smoothed
-
-    def verdicts(self, powers: np.ndarray, hop_powers: np.ndarray) -> np.ndarray:
-        """Dead channels after each hop (T, C), given the smoothed powers (T, C) and the hops'
-        own: silent, stuck, 40 dB under the median, or flat this hop while the median is not."""
-        middle = slice(powers.shape[1] // 2, powers.shape[1] // 2 + 1)
-        median = np.sort(powers, axis=1)[:, middle]
-        dead = powers < self._dead_ratio * median
-        dead |= (median >= self._silent) & (powers < self._silent)
-        dead |= (np.sort(hop_powers, axis=1)[:, middle] >= _FLAT) & (hop_powers < _FLAT)
-        return dead
+            self._hops_since_clip += count
 
     @property
     def clipping(self) -> np.ndarray:

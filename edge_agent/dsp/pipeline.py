@@ -308,8 +308,7 @@ class ArrayPipeline:
         self.frames_as_is = 0
         self._as_is_shortcut = True
         self._history = np.zeros((mics, frame_len - self.hop))  # channel-major: FFTs run along rows
-        self._pending_raw = np.zeros((0, mics), np.int16)
-        self._pending = np.zeros((0, mics))
+        self._pending_raw = np.zeros((0, mics), np.int16)  # (samples short of a whole hop)
         self._overlap = np.zeros(frame_len - self.hop)
         self._window_spectrum = np.fft.rfft(self._window)
         # each mic's DC offset: the running mean of its hop means for the first 2 s, then a
@@ -638,15 +637,13 @@ class ArrayPipeline:
         # a long block (a whole file) is taken a slice at a time, so working memory stays
         # that of one slice however much audio arrives in one call
         step = _MAX_FRAMES_PER_PASS * self.hop
-        out = np.empty((self._pending.shape[0] + n) // self.hop * self.hop, np.int16)
+        out = np.empty((self._pending_raw.shape[0] + n) // self.hop * self.hop, np.int16)
         filled = 0
         for start in range(0, n, step):
             raw = block[start : start + step, self._mic_cols]
-            scaled = raw * (1.0 / 32768.0)
-            if self._pending.shape[0]:
+            if self._pending_raw.shape[0]:
                 raw = np.concatenate([self._pending_raw, raw])
-                scaled = np.concatenate([self._pending, scaled])
-            piece = self._run(raw, scaled)
+            piece = self._run(raw)
             out[filled : filled + piece.size] = piece
             filled += piece.size
         self._samples_out += out.size
@@ -657,10 +654,9 @@ class ArrayPipeline:
         owed = self._samples_in - self._samples_out
         if owed <= 0:
             return np.zeros(0, np.int16)
-        pad = self.hop - self._pending.shape[0]
+        pad = self.hop - self._pending_raw.shape[0]
         mics = len(self._mic_idx)
-        raw = np.concatenate([self._pending_raw, np.zeros((pad, mics), np.int16)])
-        out = self._run(raw, np.concatenate([self._pending, np.zeros((pad, mics))]))[:owed]
+        out = self._run(np.concatenate([self._pending_raw, np.zeros((pad, mics), np.int16)]))[:owed]
         self._samples_in = self._samples_out = self._samples_out + out.size
         return out
 
@@ -683,7 +679,6 @@ class ArrayPipeline:
         mics = len(self._mic_idx)
         self._history[...] = 0.0
         self._pending_raw = np.zeros((0, mics), np.int16)
-        self._pending = np.zeros((0, mics))
         self._overlap[...] = 0.0
         self.limiter = PeakLimiter(sample_rate=self.sample_rate)
         self._samples_in = self._samples_out = 0
@@ -1059,10 +1054,9 @@ class ArrayPipeline:
         if self._mask_hold:
             self.depth = min(self.depth, self.mask_room.held_depth)
 
-    def _dc_offsets(
-        self, hop_means: np.ndarray, hop_vars: np.ndarray, ref: int | np.ndarray
-    ) -> tuple:
-        """Each mic's DC offset after each hop (T, M), from the hops' means: their running
+    def _dc_offsets(self, hop_sums: list, hop_vars: list, ref: int | np.ndarray) -> tuple:
+        """Each mic's DC offset after each hop (T, M), from the hops' sums (T lists of M; their
+        variance likewise), as means: their running
         mean over the first 2 s, a one-pole average over 2 s after that. Also, for the
         reference mic (`ref`: one, or one a hop), (T,), the part of it that does not stand
         out of its own uncertainty (with `dc_significance` (lo, hi): all of it up to lo
@@ -1071,7 +1065,7 @@ class ArrayPipeline:
         standard error is the hop means' own spread about the estimate (until it is known,
         the first hop's sample variance counts as four hops of it) times the estimate's
         weight on the latest hop."""
-        frames = hop_means.shape[0]
+        frames = len(hop_sums)
         unsure = np.zeros(frames)
         dc, hops, decay = self._dc, self._dc_hops, self._dc_decay
         var, prior = self._dc_var, self._dc_prior
@@ -1080,17 +1074,18 @@ class ArrayPipeline:
         # scalar arithmetic on a few mics: the same doubles as numpy's, at less cost a hop
         rows = []
         refs = [ref] * frames if isinstance(ref, int) else ref.tolist()
-        for t, mean in enumerate(hop_means.tolist()):
+        per_sample = 1.0 / self.hop
+        for t, sums in enumerate(hop_sums):
             ref = refs[t]
             hops += 1
             a = max(1.0 / hops, floor)
-            step = [m - d for m, d in zip(mean, dc, strict=True)]
+            step = [x * per_sample - d for x, d in zip(sums, dc, strict=True)]
             dc = [d + s * a for d, s in zip(dc, step, strict=True)]
             rows.append(dc)
             if gate is None:
                 continue
             if hops == 1:
-                prior = float(hop_vars[t, ref])
+                prior = hop_vars[t][ref]
             s = step[ref]
             var = (1.0 - a) * (var + a * s * s)
             spread = (4.0 * prior + hops * var) / (4.0 + hops) if a > floor else var
@@ -1111,7 +1106,7 @@ class ArrayPipeline:
         depend on how the caller cut its blocks; the reference mic itself (an int) while it is
         alive throughout, as nearly always."""
         dead = self.health.dead_hops
-        if not dead[:, self._ref].any():
+        if not self.health.any_dead or not dead[:, self._ref].any():
             return self._ref
         alive = ~dead
         return np.where(
@@ -1121,20 +1116,18 @@ class ArrayPipeline:
     def _alive_mics(self, hop: int) -> np.ndarray:
         return ~self.health.dead_hops[hop]
 
-    def _run(self, raw: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+    def _run(self, raw: np.ndarray) -> np.ndarray:
         hop = self.hop
-        hops = scaled.shape[0] // hop
+        hops = raw.shape[0] // hop
         used = hops * hop
-        # (copies: raw may be a view of the caller's buffer, which it may reuse)
-        self._pending_raw, self._pending = raw[used:].copy(), scaled[used:].copy()
+        # (a copy: raw may be a view of the caller's buffer, which it may reuse)
+        self._pending_raw = raw[used:].copy()
         if hops == 0:
             return np.zeros(0, np.int16)
         pieces = []
         for start in range(0, hops, _MAX_FRAMES_PER_PASS):
             stop = min(hops, start + _MAX_FRAMES_PER_PASS)
-            pieces.append(
-                self._run_hops(raw[start * hop : stop * hop], scaled[start * hop : stop * hop])
-            )
+            pieces.append(self._run_hops(raw[start * hop : stop * hop]))
         out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         out = self.limiter.process(out)
         out *= 32768.0
@@ -1165,16 +1158,19 @@ class ArrayPipeline:
                 kept_dc = low_kept * dc_unsure[start:stop]
                 out_spectra[start:stop] += kept_dc[:, None] * self._window_spectrum
 
-    def _run_hops(self, raw: np.ndarray, scaled: np.ndarray) -> np.ndarray:
-        """Whole hops in: raw int16 and scaled float (n, mics). Processed float out."""
+    def _run_hops(self, raw: np.ndarray) -> np.ndarray:
+        """Whole hops in: raw int16 (n, mics). Processed float out."""
         hop, n = self.hop, self.frame_len
-        frames_count = scaled.shape[0] // hop
-        mics = scaled.shape[1]
-        self.health.update(  # (its verdicts, hop sums and powers are read below)
-            raw.reshape(frames_count, hop, mics), scaled.reshape(frames_count, hop, mics)
-        )
-        signal = np.concatenate([self._history, scaled.T], axis=1)  # (M, samples)
+        frames_count = raw.shape[0] // hop
+        mics = raw.shape[1]
+        # the history and the hops at full scale = 1, channel by channel (M, samples)
+        signal = np.empty((mics, n - hop + raw.shape[0]))
+        signal[:, : n - hop] = self._history
+        np.multiply(raw.T, 1.0 / 32768.0, out=signal[:, n - hop :])
         self._history = signal[:, -(n - hop) :]
+        self.health.update(  # (its verdicts, hop sums and powers are read below)
+            raw, signal[:, n - hop :].reshape(mics, frames_count, hop)
+        )
         # the frames as a strided view of the signal (M, T, N): no copy, no index array
         stride_m, stride_t = signal.strides
         frames = np.ndarray(
@@ -1184,9 +1180,7 @@ class ArrayPipeline:
         # has just computed) before the window. Only the offset, not each frame's own mean,
         # which is the talker's low end
         ref = self._live_reference()
-        offsets, dc_unsure = self._dc_offsets(
-            self.health.hop_sums * (1.0 / hop), self.health.hop_power, ref
-        )
+        offsets, dc_unsure = self._dc_offsets(self.health.hop_sums, self.health.hop_power, ref)
         windowed = frames - offsets.T[:, :, None]
         windowed *= self._window
         spectra = np.fft.rfft(windowed, axis=-1).transpose(1, 2, 0)  # (T, K, M)
