@@ -739,27 +739,26 @@ class ArrayPipeline:
         return capped
 
     def _band_gains(
-        self, talker: np.ndarray, depths: np.ndarray, bands_depths: list
+        self, talker: np.ndarray, depths: list, bands_depths: list
     ) -> np.ndarray | None:
         """The post-filter's gains (T, K) where bands go deeper than the speech band: the
         mask floored at mask_floor_db x depth and blended toward 1 by the depth, each
-        region's depth the speech band's (T,) or, inside a band, the deeper of it and the
-        band's own (bands x T). None if no band went deeper than the speech band: its depth
-        then holds everywhere."""
-        if max(max(d) for d in bands_depths) <= depths.min():
+        region's depth the speech band's (T, a list) or, inside a band, the deeper of it and
+        the band's own (bands x T). None if no band went deeper than the speech band: its
+        depth then holds everywhere."""
+        if max(max(d) for d in bands_depths) <= min(depths):
             return None  # (at full depth, every frame of a noisy room: no need to look)
         own = np.array(bands_depths)
-        if not (own > depths).any():
+        speech = np.array(depths)
+        if not (own > speech).any():
             return None
         widths = self._region_widths
-        regions = np.repeat(depths[:, None], len(widths), axis=1)
-        regions[:, self._band_regions] = np.maximum(depths[:, None], own.T)
+        regions = np.repeat(speech[:, None], len(widths), axis=1)
+        regions[:, self._band_regions] = np.maximum(speech[:, None], own.T)
         floors = np.repeat(10 ** (regions * (self._mask_floor_db / 20)), widths, axis=1)
         return _mask_at_depth(talker, floors, np.repeat(regions, widths, axis=1), out=floors)
 
-    def _pause_weights(
-        self, presence: np.ndarray, above_floor: np.ndarray, first_frame: int
-    ) -> list:
+    def _pause_weights(self, presence: list, above_floor: list, first_frame: int) -> list:
         """How far each frame of a segment is into a pause (0..1): a frame without speech
         (the pause gate's presence, and the speech band within `pause_wiener_above_floor`
         times the tracked noise floor's power, so a soft voice the mask is unsure of is not a
@@ -771,7 +770,7 @@ class ArrayPipeline:
         weights = []
         w = self._pause_weight
         settled_at = self._mask_from + self._events_after
-        for k, (p, r) in enumerate(zip(presence.tolist(), above_floor.tolist(), strict=True)):
+        for k, (p, r) in enumerate(zip(presence, above_floor, strict=True)):
             if (
                 p >= self._pause_presence
                 or r >= self._pause_above_floor
@@ -785,7 +784,7 @@ class ArrayPipeline:
         return weights
 
     def _pause_wiener_gains(
-        self, gains: np.ndarray, wiener: np.ndarray, depths: np.ndarray, weights: list
+        self, gains: np.ndarray, wiener: np.ndarray, depths: list, weights: list
     ) -> bool:
         """Steady noise out of the pauses, in rooms the depth leaves alone: in a pause (each
         frame's weight, _pause_weights) the gains go down to the decision-directed Wiener gain
@@ -795,7 +794,7 @@ class ArrayPipeline:
         assert self._pause_wiener is not None
         if not any(weights):
             return False
-        floor = 10 ** (self._pause_wiener * (1.0 - depths) / 20)
+        floor = 10 ** (self._pause_wiener * (1.0 - np.array(depths)) / 20)
         target = np.minimum(gains, np.maximum(wiener, floor[:, None]))
         gains -= np.array(weights)[:, None] * (gains - target)
         return True
@@ -851,19 +850,21 @@ class ArrayPipeline:
         else:
             assert noise is not None  # (returned above if nothing was heard yet)
             estimate = np.minimum(noise, tracked)  # (the same estimate throughout)
-            counts = np.full(frames, before)
+            counts = None  # (all `before`)
         np.maximum(estimate, _POWER_FLOOR, out=estimate)  # (digital silence: no 0 / 0)
         g = self._pause_noise_filter.run(powers[first:], estimate)
         np.maximum(g, self._pause_noise_floor, out=g)
         now = gains[first:]
+        if trusted:
+            np.minimum(g, now, out=now)
+            return True
         np.minimum(g, now, out=g)
-        if not trusted:
-            # eased in: each frame by its own trust, the same arithmetic however the frames
-            # were cut into segments (a frame trusted in full takes g as it is)
-            trust = counts * (1.0 / need)
-            partial = trust < 1.0
-            if partial.any():
-                g[partial] = now[partial] - trust[partial, None] * (now[partial] - g[partial])
+        # eased in: each frame by its own trust, the same arithmetic however the frames were
+        # cut into segments (a frame trusted in full takes g as it is)
+        trust = (np.full(frames, before) if counts is None else counts) * (1.0 / need)
+        partial = trust < 1.0
+        if partial.any():
+            g[partial] = now[partial] - trust[partial, None] * (now[partial] - g[partial])
         now[...] = g
         return True
 
@@ -891,14 +892,19 @@ class ArrayPipeline:
             # (np.interp: a clipped linear ramp in one call)
             return np.interp(talker, (lo, hi), (kept, 1.0))
         loose_lo, loose_hi, loose_kept = self._overrule_loose
-        toward = np.asarray(loose)[:, None]
-        at_lo = lo + toward * (loose_lo - lo)
-        at_hi = hi + toward * (loose_hi - hi)
-        at_kept = kept + toward * (loose_kept - kept)
+        # each frame's ramp (from, width, its rise, kept) in Python floats, the doubles
+        # numpy would give, then as one array of columns (T, 1): a few frames, few calls
+        ramps = []
+        for toward in loose:
+            at_lo = lo + toward * (loose_lo - lo)
+            at_kept = kept + toward * (loose_kept - kept)
+            ramps.append((at_lo, hi + toward * (loose_hi - hi) - at_lo, 1.0 - at_kept, at_kept))
+        at_lo, width, rise, at_kept = np.array(ramps).T[:, :, None]
         share = talker - at_lo
-        share /= at_hi - at_lo
-        np.clip(share, 0.0, 1.0, out=share)
-        share *= 1.0 - at_kept
+        share /= width
+        np.maximum(share, 0.0, out=share)  # (= np.clip, at less call overhead)
+        np.minimum(share, 1.0, out=share)
+        share *= rise
         share += at_kept
         return share
 
@@ -924,19 +930,34 @@ class ArrayPipeline:
         (sure, unsure), (clear_from, clear) = self._events
         kb = self._events_bins
         mask = talker[:, :kb]
-        # (np.interp: a clipped linear ramp in one call)
+        ramps = None
+        unsure_from = unsure
         if loose is not None and any(loose) and self._events_loose is not None:
-            # the sureness ramp a frame: from (sure, unsure) toward EVENTS_LOOSE's
+            # the sureness ramp a frame: from (sure, unsure) toward EVENTS_LOOSE's; each
+            # frame's in Python floats (the doubles numpy would give)
             loose_sure, loose_unsure = self._events_loose
-            toward = np.asarray(loose)[:, None]
-            at_sure = sure + toward * (loose_sure - sure)
-            at_unsure = unsure + toward * (loose_unsure - unsure)
+            ramps = []
+            for toward in loose:
+                at_sure = sure + toward * (loose_sure - sure)
+                at_unsure = unsure + toward * (loose_unsure - unsure)
+                ramps.append((at_unsure, at_unsure - at_sure))
+            unsure_from = max(ramp[0] for ramp in ramps)
+        # Most segments have no bin the mask is even unsure of noise in: no weight anywhere
+        # (the ramp is 0 from its unsure end on), so no event and nothing for the history
+        if not (mask < unsure_from).any():
+            return None
+        if ramps is not None:
+            at_unsure, width = np.array(ramps).T[:, :, None]
             weight = at_unsure - mask
-            weight /= at_unsure - at_sure
-            np.clip(weight, 0.0, 1.0, out=weight)
+            weight /= width
+            np.maximum(weight, 0.0, out=weight)  # (= np.clip, at less call overhead)
+            np.minimum(weight, 1.0, out=weight)
         else:
+            # (np.interp: a clipped linear ramp in one call)
             weight = np.interp(mask, (sure, unsure), (1.0, 0.0))
         weight *= np.interp(wiener[:, :kb], (clear_from, clear), (0.0, 1.0))
+        if not weight.any():
+            return None  # (no event below events_max_hz: none above it either)
         if self._events_recur is not None:
             # (the history runs from the first frame: a tone before events_after_s counts)
             self._recurrence(weight, first_frame, max(early, 0))
@@ -945,7 +966,7 @@ class ArrayPipeline:
         if early > 0:
             weight[:early] = 0.0
         if not weight.any():
-            return None  # (no event below events_max_hz: none above it either)
+            return None
         share = self._events_broadband
         if share is not None:
             # above events_max_hz only as far as the frame's event is broadband: a share of
@@ -1132,8 +1153,8 @@ class ArrayPipeline:
         out = self.limiter.process(out)
         out *= 32768.0
         np.rint(out, out=out)
-        np.maximum(out, -32768.0, out=out)  # = np.clip, at less call overhead
-        np.minimum(out, 32767.0, out=out)
+        # (no clip to int16's range: the limiter holds every sample to its ceiling, 0.89 of
+        # full scale)
         return out.astype(np.int16)
 
     def _fill(
@@ -1144,18 +1165,21 @@ class ArrayPipeline:
         dc_unsure: np.ndarray,
     ) -> None:
         """The output spectra of a segment's frames (start, stop, gains, scales, beam,
-        low_kept): the beam times the gains and scales, and the low end the high-pass took,
-        given back as far as the low band is clean."""
+        low_kept; the scales and low_kept lists, a frame each): the beam times the gains and
+        scales, and the low end the high-pass took, given back as far as the low band is
+        clean."""
         start, stop, gains, scales, beam, low_kept = segment
-        gains *= scales[:, None]
+        if any(scale != 1.0 for scale in scales):  # (times 1 changes no bit)
+            gains *= np.array(scales)[:, None]
         np.multiply(gains, beam, out=out_spectra[start:stop])
-        if low_kept.any():  # (nothing to give back in a noisy room)
+        if any(low_kept):  # (nothing to give back in a noisy room)
             low = self._low_bins
-            out_spectra[start:stop, :low] += low_kept[:, None] * removed_low[start:stop]
+            kept = np.array(low_kept)
+            out_spectra[start:stop, :low] += kept[:, None] * removed_low[start:stop]
             if self._dc_significance is not None:
                 # the part of the DC estimate that is not surely an offset goes back with
                 # the low end: at depth 0 the reference mic passes unchanged
-                kept_dc = low_kept * dc_unsure[start:stop]
+                kept_dc = kept * dc_unsure[start:stop]
                 out_spectra[start:stop] += kept_dc[:, None] * self._window_spectrum
 
     def _run_hops(self, raw: np.ndarray) -> np.ndarray:
@@ -1188,7 +1212,8 @@ class ArrayPipeline:
         removed_low = _at(spectra[:, :low], ref) * self._highpass_removes
         spectra[:, :low] *= self._highpass_gain[:low, None]  # it is 1 above them
 
-        if self._mask is not None or self._adaptive_depth:
+        listens = self._mask is not None or self._adaptive_depth
+        if listens:
             # the mask and the room's readings listen to the (live) reference mic
             ref_spec = _at(spectra, ref)
             ref_power = ref_spec.real**2 + ref_spec.imag**2
@@ -1249,14 +1274,19 @@ class ArrayPipeline:
             segment = spectra[start:stop, : self._bf_bins]
             passes_reference = beamformer.passes_reference
             seg_ref = ref if isinstance(ref, int) else ref[start:stop]
-            if passes_reference and not isinstance(seg_ref, int):
-                # (weights on a dead reference mic, not yet re-solved without it)
-                beamformed = _at(segment, seg_ref)
+            if passes_reference and listens:
+                # the beam is the (live) reference mic throughout: its spectra and powers as
+                # computed above (read only from here on)
+                beam, powers = ref_spec[start:stop], ref_power[start:stop]
             else:
-                beamformed = beamformer.apply(segment)
-            as_reference = _at(spectra[start:stop, self._bf_bins :], seg_ref)
-            beam = np.concatenate([beamformed, as_reference], axis=1)  # (frames, K)
-            powers = beam.real**2 + beam.imag**2
+                if passes_reference and not isinstance(seg_ref, int):
+                    # (weights on a dead reference mic, not yet re-solved without it)
+                    beamformed = _at(segment, seg_ref)
+                else:
+                    beamformed = beamformer.apply(segment)
+                as_reference = _at(spectra[start:stop, self._bf_bins :], seg_ref)
+                beam = np.concatenate([beamformed, as_reference], axis=1)  # (frames, K)
+                powers = beam.real**2 + beam.imag**2
             array_spps = None
             if self._mask_every_frame:
                 array_spps = talker_mask[start:stop, : self._bf_bins]
@@ -1269,8 +1299,10 @@ class ArrayPipeline:
                 )
                 array_spps = np.stack([self.array_tracker.update(pw) for pw in array_powers])
             count = stop - start
-            depths = np.empty(count)
-            low_kept = np.zeros(count)
+            # (a frame's scalars in lists: a segment is a few frames, and numpy's arrays are
+            # made of them only where a computation needs one)
+            depths = [1.0] * count
+            low_kept = [0.0] * count
             # whether bands or noise events changed the segment's gains from what its depth
             # gives: then its frames are not as they came, even at depth 0
             reshaped = False
@@ -1329,7 +1361,10 @@ class ArrayPipeline:
                             kept[:fresh] = 1.0
                         wiener *= kept
                     talker = np.maximum(talker, wiener)
-                presence = np.minimum((talker[:, band] > 0.5).sum(axis=1) * (band_scale * 4.0), 1.0)
+                presence = [
+                    min(c * (band_scale * 4.0), 1.0)
+                    for c in (talker[:, band] > 0.5).sum(axis=1).tolist()
+                ]
                 if self._band_rooms:
                     bands_depths = self._cap_bands(bands_depths, held, early, start, bands_early)
                 band_gains = (
@@ -1340,21 +1375,28 @@ class ArrayPipeline:
                 reshaped = band_gains is not None
                 if band_gains is not None:
                     gains = band_gains
-                elif not depths.any():  # a clean room: exactly what the blend below gives there
-                    gains = np.ones_like(talker)
+                elif not any(depths):  # a clean room: exactly what the blend below gives there
+                    gains = np.empty_like(talker)
+                    gains.fill(1.0)
                 else:
                     # the trained mask is the post-filter: floored at mask_floor_db x depth
                     # and blended toward 1 by the depth, so a clean room passes untouched
-                    floors = 10 ** (depths * (self._mask_floor_db / 20))
-                    gains = _mask_at_depth(talker, floors[:, None], depths[:, None])
+                    at_depth = np.array(depths)[:, None]
+                    floors = 10 ** (at_depth * (self._mask_floor_db / 20))
+                    gains = _mask_at_depth(talker, floors, at_depth)
                 if event_gains is not None:
                     kb = event_gains.shape[1]
                     np.minimum(gains[:, :kb], event_gains, out=gains[:, :kb])
                     reshaped = True
                 if self._mask_or_wiener and self._pauses:
-                    above_floor = powers[:, band].sum(axis=1) / np.maximum(
-                        noise_rows[:, band].sum(axis=1), 1e-30
-                    )
+                    above_floor = [
+                        p / max(floor, 1e-30)
+                        for p, floor in zip(
+                            powers[:, band].sum(axis=1).tolist(),
+                            noise_rows[:, band].sum(axis=1).tolist(),
+                            strict=True,
+                        )
+                    ]
                     weights = self._pause_weights(presence, above_floor, self._frames_seen + start)
                     if self._pause_noise_floor is not None:
                         reshaped = self._pause_noise_gains(gains, powers, noise_rows, weights) or (
@@ -1383,12 +1425,15 @@ class ArrayPipeline:
                     postfilter.gain(powers[j], noise_psd, out=gains[j])
                     depths[j] = self.depth
                 # share of speech-band bins confidently holding speech: ~0.01 in steady noise
-                presence = np.minimum((spps[:, band] > 0.9).sum(axis=1) * (band_scale * 4.0), 1.0)
+                presence = [
+                    min(c * (band_scale * 4.0), 1.0)
+                    for c in (spps[:, band] > 0.9).sum(axis=1).tolist()
+                ]
             frame_power = self._power_scale * np.einsum("tk,tk,tk->t", gains, gains, powers)
-            scales = np.empty(count)
-            as_is = transparent and passes_reference and min(low_kept.tolist()) == 1.0
+            scales = [1.0] * count
+            as_is = transparent and passes_reference and min(low_kept) == 1.0
             for j, (p, fp, depth) in enumerate(
-                zip(presence.tolist(), frame_power.tolist(), depths.tolist(), strict=True)
+                zip(presence, frame_power.tolist(), depths, strict=True)
             ):
                 wanted = self._pause_gain**depth if p < self._pause_presence else 1.0
                 self._gate += self._gate_rate * (wanted - self._gate)
@@ -1398,7 +1443,7 @@ class ArrayPipeline:
                 scales[j] = scale
                 as_is = as_is and scale == 1.0 and depth == 0.0
             as_is = as_is and not reshaped
-            presences.extend(presence.tolist())
+            presences.extend(presence)
             fill = (start, stop, gains, scales, beam, low_kept)
             if as_is:
                 unfilled.append(fill)  # (needed only if a later segment is not as it came)
@@ -1435,7 +1480,7 @@ class ArrayPipeline:
         out = frames[:, :hop].copy()
         out[0] += self._overlap
         out[1:] += frames[:-1, hop:]
-        self._overlap = frames[-1, hop:].copy()
+        self._overlap = frames[-1, hop:]  # (frames is this call's own: a view will do)
         return out.reshape(-1)
 
 
