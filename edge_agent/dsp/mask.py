@@ -209,17 +209,21 @@ class SpeechMask:
         features = self.features(power).astype(np.float32)
         frames = features.shape[0]
         size, twice, thrice = self.hidden_size, 2 * self.hidden_size, 3 * self.hidden_size
-        out = np.empty((frames, self._bins), np.float32)
-        h, gh, b_in, w_ih, b_gates = self.h, self._gh, self.b_in, self._w_ih_half, self._b_gates
-        b_hn, w_features, w_state = self._b_hn, self._w_features, self._w_state
-        inner, skip = self._inner, self._skip
-        for t in range(frames):  # (vector-matrix products only: see the module docstring)
-            both = features[t] @ w_features
-            x = both[:inner]
-            x += b_in
-            np.tanh(x, out=x)
-            gi = x @ w_ih
-            gi += b_gates
+        h, gh, b_hn, w_state = self.h, self._gh, self._b_hn, self._w_state
+        inner = self._inner
+        # What does not wait for the state, for every frame at once: the input layer (and the
+        # skip) and the input's projection on the gates. Still one frame's vector times a
+        # matrix each: a product over a stack of (1, n) rows is the same vector-matrix
+        # product a frame (the module docstring), in one numpy call
+        both = np.matmul(features[:, None, :], self._w_features)[:, 0]
+        x = both[:, :inner] + self.b_in
+        np.tanh(x, out=x)
+        gis = np.matmul(x[:, None, :], self._w_ih_half)[:, 0]
+        gis += self._b_gates
+        # each frame's new state times the next frame's recurrent weights and the output
+        # layer, a row each
+        states = np.empty((frames, w_state.shape[1]), np.float32)
+        for gi, state in zip(gis, states, strict=True):
             rz = gh[:twice]
             rz += gi[:twice]
             np.tanh(rz, out=rz)  # 2 sigmoid(r, z) - 1
@@ -233,14 +237,12 @@ class SpeechMask:
             h = h - n
             h *= rz[size:]
             h += n  # (1 - z) n + z h
-            state = h @ w_state
-            gh = state[:thrice]
-            if skip:
-                np.add(state[thrice:], both[inner:], out=out[t])
-            else:
-                out[t] = state[thrice:]
+            np.matmul(h, w_state, out=state)
+            gh = state[:thrice]  # (the next frame works on it in place: not the output's part)
         self._gh = gh
         self.h = h
+        # (contiguous, as numpy's float32 loops below are fastest on)
+        out = states[:, thrice:] + both[:, inner:] if self._skip else states[:, thrice:].copy()
         # sigmoid(y) = (1 + tanh(y / 2)) / 2, with the 1/2 folded into the output layer
         # (exact: a power of two) and every step in place
         out += self._b_out_half
