@@ -48,7 +48,8 @@ class SpeechAgc:
         self._release = release_db_per_s * hop_s
         self._up = up_db_per_s * hop_s
         self._down = down_db_per_s * hop_s
-        self._threshold = speech_threshold
+        #: the speech presence from which a frame's power counts (below it, none is read)
+        self.speech_threshold = speech_threshold
         self._dead_band = dead_band_db
         #: how far beyond the band the output's level must be before the gain moves: more
         #: than the level estimate's own sawtooth (it sags 1.5 dB/s between a talker's
@@ -60,7 +61,7 @@ class SpeechAgc:
 
     def update(self, frame_power: float, speech_presence: float) -> float:
         """Feed one frame's power (full scale = 1) and presence; return the linear gain."""
-        if speech_presence >= self._threshold and frame_power > 1e-12:
+        if speech_presence >= self.speech_threshold and frame_power > 1e-12:
             frame_db = 10 * math.log10(frame_power)
             if self._level_db is None:
                 self._level_db = frame_db

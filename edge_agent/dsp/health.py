@@ -33,7 +33,9 @@ class ChannelHealth:
         self._dead_ratio = 10 ** (-dead_below_median_db / 10)
         self._silent = silent_power
         self._hold = max(1, round(clip_hold_s / hop_s))
-        self._hops_since_clip = np.full(channels, 10**9)
+        # each channel's last clipped hop, counted as `_hops` counts them (none: long ago)
+        self._hops = 0
+        self._clipped_at = np.full(channels, -(10**9) - 1)
         self.power = [0.0] * channels  # (the smoothed power after the last hop)
         self.dead = np.zeros(channels, bool)
         #: the dead channels after each hop of the last update, (T, C); `dead` is its last row
@@ -94,17 +96,14 @@ class ChannelHealth:
         self.any_dead = any(map(any, verdicts))
         self.dead_hops = np.array(verdicts)
         self.dead = self.dead_hops[-1]
-        # a hop clipped if it touched full scale; remember how many hops ago
+        # a hop clipped if it touched full scale; remember the last one
         if raw.max() >= _FULL_SCALE or raw.min() <= -_FULL_SCALE:
             raw_hops = raw.reshape(count, hop, channels)
             clipped = (raw_hops.max(axis=1) >= _FULL_SCALE) | (raw_hops.min(axis=1) <= -_FULL_SCALE)
-            last = np.where(clipped.any(0), count - 1 - np.argmax(clipped[::-1], axis=0), -1)
-            self._hops_since_clip = np.where(
-                last >= 0, count - 1 - last, self._hops_since_clip + count
-            )
-        else:
-            self._hops_since_clip += count
+            last = count - 1 - np.argmax(clipped[::-1], axis=0)
+            self._clipped_at = np.where(clipped.any(0), self._hops + last, self._clipped_at)
+        self._hops += count
 
     @property
     def clipping(self) -> np.ndarray:
-        return self._hops_since_clip < self._hold
+        return (self._hops - 1) - self._clipped_at < self._hold

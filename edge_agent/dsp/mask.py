@@ -101,14 +101,15 @@ class MaskFeatures:
         fine = out[:, 3 * bands :]
         np.add(power[:, FINE_BINS], _EPS, out=fine)
         np.log(fine, out=fine)
-        carry, spread = _recursion(self._a, frames)
+        carry, rest, spread = _recursion(self._a, frames)
         acc = spread @ logmel
         acc += carry[:, None] * self._band_acc
-        weight = carry * self._weight + (1.0 - carry)
+        weight = carry * self._weight
+        weight += rest
         mean = acc / weight[:, None]
         level = mean.sum(axis=1, keepdims=True) * (1.0 / bands)  # = mean.mean(axis=1)
         self._band_acc, self._weight = acc[-1], float(weight[-1])
-        carry, spread = _recursion(0.7, frames)
+        carry, _, spread = _recursion(0.7, frames)
         before = logmel[0] if self._smoothed is None else self._smoothed
         smoothed = spread @ logmel
         smoothed += carry[:, None] * before
@@ -141,12 +142,14 @@ class MaskFeatures:
 
 
 @lru_cache(maxsize=256)
-def _recursion(a: float, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """y_t = a y_{t-1} + (1 - a) x_t over a block as y = carry * y_before + spread @ x."""
+def _recursion(a: float, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """y_t = a y_{t-1} + (1 - a) x_t over a block as y = carry * y_before + spread @ x; also
+    1 - carry (the weight of what the block brought)."""
     t = np.arange(frames)
     lag = t[:, None] - t[None, :]
     spread = np.where(lag >= 0, (1.0 - a) * a ** np.maximum(lag, 0), 0.0)
-    return a ** (t + 1.0), spread
+    carry = a ** (t + 1.0)
+    return carry, 1.0 - carry, spread
 
 
 class SpeechMask:

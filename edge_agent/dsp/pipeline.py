@@ -1062,10 +1062,11 @@ class ArrayPipeline:
         brighter_db = 10.0 * np.log10(np.maximum(above, _POWER_FLOOR) / below)
         return np.clip((none - brighter_db) * (1.0 / (none - full)), 0.0, 1.0)
 
-    def _combine_depth(self, speech: list, noise: list, weights: list, j: int) -> None:
+    def _combine_depth(self, readings: list, j: int) -> None:
         """Combine the noise floor's depth (set by _update_depths) with the mask's reading of
-        the room's SNR for frame j, as `depth_source` says."""
-        d = self.mask_room.update(speech[j], noise[j], *weights[j])
+        the room's SNR for frame j (`readings`, a frame each: MaskSnr.update's arguments), as
+        `depth_source` says."""
+        d = self.mask_room.update(*readings[j])
         if self._depth_source == "mask":
             self.depth = d
         elif self._depth_source == "max":
@@ -1223,30 +1224,39 @@ class ArrayPipeline:
                 # the talkers' and the noise's power in the speech band, as the mask splits it
                 in_band = talker_mask[:, self._band]
                 band_power = ref_power[:, self._band]
+                # (each frame's reading: its talkers' power, its noise's, and the weight of each)
                 if self._mask_snr_split is None:
                     mask_speech = np.einsum("tk,tk,tk->t", in_band, in_band, band_power).tolist()
                     in_band = 1.0 - in_band
                     mask_noise = np.einsum("tk,tk,tk->t", in_band, in_band, band_power).tolist()
-                    mask_weights = [(1.0, 1.0)] * in_band.shape[0]
+                    readings = [
+                        (s, z, 1.0, 1.0) for s, z in zip(mask_speech, mask_noise, strict=True)
+                    ]
                 else:
                     # hard decisions: the mean power of the bins the mask is sure hold talkers
-                    # against that of the bins it is sure hold noise
+                    # against that of the bins it is sure hold noise. Both a frame's in one
+                    # array (T, 2, bins): its rows are summed as the frame's own would be
                     below = self._mask_snr_split
-                    above = 1.0 - below
-                    sure_speech, sure_noise = in_band > above, in_band < below
-                    mask_speech = (band_power * sure_speech).sum(axis=1).tolist()
-                    mask_noise = (band_power * sure_noise).sum(axis=1).tolist()
-                    mask_weights = list(
-                        zip(sure_speech.sum(axis=1).tolist(), sure_noise.sum(axis=1).tolist(),
-                            strict=True)
-                    )
+                    sure = np.empty((in_band.shape[0], 2, in_band.shape[1]), bool)
+                    np.greater(in_band, 1.0 - below, out=sure[:, 0])
+                    np.less(in_band, below, out=sure[:, 1])
+                    powers_split = (band_power[:, None, :] * sure).sum(axis=2).tolist()
+                    readings = [
+                        (s, z, n_s, n_z)
+                        for (s, z), (n_s, n_z) in zip(
+                            powers_split, sure.sum(axis=2).tolist(), strict=True
+                        )
+                    ]
+        if listens:
+            # each frame's power in the speech band (summed row by row, as the frame-by-frame
+            # sums would be): the room's reading, and the pauses' while the beam is the
+            # reference mic
+            band_powers = ref_power[:, self._band].sum(axis=1).tolist()
         if self._adaptive_depth:
-            # the room's readings, frame by frame: each frame's power in the speech band, the
-            # low band and each band of BAND_DEPTHS (summed row by row, as the frame-by-frame
-            # sums would be)
+            # the room's readings, frame by frame: the speech band's, the low band's and each
+            # band of BAND_DEPTHS'
             call_room, call_low = self._update_depths(
-                ref_power[:, self._band].sum(axis=1).tolist(),
-                ref_power[:, :low].sum(axis=1).tolist(),
+                band_powers, ref_power[:, :low].sum(axis=1).tolist()
             )
             call_bands = [
                 room.run(ref_power[:, lo:hi].sum(axis=1).tolist())
@@ -1274,10 +1284,12 @@ class ArrayPipeline:
             segment = spectra[start:stop, : self._bf_bins]
             passes_reference = beamformer.passes_reference
             seg_ref = ref if isinstance(ref, int) else ref[start:stop]
+            beam_band = None  # (the beam's power in the speech band, a frame, if known)
             if passes_reference and listens:
                 # the beam is the (live) reference mic throughout: its spectra and powers as
                 # computed above (read only from here on)
                 beam, powers = ref_spec[start:stop], ref_power[start:stop]
+                beam_band = band_powers[start:stop]
             else:
                 if passes_reference and not isinstance(seg_ref, int):
                     # (weights on a dead reference mic, not yet re-solved without it)
@@ -1326,7 +1338,7 @@ class ArrayPipeline:
                         self.depth = room_depths[j]
                         low_kept[j] = 1.0 - low_depths[j]
                         if self._mask_depth:
-                            self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
+                            self._combine_depth(readings, start + j)
                             held[j] = self.mask_room.held_depth
                             if loose is not None:
                                 loose[j] = self._looseness()
@@ -1389,12 +1401,12 @@ class ArrayPipeline:
                     np.minimum(gains[:, :kb], event_gains, out=gains[:, :kb])
                     reshaped = True
                 if self._mask_or_wiener and self._pauses:
+                    if beam_band is None:
+                        beam_band = powers[:, band].sum(axis=1).tolist()
                     above_floor = [
                         p / max(floor, 1e-30)
                         for p, floor in zip(
-                            powers[:, band].sum(axis=1).tolist(),
-                            noise_rows[:, band].sum(axis=1).tolist(),
-                            strict=True,
+                            beam_band, noise_rows[:, band].sum(axis=1).tolist(), strict=True
                         )
                     ]
                     weights = self._pause_weights(presence, above_floor, self._frames_seen + start)
@@ -1415,7 +1427,7 @@ class ArrayPipeline:
                         self.depth = room_depths[j]
                         low_kept[j] = 1.0 - low_depths[j]
                         if self._mask_depth:
-                            self._combine_depth(mask_speech, mask_noise, mask_weights, start + j)
+                            self._combine_depth(readings, start + j)
                     # the depth is also how far the tracker's noise is believed: in a clean
                     # room what it calls noise is mostly reverberant speech
                     noise_psd = tracker.noise_psd
@@ -1429,11 +1441,16 @@ class ArrayPipeline:
                     min(c * (band_scale * 4.0), 1.0)
                     for c in (spps[:, band] > 0.9).sum(axis=1).tolist()
                 ]
-            frame_power = self._power_scale * np.einsum("tk,tk,tk->t", gains, gains, powers)
+            if self._use_agc and max(presence) >= agc.speech_threshold:
+                frame_power = (
+                    self._power_scale * np.einsum("tk,tk,tk->t", gains, gains, powers)
+                ).tolist()
+            else:
+                frame_power = [0.0] * count  # (the AGC reads a frame's power only in speech)
             scales = [1.0] * count
             as_is = transparent and passes_reference and min(low_kept) == 1.0
             for j, (p, fp, depth) in enumerate(
-                zip(presence, frame_power.tolist(), depths, strict=True)
+                zip(presence, frame_power, depths, strict=True)
             ):
                 wanted = self._pause_gain**depth if p < self._pause_presence else 1.0
                 self._gate += self._gate_rate * (wanted - self._gate)
