@@ -48,10 +48,27 @@ class NoiseTracker:
         self._current_minimum = np.full(bins, np.inf)
         self._minimum = np.full(bins, _POWER_FLOOR)
         self._scratch = np.empty(bins)
+        self._scratch_spp = np.empty(bins)  # (`run` needs no SPP)
         self._frames = 0
 
     def update(self, power: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Take |Y|^2 of one frame; update the noise PSD; return the per-bin SPP (in `out`)."""
+        if out is None:
+            out = np.empty_like(power)
+        self._step(power, out, power * 0.2)
+        return out
+
+    def run(self, powers: np.ndarray, noise: np.ndarray) -> None:
+        """Take a run of frames' |Y|^2 (T, bins), in order; write the noise PSD after each
+        into `noise` (T, bins). What `update` does a frame, with the part that does not
+        recur (0.2 |Y|^2, the minimum tracking's input) done for the run at once."""
+        spp = self._scratch_spp
+        for power, fifth, row in zip(powers, powers * 0.2, noise, strict=True):
+            self._step(power, spp, fifth)
+            row[...] = self.noise_psd
+
+    def _step(self, power: np.ndarray, spp: np.ndarray, fifth: np.ndarray) -> None:
+        """One frame: |Y|^2, the SPP's buffer, 0.2 |Y|^2."""
         self._frames += 1
         if self._frames <= self._startup:
             # the first ~0.1 s is taken as noise: a plain running mean, no speech decisions
@@ -59,13 +76,11 @@ class NoiseTracker:
                 self.noise_psd + (power - self.noise_psd) / self._frames, _POWER_FLOOR
             )
             self._smoothed = self.noise_psd.copy()
-            if out is None:
-                return np.zeros_like(power)
-            out[:] = 0.0
-            return out
+            spp[:] = 0.0
+            return
         # in place throughout: this runs once per 16 ms frame and numpy call overhead counts
         lam, tmp = self.noise_psd, self._scratch
-        spp = np.divide(power, lam, out=out)
+        np.divide(power, lam, out=spp)
         spp *= -self._c2
         np.exp(spp, out=spp)
         spp *= self._c1
@@ -75,9 +90,10 @@ class NoiseTracker:
         smooth *= self._alpha_spp
         np.multiply(spp, 1.0 - self._alpha_spp, out=tmp)
         smooth += tmp
-        if self._guard and smooth.max() > 0.99:
-            # a bin "sure" of speech for long would never update: cap it (stagnation guard)
-            np.minimum(spp, np.where(smooth > 0.99, 0.99, 1.0), out=spp)
+        if self._guard:
+            # a bin "sure" of speech for long would never update: cap it (stagnation guard;
+            # the SPP is at most 1, so elsewhere it stays as it is)
+            np.minimum(spp, 0.99, out=spp, where=smooth > 0.99)
         # lam <- alpha lam + (1 - alpha) E[N^2 | Y],  E[N^2 | Y] = spp lam + (1 - spp) |Y|^2
         step = power - lam
         np.multiply(spp, self._alpha - 1.0, out=tmp)
@@ -87,8 +103,7 @@ class NoiseTracker:
         # minimum statistics over ~2 s (Martin's sub-window scheme): a floor that unsticks
         # an estimate left too low, e.g. after a silence-to-noise step
         self._smoothed *= 0.8
-        np.multiply(power, 0.2, out=tmp)
-        self._smoothed += tmp
+        self._smoothed += fifth
         np.minimum(self._current_minimum, self._smoothed, out=self._current_minimum)
         if self._frames % self._subwindow == 0:
             self._sub_minima = np.roll(self._sub_minima, 1, axis=0)
@@ -98,7 +113,6 @@ class NoiseTracker:
         np.maximum(lam, self._minimum, out=lam)
         if self._ceiling is not None and self._frames > self._subwindow:
             np.minimum(lam, self._ceiling * np.minimum(self._minimum_running(), 1e30), out=lam)
-        return spp
 
     def _minimum_running(self) -> np.ndarray:
         return np.minimum(self._sub_minima.min(axis=0), self._current_minimum)

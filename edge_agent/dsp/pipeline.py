@@ -1327,7 +1327,7 @@ class ArrayPipeline:
                 # pauses' (_pause_weights)
                 noise_rows = np.empty_like(talker)
                 if self._mask_or_wiener:
-                    spp = np.empty(powers.shape[1])
+                    tracker.run(powers, noise_rows)
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 held = [1.0] * count  # (the mask's held reading's cap on the bands)
                 # how noisy the mask reads the room, a frame (_looseness)
@@ -1344,9 +1344,6 @@ class ArrayPipeline:
                                 loose[j] = self._looseness()
                             early[j] = self.mask_room.depth
                     depths[j] = self.depth
-                    if self._mask_or_wiener:
-                        tracker.update(powers[j], out=spp)
-                        noise_rows[j] = tracker.noise_psd
                 event_gains = None
                 steady = None  # (the Wiener gain for pauses: only with the overrule's)
                 if self._mask_or_wiener:
