@@ -179,6 +179,7 @@ class MaskSnr:
         #: reading of each of the last sub-windows (newest first) and of the current one
         self._hold = (max(1, round(0.5 / hop_s)), hold_after_s / hop_s)
         self._held = None if hold_s is None else [-math.inf] * max(1, round(hold_s / 0.5))
+        self._held_most = -math.inf  # (the highest of them)
         self._highest = -math.inf
         #: the depth the highest reading of the last `hold_s` implies (1 until there is one)
         self.held_depth = 1.0
@@ -208,27 +209,33 @@ class MaskSnr:
     ) -> float:
         """Feed one frame's talker and noise power (and, for hard decisions, how many bins
         each was summed over); return the depth."""
+        # (in locals: this runs every frame)
         a = self._a
-        self._speech = a * self._speech + (1 - a) * speech_power
-        self._noise = a * self._noise + (1 - a) * noise_power
-        self._speech_w = a * self._speech_w + (1 - a) * speech_weight
-        self._noise_w = a * self._noise_w + (1 - a) * noise_weight
-        self._frames += 1
-        if self._speech <= 0.0 and self._noise <= 0.0:
+        b = 1 - a
+        speech = self._speech = a * self._speech + b * speech_power
+        noise = self._noise = a * self._noise + b * noise_power
+        speech_w = self._speech_w = a * self._speech_w + b * speech_weight
+        noise_w = self._noise_w = a * self._noise_w + b * noise_weight
+        frames = self._frames = self._frames + 1
+        if speech <= 0.0 and noise <= 0.0:
             return self.depth  # digital silence: nothing to say about the room
-        speech = self._speech / max(self._speech_w, 1e-30)
-        noise = self._noise / max(self._noise_w, 1e-30)
-        self.snr_db = 10 * math.log10(max(speech, 1e-30) / max(noise, 1e-30))
-        span = self._clean - self._noisy
-        self.depth = min(1.0, max(0.0, (self._clean - self.snr_db) / span))
-        if self._frames < self._settle_frames:
-            self.depth *= self._frames / self._settle_frames
-        elif self._held is not None and self._frames >= self._hold[1]:
-            if self.snr_db > self._highest:
-                self._highest = self.snr_db
-            held = self.held_snr_db = max(self._highest, *self._held)
-            self.held_depth = min(1.0, max(0.0, (self._clean - held) / span))
-            if self._frames % self._hold[0] == 0:
+        speech /= max(speech_w, 1e-30)
+        noise /= max(noise_w, 1e-30)
+        snr = self.snr_db = 10 * math.log10(max(speech, 1e-30) / max(noise, 1e-30))
+        clean = self._clean
+        span = clean - self._noisy
+        depth = min(1.0, max(0.0, (clean - snr) / span))
+        if frames < self._settle_frames:
+            depth *= frames / self._settle_frames
+        elif self._held is not None and frames >= self._hold[1]:
+            if snr > self._highest:
+                self._highest = snr
+            # (the highest of the last sub-windows is kept as they change)
+            held = self.held_snr_db = max(self._highest, self._held_most)
+            self.held_depth = min(1.0, max(0.0, (clean - held) / span))
+            if frames % self._hold[0] == 0:
                 self._held = [self._highest, *self._held[:-1]]
+                self._held_most = max(self._held)
                 self._highest = -math.inf
-        return self.depth
+        self.depth = depth
+        return depth

@@ -42,6 +42,7 @@ class ChannelHealth:
         self.dead_hops = np.zeros((0, channels), bool)
         #: whether any channel was dead after any hop of the last update
         self.any_dead = False
+        self._all_alive: dict[int, np.ndarray] = {}  # (dead_hops with none dead, by hops)
         #: per-hop sums of the last update, T lists of C: the pipeline reuses them for DC
         #: removal
         self.hop_sums: list[list[float]] = []
@@ -78,23 +79,36 @@ class ChannelHealth:
         s = self.power
         middle = channels // 2
         ratio, silent = self._dead_ratio, self._silent
+        alive = [False] * channels
         verdicts = []
+        any_dead = False
         for p in powers:  # a one-pole smoother over a few hops
             s = [a * si + b * pi for si, pi in zip(s, p, strict=True)]
             # dead: silent, stuck, 40 dB under the median, or flat this hop while the
-            # median is not
-            median = sorted(s)[middle]
-            quiet, flat = median >= silent, sorted(p)[middle] >= _FLAT
+            # median is not. Channel by channel only if the quietest channel is
+            ordered, hop_ordered = sorted(s), sorted(p)
+            median, lowest = ordered[middle], ordered[0]
+            quiet, flat = median >= silent, hop_ordered[middle] >= _FLAT
             under = ratio * median
-            verdicts.append(
-                [
-                    si < under or (quiet and si < silent) or (flat and pi < _FLAT)
-                    for si, pi in zip(s, p, strict=True)
-                ]
-            )
+            if lowest < under or (quiet and lowest < silent) or (flat and hop_ordered[0] < _FLAT):
+                any_dead = True
+                verdicts.append(
+                    [
+                        si < under or (quiet and si < silent) or (flat and pi < _FLAT)
+                        for si, pi in zip(s, p, strict=True)
+                    ]
+                )
+            else:
+                verdicts.append(alive)
         self.power = s
-        self.any_dead = any(map(any, verdicts))
-        self.dead_hops = np.array(verdicts)
+        self.any_dead = any_dead
+        if any_dead:
+            self.dead_hops = np.array(verdicts)
+        else:  # (as nearly always: the same all-alive verdicts for as many hops)
+            if count not in self._all_alive:
+                self._all_alive[count] = np.zeros((count, channels), bool)
+                self._all_alive[count].flags.writeable = False
+            self.dead_hops = self._all_alive[count]
         self.dead = self.dead_hops[-1]
         # a hop clipped if it touched full scale; remember the last one
         if raw.max() >= _FULL_SCALE or raw.min() <= -_FULL_SCALE:
