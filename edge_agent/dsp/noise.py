@@ -64,16 +64,18 @@ class NoiseTracker:
         recur (0.2 |Y|^2, the minimum tracking's input) done for the run at once."""
         spp = self._scratch_spp
         for power, fifth, row in zip(powers, powers * 0.2, noise, strict=True):
-            self._step(power, spp, fifth)
-            row[...] = self.noise_psd
+            self._step(power, spp, fifth, row)
 
-    def _step(self, power: np.ndarray, spp: np.ndarray, fifth: np.ndarray) -> None:
-        """One frame: |Y|^2, the SPP's buffer, 0.2 |Y|^2."""
+    def _step(
+        self, power: np.ndarray, spp: np.ndarray, fifth: np.ndarray, new: np.ndarray | None = None
+    ) -> None:
+        """One frame: |Y|^2, the SPP's buffer, 0.2 |Y|^2; `new`, where the new noise PSD goes
+        (and stays as `noise_psd`; None: in place)."""
         self._frames += 1
         if self._frames <= self._startup:
             # the first ~0.1 s is taken as noise: a plain running mean, no speech decisions
             self.noise_psd = np.maximum(
-                self.noise_psd + (power - self.noise_psd) / self._frames, _POWER_FLOOR
+                self.noise_psd + (power - self.noise_psd) / self._frames, _POWER_FLOOR, out=new
             )
             self._smoothed = self.noise_psd.copy()
             spp[:] = 0.0
@@ -99,7 +101,10 @@ class NoiseTracker:
         np.multiply(spp, self._alpha - 1.0, out=tmp)
         tmp += 1.0 - self._alpha
         step *= tmp
-        lam += step
+        if new is not None:  # (lam + step, written where the caller keeps it: no copy)
+            lam = self.noise_psd = np.add(lam, step, out=new)
+        else:
+            lam += step
         # minimum statistics over ~2 s (Martin's sub-window scheme): a floor that unsticks
         # an estimate left too low, e.g. after a silence-to-noise step
         self._smoothed *= 0.8
@@ -166,13 +171,14 @@ class PostFilter:
         posterior *= self._posterior_weight
         denominator = noise * (1.0 / self._alpha)
         previous = self._previous_speech
-        for t in range(powers.shape[0]):
-            numerator = posterior[t]
+        for numerator, below, gain, power in zip(
+            posterior, denominator, gains, powers, strict=True
+        ):  # (rows as views: a frame's numpy calls and no more)
             numerator += previous
-            denominator[t] += numerator
-            np.divide(numerator, denominator[t], out=gains[t])
-            np.multiply(gains[t], gains[t], out=previous)
-            previous *= powers[t]
+            below += numerator
+            np.divide(numerator, below, out=gain)
+            np.multiply(gain, gain, out=previous)
+            previous *= power
         if self.floor > 0.0:
             np.maximum(gains, self.floor, out=gains)
         return gains

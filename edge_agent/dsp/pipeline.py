@@ -610,7 +610,8 @@ class ArrayPipeline:
         self._pause_noise_recent = np.zeros(bins)  # the latest pause frames' power
         self._pause_noise_recent_a = float(np.exp(-hop_s / _PAUSE_NOISE_RECENT_S))
         self._pause_noise_filter = PostFilter(bins)
-        self._pause_noise_filter.floor = 0.0  # (the floor applies after the min with the gains)
+        # (its gains floored at pause_noise_floor_db, before the min with the gains)
+        self._pause_noise_filter.floor = self._pause_noise_floor or 0.0
         self._pause_noise_need = _PAUSE_NOISE_EVIDENCE_S / hop_s  # frames
         self._pauses = pause_wiener_floor_db is not None or pause_noise_floor_db is not None
         self._use_agc = agc
@@ -852,8 +853,7 @@ class ArrayPipeline:
             estimate = np.minimum(noise, tracked)  # (the same estimate throughout)
             counts = None  # (all `before`)
         np.maximum(estimate, _POWER_FLOOR, out=estimate)  # (digital silence: no 0 / 0)
-        g = self._pause_noise_filter.run(powers[first:], estimate)
-        np.maximum(g, self._pause_noise_floor, out=g)
+        g = self._pause_noise_filter.run(powers[first:], estimate)  # (floored at the floor)
         now = gains[first:]
         if trusted:
             np.minimum(g, now, out=now)
