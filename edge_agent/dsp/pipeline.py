@@ -966,7 +966,7 @@ class ArrayPipeline:
         if early > 0:
             weight[:early] = 0.0
         if not weight.any():
-            return None
+            return None  # (none left that counts)
         share = self._events_broadband
         if share is not None:
             # above events_max_hz only as far as the frame's event is broadband: a share of
@@ -1077,8 +1077,8 @@ class ArrayPipeline:
             self.depth = min(self.depth, self.mask_room.held_depth)
 
     def _dc_offsets(self, hop_sums: list, hop_vars: list, ref: int | np.ndarray) -> tuple:
-        """Each mic's DC offset after each hop (T, M), from the hops' sums (T lists of M; their
-        variance likewise), as means: their running
+        """Each mic's DC offset after each hop (T, M), from the hops' means (`hop_sums`, T
+        lists of M, over the hop; `hop_vars` likewise): their running
         mean over the first 2 s, a one-pole average over 2 s after that. Also, for the
         reference mic (`ref`: one, or one a hop), (T,), the part of it that does not stand
         out of its own uncertainty (with `dc_significance` (lo, hi): all of it up to lo
