@@ -58,13 +58,17 @@ class NoiseTracker:
         self._step(power, out, power * 0.2)
         return out
 
-    def run(self, powers: np.ndarray, noise: np.ndarray) -> None:
+    def run(self, powers: np.ndarray, noise: np.ndarray, minima: list | None = None) -> None:
         """Take a run of frames' |Y|^2 (T, bins), in order; write the noise PSD after each
-        into `noise` (T, bins). What `update` does a frame, with the part that does not
-        recur (0.2 |Y|^2, the minimum tracking's input) done for the run at once."""
+        into `noise` (T, bins), and append the `minimum` after each to `minima` if given
+        (references: it is replaced, never changed in place). What `update` does a frame,
+        with the part that does not recur (0.2 |Y|^2, the minimum tracking's input) done for
+        the run at once."""
         spp = self._scratch_spp
         for power, fifth, row in zip(powers, powers * 0.2, noise, strict=True):
             self._step(power, spp, fifth, row)
+            if minima is not None:
+                minima.append(self._minimum)
 
     def _step(
         self, power: np.ndarray, spp: np.ndarray, fifth: np.ndarray, new: np.ndarray | None = None
@@ -118,6 +122,13 @@ class NoiseTracker:
         np.maximum(lam, self._minimum, out=lam)
         if self._ceiling is not None and self._frames > self._subwindow:
             np.minimum(lam, self._ceiling * np.minimum(self._minimum_running(), 1e30), out=lam)
+
+    @property
+    def minimum(self) -> np.ndarray:
+        """The minimum-statistics floor (bins,): the lowest of the smoothed periodogram over
+        the last ~2 s of whole sub-windows, replaced (never changed in place) at each
+        sub-window's end, so it falls within a sub-window of the noise's falling."""
+        return self._minimum
 
     def _minimum_running(self) -> np.ndarray:
         return np.minimum(self._sub_minima.min(axis=0), self._current_minimum)

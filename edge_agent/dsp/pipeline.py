@@ -56,6 +56,17 @@ _PAUSE_NOISE_EVIDENCE_S = 1.0
 # for seconds and cut the talker's weak parts (-6 dB SI-SDR in the second after)
 _PAUSE_NOISE_RECENT_S = 0.1
 _PAUSE_NOISE_RECENT_OVER = 2.0
+# ... and lowered to this times the tracker's minimum-statistics floor (NoiseTracker.minimum:
+# the lowest of its smoothed power over ~2 s, replaced every 0.4 s) wherever it is above it,
+# each time that floor is replaced; it rises again only as pauses teach it. A noise that
+# stops while the talk goes on with no pause deep enough to learn from is let go within a
+# second: the floor falls in the gaps between words, where the pauses' estimate would hold
+# the noise for as long as the talk goes on, capped only by the tracked floor, which rises
+# into the talker's reverberant tails (a fan switched off, 30 dB after 5 dB: -1.05 dB
+# SI-SDR against the raw mic 2-4 s after, -0.14 now; docs/dsp.md). 2 is about the floor's
+# bias for steady noise (a 2 s minimum of this smoothing sits ~3 dB under the mean): a noise
+# that goes on is lowered little, and only where it fluctuates
+PAUSE_NOISE_OVER_MINIMUM = 2.0
 # A mask that has just started (a stream's start, the end of a warm-up) is sure of nothing
 # for this long: its sureness that a bin is noise does not cut the Wiener gain's overrule
 _MASK_FRESH_S = 0.5
@@ -220,7 +231,9 @@ class ArrayPipeline:
     `pause_wiener_floor_db` (None: off): the Wiener gain on the tracked floor in pauses,
     floored at that x (1 - depth) (_pause_wiener_gains); `pause_noise_floor_db` (None: off):
     the Wiener gain on the noise heard in pauses, a log average over
-    `pause_noise_time_constant_s`, in every frame (_pause_noise_gains).
+    `pause_noise_time_constant_s`, in every frame (_pause_noise_gains), lowered to
+    `pause_noise_over_minimum` times the tracker's minimum-statistics floor (None: not),
+    PAUSE_NOISE_OVER_MINIMUM.
     """
 
     def __init__(
@@ -281,6 +294,7 @@ class ArrayPipeline:
         events_fricative_db: tuple[float, float] | None = EVENTS_FRICATIVE_DB,
         events_recur: tuple[float, float] | None = EVENTS_RECUR,
         noise_frame_power: float = NOISE_FRAME_POWER,
+        pause_noise_over_minimum: float | None = PAUSE_NOISE_OVER_MINIMUM,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -613,6 +627,8 @@ class ArrayPipeline:
         # (its gains floored at pause_noise_floor_db, before the min with the gains)
         self._pause_noise_filter.floor = self._pause_noise_floor or 0.0
         self._pause_noise_need = _PAUSE_NOISE_EVIDENCE_S / hop_s  # frames
+        self._pause_noise_over_minimum = pause_noise_over_minimum
+        self._pause_noise_minimum: np.ndarray | None = None  # (the tracker's, last seen)
         self._pauses = pause_wiener_floor_db is not None or pause_noise_floor_db is not None
         self._use_agc = agc
         #: share of speech-band bins holding speech, averaged over the last block (0..1);
@@ -801,7 +817,12 @@ class ArrayPipeline:
         return True
 
     def _pause_noise_gains(
-        self, gains: np.ndarray, powers: np.ndarray, tracked: np.ndarray, weights: list
+        self,
+        gains: np.ndarray,
+        powers: np.ndarray,
+        tracked: np.ndarray,
+        minima: list,
+        weights: list,
     ) -> bool:
         """Steady noise out of every frame, speech included, at any depth: the gains go down
         to the decision-directed Wiener gain on the noise heard in pauses, floored at
@@ -811,7 +832,10 @@ class ArrayPipeline:
         barely move. Never above the tracked noise floor (`tracked`, T x K), which follows a
         noise that stops within a second or two. Why not the tracked floor alone: in a clean
         room it holds the talker's reverberant tails, and its Wiener gain in speech cost 8 dB
-        SI-SDR at 30 dB; the noise deep in the pauses is the room's. Eased in over the first
+        SI-SDR at 30 dB; the noise deep in the pauses is the room's. Lowered to
+        `pause_noise_over_minimum` times the tracker's minimum-statistics floor (`minima`, the
+        floor after each frame) each time that floor is replaced (PAUSE_NOISE_OVER_MINIMUM): a
+        noise that stops under talk without a pause. Eased in over the first
         `_PAUSE_NOISE_EVIDENCE_S` of pauses learned. In place; True if it applied to any
         frame."""
         assert self._pause_noise_floor is not None
@@ -820,34 +844,65 @@ class ArrayPipeline:
         noise, recent = self._pause_noise, self._pause_noise_recent
         deep = [j for j, w in enumerate(weights) if w >= _PAUSE_NOISE_FROM]
         if noise is None and not deep:
+            self._pause_noise_minimum = minima[-1]
             return False  # (nothing heard in a pause yet)
         frames = len(weights)
         need = self._pause_noise_need
         trusted = before >= need  # (in full, from the start of the segment)
         had = noise is not None
         first = 0 if had else deep[0]
-        if deep:
-            # the estimate after each frame: it moves only in the deep pause frames
+        # the frames at which the tracker's minimum-statistics floor was replaced (the end of
+        # a sub-window): there the estimate is lowered to `over` times it where it is above
+        lowered: list = []
+        over = self._pause_noise_over_minimum
+        if over is not None:
+            last = self._pause_noise_minimum
+            for j, floor in enumerate(minima):
+                if floor is not last:
+                    lowered.append(j)
+                    last = floor
+            self._pause_noise_minimum = last
+        changes = sorted({*deep, *lowered}) if lowered else deep
+        if changes:
+            # the estimate after each frame: it moves only in the frames of `changes`
             levels = [noise] if had else []
             log_mean = self._pause_noise_log
-            logs = np.log(powers[deep] + 1e-30)
-            for k, j in enumerate(deep):
-                log_mean = a * log_mean + (1.0 - a) * logs[k]
-                # (the first pause frame is its own recent average)
-                recent = (
-                    a_recent * recent + (1.0 - a_recent) * powers[j] if learned else powers[j]
-                )
-                learned += 1
-                noise = np.exp(log_mean * (1.0 / (1.0 - a**learned)) + _EULER_GAMMA)
-                np.minimum(noise, _PAUSE_NOISE_RECENT_OVER * recent, out=noise)
-                levels.append(noise)
+            logs = dict(zip(deep, np.log(powers[deep] + 1e-30), strict=True))
+            for j in changes:
+                if noise is not None and j in lowered:
+                    # a bin quieter for a whole sub-window than the noise / `over` says the
+                    # noise has fallen: the estimate and its log average go down to it (they
+                    # rise again only as pauses teach them)
+                    ceiling = over * minima[j]
+                    log_ceiling = np.log(ceiling)
+                    log_ceiling -= _EULER_GAMMA
+                    log_ceiling *= 1.0 - a**learned
+                    log_mean = np.minimum(log_mean, log_ceiling)
+                    noise = np.minimum(noise, ceiling)
+                if j in logs:
+                    log_mean = a * log_mean + (1.0 - a) * logs[j]
+                    # (the first pause frame is its own recent average)
+                    recent = (
+                        a_recent * recent + (1.0 - a_recent) * powers[j] if learned else powers[j]
+                    )
+                    learned += 1
+                    noise = np.exp(log_mean * (1.0 / (1.0 - a**learned)) + _EULER_GAMMA)
+                    np.minimum(noise, _PAUSE_NOISE_RECENT_OVER * recent, out=noise)
+                if j >= first:
+                    levels.append(noise)
             self._pause_noise_log, self._pause_noise_frames = log_mean, learned
             self._pause_noise, self._pause_noise_recent = noise, recent
-            # how many deep frames each frame follows (it included): its row of levels, less
-            # one if the segment began with no estimate, and what it had learned
-            passed = np.searchsorted(np.array(deep, np.intp), np.arange(first, frames), "right")
+            # how many changes each frame follows (it included): its row of levels, less
+            # one if the segment began with no estimate
+            at = [j for j in changes if j >= first]
+            passed = np.searchsorted(np.array(at, np.intp), np.arange(first, frames), "right")
             estimate = np.minimum(np.array(levels)[passed - (0 if had else 1)], tracked[first:])
-            counts = before + passed
+            # what each frame had learned (the deep frames it follows, it included)
+            counts = before + (
+                passed
+                if not lowered
+                else np.searchsorted(np.array(deep, np.intp), np.arange(first, frames), "right")
+            )
         else:
             assert noise is not None  # (returned above if nothing was heard yet)
             estimate = np.minimum(noise, tracked)  # (the same estimate throughout)
@@ -1326,8 +1381,9 @@ class ArrayPipeline:
                 # the tracked floor after each frame: the Wiener gain's (below) and the
                 # pauses' (_pause_weights)
                 noise_rows = np.empty_like(talker)
+                minima: list = []  # (the tracker's minimum-statistics floor after each frame)
                 if self._mask_or_wiener:
-                    tracker.run(powers, noise_rows)
+                    tracker.run(powers, noise_rows, minima)
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 held = [1.0] * count  # (the mask's held reading's cap on the bands)
                 # how noisy the mask reads the room, a frame (_looseness)
@@ -1408,7 +1464,9 @@ class ArrayPipeline:
                     ]
                     weights = self._pause_weights(presence, above_floor, self._frames_seen + start)
                     if self._pause_noise_floor is not None:
-                        reshaped = self._pause_noise_gains(gains, powers, noise_rows, weights) or (
+                        reshaped = self._pause_noise_gains(
+                            gains, powers, noise_rows, minima, weights
+                        ) or (
                             reshaped
                         )
                     if steady is not None:

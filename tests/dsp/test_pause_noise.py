@@ -118,3 +118,36 @@ def test_bursts_in_the_pauses_barely_move_the_noise_learned() -> None:
     assert beeping._pause_noise is not None and quiet._pause_noise is not None
     rise = 10 * np.log10(beeping._pause_noise[bins].sum() / quiet._pause_noise[bins].sum())
     assert 0.0 < rise < 10.0
+
+
+def test_a_noise_that_stops_under_talk_without_a_pause_is_let_go() -> None:
+    """After the fan stops (at 5 s) the talker goes on for 2 s with no pause deep enough to
+    learn from: the noise heard in pauses cannot follow, and the tracked floor that caps it
+    rises into the talker. The tracker's minimum-statistics floor falls in the gaps between
+    syllables, and the estimate goes down to PAUSE_NOISE_OVER_MINIMUM times it at each
+    sub-window's end: measured 6.1 dB at 7 s (summed over the bins, seed 5), before the
+    first pause frame after the stop; 10.6 dB without, as at the stop. The same bytes in
+    40 ms blocks."""
+    mix, _ = _stopping_room(12.0, 5.0, seed=5)
+
+    def learned_at(seconds: float, **kw) -> tuple[float, int]:
+        stage = ArrayPipeline(load_array("respeaker-4mic-pi"), **kw)
+        stage.process(mix[: int(seconds * FS)])
+        assert stage._pause_noise is not None
+        return float(10 * np.log10(stage._pause_noise.sum())), stage._pause_noise_frames
+
+    off = {"pause_noise_over_minimum": None}
+    at_stop, frames = learned_at(5.25, **off)  # (the last pause frames end at ~5.1 s)
+    held, frames_then = learned_at(7.0, **off)
+    assert frames_then == frames  # (no pause frame learned from between)
+    assert abs(held - at_stop) < 0.1
+    lowered, frames_then = learned_at(7.0)
+    assert frames_then == frames
+    assert lowered < held - 3.0
+
+    on, _ = run(mix)
+    blocks = ArrayPipeline(load_array("respeaker-4mic-pi"))
+    padded = np.concatenate([mix, np.zeros((blocks.latency_samples, 4), np.int16)])
+    pieces = [blocks.process(padded[j : j + 640]) for j in range(0, padded.shape[0], 640)]
+    streamed = np.concatenate([*pieces, blocks.flush()])[blocks.latency_samples :] / 32768
+    assert np.array_equal(streamed, on)
