@@ -62,6 +62,11 @@ CLEAN_ABLATIONS = {
     "session)": {"events_recur": None},
     "no noise events (EVENTS)": {"events": None},
 }
+#: what else runs on the noise that comes and goes, beside ours
+CAME_ABLATIONS = {
+    "the noise heard in pauses not lowered to the tracker's floor (as before 2026-12-06, "
+    "ninth session)": {"pause_noise_over_minimum": None},
+}
 
 
 def lay_end_to_end(
@@ -120,6 +125,12 @@ def evaluate_session(job: tuple[str, int, str]) -> dict:
                 "raw": _segments(reference, run_raw(capture)),
                 "ours": _segments(reference, run_ours(capture)),
             }
+            if name == "comes_and_goes":
+                for label, overrides in CAME_ABLATIONS.items():
+                    row[f"comes_and_goes, {label}"] = {
+                        "raw": row[name]["raw"],
+                        "ours": _segments(reference, run_ours(capture, overrides)),
+                    }
             if name == "clean":
                 for label, overrides in CLEAN_ABLATIONS.items():
                     row[f"clean, {label}"] = {
@@ -129,7 +140,7 @@ def evaluate_session(job: tuple[str, int, str]) -> dict:
         return row
 
     key = [SCENE_VERSION, ARRAY, split, index, "sessions", version, HELD_SEGMENTS, CLEAN_DB]
-    return _cached([*key, list(COMES_AND_GOES), CLEAN_ABLATIONS], compute)
+    return _cached([*key, list(COMES_AND_GOES), CLEAN_ABLATIONS, CAME_ABLATIONS], compute)
 
 
 def _deltas(row: dict, session: str, measure: int) -> list[float]:
@@ -196,6 +207,15 @@ def render(rows: list[dict], split: str) -> str:
         "|---|" + "---|" * 8,
         "| SNR | " + " | ".join(f"{s:.0f} dB" for s in COMES_AND_GOES) + " |",
         "| ours | " + " | ".join(f"{d:+.2f}" for d in came) + " |",
+        *(
+            f"| ours with {label} | "
+            + " | ".join(
+                f"{_mean([_deltas(r, f'comes_and_goes, {label}', 0)[k] for r in rows]):+.2f}"
+                for k in range(8)
+            )
+            + " |"
+            for label in CAME_ABLATIONS
+        ),
         "| the room held there | " + " | ".join(f"{d:+.2f}" for d in steady) + " |",
         "",
         f"Measured {datetime.date.today().isoformat()} with `scripts/bench dsp-sessions "
