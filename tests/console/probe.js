@@ -144,6 +144,9 @@
       probe.latencyMs.length = 0;
     },
 
+    // the last k live chunks' latencies, in arrival order
+    latencyTail: (k) => probe.latencyMs.slice(-k),
+
     audioLatency() {
       const p = desk().player;
       const v = [...probe.latencyMs].sort((a, b) => a - b);
