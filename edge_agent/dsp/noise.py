@@ -58,23 +58,24 @@ class NoiseTracker:
         self._step(power, out, power * 0.2)
         return out
 
-    def run(self, powers: np.ndarray, noise: np.ndarray, minima: list | None = None) -> None:
+    def run(self, powers: np.ndarray, noise: np.ndarray, replaced: list | None = None) -> None:
         """Take a run of frames' |Y|^2 (T, bins), in order; write the noise PSD after each
-        into `noise` (T, bins), and append the `minimum` after each to `minima` if given
-        (references: it is replaced, never changed in place). What `update` does a frame,
+        into `noise` (T, bins). With `replaced`, append (k, the new floor) for each frame k of
+        the run that replaced the minimum-statistics floor (the end of a sub-window, every
+        0.4 s: the floor falls within one of the noise's falling). What `update` does a frame,
         with the part that does not recur (0.2 |Y|^2, the minimum tracking's input) done for
         the run at once."""
         spp = self._scratch_spp
-        for power, fifth, row in zip(powers, powers * 0.2, noise, strict=True):
-            self._step(power, spp, fifth, row)
-            if minima is not None:
-                minima.append(self._minimum)
+        for k, (power, fifth, row) in enumerate(zip(powers, powers * 0.2, noise, strict=True)):
+            if self._step(power, spp, fifth, row) and replaced is not None:
+                replaced.append((k, self._minimum))
 
     def _step(
         self, power: np.ndarray, spp: np.ndarray, fifth: np.ndarray, new: np.ndarray | None = None
-    ) -> None:
+    ) -> bool:
         """One frame: |Y|^2, the SPP's buffer, 0.2 |Y|^2; `new`, where the new noise PSD goes
-        (and stays as `noise_psd`; None: in place)."""
+        (and stays as `noise_psd`; None: in place). True if it replaced the
+        minimum-statistics floor."""
         self._frames += 1
         if self._frames <= self._startup:
             # the first ~0.1 s is taken as noise: a plain running mean, no speech decisions
@@ -83,7 +84,7 @@ class NoiseTracker:
             )
             self._smoothed = self.noise_psd.copy()
             spp[:] = 0.0
-            return
+            return False
         # in place throughout: this runs once per 16 ms frame and numpy call overhead counts
         lam, tmp = self.noise_psd, self._scratch
         np.divide(power, lam, out=spp)
@@ -114,7 +115,8 @@ class NoiseTracker:
         self._smoothed *= 0.8
         self._smoothed += fifth
         np.minimum(self._current_minimum, self._smoothed, out=self._current_minimum)
-        if self._frames % self._subwindow == 0:
+        replaced = self._frames % self._subwindow == 0
+        if replaced:
             self._sub_minima = np.roll(self._sub_minima, 1, axis=0)
             self._sub_minima[0] = self._current_minimum
             self._current_minimum = self._smoothed.copy()
@@ -122,13 +124,7 @@ class NoiseTracker:
         np.maximum(lam, self._minimum, out=lam)
         if self._ceiling is not None and self._frames > self._subwindow:
             np.minimum(lam, self._ceiling * np.minimum(self._minimum_running(), 1e30), out=lam)
-
-    @property
-    def minimum(self) -> np.ndarray:
-        """The minimum-statistics floor (bins,): the lowest of the smoothed periodogram over
-        the last ~2 s of whole sub-windows, replaced (never changed in place) at each
-        sub-window's end, so it falls within a sub-window of the noise's falling."""
-        return self._minimum
+        return replaced
 
     def _minimum_running(self) -> np.ndarray:
         return np.minimum(self._sub_minima.min(axis=0), self._current_minimum)

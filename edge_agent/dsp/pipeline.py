@@ -56,9 +56,9 @@ _PAUSE_NOISE_EVIDENCE_S = 1.0
 # for seconds and cut the talker's weak parts (-6 dB SI-SDR in the second after)
 _PAUSE_NOISE_RECENT_S = 0.1
 _PAUSE_NOISE_RECENT_OVER = 2.0
-# ... and lowered to this times the tracker's minimum-statistics floor (NoiseTracker.minimum:
-# the lowest of its smoothed power over ~2 s, replaced every 0.4 s) wherever it is above it,
-# each time that floor is replaced; it rises again only as pauses teach it. A noise that
+# ... and lowered to this times the tracker's minimum-statistics floor (the lowest of its
+# smoothed power over ~2 s, replaced every 0.4 s; NoiseTracker.run says when) wherever it is
+# above it, each time that floor is replaced; it rises again only as pauses teach it. A noise that
 # stops while the talk goes on with no pause deep enough to learn from is let go within a
 # second: the floor falls in the gaps between words, where the pauses' estimate would hold
 # the noise for as long as the talk goes on, capped only by the tracked floor, which rises
@@ -628,7 +628,6 @@ class ArrayPipeline:
         self._pause_noise_filter.floor = self._pause_noise_floor or 0.0
         self._pause_noise_need = _PAUSE_NOISE_EVIDENCE_S / hop_s  # frames
         self._pause_noise_over_minimum = pause_noise_over_minimum
-        self._pause_noise_minimum: np.ndarray | None = None  # (the tracker's, last seen)
         self._pauses = pause_wiener_floor_db is not None or pause_noise_floor_db is not None
         self._use_agc = agc
         #: share of speech-band bins holding speech, averaged over the last block (0..1);
@@ -821,7 +820,7 @@ class ArrayPipeline:
         gains: np.ndarray,
         powers: np.ndarray,
         tracked: np.ndarray,
-        minima: list,
+        replaced: list,
         weights: list,
     ) -> bool:
         """Steady noise out of every frame, speech included, at any depth: the gains go down
@@ -833,36 +832,28 @@ class ArrayPipeline:
         noise that stops within a second or two. Why not the tracked floor alone: in a clean
         room it holds the talker's reverberant tails, and its Wiener gain in speech cost 8 dB
         SI-SDR at 30 dB; the noise deep in the pauses is the room's. Lowered to
-        `pause_noise_over_minimum` times the tracker's minimum-statistics floor (`minima`, the
-        floor after each frame) each time that floor is replaced (PAUSE_NOISE_OVER_MINIMUM): a
-        noise that stops under talk without a pause. Eased in over the first
-        `_PAUSE_NOISE_EVIDENCE_S` of pauses learned. In place; True if it applied to any
-        frame."""
+        `pause_noise_over_minimum` times the tracker's minimum-statistics floor each time that
+        floor is replaced (`replaced`: (frame, the new floor) for those of the segment;
+        PAUSE_NOISE_OVER_MINIMUM): a noise that stops under talk without a pause. Eased in
+        over the first `_PAUSE_NOISE_EVIDENCE_S` of pauses learned. In place; True if it
+        applied to any frame."""
         assert self._pause_noise_floor is not None
         a, a_recent = self._pause_noise_a, self._pause_noise_recent_a
         before = learned = self._pause_noise_frames  # (deep pause frames learned from)
         noise, recent = self._pause_noise, self._pause_noise_recent
         deep = [j for j, w in enumerate(weights) if w >= _PAUSE_NOISE_FROM]
         if noise is None and not deep:
-            self._pause_noise_minimum = minima[-1]
             return False  # (nothing heard in a pause yet)
         frames = len(weights)
         need = self._pause_noise_need
         trusted = before >= need  # (in full, from the start of the segment)
         had = noise is not None
         first = 0 if had else deep[0]
-        # the frames at which the tracker's minimum-statistics floor was replaced (the end of
-        # a sub-window): there the estimate is lowered to `over` times it where it is above
-        lowered: list = []
+        # where the tracker replaced its minimum-statistics floor, the estimate is lowered to
+        # `over` times it wherever it is above
         over = self._pause_noise_over_minimum
-        if over is not None:
-            last = self._pause_noise_minimum
-            for j, floor in enumerate(minima):
-                if floor is not last:
-                    lowered.append(j)
-                    last = floor
-            self._pause_noise_minimum = last
-        changes = sorted({*deep, *lowered}) if lowered else deep
+        lowered = dict(replaced) if over is not None else {}
+        changes = sorted({*deep, *lowered})
         if changes:
             # the estimate after each frame: it moves only in the frames of `changes`
             levels = [noise] if had else []
@@ -873,7 +864,7 @@ class ArrayPipeline:
                     # a bin quieter for a whole sub-window than the noise / `over` says the
                     # noise has fallen: the estimate and its log average go down to it (they
                     # rise again only as pauses teach them)
-                    ceiling = over * minima[j]
+                    ceiling = over * lowered[j]
                     log_ceiling = np.log(ceiling)
                     log_ceiling -= _EULER_GAMMA
                     log_ceiling *= 1.0 - a**learned
@@ -897,16 +888,9 @@ class ArrayPipeline:
             at = [j for j in changes if j >= first]
             passed = np.searchsorted(np.array(at, np.intp), np.arange(first, frames), "right")
             estimate = np.minimum(np.array(levels)[passed - (0 if had else 1)], tracked[first:])
-            # what each frame had learned (the deep frames it follows, it included)
-            counts = before + (
-                passed
-                if not lowered
-                else np.searchsorted(np.array(deep, np.intp), np.arange(first, frames), "right")
-            )
         else:
             assert noise is not None  # (returned above if nothing was heard yet)
             estimate = np.minimum(noise, tracked)  # (the same estimate throughout)
-            counts = None  # (all `before`)
         np.maximum(estimate, _POWER_FLOOR, out=estimate)  # (digital silence: no 0 / 0)
         g = self._pause_noise_filter.run(powers[first:], estimate)  # (floored at the floor)
         now = gains[first:]
@@ -915,8 +899,10 @@ class ArrayPipeline:
             return True
         np.minimum(g, now, out=g)
         # eased in: each frame by its own trust, the same arithmetic however the frames were
-        # cut into segments (a frame trusted in full takes g as it is)
-        trust = (np.full(frames, before) if counts is None else counts) * (1.0 / need)
+        # cut into segments (a frame trusted in full takes g as it is): by what it had
+        # learned, the deep frames it follows, it included
+        followed = np.searchsorted(np.array(deep, np.intp), np.arange(first, frames), "right")
+        trust = (before + followed) * (1.0 / need)
         partial = trust < 1.0
         if partial.any():
             g[partial] = now[partial] - trust[partial, None] * (now[partial] - g[partial])
@@ -1381,9 +1367,10 @@ class ArrayPipeline:
                 # the tracked floor after each frame: the Wiener gain's (below) and the
                 # pauses' (_pause_weights)
                 noise_rows = np.empty_like(talker)
-                minima: list = []  # (the tracker's minimum-statistics floor after each frame)
+                # (the tracker's minimum-statistics floors it replaced: frame, floor)
+                replaced: list = []
                 if self._mask_or_wiener:
-                    tracker.run(powers, noise_rows, minima)
+                    tracker.run(powers, noise_rows, replaced)
                     postfilter.floor = 0.0  # (the mask's own floor applies after the overrule)
                 held = [1.0] * count  # (the mask's held reading's cap on the bands)
                 # how noisy the mask reads the room, a frame (_looseness)
@@ -1465,7 +1452,7 @@ class ArrayPipeline:
                     weights = self._pause_weights(presence, above_floor, self._frames_seen + start)
                     if self._pause_noise_floor is not None:
                         reshaped = self._pause_noise_gains(
-                            gains, powers, noise_rows, minima, weights
+                            gains, powers, noise_rows, replaced, weights
                         ) or (
                             reshaped
                         )
