@@ -558,6 +558,7 @@ ABLATIONS = {
     "2026-12-06, eighth session)": {"noise_frame_power": 0.0},
     "the noise heard in pauses not lowered to the tracker's floor (as before 2026-12-06, "
     "ninth session)": {"pause_noise_over_minimum": None},
+    "the Wiener gains in one decision-directed step (as before 2026-12-07)": {"two_step": False},
     "the pause gate at -6 dB x depth (as before the end of 2026-12-06)": {"pause_gain_db": -6.0},
     "no Wiener gain on the noise heard in pauses, and the pause gate (as before it)": {
         "pause_noise_floor_db": None,

@@ -131,12 +131,31 @@ class NoiseTracker:
 
 
 class PostFilter:
-    """Decision-directed Wiener gain with a floor (-10 dB: speech is never gated)."""
+    """Decision-directed Wiener gain with a floor (-10 dB: speech is never gated), in two
+    steps (Plapous, Marro and Scalart's TSNR, 2006) unless `two_step` is off.
 
-    def __init__(self, bins: int, *, gain_floor_db: float = -10.0, alpha_dd: float = 0.95) -> None:
+    The decision-directed a-priori SNR weighs the previous frame's speech estimate (alpha,
+    0.95) against this frame's excess power, so it lags an onset by a frame or two: where a
+    soft syllable or a fricative rises out of noise of its own level, its first frames were
+    cut by 10-17 dB, a dip in the envelope exactly where the talker begins (the STOI of a
+    30 dB room's band at 3.4-4.3 kHz fell by 0.03 over it). The second step takes this
+    frame's own first-step estimate as the a-priori SNR, |G1 Y|^2 / noise, and its gain
+    G1^2 SNR / (1 + G1^2 SNR): it follows an onset in its first frame, and takes a lone
+    noise peak, which the first step passes at a small gain, lower still. The recursion
+    keeps the first step's estimate (the second step is done once over a run of frames)."""
+
+    def __init__(
+        self,
+        bins: int,
+        *,
+        gain_floor_db: float = -10.0,
+        alpha_dd: float = 0.95,
+        two_step: bool = True,
+    ) -> None:
         #: the gain floor (linear); the pipeline raises it toward 1 in clean rooms
         self.floor = 10 ** (gain_floor_db / 20)
         self._alpha = alpha_dd
+        self._two_step = two_step
         # the a-priori SNR divided by alpha: xi / alpha = |S_prev|^2 / noise
         # + (1 - alpha) / alpha max(|Y|^2 / noise - 1, 0), and the gain
         # xi / (1 + xi) = (xi / alpha) / (1 / alpha + xi / alpha): alpha drops out of the
@@ -164,6 +183,8 @@ class PostFilter:
             np.maximum(g, self.floor, out=g)
         np.multiply(g, g, out=self._previous_speech)
         self._previous_speech *= power
+        if self._two_step:
+            self._second_step(g, power, noise_psd)
         return g
 
     def run(self, powers: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -186,6 +207,18 @@ class PostFilter:
             np.divide(numerator, below, out=gain)
             np.multiply(gain, gain, out=previous)
             previous *= power
-        if self.floor > 0.0:
+        if self._two_step:
+            self._second_step(gains, powers, noise)
+        elif self.floor > 0.0:
             np.maximum(gains, self.floor, out=gains)
         return gains
+
+    def _second_step(self, gains: np.ndarray, powers: np.ndarray, noise: np.ndarray) -> None:
+        """In place: the gains G1 -> xi / (1 + xi), xi = G1^2 |Y|^2 / noise (floored)."""
+        xi = gains * gains
+        xi *= powers
+        xi /= noise
+        np.add(xi, 1.0, out=gains)
+        np.divide(xi, gains, out=gains)
+        if self.floor > 0.0:
+            np.maximum(gains, self.floor, out=gains)

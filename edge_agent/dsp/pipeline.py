@@ -233,7 +233,9 @@ class ArrayPipeline:
     the Wiener gain on the noise heard in pauses, a log average over
     `pause_noise_time_constant_s`, in every frame (_pause_noise_gains), lowered to
     `pause_noise_over_minimum` times the tracker's minimum-statistics floor (None: not),
-    PAUSE_NOISE_OVER_MINIMUM.
+    PAUSE_NOISE_OVER_MINIMUM. `two_step` (False: the decision-directed gains as one step):
+    both Wiener gains, the post-filter's and the one on the noise heard in pauses, in two
+    steps (noise.py's PostFilter), so a soft onset is not cut in its first frames.
     """
 
     def __init__(
@@ -295,6 +297,7 @@ class ArrayPipeline:
         events_recur: tuple[float, float] | None = EVENTS_RECUR,
         noise_frame_power: float = NOISE_FRAME_POWER,
         pause_noise_over_minimum: float | None = PAUSE_NOISE_OVER_MINIMUM,
+        two_step: bool = True,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -376,7 +379,7 @@ class ArrayPipeline:
         # that is the reference mic, and selecting frames where its noise happens to be
         # low biases that mic's noise estimate low and the weights toward it.
         self.array_tracker = NoiseTracker(self._bf_bins)
-        self.postfilter = PostFilter(bins, gain_floor_db=gain_floor_db)
+        self.postfilter = PostFilter(bins, gain_floor_db=gain_floor_db, two_step=two_step)
         # How deep the enhancement goes follows the room's long-term SNR: all the way below
         # `noisy_snr_db`, not at all above `clean_snr_db` (see _update_depths).
         self._adaptive_depth = adaptive_depth
@@ -623,7 +626,7 @@ class ArrayPipeline:
         self._pause_noise: np.ndarray | None = None  # the estimate after them
         self._pause_noise_recent = np.zeros(bins)  # the latest pause frames' power
         self._pause_noise_recent_a = float(np.exp(-hop_s / _PAUSE_NOISE_RECENT_S))
-        self._pause_noise_filter = PostFilter(bins)
+        self._pause_noise_filter = PostFilter(bins, two_step=two_step)
         # (its gains floored at pause_noise_floor_db, before the min with the gains)
         self._pause_noise_filter.floor = self._pause_noise_floor or 0.0
         self._pause_noise_need = _PAUSE_NOISE_EVIDENCE_S / hop_s  # frames
