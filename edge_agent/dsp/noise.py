@@ -137,8 +137,9 @@ class PostFilter:
     The decision-directed a-priori SNR weighs the previous frame's speech estimate (alpha,
     0.95) against this frame's excess power, so it lags an onset by a frame or two: where a
     soft syllable or a fricative rises out of noise of its own level, its first frames were
-    cut by 10-17 dB, a dip in the envelope exactly where the talker begins (the STOI of a
-    30 dB room's band at 3.4-4.3 kHz fell by 0.03 over it). The second step takes this
+    cut by 5-6 dB, a dip in the envelope exactly where the talker begins (the STOI of a
+    30 dB room's band at 3.4-4.3 kHz fell by 0.03 over it; docs/dsp.md, "The Wiener gains
+    in two steps"). The second step takes this
     frame's own first-step estimate as the a-priori SNR, |G1 Y|^2 / noise, and its gain
     G1^2 SNR / (1 + G1^2 SNR): it follows an onset in its first frame, and takes a lone
     noise peak, which the first step passes at a small gain, lower still. The recursion

@@ -61,11 +61,15 @@ def paper_room(
     return np.round(mix).astype(np.int16), talker[:, 0] * scale
 
 
-def run(mix: np.ndarray, **kw) -> tuple[np.ndarray, ArrayPipeline]:
+def run(mix: np.ndarray, *, block: int | None = None, **kw) -> tuple[np.ndarray, ArrayPipeline]:
+    """The front end (keywords: ArrayPipeline's) over `mix` in one call, or in calls of
+    `block` samples (640: the unit's 40 ms), as `process` aligns it."""
     stage = ArrayPipeline(load_array("respeaker-4mic-pi"), **kw)
     latency = stage.latency_samples
     padded = np.concatenate([mix, np.zeros((latency, 4), np.int16)])
-    out = np.concatenate([stage.process(padded), stage.flush()])[latency:]
+    step = block or padded.shape[0] or 1
+    pieces = [stage.process(padded[j : j + step]) for j in range(0, padded.shape[0], step)]
+    out = np.concatenate([*pieces, stage.flush()])[latency:]
     return out.astype(np.float64) / 32768, stage
 
 
