@@ -426,6 +426,33 @@ def _hard_noise(n: int, rng: np.random.Generator, pools: dict, respond):
     return x
 
 
+def _switched(noise: np.ndarray, rng: np.random.Generator, pools: dict, respond) -> np.ndarray:
+    """The noise switched on partway through the clip (a tap, a fan, a printer), ramped over
+    10-300 ms after 0.3-2.5 s of a quieter bed (10-40 dB under it, or the mic's self-noise
+    alone), and in a third of the clips off again 1.5-4 s later. The mask had only heard
+    noise that runs from a clip's first frame: a steady noise that came on after a quiet
+    spell read as talk 3-6 s later, once its floor had caught up but its ~3 s band means
+    had not."""
+    n = noise.size
+    gate = np.zeros(n)
+    on = int(rng.uniform(0.3, 2.5) * FS)
+    off = n
+    if rng.random() < 1 / 3:
+        off = min(n, on + int(rng.uniform(1.5, 4.0) * FS))
+    gate[on:off] = 1.0
+    ramp = max(1, int(rng.uniform(0.01, 0.3) * FS))
+    gate = np.convolve(gate, np.ones(ramp) / ramp, "full")[:n]
+    out = noise * gate
+    if rng.random() < 0.7:  # a quieter bed under it, from the first frame
+        bed = clip_of(pools["noise"][int(rng.integers(len(pools["noise"])))], n, rng)
+        if rng.random() < 0.5:
+            bed = procedural_noise(n, rng)
+        bed = convolve(bed, respond((0.5, 5.0)), n)
+        scale = np.sqrt(np.mean(noise**2) / (np.mean(bed**2) + 1e-20))
+        out += bed * scale * 10 ** (-rng.uniform(10, 40) / 20)
+    return out
+
+
 def make_clip(
     rng: np.random.Generator,
     pools: dict,
@@ -434,6 +461,7 @@ def make_clip(
     simulated: float = 0.0,
     talk: float = 0.0,
     seconds: float = CLIP_S,
+    onset: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(speech image, noise image) at one mic, float, capture scale. With probability
     `focus` the clip is one of the cases the mask was weakest on (half hard noise at
@@ -442,7 +470,8 @@ def make_clip(
     probability `simulated` (and a bank of `rooms`) every source sounds through one
     simulated room's responses instead of the synthetic ones. With probability `talk` the
     clip is talk that never pauses for long (`conversation`) over the base noise, at
-    -5..35 dB. `seconds` is the clip's length."""
+    -5..35 dB. With probability `onset` the base noise switches on partway (`_switched`).
+    `seconds` is the clip's length."""
     n = int(seconds * FS)
     rt60 = rng.uniform(0.15, 1.1)
     volume = rng.uniform(25, 120)
@@ -457,12 +486,16 @@ def make_clip(
     mode, tracks = "base", []
     if talk > 0 and rng.random() < talk:
         mode = "talk"
+    elif onset > 0 and rng.random() < onset:
+        mode = "onset"
     elif rng.random() < focus:
         mode = "hard" if rng.random() < 0.5 else "clean"
     talkers = 0 if rng.random() < 0.07 else int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
     if mode == "talk":
         talkers = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
         tracks = conversation(n, rng, pools, talkers)
+    elif mode == "onset":  # (a quarter without talkers: the noise alone must read as noise)
+        talkers = int(rng.choice([0, 1, 2], p=[0.25, 0.45, 0.3]))
     elif mode != "base":
         talkers = int(rng.choice([1, 2], p=[0.6, 0.4]))
     for k in range(talkers):
@@ -486,6 +519,8 @@ def make_clip(
         if rng.random() < 0.8:
             x = convolve(x, noise_response((0.5, 5.0)), n)
         noise += x * 10 ** (rng.uniform(-10, 0) / 20)
+    if mode == "onset":
+        noise = _switched(noise, rng, pools, noise_response)
     snr_db = rng.uniform(-10, 30) if rng.random() < 0.85 else rng.uniform(-5, 10)
     if mode == "hard":
         snr_db = rng.uniform(-5, 5)
@@ -534,10 +569,11 @@ def make_batch(
     simulated: float = 0.0,
     talk: float = 0.0,
     seconds: float = CLIP_S,
+    onset: float = 0.0,
 ):
     feats, noisy, clean = [], [], []
     for _ in range(count):
-        s, v = make_clip(rng, pools, focus, rooms, simulated, talk, seconds)
+        s, v = make_clip(rng, pools, focus, rooms, simulated, talk, seconds, onset)
         y = stft(s + v)
         power = y.real**2 + y.imag**2
         feats.append(MaskFeatures()(power).astype(np.float32))
@@ -656,9 +692,9 @@ _ROOMS: RirBank | None = None
 
 
 def _round(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    seed, index, count, focus, simulated, talk, seconds = job
+    seed, index, count, focus, simulated, talk, seconds, onset = job
     rng = np.random.default_rng([*TRAIN_SEED, 7, seed, index])
-    return make_batch(rng, material(), count, focus, _ROOMS, simulated, talk, seconds)
+    return make_batch(rng, material(), count, focus, _ROOMS, simulated, talk, seconds, onset)
 
 
 def main() -> int:
@@ -698,6 +734,13 @@ def main() -> int:
         default=0.0,
         help="share of clips of talk that never pauses for long (20-600 ms between "
         "utterances), at -5..35 dB",
+    )
+    parser.add_argument(
+        "--onset",
+        type=float,
+        default=0.0,
+        help="share of clips whose noise switches on partway (after a quieter bed), and "
+        "in a third of them off again",
     )
     parser.add_argument(
         "--clip-seconds", type=float, default=CLIP_S, help="each training clip's length"
@@ -741,6 +784,16 @@ def main() -> int:
                 seconds=args.clip_seconds,
             )
         )
+    if args.onset > 0:  # as many clips whose noise switches on, as long as the training's
+        vals.append(
+            make_batch(
+                np.random.default_rng([*TRAIN_SEED, 95]),
+                pools,
+                64,
+                seconds=args.clip_seconds,
+                onset=1.0,
+            )
+        )
     vals_t = [[torch.from_numpy(a) for a in val] for val in vals]
     model = build_model(args.hidden, vals[0][0].shape[2], vals[0][1].shape[2], skip=args.skip)
     if args.init:  # (a skip the start weights lack starts at zero: the run starts as they do)
@@ -767,6 +820,7 @@ def main() -> int:
             args.simulated,
             args.talk,
             args.clip_seconds,
+            args.onset,
         )
         for r in range(args.rounds)
     ]
