@@ -27,7 +27,7 @@ image at the reference mic; ours exactly as `python -m edge_agent process` write
 is for looking, not for tuning: a change chosen on these rooms would make them one more
 generator learned.
 
-    scripts/bench dsp-stranger                  # 64 rooms, writes the doc
+    scripts/bench dsp-stranger                  # 256 rooms, writes the doc
     scripts/bench dsp-stranger --scenes 16 --no-write
 """
 
@@ -551,7 +551,7 @@ def render(rows: list[dict], scenes: int) -> str:
             ]
             kinds.append(f"{kind} {_mean(d):+.2f} ({len(at)} rooms; at -5-5 dB {_mean(low):+.2f})")
     lines.append("; ".join(kinds) + ".")
-    below = []
+    below, under_webrtc = [], []
     for speech in ("recorded", "flite"):
         for snr in SNRS_DB:
             at = [
@@ -560,9 +560,14 @@ def render(rows: list[dict], scenes: int) -> str:
             for m in ("si_sdr", "stoi"):
                 if at and _mean([by[(s, OURS)][m] - by[(s, RAW)][m] for s in at]) < 0:
                     below.append(f"{snr}{speech[0]} {'SI-SDR' if m == 'si_sdr' else 'STOI'}")
+            pesq = [by[(s, OURS)]["pesq"] - by[(s, WEBRTC)]["pesq"] for s in at]
+            if at and np.nanmean(pesq) < 0:
+                under_webrtc.append(f"{snr}{speech[0]}")
     lines += [
         "",
-        "SNR bands where ours is below the raw mic: " + (", ".join(below) or "none") + ".",
+        "SNR bands where ours is below the raw mic: " + (", ".join(below) or "none") + "; "
+        "where its PESQ-wb is below WebRTC NS's: " + (", ".join(under_webrtc) or "none") + " "
+        "(r = recorded, f = flite speech).",
         "",
         f"Measured {datetime.date.today()} with `scripts/bench dsp-stranger --scenes "
         f"{scenes}` (stranger rooms {STRANGER_VERSION}, array `{ARRAY}`).",
@@ -574,7 +579,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="scripts/bench dsp-stranger", description=__doc__.split("\n")[0]
     )
-    ap.add_argument("--scenes", type=int, default=64)
+    ap.add_argument("--scenes", type=int, default=256)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
