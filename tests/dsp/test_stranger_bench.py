@@ -1,0 +1,78 @@
+"""The noises of `scripts/bench dsp-stranger` and the training's switched-on noise are what
+their docstrings say: a bench that scored against the wrong sound would say nothing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+FS = 16000
+
+
+def _levels_db(x: np.ndarray, seconds: float = 0.25) -> np.ndarray:
+    step = int(seconds * FS)
+    frames = x[: x.size // step * step].reshape(-1, step)
+    return 10 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+
+
+@pytest.mark.parametrize("kind", ["concentrator", "radio", "sink", "siren", "printer", "cart"])
+def test_each_noise_is_finite_full_length_and_at_unit_power(kind: str) -> None:
+    import bench_dsp_stranger as stranger
+
+    n = 8 * FS
+    x = getattr(stranger, kind)(n, np.random.default_rng(3))
+    assert x.shape == (n,) and np.isfinite(x).all()
+    assert np.mean(x**2) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_the_sink_runs_for_part_of_the_scene_and_the_printer_in_bursts() -> None:
+    import bench_dsp_stranger as stranger
+
+    n = 12 * FS
+    for seed in range(4):
+        sink = _levels_db(stranger.sink(n, np.random.default_rng(seed)))
+        assert sink.max() - sink.min() > 40  # off (the mic's floor) and on
+        on = np.mean(sink > sink.max() - 10)
+        assert 0.2 < on < 0.8, on
+        printer = _levels_db(stranger.printer(n, np.random.default_rng(seed)))
+        assert printer.max() - np.median(printer) > 20 or printer.max() - printer.min() > 40
+
+
+def test_the_siren_sweeps_between_its_two_pitches() -> None:
+    import bench_dsp_stranger as stranger
+
+    x = stranger.siren(12 * FS, np.random.default_rng(5))
+    peaks = []
+    for k in range(0, x.size - 2048, 4000):
+        spectrum = np.abs(np.fft.rfft(x[k : k + 2048] * np.hanning(2048)))
+        peaks.append(np.argmax(spectrum) * FS / 2048)
+    assert min(peaks) >= 550 and max(peaks) <= 1650
+    assert max(peaks) - min(peaks) > 300  # it moves: a wail, not a tone
+
+
+def test_the_training_s_switched_noise_is_quiet_before_it_comes_on() -> None:
+    """`train_dsp_mask.py --onset`: the noise is at least 10 dB quieter before its onset
+    (a bed or the mic's self-noise) than after it, and in some clips it stops again."""
+    import train_dsp_mask as train
+
+    n = 8 * FS
+    pools = {"noise": [np.random.default_rng(k).standard_normal(n) for k in range(4)]}
+
+    def respond(_distance: tuple[float, float]) -> np.ndarray:
+        return np.array([1.0])
+
+    stops = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        noise = np.random.default_rng(100 + seed).standard_normal(n)
+        out = train._switched(noise, rng, pools, respond)
+        levels = _levels_db(out, 0.1)
+        assert levels[:2].max() < levels.max() - 10  # before 0.3 s: off
+        assert levels.max() == pytest.approx(0.0, abs=1.0)  # on: the noise as it came
+        stops += levels[-5:].max() < levels.max() - 10
+    assert 0 < stops < 12
