@@ -86,6 +86,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     Plain 16-bit PCM, what most tools write, is read with the standard library; the rest
     with scipy's reader, whose import (a fifth of a second: it brings scipy.sparse) is
     then paid only by the files that need it."""
+    import struct
     import warnings
 
     plain = _read_plain_16bit(path)
@@ -100,6 +101,12 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
             rate, data = wavfile.read(str(path))
         except ValueError as exc:
             raise ValueError(f"{path}: not a WAV file this can read ({exc})") from exc
+        except (EOFError, struct.error, UnboundLocalError) as exc:
+            # (scipy's reader on a header cut short: a chunk shorter than it says, or no
+            # fmt chunk before the end, which leaves its own rate unset)
+            raise ValueError(
+                f"{path}: not a WAV file this can read (its header is cut short or damaged)"
+            ) from exc
     data = data[:, None] if data.ndim == 1 else data
     if data.dtype == np.int16:
         return data, rate
@@ -227,6 +234,12 @@ def main(argv: list[str]) -> int:
         return 2
     for note in notes:
         print(f"process: {args.input}: {note}", file=sys.stderr)
+    try:  # before the processing: a long file must not run to nowhere
+        with open(args.output, "wb"):
+            pass
+    except OSError as exc:
+        print(f"process: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
     warm_up_s = 0.0 if args.cold else WARM_UP_S
     write_wav(args.output, process_array(samples, args.array, warm_up_s=warm_up_s))
     return 0

@@ -54,6 +54,31 @@ def test_unknown_array_and_an_impossible_rate_are_errors(tmp_path, capsys) -> No
     assert not (tmp_path / "o.wav").exists()
 
 
+def test_a_damaged_header_or_an_unwritable_output_is_a_clear_error(tmp_path, capsys) -> None:
+    """Headers cut short (scipy's reader raised struct.error or UnboundLocalError through
+    the command) and an output in a folder that does not exist (wave raised from its own
+    cleanup) are one line on stderr and exit 2, and the output is checked before the file
+    is processed."""
+    good = _wav(1, 4, FS, 16, np.zeros((1600, 4), "<i2").tobytes())
+    damaged = {
+        "cut in fmt": good[:30],
+        "fmt, no data": b"RIFF\x0c\x00\x00\x00WAVEfmt garbage",
+        "cut in data's header": good[:40],
+    }
+    for name, data in damaged.items():
+        (tmp_path / "bad.wav").write_bytes(data)
+        assert main([str(tmp_path / "bad.wav"), str(tmp_path / "o.wav")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("process: ") and "not a WAV file" in err, (name, err)
+        assert "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "o.wav").exists()
+    (tmp_path / "in.wav").write_bytes(good)
+    missing = tmp_path / "no" / "such" / "folder" / "out.wav"
+    assert main([str(tmp_path / "in.wav"), str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"process: cannot write {missing}: No such file or directory\n"
+
+
 def _processed(tmp_path, src, *flags: str) -> np.ndarray:
     dst = tmp_path / "out.wav"
     assert main([*flags, str(src), str(dst)]) == 0
