@@ -72,7 +72,7 @@ from bench_dsp_material import (
     to_16k,
     trim,
 )
-from bench_dsp_scenes import SNRS_DB
+from bench_dsp_scenes import SNRS_DB, _rotation
 
 STRANGER_VERSION = "v1"
 SEED = 3003  # (TUNE is 1001, TEST 2002)
@@ -293,12 +293,6 @@ def cart(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # -- rooms -------------------------------------------------------------------------------
-def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    axis = axis / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-
-
 def _mount(board: np.ndarray, dims: np.ndarray, rng: np.random.Generator):
     mount = str(rng.choice(["wall", "shelf", "ceiling"]))
     yaw = _rotation(np.array([0.0, 0, 1]), rng.uniform(0, 2 * np.pi))
