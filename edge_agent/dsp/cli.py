@@ -93,7 +93,13 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     if plain is not None:
         return plain
 
-    from scipy.io import wavfile
+    try:
+        from scipy.io import wavfile
+    except ImportError as exc:  # (a bare `pip install scribelink`, without the unit's extras)
+        raise ValueError(
+            f"{path} is not plain 16-bit PCM, and reading it needs scipy, which comes with the "
+            f"unit's install: pip install 'scribelink[unit]'"
+        ) from exc
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", wavfile.WavFileWarning)  # LIST/INFO chunks and such
@@ -178,7 +184,13 @@ def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
         raise ValueError(f"is {rate} Hz; the front end runs at {SAMPLE_RATE} Hz")
     from math import gcd
 
-    from scipy.signal import resample_poly
+    try:
+        from scipy.signal import resample_poly
+    except ImportError as exc:
+        raise ValueError(
+            f"is {rate} Hz, and resampling it to {SAMPLE_RATE} Hz needs scipy, which comes "
+            "with the unit's install: pip install 'scribelink[unit]'"
+        ) from exc
 
     g = gcd(SAMPLE_RATE, rate)
     up, down = SAMPLE_RATE // g, rate // g

@@ -79,6 +79,31 @@ def test_a_damaged_header_or_an_unwritable_output_is_a_clear_error(tmp_path, cap
     assert err == f"process: cannot write {missing}: No such file or directory\n"
 
 
+def test_without_scipy_a_file_that_needs_it_is_a_clear_error(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """A bare `pip install scribelink` has numpy but not scipy (the unit's extras bring it):
+    a plain 16-bit file at 16 kHz is still processed; a 24-bit file or one at 48 kHz says
+    what to install instead of a ModuleNotFoundError's traceback."""
+    import sys
+
+    for name in ("scipy", "scipy.io", "scipy.io.wavfile", "scipy.signal"):
+        monkeypatch.setitem(sys.modules, name, None)  # (import then raises ImportError)
+    mix, _ = array_scene(seconds=1.0)
+    write_multichannel(tmp_path / "plain.wav", mix)
+    assert main([str(tmp_path / "plain.wav"), str(tmp_path / "o.wav")]) == 0
+    pcm24 = np.zeros((1600, 4), np.int32).view(np.uint8).reshape(1600, 4, 4)[..., 1:]
+    (tmp_path / "deep.wav").write_bytes(_wav(1, 4, FS, 24, pcm24.tobytes()))
+    assert main([str(tmp_path / "deep.wav"), str(tmp_path / "o2.wav")]) == 2
+    err = capsys.readouterr().err
+    assert "needs scipy" in err and "scribelink[unit]" in err and "Traceback" not in err
+    write_multichannel(tmp_path / "48k.wav", np.zeros((4800, 4), np.int16), rate=48000)
+    assert main([str(tmp_path / "48k.wav"), str(tmp_path / "o3.wav")]) == 2
+    err = capsys.readouterr().err
+    assert "48000 Hz" in err and "needs scipy" in err
+    assert not (tmp_path / "o2.wav").exists() and not (tmp_path / "o3.wav").exists()
+
+
 def _processed(tmp_path, src, *flags: str) -> np.ndarray:
     dst = tmp_path / "out.wav"
     assert main([*flags, str(src), str(dst)]) == 0
