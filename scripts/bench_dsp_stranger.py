@@ -25,10 +25,11 @@ Each scene is 12 s at one of the bench's SNRs (-5 to 30 dB at the reference mic)
 as `scripts/bench dsp` scores (SI-SDR, STOI, PESQ-wb against the talkers' reverberant
 image at the reference mic; ours exactly as `python -m edge_agent process` writes it). It
 is for looking, not for tuning: a change chosen on these rooms would make them one more
-generator learned.
+generator learned. A full run also draws 64 rooms for each other shipped array (its own
+mics, the same generator) and scores ours against that array's raw reference mic.
 
     scripts/bench dsp-stranger                  # 256 rooms, writes the doc
-    scripts/bench dsp-stranger --scenes 16 --no-write
+    scripts/bench dsp-stranger --scenes 16 --array-scenes 0 --no-write
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -447,10 +449,11 @@ def _active_rms(x: np.ndarray) -> float:
     return float(np.sqrt(power[power > power.max() * 1e-3].mean()))
 
 
-def load(index: int) -> StrangerScene:
+def load(index: int, array: str = ARRAY) -> StrangerScene:
     import json
 
-    path = cache_dir() / "stranger" / f"{STRANGER_VERSION}-{index:03d}.npz"
+    mine = "" if array == ARRAY else f"-{array}"
+    path = cache_dir() / "stranger" / f"{STRANGER_VERSION}{mine}-{index:03d}.npz"
     if path.exists():
         z = np.load(path)
         return StrangerScene(
@@ -461,7 +464,7 @@ def load(index: int) -> StrangerScene:
             z["mixture"],
             z["reference"],
         )
-    scene = build(index)
+    scene = build(index, array)
     path.parent.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
         np.savez(
@@ -492,6 +495,73 @@ def evaluate(job: tuple[int, str, str]) -> dict:
         return row
 
     return _cached(["stranger", STRANGER_VERSION, ARRAY, index, system, version], compute)
+
+
+def evaluate_array(job: tuple[int, str, str, str]) -> dict:
+    """The raw reference mic or ours on one room drawn for another array (its own mics)."""
+    from edge_agent.dsp.arrays import load_array
+    from edge_agent.dsp.cli import process_array
+
+    index, array, system, version = job
+
+    def compute() -> dict:
+        scene = load(index, array)
+        if system == RAW:
+            y = scene.mixture[:, load_array(array).reference_channel] / 32768
+        else:
+            y = process_array(scene.mixture, array) / 32768
+        return _scored(scene, system, y)  # type: ignore[arg-type]
+
+    return _cached(["stranger", STRANGER_VERSION, array, index, system, version], compute)
+
+
+def _change(by: dict, rooms: list[str], measure: str) -> list[float]:
+    """Ours minus the raw mic on `measure`, a room."""
+    return [by[(s, OURS)][measure] - by[(s, RAW)][measure] for s in rooms]
+
+
+def _at(by: dict, rooms: list[str], snr: float, speech: str | None = None) -> list[str]:
+    """The rooms at `snr` (and of that kind of speech)."""
+    return [
+        s for s in rooms if by[(s, RAW)]["snr"] == snr and speech in (None, by[(s, RAW)]["speech"])
+    ]
+
+
+def other_arrays(pool, scenes: int, version: str) -> str:
+    """Ours on every other shipped array, on `scenes` rooms drawn for it."""
+    from edge_agent.dsp.arrays import available_arrays
+
+    lines = [
+        f"The other arrays ({scenes} rooms each from the same generator, drawn for that "
+        "array's mics; both kinds of speech together; change from that array's raw "
+        "reference mic):",
+        "",
+        "| array | SI-SDR Δ mean | Δ worst 10 % | STOI Δ mean | SI-SDR Δ at 0 dB | at 30 dB "
+        "| bands below raw (SI-SDR or STOI) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for array in [a for a in available_arrays() if a != ARRAY]:
+        list(pool.imap_unordered(partial(load, array=array), range(scenes)))
+        jobs = [(i, array, system, version) for system in (RAW, OURS) for i in range(scenes)]
+        by = {(r["scene"], r["system"]): r for r in pool.imap_unordered(evaluate_array, jobs)}
+        rooms = sorted({scene for scene, _ in by})
+        below = [
+            f"{snr}{speech[0]}"
+            for speech in ("recorded", "flite")
+            for snr in SNRS_DB
+            if any(
+                _mean(_change(by, _at(by, rooms, snr, speech), m)) < 0 for m in ("si_sdr", "stoi")
+            )
+        ]
+        d = _change(by, rooms, "si_sdr")
+        lines.append(
+            f"| {array} | {_mean(d):+.2f} | {_worst_decile(d):+.2f} | "
+            f"{_mean(_change(by, rooms, 'stoi')):+.3f} | "
+            f"{_mean(_change(by, _at(by, rooms, 0), 'si_sdr')):+.2f} | "
+            f"{_mean(_change(by, _at(by, rooms, 30), 'si_sdr')):+.2f} | "
+            f"{', '.join(below) or 'none'} |"
+        )
+    return "\n".join(lines)
 
 
 def render(rows: list[dict], scenes: int) -> str:
@@ -575,6 +645,9 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument("--scenes", type=int, default=256)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--array-scenes", type=int, default=64, help="rooms for each other array (0: none)"
+    )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     check_material()
@@ -585,7 +658,9 @@ def main(argv: list[str]) -> int:
     with get_context("spawn").Pool(args.jobs) as pool:
         list(pool.imap_unordered(load, range(args.scenes)))  # build each room once
         rows = list(pool.imap_unordered(evaluate, jobs))
-    body = render(rows, args.scenes)
+        body = render(rows, args.scenes)
+        if args.array_scenes:
+            body += "\n\n" + other_arrays(pool, args.array_scenes, version)
     print(body)
     if not args.no_write:
         record_section(
