@@ -64,13 +64,17 @@ def trim(x: np.ndarray) -> np.ndarray:
     return x[idx[0] : idx[-1] + 1] if idx.size else x
 
 
-def active_normalise(x: np.ndarray) -> np.ndarray:
-    """Scale to unit active speech level (RMS over the 20 ms frames within 30 dB of the loudest)."""
+def active_level(x: np.ndarray) -> float:
+    """The active speech level: RMS over the 20 ms frames within 30 dB of the loudest."""
     frames = x[: x.size // 320 * 320].reshape(-1, 320)
     power = (frames**2).mean(axis=1)
     active = power > power.max() * 1e-3
-    level = np.sqrt(power[active].mean()) if active.any() else 1.0
-    return x / (level + 1e-12)
+    return np.sqrt(power[active].mean()) if active.any() else 1.0
+
+
+def active_normalise(x: np.ndarray) -> np.ndarray:
+    """Scale to unit active speech level (active_level)."""
+    return x / (active_level(x) + 1e-12)
 
 
 # -- recorded speech ---------------------------------------------------------------------

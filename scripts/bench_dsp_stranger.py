@@ -67,6 +67,7 @@ from bench_dsp import (
 )
 from bench_dsp_material import (
     FS,
+    active_level,
     active_normalise,
     cache_dir,
     check_material,
@@ -149,13 +150,12 @@ def flite(text: str, voice: str, stretch: float, f0: float) -> np.ndarray:
 def _talk(n: int, rng: np.random.Generator, kind: str, talkers: int) -> list[np.ndarray]:
     """Dry signals, one per talker: turns of one utterance, pauses of 0.1-2.5 s."""
     if kind == "recorded":
-        pool = [u for us in recorded_speakers("test").values() for u in us]
         speakers = recorded_speakers("test")
         names = sorted(speakers)
         chosen = [names[int(rng.integers(len(names)))] for _ in range(talkers)]
 
         def utterance(who: int) -> np.ndarray:
-            us = speakers[chosen[who]] if len(names) > 1 else pool
+            us = speakers[chosen[who]]
             return us[int(rng.integers(len(us)))].astype(np.float64)
     else:
         voices = [FLITE_VOICES[int(rng.integers(len(FLITE_VOICES)))] for _ in range(talkers)]
@@ -418,8 +418,7 @@ def build(index: int, array: str = ARRAY) -> StrangerScene:
     noise *= np.sqrt(np.mean(speech[ref] ** 2) / np.mean(noise[ref] ** 2) / 10 ** (snr_db / 10))
     gains = 10 ** (rng.uniform(-1, 1, size=(speech.shape[0], 1)) / 20)
     speech, noise = speech * gains, noise * gains
-    active = _active_rms(speech[ref])
-    level = 10 ** (rng.uniform(-48, -20) / 20) / active
+    level = 10 ** (rng.uniform(-48, -20) / 20) / active_level(speech[ref])
     level = min(level, 0.9 / np.abs(speech + noise).max())
     self_noise = rng.standard_normal(speech.shape) * 10 ** (rng.uniform(-85, -75) / 20)
     mixture = (speech + noise) * level + self_noise
@@ -441,12 +440,6 @@ def build(index: int, array: str = ARRAY) -> StrangerScene:
         np.clip(np.round(channels * 32768), -32768, 32767).astype(np.int16),
         speech[ref] * level,
     )
-
-
-def _active_rms(x: np.ndarray) -> float:
-    frames = x[: x.size // 320 * 320].reshape(-1, 320)
-    power = (frames**2).mean(axis=1)
-    return float(np.sqrt(power[power > power.max() * 1e-3].mean()))
 
 
 def load(index: int, array: str = ARRAY) -> StrangerScene:
@@ -490,7 +483,7 @@ def evaluate(job: tuple[int, str, str]) -> dict:
     def compute() -> dict:
         scene = load(index)
         fn = SYSTEMS[system][0]
-        row = _scored(scene, system, fn(scene.mixture), system in ANCHORS)  # type: ignore[arg-type]
+        row = _scored(scene, system, fn(scene.mixture), system in ANCHORS)
         row["noise"] = scene.info["noise"]
         return row
 
@@ -510,14 +503,16 @@ def evaluate_array(job: tuple[int, str, str, str]) -> dict:
             y = scene.mixture[:, load_array(array).reference_channel] / 32768
         else:
             y = process_array(scene.mixture, array) / 32768
-        return _scored(scene, system, y)  # type: ignore[arg-type]
+        return _scored(scene, system, y)
 
     return _cached(["stranger", STRANGER_VERSION, array, index, system, version], compute)
 
 
-def _change(by: dict, rooms: list[str], measure: str) -> list[float]:
-    """Ours minus the raw mic on `measure`, a room."""
-    return [by[(s, OURS)][measure] - by[(s, RAW)][measure] for s in rooms]
+def _change(
+    by: dict, rooms: list[str], measure: str, system: str = OURS, against: str = RAW
+) -> list[float]:
+    """`system` minus `against` (the raw mic) on `measure`, a room."""
+    return [by[(s, system)][measure] - by[(s, against)][measure] for s in rooms]
 
 
 def _at(by: dict, rooms: list[str], snr: float, speech: str | None = None) -> list[str]:
@@ -582,16 +577,12 @@ def render(rows: list[dict], scenes: int) -> str:
     for speech in ("recorded", "flite"):
         mine = [s for s in names if by[(s, RAW)]["speech"] == speech]
         for system in (WEBRTC, OURS):
-            d = {
-                m: [by[(s, system)][m] - by[(s, RAW)][m] for s in mine]
-                for m in ("si_sdr", "stoi", "pesq")
-            }
-            cells = []
-            for snr in SNRS_DB:
-                at = [s for s in mine if by[(s, RAW)]["snr"] == snr]
-                si = _mean([by[(s, system)]["si_sdr"] - by[(s, RAW)]["si_sdr"] for s in at])
-                st = _mean([by[(s, system)]["stoi"] - by[(s, RAW)]["stoi"] for s in at])
-                cells.append(f"{si:+.1f} / {st:+.3f}")
+            d = {m: _change(by, mine, m, system) for m in ("si_sdr", "stoi", "pesq")}
+            cells = [
+                f"{_mean(_change(by, _at(by, mine, snr), 'si_sdr', system)):+.1f} / "
+                f"{_mean(_change(by, _at(by, mine, snr), 'stoi', system)):+.3f}"
+                for snr in SNRS_DB
+            ]
             lines.append(
                 f"| {speech} | {system} | {_mean(d['si_sdr']):+.2f} | "
                 f"{_worst_decile(d['si_sdr']):+.2f} | {_mean(d['stoi']):+.4f} | "
@@ -605,27 +596,24 @@ def render(rows: list[dict], scenes: int) -> str:
     ]
     kinds = []
     for kind in NOISE_KINDS:
-        at = [s for s in names if kind in by[(s, RAW)]["noise"]]
-        if at:
-            d = [by[(s, OURS)]["si_sdr"] - by[(s, RAW)]["si_sdr"] for s in at]
-            low = [
-                by[(s, OURS)]["si_sdr"] - by[(s, RAW)]["si_sdr"]
-                for s in at
-                if by[(s, RAW)]["snr"] <= 5
-            ]
-            kinds.append(f"{kind} {_mean(d):+.2f} ({len(at)} rooms; at -5-5 dB {_mean(low):+.2f})")
+        holding = [s for s in names if kind in by[(s, RAW)]["noise"]]
+        if holding:
+            low = [s for s in holding if by[(s, RAW)]["snr"] <= 5]
+            kinds.append(
+                f"{kind} {_mean(_change(by, holding, 'si_sdr')):+.2f} ({len(holding)} rooms; "
+                f"at -5-5 dB {_mean(_change(by, low, 'si_sdr')):+.2f})"
+            )
     lines.append("; ".join(kinds) + ".")
     below, under_webrtc = [], []
     for speech in ("recorded", "flite"):
         for snr in SNRS_DB:
-            at = [
-                s for s in names if by[(s, RAW)]["speech"] == speech and by[(s, RAW)]["snr"] == snr
-            ]
+            at = _at(by, names, snr, speech)
+            if not at:
+                continue
             for m in ("si_sdr", "stoi"):
-                if at and _mean([by[(s, OURS)][m] - by[(s, RAW)][m] for s in at]) < 0:
+                if _mean(_change(by, at, m)) < 0:
                     below.append(f"{snr}{speech[0]} {'SI-SDR' if m == 'si_sdr' else 'STOI'}")
-            pesq = [by[(s, OURS)]["pesq"] - by[(s, WEBRTC)]["pesq"] for s in at]
-            if at and np.nanmean(pesq) < 0:
+            if np.nanmean(_change(by, at, "pesq", OURS, WEBRTC)) < 0:
                 under_webrtc.append(f"{snr}{speech[0]}")
     lines += [
         "",

@@ -431,8 +431,8 @@ def _switched(noise: np.ndarray, rng: np.random.Generator, pools: dict, respond)
     10-300 ms after 0.3-2.5 s of a quieter bed (10-40 dB under it, or the mic's self-noise
     alone), and in a third of the clips off again 1.5-4 s later. The mask had only heard
     noise that runs from a clip's first frame: a steady noise that came on after a quiet
-    spell read as talk 3-6 s later, once its floor had caught up but its ~3 s band means
-    had not."""
+    spell read as talk 3-6 s later (docs/dsp.md, "The mask fine-tuned on noise that
+    switches on": not the features' lagging band means, the GRU's own state)."""
     n = noise.size
     gate = np.zeros(n)
     on = int(rng.uniform(0.3, 2.5) * FS)
@@ -774,26 +774,12 @@ def main() -> int:
         vals.append(
             make_batch(np.random.default_rng([*TRAIN_SEED, 97]), pools, 64, args.focus, held, 1.0)
         )
-    if args.talk > 0:  # as many clips of talk without pauses, as long as the training's
-        vals.append(
-            make_batch(
-                np.random.default_rng([*TRAIN_SEED, 96]),
-                pools,
-                64,
-                talk=1.0,
-                seconds=args.clip_seconds,
-            )
-        )
-    if args.onset > 0:  # as many clips whose noise switches on, as long as the training's
-        vals.append(
-            make_batch(
-                np.random.default_rng([*TRAIN_SEED, 95]),
-                pools,
-                64,
-                seconds=args.clip_seconds,
-                onset=1.0,
-            )
-        )
+    # as many clips of talk without pauses, and of noise that switches on, as the training's
+    # clips are long
+    for share, seed, family in ((args.talk, 96, "talk"), (args.onset, 95, "onset")):
+        if share > 0:
+            rng = np.random.default_rng([*TRAIN_SEED, seed])
+            vals.append(make_batch(rng, pools, 64, seconds=args.clip_seconds, **{family: 1.0}))
     vals_t = [[torch.from_numpy(a) for a in val] for val in vals]
     model = build_model(args.hidden, vals[0][0].shape[2], vals[0][1].shape[2], skip=args.skip)
     if args.init:  # (a skip the start weights lack starts at zero: the run starts as they do)
