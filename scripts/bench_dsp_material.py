@@ -77,6 +77,26 @@ def active_normalise(x: np.ndarray) -> np.ndarray:
     return x / (active_level(x) + 1e-12)
 
 
+#: a recording whose 20 ms frame levels spread less than this (dB, 10th to 90th percentile)
+#: is steady sound, not speech: talk rises and falls with its syllables (the recorded voices
+#: spread 11.5-90 dB; Asterisk's silence prompts, codec noise, 0.8-0.9 dB)
+SPEECH_LEVEL_SPREAD_DB = 6.0
+
+
+def level_spread_db(x: np.ndarray) -> float:
+    """The spread of `x`'s 20 ms frame levels, dB: 90th percentile minus 10th."""
+    frames = x[: x.size // 320 * 320].reshape(-1, 320)
+    db = 10 * np.log10((frames**2).mean(axis=1) + 1e-20)
+    low, high = np.percentile(db, [10, 90])
+    return float(high - low)
+
+
+def is_speech(x: np.ndarray) -> bool:
+    """False for a recording that cannot be a talker's turn: too steady (the level of
+    SPEECH_LEVEL_SPREAD_DB) or shorter than one 20 ms frame."""
+    return x.size >= 320 and level_spread_db(x) >= SPEECH_LEVEL_SPREAD_DB
+
+
 # -- recorded speech ---------------------------------------------------------------------
 ASTERISK_VOICES = {
     # package -> directory of its prompts; voice, sex
@@ -133,6 +153,8 @@ def _asterisk_voice(package: str) -> dict[str, np.ndarray]:
     for name, data in sorted(members.items()):
         if "/digits/" in name or "/letters/" in name or "/phonetic/" in name:
             continue  # single words: too short to be a conversational turn
+        if "/silence/" in name:
+            continue  # 1-10 s of the codec's idle noise, not speech
         pcm = np.asarray(G722.G722(FS, 64000).decode(data), np.float64) / 32768
         x = trim(pcm)
         if 1.5 * FS <= x.size <= 12 * FS:
@@ -182,7 +204,8 @@ def _alsa() -> dict[str, np.ndarray]:
 @cache
 def recorded_speakers(split: str) -> dict[str, list[np.ndarray]]:
     """{speaker: [utterance, ...]} of real recordings for `split` ("tune" or "test")."""
-    path = cache_dir() / f"recorded-{split}-v1.npz"
+    # (v2: without Asterisk's silence prompts, which v1 had normalised to speech level)
+    path = cache_dir() / f"recorded-{split}-v2.npz"
     if path.exists():
         z = np.load(path)
         out: dict[str, list[np.ndarray]] = {}
@@ -207,6 +230,8 @@ def recorded_speakers(split: str) -> dict[str, list[np.ndarray]]:
             keep = utterances
         else:
             continue
+        # only talk: a steady recording is scored as a talker but is noise (is_speech)
+        keep = {k: v for k, v in keep.items() if is_speech(v)}
         # at most 80 prompts per voice, chosen by name hash (stable, no preference)
         names = sorted(keep, key=lambda k: hashlib.sha1(k.encode()).hexdigest())[:80]
         out[voice] = [active_normalise(keep[k]).astype(np.float32) for k in sorted(names)]

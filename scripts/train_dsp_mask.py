@@ -126,7 +126,8 @@ def _music() -> list[np.ndarray]:
 
 def material() -> dict[str, list[np.ndarray]]:
     """Speech and noise pools (cached): TUNE material and noise the bench does not use."""
-    path = cache_dir() / "train-mask-material-v1.npz"
+    # (v2: the recorded talkers without the silence prompts: bench_dsp_material.is_speech)
+    path = cache_dir() / "train-mask-material-v2.npz"
     if path.exists():
         z = np.load(path)
         pools: dict[str, list[np.ndarray]] = {}
