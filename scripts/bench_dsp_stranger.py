@@ -77,7 +77,8 @@ from bench_dsp_material import (
 )
 from bench_dsp_scenes import SNRS_DB, _rotation
 
-STRANGER_VERSION = "v1"
+#: v2: TEST's recordings without Asterisk's silence prompts (bench_dsp_material.is_speech)
+STRANGER_VERSION = "v2"
 SEED = 3003  # (TUNE is 1001, TEST 2002)
 SECONDS = 12.0
 NOISE_KINDS = ("diffuse", "concentrator", "radio", "sink", "siren", "printer", "cart")
