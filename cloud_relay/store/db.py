@@ -112,6 +112,7 @@ class SqliteDb:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._stop = threading.Event()  # (wakes the checkpointer at close)
         self.created = False  # this process made the file (migrate() compacts it after)
         # tables made on first use: name -> its CREATE statements (migrations.DEFERRED)
         self._deferred: dict[str, tuple[str, ...]] = {}
@@ -128,8 +129,7 @@ class SqliteDb:
         with SQLite's default of one per 1,000 pages, and no commit stalls in the p99."""
         wal = Path(str(self.path) + "-wal")
         last = 0.0
-        while not self._closed:
-            time.sleep(0.25)
+        while not self._stop.wait(0.25):
             try:
                 size = wal.stat().st_size
             except OSError:
@@ -275,6 +275,11 @@ class SqliteDb:
         if self._closed:
             return
         self._closed = True
+        # the checkpointer stopped first: a connection closed under its checkpoint (another
+        # thread's close during its execute) crashed the process
+        self._stop.set()
+        if self._checkpointer is not threading.current_thread():
+            self._checkpointer.join()
         with self._lock:
             conns, self._all = self._all, []
         for c in conns:

@@ -271,3 +271,26 @@ def test_the_writer_stores_a_new_status_at_once_and_a_repeated_one_now_and_then(
         assert [p["at_us"] for p in pushed] == [1, 2, 3]  # the scribes got every one
     finally:
         w.stop()
+
+
+def test_closing_a_sqlite_store_stops_its_checkpointer_before_its_connections(tmp_path):
+    """close() waits for the WAL checkpointer: closing the connection it was checkpointing
+    on, from another thread, crashed the process (a segfault in a CI run's worker). Stores
+    are opened and closed while the checkpointer is kept busy, and each close returns with
+    the thread gone and nothing of the store left open."""
+    import threading
+
+    from cloud_relay.store import db as store_db
+
+    for k in range(20):
+        db = store_db.SqliteDb(tmp_path / f"relay-{k}.db")
+        db.execute("CREATE TABLE t (x INTEGER)")
+        db.execute("INSERT INTO t VALUES (1)")
+        # (its first wake-up, 0.25 s after the store opened, checkpoints: close during it
+        # or before it)
+        db._checkpointer.join(0.25 if k % 2 else 0.0)
+        db.close(compact=False)
+        assert not db._checkpointer.is_alive()
+        with pytest.raises(sqlite3.Error):
+            db.query("SELECT x FROM t")
+    assert not [t for t in threading.enumerate() if t.name == "sqlite-checkpoint"]
