@@ -64,10 +64,15 @@ def trim(x: np.ndarray) -> np.ndarray:
     return x[idx[0] : idx[-1] + 1] if idx.size else x
 
 
+def _frame_powers(x: np.ndarray) -> np.ndarray:
+    """The mean power of each whole 20 ms frame of `x`."""
+    frames = x[: x.size // 320 * 320].reshape(-1, 320)
+    return (frames**2).mean(axis=1)
+
+
 def active_level(x: np.ndarray) -> float:
     """The active speech level: RMS over the 20 ms frames within 30 dB of the loudest."""
-    frames = x[: x.size // 320 * 320].reshape(-1, 320)
-    power = (frames**2).mean(axis=1)
+    power = _frame_powers(x)
     active = power > power.max() * 1e-3
     return np.sqrt(power[active].mean()) if active.any() else 1.0
 
@@ -85,8 +90,7 @@ SPEECH_LEVEL_SPREAD_DB = 6.0
 
 def level_spread_db(x: np.ndarray) -> float:
     """The spread of `x`'s 20 ms frame levels, dB: 90th percentile minus 10th."""
-    frames = x[: x.size // 320 * 320].reshape(-1, 320)
-    db = 10 * np.log10((frames**2).mean(axis=1) + 1e-20)
+    db = 10 * np.log10(_frame_powers(x) + 1e-20)
     low, high = np.percentile(db, [10, 90])
     return float(high - low)
 
@@ -153,8 +157,6 @@ def _asterisk_voice(package: str) -> dict[str, np.ndarray]:
     for name, data in sorted(members.items()):
         if "/digits/" in name or "/letters/" in name or "/phonetic/" in name:
             continue  # single words: too short to be a conversational turn
-        if "/silence/" in name:
-            continue  # 1-10 s of the codec's idle noise, not speech
         pcm = np.asarray(G722.G722(FS, 64000).decode(data), np.float64) / 32768
         x = trim(pcm)
         if 1.5 * FS <= x.size <= 12 * FS:

@@ -111,8 +111,7 @@ class SqliteDb:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._closed = False
-        self._stop = threading.Event()  # (wakes the checkpointer at close)
+        self._closed = threading.Event()  # (set at close; wakes the checkpointer)
         self.created = False  # this process made the file (migrate() compacts it after)
         # tables made on first use: name -> its CREATE statements (migrations.DEFERRED)
         self._deferred: dict[str, tuple[str, ...]] = {}
@@ -129,7 +128,7 @@ class SqliteDb:
         with SQLite's default of one per 1,000 pages, and no commit stalls in the p99."""
         wal = Path(str(self.path) + "-wal")
         last = 0.0
-        while not self._stop.wait(0.25):
+        while not self._closed.wait(0.25):
             try:
                 size = wal.stat().st_size
             except OSError:
@@ -145,7 +144,7 @@ class SqliteDb:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            if self._closed:
+            if self._closed.is_set():
                 raise StoreUnavailable("the store is closed")
             try:
                 conn = sqlite3.connect(str(self.path), check_same_thread=False,
@@ -272,12 +271,11 @@ class SqliteDb:
             conn.close()
 
     def close(self, *, compact: bool = True) -> None:
-        if self._closed:
+        if self._closed.is_set():
             return
-        self._closed = True
         # the checkpointer stopped first: a connection closed under its checkpoint (another
         # thread's close during its execute) crashed the process
-        self._stop.set()
+        self._closed.set()
         if self._checkpointer is not threading.current_thread():
             self._checkpointer.join()
         with self._lock:
