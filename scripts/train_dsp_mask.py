@@ -561,6 +561,15 @@ def stft(x: np.ndarray) -> np.ndarray:
     return np.fft.rfft(padded[index] * WINDOW, axis=-1)
 
 
+def phase_sensitive_target(talkers: np.ndarray, mixture: np.ndarray) -> np.ndarray:
+    """|S| cos(angle(S) - angle(Y)): the part of the talkers' spectrum S that lies along the
+    mixture's Y, which is all a real gain on the mixture can give back. A gain g leaves
+    |g Y - S|^2 = (g |Y| - this)^2 + (what lies across Y), so the error against it is the
+    waveform's error up to a part no gain can touch. Negative where the noise has turned
+    the bin against the talkers."""
+    return (talkers * mixture.conj()).real / (np.abs(mixture) + 1e-12)
+
+
 def make_batch(
     rng: np.random.Generator,
     pools: dict,
@@ -572,15 +581,21 @@ def make_batch(
     seconds: float = CLIP_S,
     onset: float = 0.0,
 ):
-    feats, noisy, clean = [], [], []
+    """Features, the mixture's magnitudes, the talkers' magnitudes, and the talkers'
+    magnitudes projected on the mixture's phase (|S| cos(angle(S) - angle(Y)): what a real
+    gain on the mixture can give back of them, the phase-sensitive target)."""
+    feats, noisy, clean, projected = [], [], [], []
     for _ in range(count):
         s, v = make_clip(rng, pools, focus, rooms, simulated, talk, seconds, onset)
         y = stft(s + v)
+        talkers = stft(s)
         power = y.real**2 + y.imag**2
+        magnitude = np.sqrt(power)
         feats.append(MaskFeatures()(power).astype(np.float32))
-        noisy.append(np.abs(y).astype(np.float32))
-        clean.append(np.abs(stft(s)).astype(np.float32))
-    return np.stack(feats), np.stack(noisy), np.stack(clean)
+        noisy.append(magnitude.astype(np.float32))
+        clean.append(np.abs(talkers).astype(np.float32))
+        projected.append(phase_sensitive_target(talkers, y).astype(np.float32))
+    return np.stack(feats), np.stack(noisy), np.stack(clean), np.stack(projected)
 
 
 # -- the model ---------------------------------------------------------------------------
@@ -677,22 +692,28 @@ def check_and_write_vectors(weights: Path, hidden: int, vectors: Path = VECTORS)
     return gap
 
 
-def loss_fn(mask, noisy, clean):
+def loss_fn(mask, noisy, clean, projected=None, phase: float = 0.0):
     """Compressed-magnitude error of the masked mixture, plus a little of the mask's own
     error against the ideal ratio mask (so the mask is a calibrated speech presence too:
-    the beamformer's statistics and the room's SNR are read from it)."""
+    the beamformer's statistics and the room's SNR are read from it). With `phase`, plus
+    that much of the uncompressed error of the masked mixture against the talkers'
+    phase-sensitive target (`projected`): the error as the waveform has it, where the loud
+    bins count most, as they do in SI-SDR."""
     scale = noisy.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + 1e-9
     est = (mask * noisy / scale + 1e-8).pow(0.3)
     ref = (clean / scale + 1e-8).pow(0.3)
     ideal = (clean / (noisy + 1e-9)).clamp(0.0, 1.0)
-    return (est - ref).pow(2).mean() + 0.1 * (mask - ideal).pow(2).mean()
+    loss = (est - ref).pow(2).mean() + 0.1 * (mask - ideal).pow(2).mean()
+    if phase:
+        loss = loss + phase * ((mask * noisy - projected) / scale).pow(2).mean()
+    return loss
 
 
 #: the simulated rooms the clip maker draws from (set before the clip maker forks)
 _ROOMS: RirBank | None = None
 
 
-def _round(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _round(job: tuple) -> tuple[np.ndarray, ...]:
     seed, index, count, focus, simulated, talk, seconds, onset = job
     rng = np.random.default_rng([*TRAIN_SEED, 7, seed, index])
     return make_batch(rng, material(), count, focus, _ROOMS, simulated, talk, seconds, onset)
@@ -744,6 +765,12 @@ def main() -> int:
         "in a third of them off again",
     )
     parser.add_argument(
+        "--phase",
+        type=float,
+        default=0.0,
+        help="weight of the uncompressed phase-sensitive error in the loss (0: none)",
+    )
+    parser.add_argument(
         "--clip-seconds", type=float, default=CLIP_S, help="each training clip's length"
     )
     parser.add_argument(
@@ -789,7 +816,7 @@ def main() -> int:
     def validate() -> list[float]:
         model.eval()
         with torch.no_grad():
-            return [float(loss_fn(model(f), y, c)) for f, y, c in vals_t]
+            return [float(loss_fn(model(f), y, c, p, args.phase)) for f, y, c, p in vals_t]
 
     start = time.monotonic()
     best = float("inf")
@@ -819,7 +846,7 @@ def main() -> int:
             batch = pending.get()
             if r + 1 < args.rounds:
                 pending = pool.apply_async(_round, (jobs[r + 1],))
-            feats, noisy, clean = (torch.from_numpy(a) for a in batch)
+            feats, noisy, clean, projected = (torch.from_numpy(a) for a in batch)
             del batch
             progress = r / args.rounds  # cosine decay over the rounds, or the time limit
             if args.minutes:
@@ -833,7 +860,9 @@ def main() -> int:
                 order = torch.randperm(feats.shape[0], generator=gen)
                 for i in range(0, feats.shape[0], args.batch):
                     idx = order[i : i + args.batch]
-                    loss = loss_fn(model(feats[idx]), noisy[idx], clean[idx])
+                    loss = loss_fn(
+                        model(feats[idx]), noisy[idx], clean[idx], projected[idx], args.phase
+                    )
                     opt.zero_grad()
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -166,15 +166,15 @@ def test_a_48k_recording_is_resampled_and_stays_aligned(tmp_path, capsys) -> Non
     assert y.size == mix.shape[0]
     lags = [float(np.dot(np.roll(y, -k)[FS:], clean[FS:])) for k in range(-40, 41)]
     assert int(np.argmax(lags)) - 40 == 0
-    # the resampler's effect, from power-on (--cold): warmed up, the front end trusts the
-    # trained mask from the first second, and on conftest's harmonic stand-in for a talker
-    # the mask reads the band-limited file less well (4.7 dB against 7.8 measured; both
-    # over the raw mic's 2.0, asserted below)
+    # the resampler's effect, from power-on (--cold) and warmed up, each against the same
+    # file at 16 kHz. (Warmed up, this 2 s file is scored inside the mask's first seconds,
+    # which start afresh after the warm-up: 3.1 / 2.9 dB measured for 48 / 16 kHz, against
+    # 6.3 / 6.2 from power-on and the raw mic's 2.0.)
     warm = y
     y = _processed(tmp_path, src, "--cold").astype(np.float64)
-    direct = _processed(
-        tmp_path, write_multichannel(tmp_path / "16k.wav", mix), "--cold"
-    ).astype(np.float64)
+    at_16k = write_multichannel(tmp_path / "16k.wav", mix)
+    direct = _processed(tmp_path, at_16k, "--cold").astype(np.float64)
+    direct_warm = _processed(tmp_path, at_16k).astype(np.float64)
 
     def si_sdr(e: np.ndarray) -> float:
         c, e = clean[FS:], e[FS:]
@@ -183,10 +183,11 @@ def test_a_48k_recording_is_resampled_and_stays_aligned(tmp_path, capsys) -> Non
 
     # at least as well processed as the 16 kHz recording (not sample for sample: the
     # resampler takes out what lies above 7.6 kHz, and the trained mask reads the whole
-    # spectrum; measured 7.3 dB against 6.6)
+    # spectrum; measured 6.3 dB against 6.2)
     assert si_sdr(y) > si_sdr(direct) - 0.5
+    assert si_sdr(warm) > si_sdr(direct_warm) - 0.5
     assert si_sdr(direct) > si_sdr(mix[:, 0].astype(np.float64)) + 1.0
-    assert si_sdr(warm) > si_sdr(mix[:, 0].astype(np.float64)) + 1.0
+    assert si_sdr(warm) > si_sdr(mix[:, 0].astype(np.float64)) + 0.5
 
 
 def test_a_file_of_only_the_mics_is_placed_on_the_mic_channels(tmp_path, capsys) -> None:

@@ -122,10 +122,10 @@ def test_a_noise_that_stops_under_talk_without_a_pause_is_let_go() -> None:
     learn from: the noise heard in pauses cannot follow, and the tracked floor that caps it
     rises into the talker. The tracker's minimum-statistics floor falls in the gaps between
     syllables, and the estimate goes down to PAUSE_NOISE_OVER_MINIMUM times it at each
-    sub-window's end: measured 5.5 dB at 7 s (summed over the bins, seed 5), before the
-    first pause frame after the stop; 9.7 dB without, as just after the stop (its last pause
-    frame, at 5.3 s; 6.1 and 10.6 dB with the Wiener gains in one step). The same bytes in
-    40 ms blocks."""
+    sub-window's end: measured 4.5 dB at 7 s (summed over the bins, seed 5), before the
+    first pause frame after the stop's; 8.3 dB without, as at that last pause frame (two
+    syllable gaps just after the stop, at ~5.7 and ~5.9 s, read as pauses; 6.1 and 10.5 dB
+    with the Wiener gains in one step). The same bytes in 40 ms blocks."""
     mix, _ = _stopping_room(12.0, 5.0, seed=5)
 
     def learned_at(seconds: float, **kw) -> tuple[float, int]:
@@ -135,7 +135,7 @@ def test_a_noise_that_stops_under_talk_without_a_pause_is_let_go() -> None:
         return float(10 * np.log10(stage._pause_noise.sum())), stage._pause_noise_frames
 
     off = {"pause_noise_over_minimum": None}
-    at_stop, frames = learned_at(5.5, **off)  # (the last pause frame is at ~5.3 s)
+    at_stop, frames = learned_at(6.0, **off)  # (the last pause frame is at ~5.9 s)
     held, frames_then = learned_at(7.0, **off)
     assert frames_then == frames  # (no pause frame learned from between)
     assert abs(held - at_stop) < 0.1

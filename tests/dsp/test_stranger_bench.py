@@ -76,3 +76,24 @@ def test_the_training_s_switched_noise_is_quiet_before_it_comes_on() -> None:
         assert levels.max() == pytest.approx(0.0, abs=1.0)  # on: the noise as it came
         stops += levels[-5:].max() < levels.max() - 10
     assert 0 < stops < 12
+
+
+def test_the_training_s_phase_sensitive_target_is_what_a_real_gain_can_give_back() -> None:
+    """`train_dsp_mask.py --phase`: the target |S| cos(angle(S) - angle(Y)) is the talkers'
+    magnitude where the noise is absent, at most it anywhere, negative where the noise turned
+    the bin against them, and the gain that reaches it leaves the least error any real gain
+    on the mixture can."""
+    import train_dsp_mask as train
+
+    rng = np.random.default_rng(3)
+    talkers = rng.standard_normal((50, 257)) + 1j * rng.standard_normal((50, 257))
+    noise = rng.standard_normal((50, 257)) + 1j * rng.standard_normal((50, 257))
+    assert np.allclose(train.phase_sensitive_target(talkers, talkers), np.abs(talkers))
+    mixture = talkers + noise
+    target = train.phase_sensitive_target(talkers, mixture)
+    assert (target <= np.abs(talkers) + 1e-9).all()
+    assert (target < 0).any()  # bins where the noise points the mixture away from them
+    best = target / np.abs(mixture)  # the gain that reaches it
+    for other in (np.abs(talkers) / np.abs(mixture), best * 1.1, best - 0.05):
+        worse = np.abs(other * mixture - talkers) ** 2
+        assert (np.abs(best * mixture - talkers) ** 2 <= worse + 1e-9).all()
