@@ -20,7 +20,9 @@ dBFS, random mic tilt. No TEST speaker, voice, sentence, room or seed is touched
 
 The target is the ideal magnitude of the talkers' reverberant image (what the bench scores
 against); the loss is the squared error of power-law (0.3) compressed magnitudes of the
-masked mixture against it, per clip normalised by its level.
+masked mixture against it, per clip normalised by its level. `--phase W` adds W x the
+uncompressed error against the talkers' phase-sensitive target (what a real gain on the
+mixture can give back), where the loud bins count most, as they do in SI-SDR.
 """
 
 from __future__ import annotations
@@ -838,7 +840,7 @@ def main() -> int:
         )
         for r in range(args.rounds)
     ]
-    # one round made ahead, no more: a round is ~0.6 GB, and a paused trainer must not let
+    # one round made ahead, no more: a round is ~0.8 GB, and a paused trainer must not let
     # the clip maker run on
     with get_context("fork").Pool(1) as pool:
         pending = pool.apply_async(_round, (jobs[0],))
