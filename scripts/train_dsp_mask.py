@@ -641,9 +641,14 @@ PARAM_NAMES = {
 
 def load_weights(model, params) -> None:
     """Exported weights into the torch model; a model with a skip its weights lack (the
-    weights before it) gets a skip of zero, so it computes what those weights did."""
+    weights before it) gets a skip of zero, and a wider GRU than theirs gets them widened
+    (`widened`), so it computes what those weights did."""
     import torch
 
+    if params["gru_w_hh"].shape[1] < model.gru.hidden_size:  # (weights of a narrower GRU)
+        names = {k: v for k, v in PARAM_NAMES.items() if k in model.state_dict()}
+        fresh = {v: model.state_dict()[k].numpy() for k, v in names.items()}
+        params = widened(params, fresh)
     model.load_state_dict(
         {
             k: torch.from_numpy(params[v].astype(np.float32))
@@ -655,6 +660,34 @@ def load_weights(model, params) -> None:
     if model.skip is not None and "skip_w" not in params:
         with torch.no_grad():
             model.skip.weight.zero_()
+
+
+def widened(params: dict, fresh: dict) -> dict:
+    """Exported weights of a narrower GRU placed in a wider one's (`fresh`: the wider model's
+    own initial weights, exported names) so that the wider computes what they did (Net2Net's
+    wider net): each gate's old units keep their weights; the new units keep their fresh
+    weights in, but nothing of theirs reaches the old units or the output layer yet, so a
+    run starts as the start weights and gives the new units a part only as far as training
+    finds one."""
+    old, new = params["gru_w_hh"].shape[1], fresh["gru_w_hh"].shape[1]
+    wide = {k: np.array(v, np.float32) for k, v in fresh.items()}
+    for name in ("gru_w_ih", "gru_w_hh", "gru_b_ih", "gru_b_hh"):
+        for gate in range(3):
+            rows = slice(gate * new, gate * new + old)
+            part = params[name][gate * old : (gate + 1) * old]
+            if name == "gru_w_hh":
+                wide[name][rows, :old] = part
+                wide[name][rows, old:] = 0.0  # (the new units reach no old unit)
+            else:
+                wide[name][rows] = part
+    wide["out_w"][...] = 0.0
+    wide["out_w"][:, :old] = params["out_w"]
+    for name in params:
+        if not name.startswith(("gru_", "out_w")):
+            wide[name] = np.array(params[name], np.float32)
+    if "skip_w" not in params:
+        wide.pop("skip_w", None)
+    return wide
 
 
 def export(model, path: Path) -> None:

@@ -97,3 +97,40 @@ def test_the_training_s_phase_sensitive_target_is_what_a_real_gain_can_give_back
     for other in (np.abs(talkers) / np.abs(mixture), best * 1.1, best - 0.05):
         worse = np.abs(other * mixture - talkers) ** 2
         assert (np.abs(best * mixture - talkers) ** 2 <= worse + 1e-9).all()
+
+
+def test_the_training_widens_a_gru_without_changing_what_it_computes() -> None:
+    """`train_dsp_mask.py --init W --hidden H` with W's GRU narrower than H: the wider
+    network starts as W (the unit's numpy inference gives the same mask to the bit), while
+    its new units have weights in, so training can give them a part."""
+    import train_dsp_mask as train
+
+    from edge_agent.dsp.mask import WEIGHTS, SpeechMask
+
+    narrow = dict(np.load(WEIGHTS))
+    old = narrow["gru_w_hh"].shape[1]
+    new = old + 32
+    rng = np.random.default_rng(5)
+    # the wider model's own first weights, random as a fresh model's are
+    fresh = {
+        k: rng.uniform(-0.1, 0.1, (*v.shape[:-1], new) if k == "out_w" else v.shape)
+        for k, v in narrow.items()
+        if not k.startswith("gru_")
+    }
+    inner = narrow["in_w"].shape[0]
+    fresh |= {
+        "gru_w_ih": rng.uniform(-0.1, 0.1, (3 * new, inner)),
+        "gru_w_hh": rng.uniform(-0.1, 0.1, (3 * new, new)),
+        "gru_b_ih": rng.uniform(-0.1, 0.1, 3 * new),
+        "gru_b_hh": rng.uniform(-0.1, 0.1, 3 * new),
+    }
+    wide = train.widened(narrow, fresh)
+    assert wide["gru_w_hh"].shape == (3 * new, new)
+    assert wide["out_w"].shape == (narrow["out_w"].shape[0], new)
+    power = np.random.default_rng(6).gamma(1.0, 1e-4, (200, narrow["out_w"].shape[0]))
+    small, large = SpeechMask(narrow), SpeechMask(wide)
+    assert large.hidden_size == new
+    assert np.array_equal(small(power), large(power))
+    # the new units take the features in (fresh weights): they are not dead
+    assert np.abs(wide["gru_w_ih"][old:new]).min() > 0
+    assert np.abs(large.h[old:]).max() > 1e-3
