@@ -167,6 +167,70 @@ def material() -> dict[str, list[np.ndarray]]:
     return pools
 
 
+def parametric_voice(rng: np.random.Generator) -> np.ndarray:
+    """One utterance (0.8-3.5 s) of a voice no corpus has, made from its parts: a harmonic
+    source at any pitch from a low man's to a child's (75-400 Hz) that glides, falls and
+    jitters, its harmonics falling off at a random tilt; syllables at 2.5-8 a second, with
+    gaps between words; in most utterances formants that move from syllable to syllable
+    (a vowel each), in the rest none (a hum, a sung or a muffled voice); now and then a
+    fricative's hiss, and breath. The corpora's voices are a few dozen people and espeak:
+    a voice outside them (a child, a synthetic or vocoded voice, a song) must still read as
+    a talker, never as a noise the events may take out of a clean room."""
+    from scipy.signal import istft, stft
+
+    n = int(rng.uniform(0.8, 3.5) * FS)
+    t = np.arange(n) / FS
+    base = float(np.exp(rng.uniform(np.log(75.0), np.log(400.0))))
+    glide = rng.uniform(0.03, 0.3) * np.sin(
+        2 * np.pi * rng.uniform(0.2, 3.0) * t + rng.uniform(0, 2 * np.pi)
+    )
+    fall = rng.uniform(-0.3, 0.1) * t / t[-1]
+    jitter = np.convolve(rng.standard_normal(n), np.ones(160) / 160, "same") * rng.uniform(0.0, 0.3)
+    f0 = base * np.exp(glide + fall + jitter)
+    phase = 2 * np.pi * np.cumsum(f0) / FS
+    tilt = rng.uniform(0.6, 1.6)
+    x = np.zeros(n)
+    for k in range(1, int(7600 / f0.max()) + 1):
+        x += np.sin(k * phase + rng.uniform(0, 2 * np.pi)) * k**-tilt
+    # syllables: each a raised-cosine swell, some followed by a gap between words
+    envelope = np.zeros(n)
+    hiss = np.zeros(n)
+    centres = []
+    pos = int(rng.uniform(0.0, 0.1) * FS)
+    while pos < n:
+        length = int(rng.uniform(1 / 8, 1 / 2.5) * FS)
+        end = min(n, pos + length)
+        envelope[pos:end] = np.hanning(length + 2)[1:-1][: end - pos] * rng.uniform(0.5, 1.0)
+        if rng.random() < 0.25:  # a fricative before the vowel
+            burst = min(int(rng.uniform(0.04, 0.15) * FS), end - pos)
+            hiss[pos : pos + burst] = np.hanning(burst + 2)[1:-1] * 10 ** (rng.uniform(-12, 0) / 20)
+        centres.append((pos + end) // 2)
+        pos = end + (int(rng.uniform(0.05, 0.35) * FS) if rng.random() < 0.3 else 0)
+    x *= envelope
+    x += rng.standard_normal(n) * envelope * rng.uniform(0.0, 0.1)  # breath
+    if rng.random() < 0.75:  # formants, a vowel each syllable, gliding between them
+        freqs, frames, spec = stft(x, FS, nperseg=FRAME_LEN, noverlap=FRAME_LEN - HOP)
+        vowels = np.array(
+            [
+                [rng.uniform(250, 900), rng.uniform(700, 2600), rng.uniform(2100, 3500)]
+                for _ in centres
+            ]
+        )
+        vowels[:, 1] = np.maximum(vowels[:, 1], vowels[:, 0] + 200)
+        widths = rng.uniform(50, 200, 3)
+        at = np.array(centres) / FS
+        shape = np.full(spec.shape, 0.02)
+        for i in range(3):
+            track = np.interp(frames, at, vowels[:, i])
+            shape += 1.0 / (1.0 + ((freqs[:, None] - track[None, :]) / (widths[i] / 2)) ** 2)
+        x = istft(spec * shape, FS, nperseg=FRAME_LEN, noverlap=FRAME_LEN - HOP)[1][:n]
+        x = np.concatenate([x, np.zeros(n - x.size)])
+    if hiss.any():
+        noise = np.diff(rng.standard_normal(n + 1))  # (tilted up, as a fricative is)
+        x += noise * hiss * np.sqrt(np.mean(x**2) / (np.mean((noise * hiss) ** 2) + 1e-20)) * 0.5
+    return active_normalise(x).astype(np.float32)
+
+
 # -- rooms -------------------------------------------------------------------------------
 def room_response(rng: np.random.Generator, rt60: float, distance: float, volume: float):
     """A synthetic RIR: the direct path, a few early reflections and an exponential tail
@@ -356,8 +420,16 @@ def clip_of(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # -- one training clip -------------------------------------------------------------------
+#: voices made from their parts (`parametric_voice`) and the share of talkers who speak with
+#: one (`--voices`; set before the clip maker forks; None: none, and no draw for it)
+_VOICES: tuple[list[np.ndarray], float] | None = None
+
+
 def _voice_pool(rng: np.random.Generator, pools: dict) -> list[np.ndarray]:
-    """A talker's kind of voice: recorded, synthetic or narrowband."""
+    """A talker's kind of voice: recorded, synthetic or narrowband (or, with `--voices`,
+    made from its parts)."""
+    if _VOICES is not None and rng.random() < _VOICES[1]:
+        return _VOICES[0]
     r = rng.random()
     return pools["recorded"] if r < 0.45 else pools["synthetic"] if r < 0.8 else pools["narrowband"]
 
@@ -806,6 +878,13 @@ def main() -> int:
         help="weight of the uncompressed phase-sensitive error in the loss (0: none)",
     )
     parser.add_argument(
+        "--voices",
+        type=float,
+        default=0.0,
+        help="share of talkers whose voice is made from its parts (parametric_voice: any "
+        "pitch, formants or none), beside the recorded and synthetic ones",
+    )
+    parser.add_argument(
         "--clip-seconds", type=float, default=CLIP_S, help="each training clip's length"
     )
     parser.add_argument(
@@ -829,7 +908,10 @@ def main() -> int:
     vals = [make_batch(np.random.default_rng([*TRAIN_SEED, 99]), pools, 64)]
     if args.focus > 0:
         vals.append(make_batch(np.random.default_rng([*TRAIN_SEED, 98]), pools, 64, 1.0))
-    global _ROOMS
+    global _ROOMS, _VOICES
+    if args.voices > 0:
+        rng = np.random.default_rng([*TRAIN_SEED, 94])
+        _VOICES = ([parametric_voice(rng) for _ in range(400)], args.voices)
     if args.rooms and args.simulated > 0:
         _ROOMS = RirBank(args.rooms)
         # validation rooms of their own, never trained on

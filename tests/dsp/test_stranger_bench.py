@@ -134,3 +134,29 @@ def test_the_training_widens_a_gru_without_changing_what_it_computes() -> None:
     # the new units take the features in (fresh weights): they are not dead
     assert np.abs(wide["gru_w_ih"][old:new]).min() > 0
     assert np.abs(large.h[old:]).max() > 1e-3
+
+
+def test_the_training_s_voices_made_from_their_parts_are_talk_at_any_pitch() -> None:
+    """`train_dsp_mask.py --voices`: each utterance rises and falls with its syllables as a
+    talker's turn does (the material check every recorded voice passes), at unit active
+    level, and their pitch spans a low man's voice to a child's."""
+    import train_dsp_mask as train
+    from bench_dsp_material import active_level, is_speech
+
+    rng = np.random.default_rng(8)
+    pitches = []
+    for _ in range(24):
+        x = train.parametric_voice(rng).astype(np.float64)
+        assert 0.8 * FS <= x.size <= 3.5 * FS
+        assert np.isfinite(x).all()
+        assert is_speech(x)
+        assert active_level(x) == pytest.approx(1.0, rel=1e-3)
+        # the pitch of its loudest 64 ms: the strongest autocorrelation lag in 2.5-13 ms
+        frame = 1024
+        starts = range(0, x.size - frame, frame // 2)
+        loud = max(starts, key=lambda i: np.sum(x[i : i + frame] ** 2))
+        piece = x[loud : loud + frame] * np.hanning(frame)
+        ac = np.correlate(piece, piece, "full")[frame - 1 :]
+        lag = int(np.argmax(ac[FS // 400 : FS // 75])) + FS // 400
+        pitches.append(FS / lag)
+    assert min(pitches) < 140 and max(pitches) > 220
