@@ -718,8 +718,8 @@ def load_weights(model, params) -> None:
     import torch
 
     if params["gru_w_hh"].shape[1] < model.gru.hidden_size:  # (weights of a narrower GRU)
-        names = {k: v for k, v in PARAM_NAMES.items() if k in model.state_dict()}
-        fresh = {v: model.state_dict()[k].numpy() for k, v in names.items()}
+        state = model.state_dict()
+        fresh = {v: state[k].numpy() for k, v in PARAM_NAMES.items() if k in state}
         params = widened(params, fresh)
     model.load_state_dict(
         {
