@@ -167,7 +167,9 @@ def material() -> dict[str, list[np.ndarray]]:
     return pools
 
 
-def parametric_voice(rng: np.random.Generator) -> np.ndarray:
+def parametric_voice(
+    rng: np.random.Generator, base_hz: float | None = None, formants: bool | None = None
+) -> np.ndarray:
     """One utterance (0.8-3.5 s) of a voice no corpus has, made from its parts: a harmonic
     source at any pitch from a low man's to a child's (75-400 Hz) that glides, falls and
     jitters, its harmonics falling off at a random tilt; syllables at 2.5-8 a second, with
@@ -175,12 +177,15 @@ def parametric_voice(rng: np.random.Generator) -> np.ndarray:
     (a vowel each), in the rest none (a hum, a sung or a muffled voice); now and then a
     fricative's hiss, and breath. The corpora's voices are a few dozen people and espeak:
     a voice outside them (a child, a synthetic or vocoded voice, a song) must still read as
-    a talker, never as a noise the events may take out of a clean room."""
+    a talker, never as a noise the events may take out of a clean room. `base_hz` and
+    `formants` hold a voice's pitch and kind from one utterance to the next (with neither,
+    every draw is as it was)."""
     from scipy.signal import istft, stft
 
     n = int(rng.uniform(0.8, 3.5) * FS)
     t = np.arange(n) / FS
     base = float(np.exp(rng.uniform(np.log(75.0), np.log(400.0))))
+    base = base if base_hz is None else base_hz
     glide = rng.uniform(0.03, 0.3) * np.sin(
         2 * np.pi * rng.uniform(0.2, 3.0) * t + rng.uniform(0, 2 * np.pi)
     )
@@ -208,7 +213,8 @@ def parametric_voice(rng: np.random.Generator) -> np.ndarray:
         pos = end + (int(rng.uniform(0.05, 0.35) * FS) if rng.random() < 0.3 else 0)
     x *= envelope
     x += rng.standard_normal(n) * envelope * rng.uniform(0.0, 0.1)  # breath
-    if rng.random() < 0.75:  # formants, a vowel each syllable, gliding between them
+    shaped = rng.random() < 0.75
+    if shaped if formants is None else formants:  # formants: a vowel a syllable, gliding
         freqs, frames, spec = stft(x, FS, nperseg=FRAME_LEN, noverlap=FRAME_LEN - HOP)
         vowels = np.array(
             [
