@@ -891,6 +891,12 @@ def main() -> int:
         "pitch, formants or none), beside the recorded and synthetic ones",
     )
     parser.add_argument(
+        "--voice-formants",
+        action="store_true",
+        help="with --voices: every voice made from its parts has formants (none a hum, "
+        "whose harmonics the switched tones among the noises also have)",
+    )
+    parser.add_argument(
         "--clip-seconds", type=float, default=CLIP_S, help="each training clip's length"
     )
     parser.add_argument(
@@ -917,7 +923,8 @@ def main() -> int:
     global _ROOMS, _VOICES
     if args.voices > 0:
         rng = np.random.default_rng([*TRAIN_SEED, 94])
-        _VOICES = ([parametric_voice(rng) for _ in range(400)], args.voices)
+        formants = True if args.voice_formants else None
+        _VOICES = ([parametric_voice(rng, formants=formants) for _ in range(400)], args.voices)
     if args.rooms and args.simulated > 0:
         _ROOMS = RirBank(args.rooms)
         # validation rooms of their own, never trained on
