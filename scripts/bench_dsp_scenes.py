@@ -365,7 +365,11 @@ def build_scene(
     array: str = "respeaker-4mic-pi",
     keep_images: bool = False,
     talk: str = "turns",
+    synthetic=synthetic_utterance,
 ) -> Scene:
+    """Scene `index` of `split`. `synthetic(split, rng, voice_index)` makes the synthetic
+    half's utterances (espeak's; `scripts/bench dsp-voices` gives voices made from their
+    parts)."""
     import pyroomacoustics as pra
 
     from edge_agent.dsp.arrays import load_array
@@ -396,7 +400,7 @@ def build_scene(
         voice_of = [int(rng.integers(100)) for _ in range(3)]
 
         def next_utterance(who: int) -> np.ndarray:
-            return synthetic_utterance(split, rng, voice_of[who])
+            return synthetic(split, rng, voice_of[who])
 
     relative = bool(rng.random() < 0.5)
     moving = bool(rng.random() < 0.5)

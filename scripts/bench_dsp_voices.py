@@ -33,11 +33,10 @@ import sys
 from multiprocessing import get_context
 from pathlib import Path
 
-import bench_dsp_scenes
 import numpy as np
 from bench_common import record_section
-from bench_dsp import OURS, RAW, _cached, _dsp_version, _mean, _scored, run_ours
-from bench_dsp_scenes import SNRS_DB, build_scene
+from bench_dsp import ARRAY, OURS, RAW, _cached, _dsp_version, _mean, _scored, run_ours, run_raw
+from bench_dsp_scenes import SCENE_VERSION, SNRS_DB, build_scene
 
 #: the voices' own seed: a talker's pitch and its utterances are drawn from it, never from
 #: the mask's training seeds
@@ -59,8 +58,7 @@ def _voice_utterance(split: str, rng: np.random.Generator, voice_index: int) -> 
 def load(split: str, index: int):
     """Scene `index` (odd: the bench's synthetic half) of `split`, its talkers' voices made
     from their parts; kept in memory by the caller only as long as it is scored."""
-    bench_dsp_scenes.synthetic_utterance = _voice_utterance  # (build_scene's synthetic talker)
-    return build_scene(split, index)
+    return build_scene(split, index, ARRAY, synthetic=_voice_utterance)
 
 
 def evaluate(job: tuple[str, int, str, str]) -> dict:
@@ -69,14 +67,14 @@ def evaluate(job: tuple[str, int, str, str]) -> dict:
     def compute() -> dict:
         scene = load(split, index)
         if system == RAW:
-            y = scene.mixture[:, 0].astype(np.float64) / 32768
+            y = run_raw(scene.mixture)
         else:
             y = run_ours(scene.mixture, {"events": None} if system == NO_EVENTS else None)
         row = _scored(scene, system, y)
         row["scene"] = f"voices-{scene.name}"
         return row
 
-    key = ["voices", VOICES_VERSION, split, index, system]
+    key = ["voices", VOICES_VERSION, SCENE_VERSION, ARRAY, split, index, system]
     return _cached(key if system == RAW else [*key, version], compute)
 
 

@@ -213,8 +213,10 @@ def parametric_voice(
         pos = end + (int(rng.uniform(0.05, 0.35) * FS) if rng.random() < 0.3 else 0)
     x *= envelope
     x += rng.standard_normal(n) * envelope * rng.uniform(0.0, 0.1)  # breath
-    shaped = rng.random() < 0.75
-    if shaped if formants is None else formants:  # formants: a vowel a syllable, gliding
+    shaped = rng.random() < 0.75  # (drawn even when held: the stream stays the same)
+    if formants is not None:
+        shaped = formants
+    if shaped:  # formants, a vowel each syllable, gliding between them
         freqs, frames, spec = stft(x, FS, nperseg=FRAME_LEN, noverlap=FRAME_LEN - HOP)
         vowels = np.array(
             [

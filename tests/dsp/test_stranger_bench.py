@@ -180,11 +180,9 @@ def _harmonic_pitch(x: np.ndarray) -> float:
     """The pitch whose first five harmonics stand highest over the points halfway between
     them in x's loudest 128 ms (its spectrum's log magnitude, summed): free of the octave
     errors an autocorrelation makes once formants lift one harmonic over the rest."""
-    x = np.asarray(x, np.float64)
     frame = 2048
-    starts = range(0, x.size - frame, frame // 4)
-    loud = max(starts, key=lambda i: np.sum(x[i : i + frame] ** 2))
-    spectrum = np.log(np.abs(np.fft.rfft(x[loud : loud + frame] * np.hanning(frame))) + 1e-9)
+    piece = _loudest(x, frame, frame // 4)
+    spectrum = np.log(np.abs(np.fft.rfft(piece * np.hanning(frame))) + 1e-9)
     candidates = np.arange(75.0, 401.0)
     k = np.arange(1, 6)
 
@@ -197,11 +195,15 @@ def _harmonic_pitch(x: np.ndarray) -> float:
 
 def _loudest_pitch(x: np.ndarray) -> float:
     """The pitch of x's loudest 64 ms: the strongest autocorrelation lag in 2.5-13 ms."""
-    x = np.asarray(x, np.float64)
     frame = 1024
-    starts = range(0, x.size - frame, frame // 2)
-    loud = max(starts, key=lambda i: np.sum(x[i : i + frame] ** 2))
-    piece = x[loud : loud + frame] * np.hanning(frame)
+    piece = _loudest(x, frame, frame // 2) * np.hanning(frame)
     ac = np.correlate(piece, piece, "full")[frame - 1 :]
     lag = int(np.argmax(ac[FS // 400 : FS // 75])) + FS // 400
     return FS / lag
+
+
+def _loudest(x: np.ndarray, frame: int, step: int) -> np.ndarray:
+    """x's loudest `frame` samples, of those starting every `step` (as float64)."""
+    x = np.asarray(x, np.float64)
+    loud = max(range(0, x.size - frame, step), key=lambda i: np.sum(x[i : i + frame] ** 2))
+    return x[loud : loud + frame]
