@@ -924,8 +924,13 @@ def main() -> int:
         vals.append(make_batch(np.random.default_rng([*TRAIN_SEED, 98]), pools, 64, 1.0))
     global _ROOMS, _VOICES
     if args.voices > 0:
-        rng = np.random.default_rng([*TRAIN_SEED, 94])
         formants = True if args.voice_formants else None
+        # validation: as many clips in which every talker has a voice of its own, from voices
+        # never trained on (the corpora's validation holds none of them)
+        rng = np.random.default_rng([*TRAIN_SEED, 93])
+        _VOICES = ([parametric_voice(rng, formants=formants) for _ in range(100)], 1.0)
+        vals.append(make_batch(np.random.default_rng([*TRAIN_SEED, 92]), pools, 64))
+        rng = np.random.default_rng([*TRAIN_SEED, 94])
         _VOICES = ([parametric_voice(rng, formants=formants) for _ in range(400)], args.voices)
     if args.rooms and args.simulated > 0:
         _ROOMS = RirBank(args.rooms)

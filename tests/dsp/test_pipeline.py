@@ -170,7 +170,7 @@ def test_stats_hold_channel_health_only_and_speech_presence_follows_the_talker(s
     presences = []
     for i in range(0, mix.shape[0], 1600):
         stage.process(
-            np.clip(mix[i : i + 1600].astype(np.int32) * 4, -32768, 32767).astype(np.int16)
+            np.clip(mix[i : i + 1600].astype(np.int32) * 2, -32768, 32767).astype(np.int16)
         )
         presences.append(stage.speech_presence)
     stats = stage.stats()
