@@ -35,13 +35,12 @@ def test_the_skip_from_the_features_is_applied_and_optional() -> None:
     without one (trained before it) still load and run as the plain GRU."""
     params = dict(np.load(WEIGHTS))
     assert params["skip_w"].shape == (257, params["in_w"].shape[1])
-    rng = np.random.default_rng(5)
-    power = rng.gamma(1.0, 1e-4, size=(40, 257))
+    power = np.load(VECTORS)["power"].astype(np.float64)  # a real mixture's spectra
     with_skip = SpeechMask(params)(power)
     without = SpeechMask({k: v for k, v in params.items() if k != "skip_w"})(power)
-    assert with_skip.shape == without.shape == (40, 257)
+    assert with_skip.shape == without.shape == power.shape
     assert ((without > 0) & (without < 1)).all()
-    assert np.abs(with_skip - without).max() > 0.05
+    assert np.abs(with_skip - without).max() > 0.2  # (measured 0.58; on white noise, 0.05)
 
 
 def test_mask_streams_block_by_block() -> None:

@@ -1,6 +1,6 @@
 """The front end on a real array's faults, and in clean rooms: it must never make things worse.
 
-Synthetic scenes (conftest.array_scene): a harmonic talker reaching the mics with small
+Synthetic scenes (conftest.array_scene): a talker with formants reaching the mics with small
 delays, noise independent per mic plus a common rumble. Each fault is applied to the
 capture; the output must still beat (or, in a clean room, match) the raw reference mic.
 """
