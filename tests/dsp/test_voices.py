@@ -4,7 +4,7 @@ The mask was trained on a few dozen recorded people and espeak. A talker outside
 child, a high or a deep voice, a synthetic one) must still read as a talker: the noise
 events act on the mask's word alone, at any depth, so a voice the mask takes for a noise
 is cut out of the very rooms the front end should leave alone (the weights before the
-fine-tune on voices made from their parts lost 6-17 dB here, docs/dsp.md). The voices
+fine-tune on voices made from their parts lost 1.2-17 dB here, docs/dsp.md). The voices
 come from `parametric_voice`, each held at one pitch, with formants; their seeds are not
 the training's.
 """
