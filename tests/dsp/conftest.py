@@ -52,15 +52,20 @@ def speechlike(seconds: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def array_scene(
-    seconds: float = 4.0, snr_db: float = 5.0, seed: int = 0, mics: int = 4
+    seconds: float = 4.0,
+    snr_db: float = 5.0,
+    seed: int = 0,
+    mics: int = 4,
+    talk: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(n, mics) int16 mixture and the clean talker at mic 0 (float, full scale = 1).
 
-    The talker reaches the mics with small integer delays, the noise is diffuse-ish
-    (independent per mic plus a common low-frequency rumble).
+    The talker (`speechlike`, or `talk`: a dry signal, as long as the scene) reaches the
+    mics with small integer delays, the noise is diffuse-ish (independent per mic plus a
+    common low-frequency rumble).
     """
     rng = np.random.default_rng(seed)
-    s = speechlike(seconds, rng)
+    s = speechlike(seconds, rng) if talk is None else talk
     n = s.size
     delays = [0, 2, 4, 2, 1, 3][:mics]
     talker = np.stack([np.roll(s, d) for d in delays], axis=1)

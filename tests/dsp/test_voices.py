@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FS
+from conftest import FS, array_scene
 
 from edge_agent.dsp.cli import process_array
 
@@ -32,9 +32,7 @@ def si_sdr(clean: np.ndarray, y: np.ndarray) -> float:
 
 
 def voice_scene(base_hz: float, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """8 s of one held voice's utterances with pauses, reaching the 4-mic array with small
-    delays, in diffuse noise plus a common rumble (as conftest.array_scene): the int16
-    mixture and the talker at mic 0."""
+    """conftest.array_scene, 8 s, its talker one held voice's utterances with pauses."""
     import train_dsp_mask as train
 
     rng = np.random.default_rng([5, int(base_hz), seed])
@@ -42,15 +40,7 @@ def voice_scene(base_hz: float, snr_db: float, seed: int) -> tuple[np.ndarray, n
     while talk.size < 8 * FS:
         utterance = train.parametric_voice(rng, base_hz=base_hz, formants=True)
         talk = np.concatenate([talk, utterance, np.zeros(int(rng.uniform(0.2, 0.8) * FS))])
-    talk = talk[: 8 * FS]
-    talker = np.stack([np.roll(talk, d) for d in (0, 2, 4, 2)], axis=1)
-    noise_rng = np.random.default_rng(seed)
-    rumble = np.convolve(noise_rng.standard_normal(talk.size), np.ones(64) / 8, mode="same")
-    noise = noise_rng.standard_normal((talk.size, 4)) + rumble[:, None]
-    gain = np.sqrt(np.mean(talker[:, 0] ** 2) / np.mean(noise[:, 0] ** 2) / 10 ** (snr_db / 10))
-    scale = 0.05 / np.sqrt(np.mean(talker[:, 0] ** 2))
-    mix = np.round((talker + gain * noise) * scale * 32768).astype(np.int16)
-    return mix, talker[:, 0] * scale
+    return array_scene(seconds=8.0, snr_db=snr_db, seed=seed, talk=talk[: 8 * FS])
 
 
 @pytest.mark.parametrize("base_hz", [100.0, 170.0, 220.0, 260.0, 310.0, 370.0])
