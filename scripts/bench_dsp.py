@@ -685,6 +685,10 @@ def _hissing_mic(mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mix
 
 
+def _mics_off_zero(mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return mix + rng.choice([-1.0, 1.0], mix.shape[1]) * rng.uniform(500.0, 2000.0, mix.shape[1])
+
+
 def _drifting_mic(mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     from scipy.signal import resample
 
@@ -705,6 +709,7 @@ FAULTS = {
     "a mic dead (not the reference)": _dead_mic,
     "a mic hissing at its own level (its own white noise, 0 dB)": _hissing_mic,
     "a mic's clock 100 ppm off (16 samples over the 10 s scene)": _drifting_mic,
+    "every mic off zero by a DC offset of its own (500-2000 LSB, either sign)": _mics_off_zero,
 }
 
 

@@ -1262,6 +1262,19 @@ class ArrayPipeline:
             # the mask and the room's readings listen to the (live) reference mic
             ref_spec = _at(spectra, ref)
             ref_power = ref_spec.real**2 + ref_spec.imag**2
+            if self._frames_seen == self._mask_from:
+                # the stream's first frame (at power-on, and after a warm-up): its first half
+                # is the zeros before the stream, which less a mic's DC offset are a step the
+                # size of the offset, broadband. The mask's state is born on that frame: with
+                # every mic 2000 LSB off zero it read a 30 dB room's talker as noise for ~10 s
+                # (-6 dB SI-SDR). The mask and the room's readings hear the stream's own half
+                first_ref = ref if isinstance(ref, int) else int(ref[0])
+                first = frames[first_ref, 0] - offsets[0, first_ref]
+                first[: n - hop] = 0.0
+                first *= self._window
+                first_spec = np.fft.rfft(first)
+                first_spec[:low] *= self._highpass_gain[:low]
+                ref_power[0] = first_spec.real**2 + first_spec.imag**2
         if self._mask_every_frame and self._mask is not None:
             talker_mask = self._mask(ref_power)
             if self._mask_depth:
