@@ -173,24 +173,8 @@ class MaskSnr:
         settle_s: float = 1.0,
         hold_s: float | None = None,
         hold_after_s: float = 0.0,
-        noise_window_s: float | None = None,
     ) -> None:
         self._a = float(math.exp(-hop_s / time_constant_s))
-        #: with `noise_window_s`, the noise's mean power is over that window (sub-windows of
-        #: 0.5 s) instead of an exponential average, and nothing is read until both the
-        #: talkers and the noise have been heard. A mean of power is ruled by the loudest
-        #: frames in it: an exponential average still read a noise that had stopped 8 s
-        #: before 20 dB over the quiet room after it, where the window forgets it whole
-        self._window = None
-        if noise_window_s is not None:
-            #: ([power, weight] of each sub-window, oldest first; frames a sub-window)
-            self._window = [[0.0, 0.0] for _ in range(max(2, round(noise_window_s / 0.5)))]
-            self._window_frames = max(1, round(0.5 / hop_s))
-            self._window_sums = [0.0, 0.0]
-        #: with `noise_window_s`, the depth that the noise of the last second alone implies
-        #: (the window's, when the last second had none): a noise that stops is let go
-        #: within a second, not a window
-        self.recent_depth = 0.0
         #: (frames per sub-window of 0.5 s, the frame the hold starts from): the highest
         #: reading of each of the last sub-windows (newest first) and of the current one
         self._hold = (max(1, round(0.5 / hop_s)), hold_after_s / hop_s)
@@ -229,35 +213,12 @@ class MaskSnr:
         a = self._a
         b = 1 - a
         speech = self._speech = a * self._speech + b * speech_power
+        noise = self._noise = a * self._noise + b * noise_power
         speech_w = self._speech_w = a * self._speech_w + b * speech_weight
-        window = self._window
-        if window is None:
-            noise = self._noise = a * self._noise + b * noise_power
-            noise_w = self._noise_w = a * self._noise_w + b * noise_weight
-        else:
-            sums = self._window_sums
-            if self._frames % self._window_frames == 0:  # a new sub-window; the oldest goes
-                window.pop(0)
-                window.append([0.0, 0.0])
-                sums[0] = sum(p for p, _ in window)  # (summed afresh: no drift)
-                sums[1] = sum(w for _, w in window)
-            window[-1][0] += noise_power
-            window[-1][1] += noise_weight
-            noise = sums[0] = sums[0] + noise_power
-            noise_w = sums[1] = sums[1] + noise_weight
+        noise_w = self._noise_w = a * self._noise_w + b * noise_weight
         frames = self._frames = self._frames + 1
         if speech <= 0.0 and noise <= 0.0:
             return self.depth  # digital silence: nothing to say about the room
-        if window is not None:
-            if speech <= 0.0 or noise <= 0.0:
-                return self.depth  # one of the two not heard (lately): nothing to say either
-            recent, recent_w = window[-1][0] + window[-2][0], window[-1][1] + window[-2][1]
-            if recent_w > 0.0 and recent > 0.0:
-                snr = 10 * math.log10(speech / max(speech_w, 1e-30) * recent_w / recent)
-                span = self._clean - self._noisy
-                self.recent_depth = min(1.0, max(0.0, (self._clean - snr) / span))
-            else:
-                self.recent_depth = 1.0  # (no noise heard in the last second: the window's)
         speech /= max(speech_w, 1e-30)
         noise /= max(noise_w, 1e-30)
         snr = self.snr_db = 10 * math.log10(max(speech, 1e-30) / max(noise, 1e-30))

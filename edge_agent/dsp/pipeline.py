@@ -148,18 +148,6 @@ EVENTS_LOOSE = (0.03, 0.06)
 #: Wiener gain overrules the mask in a room the mask reads noisy")
 OVERRULE_LOOSE = (0.1, 0.3, 0.25)
 
-#: the mask's own reading of the room may take the speech band deeper than its floor does
-#: (ArrayPipeline's `mask_raise`: clean dB, noisy dB, from s, most talker share, noise window
-#: s): up to the depth (none at the first SNR, full at the second) of its cleanest reading
-#: of the last `mask_hold_s`, from `from s` after power-on or a warm-up (the mask's first
-#: seconds take talkers for noise). Its noise is only that of frames in which fewer than
-#: `most talker share` of the band's bins are sure talker (between a voice's harmonics, a
-#: frame of talk holds its own window's leakage and reverberation, which the mask calls
-#: noise), over the last `noise window s`. The floor reads the quiet between bursts, so a
-#: room of paper, beeps or the hallway at 0-10 dB kept a depth near 0 (docs/dsp.md, "The
-#: mask's reading of the pauses as a depth")
-MASK_RAISE = (24.0, 18.0, 2.0, 0.1, 3.0)
-
 #: a frame's noise events count in full where its mean power per bin above 4 kHz
 #: (events_max_hz) is at most the first value (dB) over that from 1 kHz to there, and not at
 #: all from the second: a frame brighter than that has the shape of a fricative, and a far
@@ -222,10 +210,7 @@ class ArrayPipeline:
     "min"/"max" of the two, or "early": the floor's, capped by the mask's until the floor
     has seen `floor_window_s`. With `mask_hold_s`, the depth of the speech band and of the
     bands that overlap it is also capped by the mask's highest reading of the last
-    `mask_hold_s`, counted from `mask_hold_after_s` (depth.py's MaskSnr). `mask_raise`
-    (None: off): the mask's reading of the pauses, which may take the speech band deeper
-    than all of that, up to the depth of its own cleanest reading of the last `mask_hold_s`
-    (MASK_RAISE). `band_depths`
+    `mask_hold_s`, counted from `mask_hold_after_s` (depth.py's MaskSnr). `band_depths`
     (with the mask as the post-filter and an adaptive depth): bands whose own floor may take
     their bins deeper (BAND_DEPTHS); until a band's floor has seen `floor_window_s`, its
     depth is capped by the mask's reading (`band_early` "mask", with the mask's reading
@@ -313,7 +298,6 @@ class ArrayPipeline:
         noise_frame_power: float = NOISE_FRAME_POWER,
         pause_noise_over_minimum: float | None = PAUSE_NOISE_OVER_MINIMUM,
         two_step: bool = True,
-        mask_raise: tuple | None = MASK_RAISE,
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
@@ -612,24 +596,6 @@ class ArrayPipeline:
             hold_after_s=mask_hold_after_s,
         )
         self._mask_hold = mask_hold_s is not None and self._mask_depth
-        #: the mask's reading of the pauses, which may take the speech band deeper (MASK_RAISE)
-        self._raise = None
-        if mask_raise is not None and self._mask_depth:
-            clean_db, noisy_db, from_s, share, window_s = mask_raise
-            self._raise = MaskSnr(
-                hop_s=hop_s,
-                time_constant_s=mask_snr_time_constant_s,
-                clean_snr_db=clean_db,
-                noisy_snr_db=noisy_db,
-                settle_s=mask_settle_s,
-                hold_s=mask_hold_s,
-                hold_after_s=1.0,
-                noise_window_s=window_s,
-            )
-            #: (from this many frames after the mask starts; noise only from frames with
-            #: fewer sure-talker bins than this)
-            self._raise_from = round(from_s / hop_s)
-            self._raise_most = share * (self._band.stop - self._band.start)
 
         # A frame gain on top of the post-filter, eased in and out over ~50 ms so it cannot
         # click: frames without speech drop a further `pause_gain_db` x depth. Off (0 dB)
@@ -1153,20 +1119,6 @@ class ArrayPipeline:
             self.depth = min(d, self.depth)
         if self._mask_hold:
             self.depth = min(self.depth, self.mask_room.held_depth)
-        raised = self._raise
-        if raised is not None:
-            frame = self._frames_seen + j
-            if frame >= self._mask_from + self._raise_from:
-                s, z, n_s, n_z = readings[j]
-                if n_s >= self._raise_most:  # (a frame of talk: its noise is not the room's)
-                    z = n_z = 0.0
-                raised.update(s, z, n_s, n_z)
-            # (its cleanest reading of the last mask_hold_s, none until it has one, and
-            # none once the last second's noise reads the room clean)
-            if raised.held_snr_db > -math.inf:
-                d = min(raised.held_depth, raised.recent_depth)
-                if d > self.depth:
-                    self.depth = d
 
     def _dc_offsets(self, hop_sums: list, hop_vars: list, ref: int | np.ndarray) -> tuple:
         """Each mic's DC offset after each hop (T, M), from the hops' means (`hop_sums`, T

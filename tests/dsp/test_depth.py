@@ -3,8 +3,6 @@ does to the low end: pure frame-power sequences in, no audio needed."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from conftest import FS, array_scene
@@ -158,58 +156,6 @@ def test_the_masks_room_snr_weighs_sure_talker_bins_against_sure_noise_bins() ->
     assert room(3.0, talker_bins=60) == 1.0
     assert 0.0 < room(13.0, talker_bins=20) < 1.0
     assert room(30.0, talker_bins=0) == 1.0  # never sure of a talker: a room buried in noise
-
-
-def test_the_masks_noise_window_forgets_a_noise_that_has_stopped() -> None:
-    """MaskSnr with `noise_window_s` (the mask's reading of the pauses, MASK_RAISE): 10 s of
-    a 0 dB room, then a 40 dB one. The noise's mean over its 3 s window reads the clean room
-    within 3.5 s of the change, and the depth of the last second's noise alone
-    (`recent_depth`) within 1.5 s; an exponential average of power over the same frames (5 s)
-    still reads it more than 20 dB noisier 8 s after it. It reads nothing until it has heard
-    both talkers and noise."""
-    from edge_agent.dsp.depth import MaskSnr
-
-    def meter(window_s: float | None) -> MaskSnr:
-        return MaskSnr(
-            hop_s=HOP_S,
-            clean_snr_db=24.0,
-            noisy_snr_db=18.0,
-            time_constant_s=5.0,
-            noise_window_s=window_s,
-        )
-
-    windowed, averaged = meter(3.0), meter(None)
-    rng = np.random.default_rng(4)
-    readings = {}
-    marks = {
-        round(9.5 / HOP_S): 10,
-        round(11.5 / HOP_S): 12,
-        round(13.5 / HOP_S): 14,
-        round(18.0 / HOP_S) - 1: 18,
-    }
-    for t in range(round(18.0 / HOP_S)):
-        noise = 1.0 if t * HOP_S < 10.0 else 1e-4  # per bin; the talkers' bins are at 1
-        if rng.random() < 0.6:  # a frame of talk: 20 talker bins, no noise read
-            frame = (20.0 * rng.uniform(0.5, 1.5), 0.0, 20.0, 0.0)
-        else:
-            frame = (0.0, 80.0 * noise * rng.uniform(0.8, 1.2), 0.0, 80.0)
-        windowed.update(*frame)
-        averaged.update(*frame)
-        if t in marks:
-            readings[marks[t]] = (windowed.snr_db, averaged.snr_db, windowed.recent_depth)
-    assert abs(readings[10][0]) < 2.0 and abs(readings[10][1]) < 2.0  # (9.5 s: 0 dB)
-    assert readings[10][2] == 1.0
-    # 1.5 s after the noise stopped: the window still holds it, the last second does not
-    assert readings[12][0] < 18.0 and readings[12][2] == 0.0
-    assert readings[14][0] > 36.0 and windowed.depth == 0.0
-    assert readings[18][0] > 36.0 and readings[18][1] < readings[18][0] - 20.0
-
-    fresh = meter(3.0)
-    for _ in range(100):
-        fresh.update(20.0, 0.0, 20.0, 0.0)  # talk that never pauses
-    assert math.isnan(fresh.snr_db) and fresh.depth == 0.0
-    fresh.update(0.0, 80.0, 0.0, 80.0)
-    assert abs(fresh.snr_db) < 1e-6
 
 
 def test_at_depth_zero_the_reference_mic_passes_unchanged() -> None:
@@ -443,8 +389,7 @@ def test_the_masks_cap_holds_until_the_floor_has_seen_its_window() -> None:
     mask reads the room clean and the floor reads it noisy throughout."""
     noise, _ = array_scene(seconds=9.0, snr_db=-60.0, seed=2)  # noise alone, steady
     x = np.concatenate([np.zeros((FS, 4), np.int16), noise])
-    # (the mask's reading of the pauses, MASK_RAISE, is a witness of its own: held off)
-    stage = ArrayPipeline(load_array("respeaker-4mic-pi"), mask_raise=None)
+    stage = ArrayPipeline(load_array("respeaker-4mic-pi"))
     mask_update = stage.mask_room.update
 
     def clean(*args: float) -> float:

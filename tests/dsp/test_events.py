@@ -87,9 +87,8 @@ def test_events_are_taken_out_in_a_room_whose_floor_reads_clean() -> None:
     kHz only).
     The Wiener gains in and from the pauses are held off (test_pauses.py,
     test_pause_noise.py): here they take the quiet bed out between syllables and cost this
-    harmonic talker's decays 0.1-0.3 dB. So is the mask's reading of the pauses (MASK_RAISE),
-    which takes this room to full depth after 3 s (below)."""
-    quiet = {"pause_wiener_floor_db": None, "pause_noise_floor_db": None, "mask_raise": None}
+    harmonic talker's decays 0.1-0.3 dB."""
+    quiet = {"pause_wiener_floor_db": None, "pause_noise_floor_db": None}
     for seed in (0, 1):
         mix, clean = paper_room(seed)
         with_events, stage = run(mix, **quiet)
@@ -100,20 +99,6 @@ def test_events_are_taken_out_in_a_room_whose_floor_reads_clean() -> None:
         assert si_sdr_db(with_events, clean) > si_sdr_db(without, clean) + 1.5
         below_4k, _ = run(mix, events_broadband=None, **quiet)
         assert si_sdr_db(with_events, clean) > si_sdr_db(below_4k, clean) + 1.0
-
-
-def test_the_masks_reading_of_the_pauses_takes_a_room_of_bursts_deep() -> None:
-    """MASK_RAISE: in the paper room the floor (the quiet between the bursts) reads clean, so
-    the floor's depth stays 0. The mask's reading of the pauses (the power of the bins it is
-    sure are noise, in frames with few it is sure are talker, against its talker bins')
-    reads the room noisy, and from 3 s it takes the speech band to full depth: measured
-    +1.4 and +1.8 dB over the same front end without it."""
-    for seed in (0, 1):
-        mix, clean = paper_room(seed)
-        raised, stage = run(mix)
-        floor_only, plain = run(mix, mask_raise=None)
-        assert plain.depth == 0.0 and stage.depth == 1.0
-        assert si_sdr_db(raised, clean) > si_sdr_db(floor_only, clean) + 0.8
 
 
 def test_the_wiener_gain_overrules_a_mask_sure_of_noise_only_by_half() -> None:
@@ -330,7 +315,7 @@ def test_bursts_brighter_than_a_fricative_are_left_to_the_rest_of_the_post_filte
     """In the pipeline: bursts 6 dB brighter above 4 kHz than white, in a room whose floor
     reads clean, are not events (the output is within 0.3 dB of that without events), while
     events in frames of any shape take them out as they do white ones."""
-    quiet = {"pause_wiener_floor_db": None, "pause_noise_floor_db": None, "mask_raise": None}
+    quiet = {"pause_wiener_floor_db": None, "pause_noise_floor_db": None}
     mix, clean = paper_room(0, brighter_db=6.0)
     shaped, stage = run(mix, **quiet)
     assert stage.depth == 0.0
@@ -455,14 +440,12 @@ def beeping_room(seed: int, seconds: float = 8.0) -> tuple[np.ndarray, np.ndarra
 
 def test_beeps_that_come_back_are_still_events() -> None:
     """In the pipeline: a pump's beeps are taken out as events whether or not they must come
-    back (within 0.1 dB of EVENTS_RECUR off), and events are worth more than 1 dB there, in
-    the room whose floor reads clean (the mask's reading of the pauses, which takes it
-    deeper, held off: without events it then gains 4 dB of the 5 by itself)."""
+    back (within 0.1 dB of EVENTS_RECUR off), and events are worth more than 1 dB there."""
     for seed in (0, 1):
         mix, clean = beeping_room(seed)
-        recurring, _ = run(mix, mask_raise=None)
-        any_tone, _ = run(mix, events_recur=None, mask_raise=None)
-        none, _ = run(mix, events=None, mask_raise=None)
+        recurring, _ = run(mix)
+        any_tone, _ = run(mix, events_recur=None)
+        none, _ = run(mix, events=None)
         got = si_sdr_db(recurring, clean)
         assert abs(got - si_sdr_db(any_tone, clean)) < 0.1
         assert got > si_sdr_db(none, clean) + 1.0
