@@ -20,7 +20,6 @@ tolerance (tests/dsp). docs/dsp.md, Cost, has what float32 bought at 40 ms block
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 from pathlib import Path
 
@@ -200,12 +199,6 @@ class SpeechMask:
         self._w_state = np.concatenate([w_hh * half, w_out_half], axis=1)  # (H, 3H + bins)
         self._hop_s = hop_s
         self.reset()
-
-    def fresh(self) -> SpeechMask:
-        """Another mask with the same weights (shared, not copied), started afresh."""
-        other = copy.copy(self)
-        other.reset()
-        return other
 
     def reset(self) -> None:
         """Start afresh, as on a new stream: the features' running means and floors and the

@@ -70,13 +70,6 @@ PAUSE_NOISE_OVER_MINIMUM = 2.0
 # A mask that has just started (a stream's start, the end of a warm-up) is sure of nothing
 # for this long: its sureness that a bin is noise does not cut the Wiener gain's overrule
 _MASK_FRESH_S = 0.5
-# A second mask starts this long after a stream's start (power-on, the end of a warm-up)
-# and takes over from the first this long after that, when it has settled: what a unit
-# hears as its capture starts (a codec's power-on thump, a click, mics settling to their DC
-# offset) is most of what the first mask's running means know in its first frames, and its
-# GRU, built on them, read a 30 dB room's talker as noise for 10 s and more (a 50 ms 30 Hz
-# thump: -10 dB SI-SDR; a click: -3 dB). The second never heard them
-_MASK_RESTART_S = (0.5, 2.0)
 # ln E[P] - E[ln P] for the exponentially distributed power of a bin of steady noise: the
 # mean of the log power, raised by it, is the noise power, while a burst (an alarm's pulse,
 # a cough in a pause) moves a log average far less than a power average
@@ -511,11 +504,6 @@ class ArrayPipeline:
         # Wiener gain's overrule only from _MASK_FRESH_S after it
         self._mask_from = 0
         self._mask_fresh = round(_MASK_FRESH_S / hop_s)
-        #: the frame the stream started at; how many frames after it the second mask starts
-        #: and takes over; the second mask while it runs beside the first
-        self._stream_from = 0
-        self._mask_restart = tuple(round(t / hop_s) for t in _MASK_RESTART_S)
-        self._mask_second: SpeechMask | None = None
         self._events_broadband = events_broadband
         reads_clean, reads_noisy = reads_noisy_db
         if not reads_clean > reads_noisy:
@@ -719,8 +707,7 @@ class ArrayPipeline:
         self.postfilter.reset()
         self._pause_noise_filter.reset()
         self._pause_weight = 0.0
-        self._mask_from = self._stream_from = self._frames_seen
-        self._mask_second = None
+        self._mask_from = self._frames_seen
 
     def stats(self) -> dict:
         """Channel health for the unit's status: capture-channel indices of dead and
@@ -1133,30 +1120,6 @@ class ArrayPipeline:
         if self._mask_hold:
             self.depth = min(self.depth, self.mask_room.held_depth)
 
-    def _run_mask(self, ref_power: np.ndarray) -> np.ndarray:
-        """The mask over this call's frames (T, bins). A second mask runs beside it from
-        _MASK_RESTART_S[0] after the stream's start and takes over _MASK_RESTART_S[1] after
-        that, at the same frames however the caller cut its blocks."""
-        assert self._mask is not None
-        start, settled = self._mask_restart
-        at = self._frames_seen - self._stream_from  # (this call's first frame, in the stream)
-        frames = ref_power.shape[0]
-        if at + frames <= start or at >= start + settled:
-            return self._mask(ref_power)
-        out = np.empty((frames, ref_power.shape[1]))
-        cut = max(0, start - at)  # (the second mask's first frame in this call)
-        end = min(frames, start + settled - at)  # (the frame it takes over at)
-        out[:end] = self._mask(ref_power[:end])
-        if self._mask_second is None:
-            self._mask_second = self._mask.fresh()
-            # (noise events wait for the mask that will be running then to settle)
-            self._mask_from = self._stream_from + start
-        self._mask_second(ref_power[cut:end])
-        if end < frames or at + frames == start + settled:
-            self._mask, self._mask_second = self._mask_second, None
-            out[end:] = self._mask(ref_power[end:])
-        return out
-
     def _dc_offsets(self, hop_sums: list, hop_vars: list, ref: int | np.ndarray) -> tuple:
         """Each mic's DC offset after each hop (T, M), from the hops' means (`hop_sums`, T
         lists of M, over the hop; `hop_vars` likewise): their running
@@ -1299,7 +1262,7 @@ class ArrayPipeline:
             # the mask and the room's readings listen to the (live) reference mic
             ref_spec = _at(spectra, ref)
             ref_power = ref_spec.real**2 + ref_spec.imag**2
-            if self._frames_seen == self._stream_from:
+            if self._frames_seen == self._mask_from:
                 # the stream's first frame (at power-on, and after a warm-up): its first half
                 # is the zeros before the stream, which less a mic's DC offset are a step the
                 # size of the offset, broadband. The mask's state is born on that frame: with
@@ -1313,7 +1276,7 @@ class ArrayPipeline:
                 first_spec[:low] *= self._highpass_gain[:low]
                 ref_power[0] = first_spec.real**2 + first_spec.imag**2
         if self._mask_every_frame and self._mask is not None:
-            talker_mask = self._run_mask(ref_power)
+            talker_mask = self._mask(ref_power)
             if self._mask_depth:
                 # the talkers' and the noise's power in the speech band, as the mask splits it
                 in_band = talker_mask[:, self._band]

@@ -113,20 +113,16 @@ def test_the_wiener_gain_overrules_a_mask_sure_of_noise_only_by_half() -> None:
 
 def test_events_wait_for_the_mask_and_go_above_4_khz_only_when_broadband() -> None:
     """The mask is unsure of everything in its first seconds (a talker's first words read
-    as sure noise): no event before the mask that runs then has run 2 s (the second mask,
-    which starts 0.5 s into the stream and takes over at 2.5 s: _MASK_RESTART_S), so the
-    output is the same as without events until then. Above 4 kHz a talker's fricatives
-    read as paper: there a frame's events count only as far as they are broadband (a
-    quarter of the bins from 1 to 4 kHz are events)."""
+    as sure noise): no event before 2 s, so the output is the same as without events until
+    then. Above 4 kHz a talker's fricatives read as paper: there a frame's events count
+    only as far as they are broadband (a quarter of the bins from 1 to 4 kHz are events)."""
     mix, _ = paper_room(2)
     with_events, stage = run(mix)
     without, _ = run(mix, events=None)
-    frame, hop = 512, 256
-    settled = round(0.5 * FS / hop) + round(2.0 * FS / hop)  # (frame 156)
-    assert stage._mask_from + stage._events_after == settled
-    first = settled * hop - frame  # the last output samples made of frames before it only
+    frame = 512
+    first = 2 * FS - frame  # the last output samples made of frames before 2 s only
     assert np.array_equal(with_events[:first], without[:first])
-    assert not np.array_equal(with_events[first + frame :], without[first + frame :])
+    assert not np.array_equal(with_events[2 * FS :], without[2 * FS :])
 
     # the gains themselves: sure noise that stands clear of the floor -> the mask at full
     # depth (floored at -24 dB); unsure, or at the floor -> 1; a bin's event weight is the
@@ -157,9 +153,9 @@ def test_events_wait_for_the_mask_and_go_above_4_khz_only_when_broadband() -> No
     narrow = ArrayPipeline(load_array("respeaker-4mic-pi"), events_broadband=None)
     below = narrow._event_gains(talker, wiener, first_frame=10_000)
     assert below is not None and below.shape == (5, k4)
-    # before the mask that runs then has run 2 s, nothing
+    # before the mask has run 2 s (125 frames), nothing
     assert stage._event_gains(talker, wiener, first_frame=0) is None
-    early = stage._event_gains(talker, wiener, first_frame=settled - 1)
+    early = stage._event_gains(talker, wiener, first_frame=124)
     assert early is not None and np.allclose(early[0], 1.0) and np.allclose(early[1:], gains[1:])
 
 
