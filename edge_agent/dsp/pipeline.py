@@ -1267,7 +1267,7 @@ class ArrayPipeline:
                 # is the zeros before the stream, which less a mic's DC offset are a step the
                 # size of the offset, broadband. The mask's state is born on that frame: with
                 # every mic 2000 LSB off zero it read a 30 dB room's talker as noise for ~10 s
-                # (-6 dB SI-SDR). The mask and the room's readings hear the stream's own half
+                # (-2 to -5 dB SI-SDR). The mask and the room's readings hear the stream's own half
                 first_ref = ref if isinstance(ref, int) else int(ref[0])
                 first = frames[first_ref, 0] - offsets[0, first_ref]
                 first[: n - hop] = 0.0
