@@ -17,18 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FS, array_scene
+from test_events import si_sdr_db
 
 from edge_agent.dsp.cli import process_array
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 AFTER = slice(2 * FS, None)  # once the first pause has shown the room's floor
-
-
-def si_sdr(clean: np.ndarray, y: np.ndarray) -> float:
-    a = (y @ clean) / (clean @ clean)
-    err = y - a * clean
-    return float(10 * np.log10((a * clean) @ (a * clean) / (err @ err)))
 
 
 def voice_scene(base_hz: float, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,4 +45,4 @@ def test_a_voice_at_any_pitch_keeps_a_clean_room(base_hz: float) -> None:
     mix, clean = voice_scene(base_hz, snr_db=30.0, seed=0)
     out = process_array(mix, "respeaker-4mic-pi").astype(np.float64) / 32768
     raw = mix[:, 0].astype(np.float64) / 32768
-    assert si_sdr(clean[AFTER], out[AFTER]) >= si_sdr(clean[AFTER], raw[AFTER]) - 0.5
+    assert si_sdr_db(out[AFTER], clean[AFTER]) >= si_sdr_db(raw[AFTER], clean[AFTER]) - 0.5
