@@ -44,6 +44,15 @@ talker's own reverberation, which the scribe's target keeps (TUNE's talk without
 20 dB: -3.6 and -2.6 dB SI-SDR under the raw mic, +0.2 and +0.6 with the frame's share).
 In the pauses between turns (the frame's mean m near 0) it learns as before.
 
+A frame that stands far over the rest of its group across most of the spectrum (a codec's
+pop as the capture opens, a door, a dropped instrument) does not teach the noise
+covariance: more than half its bins `outlier_db` over the group's quietest fifth there
+(OUTLIER_BROADBAND). The noise covariance forgets only as noise frames come, and in a room
+whose talk rarely pauses a few frames are all its evidence, so one pop 40 dB over the room
+outweighed ten seconds of it: the weights it taught cost a 10 dB bench room 5.7 dB SI-SDR
+for the next ten seconds (docs/dsp.md, "Where the stream starts"). A narrowband burst (an
+alarm, a beep) is still learned, as the noise it is.
+
 Covariances and weights change on a fixed grid of `update_frames` frames (0.5 s), so
 the result does not depend on how the caller cut its blocks.
 """
@@ -58,6 +67,13 @@ import numpy as np
 #: (the module docstring): TUNE 288 +2.128 -> +2.193 dB SI-SDR with 8 (2: +2.163, 4: +2.183,
 #: 16: +2.189), talk without pauses +1.354 -> +1.492
 NOISE_FRAME_POWER = 8.0
+#: a frame whose power stands this far over its group's quietest fifth (the 20th
+#: percentile, bin by bin) in more than this share of the bins teaches the noise nothing
+#: (the module docstring). Bin by bin instead (any bin this far over): the pops went as
+#: well, but TUNE 288 lost 0.03 dB and its 0 and -5 dB rooms 0.1 (an alarm's pulses are
+#: the noise); as a frame, 0.001
+OUTLIER_DB = 10.0
+OUTLIER_BROADBAND = 0.5
 
 
 class WienerBeamformer:
@@ -82,6 +98,7 @@ class WienerBeamformer:
         mask_time_constant_s: float = 1.0,
         evidence: float = 0.15,
         noise_frame_power: float = NOISE_FRAME_POWER,
+        outlier_db: float | None = OUTLIER_DB,
     ) -> None:
         self.bins, self.mics = bins, mics
         self._reference = reference
@@ -102,6 +119,7 @@ class WienerBeamformer:
         self._alpha_mask = float(np.exp(-hop_s / mask_time_constant_s))
         self._evidence = evidence
         self._noise_frame_power = noise_frame_power
+        self._outlier = None if outlier_db is None else 10 ** (outlier_db / 10)
         self._weights_acc = np.zeros((2, bins))  # accumulated update weight: noise, talker
         self.update_frames = update_frames
         self._loading = diagonal_loading
@@ -182,6 +200,8 @@ class WienerBeamformer:
                         np.full_like(absence, 1 - self._alpha_noisy),
                     ]
                 )
+            if self._outlier is not None:  # (the noise's covariance: the talkers' is loud)
+                c[0] *= self._outlier_share(x_group)
             self._fold(self._covariances, x_group, c)
             if self._mask_mwf:
                 self._fold_weights(c)
@@ -190,6 +210,13 @@ class WienerBeamformer:
             self._queued = 0
             self.alive = alive()
             self._solve()
+
+    def _outlier_share(self, x: np.ndarray) -> np.ndarray:
+        """(T, 1): 0 for a frame of the group that stands `outlier_db` over the group's
+        quietest fifth in more than OUTLIER_BROADBAND of the bins, else 1."""
+        power = _sum_mics(x.real**2 + x.imag**2)
+        over = power > self._outlier * np.percentile(power, 20.0, axis=0)
+        return (over.mean(axis=1, keepdims=True) <= OUTLIER_BROADBAND).astype(float)
 
     def _fold(self, cov: np.ndarray, x: np.ndarray, c: np.ndarray) -> None:
         """Exact first-order recursions R <- (1-c) R + c x x^H over the group, vectorised.
