@@ -536,6 +536,32 @@ def _switched(noise: np.ndarray, rng: np.random.Generator, pools: dict, respond)
     return out
 
 
+def capture_transient(n: int, rng: np.random.Generator) -> np.ndarray:
+    """What a codec or a MEMS mic may give as its capture starts: a thump (a damped low
+    sine, 8-80 Hz, 3-60 ms), a pop (a one-sided pulse, 1-30 ms) or a click (a few samples),
+    or two of them, within the first 30 ms, from -40 to -1 dBFS. The mask heard none: its
+    state is born on a stream's first frames, and in a quiet room such a start had it read
+    the talker as noise for ten seconds (docs/dsp.md, "Where the stream starts")."""
+    out = np.zeros(n)
+    for _ in range(1 if rng.random() < 0.7 else 2):
+        at = int(rng.uniform(0.0, 0.03) * FS)
+        peak = 10 ** (rng.uniform(-40, -1) / 20) * rng.choice([-1.0, 1.0])
+        kind = rng.random()
+        if kind < 0.4:
+            decay = rng.uniform(0.003, 0.06)
+            t = np.arange(int(5 * decay * FS)) / FS
+            phase = rng.uniform(0, np.pi)
+            x = np.exp(-t / decay) * np.sin(2 * np.pi * rng.uniform(8, 80) * t + phase)
+        elif kind < 0.75:
+            length = max(2, int(rng.uniform(0.001, 0.03) * FS))
+            x = np.hanning(2 * length + 1)[length:] if rng.random() < 0.5 else np.hanning(length)
+        else:
+            x = rng.standard_normal(int(rng.integers(1, 9)))
+        x = x[: n - at]
+        out[at : at + x.size] += peak * x / (np.abs(x).max() + 1e-12)
+    return out
+
+
 def make_clip(
     rng: np.random.Generator,
     pools: dict,
@@ -545,6 +571,7 @@ def make_clip(
     talk: float = 0.0,
     seconds: float = CLIP_S,
     onset: float = 0.0,
+    start: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(speech image, noise image) at one mic, float, capture scale. With probability
     `focus` the clip is one of the cases the mask was weakest on (half hard noise at
@@ -554,8 +581,13 @@ def make_clip(
     simulated room's responses instead of the synthetic ones. With probability `talk` the
     clip is talk that never pauses for long (`conversation`) over the base noise, at
     -5..35 dB. With probability `onset` the base noise switches on partway (`_switched`).
+    With probability `start` the clip is the end of a longer one (0.05-3 s cut from its
+    front), so its first frame may fall mid-word or mid-burst, as a stream that opens while
+    someone talks does, and half of those open on a capture transient
+    (`capture_transient`). Every other clip opens on a talker's first sound or a pause.
     `seconds` is the clip's length."""
-    n = int(seconds * FS)
+    lead = int(rng.uniform(0.05, 3.0) * FS) if start > 0 and rng.random() < start else 0
+    n = int(seconds * FS) + lead
     rt60 = rng.uniform(0.15, 1.1)
     volume = rng.uniform(25, 120)
 
@@ -631,6 +663,10 @@ def make_clip(
     peak = np.abs(speech + noise).max()
     if peak > 0.99:
         speech, noise = speech * 0.99 / peak, noise * 0.99 / peak
+    if lead:
+        speech, noise = speech[lead:], noise[lead:]
+        if rng.random() < 0.5:  # (clipped as the converter would)
+            noise = np.clip(speech + noise + capture_transient(noise.size, rng), -1, 1) - speech
     return speech, noise
 
 
@@ -662,13 +698,14 @@ def make_batch(
     talk: float = 0.0,
     seconds: float = CLIP_S,
     onset: float = 0.0,
+    start: float = 0.0,
 ):
     """Features, the mixture's magnitudes, the talkers' magnitudes, and the talkers'
     magnitudes projected on the mixture's phase (|S| cos(angle(S) - angle(Y)): what a real
     gain on the mixture can give back of them, the phase-sensitive target)."""
     feats, noisy, clean, projected = [], [], [], []
     for _ in range(count):
-        s, v = make_clip(rng, pools, focus, rooms, simulated, talk, seconds, onset)
+        s, v = make_clip(rng, pools, focus, rooms, simulated, talk, seconds, onset, start)
         y = stft(s + v)
         talkers = stft(s)
         power = y.real**2 + y.imag**2
@@ -829,9 +866,11 @@ _ROOMS: RirBank | None = None
 
 
 def _round(job: tuple) -> tuple[np.ndarray, ...]:
-    seed, index, count, focus, simulated, talk, seconds, onset = job
+    seed, index, count, focus, simulated, talk, seconds, onset, start = job
     rng = np.random.default_rng([*TRAIN_SEED, 7, seed, index])
-    return make_batch(rng, material(), count, focus, _ROOMS, simulated, talk, seconds, onset)
+    return make_batch(
+        rng, material(), count, focus, _ROOMS, simulated, talk, seconds, onset, start
+    )
 
 
 def main() -> int:
@@ -878,6 +917,13 @@ def main() -> int:
         default=0.0,
         help="share of clips whose noise switches on partway (after a quieter bed), and "
         "in a third of them off again",
+    )
+    parser.add_argument(
+        "--start",
+        type=float,
+        default=0.0,
+        help="share of clips cut from a longer one at a random point (a stream that opens "
+        "mid-word or mid-burst), half of them opening on a capture transient",
     )
     parser.add_argument(
         "--phase",
@@ -939,9 +985,13 @@ def main() -> int:
         vals.append(
             make_batch(np.random.default_rng([*TRAIN_SEED, 97]), pools, 64, args.focus, held, 1.0)
         )
-    # as many clips of talk without pauses, and of noise that switches on, as the training's
-    # clips are long
-    for share, seed, family in ((args.talk, 96, "talk"), (args.onset, 95, "onset")):
+    # as many clips of talk without pauses, of noise that switches on, and of streams that
+    # open mid-word (half on a capture transient), as the training's clips are long
+    for share, seed, family in (
+        (args.talk, 96, "talk"),
+        (args.onset, 95, "onset"),
+        (args.start, 91, "start"),
+    ):
         if share > 0:
             rng = np.random.default_rng([*TRAIN_SEED, seed])
             vals.append(make_batch(rng, pools, 64, seconds=args.clip_seconds, **{family: 1.0}))
@@ -972,6 +1022,7 @@ def main() -> int:
             args.talk,
             args.clip_seconds,
             args.onset,
+            args.start,
         )
         for r in range(args.rounds)
     ]
