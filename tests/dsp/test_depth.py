@@ -358,8 +358,11 @@ def test_until_their_floors_have_seen_a_window_the_masks_reading_caps_the_bands(
         update = meter.update
 
         def reads(*args: float) -> float:
-            update(*args)  # (its own clock and held reading run on)
+            update(*args)  # (its own clock runs on)
             meter.depth = mask_depth
+            # (its held reading caps the bands that overlap the speech band whatever their
+            # window: held at no cap, so that what is tested is the reading before it)
+            meter.held_depth = 1.0
             return mask_depth
 
         meter.update = reads  # type: ignore[method-assign]
