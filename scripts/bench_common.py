@@ -1,7 +1,10 @@
-"""Shared by the benchmarks: record a section of docs/benchmarks.md between markers."""
+"""Shared by the benchmarks: record a section of docs/benchmarks.md between markers, and the
+command line of a bench over a split's rooms."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 from pathlib import Path
 
@@ -18,3 +21,14 @@ def record_section(name: str, title: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(text)
     print(f"recorded in {DOC}")
+
+
+def split_bench_args(prog: str, doc: str, scenes_help: str, argv: list[str]) -> argparse.Namespace:
+    """`--scenes N --split test|tune --jobs N --no-write`, as the DSP benches over a split's
+    rooms take them (`doc`'s first line is the description)."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    ap.add_argument("--scenes", type=int, default=96, help=scenes_help)
+    ap.add_argument("--split", default="test", choices=("tune", "test"))
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--no-write", action="store_true")
+    return ap.parse_args(argv)

@@ -27,14 +27,13 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core per process: set before numpy loads BLAS
 
-import argparse
 import datetime
 import sys
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from bench_common import record_section
+from bench_common import record_section, split_bench_args
 from bench_dsp import (
     ARRAY,
     OURS,
@@ -174,14 +173,7 @@ def render(rows: list[dict], scenes: int, split: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(
-        prog="scripts/bench dsp-starts", description=__doc__.split("\n")[0]
-    )
-    ap.add_argument("--scenes", type=int, default=96, help="rooms (the split's first)")
-    ap.add_argument("--split", default="test", choices=("tune", "test"))
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--no-write", action="store_true")
-    args = ap.parse_args(argv)
+    args = split_bench_args("scripts/bench dsp-starts", __doc__, "rooms (the split's first)", argv)
     version = _dsp_version()
     jobs = [(args.split, i, s, version) for i in range(args.scenes) for s in SYSTEMS]
     with get_context("spawn").Pool(args.jobs) as pool:

@@ -27,14 +27,13 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core per process: set before numpy loads BLAS
 
-import argparse
 import datetime
 import sys
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from bench_common import record_section
+from bench_common import record_section, split_bench_args
 from bench_dsp import ARRAY, OURS, RAW, _cached, _dsp_version, _mean, _scored, run_ours, run_raw
 from bench_dsp_scenes import SCENE_VERSION, SNRS_DB, build_scene
 
@@ -122,14 +121,9 @@ def render(rows: list[dict], scenes: int, split: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(
-        prog="scripts/bench dsp-voices", description=__doc__.split("\n")[0]
+    args = split_bench_args(
+        "scripts/bench dsp-voices", __doc__, "rooms (the split's odd scenes)", argv
     )
-    ap.add_argument("--scenes", type=int, default=96, help="rooms (the split's odd scenes)")
-    ap.add_argument("--split", default="test", choices=("tune", "test"))
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--no-write", action="store_true")
-    args = ap.parse_args(argv)
     version = _dsp_version()
     indices = [2 * k + 1 for k in range(args.scenes)]
     jobs = [(args.split, i, s, version) for i in indices for s in SYSTEMS]
