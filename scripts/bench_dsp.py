@@ -689,6 +689,12 @@ def _mics_off_zero(mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mix + rng.choice([-1.0, 1.0], mix.shape[1]) * rng.uniform(500.0, 2000.0, mix.shape[1])
 
 
+def _mics_settling(mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    offsets = _mics_off_zero(np.zeros((1, mix.shape[1])), rng)  # (1, mics)
+    settle = 1.0 - np.exp(-np.arange(mix.shape[0]) / (rng.uniform(0.1, 0.5) * FS))
+    return mix + settle[:, None] * offsets
+
+
 def _drifting_mic(mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     from scipy.signal import resample
 
@@ -710,6 +716,7 @@ FAULTS = {
     "a mic hissing at its own level (its own white noise, 0 dB)": _hissing_mic,
     "a mic's clock 100 ppm off (16 samples over the 10 s scene)": _drifting_mic,
     "every mic off zero by a DC offset of its own (500-2000 LSB, either sign)": _mics_off_zero,
+    "... settling to it as the capture opens (time constant 0.1-0.5 s)": _mics_settling,
 }
 
 

@@ -105,6 +105,14 @@ def _hold_freed_heap() -> None:
     mallopt(-1, _HEAP_HELD)  # M_TRIM_THRESHOLD
     mallopt(-3, _HEAP_UP_TO)  # M_MMAP_THRESHOLD
 
+#: how fast each mic's DC offset estimate follows the mic (pipeline._dc_offsets). A MEMS mic
+#: or its codec may settle for a few hundred ms as the capture opens: followed over 2 s, an
+#: offset settling to 500-2000 LSB with a 300 ms time constant left a step in every frame
+#: and cost a 30 dB room 4.9 dB from power-on (2.6 after the warm-up), which restarts the
+#: file with the estimate at its end. Over 0.25 s: nothing (docs/dsp.md, "Where the stream
+#: starts")
+DC_TIME_CONSTANT_S = 0.25
+
 #: the speech band: where the room's SNR is read, by the noise floor and by the mask
 _SPEECH_BAND_HZ = (250.0, 4000.0)
 
@@ -281,6 +289,7 @@ class ArrayPipeline:
         mask_or_wiener: bool = True,
         evidence: float = 0.15,
         dc_significance: tuple[float, float] | None = (4.0, 8.0),
+        dc_time_constant_s: float = DC_TIME_CONSTANT_S,
         beamform_depth_from: float = 0.3,
         floor_rise_db_per_s: float | None = 1.0,
         band_depths: tuple = BAND_DEPTHS,
@@ -301,6 +310,8 @@ class ArrayPipeline:
     ) -> None:
         if frame_len % 2:
             raise ValueError("frame_len must be even")
+        if not dc_time_constant_s > 0:
+            raise ValueError(f"dc_time_constant_s: want > 0 s, got {dc_time_constant_s}")
         _hold_freed_heap()
         self.geometry = geometry
         self.sample_rate = sample_rate
@@ -328,11 +339,12 @@ class ArrayPipeline:
         self._pending_raw = np.zeros((0, mics), np.int16)  # (samples short of a whole hop)
         self._overlap = np.zeros(frame_len - self.hop)
         self._window_spectrum = np.fft.rfft(self._window)
-        # each mic's DC offset: the running mean of its hop means for the first 2 s, then a
-        # one-pole average over 2 s; a mic stuck at a DC value is silent from the first hop
+        # each mic's DC offset: the running mean of its hop means for its first
+        # `dc_time_constant_s`, then a one-pole average over as long (DC_TIME_CONSTANT_S); a
+        # mic stuck at a DC value is silent from the first hop
         self._dc = [0.0] * mics
         self._dc_hops = 0
-        self._dc_decay = float(np.exp(-(frame_len // 2) / sample_rate / 2.0))
+        self._dc_decay = float(np.exp(-(frame_len // 2) / sample_rate / dc_time_constant_s))
         # ... but in a clean room only as far as it stands out of its own uncertainty: a mic
         # without an offset then passes untouched (its estimate is the talker's low end
         # wandering around zero), one with a real offset loses all of it within a few hops
@@ -683,9 +695,9 @@ class ArrayPipeline:
         """Listen to `block` (as `process` takes it) and give nothing out, then start the
         stream afresh: what a unit that has been in the room has learned of it stays (the
         noise trackers and the noise heard in pauses, the room's SNR and the bands', the
-        beamformer's statistics, the AGC's gain, the mics' health and DC offsets, the
-        history of noise events), while the signal path and the trained mask start as at
-        power-on, and no noise event or pause counts until the mask has settled again
+        beamformer's statistics, the AGC's gain, the mics' health, the history of noise
+        events), while the signal path, the trained mask and the mics' DC offsets start as
+        at power-on, and no noise event or pause counts until the mask has settled again
         (events_after_s). A file's front end (`python -m edge_agent process`) warms up on
         the file's first seconds, so a short recording is processed as the unit processes
         a room it has been listening to, not as in its first seconds after power-on.
@@ -693,7 +705,9 @@ class ArrayPipeline:
         Why the mask starts afresh: it reads the audio after the warm-up as a new stream,
         as it was trained; carried across the jump back to the block's start, its state
         could take a talker for noise for seconds (a pause after seconds of continuous
-        talk did so in 1-2 % of TUNE's rooms; docs/dsp.md, "Warm-up")."""
+        talk did so in 1-2 % of TUNE's rooms; docs/dsp.md, "Warm-up"). The DC offsets,
+        because the file starts again where a settling offset had not yet settled, and
+        their estimate finds a steady one again within a few hops (DC_TIME_CONSTANT_S)."""
         self.process(block)
         mics = len(self._mic_idx)
         self._history[...] = 0.0
@@ -703,6 +717,8 @@ class ArrayPipeline:
         self._samples_in = self._samples_out = 0
         if self._mask is not None:
             self._mask.reset()
+        self._dc, self._dc_hops = [0.0] * mics, 0
+        self._dc_var = self._dc_prior = 0.0
         # (the decision-directed gains' one-frame memory is of the frame before: none)
         self.postfilter.reset()
         self._pause_noise_filter.reset()
@@ -1122,8 +1138,8 @@ class ArrayPipeline:
 
     def _dc_offsets(self, hop_sums: list, hop_vars: list, ref: int | np.ndarray) -> tuple:
         """Each mic's DC offset after each hop (T, M), from the hops' means (`hop_sums`, T
-        lists of M, over the hop; `hop_vars` likewise): their running
-        mean over the first 2 s, a one-pole average over 2 s after that. Also, for the
+        lists of M, over the hop; `hop_vars` likewise): their running mean over the first
+        `dc_time_constant_s`, a one-pole average over as long after that. Also, for the
         reference mic (`ref`: one, or one a hop), (T,), the part of it that does not stand
         out of its own uncertainty (with `dc_significance` (lo, hi): all of it up to lo
         standard errors from zero, none from hi on): what the high-pass gives back in a
