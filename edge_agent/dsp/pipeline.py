@@ -341,15 +341,12 @@ class ArrayPipeline:
         self._window_spectrum = np.fft.rfft(self._window)
         # each mic's DC offset: the running mean of its hop means for its first
         # `dc_time_constant_s`, then a one-pole average over as long (DC_TIME_CONSTANT_S); a
-        # mic stuck at a DC value is silent from the first hop
-        self._dc = [0.0] * mics
-        self._dc_hops = 0
+        # mic stuck at a DC value is silent from the first hop (_dc_offsets; _start_dc)
         self._dc_decay = float(np.exp(-(frame_len // 2) / sample_rate / dc_time_constant_s))
         # ... but in a clean room only as far as it stands out of its own uncertainty: a mic
         # without an offset then passes untouched (its estimate is the talker's low end
         # wandering around zero), one with a real offset loses all of it within a few hops
-        self._dc_var = 0.0  # the reference mic's hop means' variance about the estimate
-        self._dc_prior = 0.0  # its first hop's own variance: a prior for it
+        self._start_dc(mics)
         self._dc_significance = dc_significance
 
         self.health = ChannelHealth(mics, hop_s=hop_s)
@@ -717,8 +714,7 @@ class ArrayPipeline:
         self._samples_in = self._samples_out = 0
         if self._mask is not None:
             self._mask.reset()
-        self._dc, self._dc_hops = [0.0] * mics, 0
-        self._dc_var = self._dc_prior = 0.0
+        self._start_dc(mics)
         # (the decision-directed gains' one-frame memory is of the frame before: none)
         self.postfilter.reset()
         self._pause_noise_filter.reset()
@@ -1135,6 +1131,13 @@ class ArrayPipeline:
             self.depth = min(d, self.depth)
         if self._mask_hold:
             self.depth = min(self.depth, self.mask_room.held_depth)
+
+    def _start_dc(self, mics: int) -> None:
+        """The DC offsets' estimate as at power-on: no hop heard yet."""
+        self._dc = [0.0] * mics
+        self._dc_hops = 0
+        self._dc_var = 0.0  # the reference mic's hop means' variance about the estimate
+        self._dc_prior = 0.0  # its first hop's own variance: a prior for it
 
     def _dc_offsets(self, hop_sums: list, hop_vars: list, ref: int | np.ndarray) -> tuple:
         """Each mic's DC offset after each hop (T, M), from the hops' means (`hop_sums`, T
