@@ -536,6 +536,34 @@ def _switched(noise: np.ndarray, rng: np.random.Generator, pools: dict, respond)
     return out
 
 
+def _stopped(noise: np.ndarray, rng: np.random.Generator, pools: dict, respond) -> np.ndarray:
+    """The noise dropped partway through the clip, under talk: a fan or a tap switched off
+    or turned down, a cart gone by, a door shut on the hallway. It runs from the clip's
+    first frame and falls, over 10 ms to 1 s, 1.5-4.5 s in, by 15-40 dB: to the same
+    noise quieter, to a bed of another kind, or to the mic's self-noise alone. The mask
+    read the quiet room after such a noise as noisy for seconds while the talk went on, for
+    its state had learned the noise (docs/dsp.md, "After a noise stops")."""
+    n = noise.size
+    gate = np.ones(n)
+    off = int(rng.uniform(1.5, 4.5) * FS)
+    gate[off:] = 0.0
+    ramp = max(1, int(np.exp(rng.uniform(np.log(0.01), np.log(1.0))) * FS))
+    gate = np.convolve(np.concatenate([np.ones(ramp - 1), gate]), np.ones(ramp) / ramp, "valid")
+    rms = np.sqrt(np.mean(noise[:off] ** 2)) + 1e-12
+    kind = rng.random()
+    if kind < 0.4:
+        bed = noise
+    elif kind < 0.85:
+        bed = clip_of(pools["noise"][int(rng.integers(len(pools["noise"])))], n, rng)
+        if rng.random() < 0.4:
+            bed = procedural_noise(n, rng)
+        bed = convolve(bed, respond((0.5, 5.0)), n)
+    else:
+        return noise * gate
+    bed = bed * rms / (np.sqrt(np.mean(bed**2)) + 1e-12) * 10 ** (-rng.uniform(15, 40) / 20)
+    return noise * gate + bed
+
+
 def capture_transient(n: int, rng: np.random.Generator) -> np.ndarray:
     """What a codec or a MEMS mic may give as its capture starts: a thump (a damped low
     sine, 8-80 Hz, 3-60 ms), a pop (a one-sided pulse, 1-30 ms) or a click (a few samples),
@@ -572,6 +600,7 @@ def make_clip(
     seconds: float = CLIP_S,
     onset: float = 0.0,
     start: float = 0.0,
+    stops: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(speech image, noise image) at one mic, float, capture scale. With probability
     `focus` the clip is one of the cases the mask was weakest on (half hard noise at
@@ -584,7 +613,8 @@ def make_clip(
     With probability `start` the clip is the end of a longer one (0.05-3 s cut from its
     front), so its first frame may fall mid-word or mid-burst, as a stream that opens while
     someone talks does, and half of those open on a capture transient
-    (`capture_transient`). Every other clip opens on a talker's first sound or a pause.
+    (`capture_transient`). With probability `stops` the clip's noise drops partway under
+    talk (`_stopped`). Every other clip opens on a talker's first sound or a pause.
     `seconds` is the clip's length."""
     lead = int(rng.uniform(0.05, 3.0) * FS) if start > 0 and rng.random() < start else 0
     n = int(seconds * FS) + lead
@@ -603,18 +633,23 @@ def make_clip(
         mode = "talk"
     elif onset > 0 and rng.random() < onset:
         mode = "onset"
+    elif stops > 0 and rng.random() < stops:
+        mode = "stops"
     elif rng.random() < focus:
         mode = "hard" if rng.random() < 0.5 else "clean"
     talkers = 0 if rng.random() < 0.07 else int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
-    if mode == "talk":
+    if mode == "talk" or (mode == "stops" and rng.random() < 0.7):
         talkers = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
         tracks = conversation(n, rng, pools, talkers)
+        mode = "talk" if mode == "talk" else "stops talk"
+    elif mode == "stops":
+        talkers = int(rng.choice([1, 2], p=[0.6, 0.4]))
     elif mode == "onset":  # (a quarter without talkers: the noise alone must read as noise)
         talkers = int(rng.choice([0, 1, 2], p=[0.25, 0.45, 0.3]))
     elif mode != "base":
         talkers = int(rng.choice([1, 2], p=[0.6, 0.4]))
     for k in range(talkers):
-        dry = tracks[k] if mode == "talk" else speech_track(n, rng, pools)
+        dry = tracks[k] if tracks else speech_track(n, rng, pools)
         speech += convolve(dry, talker_response((0.4, 3.2)), n) * rng.uniform(0.5, 1.5)
     noise = np.zeros(n)
     if mode == "hard":
@@ -639,6 +674,8 @@ def make_clip(
     snr_db = rng.uniform(-10, 30) if rng.random() < 0.85 else rng.uniform(-5, 10)
     if mode == "hard":
         snr_db = rng.uniform(-5, 5)
+    elif mode.startswith("stops"):
+        snr_db = rng.uniform(-5, 15)  # (while the noise runs)
     elif mode == "talk":
         snr_db = rng.uniform(-5, 35)
     elif mode == "clean":
@@ -651,6 +688,8 @@ def make_clip(
         noise *= speech_level / (np.sqrt(np.mean(noise**2)) + 1e-12) / 10 ** (snr_db / 20)
     else:
         speech_level = np.sqrt(np.mean(noise**2)) * 10 ** (rng.uniform(-10, 20) / 20)
+    if mode.startswith("stops"):
+        noise = _stopped(noise, rng, pools, noise_response)
     level = 10 ** (rng.uniform(-50, -12) / 20) / (speech_level + 1e-12)
     speech *= level
     noise *= level
@@ -699,13 +738,16 @@ def make_batch(
     seconds: float = CLIP_S,
     onset: float = 0.0,
     start: float = 0.0,
+    stops: float = 0.0,
 ):
     """Features, the mixture's magnitudes, the talkers' magnitudes, and the talkers'
     magnitudes projected on the mixture's phase (|S| cos(angle(S) - angle(Y)): what a real
     gain on the mixture can give back of them, the phase-sensitive target)."""
     feats, noisy, clean, projected = [], [], [], []
     for _ in range(count):
-        s, v = make_clip(rng, pools, focus, rooms, simulated, talk, seconds, onset, start)
+        s, v = make_clip(
+            rng, pools, focus, rooms, simulated, talk, seconds, onset, start, stops
+        )
         y = stft(s + v)
         talkers = stft(s)
         power = y.real**2 + y.imag**2
@@ -866,10 +908,10 @@ _ROOMS: RirBank | None = None
 
 
 def _round(job: tuple) -> tuple[np.ndarray, ...]:
-    seed, index, count, focus, simulated, talk, seconds, onset, start = job
+    seed, index, count, focus, simulated, talk, seconds, onset, start, stops = job
     rng = np.random.default_rng([*TRAIN_SEED, 7, seed, index])
     return make_batch(
-        rng, material(), count, focus, _ROOMS, simulated, talk, seconds, onset, start
+        rng, material(), count, focus, _ROOMS, simulated, talk, seconds, onset, start, stops
     )
 
 
@@ -924,6 +966,13 @@ def main() -> int:
         default=0.0,
         help="share of clips cut from a longer one at a random point (a stream that opens "
         "mid-word or mid-burst), half of them opening on a capture transient",
+    )
+    parser.add_argument(
+        "--stops",
+        type=float,
+        default=0.0,
+        help="share of clips whose noise drops by 15-40 dB partway, under talk that in most "
+        "of them never pauses for long",
     )
     parser.add_argument(
         "--phase",
@@ -991,6 +1040,7 @@ def main() -> int:
         (args.talk, 96, "talk"),
         (args.onset, 95, "onset"),
         (args.start, 91, "start"),
+        (args.stops, 90, "stops"),
     ):
         if share > 0:
             rng = np.random.default_rng([*TRAIN_SEED, seed])
@@ -1023,6 +1073,7 @@ def main() -> int:
             args.clip_seconds,
             args.onset,
             args.start,
+            args.stops,
         )
         for r in range(args.rounds)
     ]

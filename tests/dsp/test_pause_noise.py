@@ -66,16 +66,19 @@ def test_rumble_under_a_clean_speech_band_goes_at_any_depth() -> None:
     assert score() > score(**OFF) + 0.7
 
 
-def _stopping_room(seconds: float, stop_s: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The talker with steady noise (white and a rumble, 10 dB under it) that stops at
-    `stop_s`: a fan switched off. (n, 4) int16 and the talker at mic 0."""
+def _stopping_room(
+    seconds: float, stop_s: float, seed: int, snr_db: float = 10.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The talker with steady noise (white and a rumble, `snr_db` under it) that falls
+    40 dB at `stop_s`: a fan switched off, the mics' own hiss left. (n, 4) int16 and the
+    talker at mic 0."""
     talker, clean = array_scene(seconds=seconds, snr_db=120.0, seed=seed)  # the talker alone
     rng = np.random.default_rng(seed + 100)
     n = talker.shape[0]
     rumble = np.convolve(rng.standard_normal(n), np.ones(64) / 8, mode="same")
     noise = rng.standard_normal((n, 4)) + rumble[:, None]
-    noise *= np.sqrt(np.mean(clean**2) / np.mean(noise[:, 0] ** 2) / 10) * 32768
-    noise[int(stop_s * FS) :] *= 0.01  # the mics' own hiss stays, 40 dB down
+    noise *= np.sqrt(np.mean(clean**2) / np.mean(noise[:, 0] ** 2) / 10 ** (snr_db / 10)) * 32768
+    noise[int(stop_s * FS) :] *= 0.01
     return np.clip(np.round(talker + noise), -32768, 32767).astype(np.int16), clean
 
 
