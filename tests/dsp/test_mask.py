@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from test_pause_noise import FS, _stopping_room
 
 from edge_agent.dsp.mask import WEIGHTS, MaskFeatures, SpeechMask, mel_filterbank
 
@@ -112,9 +113,6 @@ def test_a_talker_after_a_noise_stops_reads_as_in_a_room_that_never_had_it() -> 
     the noise (three seeds): the front end cut the talker for seconds after a noise (the
     sessions bench: the 10 s after a noise stops). Measured with the shipped weights
     (trained with --stops): 0.90-0.92 against 0.86-0.88."""
-    from conftest import FS
-    from test_pause_noise import _stopping_room
-
     after = slice(int(5.5 * FS) // 256, 8 * FS // 256)
     for seed in (3, 4, 5):
         for snr_db in (0.0, 5.0):
