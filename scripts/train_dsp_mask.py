@@ -641,7 +641,6 @@ def make_clip(
     if mode == "talk" or (mode == "stops" and rng.random() < 0.7):
         talkers = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
         tracks = conversation(n, rng, pools, talkers)
-        mode = "talk" if mode == "talk" else "stops talk"
     elif mode == "stops":
         talkers = int(rng.choice([1, 2], p=[0.6, 0.4]))
     elif mode == "onset":  # (a quarter without talkers: the noise alone must read as noise)
@@ -674,7 +673,7 @@ def make_clip(
     snr_db = rng.uniform(-10, 30) if rng.random() < 0.85 else rng.uniform(-5, 10)
     if mode == "hard":
         snr_db = rng.uniform(-5, 5)
-    elif mode.startswith("stops"):
+    elif mode == "stops":
         snr_db = rng.uniform(-5, 15)  # (while the noise runs)
     elif mode == "talk":
         snr_db = rng.uniform(-5, 35)
@@ -688,7 +687,7 @@ def make_clip(
         noise *= speech_level / (np.sqrt(np.mean(noise**2)) + 1e-12) / 10 ** (snr_db / 20)
     else:
         speech_level = np.sqrt(np.mean(noise**2)) * 10 ** (rng.uniform(-10, 20) / 20)
-    if mode.startswith("stops"):
+    if mode == "stops":
         noise = _stopped(noise, rng, pools, noise_response)
     level = 10 ** (rng.uniform(-50, -12) / 20) / (speech_level + 1e-12)
     speech *= level
