@@ -107,14 +107,18 @@ class Relay:
         self.users[uid] = password
 
     def token(self, uid: str) -> str:
-        r = httpx.post(self.url + "/api/login", json={"user": uid, "password": self.users[uid]})
+        # (trust_env off, here and in every helper a test's background thread may call: the
+        # relay is on loopback, and reading the environment's proxies iterates os.environ,
+        # which pytest changes between tests; from another thread that raced, KeyError)
+        r = httpx.post(self.url + "/api/login", json={"user": uid, "password": self.users[uid]},
+                       trust_env=False)
         r.raise_for_status()
         return r.json()["token"]
 
     def api(self, method: str, path: str, uid: str = "admin", **kw) -> httpx.Response:
         return httpx.request(method, self.url + path,
                              headers={"Authorization": f"Bearer {self.token(uid)}"}, timeout=10,
-                             **kw)
+                             trust_env=False, **kw)
 
 
 def make_relay(tmp: Path, b: Broker, *, store_url: str = "", name: str = "relay",

@@ -45,7 +45,8 @@ class RelayClinic:
         for _ in range(2):
             if self._token is None:
                 self._token = self.relay.token("admin")
-            r = httpx.request(method, self.relay.url + path, timeout=10,
+            # (trust_env off, as support.Relay's helpers: this runs in the endorsing thread)
+            r = httpx.request(method, self.relay.url + path, timeout=10, trust_env=False,
                               headers={"Authorization": f"Bearer {self._token}"}, **kw)
             if r.status_code != 401:
                 return r
